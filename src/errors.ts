@@ -1,0 +1,52 @@
+// Errors carry a stable `code` (for programs and tests) and, when they come
+// from the kernel, the syscall and errno behind them.
+import { constants } from 'node:os';
+
+const errnoNames: Map<number, string> = new Map(
+  Object.entries(constants.errno).map(([name, value]) => [value as number, name]),
+);
+
+export function errnoName(errno: number): string {
+  return errnoNames.get(errno) ?? `E${errno}`;
+}
+
+export class StasisError extends Error {
+  readonly code: string;
+  constructor(code: string, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'StasisError';
+    this.code = code;
+  }
+}
+
+/** A failed system call: `code` is the errno name (ESRCH, EPERM...). */
+export class SyscallError extends StasisError {
+  readonly syscall: string;
+  readonly errno: number;
+  constructor(syscall: string, errno: number, detail?: string) {
+    const name = errnoName(errno);
+    super(name, `${syscall}${detail ? ` (${detail})` : ''}: ${name}`);
+    this.name = 'SyscallError';
+    this.syscall = syscall;
+    this.errno = errno;
+  }
+}
+
+export const ErrorCodes = {
+  NO_SUCH_PROCESS: 'STASIS_NO_SUCH_PROCESS',
+  ZOMBIE: 'STASIS_ZOMBIE',
+  KERNEL_THREAD: 'STASIS_KERNEL_THREAD',
+  SELF: 'STASIS_SELF',
+  NOT_PERMITTED: 'STASIS_NOT_PERMITTED',
+  SEIZE_FAILED: 'STASIS_SEIZE_FAILED',
+  TASK_DIED: 'STASIS_TASK_DIED',
+  UNEXPECTED_STOP: 'STASIS_UNEXPECTED_STOP',
+  PARASITE: 'STASIS_PARASITE',
+  UNSUPPORTED: 'STASIS_UNSUPPORTED',
+  BAD_IMAGE: 'STASIS_BAD_IMAGE',
+  INJECTED_FAILURE: 'STASIS_INJECTED_FAILURE',
+  RESTORE_FAILED: 'STASIS_RESTORE_FAILED',
+  PID_TAKEN: 'STASIS_PID_TAKEN',
+  FILE_CHANGED: 'STASIS_FILE_CHANGED',
+  USAGE: 'STASIS_USAGE',
+} as const;

@@ -1,0 +1,141 @@
+// Transparent freeze: PTRACE_SEIZE + PTRACE_INTERRUPT every thread of a
+// process, without SIGSTOP, so job-control state is kept and interrupted
+// syscalls restart correctly on release.
+import * as fs from 'node:fs';
+import { ptrace, wait4, tryWait4, abi, tryKill, describeWait, type WaitStatus } from './sys';
+import { listTasks, readStat, PF_KTHREAD } from './proc/proc';
+import { StasisError, ErrorCodes, SyscallError } from './errors';
+
+const { SIG, PTRACE_EVENT } = abi;
+const STOP_SIGNALS: number[] = [SIG.SIGSTOP, SIG.SIGTSTP, SIG.SIGTTIN, SIG.SIGTTOU];
+
+export interface FrozenProcess {
+  pid: number;
+  /** Thread ids, the leader first. */
+  threads: number[];
+  /** The process was stopped by job control when we seized it. */
+  stopped: boolean;
+}
+
+/** Refuse what cannot be dumped, with a one-line reason. */
+export function checkDumpable(pid: number): void {
+  if (!Number.isInteger(pid) || pid <= 0) throw new StasisError(ErrorCodes.USAGE, `invalid pid ${pid}`);
+  if (pid === process.pid) throw new StasisError(ErrorCodes.SELF, `pid ${pid} is stasis itself; it cannot dump itself`);
+  let st;
+  try {
+    st = readStat(pid);
+  } catch {
+    throw new StasisError(ErrorCodes.NO_SUCH_PROCESS, `no process with pid ${pid}`);
+  }
+  if (st.pid !== pid) throw new StasisError(ErrorCodes.NO_SUCH_PROCESS, `${pid} is a thread of process ${st.pid}, not a process; dump -t ${st.pid}`);
+  if (st.flags & PF_KTHREAD) throw new StasisError(ErrorCodes.KERNEL_THREAD, `pid ${pid} (${st.comm}) is a kernel thread; only user processes can be dumped`);
+  if (st.state === 'Z' || st.state === 'X') throw new StasisError(ErrorCodes.ZOMBIE, `pid ${pid} (${st.comm}) is a zombie; there is nothing left to dump`);
+  // Our own ancestors can be seized, but our parent chain is a common mistake
+  // only for self; fine otherwise.
+}
+
+/** Wait for the stop that follows INTERRUPT; pass through signals that got there first. */
+function waitInterruptStop(tid: number): 'running' | 'stopped' | 'gone' {
+  for (let i = 0; i < 64; i++) {
+    const r = tryWait4(tid);
+    if (typeof r === 'number') {
+      if (r === -10 /* ECHILD */) return 'gone';
+      throw new SyscallError('wait4', -r, `tid ${tid}`);
+    }
+    const ws: WaitStatus = r;
+    if (ws.kind === 'exited' || ws.kind === 'signaled') return 'gone';
+    if (ws.kind === 'ptrace-event' && ws.event === PTRACE_EVENT.STOP) {
+      return STOP_SIGNALS.includes(ws.signal) ? 'stopped' : 'running';
+    }
+    if (ws.kind === 'stopped') {
+      // A signal arrived before our interrupt: let the task have it (as it would
+      // without us); the interrupt is still pending and stops it right after.
+      ptrace.cont(tid, ws.signal);
+      continue;
+    }
+    throw new StasisError(ErrorCodes.UNEXPECTED_STOP, `tid ${tid}: unexpected ${describeWait(ws)} while seizing`);
+  }
+  throw new StasisError(ErrorCodes.SEIZE_FAILED, `tid ${tid} keeps receiving signals; could not stop it`);
+}
+
+/**
+ * Seize every thread of `pid`. Threads created meanwhile are caught by
+ * rescanning /proc/PID/task until a pass finds nothing new (a seized thread
+ * cannot clone any more, so this ends).
+ */
+export function freezeProcess(pid: number): FrozenProcess {
+  checkDumpable(pid);
+  const seized: number[] = [];
+  let stopped = false;
+  try {
+    for (;;) {
+      let tids: number[];
+      try { tids = listTasks(pid); } catch { throw new StasisError(ErrorCodes.TASK_DIED, `process ${pid} exited while being seized`); }
+      const fresh = tids.filter((t) => !seized.includes(t));
+      if (fresh.length === 0) break;
+      for (const tid of fresh) {
+        try {
+          ptrace.seize(tid, 0);
+        } catch (e) {
+          if (e instanceof SyscallError && e.code === 'ESRCH' && tid !== pid) continue; // thread ended
+          if (e instanceof SyscallError && e.code === 'EPERM') {
+            const tracer = tracerOf(pid);
+            throw new StasisError(ErrorCodes.NOT_PERMITTED, tracer
+              ? `pid ${pid} is already traced by pid ${tracer}; cannot seize it`
+              : `not permitted to ptrace pid ${pid} (need root or CAP_SYS_PTRACE, or check kernel.yama.ptrace_scope)`);
+          }
+          if (e instanceof SyscallError && e.code === 'ESRCH') throw new StasisError(ErrorCodes.NO_SUCH_PROCESS, `process ${pid} vanished while being seized`);
+          throw e;
+        }
+        seized.push(tid);
+        ptrace.interrupt(tid);
+        const st = waitInterruptStop(tid);
+        if (st === 'gone') {
+          seized.splice(seized.indexOf(tid), 1);
+          if (tid === pid) throw new StasisError(ErrorCodes.TASK_DIED, `process ${pid} exited while being seized`);
+          continue;
+        }
+        if (st === 'stopped') stopped = true;
+      }
+    }
+  } catch (e) {
+    for (const tid of seized) ptrace.tryDetach(tid, 0);
+    throw e;
+  }
+  seized.sort((a, b) => (a === pid ? -1 : b === pid ? 1 : a - b));
+  return { pid, threads: seized, stopped };
+}
+
+function tracerOf(pid: number): number {
+  try {
+    const m = /TracerPid:\s*(\d+)/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m ? Number(m[1]) : 0;
+  } catch { return 0; }
+}
+
+/**
+ * Let the process go on: detach every thread. A process that was stopped by
+ * job control stays stopped (the kernel re-instates the group stop on detach).
+ */
+export function release(p: FrozenProcess): void {
+  let first: unknown;
+  for (const tid of p.threads) {
+    const r = ptrace.tryDetach(tid, 0);
+    if (r < 0 && r !== -3 /* ESRCH: gone */ && !first) first = new SyscallError('ptrace', -r, `DETACH ${tid}`);
+  }
+  if (first) throw first;
+}
+
+/** Kill the dumped process (default after a successful dump, as criu does). */
+export function killFrozen(p: FrozenProcess): void {
+  tryKill(p.pid, SIG.SIGKILL);
+  for (const tid of p.threads) ptrace.tryDetach(tid, 0);
+  // Collect the tracer's exit notifications so the real parent gets its own.
+  for (const tid of p.threads) {
+    for (let i = 0; i < 8; i++) {
+      const r = tryWait4(tid);
+      if (typeof r === 'number' || r.kind === 'exited' || r.kind === 'signaled') break;
+    }
+  }
+  void wait4;
+}

@@ -1,0 +1,58 @@
+// Cross-process memory, pidfds, kcmp, signals, prctl and friends.
+import { addressOf } from './native';
+import { sys, sysTry } from './call';
+import { IOVEC_SIZE, PR } from './abi';
+
+const iovLocal = Buffer.alloc(IOVEC_SIZE);
+const iovRemote = Buffer.alloc(IOVEC_SIZE);
+
+function fillIov(local: Buffer, remoteAddr: bigint | number, len: number): void {
+  iovLocal.writeBigUInt64LE(addressOf(local), 0);
+  iovLocal.writeBigUInt64LE(BigInt(len), 8);
+  iovRemote.writeBigUInt64LE(BigInt(remoteAddr), 0);
+  iovRemote.writeBigUInt64LE(BigInt(len), 8);
+}
+
+/** process_vm_readv of one range into `into` (first len bytes). Returns bytes read (may be short). */
+export function processVmReadv(pid: number, remoteAddr: bigint | number, into: Buffer, len = into.length): number {
+  fillIov(into, remoteAddr, len);
+  return sys('process_vm_readv', pid, addressOf(iovLocal), 1, addressOf(iovRemote), 1, 0, `pid ${pid}`);
+}
+
+export function processVmWritev(pid: number, remoteAddr: bigint | number, from: Buffer, len = from.length): number {
+  fillIov(from, remoteAddr, len);
+  return sys('process_vm_writev', pid, addressOf(iovLocal), 1, addressOf(iovRemote), 1, 0, `pid ${pid}`);
+}
+
+export function pidfdOpen(pid: number, flags = 0): number {
+  return sys('pidfd_open', pid, flags, 0, 0, 0, 0, `pid ${pid}`);
+}
+
+export function pidfdGetfd(pidfd: number, targetfd: number): number {
+  return sys('pidfd_getfd', pidfd, targetfd, 0, 0, 0, 0, `fd ${targetfd}`);
+}
+
+export function kcmp(pid1: number, pid2: number, type: number, idx1 = 0, idx2 = 0): number {
+  return sys('kcmp', pid1, pid2, type, idx1, idx2);
+}
+
+export function kill(pid: number, sig: number): void {
+  sys('kill', pid, sig, 0, 0, 0, 0, `pid ${pid}`);
+}
+export function tryKill(pid: number, sig: number): number {
+  return sysTry('kill', pid, sig);
+}
+export function tgkill(tgid: number, tid: number, sig: number): void {
+  sys('tgkill', tgid, tid, sig, 0, 0, 0, `tid ${tid}`);
+}
+
+export function getpid(): number { return sys('getpid'); }
+export function gettid(): number { return sys('gettid'); }
+
+export function prctl(option: number, a: number | bigint = 0, b: number | bigint = 0, c: number | bigint = 0, d: number | bigint = 0): number {
+  return sys('prctl', option, a, b, c, d);
+}
+
+export function setChildSubreaper(on = true): void {
+  prctl(PR.SET_CHILD_SUBREAPER, on ? 1 : 0);
+}
