@@ -80,6 +80,9 @@ export class Parasite {
     return p;
   }
 
+  /** Where our `syscall; int3` lives in the task. */
+  get codeAddress(): bigint { return this.codeAddr; }
+
   /** The registers the task had when prepared (a copy). */
   get regs(): Regs { return { ...this.savedRegs }; }
 

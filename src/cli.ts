@@ -1,0 +1,86 @@
+// The command line: stasis dump | show | check (| restore | demo).
+import { parseArgs } from 'node:util';
+import { dump } from './dump/dump';
+import { collectShow, formatShow } from './show';
+import { checkFeatures } from './check';
+import { StasisError, ErrorCodes } from './errors';
+
+const HELP = `stasis — checkpoint/restore of Linux processes (CRIU-format images)
+
+usage:
+  stasis dump -t PID -D DIR [-R]     checkpoint process PID into DIR
+      -t, --tree PID                 the process to dump (with its threads)
+      -D, --images-dir DIR           where to write images (created, 0700)
+      -R, --leave-running            let the process go on (default: kill it after a successful dump)
+  stasis show DIR [--json]           summarise a checkpoint
+  stasis check [--json]              which needed kernel features are present
+  stasis --help
+
+Images decode with crit (Debian package criu): crit decode -i DIR/core-PID.img`;
+
+function usage(msg: string): never {
+  throw new StasisError(ErrorCodes.USAGE, `${msg}\n(see stasis --help)`);
+}
+
+async function run(argv: string[]): Promise<number> {
+  const [cmd, ...rest] = argv;
+  if (!cmd || cmd === '--help' || cmd === '-h' || cmd === 'help') {
+    console.log(HELP);
+    return cmd ? 0 : 1;
+  }
+  switch (cmd) {
+    case 'dump': {
+      const { values } = parseArgs({
+        args: rest,
+        options: {
+          tree: { type: 'string', short: 't' },
+          'images-dir': { type: 'string', short: 'D' },
+          'leave-running': { type: 'boolean', short: 'R', default: false },
+        },
+      });
+      if (!values.tree) usage('dump needs -t PID');
+      if (!values['images-dir']) usage('dump needs -D DIR');
+      const pid = Number(values.tree);
+      if (!Number.isInteger(pid) || pid <= 0) usage(`invalid pid '${values.tree}'`);
+      const r = dump(pid, {
+        dir: values['images-dir'], leaveRunning: values['leave-running'] ?? false,
+        failAt: process.env.STASIS_FAIL_AT || undefined,
+      });
+      console.error(`dumped pid ${r.pid} (${r.threads} thread${r.threads > 1 ? 's' : ''}): ${r.pages} pages (${(r.bytes / 1048576).toFixed(1)} MiB) in ${r.ms.toFixed(1)} ms, frozen ${r.frozenMs.toFixed(1)} ms; ${values['leave-running'] ? 'left running' : 'killed'}`);
+      return 0;
+    }
+    case 'show': {
+      const { values, positionals } = parseArgs({ args: rest, allowPositionals: true, options: { json: { type: 'boolean', default: false } } });
+      if (positionals.length !== 1) usage('show needs one DIR');
+      const d = collectShow(positionals[0]);
+      console.log(values.json ? JSON.stringify(d, (_k, v) => (typeof v === 'bigint' ? v.toString() : Buffer.isBuffer(v) ? v.toString('hex') : v), 2) : formatShow(positionals[0], d));
+      return 0;
+    }
+    case 'check': {
+      const { values } = parseArgs({ args: rest, options: { json: { type: 'boolean', default: false } } });
+      const f = checkFeatures();
+      if (values.json) console.log(JSON.stringify(f, null, 2));
+      else for (const x of f) console.log(`${x.ok ? 'ok  ' : x.needed ? 'MISS' : 'no  '} ${x.name}${x.ok ? '' : `: ${x.detail}`}`);
+      return f.some((x) => x.needed && !x.ok) ? 1 : 0;
+    }
+    default:
+      usage(`unknown command '${cmd}'`);
+  }
+}
+
+export async function main(argv: string[]): Promise<number> {
+  try {
+    return await run(argv);
+  } catch (e) {
+    if (e instanceof StasisError) {
+      console.error(`stasis: ${e.message}`);
+      return e.code === ErrorCodes.USAGE ? 2 : 1;
+    }
+    if (e && typeof e === 'object' && 'code' in e && String((e as { code: unknown }).code).startsWith('ERR_PARSE_ARGS')) {
+      console.error(`stasis: ${(e as unknown as Error).message}`);
+      return 2;
+    }
+    console.error(`stasis: internal error: ${(e as Error)?.stack ?? e}`);
+    return 1;
+  }
+}

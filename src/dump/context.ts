@@ -1,0 +1,86 @@
+// Explicit dump state, passed to every resource's dump half.
+import type { FrozenProcess } from '../freeze';
+import type { Stat } from '../proc/proc';
+import type { Entry } from '../images/image';
+import { StasisError, ErrorCodes } from '../errors';
+
+export interface DumpOptions {
+  dir: string;
+  leaveRunning: boolean;
+  /** Failure injection for tests: "step" or "step:kill" (STASIS_FAIL_AT). */
+  failAt?: string;
+}
+
+/** What one process of the tree yields while frozen, shared between resources. */
+export interface ProcessDump {
+  pid: number;
+  frozen: FrozenProcess;
+  stat: Stat;
+  status: Map<string, string>;
+  ids: { vm_id: number; files_id: number; fs_id: number; sighand_id: number };
+  /** Filled by the parasite session. */
+  parasite: ParasiteFacts;
+  /** Per-thread facts keyed by tid. */
+  threads: Map<number, ThreadFacts>;
+  /** pages-N.img id of this process. */
+  pagesId: number;
+  /** Sub-messages of core/mm filled by resources, written by the core resource. */
+  taskCore: Entry;
+  mm: Entry;
+}
+
+export interface ParasiteFacts {
+  brk: bigint;
+  dumpable: number;
+  secbits: number;
+  childSubreaper: boolean;
+  sigactions: Entry[];
+  itimers: { real: Entry; virt: Entry; prof: Entry };
+}
+
+export interface ThreadFacts {
+  clearTidAddr: bigint;
+  sas: Entry;
+  pdeathSig: number;
+}
+
+export class DumpCtx {
+  readonly opts: DumpOptions;
+  private nextFileId = 1;
+  private nextPagesId = 1;
+  /** files.img entries, in id order. */
+  readonly files: Entry[] = [];
+  private readonly fileKeys = new Map<string, number>();
+  /** Bytes of page data written (for reports and benchmarks). */
+  pagesBytes = 0;
+  pagesCount = 0;
+
+  constructor(opts: DumpOptions) {
+    this.opts = opts;
+  }
+
+  allocPagesId(): number { return this.nextPagesId++; }
+
+  /**
+   * A file entry shared by everything that names the same key (an open file
+   * description, or a path for mappings): returns its id.
+   */
+  fileId(key: string, make: (id: number) => Entry): number {
+    const have = this.fileKeys.get(key);
+    if (have !== undefined) return have;
+    const id = this.nextFileId++;
+    this.fileKeys.set(key, id);
+    this.files.push(make(id));
+    return id;
+  }
+
+  /** Failure injection point: tests force a failure (or our own SIGKILL) here. */
+  step(name: string): void {
+    const at = this.opts.failAt;
+    if (!at) return;
+    const [where, how] = at.split(':');
+    if (where !== name) return;
+    if (how === 'kill') process.kill(process.pid, 'SIGKILL');
+    throw new StasisError(ErrorCodes.INJECTED_FAILURE, `failure injected at step ${name}`);
+  }
+}

@@ -1,0 +1,175 @@
+// CRIU's image schemas, written in our own compact form. Field numbers,
+// types and labels follow CRIU's published images/*.proto so that images we
+// write decode with `crit` and CRIU's own images decode with us. Only what
+// stasis reads or writes is listed; unknown fields are skipped by protobuf.
+//
+// Each field is "label type number", e.g. "required uint64 3".
+import * as protobuf from 'protobufjs';
+
+type Fields = Record<string, string>;
+
+const messages: Record<string, Fields> = {
+  inventory_entry: {
+    img_version: 'required uint32 1', fdinfo_per_id: 'optional bool 2', root_ids: 'optional task_kobj_ids_entry 3',
+    ns_per_id: 'optional bool 4', root_cg_set: 'optional uint32 5', lsmtype: 'optional lsmtype 6',
+    dump_uptime: 'optional uint64 8', pre_dump_mode: 'optional uint32 9', tcp_close: 'optional bool 10',
+    network_lock_method: 'optional uint32 11',
+  },
+  task_kobj_ids_entry: {
+    vm_id: 'required uint32 1', files_id: 'required uint32 2', fs_id: 'required uint32 3', sighand_id: 'required uint32 4',
+    pid_ns_id: 'optional uint32 5', net_ns_id: 'optional uint32 6', ipc_ns_id: 'optional uint32 7',
+    uts_ns_id: 'optional uint32 8', mnt_ns_id: 'optional uint32 9', user_ns_id: 'optional uint32 10',
+    cgroup_ns_id: 'optional uint32 11', time_ns_id: 'optional uint32 12',
+  },
+  pstree_entry: {
+    pid: 'required uint32 1', ppid: 'required uint32 2', pgid: 'required uint32 3', sid: 'required uint32 4',
+    threads: 'repeated uint32 5',
+  },
+  core_entry: {
+    mtype: 'required march 1', thread_info: 'optional thread_info_x86 2', tc: 'optional task_core_entry 3',
+    ids: 'optional task_kobj_ids_entry 4', thread_core: 'optional thread_core_entry 5',
+  },
+  task_core_entry: {
+    task_state: 'required uint32 1', exit_code: 'required uint32 2', personality: 'required uint32 3',
+    flags: 'required uint32 4', blk_sigset: 'required uint64 5', comm: 'required string 6',
+    timers: 'optional task_timers_entry 7', rlimits: 'optional task_rlimits_entry 8', cg_set: 'optional uint32 9',
+    signals_s: 'optional signal_queue_entry 10', old_seccomp_mode: 'optional seccomp_mode 11',
+    old_seccomp_filter: 'optional uint32 12', loginuid: 'optional uint32 13', oom_score_adj: 'optional int32 14',
+    sigactions: 'repeated sa_entry 15', child_subreaper: 'optional bool 18', blk_sigset_extended: 'optional uint64 20',
+  },
+  task_timers_entry: {
+    real: 'required itimer_entry 1', virt: 'required itimer_entry 2', prof: 'required itimer_entry 3',
+    posix: 'repeated posix_timer_entry 4',
+  },
+  itimer_entry: { isec: 'required uint64 1', iusec: 'required uint64 2', vsec: 'required uint64 3', vusec: 'required uint64 4' },
+  posix_timer_entry: {
+    it_id: 'required uint32 1', clock_id: 'required uint32 2', si_signo: 'required uint32 3',
+    it_sigev_notify: 'required uint32 4', sival_ptr: 'required uint64 5', overrun: 'required uint32 6',
+    isec: 'required uint64 7', insec: 'required uint64 8', vsec: 'required uint64 9', vnsec: 'required uint64 10',
+    notify_thread_id: 'optional int32 11',
+  },
+  task_rlimits_entry: { rlimits: 'repeated rlimit_entry 1' },
+  rlimit_entry: { cur: 'required uint64 1', max: 'required uint64 2' },
+  signal_queue_entry: { signals: 'repeated siginfo_entry 1' },
+  siginfo_entry: { siginfo: 'required bytes 1' },
+  sa_entry: {
+    sigaction: 'required uint64 1', flags: 'required uint64 2', restorer: 'required uint64 3', mask: 'required uint64 4',
+    compat_sigaction: 'optional bool 5', mask_extended: 'optional uint64 6',
+  },
+  thread_sas_entry: { ss_sp: 'required uint64 1', ss_size: 'required uint64 2', ss_flags: 'required uint32 3' },
+  thread_core_entry: {
+    futex_rla: 'required uint64 1', futex_rla_len: 'required uint32 2', sched_nice: 'optional sint32 3',
+    sched_policy: 'optional uint32 4', sched_prio: 'optional uint32 5', blk_sigset: 'optional uint64 6',
+    sas: 'optional thread_sas_entry 7', pdeath_sig: 'optional uint32 8', signals_p: 'optional signal_queue_entry 9',
+    creds: 'optional creds_entry 10', seccomp_mode: 'optional seccomp_mode 11', seccomp_filter: 'optional uint32 12',
+    comm: 'optional string 13', blk_sigset_extended: 'optional uint64 14', rseq_entry: 'optional rseq_entry 15',
+  },
+  creds_entry: {
+    uid: 'required uint32 1', gid: 'required uint32 2', euid: 'required uint32 3', egid: 'required uint32 4',
+    suid: 'required uint32 5', sgid: 'required uint32 6', fsuid: 'required uint32 7', fsgid: 'required uint32 8',
+    cap_inh: 'repeated uint32 9', cap_prm: 'repeated uint32 10', cap_eff: 'repeated uint32 11',
+    cap_bnd: 'repeated uint32 12', secbits: 'required uint32 13', groups: 'repeated uint32 14',
+  },
+  rseq_entry: {
+    rseq_abi_pointer: 'required uint64 1', rseq_abi_size: 'required uint32 2', signature: 'required uint32 3',
+    rseq_cs_pointer: 'optional uint64 4',
+  },
+  thread_info_x86: {
+    clear_tid_addr: 'required uint64 1', gpregs: 'required user_x86_regs_entry 2',
+    fpregs: 'required user_x86_fpregs_entry 3',
+  },
+  user_x86_regs_entry: {
+    r15: 'required uint64 1', r14: 'required uint64 2', r13: 'required uint64 3', r12: 'required uint64 4',
+    bp: 'required uint64 5', bx: 'required uint64 6', r11: 'required uint64 7', r10: 'required uint64 8',
+    r9: 'required uint64 9', r8: 'required uint64 10', ax: 'required uint64 11', cx: 'required uint64 12',
+    dx: 'required uint64 13', si: 'required uint64 14', di: 'required uint64 15', orig_ax: 'required uint64 16',
+    ip: 'required uint64 17', cs: 'required uint64 18', flags: 'required uint64 19', sp: 'required uint64 20',
+    ss: 'required uint64 21', fs_base: 'required uint64 22', gs_base: 'required uint64 23', ds: 'required uint64 24',
+    es: 'required uint64 25', fs: 'required uint64 26', gs: 'required uint64 27', mode: 'optional user_x86_regs_mode 28',
+  },
+  user_x86_fpregs_entry: {
+    cwd: 'required uint32 1', swd: 'required uint32 2', twd: 'required uint32 3', fop: 'required uint32 4',
+    rip: 'required uint64 5', rdp: 'required uint64 6', mxcsr: 'required uint32 7', mxcsr_mask: 'required uint32 8',
+    st_space: 'repeated uint32 9', xmm_space: 'repeated uint32 10', padding: 'repeated uint32 11',
+    xsave: 'optional user_x86_xsave_entry 13',
+  },
+  user_x86_xsave_entry: {
+    xstate_bv: 'required uint64 1', ymmh_space: 'repeated uint32 2', bndreg_state: 'repeated uint64 3',
+    bndcsr_state: 'repeated uint64 4', opmask_reg: 'repeated uint64 5', zmm_upper: 'repeated uint64 6',
+    hi16_zmm: 'repeated uint64 7', pkru: 'repeated uint32 8',
+  },
+  mm_entry: {
+    mm_start_code: 'required uint64 1', mm_end_code: 'required uint64 2', mm_start_data: 'required uint64 3',
+    mm_end_data: 'required uint64 4', mm_start_stack: 'required uint64 5', mm_start_brk: 'required uint64 6',
+    mm_brk: 'required uint64 7', mm_arg_start: 'required uint64 8', mm_arg_end: 'required uint64 9',
+    mm_env_start: 'required uint64 10', mm_env_end: 'required uint64 11', exe_file_id: 'required uint32 12',
+    mm_saved_auxv: 'repeated uint64 13', vmas: 'repeated vma_entry 14', dumpable: 'optional int32 15',
+    thp_disabled: 'optional bool 17',
+  },
+  vma_entry: {
+    start: 'required uint64 1', end: 'required uint64 2', pgoff: 'required uint64 3', shmid: 'required uint64 4',
+    prot: 'required uint32 5', flags: 'required uint32 6', status: 'required uint32 7', fd: 'required sint64 8',
+    madv: 'optional uint64 9', fdflags: 'optional uint32 10',
+  },
+  pagemap_head: { pages_id: 'required uint32 1' },
+  pagemap_entry: {
+    vaddr: 'required uint64 1', nr_pages: 'required uint32 2', in_parent: 'optional bool 3', flags: 'optional uint32 4',
+  },
+  fs_entry: { cwd_id: 'required uint32 1', root_id: 'required uint32 2', umask: 'optional uint32 3' },
+  fdinfo_entry: {
+    id: 'required uint32 1', flags: 'required uint32 2', type: 'required fd_types 3', fd: 'required uint32 4',
+  },
+  file_entry: {
+    type: 'required fd_types 1', id: 'required uint32 2', reg: 'optional reg_file_entry 3',
+    pipe: 'optional pipe_entry 18',
+  },
+  fown_entry: {
+    uid: 'required uint32 1', euid: 'required uint32 2', signum: 'required uint32 3', pid_type: 'required uint32 4',
+    pid: 'required uint32 5',
+  },
+  reg_file_entry: {
+    id: 'required uint32 1', flags: 'required uint32 2', pos: 'required uint64 3', fown: 'required fown_entry 5',
+    name: 'required string 6', mnt_id: 'optional sint32 7', size: 'optional uint64 8', ext: 'optional bool 9',
+    mode: 'optional uint32 10', build_id: 'repeated uint32 11',
+  },
+  pipe_entry: {
+    id: 'required uint32 1', pipe_id: 'required uint32 2', flags: 'required uint32 3', fown: 'required fown_entry 4',
+  },
+};
+
+const enums: Record<string, Record<string, number>> = {
+  lsmtype: { NO_LSM: 0, SELINUX: 1, APPARMOR: 2 },
+  march: { UNKNOWN: 0, X86_64: 1, ARM: 2, AARCH64: 3, PPC64: 4, S390: 5, MIPS: 6 },
+  seccomp_mode: { disabled: 0, strict: 1, filter: 2 },
+  user_x86_regs_mode: { NATIVE: 1, COMPAT: 2 },
+  fd_types: {
+    UND: 0, REG: 1, PIPE: 2, FIFO: 3, INETSK: 4, UNIXSK: 5, EVENTFD: 6, EVENTPOLL: 7, INOTIFY: 8, SIGNALFD: 9,
+    PACKETSK: 10, TTY: 11, FANOTIFY: 12, NETLINKSK: 13, NS: 14, TUNF: 15, EXT: 16, TIMERFD: 17, MEMFD: 18,
+    BPFMAP: 19, CTL_TTY: 65534, AUTOFS_PIPE: 65535,
+  },
+};
+
+function build(): protobuf.Root {
+  const nested: Record<string, protobuf.INamespace | protobuf.IType | protobuf.IEnum> = {};
+  for (const [name, values] of Object.entries(enums)) nested[name] = { values };
+  for (const [name, fields] of Object.entries(messages)) {
+    const f: Record<string, protobuf.IField & { rule?: string }> = {};
+    for (const [fname, spec] of Object.entries(fields)) {
+      const [rule, type, id] = spec.split(' ');
+      // proto2 repeated scalars are not packed on the wire (as CRIU writes them).
+      const scalar = !(type in messages) && !(type in enums);
+      f[fname] = { rule: rule === 'optional' ? undefined : rule, type, id: Number(id), ...(rule === 'repeated' && scalar ? { options: { packed: false } } : {}) };
+    }
+    nested[name] = { fields: f };
+  }
+  const root = protobuf.Root.fromJSON({ options: { syntax: 'proto2' }, nested } as protobuf.INamespace);
+  root.resolveAll();
+  return root;
+}
+
+export const root = build();
+export type MessageName = keyof typeof messages;
+
+export function type(name: MessageName): protobuf.Type {
+  return root.lookupType(name);
+}

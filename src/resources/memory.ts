@@ -1,0 +1,168 @@
+// Memory: mm-PID.img (mm fields, auxv, VMAs), pagemap-PID.img and pages-N.img.
+//
+// Which pages go into the image: present (or swapped) pages of private
+// anonymous, heap and stack mappings; the anonymous (dirtied, copied-on-write)
+// pages of private file mappings; present pages of shared anonymous mappings.
+// Never shared file mappings (their contents live in the file), never
+// [vdso]/[vvar]/[vsyscall]. All-zero pages of anonymous mappings are left out:
+// a fresh anonymous mapping reads as zero anyway.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { abi } from '../sys';
+import { readMaps, readAuxv, readPagemap, PM_PRESENT, PM_SWAP, PM_FILE, type Vma } from '../proc/proc';
+import { writeImage, IMAGE_MODE, type Entry } from '../images/image';
+import type { DumpCtx, ProcessDump } from '../dump/context';
+import { StasisError, ErrorCodes } from '../errors';
+import { regFileEntry } from './regfile';
+
+const { MAP, PAGE_SIZE } = abi;
+
+/** vma_entry.status bits (CRIU's VMA_AREA_* / VMA_* flags). */
+export const VMA = {
+  AREA_REGULAR: 1 << 0, AREA_STACK: 1 << 1, AREA_VSYSCALL: 1 << 2, AREA_VDSO: 1 << 3, AREA_HEAP: 1 << 5,
+  FILE_PRIVATE: 1 << 6, FILE_SHARED: 1 << 7, ANON_SHARED: 1 << 8, ANON_PRIVATE: 1 << 9, AREA_SYSVIPC: 1 << 10,
+  AREA_SOCKET: 1 << 11, AREA_VVAR: 1 << 12, AREA_AIORING: 1 << 13, AREA_MEMFD: 1 << 14,
+} as const;
+
+/** pagemap_entry.flags */
+export const PE = { PARENT: 1, LAZY: 2, PRESENT: 4 } as const;
+
+export type PagePolicy = 'none' | 'anon' | 'cow-copies' | 'shared-anon';
+
+export interface ClassifiedVma {
+  vma: Vma;
+  status: number;
+  flags: number;
+  policy: PagePolicy;
+  /** Path of the backing file for file mappings. */
+  file?: string;
+}
+
+export function classify(v: Vma): ClassifiedVma {
+  const base = { vma: v };
+  switch (v.path) {
+    case '[vsyscall]': return { ...base, status: VMA.AREA_VSYSCALL, flags: MAP.PRIVATE | MAP.ANONYMOUS, policy: 'none' };
+    case '[vdso]': return { ...base, status: VMA.AREA_REGULAR | VMA.AREA_VDSO, flags: MAP.PRIVATE | MAP.ANONYMOUS, policy: 'none' };
+    case '[vvar]':
+    case '[vvar_vclock]': return { ...base, status: VMA.AREA_REGULAR | VMA.AREA_VVAR, flags: MAP.PRIVATE | MAP.ANONYMOUS, policy: 'none' };
+    case '[heap]': return { ...base, status: VMA.AREA_REGULAR | VMA.AREA_HEAP | VMA.ANON_PRIVATE, flags: MAP.PRIVATE | MAP.ANONYMOUS, policy: 'anon' };
+    case '[stack]': return { ...base, status: VMA.AREA_REGULAR | VMA.AREA_STACK | VMA.ANON_PRIVATE, flags: MAP.PRIVATE | MAP.ANONYMOUS | MAP.GROWSDOWN, policy: 'anon' };
+  }
+  if (v.path === '' || (v.path.startsWith('[') && v.inode === 0)) {
+    if (v.shared) throw unsupported(v, 'shared anonymous mapping without a backing object');
+    return { ...base, status: VMA.AREA_REGULAR | VMA.ANON_PRIVATE, flags: MAP.PRIVATE | MAP.ANONYMOUS, policy: 'anon' };
+  }
+  // MAP_SHARED|MAP_ANONYMOUS shows as the deleted /dev/zero shmem file.
+  if (v.path === '/dev/zero' && v.deleted) {
+    if (v.shared) return { ...base, status: VMA.AREA_REGULAR | VMA.ANON_SHARED, flags: MAP.SHARED | MAP.ANONYMOUS, policy: 'shared-anon' };
+    return { ...base, status: VMA.AREA_REGULAR | VMA.ANON_PRIVATE, flags: MAP.PRIVATE | MAP.ANONYMOUS, policy: 'anon' };
+  }
+  if (v.path.startsWith('/SYSV')) throw unsupported(v, 'System V shared memory');
+  if (v.path.startsWith('/memfd:')) throw unsupported(v, 'memfd mapping');
+  if (v.deleted) throw unsupported(v, `mapping of a deleted file (${v.path})`);
+  if (!v.path.startsWith('/')) throw unsupported(v, `mapping of ${v.path}`);
+  if (v.shared) return { ...base, status: VMA.AREA_REGULAR | VMA.FILE_SHARED, flags: MAP.SHARED, policy: 'none', file: v.path };
+  return { ...base, status: VMA.AREA_REGULAR | VMA.FILE_PRIVATE, flags: MAP.PRIVATE, policy: 'cow-copies', file: v.path };
+}
+
+function unsupported(v: Vma, what: string): StasisError {
+  return new StasisError(ErrorCodes.UNSUPPORTED, `VMA ${v.start.toString(16)}-${v.end.toString(16)}: ${what} is not supported yet`);
+}
+
+/** Which pages of this VMA go into the image, per its pagemap words. */
+function wanted(policy: PagePolicy, pm: bigint): boolean {
+  if (policy === 'none') return false;
+  // A private file page that was written is an anonymous copy; swapped ones too.
+  if (policy === 'cow-copies') return ((pm & PM_PRESENT) !== 0n && (pm & PM_FILE) === 0n) || (pm & PM_SWAP) !== 0n;
+  return (pm & (PM_PRESENT | PM_SWAP)) !== 0n;
+}
+
+const CHUNK_PAGES = 4096; // 16 MiB of data, 32 KiB of pagemap per chunk
+const ZERO_PAGE = Buffer.alloc(PAGE_SIZE);
+
+function isZeroPage(buf: Buffer, off: number): boolean {
+  // Most non-zero pages differ in their first word: check it before memcmp.
+  if (buf.readBigUInt64LE(off) !== 0n) return false;
+  return buf.compare(ZERO_PAGE, 0, PAGE_SIZE, off, off + PAGE_SIZE) === 0;
+}
+
+/**
+ * Dump the address space of a frozen process. Needs the brk from the
+ * parasite (pd.parasite.brk) and registers mapped files as file entries.
+ */
+export function dumpMemory(ctx: DumpCtx, pd: ProcessDump): void {
+  const pid = pd.pid;
+  const vmas = readMaps(pid).map(classify);
+  const dir = ctx.opts.dir;
+  const pagesFile = `pages-${pd.pagesId}.img`;
+  const pagemap: [ 'pagemap_head' | 'pagemap_entry', Entry][] = [['pagemap_head', { pages_id: pd.pagesId }]];
+  const pmFd = fs.openSync(`/proc/${pid}/pagemap`, 'r');
+  const memFd = fs.openSync(`/proc/${pid}/mem`, 'r');
+  const outFd = fs.openSync(path.join(dir, pagesFile), 'w', IMAGE_MODE);
+  const pmBuf = Buffer.alloc(CHUNK_PAGES * 8);
+  const data = Buffer.alloc(CHUNK_PAGES * PAGE_SIZE);
+  try {
+    fs.fchmodSync(outFd, IMAGE_MODE);
+    for (const cv of vmas) {
+      if (cv.policy === 'none') continue;
+      const skipZero = cv.policy === 'anon';
+      for (let chunk = cv.vma.start; chunk < cv.vma.end; chunk += BigInt(CHUNK_PAGES * PAGE_SIZE)) {
+        const chunkEnd = chunk + BigInt(CHUNK_PAGES * PAGE_SIZE) < cv.vma.end ? chunk + BigInt(CHUNK_PAGES * PAGE_SIZE) : cv.vma.end;
+        const pm = readPagemap(pmFd, chunk, chunkEnd, pmBuf);
+        const n = pm.length / 8;
+        // Runs of wanted pages, read in one go each through /proc/PID/mem
+        // (which also reads PROT_NONE and write-only pages).
+        let i = 0;
+        while (i < n) {
+          if (!wanted(cv.policy, pm.readBigUInt64LE(i * 8))) { i++; continue; }
+          let j = i + 1;
+          while (j < n && wanted(cv.policy, pm.readBigUInt64LE(j * 8))) j++;
+          const runStart = chunk + BigInt(i * PAGE_SIZE);
+          const len = (j - i) * PAGE_SIZE;
+          const got = fs.readSync(memFd, data, 0, len, Number(runStart));
+          if (got !== len) throw new StasisError(ErrorCodes.UNSUPPORTED, `short read of ${len} bytes at ${runStart.toString(16)} in /proc/${pid}/mem`);
+          // Emit sub-runs of non-zero pages.
+          let k = 0;
+          while (k < j - i) {
+            if (skipZero && isZeroPage(data, k * PAGE_SIZE)) { k++; continue; }
+            let m = k + 1;
+            while (m < j - i && !(skipZero && isZeroPage(data, m * PAGE_SIZE))) m++;
+            fs.writeSync(outFd, data, k * PAGE_SIZE, (m - k) * PAGE_SIZE);
+            pagemap.push(['pagemap_entry', { vaddr: runStart + BigInt(k * PAGE_SIZE), nr_pages: m - k, flags: PE.PRESENT }]);
+            ctx.pagesCount += m - k;
+            ctx.pagesBytes += (m - k) * PAGE_SIZE;
+            k = m;
+          }
+          i = j;
+        }
+      }
+    }
+  } finally {
+    fs.closeSync(outFd);
+    fs.closeSync(memFd);
+    fs.closeSync(pmFd);
+  }
+  writeImage(dir, `pagemap-${pid}.img`, 'PAGEMAP', pagemap);
+
+  const vmaEntries: Entry[] = vmas.map((cv) => {
+    let shmid = 0n;
+    if (cv.file) shmid = BigInt(regFileEntry(ctx, cv.file, cv.vma.shared ? 2 : 0));
+    else if (cv.policy === 'shared-anon') shmid = BigInt(cv.vma.inode);
+    return {
+      start: cv.vma.start, end: cv.vma.end, pgoff: cv.vma.pgoff, shmid, prot: cv.vma.prot,
+      flags: cv.flags, status: cv.status, fd: -1n,
+    };
+  });
+  const st = pd.stat;
+  let exeFileId = 0;
+  try {
+    exeFileId = regFileEntry(ctx, fs.readlinkSync(`/proc/${pid}/exe`), 0);
+  } catch { /* no exe link (exited exe?): leave 0 */ }
+  Object.assign(pd.mm, {
+    mm_start_code: st.startCode, mm_end_code: st.endCode, mm_start_data: st.startData, mm_end_data: st.endData,
+    mm_start_stack: st.startStack, mm_start_brk: st.startBrk, mm_brk: pd.parasite.brk,
+    mm_arg_start: st.argStart, mm_arg_end: st.argEnd, mm_env_start: st.envStart, mm_env_end: st.envEnd,
+    exe_file_id: exeFileId, mm_saved_auxv: readAuxv(pid), vmas: vmaEntries, dumpable: pd.parasite.dumpable,
+  });
+  writeImage(dir, `mm-${pid}.img`, 'MM', [['mm_entry', pd.mm]]);
+}
