@@ -3,6 +3,7 @@ import { parseArgs } from 'node:util';
 import { dump } from './dump/dump';
 import { collectShow, formatShow } from './show';
 import { checkFeatures } from './check';
+import { restore, waitRestored } from './restore/restore';
 import { StasisError, ErrorCodes } from './errors';
 
 const HELP = `stasis — checkpoint/restore of Linux processes (CRIU-format images)
@@ -12,6 +13,11 @@ usage:
       -t, --tree PID                 the process to dump (with its threads)
       -D, --images-dir DIR           where to write images (created, 0700)
       -R, --leave-running            let the process go on (default: kill it after a successful dump)
+  stasis restore -D DIR [-d]         bring a dumped process back (same PID)
+      -D, --images-dir DIR           the checkpoint
+      -d, --restore-detached         leave it running and exit 0 (default: wait for it
+                                     as its parent and exit with its status)
+      --skip-file-check              restore even if a file changed size since the dump
   stasis show DIR [--json]           summarise a checkpoint
   stasis check [--json]              which needed kernel features are present
   stasis --help
@@ -48,6 +54,26 @@ async function run(argv: string[]): Promise<number> {
       });
       console.error(`dumped pid ${r.pid} (${r.threads} thread${r.threads > 1 ? 's' : ''}): ${r.pages} pages (${(r.bytes / 1048576).toFixed(1)} MiB) in ${r.ms.toFixed(1)} ms, frozen ${r.frozenMs.toFixed(1)} ms; ${values['leave-running'] ? 'left running' : 'killed'}`);
       return 0;
+    }
+    case 'restore': {
+      const { values } = parseArgs({
+        args: rest,
+        options: {
+          'images-dir': { type: 'string', short: 'D' },
+          'restore-detached': { type: 'boolean', short: 'd', default: false },
+          'skip-file-check': { type: 'boolean', default: false },
+        },
+      });
+      if (!values['images-dir']) usage('restore needs -D DIR');
+      const r = restore({
+        dir: values['images-dir'], detach: values['restore-detached'] ?? false,
+        skipFileCheck: values['skip-file-check'], failAt: process.env.STASIS_FAIL_AT || undefined,
+      });
+      for (const w of r.warnings) console.error(`stasis: warning: ${w}`);
+      console.error(`restored pid ${r.pid} in ${r.ms.toFixed(1)} ms`);
+      if (values['restore-detached']) return 0;
+      const st = waitRestored(r.pid);
+      return st.signal !== undefined ? 128 + st.signal : st.code ?? 0;
     }
     case 'show': {
       const { values, positionals } = parseArgs({ args: rest, allowPositionals: true, options: { json: { type: 'boolean', default: false } } });

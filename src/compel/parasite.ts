@@ -20,6 +20,20 @@ const MAX_STOPS_PER_CALL = 16;
 
 export type TrapMode = 'int3' | 'syscall-stop';
 
+export interface ParasiteOptions {
+  /** Executable address to run at (default: [vdso] start, else the first r-x mapping). */
+  codeAddr?: bigint;
+  mode?: TrapMode;
+  /** codeAddr already holds a `syscall` instruction: use it as is (syscall-stop mode). */
+  existingSyscall?: boolean;
+  /** ptrace options to keep set along with TRACESYSGOOD. */
+  extraOptions?: number;
+}
+
+/** Polls before a blocking wait: a remote syscall usually completes within
+ *  microseconds, and a blocking wait4 costs a sleep/wake-up round trip. */
+const SPIN_POLLS = 200;
+
 export class Parasite {
   readonly pid: number;
   private readonly savedRegs: Regs;
@@ -28,6 +42,7 @@ export class Parasite {
   private readonly savedCode: bigint;
   private readonly mode: TrapMode;
   private cured = false;
+  private codeWritten = true;
   /** Number of remote syscalls run (for benchmarks and tests). */
   calls = 0;
 
@@ -44,7 +59,7 @@ export class Parasite {
    * Take over a seized, stopped task. `codeAddr` may name the executable
    * address to use; by default the first r-x mapping that is not [vsyscall].
    */
-  static prepare(pid: number, opts: { codeAddr?: bigint; mode?: TrapMode } = {}): Parasite {
+  static prepare(pid: number, opts: ParasiteOptions = {}): Parasite {
     const regs = ptrace.getRegs(pid);
     const mask = ptrace.getSigMask(pid);
     let codeAddr = opts.codeAddr;
@@ -65,9 +80,16 @@ export class Parasite {
       const ign = sigmaskFromStatus(readStatus(pid), 'SigIgn');
       mode = (ign >> BigInt(SIG.SIGTRAP - 1)) & 1n ? 'syscall-stop' : 'int3';
     }
-    if (mode === 'syscall-stop') ptrace.setOptions(pid, PTRACE_O.TRACESYSGOOD);
+    if (mode === 'syscall-stop') ptrace.setOptions(pid, PTRACE_O.TRACESYSGOOD | (opts.extraOptions ?? 0));
     const savedCode = ptrace.peekData(pid, codeAddr);
     const p = new Parasite(pid, regs, mask, codeAddr, savedCode, mode);
+    // A `syscall` instruction already there (syscall-stop mode needs no int3):
+    // nothing to write, nothing to put back.
+    if (opts.existingSyscall) {
+      if ((savedCode & 0xffffn) !== 0x050fn) throw new StasisError(ErrorCodes.PARASITE, `no syscall instruction at 0x${codeAddr.toString(16)} in task ${pid}`);
+      p.codeWritten = false;
+      return p;
+    }
     try {
       const code = Buffer.alloc(8);
       code.writeBigUInt64LE(savedCode);
@@ -127,7 +149,9 @@ export class Parasite {
 
   private waitFor(ok: (ws: WaitStatus) => boolean, nr: number, syscallStop = false): void {
     for (let i = 0; i < MAX_STOPS_PER_CALL; i++) {
-      const ws = wait4(this.pid);
+      let ws = wait4(this.pid, abi.WAIT.WNOHANG);
+      for (let spin = 0; ws.kind === 'none' && spin < SPIN_POLLS; spin++) ws = wait4(this.pid, abi.WAIT.WNOHANG);
+      if (ws.kind === 'none') ws = wait4(this.pid);
       if (ok(ws)) return;
       if (ws.kind === 'exited' || ws.kind === 'signaled') {
         this.cured = true; // nothing left to cure
@@ -153,7 +177,7 @@ export class Parasite {
     this.cured = true;
     const errors: unknown[] = [];
     const attempt = (f: () => void) => { try { f(); } catch (e) { errors.push(e); } };
-    attempt(() => ptrace.pokeData(this.pid, this.codeAddr, this.savedCode));
+    if (this.codeWritten) attempt(() => ptrace.pokeData(this.pid, this.codeAddr, this.savedCode));
     attempt(() => ptrace.setRegs(this.pid, this.savedRegs));
     attempt(() => ptrace.setSigMask(this.pid, this.savedMask));
     if (errors.length) throw errors[0];
@@ -161,7 +185,7 @@ export class Parasite {
 }
 
 /** Run `f` with a parasite in `pid`, curing it whatever happens. */
-export function withParasite<T>(pid: number, f: (p: Parasite) => T, opts?: { codeAddr?: bigint; mode?: TrapMode }): T {
+export function withParasite<T>(pid: number, f: (p: Parasite) => T, opts?: ParasiteOptions): T {
   const p = Parasite.prepare(pid, opts);
   try {
     return f(p);

@@ -173,3 +173,43 @@ export function dumpCore(ctx: DumpCtx, pd: ProcessDump): void {
     writeImage(ctx.opts.dir, `core-${tid}.img`, 'CORE', [['core_entry', core]]);
   }
 }
+
+// ---------------------------------------------------------------- restore
+
+import type { RestoreCtx, TaskRestore } from '../restore/context';
+import type { RemoteTask } from '../restore/remote';
+import { restoreAltStack } from './signals';
+
+/** Task-wide attributes: name, personality. */
+export function restoreTaskAttrs(_ctx: RestoreCtx, tr: TaskRestore): void {
+  const t = tr.task;
+  const tc = tr.img.threads[0].core.tc;
+  t.call('prctl', abi.PR.SET_NAME, t.putString(String(tc.comm).slice(0, 15)));
+  if (tc.personality) t.call('personality', tc.personality);
+  if (tc.child_subreaper) t.call('prctl', abi.PR.SET_CHILD_SUBREAPER, 1);
+}
+
+/** Per-thread kernel state that points into user memory: call once memory is back. */
+export function restoreThreadState(t: RemoteTask, core: Decoded): void {
+  const tcore = core.thread_core ?? {};
+  t.call('set_tid_address', BigInt(core.thread_info.clear_tid_addr));
+  if (tcore.futex_rla && BigInt(tcore.futex_rla) !== 0n) t.call('set_robust_list', BigInt(tcore.futex_rla), tcore.futex_rla_len);
+  restoreAltStack(t, tcore.sas);
+  if (tcore.pdeath_sig) t.call('prctl', abi.PR.SET_PDEATHSIG, tcore.pdeath_sig);
+  const rs = tcore.rseq_entry;
+  if (rs && BigInt(rs.rseq_abi_pointer) !== 0n) t.call('rseq', BigInt(rs.rseq_abi_pointer), rs.rseq_abi_size, 0, rs.signature);
+}
+
+/**
+ * Final registers: general (orig_rax = -1 so nothing is "restarted" on
+ * resume: regsForImage already rewound restartable syscalls), FPU/SSE/AVX,
+ * blocked signals.
+ */
+export function restoreRegisters(tid: number, core: Decoded, xsaveSize: number): void {
+  const regs = regsFromEntry(core.thread_info.gpregs);
+  regs.orig_rax = 0xffffffffffffffffn;
+  ptrace.setRegs(tid, regs);
+  ptrace.setXstate(tid, xsaveFromEntry(core.thread_info.fpregs, xsaveSize));
+  const blk = core.thread_core?.blk_sigset ?? core.tc?.blk_sigset ?? 0n;
+  ptrace.setSigMask(tid, BigInt(blk));
+}

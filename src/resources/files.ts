@@ -56,3 +56,39 @@ export function dumpFiles(ctx: DumpCtx, pd: ProcessDump): void {
 export function writeFilesImage(ctx: DumpCtx): void {
   writeImage(ctx.opts.dir, 'files.img', 'FILES', ctx.files.map((e) => ['file_entry', e]));
 }
+
+// ---------------------------------------------------------------- restore
+
+import type { RestoreCtx, TaskRestore } from '../restore/context';
+
+/**
+ * Re-open every fd at its number: one open per file id (so fds that shared an
+ * open file description share one again), then dup to each further fd.
+ */
+export function restoreFiles(ctx: RestoreCtx, tr: TaskRestore): void {
+  const t = tr.task;
+  // The task came from the stub: drop whatever it inherited.
+  t.call('close_range', 0, 0xffffffff, 0);
+  // In ascending order every lower target is taken already, so a fresh open
+  // lands on the target or in a gap below it (then moved up with dup3).
+  const fds = [...tr.img.fdinfo].sort((a, b) => a.fd - b.fd);
+  const opened = new Map<number, number>(); // file id -> fd holding it
+  for (const fi of fds) {
+    const cloexec = (fi.flags & 1) !== 0;
+    const have = opened.get(fi.id);
+    if (have !== undefined) {
+      t.call('dup3', have, fi.fd, cloexec ? O.CLOEXEC : 0);
+      continue;
+    }
+    const f = ctx.ckpt.files.get(fi.id)!;
+    const flags = ((f.reg.flags as number) & ~(O.CREAT | O.EXCL | O.TRUNC | O.NOCTTY)) | (cloexec ? O.CLOEXEC : 0);
+    let fd = t.open(f.reg.name, flags);
+    if (fd !== fi.fd) {
+      t.call('dup3', fd, fi.fd, cloexec ? O.CLOEXEC : 0);
+      t.call('close', fd);
+      fd = fi.fd;
+    }
+    t.call('lseek', fd, f.reg.pos as bigint, 0 /* SEEK_SET */);
+    opened.set(fi.id, fd);
+  }
+}

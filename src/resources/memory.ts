@@ -10,12 +10,13 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { abi } from '../sys';
 import { readMaps, readAuxv, readPagemap, PM_PRESENT, PM_SWAP, PM_FILE, type Vma } from '../proc/proc';
-import { writeImage, IMAGE_MODE, type Entry } from '../images/image';
+import { writeImage, IMAGE_MODE, type Entry, type Decoded } from '../images/image';
 import type { DumpCtx, ProcessDump } from '../dump/context';
 import { StasisError, ErrorCodes } from '../errors';
 import { regFileEntry } from './regfile';
 
 const { MAP, PAGE_SIZE } = abi;
+const PROT_WRITE = abi.PROT.WRITE;
 
 /** vma_entry.status bits (CRIU's VMA_AREA_* / VMA_* flags). */
 export const VMA = {
@@ -165,4 +166,107 @@ export function dumpMemory(ctx: DumpCtx, pd: ProcessDump): void {
     exe_file_id: exeFileId, mm_saved_auxv: readAuxv(pid), vmas: vmaEntries, dumpable: pd.parasite.dumpable,
   });
   writeImage(dir, `mm-${pid}.img`, 'MM', [['mm_entry', pd.mm]]);
+}
+
+// ---------------------------------------------------------------- restore
+
+import type { RestoreCtx, TaskRestore } from '../restore/context';
+
+const PAGE = BigInt(PAGE_SIZE);
+
+function needsPages(tr: TaskRestore, start: bigint, end: bigint): boolean {
+  return tr.img.pagemap.some((e) => e.vaddr < end && e.vaddr + BigInt(e.nrPages) * PAGE > start);
+}
+
+/**
+ * Map every dumped VMA at its address, with its flags. VMAs that will get
+ * pages are mapped writable first and put back to their protection after
+ * the pages are in (see restoreProtections).
+ */
+export function restoreAddressSpace(ctx: RestoreCtx, tr: TaskRestore): void {
+  const t = tr.task;
+  for (const v of tr.img.mm.vmas as Decoded[]) {
+    const status = v.status as number;
+    if (status & (VMA.AREA_VDSO | VMA.AREA_VVAR | VMA.AREA_VSYSCALL)) continue; // moved with the stub / fixed
+    const start = v.start as bigint, end = v.end as bigint, len = end - start;
+    const fill = !(status & VMA.FILE_SHARED) && needsPages(tr, start, end);
+    const prot = (v.prot as number) | (fill ? PROT_WRITE : 0);
+    const flags = ((v.flags as number) & ~MAP.FIXED) | MAP.FIXED_NOREPLACE;
+    if (status & (VMA.FILE_PRIVATE | VMA.FILE_SHARED)) {
+      const f = ctx.ckpt.files.get(Number(v.shmid))!;
+      const writable = (status & VMA.FILE_SHARED) !== 0 && ((v.prot as number) & PROT_WRITE) !== 0;
+      const fd = t.open(f.reg.name, writable ? abi.O.RDWR : abi.O.RDONLY);
+      try {
+        t.call('mmap', start, len, prot, flags, fd, v.pgoff as bigint);
+      } finally {
+        t.call('close', fd);
+      }
+    } else {
+      t.call('mmap', start, len, prot, flags | MAP.ANONYMOUS, -1, 0);
+    }
+    if (prot !== v.prot) tr.reprotect.push({ start, len, prot: v.prot as number });
+  }
+}
+
+/** Fill pages from pages-N.img through /proc/PID/mem (works whatever the protection). */
+export function restorePages(ctx: RestoreCtx, tr: TaskRestore): void {
+  const pid = tr.task.pid;
+  const pagesPath = path.join(ctx.opts.dir, tr.img.pagesFile);
+  if (tr.img.pagemap.length === 0) return;
+  const inFd = fs.openSync(pagesPath, 'r');
+  const memFd = fs.openSync(`/proc/${pid}/mem`, 'r+');
+  const buf = Buffer.alloc(CHUNK_PAGES * PAGE_SIZE);
+  let fileOff = 0;
+  try {
+    for (const e of tr.img.pagemap) {
+      // Fault big runs in with one call rather than a page fault per page.
+      if (e.nrPages >= 16) tr.task.callRaw('madvise', e.vaddr, BigInt(e.nrPages) * PAGE, abi.MADV.POPULATE_WRITE);
+      for (let done = 0; done < e.nrPages; ) {
+        const n = Math.min(CHUNK_PAGES, e.nrPages - done);
+        const len = n * PAGE_SIZE;
+        const got = fs.readSync(inFd, buf, 0, len, fileOff);
+        if (got !== len) throw new StasisError(ErrorCodes.BAD_IMAGE, `${pagesPath}: short read at offset ${fileOff}`);
+        const wrote = fs.writeSync(memFd, buf, 0, len, Number(e.vaddr + BigInt(done) * PAGE));
+        if (wrote !== len) throw new StasisError(ErrorCodes.RESTORE_FAILED, `short write of pages at ${(e.vaddr + BigInt(done) * PAGE).toString(16)}`);
+        fileOff += len;
+        done += n;
+      }
+    }
+  } finally {
+    fs.closeSync(memFd);
+    fs.closeSync(inFd);
+  }
+}
+
+export function restoreProtections(_ctx: RestoreCtx, tr: TaskRestore): void {
+  for (const r of tr.reprotect) tr.task.call('mprotect', r.start, r.len, r.prot);
+}
+
+/** mm fields, auxv and exe link in one prctl(PR_SET_MM, PR_SET_MM_MAP). */
+export function restoreMm(ctx: RestoreCtx, tr: TaskRestore): void {
+  const mm = tr.img.mm;
+  const t = tr.task;
+  const { PRCTL_MM_MAP: L } = abi;
+  const auxv: bigint[] = mm.mm_saved_auxv ?? [];
+  const auxvBuf = Buffer.alloc(auxv.length * 8);
+  auxv.forEach((w, i) => auxvBuf.writeBigUInt64LE(BigInt.asUintN(64, w), i * 8));
+  const auxvAt = t.put(auxvBuf, 1024);
+  let exeFd = -1;
+  if (mm.exe_file_id) exeFd = t.open(ctx.ckpt.files.get(mm.exe_file_id)!.reg.name, abi.O.RDONLY);
+  try {
+    const m = Buffer.alloc(L.SIZE);
+    const set = (off: number, v: bigint) => m.writeBigUInt64LE(BigInt.asUintN(64, BigInt(v)), off);
+    set(L.start_code, mm.mm_start_code); set(L.end_code, mm.mm_end_code);
+    set(L.start_data, mm.mm_start_data); set(L.end_data, mm.mm_end_data);
+    set(L.start_brk, mm.mm_start_brk); set(L.brk, mm.mm_brk); set(L.start_stack, mm.mm_start_stack);
+    set(L.arg_start, mm.mm_arg_start); set(L.arg_end, mm.mm_arg_end);
+    set(L.env_start, mm.mm_env_start); set(L.env_end, mm.mm_env_end);
+    set(L.auxv, auxvAt);
+    m.writeUInt32LE(auxvBuf.length, L.auxv_size);
+    m.writeInt32LE(exeFd, L.exe_fd);
+    t.call('prctl', abi.PR.SET_MM, abi.PR_SET_MM.MAP, t.put(m, 0), L.SIZE, 0);
+  } finally {
+    if (exeFd >= 0) t.call('close', exeFd);
+  }
+  if (mm.dumpable !== undefined) t.call('prctl', abi.PR.SET_DUMPABLE, mm.dumpable);
 }

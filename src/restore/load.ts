@@ -1,0 +1,154 @@
+// Load a checkpoint and check it whole before anything is created: every
+// image's magic and framing, the tree, VMAs (aligned, ordered, disjoint),
+// pagemaps (inside VMAs and inside pages-N.img), fds of known types, and the
+// files that mappings and fds name (present, same size).
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { readImage, type Decoded } from '../images/image';
+import { StasisError, ErrorCodes } from '../errors';
+import { VMA, PE } from '../resources/memory';
+import { FD_TYPES, FD_TYPE_NAMES } from '../resources/fdtypes';
+import { IMG_VERSION } from '../dump/dump';
+import { abi } from '../sys';
+
+const PAGE = BigInt(abi.PAGE_SIZE);
+
+export interface ThreadImage { tid: number; core: Decoded }
+
+export interface ProcessImage {
+  pid: number; ppid: number; pgid: number; sid: number;
+  threads: ThreadImage[];
+  ids: Decoded;
+  mm: Decoded;
+  pagesId: number;
+  /** pagemap entries (vaddr, nr_pages, flags) in file order. */
+  pagemap: { vaddr: bigint; nrPages: number; flags: number }[];
+  pagesFile: string;
+  fdinfo: Decoded[];
+  fs: Decoded;
+}
+
+export interface Checkpoint {
+  dir: string;
+  inventory: Decoded;
+  processes: ProcessImage[];
+  files: Map<number, Decoded>;
+}
+
+function bad(file: string, msg: string): StasisError {
+  return new StasisError(ErrorCodes.BAD_IMAGE, `${file}: ${msg}`);
+}
+
+export interface LoadOptions {
+  /** Do not refuse files whose size changed since the dump. */
+  skipFileCheck?: boolean;
+}
+
+export function loadCheckpoint(dir: string, opts: LoadOptions = {}): Checkpoint {
+  if (!fs.existsSync(dir)) throw new StasisError(ErrorCodes.BAD_IMAGE, `${dir}: no such directory`);
+  const p = (f: string) => path.join(dir, f);
+  if (!fs.existsSync(p('inventory.img'))) throw bad(p('inventory.img'), 'missing: not a complete checkpoint');
+  const [inventory] = readImage(dir, 'inventory.img', 'INVENTORY', ['inventory_entry']);
+  if (!inventory || inventory.img_version !== IMG_VERSION) throw bad(p('inventory.img'), `unsupported image version ${inventory?.img_version}`);
+  const tree = readImage(dir, 'pstree.img', 'PSTREE', ['pstree_entry']);
+  if (tree.length === 0) throw bad(p('pstree.img'), 'no processes');
+  const fileList = readImage(dir, 'files.img', 'FILES', ['file_entry']);
+  const files = new Map<number, Decoded>();
+  for (const f of fileList) {
+    if (files.has(f.id)) throw bad(p('files.img'), `duplicate file id ${f.id}`);
+    if (f.type !== FD_TYPES.REG || !f.reg) throw bad(p('files.img'), `file id ${f.id}: unsupported file type ${FD_TYPE_NAMES[f.type] ?? f.type}`);
+    files.set(f.id, f);
+  }
+  const processes: ProcessImage[] = [];
+  const seenPids = new Set<number>();
+  for (const t of tree) {
+    const pid = t.pid as number;
+    if (seenPids.has(pid)) throw bad(p('pstree.img'), `pid ${pid} appears twice`);
+    seenPids.add(pid);
+    const tids: number[] = t.threads?.length ? t.threads : [pid];
+    if (tids[0] !== pid && !tids.includes(pid)) throw bad(p('pstree.img'), `pid ${pid}: leader missing from its threads`);
+    const threads = tids.map((tid) => {
+      const [core] = readImage(dir, `core-${tid}.img`, 'CORE', ['core_entry']);
+      if (!core?.thread_info?.gpregs || !core.thread_info.fpregs) throw bad(p(`core-${tid}.img`), 'no x86-64 registers');
+      if (core.mtype !== 1) throw bad(p(`core-${tid}.img`), `architecture ${core.mtype} is not x86-64`);
+      if (tid === pid && !core.tc) throw bad(p(`core-${tid}.img`), 'leader core has no task state');
+      return { tid, core };
+    });
+    const [ids] = readImage(dir, `ids-${pid}.img`, 'IDS', ['task_kobj_ids_entry']);
+    if (!ids) throw bad(p(`ids-${pid}.img`), 'empty');
+    const [mm] = readImage(dir, `mm-${pid}.img`, 'MM', ['mm_entry']);
+    if (!mm) throw bad(p(`mm-${pid}.img`), 'empty');
+    checkVmas(p(`mm-${pid}.img`), mm.vmas ?? [], files, opts);
+    const pm = readImage(dir, `pagemap-${pid}.img`, 'PAGEMAP', ['pagemap_head', 'pagemap_entry']);
+    if (pm.length === 0) throw bad(p(`pagemap-${pid}.img`), 'no header');
+    const pagesId = pm[0].pages_id as number;
+    const pagesFile = `pages-${pagesId}.img`;
+    const pagemap = pm.slice(1).map((e) => ({ vaddr: e.vaddr as bigint, nrPages: e.nr_pages as number, flags: (e.flags ?? PE.PRESENT) as number }));
+    checkPagemap(p(`pagemap-${pid}.img`), p(pagesFile), pagemap, mm.vmas ?? []);
+    const fdinfo = readImage(dir, `fdinfo-${ids.files_id}.img`, 'FDINFO', ['fdinfo_entry']);
+    for (const fd of fdinfo) {
+      if (fd.type !== FD_TYPES.REG) throw bad(p(`fdinfo-${ids.files_id}.img`), `fd ${fd.fd}: unsupported fd type ${FD_TYPE_NAMES[fd.type] ?? fd.type}`);
+      const f = files.get(fd.id);
+      if (!f) throw bad(p(`fdinfo-${ids.files_id}.img`), `fd ${fd.fd} names file id ${fd.id}, absent from files.img`);
+      checkFile(p('files.img'), f, opts, `fd ${fd.fd}`);
+    }
+    const [fsEntry] = readImage(dir, `fs-${pid}.img`, 'FS', ['fs_entry']);
+    if (!fsEntry) throw bad(p(`fs-${pid}.img`), 'empty');
+    for (const id of [fsEntry.cwd_id, fsEntry.root_id]) if (!files.has(id)) throw bad(p(`fs-${pid}.img`), `names file id ${id}, absent from files.img`);
+    if (mm.exe_file_id && !files.has(mm.exe_file_id)) throw bad(p(`mm-${pid}.img`), `exe file id ${mm.exe_file_id} absent from files.img`);
+    processes.push({ pid, ppid: t.ppid, pgid: t.pgid, sid: t.sid, threads, ids, mm, pagesId, pagemap, pagesFile, fdinfo, fs: fsEntry });
+  }
+  return { dir, inventory, processes, files };
+}
+
+function checkFile(where: string, f: Decoded, opts: LoadOptions, user: string): void {
+  const name = f.reg.name as string;
+  let st: fs.Stats;
+  try { st = fs.statSync(name); } catch {
+    throw new StasisError(ErrorCodes.FILE_CHANGED, `${where}: ${user}: file ${name} no longer exists`);
+  }
+  if (!opts.skipFileCheck && f.reg.size !== undefined && st.isFile() && BigInt(st.size) !== f.reg.size) {
+    throw new StasisError(ErrorCodes.FILE_CHANGED, `${where}: ${user}: file ${name} changed size since the dump (${f.reg.size} → ${st.size} bytes)`);
+  }
+}
+
+function checkVmas(file: string, vmas: Decoded[], files: Map<number, Decoded>, opts: LoadOptions): void {
+  let prevEnd = 0n;
+  for (const v of vmas) {
+    const range = `VMA ${v.start.toString(16)}-${v.end.toString(16)}`;
+    if (v.start % PAGE !== 0n || v.end % PAGE !== 0n) throw bad(file, `${range} is not page-aligned`);
+    if (v.end <= v.start) throw bad(file, `${range} is empty or inverted`);
+    if (v.start < prevEnd) throw bad(file, `${range} overlaps the previous VMA`);
+    prevEnd = v.end;
+    if (v.status & (VMA.FILE_PRIVATE | VMA.FILE_SHARED)) {
+      const f = files.get(Number(v.shmid));
+      if (!f) throw bad(file, `${range} maps file id ${v.shmid}, absent from files.img`);
+      checkFile(file, f, opts, range);
+    } else if (v.status & (VMA.AREA_SYSVIPC | VMA.AREA_SOCKET | VMA.AREA_AIORING | VMA.AREA_MEMFD)) {
+      throw bad(file, `${range}: unsupported mapping kind (status 0x${v.status.toString(16)})`);
+    }
+  }
+}
+
+function checkPagemap(file: string, pagesPath: string, entries: { vaddr: bigint; nrPages: number; flags: number }[], vmas: Decoded[]): void {
+  let pages = 0;
+  let vi = 0;
+  for (const e of entries) {
+    if (e.vaddr % PAGE !== 0n) throw bad(file, `entry at ${e.vaddr.toString(16)} is not page-aligned`);
+    if (e.flags & (PE.PARENT | PE.LAZY)) throw bad(file, `entry at ${e.vaddr.toString(16)}: incremental/lazy pages are not supported`);
+    const end = e.vaddr + BigInt(e.nrPages) * PAGE;
+    // Entries are in address order: walk VMAs alongside.
+    while (vi < vmas.length && vmas[vi].end <= e.vaddr) vi++;
+    let covered = e.vaddr;
+    for (let j = vi; j < vmas.length && vmas[j].start <= covered && covered < end; j++) covered = vmas[j].end;
+    if (vi >= vmas.length || vmas[vi].start > e.vaddr || covered < end) {
+      throw bad(file, `pages ${e.vaddr.toString(16)}-${end.toString(16)} lie outside every VMA`);
+    }
+    pages += e.nrPages;
+  }
+  let size = 0;
+  try { size = fs.statSync(pagesPath).size; } catch {
+    if (pages > 0) throw bad(pagesPath, 'missing');
+  }
+  if (size < pages * abi.PAGE_SIZE) throw bad(file, `names ${pages} pages but ${path.basename(pagesPath)} holds only ${Math.floor(size / abi.PAGE_SIZE)}`);
+}

@@ -1,0 +1,176 @@
+// `stasis restore`: rebuild a dumped process from its images.
+//
+// A stub is stripped to a trampoline and cloned into the task's old PID
+// (stub.ts); then the restore phases below run in the new task through remote
+// syscalls; last, the trampoline goes, registers are set and the task is let go.
+import * as fs from 'node:fs';
+import { abi, ptrace, wait4, tryKill, describeWait } from '../sys';
+import { StasisError, ErrorCodes } from '../errors';
+import { loadCheckpoint, type Checkpoint } from './load';
+import type { RestoreCtx, RestoreOptions, TaskRestore } from './context';
+import { RemoteTask, TRAMPOLINE_PAGES } from './remote';
+import { startStub, prepareStub, cloneTask, killAndReap } from './stub';
+import { restoreAddressSpace, restorePages, restoreProtections, restoreMm } from '../resources/memory';
+import { restoreFiles } from '../resources/files';
+import { restoreFs } from '../resources/fs';
+import { restoreSigactions, restoreLateSigaction, restorePending } from '../resources/signals';
+import { restoreItimers } from '../resources/timers';
+import { restoreRlimits } from '../resources/rlimits';
+import { restoreTaskAttrs, restoreThreadState, restoreRegisters, TASK_STATE } from '../resources/core';
+
+const { SIG, PTRACE_O, PAGE_SIZE } = abi;
+
+interface Phase {
+  name: string;
+  /** Phases that must have run before this one, and why. */
+  after: string[];
+  run: (ctx: RestoreCtx, tr: TaskRestore) => void;
+}
+
+/**
+ * The restore phases of one process. Order comes from `after`, not from
+ * this list's order; restorePhaseOrder() checks it is a valid order.
+ */
+export const PHASES: Phase[] = [
+  { name: 'address-space', after: [], run: restoreAddressSpace },
+  { name: 'pages', after: ['address-space'], run: restorePages },
+  // Writable-for-filling VMAs go back to their protection once filled.
+  { name: 'protections', after: ['pages'], run: restoreProtections },
+  // PR_SET_MM_MAP checks its addresses against existing VMAs.
+  { name: 'mm', after: ['address-space'], run: restoreMm },
+  { name: 'fs', after: [], run: restoreFs },
+  // close_range() in files must not close fds the mapping phases still use;
+  // paths open relative to the restored cwd/root.
+  { name: 'files', after: ['address-space', 'mm', 'fs'], run: restoreFiles },
+  { name: 'task-attrs', after: [], run: restoreTaskAttrs },
+  // A lowered RLIMIT_NOFILE must not stop files from reaching their numbers.
+  { name: 'rlimits', after: ['files'], run: restoreRlimits },
+  { name: 'sigactions', after: [], run: restoreSigactions },
+  // rseq, robust list, clear_tid and altstack point into restored memory.
+  { name: 'thread-state', after: ['pages', 'protections'], run: (_c, tr) => restoreThreadState(tr.task, tr.img.threads[0].core) },
+  // Timers start ticking when set: as late as possible.
+  { name: 'itimers', after: ['address-space', 'pages', 'protections', 'mm', 'fs', 'files', 'task-attrs', 'rlimits', 'sigactions', 'thread-state'], run: restoreItimers },
+  // Every signal is blocked in the task until its own mask is set at the end.
+  { name: 'pending-signals', after: ['sigactions', 'itimers'], run: (_c, tr) => {
+    const leader = tr.img.threads[0].core;
+    restorePending(tr.task, tr.img.pid, tr.img.pid, leader.tc.signals_s, true);
+    for (const th of tr.img.threads) restorePending(tr.task, tr.img.pid, th.tid, th.core.thread_core?.signals_p, false);
+  } },
+];
+
+/** Topological order of PHASES (declaration order among equals); throws on cycles or unknown names. */
+export function restorePhaseOrder(phases: Phase[] = PHASES): Phase[] {
+  const byName = new Map(phases.map((p) => [p.name, p]));
+  for (const p of phases) for (const a of p.after) if (!byName.has(a)) throw new Error(`restore phase ${p.name} after unknown ${a}`);
+  const done = new Set<string>();
+  const out: Phase[] = [];
+  while (out.length < phases.length) {
+    const next = phases.find((p) => !done.has(p.name) && p.after.every((a) => done.has(a)));
+    if (!next) throw new Error('restore phases have a cycle');
+    done.add(next.name);
+    out.push(next);
+  }
+  return out;
+}
+
+export interface RestoreResult { pid: number; ms: number; warnings: string[]; exit?: { code?: number; signal?: number } }
+
+const ALL_SIGNALS = 0xffffffffffffffffn;
+
+function step(ctx: RestoreCtx, name: string): void {
+  const at = ctx.opts.failAt;
+  if (!at) return;
+  const [where, how] = at.split(':');
+  if (where !== name) return;
+  if (how === 'kill') process.kill(process.pid, 'SIGKILL');
+  throw new StasisError(ErrorCodes.INJECTED_FAILURE, `failure injected at restore phase ${name}`);
+}
+
+/** A `syscall` instruction in the task's [vdso], for the calls that outlive the trampoline. */
+function findSyscallInsn(pid: number, vmas: { start: bigint; end: bigint; status: number }[]): bigint {
+  const VDSO = 1 << 3;
+  const v = vmas.find((x) => x.status & VDSO);
+  if (v) {
+    const len = Number(v.end - v.start);
+    const b = Buffer.alloc(len);
+    const fd = fs.openSync(`/proc/${pid}/mem`, 'r');
+    try { fs.readSync(fd, b, 0, len, Number(v.start)); } finally { fs.closeSync(fd); }
+    for (let i = 0; i + 1 < len; i++) if (b[i] === 0x0f && b[i + 1] === 0x05) return v.start + BigInt(i);
+  }
+  throw new StasisError(ErrorCodes.RESTORE_FAILED, `no syscall instruction in the [vdso] of task ${pid}`);
+}
+
+function finish(ctx: RestoreCtx, tr: TaskRestore): void {
+  const pid = tr.img.pid;
+  tr.task.p.cure();
+  // The trampoline cannot unmap itself and then trap: run the last calls on
+  // the vdso's own `syscall` with syscall-exit stops (no int3, no signal).
+  const insn = findSyscallInsn(pid, tr.img.mm.vmas);
+  const last = new RemoteTask(pid, tr.task.trampoline, { codeAddr: insn, mode: 'syscall-stop', existingSyscall: true, extraOptions: PTRACE_O.EXITKILL });
+  try {
+    restoreLateSigaction(tr, last);
+    last.call('munmap', tr.task.trampoline, TRAMPOLINE_PAGES * PAGE_SIZE);
+  } finally {
+    last.p.cure();
+  }
+  step(ctx, 'registers');
+  for (const th of tr.img.threads) restoreRegisters(th.tid, th.core, tr.xsaveSize);
+  if (tr.img.threads[0].core.tc.task_state === TASK_STATE.STOPPED) tryKill(pid, SIG.SIGSTOP);
+  step(ctx, 'detach');
+  for (const th of tr.img.threads) ptrace.detach(th.tid, 0);
+}
+
+export function restore(opts: RestoreOptions): RestoreResult {
+  const t0 = process.hrtime.bigint();
+  const ckpt: Checkpoint = loadCheckpoint(opts.dir, { skipFileCheck: opts.skipFileCheck });
+  if (ckpt.processes.length !== 1) throw new StasisError(ErrorCodes.UNSUPPORTED, `${opts.dir}: restoring a tree of ${ckpt.processes.length} processes is not supported yet`);
+  const img = ckpt.processes[0];
+  if (img.threads.length !== 1) throw new StasisError(ErrorCodes.UNSUPPORTED, `${opts.dir}: process ${img.pid} has ${img.threads.length} threads; multi-threaded restore is not supported yet`);
+  if (fs.existsSync(`/proc/${img.pid}`)) throw new StasisError(ErrorCodes.PID_TAKEN, `pid ${img.pid} is already in use; cannot restore into it`);
+  const ctx: RestoreCtx = { opts, ckpt, warnings: [] };
+  const order = restorePhaseOrder();
+
+  const stub = startStub();
+  let child = 0;
+  try {
+    step(ctx, 'stub');
+    const tramp = prepareStub(stub, img.mm.vmas);
+    const stubTask = new RemoteTask(stub, tramp);
+    step(ctx, 'clone');
+    child = cloneTask(stubTask, img.pid);
+    killAndReap(stub);
+    // Nothing may be delivered to the task before its own mask is set.
+    ptrace.setSigMask(child, ALL_SIGNALS);
+    const tr: TaskRestore = {
+      img, task: new RemoteTask(child, tramp), xsaveSize: ptrace.getXstate(child).length, reprotect: [],
+    };
+    for (const phase of order) {
+      step(ctx, phase.name);
+      try {
+        phase.run(ctx, tr);
+      } catch (e) {
+        if (e instanceof StasisError) throw new StasisError(e.code, `restore phase ${phase.name}: ${e.message}`, { cause: e });
+        throw e;
+      }
+    }
+    finish(ctx, tr);
+  } catch (e) {
+    if (child) killAndReap(child);
+    killAndReap(stub);
+    throw e;
+  }
+  const ms = Number(process.hrtime.bigint() - t0) / 1e6;
+  const result: RestoreResult = { pid: img.pid, ms, warnings: ctx.warnings };
+  return result;
+}
+
+/** Wait for the restored process as its parent (stasis restore without -d). */
+export function waitRestored(pid: number): { code?: number; signal?: number } {
+  for (;;) {
+    const ws = wait4(pid);
+    if (ws.kind === 'exited') return { code: ws.code };
+    if (ws.kind === 'signaled') return { signal: ws.signal };
+    if (ws.kind === 'none') continue;
+    void describeWait;
+  }
+}
