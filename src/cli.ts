@@ -4,6 +4,7 @@ import { dump } from './dump/dump';
 import { collectShow, formatShow } from './show';
 import { checkFeatures } from './check';
 import { restore, waitRestored } from './restore/restore';
+import { runDemo } from './demo';
 import { StasisError, ErrorCodes } from './errors';
 
 const HELP = `stasis — checkpoint/restore of Linux processes (CRIU-format images)
@@ -18,6 +19,7 @@ usage:
       -d, --restore-detached         leave it running and exit 0 (default: wait for it
                                      as its parent and exit with its status)
       --skip-file-check              restore even if a file changed size since the dump
+  stasis demo                        checkpoint a sample program, kill it, restore it
   stasis show DIR [--json]           summarise a checkpoint
   stasis check [--json]              which needed kernel features are present
   stasis --help
@@ -75,6 +77,8 @@ async function run(argv: string[]): Promise<number> {
       const st = waitRestored(r.pid);
       return st.signal !== undefined ? 128 + st.signal : st.code ?? 0;
     }
+    case 'demo':
+      return runDemo();
     case 'show': {
       const { values, positionals } = parseArgs({ args: rest, allowPositionals: true, options: { json: { type: 'boolean', default: false } } });
       if (positionals.length !== 1) usage('show needs one DIR');
