@@ -2,11 +2,11 @@
 // process, without SIGSTOP, so job-control state is kept and interrupted
 // syscalls restart correctly on release.
 import * as fs from 'node:fs';
-import { ptrace, wait4, tryWait4, abi, tryKill, describeWait, type WaitStatus } from './sys';
+import { ptrace, tryWait4, abi, tryKill, describeWait, type WaitStatus } from './sys';
 import { listTasks, readStat, PF_KTHREAD } from './proc/proc';
 import { StasisError, ErrorCodes, SyscallError } from './errors';
 
-const { SIG, PTRACE_EVENT } = abi;
+const { SIG, PTRACE_EVENT, WAIT } = abi;
 const STOP_SIGNALS: number[] = [SIG.SIGSTOP, SIG.SIGTSTP, SIG.SIGTTIN, SIG.SIGTTOU];
 
 export interface FrozenProcess {
@@ -129,13 +129,16 @@ export function release(p: FrozenProcess): void {
 /** Kill the dumped process (default after a successful dump, as criu does). */
 export function killFrozen(p: FrozenProcess): void {
   tryKill(p.pid, SIG.SIGKILL);
-  for (const tid of p.threads) ptrace.tryDetach(tid, 0);
   // Collect the tracer's exit notifications so the real parent gets its own.
-  for (const tid of p.threads) {
-    for (let i = 0; i < 8; i++) {
-      const r = tryWait4(tid);
+  // Non-leaders first: a dead leader is not reported while its threads are
+  // unreaped. Never block for long: the process is dead either way.
+  const order = [...p.threads.filter((t) => t !== p.pid), p.pid];
+  const deadline = Date.now() + 2000;
+  for (const tid of order) {
+    while (Date.now() < deadline) {
+      const r = tryWait4(tid, WAIT.WNOHANG);
       if (typeof r === 'number' || r.kind === 'exited' || r.kind === 'signaled') break;
+      if (r.kind !== 'none') ptrace.tryDetach(tid, 0);
     }
   }
-  void wait4;
 }

@@ -21,7 +21,10 @@ export interface RestoreCtx {
 /** One process being rebuilt. */
 export interface TaskRestore {
   img: ProcessImage;
+  /** The leader, driven through the trampoline. */
   task: RemoteTask;
+  /** Every thread once created (the leader included), by tid. */
+  threads: Map<number, RemoteTask>;
   /** The live task's XSAVE size (to rebuild the image's FPU state into). */
   xsaveSize: number;
   /** VMAs mapped with PROT_WRITE added for filling: mprotect back after pages. */

@@ -9,7 +9,7 @@ import { StasisError, ErrorCodes } from '../errors';
 import { loadCheckpoint, type Checkpoint } from './load';
 import type { RestoreCtx, RestoreOptions, TaskRestore } from './context';
 import { RemoteTask, TRAMPOLINE_PAGES } from './remote';
-import { startStub, prepareStub, cloneTask, killAndReap } from './stub';
+import { startStub, prepareStub, cloneTask, cloneThread, killAndReap } from './stub';
 import { restoreAddressSpace, restorePages, restoreProtections, restoreMm } from '../resources/memory';
 import { restoreFiles } from '../resources/files';
 import { restoreFs } from '../resources/fs';
@@ -48,10 +48,20 @@ export const PHASES: Phase[] = [
   { name: 'sigactions', after: [], run: restoreSigactions },
   // rseq, robust list, clear_tid and altstack point into restored memory.
   { name: 'thread-state', after: ['pages', 'protections'], run: (_c, tr) => restoreThreadState(tr.task, tr.img.threads[0].core) },
+  // Threads share the rebuilt mm, files and fs: create them once those are
+  // whole. Each gets its own clear_tid, robust list, altstack and rseq.
+  { name: 'threads', after: ['pages', 'protections', 'mm', 'files', 'fs', 'sigactions'], run: (_c, tr) => {
+    for (const th of tr.img.threads.slice(1)) {
+      cloneThread(tr.task, th.tid);
+      const t = new RemoteTask(th.tid, tr.task.trampoline);
+      tr.threads.set(th.tid, t);
+      restoreThreadState(t, th.core);
+    }
+  } },
   // Timers start ticking when set: as late as possible.
-  { name: 'itimers', after: ['address-space', 'pages', 'protections', 'mm', 'fs', 'files', 'task-attrs', 'rlimits', 'sigactions', 'thread-state'], run: restoreItimers },
+  { name: 'itimers', after: ['address-space', 'pages', 'protections', 'mm', 'fs', 'files', 'task-attrs', 'rlimits', 'sigactions', 'thread-state', 'threads'], run: restoreItimers },
   // Every signal is blocked in the task until its own mask is set at the end.
-  { name: 'pending-signals', after: ['sigactions', 'itimers'], run: (_c, tr) => {
+  { name: 'pending-signals', after: ['sigactions', 'itimers', 'threads'], run: (_c, tr) => {
     const leader = tr.img.threads[0].core;
     restorePending(tr.task, tr.img.pid, tr.img.pid, leader.tc.signals_s, true);
     for (const th of tr.img.threads) restorePending(tr.task, tr.img.pid, th.tid, th.core.thread_core?.signals_p, false);
@@ -102,7 +112,7 @@ function findSyscallInsn(pid: number, vmas: { start: bigint; end: bigint; status
 
 function finish(ctx: RestoreCtx, tr: TaskRestore): void {
   const pid = tr.img.pid;
-  tr.task.p.cure();
+  for (const t of tr.threads.values()) t.p.cure();
   // The trampoline cannot unmap itself and then trap: run the last calls on
   // the vdso's own `syscall` with syscall-exit stops (no int3, no signal).
   const insn = findSyscallInsn(pid, tr.img.mm.vmas);
@@ -125,8 +135,9 @@ export function restore(opts: RestoreOptions): RestoreResult {
   const ckpt: Checkpoint = loadCheckpoint(opts.dir, { skipFileCheck: opts.skipFileCheck });
   if (ckpt.processes.length !== 1) throw new StasisError(ErrorCodes.UNSUPPORTED, `${opts.dir}: restoring a tree of ${ckpt.processes.length} processes is not supported yet`);
   const img = ckpt.processes[0];
-  if (img.threads.length !== 1) throw new StasisError(ErrorCodes.UNSUPPORTED, `${opts.dir}: process ${img.pid} has ${img.threads.length} threads; multi-threaded restore is not supported yet`);
-  if (fs.existsSync(`/proc/${img.pid}`)) throw new StasisError(ErrorCodes.PID_TAKEN, `pid ${img.pid} is already in use; cannot restore into it`);
+  for (const th of img.threads) {
+    if (fs.existsSync(`/proc/${th.tid}`)) throw new StasisError(ErrorCodes.PID_TAKEN, `pid ${th.tid} is already in use; cannot restore ${th.tid === img.pid ? 'into it' : `thread ${th.tid} of ${img.pid}`}`);
+  }
   const ctx: RestoreCtx = { opts, ckpt, warnings: [] };
   const order = restorePhaseOrder();
 
@@ -141,8 +152,9 @@ export function restore(opts: RestoreOptions): RestoreResult {
     killAndReap(stub);
     // Nothing may be delivered to the task before its own mask is set.
     ptrace.setSigMask(child, ALL_SIGNALS);
+    const leader = new RemoteTask(child, tramp);
     const tr: TaskRestore = {
-      img, task: new RemoteTask(child, tramp), xsaveSize: ptrace.getXstate(child).length, reprotect: [],
+      img, task: leader, threads: new Map([[child, leader]]), xsaveSize: ptrace.getXstate(child).length, reprotect: [],
     };
     for (const phase of order) {
       step(ctx, phase.name);

@@ -139,9 +139,18 @@ function moveVdso(t: RemoteTask, live: SpecialVma[], dumpedVmas: Decoded[], tram
  * our child rather than the stub's, so we can wait for it like criu does.
  */
 export function cloneTask(stub: RemoteTask, pid: number): number {
+  return cloneWithTid(stub, pid, CLONE.PARENT);
+}
+
+/** Threads: clone3 in the restored leader, sharing everything a thread shares. */
+export function cloneThread(leader: RemoteTask, tid: number): number {
+  return cloneWithTid(leader, tid, CLONE.VM | CLONE.FS | CLONE.FILES | CLONE.SIGHAND | CLONE.THREAD | CLONE.SYSVSEM);
+}
+
+function cloneWithTid(stub: RemoteTask, pid: number, flags: number): number {
   const args = Buffer.alloc(CLONE_ARGS.SIZE + 8);
   const setTidAt = stub.scratch + BigInt(CLONE_ARGS.SIZE);
-  args.writeBigUInt64LE(BigInt(CLONE.PARENT), CLONE_ARGS.flags);
+  args.writeBigUInt64LE(BigInt(flags), CLONE_ARGS.flags);
   args.writeBigUInt64LE(0n, CLONE_ARGS.exit_signal);
   args.writeBigUInt64LE(setTidAt, CLONE_ARGS.set_tid);
   args.writeBigUInt64LE(1n, CLONE_ARGS.set_tid_size);
