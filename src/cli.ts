@@ -54,7 +54,7 @@ async function run(argv: string[]): Promise<number> {
         dir: values['images-dir'], leaveRunning: values['leave-running'] ?? false,
         failAt: process.env.STASIS_FAIL_AT || undefined,
       });
-      console.error(`dumped pid ${r.pid} (${r.threads} thread${r.threads > 1 ? 's' : ''}): ${r.pages} pages (${(r.bytes / 1048576).toFixed(1)} MiB) in ${r.ms.toFixed(1)} ms, frozen ${r.frozenMs.toFixed(1)} ms; ${values['leave-running'] ? 'left running' : 'killed'}`);
+      console.error(`dumped pid ${r.pid} (${r.processes} process${r.processes > 1 ? 'es' : ''}, ${r.threads} thread${r.threads > 1 ? 's' : ''}): ${r.pages} pages (${(r.bytes / 1048576).toFixed(1)} MiB) in ${r.ms.toFixed(1)} ms, frozen ${r.frozenMs.toFixed(1)} ms; ${values['leave-running'] ? 'left running' : 'killed'}`);
       return 0;
     }
     case 'restore': {
@@ -72,7 +72,7 @@ async function run(argv: string[]): Promise<number> {
         skipFileCheck: values['skip-file-check'], failAt: process.env.STASIS_FAIL_AT || undefined,
       });
       for (const w of r.warnings) console.error(`stasis: warning: ${w}`);
-      console.error(`restored pid ${r.pid} in ${r.ms.toFixed(1)} ms`);
+      console.error(`restored pid ${r.pid}${r.processes > 1 ? ` and ${r.processes - 1} descendant(s)` : ""} in ${r.ms.toFixed(1)} ms`);
       if (values['restore-detached']) return 0;
       const st = waitRestored(r.pid);
       return st.signal !== undefined ? 128 + st.signal : st.code ?? 0;

@@ -3,7 +3,7 @@
 // syscalls restart correctly on release.
 import * as fs from 'node:fs';
 import { ptrace, tryWait4, abi, tryKill, describeWait, type WaitStatus } from './sys';
-import { listTasks, readStat, PF_KTHREAD } from './proc/proc';
+import { listTasks, listChildren, readStat, PF_KTHREAD } from './proc/proc';
 import { StasisError, ErrorCodes, SyscallError } from './errors';
 
 const { SIG, PTRACE_EVENT, WAIT } = abi;
@@ -15,6 +15,8 @@ export interface FrozenProcess {
   threads: number[];
   /** The process was stopped by job control when we seized it. */
   stopped: boolean;
+  /** Parent inside the dumped tree (0 for the root). */
+  ppid: number;
 }
 
 /** Refuse what cannot be dumped, with a one-line reason. */
@@ -103,7 +105,7 @@ export function freezeProcess(pid: number): FrozenProcess {
     throw e;
   }
   seized.sort((a, b) => (a === pid ? -1 : b === pid ? 1 : a - b));
-  return { pid, threads: seized, stopped };
+  return { pid, threads: seized, stopped, ppid: 0 };
 }
 
 function tracerOf(pid: number): number {
@@ -124,6 +126,35 @@ export function release(p: FrozenProcess): void {
     if (r < 0 && r !== -3 /* ESRCH: gone */ && !first) first = new SyscallError('ptrace', -r, `DETACH ${tid}`);
   }
   if (first) throw first;
+}
+
+/**
+ * Seize a process and all its descendants, parents before children. A frozen
+ * process cannot fork, so its children listed after its freeze are all there
+ * will be.
+ */
+export function freezeTree(root: number): FrozenProcess[] {
+  const out: FrozenProcess[] = [];
+  try {
+    out.push(freezeProcess(root));
+    for (let i = 0; i < out.length; i++) {
+      for (const child of listChildren(out[i].pid)) {
+        if (out.some((p) => p.pid === child)) continue;
+        let st;
+        try { st = readStat(child); } catch { continue; } // gone meanwhile
+        if (st.state === 'Z') {
+          throw new StasisError(ErrorCodes.ZOMBIE, `pid ${child} (${st.comm}), a child of ${out[i].pid}, is a zombie; zombies in the tree are not supported yet`);
+        }
+        const f = freezeProcess(child);
+        f.ppid = out[i].pid;
+        out.push(f);
+      }
+    }
+  } catch (e) {
+    for (const p of out.reverse()) release(p);
+    throw e;
+  }
+  return out;
 }
 
 /** Kill the dumped process (default after a successful dump, as criu does). */

@@ -51,6 +51,10 @@ export class DumpCtx {
   /** files.img entries, in id order. */
   readonly files: Entry[] = [];
   private readonly fileKeys = new Map<string, number>();
+  /** Every fd seen so far, to find open file descriptions shared across fds and processes. */
+  readonly openFiles: { pid: number; fd: number; dev: number; ino: number; id: number }[] = [];
+  /** Queued data of each pipe (by inode), read once. */
+  readonly pipeData = new Map<number, { data: Buffer; size: number }>();
   /** Bytes of page data written (for reports and benchmarks). */
   pagesBytes = 0;
   pagesCount = 0;

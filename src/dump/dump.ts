@@ -3,8 +3,9 @@
 // releases it untouched (the parasite always cures itself first).
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { abi, processVmReadv } from '../sys';
-import { freezeProcess, release, killFrozen, type FrozenProcess } from '../freeze';
+import { abi, processVmReadv, kcmp } from '../sys';
+import { freezeTree, release, killFrozen, type FrozenProcess } from '../freeze';
+import { StasisError, ErrorCodes } from '../errors';
 import { readStat, readStatus } from '../proc/proc';
 import { withParasite } from '../compel/parasite';
 import { ensureImageDir, writeImage } from '../images/image';
@@ -16,12 +17,13 @@ import { dumpFiles, writeFilesImage } from '../resources/files';
 import { dumpFs } from '../resources/fs';
 import { dumpCore } from '../resources/core';
 
-const { PROT, MAP, PR, PAGE_SIZE } = abi;
+const { PROT, MAP, PR, PAGE_SIZE, KCMP } = abi;
 
 export const IMG_VERSION = 2; // CRIU_IMAGES_V1_1
 
 export interface DumpResult {
   pid: number;
+  processes: number;
   threads: number;
   pages: number;
   bytes: number;
@@ -76,45 +78,64 @@ export function dump(pid: number, opts: DumpOptions): DumpResult {
   // inventory goes last, and an old one goes first.
   fs.rmSync(path.join(opts.dir, 'inventory.img'), { force: true });
   ctx.step('start');
-  const frozen: FrozenProcess = freezeProcess(pid);
+  const tree: FrozenProcess[] = freezeTree(pid);
   const tFrozen = process.hrtime.bigint();
   let done = false;
   try {
     ctx.step('seized');
-    const pd: ProcessDump = {
-      pid, frozen, stat: readStat(pid), status: readStatus(pid),
-      ids: { vm_id: 1, files_id: 1, fs_id: 1, sighand_id: 1 },
+    const pds: ProcessDump[] = tree.map((frozen, i) => ({
+      pid: frozen.pid, frozen, stat: readStat(frozen.pid), status: readStatus(frozen.pid),
+      ids: { vm_id: i + 1, files_id: i + 1, fs_id: i + 1, sighand_id: i + 1 },
       parasite: undefined as unknown as ProcessDump['parasite'],
       threads: new Map(), pagesId: ctx.allocPagesId(), taskCore: {}, mm: {},
-    };
+    }));
+    checkNotShared(pds);
     ctx.step('proc');
-    parasiteSession(pd);
+    for (const pd of pds) parasiteSession(pd);
     ctx.step('parasite');
-    dumpMemory(ctx, pd);
+    for (const pd of pds) dumpMemory(ctx, pd);
     ctx.step('memory');
-    dumpFiles(ctx, pd);
-    dumpFs(ctx, pd);
+    for (const pd of pds) {
+      dumpFiles(ctx, pd);
+      dumpFs(ctx, pd);
+    }
     ctx.step('files');
-    dumpCore(ctx, pd);
+    for (const pd of pds) dumpCore(ctx, pd);
     ctx.step('core');
-    writeImage(opts.dir, `ids-${pid}.img`, 'IDS', [['task_kobj_ids_entry', pd.ids]]);
-    writeImage(opts.dir, 'pstree.img', 'PSTREE', [['pstree_entry', {
-      pid, ppid: 0, pgid: pd.stat.pgrp, sid: pd.stat.session, threads: frozen.threads,
-    }]]);
+    for (const pd of pds) writeImage(opts.dir, `ids-${pd.pid}.img`, 'IDS', [['task_kobj_ids_entry', pd.ids]]);
+    writeImage(opts.dir, 'pstree.img', 'PSTREE', pds.map((pd) => ['pstree_entry', {
+      pid: pd.pid, ppid: pd.frozen.ppid, pgid: pd.stat.pgrp, sid: pd.stat.session, threads: pd.frozen.threads,
+    }]));
     writeFilesImage(ctx);
     ctx.step('images');
     writeImage(opts.dir, 'inventory.img', 'INVENTORY', [['inventory_entry', {
-      img_version: IMG_VERSION, fdinfo_per_id: true, root_ids: pd.ids, ns_per_id: true, lsmtype: 0,
+      img_version: IMG_VERSION, fdinfo_per_id: true, root_ids: pds[0].ids, ns_per_id: true, lsmtype: 0,
     }]]);
     ctx.step('inventory');
     done = true;
   } finally {
-    if (done && !opts.leaveRunning) killFrozen(frozen);
-    else release(frozen);
+    // Children first: a parent killed first could reap (or re-parent) them under us.
+    for (const frozen of [...tree].reverse()) {
+      if (done && !opts.leaveRunning) killFrozen(frozen);
+      else release(frozen);
+    }
   }
   const t1 = process.hrtime.bigint();
   return {
-    pid, threads: frozen.threads.length, pages: ctx.pagesCount, bytes: ctx.pagesBytes,
+    pid, processes: tree.length, threads: tree.reduce((a, p) => a + p.threads.length, 0), pages: ctx.pagesCount, bytes: ctx.pagesBytes,
     ms: Number(t1 - t0) / 1e6, frozenMs: Number(t1 - tFrozen) / 1e6,
   };
+}
+
+/** Processes sharing an mm, fd table or fs struct without being threads (vfork, CLONE_VM...) are not supported. */
+function checkNotShared(pds: ProcessDump[]): void {
+  for (let i = 0; i < pds.length; i++) {
+    for (let j = 0; j < i; j++) {
+      for (const [type, what] of [[KCMP.VM, 'address space'], [KCMP.FILES, 'fd table'], [KCMP.FS, 'cwd/root (CLONE_FS)'], [KCMP.SIGHAND, 'signal handlers']] as const) {
+        if (kcmp(pds[i].pid, pds[j].pid, type) === 0) {
+          throw new StasisError(ErrorCodes.UNSUPPORTED, `processes ${pds[j].pid} and ${pds[i].pid} share their ${what} (vfork or clone without CLONE_THREAD); not supported yet`);
+        }
+      }
+    }
+  }
 }

@@ -52,9 +52,12 @@ export function encodeEntry(msg: MessageName, obj: Entry): Buffer {
   return Buffer.concat([len, body]);
 }
 
-/** Write a whole image file: header then entries. Created 0600. */
-export function writeImage(dir: string, file: string, kind: ImageKind, entries: [MessageName, Entry][]): void {
-  const parts = [header(kind), ...entries.map(([m, o]) => encodeEntry(m, o))];
+/**
+ * Write a whole image file: header then entries. Created 0600. An entry may
+ * carry raw bytes that follow it in the file (pipe data, as CRIU does).
+ */
+export function writeImage(dir: string, file: string, kind: ImageKind, entries: ([MessageName, Entry] | [MessageName, Entry, Buffer])[]): void {
+  const parts = [header(kind), ...entries.flatMap(([m, o, extra]) => (extra ? [encodeEntry(m, o), extra] : [encodeEntry(m, o)]))];
   const fd = fs.openSync(path.join(dir, file), 'w', IMAGE_MODE);
   try {
     fs.fchmodSync(fd, IMAGE_MODE); // a pre-existing file keeps its mode otherwise
@@ -92,7 +95,7 @@ function convertLongs(t: protobuf.Type, o: Record<string, unknown>): Decoded {
  * file, then protobuf decoding (required fields present). `msgs` gives the
  * message of each entry by position (the last one repeats).
  */
-export function readImage(dir: string, file: string, kind: ImageKind, msgs: MessageName[]): Decoded[] {
+export function readImage(dir: string, file: string, kind: ImageKind, msgs: MessageName[], extraLen?: (e: Decoded) => number): Decoded[] {
   const p = path.join(dir, file);
   let buf: Buffer;
   try {
@@ -118,8 +121,15 @@ export function readImage(dir: string, file: string, kind: ImageKind, msgs: Mess
     } catch (e) {
       throw new StasisError(ErrorCodes.BAD_IMAGE, `${p}: entry at offset ${off - 4} does not decode as ${t.name}: ${(e as Error).message}`);
     }
-    out.push(fromPb(t, m));
+    const d = fromPb(t, m);
     off += len;
+    if (extraLen) {
+      const n = extraLen(d);
+      if (off + n > buf.length) throw new StasisError(ErrorCodes.BAD_IMAGE, `${p}: truncated payload at offset ${off} (needs ${n} bytes, ${buf.length - off} left)`);
+      d.extra = buf.subarray(off, off + n);
+      off += n;
+    }
+    out.push(d);
   }
   return out;
 }

@@ -132,6 +132,7 @@ const messages: Record<string, Fields> = {
     name: 'required string 6', mnt_id: 'optional sint32 7', size: 'optional uint64 8', ext: 'optional bool 9',
     mode: 'optional uint32 10', build_id: 'repeated uint32 11',
   },
+  pipe_data_entry: { pipe_id: 'required uint32 1', bytes: 'required uint32 2', size: 'optional uint32 3' },
   pipe_entry: {
     id: 'required uint32 1', pipe_id: 'required uint32 2', flags: 'required uint32 3', fown: 'required fown_entry 4',
   },

@@ -6,14 +6,21 @@ export interface RestoreOptions {
   dir: string;
   detach: boolean;
   skipFileCheck?: boolean;
-  /** Failure injection for tests (STASIS_FAIL_AT=phase). */
+  /** Failure injection for tests (STASIS_FAIL_AT=phase or phase:kill). */
   failAt?: string;
-  log?: (msg: string) => void;
 }
 
 export interface RestoreCtx {
   opts: RestoreOptions;
   ckpt: Checkpoint;
+  /** Every process being rebuilt, parents before children. */
+  tasks: Map<number, TaskRestore>;
+  /** Where each restored file (open file description) can be fetched from. */
+  fileHolders: Map<number, { pid: number; fd: number }>;
+  /** Pipes created so far: both ends, parked in the creating process. */
+  pipes: Map<number, { pid: number; r: number; w: number }>;
+  /** Temporary fds to close once every process has its files. */
+  parked: { pid: number; fd: number }[];
   /** Warnings worth telling the user (limits we could not raise...). */
   warnings: string[];
 }
@@ -29,6 +36,4 @@ export interface TaskRestore {
   xsaveSize: number;
   /** VMAs mapped with PROT_WRITE added for filling: mprotect back after pages. */
   reprotect: { start: bigint; len: bigint; prot: number }[];
-  /** Address of a `syscall` instruction in the restored task (vdso), for the last calls. */
-  syscallInsn?: bigint;
 }

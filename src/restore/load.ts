@@ -31,8 +31,11 @@ export interface ProcessImage {
 export interface Checkpoint {
   dir: string;
   inventory: Decoded;
+  /** Parents before children (pstree order). */
   processes: ProcessImage[];
   files: Map<number, Decoded>;
+  /** Queued data of each pipe, by pipe id. */
+  pipeData: Map<number, { data: Buffer; size?: number }>;
 }
 
 function bad(file: string, msg: string): StasisError {
@@ -56,7 +59,8 @@ export function loadCheckpoint(dir: string, opts: LoadOptions = {}): Checkpoint 
   const files = new Map<number, Decoded>();
   for (const f of fileList) {
     if (files.has(f.id)) throw bad(p('files.img'), `duplicate file id ${f.id}`);
-    if (f.type !== FD_TYPES.REG || !f.reg) throw bad(p('files.img'), `file id ${f.id}: unsupported file type ${FD_TYPE_NAMES[f.type] ?? f.type}`);
+    const ok = (f.type === FD_TYPES.REG && f.reg) || (f.type === FD_TYPES.PIPE && f.pipe);
+    if (!ok) throw bad(p('files.img'), `file id ${f.id}: unsupported file type ${FD_TYPE_NAMES[f.type] ?? f.type}`);
     files.set(f.id, f);
   }
   const processes: ProcessImage[] = [];
@@ -87,10 +91,10 @@ export function loadCheckpoint(dir: string, opts: LoadOptions = {}): Checkpoint 
     checkPagemap(p(`pagemap-${pid}.img`), p(pagesFile), pagemap, mm.vmas ?? []);
     const fdinfo = readImage(dir, `fdinfo-${ids.files_id}.img`, 'FDINFO', ['fdinfo_entry']);
     for (const fd of fdinfo) {
-      if (fd.type !== FD_TYPES.REG) throw bad(p(`fdinfo-${ids.files_id}.img`), `fd ${fd.fd}: unsupported fd type ${FD_TYPE_NAMES[fd.type] ?? fd.type}`);
       const f = files.get(fd.id);
       if (!f) throw bad(p(`fdinfo-${ids.files_id}.img`), `fd ${fd.fd} names file id ${fd.id}, absent from files.img`);
-      checkFile(p('files.img'), f, opts, `fd ${fd.fd}`);
+      if (fd.type !== f.type) throw bad(p(`fdinfo-${ids.files_id}.img`), `fd ${fd.fd}: type ${FD_TYPE_NAMES[fd.type] ?? fd.type} but file id ${fd.id} is ${FD_TYPE_NAMES[f.type]}`);
+      if (f.type === FD_TYPES.REG) checkFile(p('files.img'), f, opts, `fd ${fd.fd}`);
     }
     const [fsEntry] = readImage(dir, `fs-${pid}.img`, 'FS', ['fs_entry']);
     if (!fsEntry) throw bad(p(`fs-${pid}.img`), 'empty');
@@ -98,7 +102,32 @@ export function loadCheckpoint(dir: string, opts: LoadOptions = {}): Checkpoint 
     if (mm.exe_file_id && !files.has(mm.exe_file_id)) throw bad(p(`mm-${pid}.img`), `exe file id ${mm.exe_file_id} absent from files.img`);
     processes.push({ pid, ppid: t.ppid, pgid: t.pgid, sid: t.sid, threads, ids, mm, pagesId, pagemap, pagesFile, fdinfo, fs: fsEntry });
   }
-  return { dir, inventory, processes, files };
+  checkTree(p('pstree.img'), processes);
+  const pipeData = new Map<number, { data: Buffer; size?: number }>();
+  if (fs.existsSync(p('pipes-data.img'))) {
+    for (const e of readImage(dir, 'pipes-data.img', 'PIPES_DATA', ['pipe_data_entry'], (d) => d.bytes)) {
+      pipeData.set(e.pipe_id, { data: e.extra, size: e.size });
+    }
+  }
+  return { dir, inventory, processes, files, pipeData };
+}
+
+/**
+ * Parents before children; sessions we can re-create: a process either leads
+ * its session or shares its parent's (the root may belong to a session
+ * outside the tree: it then joins the restorer's, as criu --shell-job does).
+ */
+function checkTree(file: string, procs: ProcessImage[]): void {
+  const byPid = new Map(procs.map((x) => [x.pid, x]));
+  procs.forEach((x, i) => {
+    if (i === 0) return;
+    const parent = byPid.get(x.ppid);
+    if (!parent || procs.indexOf(parent) > i) throw bad(file, `pid ${x.pid}: parent ${x.ppid} is not listed before it`);
+    if (x.sid !== x.pid && x.sid !== parent.sid) throw bad(file, `pid ${x.pid}: session ${x.sid} is neither its own nor its parent's; not supported`);
+    const leader = byPid.get(x.pgid);
+    if (leader && leader.sid !== x.sid) throw bad(file, `pid ${x.pid}: process group ${x.pgid} lies in another session`);
+    if (!leader && x.pgid !== parent.pgid) throw bad(file, `pid ${x.pid}: process group ${x.pgid} has no member in the tree to re-create it`);
+  });
 }
 
 function checkFile(where: string, f: Decoded, opts: LoadOptions, user: string): void {

@@ -9,9 +9,9 @@ import { StasisError, ErrorCodes } from '../errors';
 import { loadCheckpoint, type Checkpoint } from './load';
 import type { RestoreCtx, RestoreOptions, TaskRestore } from './context';
 import { RemoteTask, TRAMPOLINE_PAGES } from './remote';
-import { startStub, prepareStub, cloneTask, cloneThread, killAndReap } from './stub';
+import { startStub, prepareStub, cloneTask, cloneThread, cloneChild, moveVdso, killAndReap } from './stub';
 import { restoreAddressSpace, restorePages, restoreProtections, restoreMm } from '../resources/memory';
-import { restoreFiles } from '../resources/files';
+import { restoreFiles, closeParked } from '../resources/files';
 import { restoreFs } from '../resources/fs';
 import { restoreSigactions, restoreLateSigaction, restorePending } from '../resources/signals';
 import { restoreItimers } from '../resources/timers';
@@ -42,6 +42,9 @@ export const PHASES: Phase[] = [
   // close_range() in files must not close fds the mapping phases still use;
   // paths open relative to the restored cwd/root.
   { name: 'files', after: ['address-space', 'mm', 'fs'], run: restoreFiles },
+  // Pipe ends parked in their creator can go once every process has its fds
+  // (phases run in lock-step: each phase for every process before the next).
+  { name: 'files-cleanup', after: ['files'], run: closeParked },
   { name: 'task-attrs', after: [], run: restoreTaskAttrs },
   // A lowered RLIMIT_NOFILE must not stop files from reaching their numbers.
   { name: 'rlimits', after: ['files'], run: restoreRlimits },
@@ -59,7 +62,7 @@ export const PHASES: Phase[] = [
     }
   } },
   // Timers start ticking when set: as late as possible.
-  { name: 'itimers', after: ['address-space', 'pages', 'protections', 'mm', 'fs', 'files', 'task-attrs', 'rlimits', 'sigactions', 'thread-state', 'threads'], run: restoreItimers },
+  { name: 'itimers', after: ['address-space', 'pages', 'protections', 'mm', 'fs', 'files', 'files-cleanup', 'task-attrs', 'rlimits', 'sigactions', 'thread-state', 'threads'], run: restoreItimers },
   // Every signal is blocked in the task until its own mask is set at the end.
   { name: 'pending-signals', after: ['sigactions', 'itimers', 'threads'], run: (_c, tr) => {
     const leader = tr.img.threads[0].core;
@@ -83,7 +86,7 @@ export function restorePhaseOrder(phases: Phase[] = PHASES): Phase[] {
   return out;
 }
 
-export interface RestoreResult { pid: number; ms: number; warnings: string[]; exit?: { code?: number; signal?: number } }
+export interface RestoreResult { pid: number; processes: number; ms: number; warnings: string[] }
 
 const ALL_SIGNALS = 0xffffffffffffffffn;
 
@@ -130,50 +133,90 @@ function finish(ctx: RestoreCtx, tr: TaskRestore): void {
   for (const th of tr.img.threads) ptrace.detach(th.tid, 0);
 }
 
+/**
+ * Create the tree as empty shells, parents first: each child is forked by
+ * its parent (clone3 + set_tid, auto-attached through PTRACE_O_TRACEFORK),
+ * after the parent has set up its session, so it inherits what it should.
+ */
+function createTree(ctx: RestoreCtx, root: TaskRestore, tramp: bigint): void {
+  const procs = ctx.ckpt.processes;
+  const make = (tr: TaskRestore) => {
+    if (tr.img.sid === tr.img.pid) tr.task.call('setsid');
+    for (const child of procs.filter((x) => x.ppid === tr.img.pid && x !== procs[0])) {
+      cloneChild(tr.task, child.pid);
+      ptrace.setSigMask(child.pid, ALL_SIGNALS);
+      const t = new RemoteTask(child.pid, tramp);
+      const ctr: TaskRestore = { img: child, task: t, threads: new Map([[child.pid, t]]), xsaveSize: root.xsaveSize, reprotect: [] };
+      ctx.tasks.set(child.pid, ctr);
+      // A child that exec'd elsewhere had its vdso elsewhere.
+      moveVdso(t, child.mm.vmas);
+      make(ctr);
+    }
+  };
+  make(root);
+  // Process groups, leaders first (a group must exist before others join it).
+  const all = [...ctx.tasks.values()];
+  const leadersFirst = [...all.filter((t) => t.img.pgid === t.img.pid), ...all.filter((t) => t.img.pgid !== t.img.pid)];
+  for (const tr of leadersFirst) {
+    if (tr.img.sid === tr.img.pid) continue; // a session leader already leads its group
+    if (!ctx.tasks.has(tr.img.pgid)) continue; // group from outside the tree: inherited
+    tr.task.call('setpgid', 0, tr.img.pgid);
+  }
+}
+
+function killAll(ctx: RestoreCtx, extra: number[]): void {
+  const pids = [...[...ctx.tasks.keys()].reverse(), ...extra];
+  for (const pid of pids) tryKill(pid, SIG.SIGKILL);
+  for (const pid of pids) killAndReap(pid);
+}
+
 export function restore(opts: RestoreOptions): RestoreResult {
   const t0 = process.hrtime.bigint();
   const ckpt: Checkpoint = loadCheckpoint(opts.dir, { skipFileCheck: opts.skipFileCheck });
-  if (ckpt.processes.length !== 1) throw new StasisError(ErrorCodes.UNSUPPORTED, `${opts.dir}: restoring a tree of ${ckpt.processes.length} processes is not supported yet`);
-  const img = ckpt.processes[0];
-  for (const th of img.threads) {
-    if (fs.existsSync(`/proc/${th.tid}`)) throw new StasisError(ErrorCodes.PID_TAKEN, `pid ${th.tid} is already in use; cannot restore ${th.tid === img.pid ? 'into it' : `thread ${th.tid} of ${img.pid}`}`);
+  for (const proc of ckpt.processes) {
+    for (const th of proc.threads) {
+      if (fs.existsSync(`/proc/${th.tid}`)) throw new StasisError(ErrorCodes.PID_TAKEN, `pid ${th.tid} is already in use; cannot restore ${th.tid === proc.pid ? `process ${proc.pid}` : `thread ${th.tid} of ${proc.pid}`}`);
+    }
   }
-  const ctx: RestoreCtx = { opts, ckpt, warnings: [] };
+  const ctx: RestoreCtx = { opts, ckpt, tasks: new Map(), fileHolders: new Map(), pipes: new Map(), parked: [], warnings: [] };
   const order = restorePhaseOrder();
+  const rootImg = ckpt.processes[0];
 
   const stub = startStub();
-  let child = 0;
   try {
     step(ctx, 'stub');
-    const tramp = prepareStub(stub, img.mm.vmas);
+    // The trampoline must be free in every process's layout: children inherit it.
+    const tramp = prepareStub(stub, ckpt.processes.flatMap((x) => x.mm.vmas), rootImg.mm.vmas);
     const stubTask = new RemoteTask(stub, tramp);
     step(ctx, 'clone');
-    child = cloneTask(stubTask, img.pid);
+    const rootPid = cloneTask(stubTask, rootImg.pid);
     killAndReap(stub);
-    // Nothing may be delivered to the task before its own mask is set.
-    ptrace.setSigMask(child, ALL_SIGNALS);
-    const leader = new RemoteTask(child, tramp);
-    const tr: TaskRestore = {
-      img, task: leader, threads: new Map([[child, leader]]), xsaveSize: ptrace.getXstate(child).length, reprotect: [],
-    };
+    // Nothing may be delivered to a task before its own mask is set.
+    ptrace.setSigMask(rootPid, ALL_SIGNALS);
+    const leader = new RemoteTask(rootPid, tramp);
+    const root: TaskRestore = { img: rootImg, task: leader, threads: new Map([[rootPid, leader]]), xsaveSize: ptrace.getXstate(rootPid).length, reprotect: [] };
+    ctx.tasks.set(rootPid, root);
+    step(ctx, 'tree');
+    createTree(ctx, root, tramp);
     for (const phase of order) {
       step(ctx, phase.name);
-      try {
-        phase.run(ctx, tr);
-      } catch (e) {
-        if (e instanceof StasisError) throw new StasisError(e.code, `restore phase ${phase.name}: ${e.message}`, { cause: e });
-        throw e;
+      for (const tr of ctx.tasks.values()) {
+        try {
+          phase.run(ctx, tr);
+        } catch (e) {
+          if (e instanceof StasisError) throw new StasisError(e.code, `restore phase ${phase.name} of pid ${tr.img.pid}: ${e.message}`, { cause: e });
+          throw e;
+        }
       }
     }
-    finish(ctx, tr);
+    // Children first: a parent let go first could act on (or wait for) a child not yet finished.
+    for (const tr of [...ctx.tasks.values()].reverse()) finish(ctx, tr);
   } catch (e) {
-    if (child) killAndReap(child);
-    killAndReap(stub);
+    killAll(ctx, [stub]);
     throw e;
   }
   const ms = Number(process.hrtime.bigint() - t0) / 1e6;
-  const result: RestoreResult = { pid: img.pid, ms, warnings: ctx.warnings };
-  return result;
+  return { pid: rootImg.pid, processes: ckpt.processes.length, ms, warnings: ctx.warnings };
 }
 
 /** Wait for the restored process as its parent (stasis restore without -d). */

@@ -77,10 +77,10 @@ interface SpecialVma { name: string; start: bigint; end: bigint }
  * rseq unregistered, every other mapping gone, vdso/vvar at the dumped
  * addresses. Returns the trampoline address.
  */
-export function prepareStub(stub: number, dumpedVmas: Decoded[]): bigint {
+export function prepareStub(stub: number, allDumpedVmas: Decoded[], rootVmas: Decoded[]): bigint {
   seizeStopped(stub, PTRACE_O.TRACECLONE | PTRACE_O.TRACEFORK | PTRACE_O.EXITKILL);
   const stubMaps = readMaps(stub);
-  const dumped = dumpedVmas.map((v) => ({ start: v.start as bigint, end: v.end as bigint }));
+  const dumped = allDumpedVmas.map((v) => ({ start: v.start as bigint, end: v.end as bigint }));
   const tramp = findGap(dumped, TRAMP_LEN, stubMaps);
   // First call runs at the stub's own vdso, to map the trampoline.
   const p0 = Parasite.prepare(stub, { mode: 'int3' });
@@ -95,18 +95,22 @@ export function prepareStub(stub: number, dumpedVmas: Decoded[]): bigint {
   const rseq = ptrace.getRseqConfiguration(stub);
   if (rseq.abiPointer !== 0n) t.call('rseq', rseq.abiPointer, rseq.abiSize, 1 /* RSEQ_FLAG_UNREGISTER */, rseq.signature);
 
-  const special: SpecialVma[] = [];
   for (const v of stubMaps) {
-    if (v.start === tramp) continue;
-    if (['[vdso]', '[vvar]', '[vvar_vclock]'].includes(v.path)) { special.push({ name: v.path, start: v.start, end: v.end }); continue; }
-    if (v.path === '[vsyscall]') continue;
+    if (v.start === tramp || isSpecial(v.path) || v.path === '[vsyscall]') continue;
     t.call('munmap', v.start, v.end - v.start);
   }
-  moveVdso(t, special, dumpedVmas, tramp);
+  moveVdso(t, rootVmas);
   return tramp;
 }
 
-function moveVdso(t: RemoteTask, live: SpecialVma[], dumpedVmas: Decoded[], tramp: bigint): void {
+function isSpecial(path: string): boolean {
+  return path === '[vdso]' || path === '[vvar]' || path === '[vvar_vclock]';
+}
+
+/** Move the task's [vvar]/[vvar_vclock]/[vdso] to where the dumped task had them. */
+export function moveVdso(t: RemoteTask, dumpedVmas: Decoded[]): void {
+  const tramp = t.trampoline;
+  const live: SpecialVma[] = readMaps(t.pid).filter((v) => isSpecial(v.path)).map((v) => ({ name: v.path, start: v.start, end: v.end }));
   const want = dumpedVmas.filter((v) => v.status & (VMA.AREA_VDSO | VMA.AREA_VVAR))
     .map((v) => ({ start: v.start as bigint, end: v.end as bigint, status: v.status as number }));
   live.sort((a, b) => (a.start < b.start ? -1 : 1));
@@ -142,16 +146,21 @@ export function cloneTask(stub: RemoteTask, pid: number): number {
   return cloneWithTid(stub, pid, CLONE.PARENT);
 }
 
+/** Children: clone3 in their restored parent (a fork: SIGCHLD on exit, as usual). */
+export function cloneChild(parent: RemoteTask, pid: number): number {
+  return cloneWithTid(parent, pid, 0, SIG.SIGCHLD);
+}
+
 /** Threads: clone3 in the restored leader, sharing everything a thread shares. */
 export function cloneThread(leader: RemoteTask, tid: number): number {
   return cloneWithTid(leader, tid, CLONE.VM | CLONE.FS | CLONE.FILES | CLONE.SIGHAND | CLONE.THREAD | CLONE.SYSVSEM);
 }
 
-function cloneWithTid(stub: RemoteTask, pid: number, flags: number): number {
+function cloneWithTid(stub: RemoteTask, pid: number, flags: number, exitSignal = 0): number {
   const args = Buffer.alloc(CLONE_ARGS.SIZE + 8);
   const setTidAt = stub.scratch + BigInt(CLONE_ARGS.SIZE);
   args.writeBigUInt64LE(BigInt(flags), CLONE_ARGS.flags);
-  args.writeBigUInt64LE(0n, CLONE_ARGS.exit_signal);
+  args.writeBigUInt64LE(BigInt(exitSignal), CLONE_ARGS.exit_signal);
   args.writeBigUInt64LE(setTidAt, CLONE_ARGS.set_tid);
   args.writeBigUInt64LE(1n, CLONE_ARGS.set_tid_size);
   args.writeInt32LE(pid, CLONE_ARGS.SIZE);

@@ -13,7 +13,7 @@ export const SYS = {
   tkill: 200, futex: 202, set_tid_address: 218, timer_create: 222, timer_settime: 223,
   timer_gettime: 224, timer_getoverrun: 225, timer_delete: 226, clock_gettime: 228,
   clock_nanosleep: 230, exit_group: 231, tgkill: 234, waitid: 247, openat: 257, set_robust_list: 273,
-  get_robust_list: 274, dup3: 292, rt_tgsigqueueinfo: 297, prlimit64: 302, process_vm_readv: 310,
+  get_robust_list: 274, tee: 276, dup3: 292, pipe2: 293, rt_tgsigqueueinfo: 297, prlimit64: 302, process_vm_readv: 310,
   process_vm_writev: 311, kcmp: 312, seccomp: 317, memfd_create: 319, rseq: 334,
   pidfd_send_signal: 424, pidfd_open: 434, clone3: 435, close_range: 436, pidfd_getfd: 438,
 } as const;
@@ -90,6 +90,9 @@ export const CLONE = {
 } as const;
 
 export const PAGE_SIZE = 4096;
+
+export const F = { DUPFD: 0, GETFD: 1, SETFD: 2, GETFL: 3, SETFL: 4, DUPFD_CLOEXEC: 1030, SETPIPE_SZ: 1031, GETPIPE_SZ: 1032 } as const;
+export const SPLICE_F_NONBLOCK = 2;
 
 /** The syscall instruction followed by int3: what a remote syscall executes. */
 export const SYSCALL_INT3 = Buffer.from([0x0f, 0x05, 0xcc]);
