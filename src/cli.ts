@@ -34,7 +34,7 @@ async function run(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
   if (!cmd || cmd === '--help' || cmd === '-h' || cmd === 'help') {
     console.log(HELP);
-    return cmd ? 0 : 1;
+    return cmd ? 0 : 2;
   }
   switch (cmd) {
     case 'dump': {

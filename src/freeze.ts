@@ -29,7 +29,9 @@ export function checkDumpable(pid: number): void {
   } catch {
     throw new StasisError(ErrorCodes.NO_SUCH_PROCESS, `no process with pid ${pid}`);
   }
-  if (st.pid !== pid) throw new StasisError(ErrorCodes.NO_SUCH_PROCESS, `${pid} is a thread of process ${st.pid}, not a process; dump -t ${st.pid}`);
+  // /proc/TID/stat exists for threads too and names the thread: ask status for its process.
+  const tgid = Number(/Tgid:\s*(\d+)/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? pid);
+  if (tgid !== pid) throw new StasisError(ErrorCodes.NO_SUCH_PROCESS, `${pid} is a thread of process ${tgid}, not a process; dump -t ${tgid}`);
   if (st.flags & PF_KTHREAD) throw new StasisError(ErrorCodes.KERNEL_THREAD, `pid ${pid} (${st.comm}) is a kernel thread; only user processes can be dumped`);
   if (st.state === 'Z' || st.state === 'X') throw new StasisError(ErrorCodes.ZOMBIE, `pid ${pid} (${st.comm}) is a zombie; there is nothing left to dump`);
   // Our own ancestors can be seized, but our parent chain is a common mistake

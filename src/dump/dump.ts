@@ -4,7 +4,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { abi, processVmReadv, kcmp } from '../sys';
-import { freezeTree, release, killFrozen, type FrozenProcess } from '../freeze';
+import { freezeTree, release, killFrozen, checkDumpable, type FrozenProcess } from '../freeze';
 import { StasisError, ErrorCodes } from '../errors';
 import { readStat, readStatus } from '../proc/proc';
 import { withParasite } from '../compel/parasite';
@@ -73,6 +73,8 @@ function parasiteSession(pd: ProcessDump): void {
 export function dump(pid: number, opts: DumpOptions): DumpResult {
   const t0 = process.hrtime.bigint();
   const ctx = new DumpCtx(opts);
+  // Refuse what cannot be dumped before touching the images directory.
+  checkDumpable(pid);
   ensureImageDir(opts.dir);
   // A half-written directory must never look like a complete dump: the
   // inventory goes last, and an old one goes first.
@@ -114,6 +116,7 @@ export function dump(pid: number, opts: DumpOptions): DumpResult {
     ctx.step('inventory');
     done = true;
   } finally {
+    if (!done) fs.rmSync(path.join(opts.dir, 'inventory.img'), { force: true });
     // Children first: a parent killed first could reap (or re-parent) them under us.
     for (const frozen of [...tree].reverse()) {
       if (done && !opts.leaveRunning) killFrozen(frozen);

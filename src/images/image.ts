@@ -11,8 +11,30 @@ import { StasisError, ErrorCodes } from '../errors';
 /** Image files hold the task's secrets: owner-only. */
 export const IMAGE_MODE = 0o600;
 
+/**
+ * Create the images directory (0700) and any missing parents. Done by hand:
+ * Node 20's recursive mkdirSync spins forever under /proc.
+ */
 export function ensureImageDir(dir: string): void {
-  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const abs = path.resolve(dir);
+  const missing: string[] = [];
+  for (let d = abs; ; d = path.dirname(d)) {
+    let st: fs.Stats | undefined;
+    try { st = fs.statSync(d); } catch { /* missing */ }
+    if (st) {
+      if (!st.isDirectory()) throw new StasisError(ErrorCodes.USAGE, `images directory ${dir}: ${d} exists and is not a directory`);
+      break;
+    }
+    if (path.dirname(d) === d) break;
+    missing.unshift(d);
+  }
+  for (const d of missing) {
+    try {
+      fs.mkdirSync(d, { mode: 0o700 });
+    } catch (e) {
+      throw new StasisError(ErrorCodes.USAGE, `cannot create images directory ${d}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+    }
+  }
 }
 
 function header(kind: ImageKind): Buffer {
