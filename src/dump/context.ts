@@ -36,6 +36,7 @@ export interface ParasiteFacts {
   childSubreaper: boolean;
   sigactions: Entry[];
   itimers: { real: Entry; virt: Entry; prof: Entry };
+  posixTimers: Entry[];
 }
 
 export interface ThreadFacts {

@@ -11,7 +11,7 @@ import { withParasite } from '../compel/parasite';
 import { ensureImageDir, writeImage } from '../images/image';
 import { DumpCtx, type DumpOptions, type ProcessDump, type ThreadFacts } from './context';
 import { dumpSigactions, dumpAltStack } from '../resources/signals';
-import { dumpItimers } from '../resources/timers';
+import { dumpItimers, dumpPosixTimers } from '../resources/timers';
 import { dumpMemory } from '../resources/memory';
 import { dumpFiles, writeFilesImage } from '../resources/files';
 import { dumpFs } from '../resources/fs';
@@ -51,6 +51,7 @@ function parasiteSession(pd: ProcessDump): void {
         childSubreaper: (childSubreaper & 0xffffffffn) !== 0n,
         sigactions: dumpSigactions(p, scratch),
         itimers: dumpItimers(p, scratch),
+        posixTimers: dumpPosixTimers(p, scratch),
       };
       for (const tid of pd.frozen.threads) {
         const one = (q: typeof p): ThreadFacts => {

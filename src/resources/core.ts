@@ -160,7 +160,7 @@ export function dumpCore(ctx: DumpCtx, pd: ProcessDump): void {
         flags: pd.stat.flags,
         blk_sigset: ptrace.getSigMask(tid),
         comm: pd.stat.comm,
-        timers: { ...pd.parasite.itimers },
+        timers: { ...pd.parasite.itimers, posix: pd.parasite.posixTimers },
         rlimits: dumpRlimits(pd.pid),
         signals_s: pendingSignals(tid, true),
         old_seccomp_mode: 0,
