@@ -121,8 +121,43 @@ const messages: Record<string, Fields> = {
   },
   file_entry: {
     type: 'required fd_types 1', id: 'required uint32 2', reg: 'optional reg_file_entry 3',
+    isk: 'optional inet_sk_entry 4', efd: 'optional eventfd_file_entry 8', epfd: 'optional eventpoll_file_entry 9',
+    sgfd: 'optional signalfd_entry 10', tfd: 'optional timerfd_entry 12', usk: 'optional unix_sk_entry 16',
     pipe: 'optional pipe_entry 18',
   },
+  eventfd_file_entry: { id: 'required uint32 1', flags: 'required uint32 2', fown: 'required fown_entry 3', counter: 'required uint64 4' },
+  eventpoll_tfd_entry: {
+    id: 'required uint32 1', tfd: 'required uint32 2', events: 'required uint32 3', data: 'required uint64 4',
+    dev: 'optional uint32 5', inode: 'optional uint64 6', pos: 'optional uint64 7',
+  },
+  eventpoll_file_entry: { id: 'required uint32 1', flags: 'required uint32 2', fown: 'required fown_entry 3', tfd: 'repeated eventpoll_tfd_entry 4' },
+  signalfd_entry: { id: 'required uint32 1', flags: 'required uint32 2', fown: 'required fown_entry 3', sigmask: 'required uint64 4' },
+  timerfd_entry: {
+    id: 'required uint32 1', flags: 'required uint32 2', fown: 'required fown_entry 3', clockid: 'required uint32 4',
+    ticks: 'required uint64 5', settime_flags: 'required uint32 6', vsec: 'required uint64 7', vnsec: 'required uint64 8',
+    isec: 'required uint64 9', insec: 'required uint64 10',
+  },
+  sk_opts_entry: {
+    so_sndbuf: 'required uint32 1', so_rcvbuf: 'required uint32 2', so_snd_tmo_sec: 'required uint64 3',
+    so_snd_tmo_usec: 'required uint64 4', so_rcv_tmo_sec: 'required uint64 5', so_rcv_tmo_usec: 'required uint64 6',
+    reuseaddr: 'optional bool 7', so_priority: 'optional uint32 8', so_rcvlowat: 'optional uint32 9', so_mark: 'optional uint32 10',
+    so_passcred: 'optional bool 11', so_passsec: 'optional bool 12', so_dontroute: 'optional bool 13', so_no_check: 'optional bool 14',
+    so_bound_dev: 'optional string 15', so_reuseport: 'optional bool 17', so_broadcast: 'optional bool 18',
+    so_keepalive: 'optional bool 19', tcp_keepcnt: 'optional uint32 20', tcp_keepidle: 'optional uint32 21',
+    tcp_keepintvl: 'optional uint32 22', so_oobinline: 'optional uint32 23', so_linger: 'optional uint32 24',
+  },
+  inet_sk_entry: {
+    id: 'required uint32 1', ino: 'required uint32 2', family: 'required uint32 3', type: 'required uint32 4',
+    proto: 'required uint32 5', state: 'required uint32 6', src_port: 'required uint32 7', dst_port: 'required uint32 8',
+    flags: 'required uint32 9', backlog: 'required uint32 10', src_addr: 'repeated uint32 11', dst_addr: 'repeated uint32 12',
+    fown: 'required fown_entry 13', opts: 'required sk_opts_entry 14', v6only: 'optional bool 15',
+  },
+  unix_sk_entry: {
+    id: 'required uint32 1', ino: 'required uint32 2', type: 'required uint32 3', state: 'required uint32 4',
+    flags: 'required uint32 5', uflags: 'required uint32 6', backlog: 'required uint32 7', peer: 'required uint32 8',
+    fown: 'required fown_entry 9', opts: 'required sk_opts_entry 10', name: 'required bytes 11', shutdown: 'optional sk_shutdown 12',
+  },
+  sk_packet_entry: { id_for: 'required uint32 1', length: 'required uint32 2', addr: 'optional bytes 3' },
   fown_entry: {
     uid: 'required uint32 1', euid: 'required uint32 2', signum: 'required uint32 3', pid_type: 'required uint32 4',
     pid: 'required uint32 5',
@@ -140,6 +175,7 @@ const messages: Record<string, Fields> = {
 
 const enums: Record<string, Record<string, number>> = {
   lsmtype: { NO_LSM: 0, SELINUX: 1, APPARMOR: 2 },
+  sk_shutdown: { NONE: 0, READ: 1, WRITE: 2, BOTH: 3 },
   march: { UNKNOWN: 0, X86_64: 1, ARM: 2, AARCH64: 3, PPC64: 4, S390: 5, MIPS: 6 },
   seccomp_mode: { disabled: 0, strict: 1, filter: 2 },
   user_x86_regs_mode: { NATIVE: 1, COMPAT: 2 },

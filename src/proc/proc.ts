@@ -110,11 +110,12 @@ export function sigmaskFromStatus(status: Map<string, string>, key: string): big
   return v ? BigInt('0x' + v) : 0n;
 }
 
-export interface FdInfo { pos: bigint; flags: number; mntId: number; ino: number; extra: Map<string, string> }
+export interface FdInfo { pos: bigint; flags: number; mntId: number; ino: number; extra: Map<string, string>; raw: string }
 export function readFdInfo(pid: number, fd: number): FdInfo {
   const extra = new Map<string, string>();
   let pos = 0n, flags = 0, mntId = 0, ino = 0;
-  for (const line of fs.readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'utf8').split('\n')) {
+  const raw = fs.readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'utf8');
+  for (const line of raw.split('\n')) {
     const i = line.indexOf(':');
     if (i <= 0) continue;
     const k = line.slice(0, i), v = line.slice(i + 1).trim();
@@ -124,7 +125,7 @@ export function readFdInfo(pid: number, fd: number): FdInfo {
     else if (k === 'ino') ino = Number(v);
     else extra.set(k, v);
   }
-  return { pos, flags, mntId, ino, extra };
+  return { pos, flags, mntId, ino, extra, raw };
 }
 
 export function listFds(pid: number): number[] {

@@ -8,6 +8,8 @@ import { readImage, type Decoded } from '../images/image';
 import { StasisError, ErrorCodes } from '../errors';
 import { VMA, PE } from '../resources/memory';
 import { FD_TYPES, FD_TYPE_NAMES } from '../resources/fdtypes';
+import { kindOfType } from '../resources/registry';
+import { checkRegFile } from '../resources/regfile';
 import { IMG_VERSION } from '../dump/dump';
 import { abi } from '../sys';
 
@@ -59,8 +61,8 @@ export function loadCheckpoint(dir: string, opts: LoadOptions = {}): Checkpoint 
   const files = new Map<number, Decoded>();
   for (const f of fileList) {
     if (files.has(f.id)) throw bad(p('files.img'), `duplicate file id ${f.id}`);
-    const ok = (f.type === FD_TYPES.REG && f.reg) || (f.type === FD_TYPES.PIPE && f.pipe);
-    if (!ok) throw bad(p('files.img'), `file id ${f.id}: unsupported file type ${FD_TYPE_NAMES[f.type] ?? f.type}`);
+    const kind = kindOfType(f.type);
+    if (!kind || !f[kind.field]) throw bad(p('files.img'), `file id ${f.id}: unsupported file type ${FD_TYPE_NAMES[f.type] ?? f.type}`);
     files.set(f.id, f);
   }
   const processes: ProcessImage[] = [];
@@ -94,7 +96,8 @@ export function loadCheckpoint(dir: string, opts: LoadOptions = {}): Checkpoint 
       const f = files.get(fd.id);
       if (!f) throw bad(p(`fdinfo-${ids.files_id}.img`), `fd ${fd.fd} names file id ${fd.id}, absent from files.img`);
       if (fd.type !== f.type) throw bad(p(`fdinfo-${ids.files_id}.img`), `fd ${fd.fd}: type ${FD_TYPE_NAMES[fd.type] ?? fd.type} but file id ${fd.id} is ${FD_TYPE_NAMES[f.type]}`);
-      if (f.type === FD_TYPES.REG) checkFile(p('files.img'), f, opts, `fd ${fd.fd}`);
+      const kind = kindOfType(f.type)!;
+      kind.check?.(f[kind.field], `${p('files.img')}: fd ${fd.fd}`, opts.skipFileCheck ?? false);
     }
     const [fsEntry] = readImage(dir, `fs-${pid}.img`, 'FS', ['fs_entry']);
     if (!fsEntry) throw bad(p(`fs-${pid}.img`), 'empty');
@@ -131,14 +134,8 @@ function checkTree(file: string, procs: ProcessImage[]): void {
 }
 
 function checkFile(where: string, f: Decoded, opts: LoadOptions, user: string): void {
-  const name = f.reg.name as string;
-  let st: fs.Stats;
-  try { st = fs.statSync(name); } catch {
-    throw new StasisError(ErrorCodes.FILE_CHANGED, `${where}: ${user}: file ${name} no longer exists`);
-  }
-  if (!opts.skipFileCheck && f.reg.size !== undefined && st.isFile() && BigInt(st.size) !== f.reg.size) {
-    throw new StasisError(ErrorCodes.FILE_CHANGED, `${where}: ${user}: file ${name} changed size since the dump (${f.reg.size} → ${st.size} bytes)`);
-  }
+  if (f.type !== FD_TYPES.REG) throw bad(where, `${user}: file id ${f.id} is not a regular file`);
+  checkRegFile(f.reg, `${where}: ${user}`, opts.skipFileCheck ?? false);
 }
 
 function checkVmas(file: string, vmas: Decoded[], files: Map<number, Decoded>, opts: LoadOptions): void {

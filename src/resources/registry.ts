@@ -1,0 +1,15 @@
+// Every kind of open file stasis knows, in one place. An fd matching none of
+// them is refused at dump time with its kind named.
+import type { FileKind } from './filekind';
+import { regFileKind } from './regfile';
+import { pipeKind } from './pipes';
+import { eventfdKind } from './eventfd';
+import { eventpollKind } from './eventpoll';
+import { signalfdKind } from './signalfd';
+import { timerfdKind } from './timerfd';
+
+export const FILE_KINDS: FileKind[] = [regFileKind, pipeKind, eventfdKind, eventpollKind, signalfdKind, timerfdKind];
+
+export function kindOfType(type: number): FileKind | undefined {
+  return FILE_KINDS.find((k) => k.type === type);
+}
