@@ -3,6 +3,7 @@ import type { FrozenProcess } from '../freeze';
 import type { Stat } from '../proc/proc';
 import type { Entry } from '../images/image';
 import { StasisError, ErrorCodes } from '../errors';
+import { unixSockets, inetSockets, type UnixDiag, type InetDiag } from '../proc/sockdiag';
 
 export interface DumpOptions {
   dir: string;
@@ -56,6 +57,20 @@ export class DumpCtx {
   readonly openFiles: { pid: number; fd: number; dev: number; ino: number; id: number }[] = [];
   /** Queued data of each pipe (by inode), read once. */
   readonly pipeData = new Map<number, { data: Buffer; size: number }>();
+  /** Queued data of sockets (by file id): byte stream or datagrams, with their source address. */
+  readonly skQueues: { id: number; data: Buffer; addr?: Buffer }[] = [];
+  /** sock_diag answers, asked once per dump. */
+  private unixDiagCache?: Map<number, UnixDiag>;
+  private inetDiagCache = new Map<string, Map<number, InetDiag>>();
+  unixDiag(): Map<number, UnixDiag> { return (this.unixDiagCache ??= unixSockets()); }
+  inetDiag(family: number, proto: number): Map<number, InetDiag> {
+    const k = `${family}/${proto}`;
+    let m = this.inetDiagCache.get(k);
+    if (!m) { m = inetSockets(family, proto); this.inetDiagCache.set(k, m); }
+    return m;
+  }
+  /** Unix sockets dumped, by inode, with their peer inode: peers must be in the tree too. */
+  readonly unixSocks = new Map<number, { pid: number; fd: number; peer: number }>();
   /** Bytes of page data written (for reports and benchmarks). */
   pagesBytes = 0;
   pagesCount = 0;

@@ -15,5 +15,6 @@ export const MAGIC = {
   REG_FILES: 0x50363636,
   PIPES: 0x56513555,
   PIPES_DATA: 0x56453709,
+  SK_QUEUES: 0x56264026,
 } as const;
 export type ImageKind = keyof typeof MAGIC;

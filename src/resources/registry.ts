@@ -7,8 +7,12 @@ import { eventfdKind } from './eventfd';
 import { eventpollKind } from './eventpoll';
 import { signalfdKind } from './signalfd';
 import { timerfdKind } from './timerfd';
+import { inetSocketKind } from './sockets-inet';
+import { unixSocketKind } from './sockets-unix';
 
-export const FILE_KINDS: FileKind[] = [regFileKind, pipeKind, eventfdKind, eventpollKind, signalfdKind, timerfdKind];
+export const FILE_KINDS: FileKind[] = [
+  regFileKind, pipeKind, eventfdKind, eventpollKind, signalfdKind, timerfdKind, inetSocketKind, unixSocketKind,
+];
 
 export function kindOfType(type: number): FileKind | undefined {
   return FILE_KINDS.find((k) => k.type === type);

@@ -19,6 +19,8 @@ export interface RestoreCtx {
   fileHolders: Map<number, { pid: number; fd: number }>;
   /** Pipes created so far: both ends, parked in the creating process. */
   pipes: Map<number, { pid: number; r: number; w: number }>;
+  /** Both ends of connected unix socket pairs, by socket inode, parked in their creator. */
+  sockPairs: Map<number, { pid: number; fd: number }>;
   /** Temporary fds to close once every process has its files. */
   parked: { pid: number; fd: number }[];
   /** Warnings worth telling the user (limits we could not raise...). */

@@ -38,6 +38,8 @@ export interface Checkpoint {
   files: Map<number, Decoded>;
   /** Queued data of each pipe, by pipe id. */
   pipeData: Map<number, { data: Buffer; size?: number }>;
+  /** Queued data of sockets, by file id, oldest first. */
+  skQueues: Map<number, { data: Buffer; addr?: Buffer }[]>;
 }
 
 function bad(file: string, msg: string): StasisError {
@@ -112,7 +114,23 @@ export function loadCheckpoint(dir: string, opts: LoadOptions = {}): Checkpoint 
       pipeData.set(e.pipe_id, { data: e.extra, size: e.size });
     }
   }
-  return { dir, inventory, processes, files, pipeData };
+  const skQueues = new Map<number, { data: Buffer; addr?: Buffer }[]>();
+  if (fs.existsSync(p('sk-queues.img'))) {
+    for (const e of readImage(dir, 'sk-queues.img', 'SK_QUEUES', ['sk_packet_entry'], (d) => d.length)) {
+      if (!files.has(e.id_for)) throw bad(p('sk-queues.img'), `queued data for file id ${e.id_for}, absent from files.img`);
+      const q = skQueues.get(e.id_for) ?? [];
+      q.push({ data: e.extra, addr: e.addr?.length ? e.addr : undefined });
+      skQueues.set(e.id_for, q);
+    }
+  }
+  // Connected unix sockets are re-created as pairs: both ends must be there.
+  const unixByIno = new Map([...files.values()].filter((f) => f.usk).map((f) => [f.usk.ino as number, f.usk]));
+  for (const u of unixByIno.values()) {
+    if (!u.peer) continue;
+    const peer = unixByIno.get(u.peer);
+    if (!peer || peer.peer !== u.ino) throw bad(p('files.img'), `unix socket ${u.ino} is connected to ${u.peer}, which is not its pair in this checkpoint; not supported`);
+  }
+  return { dir, inventory, processes, files, pipeData, skQueues };
 }
 
 /**

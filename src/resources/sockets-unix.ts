@@ -1,0 +1,117 @@
+// Unix sockets: stream, datagram and seqpacket; listening (path or abstract
+// name, backlog), bound, and connected pairs whose both ends are in the tree,
+// with their queued data. A connected pair is re-created with socketpair():
+// the name an accepted socket had from its listener is not kept.
+import * as fs from 'node:fs';
+import { sysTry } from '../sys';
+import { StasisError, ErrorCodes } from '../errors';
+import { FD_TYPES } from './fdtypes';
+import { NO_FOWN, type FileKind } from './filekind';
+import { grabSocket, getInt, dumpSockOpts, restoreSockOpts, SO, SOL_SOCKET } from './sockopts';
+import { peekQueue, sendAll } from './sockqueue';
+import { park, fetchFd } from './fdutil';
+import { grabSocket as grab } from './sockopts';
+import type { RestoreCtx, TaskRestore } from '../restore/context';
+import type { Decoded } from '../images/image';
+
+const AF_UNIX = 1;
+const SOCK_STREAM = 1, SOCK_NONBLOCK = 0o4000;
+const STATE = { ESTABLISHED: 1, CLOSE: 7, LISTEN: 10 } as const;
+
+function isUnix(pid: number, fd: number): boolean {
+  const s = grabSocket(pid, fd);
+  try { return getInt(s, SOL_SOCKET, SO.DOMAIN) === AF_UNIX; } finally { sysTry('close', s); }
+}
+
+function sockaddrUn(name: Buffer): Buffer {
+  const a = Buffer.alloc(2 + name.length);
+  a.writeUInt16LE(AF_UNIX, 0);
+  name.copy(a, 2);
+  return a;
+}
+
+function printable(name: Buffer): string {
+  return name.length && name[0] === 0 ? `@${name.subarray(1).toString()}` : name.toString();
+}
+
+export const unixSocketKind: FileKind = {
+  name: 'unix socket',
+  type: FD_TYPES.UNIXSK,
+  field: 'usk',
+  match: (d) => d.st.isSocket() && isUnix(d.pid, d.fd),
+  dump(ctx, d, id) {
+    const u = ctx.unixDiag().get(d.st.ino);
+    if (!u) throw new StasisError(ErrorCodes.UNSUPPORTED, `fd ${d.fd} of pid ${d.pid}: unix socket ${d.st.ino} not found by sock_diag`);
+    if (u.icons.length) throw new StasisError(ErrorCodes.UNSUPPORTED, `fd ${d.fd} of pid ${d.pid}: listening unix socket ${printable(u.name)} has ${u.icons.length} connection(s) not yet accepted; not supported yet`);
+    const s = grabSocket(d.pid, d.fd);
+    try {
+      const type = getInt(s, SOL_SOCKET, SO.TYPE);
+      const listening = getInt(s, SOL_SOCKET, SO.ACCEPTCONN) !== 0;
+      const state = listening ? STATE.LISTEN : u.peer ? STATE.ESTABLISHED : STATE.CLOSE;
+      if (!listening) for (const q of peekQueue(s, type === SOCK_STREAM)) ctx.skQueues.push({ id, data: q.data });
+      ctx.unixSocks.set(d.st.ino, { pid: d.pid, fd: d.fd, peer: u.peer });
+      return {
+        id, ino: d.st.ino, type, state, flags: d.flags, uflags: 0, backlog: listening ? u.wq : 0, peer: u.peer,
+        fown: NO_FOWN, opts: dumpSockOpts(s), name: u.name, shutdown: u.shutdown,
+      };
+    } finally {
+      sysTry('close', s);
+    }
+  },
+  open(ctx, tr, e) {
+    const t = tr.task;
+    const nb = e.flags & 0o4000 ? SOCK_NONBLOCK : 0;
+    let fd: number;
+    if (e.peer) {
+      fd = pairEnd(ctx, tr, e);
+      if (nb) t.call('fcntl', fd, 4 /* F_SETFL */, 0o4000);
+    } else {
+      fd = Number(t.call('socket', AF_UNIX, e.type | nb, 0));
+      restoreSockOpts(t, fd, e.opts);
+      const name = Buffer.from(e.name ?? []);
+      if (name.length) {
+        // The dumped listener's socket file is still on disk: it would make bind fail.
+        if (name[0] !== 0) {
+          const p = name.toString().replace(/\0+$/, '');
+          try { if (fs.lstatSync(p).isSocket()) fs.unlinkSync(p); } catch { /* not there */ }
+        }
+        const a = sockaddrUn(name);
+        t.call('bind', fd, t.put(a, 3584), a.length);
+      }
+      if (e.state === STATE.LISTEN) t.call('listen', fd, e.backlog);
+    }
+    return fd;
+  },
+};
+
+/**
+ * One end of a connected pair: the pair is made with socketpair() by the
+ * first process that needs either end, both ends parked there; queued data
+ * is sent back through the other end.
+ */
+function pairEnd(ctx: RestoreCtx, tr: TaskRestore, e: Decoded): number {
+  const t = tr.task;
+  let have = ctx.sockPairs.get(e.ino);
+  if (!have) {
+    t.call('socketpair', AF_UNIX, e.type | 0o2000000, 0, t.scratch + 3072n);
+    const ends = t.get(8, 3072);
+    const a = park(ctx, tr, ends.readInt32LE(0));
+    const b = park(ctx, tr, ends.readInt32LE(1 * 4));
+    ctx.sockPairs.set(e.ino, { pid: tr.img.pid, fd: a });
+    ctx.sockPairs.set(e.peer, { pid: tr.img.pid, fd: b });
+    // Queued data of each end was sent by the other: send it again the same way.
+    for (const [me, other] of [[e.ino, b], [e.peer, a]] as const) {
+      const f = [...ctx.ckpt.files.values()].find((x) => x.usk?.ino === me);
+      const queued = f ? ctx.ckpt.skQueues.get(f.id) ?? [] : [];
+      if (!queued.length) continue;
+      const s = grab(tr.img.pid, other);
+      try { for (const q of queued) sendAll(s, q.data); } finally { sysTry('close', s); }
+    }
+    for (const end of [a, b]) {
+      const f = [...ctx.ckpt.files.values()].find((x) => x.usk?.ino === (end === a ? e.ino : e.peer));
+      if (f) restoreSockOpts(t, end, f.usk.opts);
+    }
+    have = ctx.sockPairs.get(e.ino)!;
+  }
+  return have.pid === tr.img.pid ? Number(t.call('dup', have.fd)) : fetchFd(t, have.pid, have.fd);
+}
