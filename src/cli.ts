@@ -14,6 +14,7 @@ usage:
       -t, --tree PID                 the process to dump (with its threads)
       -D, --images-dir DIR           where to write images (created, 0700)
       -R, --leave-running            let the process go on (default: kill it after a successful dump)
+      --tcp-established              take established TCP connections too (TCP_REPAIR)
   stasis restore -D DIR [-d]         bring a dumped process back (same PID)
       -D, --images-dir DIR           the checkpoint
       -d, --restore-detached         leave it running and exit 0 (default: wait for it
@@ -44,6 +45,7 @@ async function run(argv: string[]): Promise<number> {
           tree: { type: 'string', short: 't' },
           'images-dir': { type: 'string', short: 'D' },
           'leave-running': { type: 'boolean', short: 'R', default: false },
+          'tcp-established': { type: 'boolean', default: false },
         },
       });
       if (!values.tree) usage('dump needs -t PID');
@@ -51,7 +53,7 @@ async function run(argv: string[]): Promise<number> {
       const pid = Number(values.tree);
       if (!Number.isInteger(pid) || pid <= 0) usage(`invalid pid '${values.tree}'`);
       const r = dump(pid, {
-        dir: values['images-dir'], leaveRunning: values['leave-running'] ?? false,
+        dir: values['images-dir'], leaveRunning: values['leave-running'] ?? false, tcpEstablished: values['tcp-established'],
         failAt: process.env.STASIS_FAIL_AT || undefined,
       });
       console.error(`dumped pid ${r.pid} (${r.processes} process${r.processes > 1 ? 'es' : ''}, ${r.threads} thread${r.threads > 1 ? 's' : ''}): ${r.pages} pages (${(r.bytes / 1048576).toFixed(1)} MiB) in ${r.ms.toFixed(1)} ms, frozen ${r.frozenMs.toFixed(1)} ms; ${values['leave-running'] ? 'left running' : 'killed'}`);
@@ -64,6 +66,8 @@ async function run(argv: string[]): Promise<number> {
           'images-dir': { type: 'string', short: 'D' },
           'restore-detached': { type: 'boolean', short: 'd', default: false },
           'skip-file-check': { type: 'boolean', default: false },
+          // Accepted for criu compatibility: connections in the images are always restored.
+          'tcp-established': { type: 'boolean', default: false },
         },
       });
       if (!values['images-dir']) usage('restore needs -D DIR');

@@ -8,6 +8,8 @@ import { unixSockets, inetSockets, type UnixDiag, type InetDiag } from '../proc/
 export interface DumpOptions {
   dir: string;
   leaveRunning: boolean;
+  /** Take established TCP connections (TCP_REPAIR). */
+  tcpEstablished?: boolean;
   /** Failure injection for tests: "step" or "step:kill" (STASIS_FAIL_AT). */
   failAt?: string;
 }
@@ -71,6 +73,8 @@ export class DumpCtx {
   }
   /** Unix sockets dumped, by inode, with their peer inode: peers must be in the tree too. */
   readonly unixSocks = new Map<number, { pid: number; fd: number; peer: number }>();
+  /** Our copies of TCP sockets held in repair mode until the dump ends. */
+  readonly repairSockets: number[] = [];
   /** Bytes of page data written (for reports and benchmarks). */
   pagesBytes = 0;
   pagesCount = 0;

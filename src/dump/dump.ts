@@ -3,7 +3,8 @@
 // releases it untouched (the parasite always cures itself first).
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { abi, processVmReadv, kcmp } from '../sys';
+import { abi, processVmReadv, kcmp, sysTry } from '../sys';
+import { repairOff } from '../resources/tcp-stream';
 import { freezeTree, release, killFrozen, checkDumpable, type FrozenProcess } from '../freeze';
 import { StasisError, ErrorCodes } from '../errors';
 import { readStat, readStatus } from '../proc/proc';
@@ -118,11 +119,16 @@ export function dump(pid: number, opts: DumpOptions): DumpResult {
     done = true;
   } finally {
     if (!done) fs.rmSync(path.join(opts.dir, 'inventory.img'), { force: true });
+    const kill = done && !opts.leaveRunning;
+    // Connections going on with the task leave repair mode before it runs.
+    if (!kill) for (const s of ctx.repairSockets) repairOff(s);
     // Children first: a parent killed first could reap (or re-parent) them under us.
     for (const frozen of [...tree].reverse()) {
-      if (done && !opts.leaveRunning) killFrozen(frozen);
+      if (kill) killFrozen(frozen);
       else release(frozen);
     }
+    // Closed in repair mode, a killed task's connections vanish without a FIN or RST.
+    for (const s of ctx.repairSockets) sysTry('close', s);
   }
   const t1 = process.hrtime.bigint();
   return {

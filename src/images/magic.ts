@@ -16,5 +16,6 @@ export const MAGIC = {
   PIPES: 0x56513555,
   PIPES_DATA: 0x56453709,
   SK_QUEUES: 0x56264026,
+  TCP_STREAM: 0x51465506,
 } as const;
 export type ImageKind = keyof typeof MAGIC;

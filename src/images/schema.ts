@@ -157,6 +157,13 @@ const messages: Record<string, Fields> = {
     flags: 'required uint32 5', uflags: 'required uint32 6', backlog: 'required uint32 7', peer: 'required uint32 8',
     fown: 'required fown_entry 9', opts: 'required sk_opts_entry 10', name: 'required bytes 11', shutdown: 'optional sk_shutdown 12',
   },
+  tcp_stream_entry: {
+    inq_len: 'required uint32 1', inq_seq: 'required uint32 2', outq_len: 'required uint32 3', outq_seq: 'required uint32 4',
+    opt_mask: 'required uint32 5', snd_wscale: 'required uint32 6', mss_clamp: 'required uint32 7', rcv_wscale: 'optional uint32 8',
+    timestamp: 'optional uint32 9', cork: 'optional bool 10', nodelay: 'optional bool 11', unsq_len: 'optional uint32 12',
+    snd_wl1: 'optional uint32 13', snd_wnd: 'optional uint32 14', max_window: 'optional uint32 15', rcv_wnd: 'optional uint32 16',
+    rcv_wup: 'optional uint32 17',
+  },
   sk_packet_entry: { id_for: 'required uint32 1', length: 'required uint32 2', addr: 'optional bytes 3' },
   fown_entry: {
     uid: 'required uint32 1', euid: 'required uint32 2', signum: 'required uint32 3', pid_type: 'required uint32 4',

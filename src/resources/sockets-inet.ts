@@ -9,6 +9,7 @@ import { NO_FOWN, type FileKind } from './filekind';
 import { grabSocket, getInt, sockName, dumpSockOpts, restoreSockOpts, SO, SOL_SOCKET } from './sockopts';
 import { peekQueue, sendAll } from './sockqueue';
 import type { Decoded } from '../images/image';
+import { repairOn, dumpTcpStream, loadTcpStream, restoreTcpStream } from './tcp-stream';
 
 const AF_INET = 2, AF_INET6 = 10;
 const SOCK_STREAM = 1, SOCK_DGRAM = 2, SOCK_NONBLOCK = 0o4000;
@@ -64,8 +65,16 @@ export const inetSocketKind: FileKind = {
         len.writeUInt32LE(8);
         sys('getsockopt', s, IPPROTO_TCP, TCP_INFO, addressOf(info), addressOf(len));
         state = info.readUInt8(0);
-        if (state !== TCP_STATE.LISTEN && state !== TCP_STATE.CLOSE) {
-          throw new StasisError(ErrorCodes.UNSUPPORTED, `fd ${d.fd} of pid ${d.pid}: TCP connection in state ${STATE_NAMES[state] ?? state} (${local.port} ↔ ${peer.port}); established connections need --tcp-established, not supported yet`);
+        if (state === TCP_STATE.ESTABLISHED && ctx.opts.tcpEstablished) {
+          // Our copy stays open, in repair mode, until the task is gone (then the
+          // peer sees nothing) or is let go again (then repair mode is left).
+          repairOn(s);
+          ctx.repairSockets.push(s);
+          dumpTcpStream(ctx.opts.dir, d.st.ino, s);
+        } else if (state === TCP_STATE.ESTABLISHED) {
+          throw new StasisError(ErrorCodes.UNSUPPORTED, `fd ${d.fd} of pid ${d.pid}: established TCP connection (port ${local.port} ↔ ${peer.port}); dump with --tcp-established to take it`);
+        } else if (state !== TCP_STATE.LISTEN && state !== TCP_STATE.CLOSE) {
+          throw new StasisError(ErrorCodes.UNSUPPORTED, `fd ${d.fd} of pid ${d.pid}: TCP connection in state ${STATE_NAMES[state] ?? state} (port ${local.port} ↔ ${peer.port}) is not supported`);
         }
       } else {
         state = peerRaw.length ? TCP_STATE.ESTABLISHED : TCP_STATE.CLOSE;
@@ -78,12 +87,23 @@ export const inetSocketKind: FileKind = {
         fown: NO_FOWN, opts: dumpSockOpts(s), v6only: family === AF_INET6 ? getInt(s, IPPROTO_IPV6, IPV6_V6ONLY) !== 0 : undefined,
       };
     } finally {
-      sysTry('close', s);
+      if (!ctx.repairSockets.includes(s)) sysTry('close', s);
     }
   },
   open(ctx, tr, e) {
     const t = tr.task;
     const fd = Number(t.call('socket', e.family, e.type | (e.flags & abi.O.NONBLOCK ? SOCK_NONBLOCK : 0), e.proto));
+    if (e.type === SOCK_STREAM && e.state === TCP_STATE.ESTABLISHED) {
+      const stream = loadTcpStream(ctx.ckpt.dir, e.ino);
+      const s = grabSocket(tr.img.pid, fd);
+      try {
+        restoreSockOpts(t, fd, e.opts);
+        restoreTcpStream(s, stream, makeSockaddr(e.family, e.src_port, e.src_addr ?? []), makeSockaddr(e.family, e.dst_port, e.dst_addr ?? []));
+      } finally {
+        sysTry('close', s);
+      }
+      return fd;
+    }
     restoreSockOpts(t, fd, e.opts);
     if (e.family === AF_INET6 && e.v6only) {
       const b = Buffer.alloc(4);
