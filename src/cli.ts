@@ -15,6 +15,7 @@ usage:
       -D, --images-dir DIR           where to write images (created, 0700)
       -R, --leave-running            let the process go on (default: kill it after a successful dump)
       --tcp-established              take established TCP connections too (TCP_REPAIR)
+      --ghost-limit BYTES            largest deleted-but-open file to put in the images (default 1 MiB)
   stasis restore -D DIR [-d]         bring a dumped process back (same PID)
       -D, --images-dir DIR           the checkpoint
       -d, --restore-detached         leave it running and exit 0 (default: wait for it
@@ -46,14 +47,17 @@ async function run(argv: string[]): Promise<number> {
           'images-dir': { type: 'string', short: 'D' },
           'leave-running': { type: 'boolean', short: 'R', default: false },
           'tcp-established': { type: 'boolean', default: false },
+          'ghost-limit': { type: 'string' },
         },
       });
       if (!values.tree) usage('dump needs -t PID');
+      const ghostLimit = values['ghost-limit'] === undefined ? undefined : Number(values['ghost-limit']);
+      if (ghostLimit !== undefined && !(Number.isInteger(ghostLimit) && ghostLimit >= 0)) usage(`invalid --ghost-limit '${values['ghost-limit']}'`);
       if (!values['images-dir']) usage('dump needs -D DIR');
       const pid = Number(values.tree);
       if (!Number.isInteger(pid) || pid <= 0) usage(`invalid pid '${values.tree}'`);
       const r = dump(pid, {
-        dir: values['images-dir'], leaveRunning: values['leave-running'] ?? false, tcpEstablished: values['tcp-established'],
+        dir: values['images-dir'], leaveRunning: values['leave-running'] ?? false, tcpEstablished: values['tcp-established'], ghostLimit,
         failAt: process.env.STASIS_FAIL_AT || undefined,
       });
       console.error(`dumped pid ${r.pid} (${r.processes} process${r.processes > 1 ? 'es' : ''}, ${r.threads} thread${r.threads > 1 ? 's' : ''}): ${r.pages} pages (${(r.bytes / 1048576).toFixed(1)} MiB) in ${r.ms.toFixed(1)} ms, frozen ${r.frozenMs.toFixed(1)} ms; ${values['leave-running'] ? 'left running' : 'killed'}`);

@@ -8,6 +8,8 @@ import { unixSockets, inetSockets, type UnixDiag, type InetDiag } from '../proc/
 export interface DumpOptions {
   dir: string;
   leaveRunning: boolean;
+  /** Largest deleted file whose contents go into the image (bytes). */
+  ghostLimit?: number;
   /** Take established TCP connections (TCP_REPAIR). */
   tcpEstablished?: boolean;
   /** Failure injection for tests: "step" or "step:kill" (STASIS_FAIL_AT). */
@@ -73,6 +75,8 @@ export class DumpCtx {
   }
   /** Unix sockets dumped, by inode, with their peer inode: peers must be in the tree too. */
   readonly unixSocks = new Map<number, { pid: number; fd: number; peer: number }>();
+  /** Deleted files open by the tree: their contents go into ghost-file-N.img. */
+  readonly ghosts: { origId: number; remapId: number; entry: Entry; data: Buffer }[] = [];
   /** Our copies of TCP sockets held in repair mode until the dump ends. */
   readonly repairSockets: number[] = [];
   /** Bytes of page data written (for reports and benchmarks). */

@@ -146,7 +146,9 @@ export function readImage(dir: string, file: string, kind: ImageKind, msgs: Mess
     const d = fromPb(t, m);
     off += len;
     if (extraLen) {
-      const n = extraLen(d);
+      // A negative length: the payload is the rest of the file (ghost files).
+      const want = extraLen(d);
+      const n = want < 0 ? buf.length - off : want;
       if (off + n > buf.length) throw new StasisError(ErrorCodes.BAD_IMAGE, `${p}: truncated payload at offset ${off} (needs ${n} bytes, ${buf.length - off} left)`);
       d.extra = buf.subarray(off, off + n);
       off += n;

@@ -17,5 +17,7 @@ export const MAGIC = {
   PIPES_DATA: 0x56453709,
   SK_QUEUES: 0x56264026,
   TCP_STREAM: 0x51465506,
+  REMAP_FPATH: 0x59133954,
+  GHOST_FILE: 0x52583605,
 } as const;
 export type ImageKind = keyof typeof MAGIC;

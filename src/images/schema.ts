@@ -164,6 +164,11 @@ const messages: Record<string, Fields> = {
     snd_wl1: 'optional uint32 13', snd_wnd: 'optional uint32 14', max_window: 'optional uint32 15', rcv_wnd: 'optional uint32 16',
     rcv_wup: 'optional uint32 17',
   },
+  ghost_file_entry: {
+    uid: 'required uint32 1', gid: 'required uint32 2', mode: 'required uint32 3', dev: 'optional uint32 4',
+    ino: 'optional uint64 5', chunks: 'optional bool 9', size: 'optional uint64 10',
+  },
+  remap_file_path_entry: { orig_id: 'required uint32 1', remap_id: 'required uint32 2', remap_type: 'optional remap_type 3' },
   sk_packet_entry: { id_for: 'required uint32 1', length: 'required uint32 2', addr: 'optional bytes 3' },
   fown_entry: {
     uid: 'required uint32 1', euid: 'required uint32 2', signum: 'required uint32 3', pid_type: 'required uint32 4',
@@ -182,6 +187,7 @@ const messages: Record<string, Fields> = {
 
 const enums: Record<string, Record<string, number>> = {
   lsmtype: { NO_LSM: 0, SELINUX: 1, APPARMOR: 2 },
+  remap_type: { LINKED: 0, GHOST: 1, PROCFS: 2 },
   sk_shutdown: { NONE: 0, READ: 1, WRITE: 2, BOTH: 3 },
   march: { UNKNOWN: 0, X86_64: 1, ARM: 2, AARCH64: 3, PPC64: 4, S390: 5, MIPS: 6 },
   seccomp_mode: { disabled: 0, strict: 1, filter: 2 },

@@ -10,6 +10,7 @@ import { StasisError, ErrorCodes } from '../errors';
 import type { FdDesc } from './filekind';
 import { FILE_KINDS, kindOfType } from './registry';
 import { fetchFd } from './fdutil';
+import { writeGhosts } from './regfile';
 
 const { O, KCMP, F } = abi;
 
@@ -45,6 +46,7 @@ export function dumpFiles(ctx: DumpCtx, pd: ProcessDump): void {
 }
 
 export function writeFilesImage(ctx: DumpCtx): void {
+  writeGhosts(ctx);
   writeImage(ctx.opts.dir, 'files.img', 'FILES', ctx.files.map((e) => ['file_entry', e]));
   writeImage(ctx.opts.dir, 'pipes-data.img', 'PIPES_DATA', [...ctx.pipeData].map(([ino, p]) =>
     ['pipe_data_entry', { pipe_id: ino, bytes: p.data.length, size: p.size }, p.data]));

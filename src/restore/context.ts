@@ -21,6 +21,8 @@ export interface RestoreCtx {
   pipes: Map<number, { pid: number; r: number; w: number }>;
   /** Both ends of connected unix socket pairs, by socket inode, parked in their creator. */
   sockPairs: Map<number, { pid: number; fd: number }>;
+  /** Deleted files re-created for their openers, by ghost id: unlinked in files-cleanup. */
+  ghostFiles: Map<number, string>;
   /** Temporary fds to close once every process has its files. */
   parked: { pid: number; fd: number }[];
   /** Warnings worth telling the user (limits we could not raise...). */

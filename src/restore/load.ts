@@ -67,6 +67,16 @@ export function loadCheckpoint(dir: string, opts: LoadOptions = {}): Checkpoint 
     if (!kind || !f[kind.field]) throw bad(p('files.img'), `file id ${f.id}: unsupported file type ${FD_TYPE_NAMES[f.type] ?? f.type}`);
     files.set(f.id, f);
   }
+  // Deleted files: their entries name a ghost image holding the contents.
+  if (fs.existsSync(p('remap-fpath.img'))) {
+    for (const r of readImage(dir, 'remap-fpath.img', 'REMAP_FPATH', ['remap_file_path_entry'])) {
+      const f = files.get(r.orig_id);
+      if (!f?.reg) throw bad(p('remap-fpath.img'), `remaps file id ${r.orig_id}, not a regular file of files.img`);
+      if ((r.remap_type ?? 0) !== 1) throw bad(p('remap-fpath.img'), `file id ${r.orig_id}: remap type ${r.remap_type} is not supported`);
+      if (!fs.existsSync(p(`ghost-file-${r.remap_id}.img`))) throw bad(p(`ghost-file-${r.remap_id}.img`), 'missing');
+      f.reg.ghostId = r.remap_id;
+    }
+  }
   const processes: ProcessImage[] = [];
   const seenPids = new Set<number>();
   for (const t of tree) {

@@ -178,7 +178,7 @@ export function restore(opts: RestoreOptions): RestoreResult {
       if (fs.existsSync(`/proc/${th.tid}`)) throw new StasisError(ErrorCodes.PID_TAKEN, `pid ${th.tid} is already in use; cannot restore ${th.tid === proc.pid ? `process ${proc.pid}` : `thread ${th.tid} of ${proc.pid}`}`);
     }
   }
-  const ctx: RestoreCtx = { opts, ckpt, tasks: new Map(), fileHolders: new Map(), pipes: new Map(), sockPairs: new Map(), parked: [], warnings: [] };
+  const ctx: RestoreCtx = { opts, ckpt, tasks: new Map(), fileHolders: new Map(), pipes: new Map(), sockPairs: new Map(), ghostFiles: new Map(), parked: [], warnings: [] };
   const order = restorePhaseOrder();
   const rootImg = ckpt.processes[0];
 
@@ -214,6 +214,9 @@ export function restore(opts: RestoreOptions): RestoreResult {
   } catch (e) {
     killAll(ctx, [stub]);
     throw e;
+  } finally {
+    // Re-created deleted files are deleted again, success or not.
+    for (const p of ctx.ghostFiles.values()) fs.rmSync(p, { force: true });
   }
   const ms = Number(process.hrtime.bigint() - t0) / 1e6;
   return { pid: rootImg.pid, processes: ckpt.processes.length, ms, warnings: ctx.warnings };
