@@ -77,6 +77,8 @@ export class DumpCtx {
   readonly unixSocks = new Map<number, { pid: number; fd: number; peer: number }>();
   /** Deleted files open by the tree: their contents go into ghost-file-N.img. */
   readonly ghosts: { origId: number; remapId: number; entry: Entry; data: Buffer }[] = [];
+  /** memfd inodes dumped (memfd.img). */
+  readonly memfdInodes: Entry[] = [];
   /** Our copies of TCP sockets held in repair mode until the dump ends. */
   readonly repairSockets: number[] = [];
   /** Bytes of page data written (for reports and benchmarks). */

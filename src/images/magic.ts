@@ -19,5 +19,6 @@ export const MAGIC = {
   TCP_STREAM: 0x51465506,
   REMAP_FPATH: 0x59133954,
   GHOST_FILE: 0x52583605,
+  MEMFD_INODE: 0x48453499,
 } as const;
 export type ImageKind = keyof typeof MAGIC;

@@ -11,6 +11,7 @@ import type { FdDesc } from './filekind';
 import { FILE_KINDS, kindOfType } from './registry';
 import { fetchFd } from './fdutil';
 import { writeGhosts } from './regfile';
+import { writeMemfdImage } from './memfd';
 
 const { O, KCMP, F } = abi;
 
@@ -47,6 +48,7 @@ export function dumpFiles(ctx: DumpCtx, pd: ProcessDump): void {
 
 export function writeFilesImage(ctx: DumpCtx): void {
   writeGhosts(ctx);
+  writeMemfdImage(ctx);
   writeImage(ctx.opts.dir, 'files.img', 'FILES', ctx.files.map((e) => ['file_entry', e]));
   writeImage(ctx.opts.dir, 'pipes-data.img', 'PIPES_DATA', [...ctx.pipeData].map(([ino, p]) =>
     ['pipe_data_entry', { pipe_id: ino, bytes: p.data.length, size: p.size }, p.data]));
@@ -83,8 +85,6 @@ function materialize(ctx: RestoreCtx, tr: TaskRestore, id: number): number {
  */
 export function restoreFiles(ctx: RestoreCtx, tr: TaskRestore): void {
   const t = tr.task;
-  // The task came from the stub: drop whatever it inherited.
-  t.call('close_range', 0, 0xffffffff, 0);
   const fds = [...tr.img.fdinfo].sort((a, b) => a.fd - b.fd);
   const created: { id: number; fd: number }[] = [];
   for (const fi of fds) {
@@ -108,6 +108,11 @@ export function restoreFiles(ctx: RestoreCtx, tr: TaskRestore): void {
     const kind = kindOfType(f.type)!;
     kind.finish?.(ctx, tr, f[kind.field], c.fd);
   }
+}
+
+/** The task came from the stub: drop the fds it inherited, before any of ours exist. */
+export function closeInherited(_ctx: RestoreCtx, tr: TaskRestore): void {
+  tr.task.call('close_range', 0, 0xffffffff, 0);
 }
 
 /** Close the fds parked while files were restored (once every process has its fds). */

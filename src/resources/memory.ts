@@ -14,6 +14,7 @@ import { writeImage, IMAGE_MODE, type Entry, type Decoded } from '../images/imag
 import type { DumpCtx, ProcessDump } from '../dump/context';
 import { StasisError, ErrorCodes } from '../errors';
 import { regFileEntry } from './regfile';
+import { dumpMemfdInode, memfdFileId, memfdKind } from './memfd';
 
 const { MAP, PAGE_SIZE } = abi;
 const PROT_WRITE = abi.PROT.WRITE;
@@ -37,6 +38,7 @@ export interface ClassifiedVma {
   policy: PagePolicy;
   /** Path of the backing file for file mappings. */
   file?: string;
+  memfd?: boolean;
 }
 
 export function classify(v: Vma): ClassifiedVma {
@@ -59,7 +61,11 @@ export function classify(v: Vma): ClassifiedVma {
     return { ...base, status: VMA.AREA_REGULAR | VMA.ANON_PRIVATE, flags: MAP.PRIVATE | MAP.ANONYMOUS, policy: 'anon' };
   }
   if (v.path.startsWith('/SYSV')) throw unsupported(v, 'System V shared memory');
-  if (v.path.startsWith('/memfd:')) throw unsupported(v, 'memfd mapping');
+  if (v.path.startsWith('/memfd:')) {
+    // Shared: the contents live in the memfd (dumped with its inode); private: only the copies.
+    const kind = v.shared ? VMA.FILE_SHARED : VMA.FILE_PRIVATE;
+    return { ...base, status: VMA.AREA_REGULAR | VMA.AREA_MEMFD | kind, flags: v.shared ? MAP.SHARED : MAP.PRIVATE, policy: v.shared ? 'none' : 'cow-copies', memfd: true };
+  }
   if (v.deleted) throw unsupported(v, `mapping of a deleted file (${v.path})`);
   if (!v.path.startsWith('/')) throw unsupported(v, `mapping of ${v.path}`);
   if (v.shared) return { ...base, status: VMA.AREA_REGULAR | VMA.FILE_SHARED, flags: MAP.SHARED, policy: 'none', file: v.path };
@@ -147,7 +153,11 @@ export function dumpMemory(ctx: DumpCtx, pd: ProcessDump): void {
 
   const vmaEntries: Entry[] = vmas.map((cv) => {
     let shmid = 0n;
-    if (cv.file) shmid = BigInt(regFileEntry(ctx, cv.file, cv.vma.shared ? 2 : 0));
+    if (cv.memfd) {
+      const via = `/proc/${pid}/map_files/${cv.vma.start.toString(16)}-${cv.vma.end.toString(16)}`;
+      dumpMemfdInode(ctx, cv.vma.inode, cv.vma.path, via);
+      shmid = BigInt(memfdFileId(ctx, cv.vma.inode, cv.vma.shared && cv.vma.prot & 2 ? abi.O.RDWR : abi.O.RDONLY));
+    } else if (cv.file) shmid = BigInt(regFileEntry(ctx, cv.file, cv.vma.shared ? 2 : 0));
     else if (cv.policy === 'shared-anon') shmid = BigInt(cv.vma.inode);
     return {
       start: cv.vma.start, end: cv.vma.end, pgoff: cv.vma.pgoff, shmid, prot: cv.vma.prot,
@@ -195,7 +205,7 @@ export function restoreAddressSpace(ctx: RestoreCtx, tr: TaskRestore): void {
     if (status & (VMA.FILE_PRIVATE | VMA.FILE_SHARED)) {
       const f = ctx.ckpt.files.get(Number(v.shmid))!;
       const writable = (status & VMA.FILE_SHARED) !== 0 && ((v.prot as number) & PROT_WRITE) !== 0;
-      const fd = t.open(f.reg.name, writable ? abi.O.RDWR : abi.O.RDONLY);
+      const fd = status & VMA.AREA_MEMFD ? memfdKind.open(ctx, tr, f.memfd) : t.open(f.reg.name, writable ? abi.O.RDWR : abi.O.RDONLY);
       try {
         t.call('mmap', start, len, prot, flags, fd, v.pgoff as bigint);
       } finally {

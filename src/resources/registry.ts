@@ -9,9 +9,11 @@ import { signalfdKind } from './signalfd';
 import { timerfdKind } from './timerfd';
 import { inetSocketKind } from './sockets-inet';
 import { unixSocketKind } from './sockets-unix';
+import { memfdKind } from './memfd';
 
 export const FILE_KINDS: FileKind[] = [
-  regFileKind, pipeKind, eventfdKind, eventpollKind, signalfdKind, timerfdKind, inetSocketKind, unixSocketKind,
+  // memfd before regular files: a memfd is a regular (shmem) file too.
+  memfdKind, regFileKind, pipeKind, eventfdKind, eventpollKind, signalfdKind, timerfdKind, inetSocketKind, unixSocketKind,
 ];
 
 export function kindOfType(type: number): FileKind | undefined {

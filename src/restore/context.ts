@@ -23,6 +23,8 @@ export interface RestoreCtx {
   sockPairs: Map<number, { pid: number; fd: number }>;
   /** Deleted files re-created for their openers, by ghost id: unlinked in files-cleanup. */
   ghostFiles: Map<number, string>;
+  /** memfds re-created so far, by inode id, parked in their creator. */
+  memfds: Map<number, { pid: number; fd: number }>;
   /** Temporary fds to close once every process has its files. */
   parked: { pid: number; fd: number }[];
   /** Warnings worth telling the user (limits we could not raise...). */

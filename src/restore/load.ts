@@ -10,6 +10,7 @@ import { VMA, PE } from '../resources/memory';
 import { FD_TYPES, FD_TYPE_NAMES } from '../resources/fdtypes';
 import { kindOfType } from '../resources/registry';
 import { checkRegFile } from '../resources/regfile';
+import { loadMemfds } from '../resources/memfd';
 import { IMG_VERSION } from '../dump/dump';
 import { abi } from '../sys';
 
@@ -38,6 +39,8 @@ export interface Checkpoint {
   files: Map<number, Decoded>;
   /** Queued data of each pipe, by pipe id. */
   pipeData: Map<number, { data: Buffer; size?: number }>;
+  /** memfd inodes, by inode id. */
+  memfds: Map<number, Decoded>;
   /** Queued data of sockets, by file id, oldest first. */
   skQueues: Map<number, { data: Buffer; addr?: Buffer }[]>;
 }
@@ -140,7 +143,11 @@ export function loadCheckpoint(dir: string, opts: LoadOptions = {}): Checkpoint 
     const peer = unixByIno.get(u.peer);
     if (!peer || peer.peer !== u.ino) throw bad(p('files.img'), `unix socket ${u.ino} is connected to ${u.peer}, which is not its pair in this checkpoint; not supported`);
   }
-  return { dir, inventory, processes, files, pipeData, skQueues };
+  const memfds = loadMemfds(dir);
+  for (const f of files.values()) {
+    if (f.memfd && !memfds.has(Number(f.memfd.inode_id))) throw bad(p('files.img'), `memfd file id ${f.id}: inode ${f.memfd.inode_id} absent from memfd.img`);
+  }
+  return { dir, inventory, processes, files, pipeData, skQueues, memfds };
 }
 
 /**
@@ -177,8 +184,12 @@ function checkVmas(file: string, vmas: Decoded[], files: Map<number, Decoded>, o
     if (v.status & (VMA.FILE_PRIVATE | VMA.FILE_SHARED)) {
       const f = files.get(Number(v.shmid));
       if (!f) throw bad(file, `${range} maps file id ${v.shmid}, absent from files.img`);
-      checkFile(file, f, opts, range);
-    } else if (v.status & (VMA.AREA_SYSVIPC | VMA.AREA_SOCKET | VMA.AREA_AIORING | VMA.AREA_MEMFD)) {
+      if (v.status & VMA.AREA_MEMFD) {
+        if (f.type !== FD_TYPES.MEMFD) throw bad(file, `${range}: memfd mapping of file id ${v.shmid}, which is not a memfd`);
+      } else {
+        checkFile(file, f, opts, range);
+      }
+    } else if (v.status & (VMA.AREA_SYSVIPC | VMA.AREA_SOCKET | VMA.AREA_AIORING)) {
       throw bad(file, `${range}: unsupported mapping kind (status 0x${v.status.toString(16)})`);
     }
   }

@@ -11,7 +11,7 @@ import type { RestoreCtx, RestoreOptions, TaskRestore } from './context';
 import { RemoteTask, TRAMPOLINE_PAGES } from './remote';
 import { startStub, prepareStub, cloneTask, cloneThread, cloneChild, moveVdso, killAndReap } from './stub';
 import { restoreAddressSpace, restorePages, restoreProtections, restoreMm } from '../resources/memory';
-import { restoreFiles, closeParked } from '../resources/files';
+import { restoreFiles, closeParked, closeInherited } from '../resources/files';
 import { restoreFs } from '../resources/fs';
 import { restoreSigactions, restoreLateSigaction, restorePending } from '../resources/signals';
 import { restoreItimers } from '../resources/timers';
@@ -32,7 +32,9 @@ interface Phase {
  * this list's order; restorePhaseOrder() checks it is a valid order.
  */
 export const PHASES: Phase[] = [
-  { name: 'address-space', after: [], run: restoreAddressSpace },
+  // Before any fd of ours exists in the task (memfd mappings open some).
+  { name: 'close-inherited', after: [], run: closeInherited },
+  { name: 'address-space', after: ['close-inherited'], run: restoreAddressSpace },
   { name: 'pages', after: ['address-space'], run: restorePages },
   // Writable-for-filling VMAs go back to their protection once filled.
   { name: 'protections', after: ['pages'], run: restoreProtections },
@@ -178,7 +180,7 @@ export function restore(opts: RestoreOptions): RestoreResult {
       if (fs.existsSync(`/proc/${th.tid}`)) throw new StasisError(ErrorCodes.PID_TAKEN, `pid ${th.tid} is already in use; cannot restore ${th.tid === proc.pid ? `process ${proc.pid}` : `thread ${th.tid} of ${proc.pid}`}`);
     }
   }
-  const ctx: RestoreCtx = { opts, ckpt, tasks: new Map(), fileHolders: new Map(), pipes: new Map(), sockPairs: new Map(), ghostFiles: new Map(), parked: [], warnings: [] };
+  const ctx: RestoreCtx = { opts, ckpt, tasks: new Map(), fileHolders: new Map(), pipes: new Map(), sockPairs: new Map(), ghostFiles: new Map(), memfds: new Map(), parked: [], warnings: [] };
   const order = restorePhaseOrder();
   const rootImg = ckpt.processes[0];
 
