@@ -59,8 +59,9 @@ export class DumpCtx {
   private readonly fileKeys = new Map<string, number>();
   /** Every fd seen so far, to find open file descriptions shared across fds and processes. */
   readonly openFiles: { pid: number; fd: number; dev: number; ino: number; id: number }[] = [];
-  /** Queued data of each pipe (by inode), read once. */
+  /** Queued data of each pipe and FIFO (by inode), read once. */
   readonly pipeData = new Map<number, { data: Buffer; size: number }>();
+  readonly fifoData = new Map<number, { data: Buffer; size: number }>();
   /** Queued data of sockets (by file id): byte stream or datagrams, with their source address. */
   readonly skQueues: { id: number; data: Buffer; addr?: Buffer }[] = [];
   /** sock_diag answers, asked once per dump. */

@@ -20,5 +20,6 @@ export const MAGIC = {
   REMAP_FPATH: 0x59133954,
   GHOST_FILE: 0x52583605,
   MEMFD_INODE: 0x48453499,
+  FIFO_DATA: 0x59333054,
 } as const;
 export type ImageKind = keyof typeof MAGIC;

@@ -123,8 +123,9 @@ const messages: Record<string, Fields> = {
     type: 'required fd_types 1', id: 'required uint32 2', reg: 'optional reg_file_entry 3',
     isk: 'optional inet_sk_entry 4', efd: 'optional eventfd_file_entry 8', epfd: 'optional eventpoll_file_entry 9',
     sgfd: 'optional signalfd_entry 10', tfd: 'optional timerfd_entry 12', usk: 'optional unix_sk_entry 16',
-    pipe: 'optional pipe_entry 18', memfd: 'optional memfd_file_entry 20',
+    fifo: 'optional fifo_entry 17', pipe: 'optional pipe_entry 18', memfd: 'optional memfd_file_entry 20',
   },
+  fifo_entry: { id: 'required uint32 1', pipe_id: 'required uint32 2', regf_id: 'optional uint32 3' },
   memfd_file_entry: { id: 'required uint32 1', flags: 'required uint32 2', pos: 'required uint64 3', fown: 'required fown_entry 4', inode_id: 'required uint32 5' },
   memfd_inode_entry: {
     name: 'required string 1', uid: 'required uint32 2', gid: 'required uint32 3', size: 'required uint64 4',

@@ -52,6 +52,10 @@ export function writeFilesImage(ctx: DumpCtx): void {
   writeImage(ctx.opts.dir, 'files.img', 'FILES', ctx.files.map((e) => ['file_entry', e]));
   writeImage(ctx.opts.dir, 'pipes-data.img', 'PIPES_DATA', [...ctx.pipeData].map(([ino, p]) =>
     ['pipe_data_entry', { pipe_id: ino, bytes: p.data.length, size: p.size }, p.data]));
+  if (ctx.fifoData.size) {
+    writeImage(ctx.opts.dir, 'fifo-data.img', 'FIFO_DATA', [...ctx.fifoData].map(([ino, p]) =>
+      ['pipe_data_entry', { pipe_id: ino, bytes: p.data.length, size: p.size }, p.data]));
+  }
   writeImage(ctx.opts.dir, 'sk-queues.img', 'SK_QUEUES', ctx.skQueues.map((q) =>
     ['sk_packet_entry', { id_for: q.id, length: q.data.length, addr: q.addr }, q.data]));
   // A unix socket whose peer is outside the tree cannot be re-connected.

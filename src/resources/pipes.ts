@@ -16,7 +16,7 @@ const { O, F, SPLICE_F_NONBLOCK } = abi;
  * A pipe's queued bytes, without taking them: open the pipe anew through
  * /proc (a reader of our own), tee() its contents into a pipe of ours, read that.
  */
-function readPipeData(pid: number, fd: number): { data: Buffer; size: number } {
+export function readPipeData(pid: number, fd: number): { data: Buffer; size: number } {
   const rfd = fs.openSync(`/proc/${pid}/fd/${fd}`, O.RDONLY | O.NONBLOCK);
   const ends = Buffer.alloc(8);
   try {

@@ -10,10 +10,11 @@ import { timerfdKind } from './timerfd';
 import { inetSocketKind } from './sockets-inet';
 import { unixSocketKind } from './sockets-unix';
 import { memfdKind } from './memfd';
+import { fifoKind } from './fifo';
 
 export const FILE_KINDS: FileKind[] = [
   // memfd before regular files: a memfd is a regular (shmem) file too.
-  memfdKind, regFileKind, pipeKind, eventfdKind, eventpollKind, signalfdKind, timerfdKind, inetSocketKind, unixSocketKind,
+  memfdKind, regFileKind, pipeKind, fifoKind, eventfdKind, eventpollKind, signalfdKind, timerfdKind, inetSocketKind, unixSocketKind,
 ];
 
 export function kindOfType(type: number): FileKind | undefined {

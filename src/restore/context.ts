@@ -25,6 +25,8 @@ export interface RestoreCtx {
   ghostFiles: Map<number, string>;
   /** memfds re-created so far, by inode id, parked in their creator. */
   memfds: Map<number, { pid: number; fd: number }>;
+  /** A read-write opener of each FIFO (by pipe id) per process, parked. */
+  fifoKeepers: Map<number, { pid: number; fd: number }>;
   /** Temporary fds to close once every process has its files. */
   parked: { pid: number; fd: number }[];
   /** Warnings worth telling the user (limits we could not raise...). */

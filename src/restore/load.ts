@@ -37,8 +37,9 @@ export interface Checkpoint {
   /** Parents before children (pstree order). */
   processes: ProcessImage[];
   files: Map<number, Decoded>;
-  /** Queued data of each pipe, by pipe id. */
+  /** Queued data of each pipe and FIFO, by pipe id. */
   pipeData: Map<number, { data: Buffer; size?: number }>;
+  fifoData: Map<number, { data: Buffer; size?: number }>;
   /** memfd inodes, by inode id. */
   memfds: Map<number, Decoded>;
   /** Queued data of sockets, by file id, oldest first. */
@@ -121,12 +122,13 @@ export function loadCheckpoint(dir: string, opts: LoadOptions = {}): Checkpoint 
     processes.push({ pid, ppid: t.ppid, pgid: t.pgid, sid: t.sid, threads, ids, mm, pagesId, pagemap, pagesFile, fdinfo, fs: fsEntry });
   }
   checkTree(p('pstree.img'), processes);
-  const pipeData = new Map<number, { data: Buffer; size?: number }>();
-  if (fs.existsSync(p('pipes-data.img'))) {
-    for (const e of readImage(dir, 'pipes-data.img', 'PIPES_DATA', ['pipe_data_entry'], (d) => d.bytes)) {
-      pipeData.set(e.pipe_id, { data: e.extra, size: e.size });
-    }
-  }
+  const readData = (file: string, kind: 'PIPES_DATA' | 'FIFO_DATA') => {
+    const m = new Map<number, { data: Buffer; size?: number }>();
+    if (fs.existsSync(p(file))) for (const e of readImage(dir, file, kind, ['pipe_data_entry'], (d) => d.bytes)) m.set(e.pipe_id, { data: e.extra, size: e.size });
+    return m;
+  };
+  const pipeData = readData('pipes-data.img', 'PIPES_DATA');
+  const fifoData = readData('fifo-data.img', 'FIFO_DATA');
   const skQueues = new Map<number, { data: Buffer; addr?: Buffer }[]>();
   if (fs.existsSync(p('sk-queues.img'))) {
     for (const e of readImage(dir, 'sk-queues.img', 'SK_QUEUES', ['sk_packet_entry'], (d) => d.length)) {
@@ -147,7 +149,7 @@ export function loadCheckpoint(dir: string, opts: LoadOptions = {}): Checkpoint 
   for (const f of files.values()) {
     if (f.memfd && !memfds.has(Number(f.memfd.inode_id))) throw bad(p('files.img'), `memfd file id ${f.id}: inode ${f.memfd.inode_id} absent from memfd.img`);
   }
-  return { dir, inventory, processes, files, pipeData, skQueues, memfds };
+  return { dir, inventory, processes, files, pipeData, fifoData, skQueues, memfds };
 }
 
 /**

@@ -180,7 +180,7 @@ export function restore(opts: RestoreOptions): RestoreResult {
       if (fs.existsSync(`/proc/${th.tid}`)) throw new StasisError(ErrorCodes.PID_TAKEN, `pid ${th.tid} is already in use; cannot restore ${th.tid === proc.pid ? `process ${proc.pid}` : `thread ${th.tid} of ${proc.pid}`}`);
     }
   }
-  const ctx: RestoreCtx = { opts, ckpt, tasks: new Map(), fileHolders: new Map(), pipes: new Map(), sockPairs: new Map(), ghostFiles: new Map(), memfds: new Map(), parked: [], warnings: [] };
+  const ctx: RestoreCtx = { opts, ckpt, tasks: new Map(), fileHolders: new Map(), pipes: new Map(), sockPairs: new Map(), ghostFiles: new Map(), memfds: new Map(), fifoKeepers: new Map(), parked: [], warnings: [] };
   const order = restorePhaseOrder();
   const rootImg = ckpt.processes[0];
 
