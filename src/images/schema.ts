@@ -122,9 +122,16 @@ const messages: Record<string, Fields> = {
   file_entry: {
     type: 'required fd_types 1', id: 'required uint32 2', reg: 'optional reg_file_entry 3',
     isk: 'optional inet_sk_entry 4', efd: 'optional eventfd_file_entry 8', epfd: 'optional eventpoll_file_entry 9',
-    sgfd: 'optional signalfd_entry 10', tfd: 'optional timerfd_entry 12', usk: 'optional unix_sk_entry 16',
+    sgfd: 'optional signalfd_entry 10', tfd: 'optional timerfd_entry 12', ify: 'optional inotify_file_entry 13',
+    usk: 'optional unix_sk_entry 16',
     fifo: 'optional fifo_entry 17', pipe: 'optional pipe_entry 18', memfd: 'optional memfd_file_entry 20',
   },
+  fh_entry: { bytes: 'required uint32 1', type: 'required uint32 2', handle: 'repeated uint64 3', path: 'optional string 4', mnt_id: 'optional uint32 5' },
+  inotify_wd_entry: {
+    id: 'required uint32 1', i_ino: 'required uint64 2', mask: 'required uint32 3', ignored_mask: 'required uint32 4',
+    s_dev: 'required uint32 5', wd: 'required uint32 6', f_handle: 'required fh_entry 7',
+  },
+  inotify_file_entry: { id: 'required uint32 1', flags: 'required uint32 2', fown: 'required fown_entry 4', wd: 'repeated inotify_wd_entry 5' },
   fifo_entry: { id: 'required uint32 1', pipe_id: 'required uint32 2', regf_id: 'optional uint32 3' },
   memfd_file_entry: { id: 'required uint32 1', flags: 'required uint32 2', pos: 'required uint64 3', fown: 'required fown_entry 4', inode_id: 'required uint32 5' },
   memfd_inode_entry: {

@@ -11,10 +11,11 @@ import { inetSocketKind } from './sockets-inet';
 import { unixSocketKind } from './sockets-unix';
 import { memfdKind } from './memfd';
 import { fifoKind } from './fifo';
+import { inotifyKind } from './inotify';
 
 export const FILE_KINDS: FileKind[] = [
   // memfd before regular files: a memfd is a regular (shmem) file too.
-  memfdKind, regFileKind, pipeKind, fifoKind, eventfdKind, eventpollKind, signalfdKind, timerfdKind, inetSocketKind, unixSocketKind,
+  memfdKind, regFileKind, pipeKind, fifoKind, eventfdKind, eventpollKind, signalfdKind, timerfdKind, inotifyKind, inetSocketKind, unixSocketKind,
 ];
 
 export function kindOfType(type: number): FileKind | undefined {

@@ -15,6 +15,7 @@ export const SYS = {
   clock_nanosleep: 230, exit_group: 231, tgkill: 234, waitid: 247, openat: 257, set_robust_list: 273,
   get_robust_list: 274, tee: 276, timerfd_create: 283, timerfd_settime: 286, timerfd_gettime: 287, accept4: 288, signalfd4: 289, eventfd2: 290, epoll_create1: 291, dup3: 292, pipe2: 293, epoll_ctl: 233,
   connect: 42, accept: 43, sendto: 44, recvfrom: 45, sendmsg: 46, recvmsg: 47, shutdown: 48, bind: 49, listen: 50, getsockname: 51, getpeername: 52, socketpair: 53, setsockopt: 54, getsockopt: 55, rt_tgsigqueueinfo: 297, prlimit64: 302, process_vm_readv: 310,
+  inotify_add_watch: 254, inotify_rm_watch: 255, inotify_init1: 294, open_by_handle_at: 304,
   process_vm_writev: 311, kcmp: 312, seccomp: 317, memfd_create: 319, rseq: 334,
   pidfd_send_signal: 424, pidfd_open: 434, clone3: 435, close_range: 436, pidfd_getfd: 438,
 } as const;
