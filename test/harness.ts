@@ -90,6 +90,67 @@ export async function reap(pid: number, timeoutMs = 5000): Promise<WaitStatus & 
   }
 }
 
+/** Fields of /proc/PID/stat after the comm: [0] = state, [1] = ppid, [2] = pgrp, [3] = session... */
+export function statFields(pid: number): string[] {
+  const s = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+  return s.slice(s.lastIndexOf(')') + 2).trim().split(' ');
+}
+
+/** Every live pid (tgid) on the machine. */
+export function allPids(): number[] {
+  return fs.readdirSync('/proc').filter((d) => /^\d+$/.test(d)).map(Number);
+}
+
+/** Processes whose parent is `ppid` (default: this test process), zombies included. */
+export function childrenOf(ppid = process.pid): number[] {
+  const out: number[] = [];
+  for (const pid of allPids()) {
+    try { if (Number(statFields(pid)[1]) === ppid) out.push(pid); } catch { /* gone meanwhile */ }
+  }
+  return out.sort((a, b) => a - b);
+}
+
+/** `pid`'s descendants (not itself), parents before children. */
+export function descendantsOf(pid = process.pid): number[] {
+  const out: number[] = [];
+  const queue = [pid];
+  while (queue.length) {
+    for (const c of childrenOf(queue.shift()!)) { out.push(c); queue.push(c); }
+  }
+  return out;
+}
+
+export function cmdline(pid: number): string {
+  try { return fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter(Boolean).join(' '); } catch { return '?'; }
+}
+
+/**
+ * Reap every child of ours that is a zombie (but not `except`: Node's own
+ * children, whose statuses libuv collects). The processes of a dumped tree
+ * are re-parented to us when the dump kills them: their pids stay taken until
+ * reaped. Returns the pids reaped with their statuses.
+ */
+export function reapZombies(except: number[] = []): WaitStatus[] {
+  const out: WaitStatus[] = [];
+  for (const pid of childrenOf()) {
+    if (except.includes(pid)) continue;
+    let state: string;
+    try { state = statFields(pid)[0]; } catch { continue; }
+    if (state !== 'Z') continue;
+    const r = tryWait4(pid, abi.WAIT.WNOHANG);
+    if (typeof r !== 'number' && (r.kind === 'exited' || r.kind === 'signaled')) out.push(r);
+  }
+  return out;
+}
+
+/** Wait until none of `pids` exists any more (reaping our zombies meanwhile). */
+export async function waitGone(pids: number[], timeoutMs = 5000, except: number[] = []): Promise<void> {
+  await waitFor(`pids ${pids.join(' ')} to be gone`, () => {
+    reapZombies(except);
+    return pids.every((p) => !fs.existsSync(`/proc/${p}`));
+  }, timeoutMs, 5);
+}
+
 export function procStatus(pid: number): Map<string, string> {
   const m = new Map<string, string>();
   for (const line of fs.readFileSync(`/proc/${pid}/status`, 'utf8').split('\n')) {
@@ -155,6 +216,13 @@ export function parseManifest(log: string): Manifest {
   return mf;
 }
 
+export interface StartOptions {
+  args?: string[];
+  readyTimeoutMs?: number;
+  /** The fixture has fds beyond 0-2 at READY (pipes of its own...): do not refuse it. */
+  extraFds?: boolean;
+}
+
 /** A fixture process: a grandchild reparented to us, stdio redirected to its log. */
 export class Fixture {
   readonly name: string;
@@ -172,15 +240,28 @@ export class Fixture {
     this.logPath = logPath;
   }
 
-  /** Build, start and wait for READY; checks that only fds 0-2 are open. */
-  static async start(name: string, opts: BuildOptions & { args?: string[]; readyTimeoutMs?: number } = {}): Promise<Fixture> {
+  /**
+   * Build, start and wait for READY; checks that only fds 0-2 are open
+   * (`extraFds`: the fixture opens fds of its own before READY).
+   */
+  static async start(name: string, opts: BuildOptions & StartOptions = {}): Promise<Fixture> {
     initHarness();
     const bin = buildFixture(name, opts);
+    return Fixture.startCommand(name, (dir) => [bin, dir, ...(opts.args ?? [])], opts);
+  }
+
+  /**
+   * Start any program the same way (double fork, setsid, stdio on the log):
+   * `argv(dir)` gives its command line for its scratch directory. The program
+   * must print `PID n` and then `READY` like the C fixtures.
+   */
+  static async startCommand(name: string, argv: (dir: string) => string[], opts: StartOptions = {}): Promise<Fixture> {
+    initHarness();
     const dir = tmpDir(name);
     const logPath = path.join(dir, 'log');
     // Double fork: sh starts the fixture in the background and exits; the
     // fixture is reparented to us (the subreaper), which libuv never waits for.
-    const r = spawnSync('/bin/sh', ['-c', 'setsid "$@" </dev/null >"$LOG" 2>&1 & echo $!', 'sh', bin, dir, ...(opts.args ?? [])], {
+    const r = spawnSync('/bin/sh', ['-c', 'setsid "$@" </dev/null >"$LOG" 2>&1 & echo $!', 'sh', ...argv(dir)], {
       env: { ...process.env, LOG: logPath }, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'],
     });
     const pid = Number(r.stdout.trim());
@@ -194,7 +275,7 @@ export class Fixture {
       const said = fx.manifest.values.get('PID')?.[0];
       if (Number(said) !== pid) throw new Error(`${name}: started pid ${pid} but the fixture says PID ${said}`);
       const fds = listFds(pid);
-      if (fds.join(',') !== '0,1,2') throw new Error(`${name} (pid ${pid}) has fds ${fds.join(',')}; expected exactly 0,1,2`);
+      if (!opts.extraFds && fds.join(',') !== '0,1,2') throw new Error(`${name} (pid ${pid}) has fds ${fds.join(',')}; expected exactly 0,1,2`);
     } catch (e) {
       await fx.kill();
       throw e;
@@ -253,6 +334,15 @@ export class Fixture {
     try { return procState(this.pid) !== 'Z'; } catch { return false; }
   }
 
+  /**
+   * It was dumped (and reaped), then restored under the same pid: alive
+   * again, to be reaped again. Call after `stasis restore` succeeded.
+   */
+  restored(): this {
+    this.reaped = undefined;
+    return this;
+  }
+
   /** Reap it (after it exited or was killed). */
   async reap(timeoutMs = 5000): Promise<WaitStatus> {
     if (this.reaped) return this.reaped;
@@ -302,6 +392,18 @@ export function runStasis(args: string[], env: Record<string, string | undefined
 
 export function describeCli(r: CliResult): string {
   return `status ${r.status} signal ${r.signal}\nstdout: ${r.stdout}\nstderr: ${r.stderr}`;
+}
+
+/**
+ * `stasis restore -D dir -d [...args]`: throws (with stasis' output) unless
+ * it exited 0 and named the restored pid. When stasis exits, the restored root
+ * (stasis' child) is re-parented to us: ours to reap.
+ */
+export function restoreDetached(dir: string, args: string[] = [], env: Record<string, string | undefined> = {}): { pid: number; r: CliResult } {
+  const r = runStasis(['restore', '-D', dir, '-d', ...args], env);
+  const m = /^restored pid (\d+)\b/m.exec(r.stderr);
+  if (r.status !== 0 || !m) throw new Error(`restore -D ${dir} -d failed: ${describeCli(r)}`);
+  return { pid: Number(m[1]), r };
 }
 
 // ---------------------------------------------------------------- images

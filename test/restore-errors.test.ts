@@ -1,0 +1,333 @@
+// A checkpoint that cannot be restored is refused with one clear line naming
+// the file, exit 1, before any process exists; a restore that fails (or whose
+// restorer is SIGKILLed) at any phase leaves nothing behind — no task under
+// the dumped pid, no stub — and the same images then restore normally.
+import { test, before, after } from 'node:test';
+import * as assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import {
+  Fixture, initHarness, runStasis, describeCli, tmpDir, restoreDetached, reapZombies, descendantsOf, cmdline,
+  waitGone, loadDumpedMemory, PAGE, type CliResult,
+} from './harness';
+import { readImage, writeImage } from '../src/images/image';
+import { tryKill, abi } from '../src/sys';
+import { VMA } from '../src/resources/memory';
+
+let fx: Fixture;
+let root: string;
+/** A good checkpoint of the memrestore fixture (killed by its dump). */
+let base: string;
+let baseLog: string;
+let n = 0;
+
+before(async () => {
+  initHarness();
+  root = tmpDir('rerrors');
+  base = path.join(root, 'base');
+  fx = await Fixture.start('memrestore');
+  const r = runStasis(['dump', '-t', String(fx.pid), '-D', base]);
+  assert.equal(r.status, 0, describeCli(r));
+  await fx.reap();
+  baseLog = fx.log();
+});
+
+after(async () => {
+  await fx?.kill();
+  fs.rmSync(root, { recursive: true, force: true });
+});
+
+/** A copy of the good checkpoint to spoil. */
+function copyBase(): string {
+  const d = path.join(root, `case${n++}`);
+  fs.cpSync(base, d, { recursive: true });
+  return d;
+}
+
+function escapeRe(s: string): string {
+  return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+}
+
+/**
+ * Nothing of a restore is left: after reaping what was re-parented to us,
+ * no process has the dumped pid, and we have no descendant at all (no stub,
+ * no half-made task) besides `allowed`.
+ */
+async function assertNothingLeft(what: string, allowed: number[] = []): Promise<void> {
+  if (!allowed.includes(fx.pid)) await waitGone([fx.pid], 5000);
+  reapZombies();
+  const left = descendantsOf().filter((p) => !allowed.includes(p));
+  assert.deepEqual(left.map((p) => `${p}: ${cmdline(p)}`), [], `${what}: processes left behind`);
+}
+
+/** Exit 1, nothing on stdout, one line `stasis: FILE: ...` matching `re`, nothing left running. */
+async function assertRefused(r: CliResult, file: string, re: RegExp, what: string): Promise<void> {
+  assert.equal(r.status, 1, `${what}: ${describeCli(r)}`);
+  assert.equal(r.stdout, '');
+  const lines = r.stderr.trimEnd().split('\n');
+  assert.equal(lines.length, 1, `${what}: one line on stderr: ${r.stderr}`);
+  assert.doesNotMatch(r.stderr, /internal error|^\s+at /m, 'no stack trace');
+  assert.match(lines[0], new RegExp(`^stasis: .*${escapeRe(file)}`), `${what}: names ${file}`);
+  assert.match(lines[0], re, what);
+  await assertNothingLeft(what);
+}
+
+/** Restore the good images, check the task, kill and reap it. */
+async function assertRestores(what: string, dir = base, args: string[] = []): Promise<void> {
+  fs.writeFileSync(fx.logPath, baseLog);
+  const { pid } = restoreDetached(dir, args);
+  fx.restored();
+  assert.equal(pid, fx.pid, what);
+  await fx.assertCounting();
+  tryKill(fx.pid, abi.SIG.SIGKILL);
+  await fx.reap();
+  await assertNothingLeft(`${what}: after the kill`);
+}
+
+test('the good checkpoint restores', async () => {
+  await assertRestores('good images');
+});
+
+// ---------------------------------------------------------------- malformed images
+
+test('bad magic', async () => {
+  const d = copyBase();
+  const f = path.join(d, `core-${fx.pid}.img`);
+  const b = fs.readFileSync(f);
+  b[0] ^= 0xff;
+  fs.writeFileSync(f, b);
+  await assertRefused(runStasis(['restore', '-D', d, '-d']), f, /bad magic/, 'bad magic');
+});
+
+test('bad magic of the inventory', async () => {
+  const d = copyBase();
+  const f = path.join(d, 'inventory.img');
+  const b = fs.readFileSync(f);
+  b.writeUInt32LE(0x54564319, 0); // the common magic where the inventory's own belongs
+  fs.writeFileSync(f, b);
+  await assertRefused(runStasis(['restore', '-D', d, '-d']), f, /bad magic/, 'inventory bad magic');
+});
+
+test('truncated entry', async () => {
+  const d = copyBase();
+  const f = path.join(d, `mm-${fx.pid}.img`);
+  const b = fs.readFileSync(f);
+  fs.writeFileSync(f, b.subarray(0, b.length - 7));
+  await assertRefused(runStasis(['restore', '-D', d, '-d']), f, /truncated/, 'truncated entry');
+});
+
+test('truncated entry header', async () => {
+  const d = copyBase();
+  const f = path.join(d, 'pstree.img');
+  fs.writeFileSync(f, Buffer.concat([fs.readFileSync(f), Buffer.from([1, 0])]));
+  await assertRefused(runStasis(['restore', '-D', d, '-d']), f, /truncated/, 'truncated entry header');
+});
+
+test('an entry that is not protobuf', async () => {
+  const d = copyBase();
+  const f = path.join(d, `fs-${fx.pid}.img`);
+  const b = fs.readFileSync(f);
+  b.fill(0xff, 12); // the body of the first entry: garbage
+  fs.writeFileSync(f, b);
+  await assertRefused(runStasis(['restore', '-D', d, '-d']), f, /does not decode|truncated/, 'garbage entry');
+});
+
+test('pagemap entries beyond pages-N.img', async () => {
+  const d = copyBase();
+  const mem = loadDumpedMemory(d, fx.pid);
+  const pages = path.join(d, `pages-${mem.pagesId}.img`);
+  fs.truncateSync(pages, mem.pages.length - 2 * PAGE);
+  await assertRefused(runStasis(['restore', '-D', d, '-d']), path.join(d, `pagemap-${fx.pid}.img`),
+    new RegExp(`pages-${mem.pagesId}\\.img holds only`), 'pages file too short');
+});
+
+test('pagemap entry outside every VMA', async () => {
+  const d = copyBase();
+  const file = `pagemap-${fx.pid}.img`;
+  const pm = readImage(d, file, 'PAGEMAP', ['pagemap_head', 'pagemap_entry']);
+  // One more page at the very end of the address space nobody maps.
+  pm.push({ vaddr: 0x10000n, nr_pages: 1, flags: 4 });
+  writeImage(d, file, 'PAGEMAP', [['pagemap_head', pm[0]], ...pm.slice(1).map((e) => ['pagemap_entry', e] as ['pagemap_entry', typeof e])]);
+  const mem = loadDumpedMemory(base, fx.pid);
+  fs.appendFileSync(path.join(d, `pages-${mem.pagesId}.img`), Buffer.alloc(PAGE, 7));
+  await assertRefused(runStasis(['restore', '-D', d, '-d']), path.join(d, file), /outside every VMA/, 'pagemap outside VMAs');
+});
+
+/** Decode mm-PID.img, change its VMAs, encode it back. */
+function editVmas(d: string, edit: (vmas: { start: bigint; end: bigint; status: number }[]) => void): string {
+  const file = `mm-${fx.pid}.img`;
+  const [mm] = readImage(d, file, 'MM', ['mm_entry']);
+  // Re-encoding the untouched entry gives the same bytes: only our edit differs.
+  const orig = fs.readFileSync(path.join(d, file));
+  writeImage(d, file, 'MM', [['mm_entry', mm]]);
+  assert.ok(fs.readFileSync(path.join(d, file)).equals(orig), 'mm image round-trips byte for byte');
+  edit(mm.vmas);
+  writeImage(d, file, 'MM', [['mm_entry', mm]]);
+  return path.join(d, file);
+}
+
+/** Index of an anonymous private VMA (status VMA_AREA_REGULAR|VMA_ANON_PRIVATE) after another VMA. */
+function anonVma(vmas: { status: number }[]): number {
+  const i = vmas.findIndex((v, k) => k > 0 && v.status === (VMA.AREA_REGULAR | VMA.ANON_PRIVATE));
+  assert.ok(i > 0, 'an anonymous private VMA');
+  return i;
+}
+
+test('overlapping VMAs', async () => {
+  const d = copyBase();
+  const f = editVmas(d, (vmas) => {
+    const i = anonVma(vmas);
+    vmas[i].start = vmas[i - 1].end - BigInt(PAGE);
+  });
+  await assertRefused(runStasis(['restore', '-D', d, '-d']), f, /overlaps/, 'overlapping VMAs');
+});
+
+test('unaligned VMA', async () => {
+  const d = copyBase();
+  const f = editVmas(d, (vmas) => {
+    const i = anonVma(vmas);
+    vmas[i].end += 0x80n;
+  });
+  await assertRefused(runStasis(['restore', '-D', d, '-d']), f, /not page-aligned/, 'unaligned VMA');
+});
+
+test('unknown file type in files.img', async () => {
+  const d = copyBase();
+  const f = path.join(d, 'files.img');
+  const b = fs.readFileSync(f);
+  // First entry: u32 length at 8, then field 1 (type, varint): 08 xx.
+  assert.equal(b[12], 0x08, 'files.img entry starts with its type field');
+  b[13] = 99;
+  fs.writeFileSync(f, b);
+  await assertRefused(runStasis(['restore', '-D', d, '-d']), f, /unsupported file type 99/, 'unknown file type');
+});
+
+test('an fd whose type in fdinfo is not its file\'s', async () => {
+  const d = copyBase();
+  const [ids] = readImage(d, `ids-${fx.pid}.img`, 'IDS', ['task_kobj_ids_entry']);
+  const file = `fdinfo-${ids.files_id}.img`;
+  const fds = readImage(d, file, 'FDINFO', ['fdinfo_entry']);
+  assert.ok(fds.length >= 3);
+  fds[1].type = 6; // EVENTFD
+  writeImage(d, file, 'FDINFO', fds.map((e) => ['fdinfo_entry', e] as ['fdinfo_entry', typeof e]));
+  await assertRefused(runStasis(['restore', '-D', d, '-d']), path.join(d, file), /fd 1: type EVENTFD/, 'fdinfo type');
+});
+
+test('missing inventory.img', async () => {
+  const d = copyBase();
+  fs.rmSync(path.join(d, 'inventory.img'));
+  await assertRefused(runStasis(['restore', '-D', d, '-d']), path.join(d, 'inventory.img'), /missing/, 'no inventory');
+});
+
+test('missing core image', async () => {
+  const d = copyBase();
+  const f = path.join(d, `core-${fx.pid}.img`);
+  fs.rmSync(f);
+  await assertRefused(runStasis(['restore', '-D', d, '-d']), f, /cannot read/, 'no core image');
+});
+
+test('a mapped file that changed size is refused; --skip-file-check restores anyway', async () => {
+  const priv = path.join(fx.dir, 'privfile');
+  const size = fs.statSync(priv).size;
+  // One more page past the mapped range: the mapping itself is unaffected,
+  // so restoring over the check is safe for this fixture.
+  fs.appendFileSync(priv, Buffer.alloc(PAGE, 1));
+  try {
+    const r = runStasis(['restore', '-D', base, '-d']);
+    await assertRefused(r, priv, new RegExp(`changed size since the dump \\(${size} → ${size + PAGE} bytes\\)`), 'changed size');
+    assert.match(r.stderr, new RegExp(`^stasis: ${escapeRe(path.join(base, `mm-${fx.pid}.img`))}: VMA `), 'names the image and the VMA');
+
+    fs.writeFileSync(fx.logPath, baseLog);
+    const { pid } = restoreDetached(base, ['--skip-file-check']);
+    fx.restored();
+    assert.equal(pid, fx.pid);
+    const { status, log } = await fx.terminate();
+    assert.match(log.slice(baseLog.length), /^PASS$/m, log);
+    assert.equal(status.kind, 'exited');
+  } finally {
+    fs.truncateSync(priv, size);
+    fs.writeFileSync(fx.logPath, baseLog);
+  }
+  await assertNothingLeft('after --skip-file-check');
+});
+
+test('a mapped file that vanished is refused', async () => {
+  const priv = path.join(fx.dir, 'privfile');
+  fs.renameSync(priv, `${priv}.away`);
+  try {
+    await assertRefused(runStasis(['restore', '-D', base, '-d']), priv, /no longer exists/, 'vanished file');
+    // --skip-file-check does not make a missing file appear.
+    await assertRefused(runStasis(['restore', '-D', base, '-d', '--skip-file-check']), priv, /no longer exists/, 'vanished file, skip check');
+  } finally {
+    fs.renameSync(`${priv}.away`, priv);
+  }
+});
+
+test('an images dir that does not exist', async () => {
+  const d = path.join(root, 'nowhere');
+  await assertRefused(runStasis(['restore', '-D', d, '-d']), d, /no such directory/, 'no dir');
+});
+
+test('the pid is in use: restore while the original still runs (dump -R)', async () => {
+  // (memrestore writes nothing to its log until SIGTERM: its files are as dumped.)
+  const live = await Fixture.start('memrestore');
+  try {
+    const d = path.join(root, 'live');
+    const r = runStasis(['dump', '-t', String(live.pid), '-D', d, '-R']);
+    assert.equal(r.status, 0, describeCli(r));
+    const rr = runStasis(['restore', '-D', d, '-d']);
+    assert.equal(rr.status, 1, describeCli(rr));
+    assert.match(rr.stderr.trim(), new RegExp(`^stasis: pid ${live.pid} is already in use`));
+    assert.equal(rr.stderr.trim().split('\n').length, 1);
+    reapZombies();
+    assert.deepEqual(descendantsOf().map((p) => `${p}: ${cmdline(p)}`), [`${live.pid}: ${cmdline(live.pid)}`], 'only the original is there');
+    await live.assertCounting();
+    const { log } = await live.terminate();
+    assert.match(log, /^PASS$/m, log);
+  } finally {
+    await live.kill();
+  }
+});
+
+// ---------------------------------------------------------------- failure injection
+
+const PHASES = [
+  'stub', 'clone', 'tree', 'address-space', 'pages', 'protections', 'mm', 'fs', 'files', 'files-cleanup', 'task-attrs',
+  'rlimits', 'sigactions', 'thread-state', 'threads', 'itimers', 'pending-signals', 'registers', 'detach',
+];
+
+for (const phase of PHASES) {
+  test(`STASIS_FAIL_AT=${phase}: exit 1 naming the phase, nothing left`, async () => {
+    const r = runStasis(['restore', '-D', base, '-d'], { STASIS_FAIL_AT: phase });
+    assert.equal(r.status, 1, describeCli(r));
+    const lines = r.stderr.trimEnd().split('\n');
+    assert.equal(lines.length, 1, `one line: ${r.stderr}`);
+    assert.match(lines[0], new RegExp(`^stasis: .*\\b${phase}\\b`));
+    await assertNothingLeft(phase);
+  });
+
+  test(`STASIS_FAIL_AT=${phase}:kill: restorer SIGKILLed, nothing left, the images still restore`, {
+    todo: phase === 'stub' ? 'src/restore/stub.ts: the stub (/bin/sleep 1000000) is only seized (PTRACE_O_EXITKILL) in prepareStub: a restorer killed before that leaves it running' : undefined,
+  }, async () => {
+    const r = runStasis(['restore', '-D', base, '-d'], { STASIS_FAIL_AT: `${phase}:kill` });
+    assert.equal(r.signal, 'SIGKILL', describeCli(r));
+    try {
+      await assertNothingLeft(`${phase}:kill`);
+    } finally {
+      // Whatever the outcome, nothing may stay for the next test.
+      for (const p of descendantsOf()) tryKill(p, abi.SIG.SIGKILL);
+      await waitGone(descendantsOf(), 5000);
+    }
+    await assertRestores(`after ${phase}:kill`);
+  });
+}
+
+test('after every failure the images restore and the task passes its self-check', async () => {
+  fs.writeFileSync(fx.logPath, baseLog);
+  const { pid } = restoreDetached(base);
+  fx.restored();
+  assert.equal(pid, fx.pid);
+  const { status, log } = await fx.terminate();
+  assert.match(log.slice(baseLog.length), /^PASS$/m, log);
+  assert.deepEqual(status, { kind: 'exited', pid: fx.pid, code: 0 });
+});
