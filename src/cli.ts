@@ -16,11 +16,13 @@ usage:
       -R, --leave-running            let the process go on (default: kill it after a successful dump)
       --tcp-established              take established TCP connections too (TCP_REPAIR)
       --ghost-limit BYTES            largest deleted-but-open file to put in the images (default 1 MiB)
+      -j, --shell-job                the process runs on the shell's terminal (restore with -j too)
   stasis restore -D DIR [-d]         bring a dumped process back (same PID)
       -D, --images-dir DIR           the checkpoint
       -d, --restore-detached         leave it running and exit 0 (default: wait for it
                                      as its parent and exit with its status)
       --skip-file-check              restore even if a file changed size since the dump
+      -j, --shell-job                give terminal fds stasis's own terminal
   stasis demo                        checkpoint a sample program, kill it, restore it
   stasis show DIR [--json]           summarise a checkpoint
   stasis check [--json]              which needed kernel features are present
@@ -48,6 +50,7 @@ async function run(argv: string[]): Promise<number> {
           'leave-running': { type: 'boolean', short: 'R', default: false },
           'tcp-established': { type: 'boolean', default: false },
           'ghost-limit': { type: 'string' },
+          'shell-job': { type: 'boolean', short: 'j', default: false },
         },
       });
       if (!values.tree) usage('dump needs -t PID');
@@ -57,7 +60,7 @@ async function run(argv: string[]): Promise<number> {
       const pid = Number(values.tree);
       if (!Number.isInteger(pid) || pid <= 0) usage(`invalid pid '${values.tree}'`);
       const r = dump(pid, {
-        dir: values['images-dir'], leaveRunning: values['leave-running'] ?? false, tcpEstablished: values['tcp-established'], ghostLimit,
+        dir: values['images-dir'], leaveRunning: values['leave-running'] ?? false, tcpEstablished: values['tcp-established'], ghostLimit, shellJob: values['shell-job'],
         failAt: process.env.STASIS_FAIL_AT || undefined,
       });
       console.error(`dumped pid ${r.pid} (${r.processes} process${r.processes > 1 ? 'es' : ''}, ${r.threads} thread${r.threads > 1 ? 's' : ''}): ${r.pages} pages (${(r.bytes / 1048576).toFixed(1)} MiB) in ${r.ms.toFixed(1)} ms, frozen ${r.frozenMs.toFixed(1)} ms; ${values['leave-running'] ? 'left running' : 'killed'}`);
@@ -70,6 +73,7 @@ async function run(argv: string[]): Promise<number> {
           'images-dir': { type: 'string', short: 'D' },
           'restore-detached': { type: 'boolean', short: 'd', default: false },
           'skip-file-check': { type: 'boolean', default: false },
+          'shell-job': { type: 'boolean', short: 'j', default: false },
           // Accepted for criu compatibility: connections in the images are always restored.
           'tcp-established': { type: 'boolean', default: false },
         },
@@ -77,7 +81,7 @@ async function run(argv: string[]): Promise<number> {
       if (!values['images-dir']) usage('restore needs -D DIR');
       const r = restore({
         dir: values['images-dir'], detach: values['restore-detached'] ?? false,
-        skipFileCheck: values['skip-file-check'], failAt: process.env.STASIS_FAIL_AT || undefined,
+        skipFileCheck: values['skip-file-check'], shellJob: values['shell-job'], failAt: process.env.STASIS_FAIL_AT || undefined,
       });
       for (const w of r.warnings) console.error(`stasis: warning: ${w}`);
       console.error(`restored pid ${r.pid}${r.processes > 1 ? ` and ${r.processes - 1} descendant(s)` : ""} in ${r.ms.toFixed(1)} ms`);

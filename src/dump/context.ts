@@ -8,6 +8,8 @@ import { unixSockets, inetSockets, type UnixDiag, type InetDiag } from '../proc/
 export interface DumpOptions {
   dir: string;
   leaveRunning: boolean;
+  /** A shell job: its terminal fds are the shell's (criu -j). */
+  shellJob?: boolean;
   /** Largest deleted file whose contents go into the image (bytes). */
   ghostLimit?: number;
   /** Take established TCP connections (TCP_REPAIR). */

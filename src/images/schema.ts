@@ -124,8 +124,10 @@ const messages: Record<string, Fields> = {
     isk: 'optional inet_sk_entry 4', efd: 'optional eventfd_file_entry 8', epfd: 'optional eventpoll_file_entry 9',
     sgfd: 'optional signalfd_entry 10', tfd: 'optional timerfd_entry 12', ify: 'optional inotify_file_entry 13',
     usk: 'optional unix_sk_entry 16',
-    fifo: 'optional fifo_entry 17', pipe: 'optional pipe_entry 18', memfd: 'optional memfd_file_entry 20',
+    fifo: 'optional fifo_entry 17', pipe: 'optional pipe_entry 18', tty: 'optional tty_file_entry 19',
+    memfd: 'optional memfd_file_entry 20',
   },
+  tty_file_entry: { id: 'required uint32 1', tty_info_id: 'required uint32 2', flags: 'required uint32 3', fown: 'required fown_entry 4', regf_id: 'optional uint32 6' },
   fh_entry: { bytes: 'required uint32 1', type: 'required uint32 2', handle: 'repeated uint64 3', path: 'optional string 4', mnt_id: 'optional uint32 5' },
   inotify_wd_entry: {
     id: 'required uint32 1', i_ino: 'required uint64 2', mask: 'required uint32 3', ignored_mask: 'required uint32 4',

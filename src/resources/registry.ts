@@ -12,10 +12,12 @@ import { unixSocketKind } from './sockets-unix';
 import { memfdKind } from './memfd';
 import { fifoKind } from './fifo';
 import { inotifyKind } from './inotify';
+import { ttyKind } from './tty';
 
 export const FILE_KINDS: FileKind[] = [
   // memfd before regular files: a memfd is a regular (shmem) file too.
-  memfdKind, regFileKind, pipeKind, fifoKind, eventfdKind, eventpollKind, signalfdKind, timerfdKind, inotifyKind, inetSocketKind, unixSocketKind,
+  // Terminals before regular files (some character devices are re-opened by path).
+  ttyKind, memfdKind, regFileKind, pipeKind, fifoKind, eventfdKind, eventpollKind, signalfdKind, timerfdKind, inotifyKind, inetSocketKind, unixSocketKind,
 ];
 
 export function kindOfType(type: number): FileKind | undefined {

@@ -6,6 +6,8 @@ export interface RestoreOptions {
   dir: string;
   detach: boolean;
   skipFileCheck?: boolean;
+  /** A shell job: terminal fds get stasis's own terminal (criu -j). */
+  shellJob?: boolean;
   /** Failure injection for tests (STASIS_FAIL_AT=phase or phase:kill). */
   failAt?: string;
 }

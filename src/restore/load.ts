@@ -53,6 +53,8 @@ function bad(file: string, msg: string): StasisError {
 export interface LoadOptions {
   /** Do not refuse files whose size changed since the dump. */
   skipFileCheck?: boolean;
+  /** Terminal fds are allowed (they get stasis's terminal). */
+  shellJob?: boolean;
 }
 
 export function loadCheckpoint(dir: string, opts: LoadOptions = {}): Checkpoint {
@@ -69,6 +71,7 @@ export function loadCheckpoint(dir: string, opts: LoadOptions = {}): Checkpoint 
     if (files.has(f.id)) throw bad(p('files.img'), `duplicate file id ${f.id}`);
     const kind = kindOfType(f.type);
     if (!kind || !f[kind.field]) throw bad(p('files.img'), `file id ${f.id}: unsupported file type ${FD_TYPE_NAMES[f.type] ?? f.type}`);
+    if (f.type === FD_TYPES.TTY && !opts.shellJob) throw new StasisError(ErrorCodes.USAGE, `${dir} holds a shell job on a terminal (${f.tty.regf_id ? 'file ' + f.tty.regf_id : 'tty'}): restore with -j/--shell-job`);
     files.set(f.id, f);
   }
   // Deleted files: their entries name a ghost image holding the contents.

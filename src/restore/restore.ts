@@ -174,7 +174,7 @@ function killAll(ctx: RestoreCtx, extra: number[]): void {
 
 export function restore(opts: RestoreOptions): RestoreResult {
   const t0 = process.hrtime.bigint();
-  const ckpt: Checkpoint = loadCheckpoint(opts.dir, { skipFileCheck: opts.skipFileCheck });
+  const ckpt: Checkpoint = loadCheckpoint(opts.dir, { skipFileCheck: opts.skipFileCheck, shellJob: opts.shellJob });
   for (const proc of ckpt.processes) {
     for (const th of proc.threads) {
       if (fs.existsSync(`/proc/${th.tid}`)) throw new StasisError(ErrorCodes.PID_TAKEN, `pid ${th.tid} is already in use; cannot restore ${th.tid === proc.pid ? `process ${proc.pid}` : `thread ${th.tid} of ${proc.pid}`}`);
