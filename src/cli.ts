@@ -17,6 +17,8 @@ usage:
       --tcp-established              take established TCP connections too (TCP_REPAIR)
       --ghost-limit BYTES            largest deleted-but-open file to put in the images (default 1 MiB)
       -j, --shell-job                the process runs on the shell's terminal (restore with -j too)
+      --ext-unix-sk                  unix datagram sockets connected outside the tree: connect to the
+                                     peer's name again on restore
   stasis restore -D DIR [-d]         bring a dumped process back (same PID)
       -D, --images-dir DIR           the checkpoint
       -d, --restore-detached         leave it running and exit 0 (default: wait for it
@@ -51,6 +53,7 @@ async function run(argv: string[]): Promise<number> {
           'tcp-established': { type: 'boolean', default: false },
           'ghost-limit': { type: 'string' },
           'shell-job': { type: 'boolean', short: 'j', default: false },
+          'ext-unix-sk': { type: 'boolean', default: false },
         },
       });
       if (!values.tree) usage('dump needs -t PID');
@@ -60,7 +63,7 @@ async function run(argv: string[]): Promise<number> {
       const pid = Number(values.tree);
       if (!Number.isInteger(pid) || pid <= 0) usage(`invalid pid '${values.tree}'`);
       const r = dump(pid, {
-        dir: values['images-dir'], leaveRunning: values['leave-running'] ?? false, tcpEstablished: values['tcp-established'], ghostLimit, shellJob: values['shell-job'],
+        dir: values['images-dir'], leaveRunning: values['leave-running'] ?? false, tcpEstablished: values['tcp-established'], ghostLimit, shellJob: values['shell-job'], extUnixSk: values['ext-unix-sk'],
         failAt: process.env.STASIS_FAIL_AT || undefined,
       });
       console.error(`dumped pid ${r.pid} (${r.processes} process${r.processes > 1 ? 'es' : ''}, ${r.threads} thread${r.threads > 1 ? 's' : ''}): ${r.pages} pages (${(r.bytes / 1048576).toFixed(1)} MiB) in ${r.ms.toFixed(1)} ms, frozen ${r.frozenMs.toFixed(1)} ms; ${values['leave-running'] ? 'left running' : 'killed'}`);

@@ -8,6 +8,8 @@ import { unixSockets, inetSockets, type UnixDiag, type InetDiag } from '../proc/
 export interface DumpOptions {
   dir: string;
   leaveRunning: boolean;
+  /** Unix datagram sockets connected outside the tree are re-connected by name (criu --ext-unix-sk). */
+  extUnixSk?: boolean;
   /** A shell job: its terminal fds are the shell's (criu -j). */
   shellJob?: boolean;
   /** Largest deleted file whose contents go into the image (bytes). */
@@ -77,7 +79,7 @@ export class DumpCtx {
     return m;
   }
   /** Unix sockets dumped, by inode, with their peer inode: peers must be in the tree too. */
-  readonly unixSocks = new Map<number, { pid: number; fd: number; peer: number }>();
+  readonly unixSocks = new Map<number, { pid: number; fd: number; peer: number; type: number }>();
   /** Deleted files open by the tree: their contents go into ghost-file-N.img. */
   readonly ghosts: { origId: number; remapId: number; entry: Entry; data: Buffer }[] = [];
   /** memfd inodes dumped (memfd.img). */

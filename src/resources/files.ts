@@ -12,6 +12,9 @@ import { FILE_KINDS, kindOfType } from './registry';
 import { fetchFd } from './fdutil';
 import { writeGhosts } from './regfile';
 import { writeMemfdImage } from './memfd';
+import { externPeerEntry } from './sockets-unix';
+
+const SOCK_STREAM = 1;
 
 const { O, KCMP, F } = abi;
 
@@ -47,6 +50,7 @@ export function dumpFiles(ctx: DumpCtx, pd: ProcessDump): void {
 }
 
 export function writeFilesImage(ctx: DumpCtx): void {
+  checkUnixPeers(ctx);
   writeGhosts(ctx);
   writeMemfdImage(ctx);
   writeImage(ctx.opts.dir, 'files.img', 'FILES', ctx.files.map((e) => ['file_entry', e]));
@@ -58,11 +62,25 @@ export function writeFilesImage(ctx: DumpCtx): void {
   }
   writeImage(ctx.opts.dir, 'sk-queues.img', 'SK_QUEUES', ctx.skQueues.map((q) =>
     ['sk_packet_entry', { id_for: q.id, length: q.data.length, addr: q.addr }, q.data]));
-  // A unix socket whose peer is outside the tree cannot be re-connected.
+}
+
+/**
+ * A unix socket whose peer is outside the tree cannot be re-connected to that
+ * very socket. With --ext-unix-sk a datagram socket connected to a named peer
+ * (syslog's /dev/log, say) is connected to that name again: the peer goes into
+ * files.img as an external entry (uflags USK_EXTERN), referenced by no fd.
+ */
+function checkUnixPeers(ctx: DumpCtx): void {
   for (const [ino, u] of ctx.unixSocks) {
-    if (u.peer && !ctx.unixSocks.has(u.peer)) {
-      throw new StasisError(ErrorCodes.UNSUPPORTED, `fd ${u.fd} of pid ${u.pid}: unix socket ${ino} is connected to socket ${u.peer} outside the dumped tree; not supported`);
+    if (!u.peer || ctx.unixSocks.has(u.peer)) continue;
+    const peer = ctx.unixDiag().get(u.peer);
+    if (ctx.opts.extUnixSk && u.type !== SOCK_STREAM && peer?.name.length) {
+      ctx.fileId(`unix-extern:${u.peer}`, (id) => externPeerEntry(id, u.peer, peer.type, peer.name));
+      continue;
     }
+    const how = u.type === SOCK_STREAM ? 'a stream connection cannot be re-established to it'
+      : peer?.name.length ? 'dump with --ext-unix-sk to connect to its name again' : 'it has no name to connect to again';
+    throw new StasisError(ErrorCodes.UNSUPPORTED, `fd ${u.fd} of pid ${u.pid}: unix socket ${ino} is connected to socket ${u.peer} outside the dumped tree; ${how}`);
   }
 }
 

@@ -12,11 +12,20 @@ import { peekQueue, sendAll } from './sockqueue';
 import { park, fetchFd } from './fdutil';
 import { grabSocket as grab } from './sockopts';
 import type { RestoreCtx, TaskRestore } from '../restore/context';
-import type { Decoded } from '../images/image';
+import type { Decoded, Entry } from '../images/image';
 
 const AF_UNIX = 1;
 const SOCK_STREAM = 1, SOCK_NONBLOCK = 0o4000;
 const STATE = { ESTABLISHED: 1, CLOSE: 7, LISTEN: 10 } as const;
+/** uflags: a peer outside the checkpoint (criu's USK_EXTERN). */
+export const USK_EXTERN = 1;
+
+const NO_OPTS = { so_sndbuf: 0, so_rcvbuf: 0, so_snd_tmo_sec: 0n, so_snd_tmo_usec: 0n, so_rcv_tmo_sec: 0n, so_rcv_tmo_usec: 0n };
+
+/** files.img entry for a peer outside the tree, by its name. */
+export function externPeerEntry(id: number, ino: number, type: number, name: Buffer): Entry {
+  return { type: FD_TYPES.UNIXSK, id, usk: { id, ino, type, state: STATE.CLOSE, flags: 2, uflags: USK_EXTERN, backlog: 0, peer: 0, fown: NO_FOWN, opts: NO_OPTS, name } };
+}
 
 function isUnix(pid: number, fd: number): boolean {
   const s = grabSocket(pid, fd);
@@ -49,7 +58,7 @@ export const unixSocketKind: FileKind = {
       const listening = getInt(s, SOL_SOCKET, SO.ACCEPTCONN) !== 0;
       const state = listening ? STATE.LISTEN : u.peer ? STATE.ESTABLISHED : STATE.CLOSE;
       if (!listening) for (const q of peekQueue(s, type === SOCK_STREAM)) ctx.skQueues.push({ id, data: q.data });
-      ctx.unixSocks.set(d.st.ino, { pid: d.pid, fd: d.fd, peer: u.peer });
+      ctx.unixSocks.set(d.st.ino, { pid: d.pid, fd: d.fd, peer: u.peer, type });
       return {
         id, ino: d.st.ino, type, state, flags: d.flags, uflags: 0, backlog: listening ? u.wq : 0, peer: u.peer,
         fown: NO_FOWN, opts: dumpSockOpts(s), name: u.name, shutdown: u.shutdown,
@@ -62,7 +71,13 @@ export const unixSocketKind: FileKind = {
     const t = tr.task;
     const nb = e.flags & 0o4000 ? SOCK_NONBLOCK : 0;
     let fd: number;
-    if (e.peer) {
+    const extern = e.peer ? [...ctx.ckpt.files.values()].find((x) => x.usk?.ino === e.peer && x.usk.uflags & USK_EXTERN)?.usk : undefined;
+    if (extern) {
+      fd = Number(t.call('socket', AF_UNIX, e.type | nb, 0));
+      restoreSockOpts(t, fd, e.opts);
+      const a = sockaddrUn(Buffer.from(extern.name));
+      t.call('connect', fd, t.put(a, 3584), a.length);
+    } else if (e.peer) {
       fd = pairEnd(ctx, tr, e);
       if (nb) t.call('fcntl', fd, 4 /* F_SETFL */, 0o4000);
     } else {

@@ -146,6 +146,7 @@ export function loadCheckpoint(dir: string, opts: LoadOptions = {}): Checkpoint 
   for (const u of unixByIno.values()) {
     if (!u.peer) continue;
     const peer = unixByIno.get(u.peer);
+    if (peer && peer.uflags & 1 /* USK_EXTERN */) continue;
     if (!peer || peer.peer !== u.ino) throw bad(p('files.img'), `unix socket ${u.ino} is connected to ${u.peer}, which is not its pair in this checkpoint; not supported`);
   }
   const memfds = loadMemfds(dir);
