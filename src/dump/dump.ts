@@ -10,6 +10,7 @@ import { StasisError, ErrorCodes } from '../errors';
 import { readStat, readStatus } from '../proc/proc';
 import { withParasite } from '../compel/parasite';
 import { ensureImageDir, writeImage } from '../images/image';
+import { warmUp } from '../images/schema';
 import { DumpCtx, type DumpOptions, type ProcessDump, type ThreadFacts } from './context';
 import { dumpSigactions, dumpAltStack } from '../resources/signals';
 import { dumpItimers, dumpPosixTimers } from '../resources/timers';
@@ -78,6 +79,7 @@ export function dump(pid: number, opts: DumpOptions): DumpResult {
   // Refuse what cannot be dumped before touching the images directory.
   checkDumpable(pid);
   ensureImageDir(opts.dir);
+  warmUp();
   // A half-written directory must never look like a complete dump: the
   // inventory goes last, and an old one goes first.
   fs.rmSync(path.join(opts.dir, 'inventory.img'), { force: true });

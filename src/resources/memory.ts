@@ -87,6 +87,13 @@ function wanted(policy: PagePolicy, pm: bigint): boolean {
 const CHUNK_PAGES = 4096; // 16 MiB of data, 32 KiB of pagemap per chunk
 const ZERO_PAGE = Buffer.alloc(PAGE_SIZE);
 
+// Reused across processes and dumps: a 16 MiB buffer per call costs a
+// zero-fill and garbage collection while the task is frozen.
+let chunkBufs: { pmBuf: Buffer; data: Buffer } | undefined;
+function chunkBuffers(): { pmBuf: Buffer; data: Buffer } {
+  return (chunkBufs ??= { pmBuf: Buffer.allocUnsafe(CHUNK_PAGES * 8), data: Buffer.allocUnsafe(CHUNK_PAGES * PAGE_SIZE) });
+}
+
 function isZeroPage(buf: Buffer, off: number): boolean {
   // Most non-zero pages differ in their first word: check it before memcmp.
   if (buf.readBigUInt64LE(off) !== 0n) return false;
@@ -106,8 +113,7 @@ export function dumpMemory(ctx: DumpCtx, pd: ProcessDump): void {
   const pmFd = fs.openSync(`/proc/${pid}/pagemap`, 'r');
   const memFd = fs.openSync(`/proc/${pid}/mem`, 'r');
   const outFd = fs.openSync(path.join(dir, pagesFile), 'w', IMAGE_MODE);
-  const pmBuf = Buffer.alloc(CHUNK_PAGES * 8);
-  const data = Buffer.alloc(CHUNK_PAGES * PAGE_SIZE);
+  const { pmBuf, data } = chunkBuffers();
   try {
     fs.fchmodSync(outFd, IMAGE_MODE);
     for (const cv of vmas) {
@@ -225,7 +231,7 @@ export function restorePages(ctx: RestoreCtx, tr: TaskRestore): void {
   if (tr.img.pagemap.length === 0) return;
   const inFd = fs.openSync(pagesPath, 'r');
   const memFd = fs.openSync(`/proc/${pid}/mem`, 'r+');
-  const buf = Buffer.alloc(CHUNK_PAGES * PAGE_SIZE);
+  const buf = chunkBuffers().data;
   let fileOff = 0;
   try {
     for (const e of tr.img.pagemap) {
