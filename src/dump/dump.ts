@@ -96,6 +96,11 @@ export function dump(pid: number, opts: DumpOptions): DumpResult {
       threads: new Map(), pagesId: ctx.allocPagesId(), taskCore: {}, mm: {},
     }));
     checkNotShared(pds);
+    for (const pd of pds) {
+      // Restoring without the filter would silently drop a security boundary.
+      const mode = Number(pd.status.get('Seccomp') ?? 0);
+      if (mode !== 0) throw new StasisError(ErrorCodes.UNSUPPORTED, `pid ${pd.pid} runs under seccomp (${mode === 1 ? 'strict' : 'filter'} mode); seccomp is not supported yet`);
+    }
     ctx.step('proc');
     for (const pd of pds) parasiteSession(pd);
     ctx.step('parasite');

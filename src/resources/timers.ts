@@ -83,7 +83,13 @@ export function restoreItimers(_ctx: RestoreCtx, tr: TaskRestore): void {
     const b = Buffer.alloc(ITIMERVAL_SIZE);
     b.writeBigUInt64LE(BigInt(e.isec), 0); b.writeBigUInt64LE(BigInt(e.iusec), 8);
     b.writeBigUInt64LE(BigInt(e.vsec), 16); b.writeBigUInt64LE(BigInt(e.vusec), 24);
-    if (BigInt(e.vsec) === 0n && BigInt(e.vusec) === 0n) return; // disarmed
+    if (BigInt(e.vsec) === 0n && BigInt(e.vusec) === 0n) {
+      if (BigInt(e.isec) === 0n && BigInt(e.iusec) === 0n) return; // disarmed
+      // Expired with its signal still pending: the kernel re-arms ITIMER_REAL
+      // only when SIGALRM is dequeued, so it reads 0. Arm it with its interval.
+      b.writeBigUInt64LE(BigInt(e.isec), 16);
+      b.writeBigUInt64LE(BigInt(e.iusec), 24);
+    }
     tr.task.call('setitimer', which, tr.task.put(b, 512), 0);
   };
   set(ITIMER.REAL, timers.real);
