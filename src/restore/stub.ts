@@ -23,10 +23,18 @@ const TRAMP_LEN = BigInt(TRAMPOLINE_PAGES * PAGE_SIZE);
  */
 export function startStub(): number {
   setChildSubreaper(true);
-  const r = spawnSync('/bin/sh', ['-c', 'exec </dev/null 2>/dev/null; /bin/sleep 1000000 >/dev/null & echo $!'], { encoding: 'utf8' });
+  // It is needed only until the task is cloned; the sleep bounds its life should anything go wrong.
+  const r = spawnSync('/bin/sh', ['-c', 'exec </dev/null 2>/dev/null; /bin/sleep 3600 >/dev/null & echo $!'], { encoding: 'utf8' });
   const pid = Number((r.stdout ?? '').trim());
   if (r.status !== 0 || !Number.isInteger(pid) || pid <= 0) {
     throw new StasisError(ErrorCodes.RESTORE_FAILED, `could not start the restore stub: ${r.error?.message ?? r.stderr}`);
+  }
+  // Seized at once with EXITKILL: if stasis dies from here on, the stub dies too.
+  try {
+    seizeStopped(pid, PTRACE_O.TRACECLONE | PTRACE_O.TRACEFORK | PTRACE_O.EXITKILL);
+  } catch (e) {
+    killAndReap(pid);
+    throw e;
   }
   return pid;
 }
@@ -78,7 +86,6 @@ interface SpecialVma { name: string; start: bigint; end: bigint }
  * addresses. Returns the trampoline address.
  */
 export function prepareStub(stub: number, allDumpedVmas: Decoded[], rootVmas: Decoded[]): bigint {
-  seizeStopped(stub, PTRACE_O.TRACECLONE | PTRACE_O.TRACEFORK | PTRACE_O.EXITKILL);
   const stubMaps = readMaps(stub);
   const dumped = allDumpedVmas.map((v) => ({ start: v.start as bigint, end: v.end as bigint }));
   const tramp = findGap(dumped, TRAMP_LEN, stubMaps);
