@@ -37,15 +37,18 @@ async function start(): Promise<Fixture> {
   return fx;
 }
 
-interface SigStatus { SigQ: number; SigPnd: bigint; ShdPnd: bigint; SigBlk: bigint; SigIgn: bigint; SigCgt: bigint }
+interface SigStatus { SigPnd: bigint; ShdPnd: bigint; SigBlk: bigint; SigIgn: bigint; SigCgt: bigint }
 
-/** The signal lines of /proc/PID/status, taken when no SIGALRM is in flight. */
+/**
+ * The signal lines of /proc/PID/status, taken when no SIGALRM is in flight.
+ * (Not SigQ: that counts the signals queued for the whole user.)
+ */
 async function sigStatus(pid: number): Promise<SigStatus> {
   return waitFor(`signal status of ${pid} without a SIGALRM pending`, () => {
     const st = procStatus(pid);
     const mask = (k: string) => BigInt('0x' + st.get(k));
     const s: SigStatus = {
-      SigQ: Number(st.get('SigQ')!.split('/')[0]), SigPnd: mask('SigPnd'), ShdPnd: mask('ShdPnd'),
+      SigPnd: mask('SigPnd'), ShdPnd: mask('ShdPnd'),
       SigBlk: mask('SigBlk'), SigIgn: mask('SigIgn'), SigCgt: mask('SigCgt'),
     };
     return (s.ShdPnd & SIGALRM_BIT) === 0n && (s.SigPnd & SIGALRM_BIT) === 0n ? s : undefined;
@@ -103,11 +106,10 @@ test('dump → restore: dispositions, mask, pending signals with their values an
     // The fixture's state is what it claims (so the comparison below means something).
     assert.equal(st0.ShdPnd, bit(abi.SIG.SIGUSR2) | bit(SIGRTMIN), 'process-wide pending: SIGUSR2, SIGRTMIN');
     assert.equal(st0.SigPnd, bit(SIGRTMIN + 1), 'thread pending: SIGRTMIN+1');
-    assert.equal(st0.SigQ, 4, 'four queued signals (SIGRTMIN twice)');
     assert.equal(st0.SigBlk, bit(abi.SIG.SIGUSR2) | bit(SIGRTMIN) | bit(SIGRTMIN + 1));
     assert.ok(st0.SigIgn & bit(abi.SIG.SIGHUP), 'SIGHUP ignored');
   });
-  assert.deepEqual(await sigStatus(fx.pid), st0, '/proc/PID/status: pending (per thread and shared), queued, blocked, ignored, caught');
+  assert.deepEqual(await sigStatus(fx.pid), st0, '/proc/PID/status: pending (per thread and shared), blocked, ignored, caught');
   await usr1From(fx, 2, 'after the restore');
   assert.deepEqual(await sigStatus(fx.pid), st0, 'SIGUSR1 delivery left the pending signals alone');
 
@@ -118,9 +120,10 @@ test('dump → restore: dispositions, mask, pending signals with their values an
   assert.deepEqual(status, { kind: 'exited', pid: fx.pid, code: 0 });
 });
 
-test('dump → restore: the periodic ITIMER_REAL keeps ticking', {
-  todo: 'src/resources/timers.ts restoreItimers: an itimer whose SIGALRM is pending at the dump reads it_value 0 (the kernel re-arms on dequeue) and is left disarmed; CRIU arms it with its interval then',
-}, async () => {
+// The process is frozen for longer than a tick: at the dump its SIGALRM is
+// pending and the timer reads 0 left (the kernel re-arms it on dequeue); it
+// must be armed again with its interval.
+test('dump → restore: the periodic ITIMER_REAL keeps ticking', async () => {
   const fx = await dumpRestore('itimer');
   try {
     await fx.assertCounting(); // SIGALRMs keep coming
