@@ -67,9 +67,10 @@ export function collectShow(dir: string): ShowData {
     const fdinfo = readImage(dir, `fdinfo-${ids.files_id}.img`, 'FDINFO', ['fdinfo_entry']);
     const fds = fdinfo.map((f) => {
       const file = fileById.get(f.id);
+      const member = file ? Object.values(file).find((v) => v && typeof v === 'object' && 'id' in v) as Decoded | undefined : undefined;
       return {
-        fd: f.fd as number, type: FD_TYPE_NAMES[f.type] ?? String(f.type), path: file?.reg?.name,
-        flags: file?.reg?.flags ?? 0, pos: file?.reg ? String(file.reg.pos) : undefined, cloexec: (f.flags & 1) !== 0,
+        fd: f.fd as number, type: FD_TYPE_NAMES[f.type] ?? String(f.type), path: describeFile(file, fileById),
+        flags: member?.flags ?? 0, pos: member?.pos !== undefined ? String(member.pos) : undefined, cloexec: (f.flags & 1) !== 0,
       };
     });
     return {
@@ -78,6 +79,40 @@ export function collectShow(dir: string): ShowData {
     };
   });
   return { inventory, processes, pagesBytes };
+}
+
+function inetAddr(family: number, words: number[] | undefined, port: number): string {
+  const b = Buffer.alloc((words ?? []).length * 4);
+  (words ?? []).forEach((w, i) => b.writeUInt32LE(w >>> 0, i * 4));
+  const host = family === 2 ? [...b].join('.') : `[${(b.toString('hex').match(/.{4}/g) ?? []).join(':')}]`;
+  return `${host}:${port}`;
+}
+
+/** One line about what an fd holds. */
+function describeFile(file: Decoded | undefined, byId: Map<number, Decoded>): string | undefined {
+  if (!file) return undefined;
+  if (file.reg) return file.reg.name + (file.reg.ghostId !== undefined ? ' (deleted)' : '');
+  if (file.pipe) return `pipe:[${file.pipe.pipe_id}]`;
+  if (file.fifo) return `fifo ${byId.get(file.fifo.regf_id)?.reg?.name ?? ''}`;
+  if (file.efd) return `eventfd count ${file.efd.counter}`;
+  if (file.sgfd) return `signalfd mask 0x${BigInt(file.sgfd.sigmask).toString(16)}`;
+  if (file.tfd) return `timerfd clock ${file.tfd.clockid} every ${file.tfd.isec}.${String(file.tfd.insec).padStart(9, '0')}s`;
+  if (file.epfd) return `epoll on fds ${(file.epfd.tfd ?? []).map((t: Decoded) => t.tfd).join(',')}`;
+  if (file.ify) return `inotify ${(file.ify.wd ?? []).map((w: Decoded) => w.f_handle?.path).join(', ')}`;
+  if (file.memfd) return `memfd inode ${file.memfd.inode_id}`;
+  if (file.tty) return `terminal ${byId.get(file.tty.regf_id)?.reg?.name ?? ''}`;
+  if (file.isk) {
+    const k = file.isk;
+    const proto = k.proto === 6 ? 'tcp' : 'udp';
+    const state = k.state === 10 ? ' listening' : k.state === 1 ? ` → ${inetAddr(k.family, k.dst_addr, k.dst_port)}` : '';
+    return `${proto} ${inetAddr(k.family, k.src_addr, k.src_port)}${state}`;
+  }
+  if (file.usk) {
+    const n = Buffer.from(file.usk.name ?? []);
+    const name = n.length ? (n[0] === 0 ? '@' + n.subarray(1).toString() : n.toString()) : '';
+    return `unix ${name}${file.usk.state === 10 ? ' listening' : file.usk.peer ? ` peer ${file.usk.peer}` : ''}`;
+  }
+  return undefined;
 }
 
 const STATE_NAMES: Record<number, string> = { 1: 'alive', 2: 'dead', 3: 'stopped', 6: 'zombie' };
