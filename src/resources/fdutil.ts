@@ -1,5 +1,7 @@
-// Moving fds between tasks under restore.
+// Moving fds between tasks under restore, and filling them from outside.
+import * as fs from 'node:fs';
 import { abi } from '../sys';
+import { StasisError, ErrorCodes } from '../errors';
 import type { RestoreCtx, TaskRestore } from '../restore/context';
 import type { RemoteTask } from '../restore/remote';
 
@@ -23,4 +25,18 @@ export function park(ctx: RestoreCtx, tr: TaskRestore, fd: number): number {
   tr.task.call('close', fd);
   ctx.parked.push({ pid: tr.img.pid, fd: parked });
   return parked;
+}
+
+/**
+ * Queue `data` into the pipe or FIFO behind the task's fd, from outside,
+ * through a writer of our own on the same pipe.
+ */
+export function fillPipe(pid: number, fd: number, data: Buffer, what: string): void {
+  const w = fs.openSync(`/proc/${pid}/fd/${fd}`, abi.O.WRONLY | abi.O.NONBLOCK);
+  try {
+    const n = fs.writeSync(w, data);
+    if (n !== data.length) throw new StasisError(ErrorCodes.RESTORE_FAILED, `${what}: wrote ${n} of ${data.length} queued bytes`);
+  } finally {
+    fs.closeSync(w);
+  }
 }

@@ -12,7 +12,7 @@ import { FD_TYPES } from './fdtypes';
 import type { FileKind } from './filekind';
 import { readPipeData } from './pipes';
 import { regFileEntry } from './regfile';
-import { park } from './fdutil';
+import { park, fillPipe } from './fdutil';
 
 const { O, F } = abi;
 
@@ -22,10 +22,7 @@ function keeper(ctx: RestoreCtx, tr: TaskRestore, e: Decoded, path: string): num
   const fd = park(ctx, tr, tr.task.open(path, O.RDWR | O.NONBLOCK));
   ctx.fifoKeepers.set(e.pipe_id, { pid: tr.img.pid, fd });
   const pd = have ? undefined : ctx.ckpt.fifoData.get(e.pipe_id);
-  if (pd?.data.length) {
-    const w = fs.openSync(`/proc/${tr.img.pid}/fd/${fd}`, O.WRONLY | O.NONBLOCK);
-    try { fs.writeSync(w, pd.data); } finally { fs.closeSync(w); }
-  }
+  if (pd?.data.length) fillPipe(tr.img.pid, fd, pd.data, `FIFO ${path}`);
   return fd;
 }
 

@@ -8,7 +8,7 @@ import type { Decoded } from '../images/image';
 import { StasisError, ErrorCodes } from '../errors';
 import { FD_TYPES } from './fdtypes';
 import { NO_FOWN, type FileKind } from './filekind';
-import { park, fetchFd } from './fdutil';
+import { park, fetchFd, fillPipe } from './fdutil';
 
 const { O, F, SPLICE_F_NONBLOCK } = abi;
 
@@ -48,16 +48,7 @@ function createPipe(ctx: RestoreCtx, tr: TaskRestore, e: Decoded): { pid: number
   const w = park(ctx, tr, ends.readInt32LE(4));
   const pd = ctx.ckpt.pipeData.get(e.pipe_id);
   if (pd?.size) t.call('fcntl', w, F.SETPIPE_SZ, pd.size);
-  if (pd && pd.data.length) {
-    // Written from outside through a writer of our own on the same pipe.
-    const wfd = fs.openSync(`/proc/${tr.img.pid}/fd/${w}`, O.WRONLY | O.NONBLOCK);
-    try {
-      const n = fs.writeSync(wfd, pd.data);
-      if (n !== pd.data.length) throw new StasisError(ErrorCodes.RESTORE_FAILED, `pipe ${e.pipe_id}: wrote ${n} of ${pd.data.length} queued bytes`);
-    } finally {
-      fs.closeSync(wfd);
-    }
-  }
+  if (pd && pd.data.length) fillPipe(tr.img.pid, w, pd.data, `pipe ${e.pipe_id}`);
   const p = { pid: tr.img.pid, r, w };
   ctx.pipes.set(e.pipe_id, p);
   return p;
