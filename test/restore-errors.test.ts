@@ -8,7 +8,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import {
   Fixture, initHarness, runStasis, describeCli, tmpDir, restoreDetached, reapZombies, descendantsOf, cmdline,
-  waitGone, loadDumpedMemory, PAGE, type CliResult,
+  waitGone, waitFor, loadDumpedMemory, PAGE, type CliResult,
 } from './harness';
 import { readImage, writeImage } from '../src/images/image';
 import { tryKill, abi } from '../src/sys';
@@ -287,6 +287,64 @@ test('the pid is in use: restore while the original still runs (dump -R)', async
     assert.match(log, /^PASS$/m, log);
   } finally {
     await live.kill();
+  }
+});
+
+/** Dump `fx` (killed), then hold `pid` with the pidgrab fixture and restore: refused, naming it. */
+async function refusedWhileHeld(fxd: Fixture, pid: number, re: RegExp, allPids: number[]): Promise<void> {
+  const d = path.join(root, `held-${fxd.name}`);
+  const r = runStasis(['dump', '-t', String(fxd.pid), '-D', d]);
+  assert.equal(r.status, 0, describeCli(r));
+  await fxd.reap();
+  await waitGone(allPids, 5000);
+  const grab = await Fixture.start('pidgrab', { args: [String(pid)] });
+  try {
+    assert.equal(grab.manifest.values.get('GRABBED')?.[0], String(pid));
+    const rr = runStasis(['restore', '-D', d, '-d']);
+    assert.equal(rr.status, 1, describeCli(rr));
+    assert.equal(rr.stderr.trim().split('\n').length, 1, rr.stderr);
+    assert.match(rr.stderr.trim(), re);
+    reapZombies();
+    assert.deepEqual(descendantsOf().sort((a, b) => a - b), [grab.pid, pid].sort((a, b) => a - b), 'only the holder and its child');
+    for (const p of allPids) if (p !== pid) assert.ok(!fs.existsSync(`/proc/${p}`), `pid ${p} not taken by a half restore`);
+    const { log } = await grab.terminate();
+    assert.match(log, /^PASS$/m, log);
+  } finally {
+    await grab.kill();
+  }
+  // Free again: it restores.
+  const { pid: back } = restoreDetached(d);
+  fxd.restored();
+  assert.equal(back, fxd.pid);
+  const { status, log } = await fxd.terminate();
+  assert.match(log, /^PASS$/m, log);
+  assert.equal(status.kind, 'exited');
+  await waitGone(allPids, 5000);
+}
+
+test('a pid the tree needs is in use (a grandchild\'s): refused before anything is created', async () => {
+  const tree = await Fixture.start('tree', { extraFds: true });
+  try {
+    const ids = new Map([...tree.log().matchAll(/^PROC (\w) (\d+) /gm)].map((m) => [m[1], Number(m[2])]));
+    const g = ids.get('G')!;
+    await refusedWhileHeld(tree, g, new RegExp(`^stasis: pid ${g} is already in use; cannot restore process ${g}$`), [...ids.values()]);
+  } finally {
+    await tree.kill();
+  }
+});
+
+test('a TID a thread needs is in use: refused before anything is created', async () => {
+  const w = await Fixture.start('waiters', { pthread: true, extraFds: true });
+  try {
+    const tids = [...w.log().matchAll(/^THREAD \w+ (\d+) /gm)].map((m) => Number(m[1]));
+    assert.equal(tids.length, 4);
+    // One round of reports, so that every worker has counted (its self-check wants it).
+    tryKill(w.pid, abi.SIG.SIGUSR1);
+    await waitFor('4 reports', () => [...w.log().matchAll(/^REPORT 1 /gm)].length === 4, 5000);
+    const t = tids[2];
+    await refusedWhileHeld(w, t, new RegExp(`^stasis: pid ${t} is already in use; cannot restore thread ${t} of ${w.pid}$`), [w.pid]);
+  } finally {
+    await w.kill();
   }
 });
 
