@@ -85,7 +85,7 @@ export class DumpCtx {
   /** memfd inodes dumped (memfd.img). */
   readonly memfdInodes: Entry[] = [];
   /** Our copies of TCP sockets held in repair mode until the dump ends. */
-  readonly repairSockets: number[] = [];
+  readonly repairSockets: { fd: number; reuse: number }[] = [];
   /** Bytes of page data written (for reports and benchmarks). */
   pagesBytes = 0;
   pagesCount = 0;

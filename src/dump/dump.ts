@@ -135,7 +135,7 @@ export function dump(pid: number, opts: DumpOptions): DumpResult {
       else release(frozen);
     }
     // Closed in repair mode, a killed task's connections vanish without a FIN or RST.
-    for (const s of ctx.repairSockets) sysTry('close', s);
+    for (const s of ctx.repairSockets) sysTry('close', s.fd);
   }
   const t1 = process.hrtime.bigint();
   return {

@@ -68,8 +68,7 @@ export const inetSocketKind: FileKind = {
         if (state === TCP_STATE.ESTABLISHED && ctx.opts.tcpEstablished) {
           // Our copy stays open, in repair mode, until the task is gone (then the
           // peer sees nothing) or is let go again (then repair mode is left).
-          repairOn(s);
-          ctx.repairSockets.push(s);
+          ctx.repairSockets.push(repairOn(s));
           dumpTcpStream(ctx.opts.dir, d.st.ino, s);
         } else if (state === TCP_STATE.ESTABLISHED) {
           throw new StasisError(ErrorCodes.UNSUPPORTED, `fd ${d.fd} of pid ${d.pid}: established TCP connection (port ${local.port} ↔ ${peer.port}); dump with --tcp-established to take it`);
@@ -87,7 +86,7 @@ export const inetSocketKind: FileKind = {
         fown: NO_FOWN, opts: dumpSockOpts(s), v6only: family === AF_INET6 ? getInt(s, IPPROTO_IPV6, IPV6_V6ONLY) !== 0 : undefined,
       };
     } finally {
-      if (!ctx.repairSockets.includes(s)) sysTry('close', s);
+      if (!ctx.repairSockets.some((r) => r.fd === s)) sysTry('close', s);
     }
   },
   open(ctx, tr, e) {
@@ -98,7 +97,7 @@ export const inetSocketKind: FileKind = {
       const s = grabSocket(tr.img.pid, fd);
       try {
         restoreSockOpts(t, fd, e.opts);
-        restoreTcpStream(s, stream, makeSockaddr(e.family, e.src_port, e.src_addr ?? []), makeSockaddr(e.family, e.dst_port, e.dst_addr ?? []));
+        restoreTcpStream(s, stream, makeSockaddr(e.family, e.src_port, e.src_addr ?? []), makeSockaddr(e.family, e.dst_port, e.dst_addr ?? []), e.opts);
       } finally {
         sysTry('close', s);
       }

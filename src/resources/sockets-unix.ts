@@ -51,6 +51,11 @@ export const unixSocketKind: FileKind = {
   dump(ctx, d, id) {
     const u = ctx.unixDiag().get(d.st.ino);
     if (!u) throw new StasisError(ErrorCodes.UNSUPPORTED, `fd ${d.fd} of pid ${d.pid}: unix socket ${d.st.ino} not found by sock_diag`);
+    // A connection still waiting in a listener's accept queue has no socket
+    // file yet: sock_diag shows it as connected with peer 0.
+    if (u.state === STATE.ESTABLISHED && !u.peer) {
+      throw new StasisError(ErrorCodes.UNSUPPORTED, `fd ${d.fd} of pid ${d.pid}: unix socket ${d.st.ino} is connected to a listener that has not accepted it yet (outside the dumped tree or not); not supported`);
+    }
     if (u.icons.length) throw new StasisError(ErrorCodes.UNSUPPORTED, `fd ${d.fd} of pid ${d.pid}: listening unix socket ${printable(u.name)} has ${u.icons.length} connection(s) not yet accepted; not supported yet`);
     const s = grabSocket(d.pid, d.fd);
     try {

@@ -37,12 +37,34 @@ function ioctlInt(fd: number, req: number): number {
   return b.readInt32LE(0);
 }
 
-/** Put our copy of the socket in repair mode (the connection then sends nothing). */
-export function repairOn(fd: number): void { setInt(fd, TCP.REPAIR, 1); }
-/** Leave repair mode (a connection left running goes on as before). */
-export function repairOff(fd: number): number {
+const SOL_SOCKET = 1, SO_REUSEADDR = 2, SO_SNDBUFFORCE = 32, SO_RCVBUFFORCE = 33;
+
+function getSockInt(fd: number, opt: number): number {
+  const b = Buffer.alloc(4), l = Buffer.alloc(4);
+  l.writeUInt32LE(4);
+  sys('getsockopt', fd, SOL_SOCKET, opt, addressOf(b), addressOf(l));
+  return b.readInt32LE(0);
+}
+
+function setSockInt(fd: number, opt: number, v: number): number {
   const b = Buffer.alloc(4);
-  return sysTry('setsockopt', fd, IPPROTO_TCP, TCP.REPAIR, addressOf(b), 4);
+  b.writeInt32LE(v);
+  return sysTry('setsockopt', fd, SOL_SOCKET, opt, addressOf(b), 4);
+}
+
+/** Put our copy of the socket in repair mode (the connection then sends nothing). */
+export function repairOn(fd: number): { fd: number; reuse: number } {
+  // Repair mode forces address reuse on, and leaving it clears it: keep the program's setting.
+  const reuse = getSockInt(fd, SO_REUSEADDR);
+  setInt(fd, TCP.REPAIR, 1);
+  return { fd, reuse };
+}
+/** Leave repair mode (a connection going on as before), with the program's SO_REUSEADDR back. */
+export function repairOff(s: { fd: number; reuse: number }): number {
+  const b = Buffer.alloc(4);
+  const r = sysTry('setsockopt', s.fd, IPPROTO_TCP, TCP.REPAIR, addressOf(b), 4);
+  if (s.reuse) setSockInt(s.fd, SO_REUSEADDR, 1);
+  return r;
 }
 
 function peekQueue(fd: number, queue: number, len: number): Buffer {
@@ -97,12 +119,20 @@ export function loadTcpStream(dir: string, ino: number): Decoded {
   return e;
 }
 
-function sendQueue(fd: number, queue: number, data: Buffer): void {
-  setInt(fd, TCP.REPAIR_QUEUE, queue);
+/** Segments of at most this size: one repair-mode send makes one skb. */
+const CHUNK = 64 * 1024;
+
+function sendAll(fd: number, data: Buffer): void {
   for (let off = 0; off < data.length; ) {
-    const n = sys('sendto', fd, addressOf(data) + BigInt(off), data.length - off, 0, 0, 0);
+    // Never block: the buffers were made big enough, so EAGAIN here is a real failure.
+    const n = sys('sendto', fd, addressOf(data) + BigInt(off), Math.min(CHUNK, data.length - off), MSG_DONTWAIT, 0, 0, 'TCP queue');
     off += n;
   }
+}
+
+function sendQueue(fd: number, queue: number, data: Buffer): void {
+  setInt(fd, TCP.REPAIR_QUEUE, queue);
+  sendAll(fd, data);
 }
 
 /**
@@ -110,8 +140,14 @@ function sendQueue(fd: number, queue: number, data: Buffer): void {
  * sequence numbers, bind and connect (no handshake in repair mode), options,
  * queued data, windows, then out of repair mode.
  */
-export function restoreTcpStream(fd: number, e: Decoded, local: Buffer, peer: Buffer): void {
-  repairOn(fd);
+export function restoreTcpStream(fd: number, e: Decoded, local: Buffer, peer: Buffer, sk: Decoded): void {
+  const rs = repairOn(fd);
+  rs.reuse = sk.reuseaddr ? 1 : 0;
+  // The queues must fit in the buffers of a fresh socket: make room (the kernel
+  // doubles what it is given), and never less than the program had.
+  const room = (n: number, had: number) => Math.max(had, n * 2 + 65536) >>> 1;
+  setSockInt(fd, SO_SNDBUFFORCE, room(e.outq_len, sk.so_sndbuf ?? 0));
+  setSockInt(fd, SO_RCVBUFFORCE, room(e.inq_len, sk.so_rcvbuf ?? 0));
   setInt(fd, TCP.REPAIR_QUEUE, QUEUE.RECV);
   setInt(fd, TCP.QUEUE_SEQ, (e.inq_seq - e.inq_len) | 0);
   setInt(fd, TCP.REPAIR_QUEUE, QUEUE.SEND);
@@ -129,7 +165,17 @@ export function restoreTcpStream(fd: number, e: Decoded, local: Buffer, peer: Bu
   if (e.opt_mask & TCPI_OPT.TIMESTAMPS && e.timestamp !== undefined) setInt(fd, TCP.TIMESTAMP, e.timestamp | 0);
   const extra: Buffer = e.extra;
   sendQueue(fd, QUEUE.RECV, extra.subarray(0, e.inq_len));
-  sendQueue(fd, QUEUE.SEND, extra.subarray(e.inq_len, e.inq_len + e.outq_len));
+  // The send queue is data sent but not acknowledged (restored in repair mode:
+  // the stack must know it went out, as acks for it may come), then data never
+  // sent (restored as ordinary sends, out of repair mode).
+  const unsent = Math.min(e.unsq_len ?? 0, e.outq_len);
+  const sent = e.outq_len - unsent;
+  sendQueue(fd, QUEUE.SEND, extra.subarray(e.inq_len, e.inq_len + sent));
+  if (unsent) {
+    setInt(fd, TCP.REPAIR, 0);
+    sendAll(fd, extra.subarray(e.inq_len + sent, e.inq_len + e.outq_len));
+    setInt(fd, TCP.REPAIR, 1);
+  }
   if (e.snd_wnd !== undefined) {
     const w = Buffer.alloc(20);
     w.writeUInt32LE(e.snd_wl1, 0); w.writeUInt32LE(e.snd_wnd, 4); w.writeUInt32LE(e.max_window, 8);
@@ -138,5 +184,5 @@ export function restoreTcpStream(fd: number, e: Decoded, local: Buffer, peer: Bu
   }
   if (e.nodelay) setInt(fd, TCP.NODELAY, 1);
   if (e.cork) setInt(fd, TCP.CORK, 1);
-  repairOff(fd);
+  repairOff(rs);
 }
