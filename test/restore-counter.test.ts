@@ -1,12 +1,12 @@
 // Restore of a single process: dump (which kills it) → restore → it runs
-// again under its old pid and carries on counting from the dumped value, not
-// from 0; `restore` without -d waits for it as its parent and exits with its
+// again under its old pid (with its resource limits) and carries on counting
+// from the dumped value, not from 0; `restore` without -d waits for it as its parent and exits with its
 // status; the same images restore any number of times.
 import { test, before, after } from 'node:test';
 import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import {
   Fixture, initHarness, runStasis, describeCli, tmpDir, loadDumpedMemory, dumpedBytes, restoreDetached, procState,
   statFields, tracerPid, waitFor, reapZombies, childrenOf, STASIS,
@@ -60,6 +60,12 @@ async function assertContinues(what: string): Promise<void> {
 
 test('dump kills the counter; restore -d brings it back under its pid, counting on from the dumped value', async () => {
   await fx.waitCounter(300n);
+  // Resource limits of its own (only lowered: root here lacks CAP_SYS_RESOURCE).
+  const pl = spawnSync('prlimit', ['--pid', String(fx.pid), '--nofile=200:4096', '--core=1000000:unlimited',
+    '--stack=4194304:16777216', '--cpu=100000:200000', '--as=8000000000:unlimited', '--memlock=65536:131072'], { encoding: 'utf8' });
+  assert.equal(pl.status, 0, `prlimit (util-linux): ${pl.error?.message ?? pl.stderr}`);
+  const limits = fs.readFileSync(`/proc/${fx.pid}/limits`, 'utf8');
+  assert.match(limits, /^Max open files\s+200\s+4096\s/m);
   const r = runStasis(['dump', '-t', String(fx.pid), '-D', dir]);
   assert.equal(r.status, 0, describeCli(r));
   const st = await fx.reap();
@@ -79,6 +85,8 @@ test('dump kills the counter; restore -d brings it back under its pid, counting 
   assert.equal(tracerPid(fx.pid), 0, 'not traced');
   assert.match(procState(fx.pid), /^[RS]$/, 'running');
   assert.equal(fs.readFileSync(`/proc/${fx.pid}/comm`, 'utf8').trim(), 'counter');
+  assert.equal(fs.readFileSync(`/proc/${fx.pid}/limits`, 'utf8'), limits, 'the same resource limits');
+  assert.doesNotMatch(rr.stderr, /warning/, 'no limit it could not restore');
   const c = fx.counter();
   assert.ok(c >= dumped, `counter ${c} went on from the dumped ${dumped}`);
   await assertContinues('restore -d');
@@ -109,18 +117,19 @@ test('the same images restore again and again, each time from the dumped state',
 });
 
 /** `stasis restore -D dir` (no -d) as Node's child; the restored task is stasis' child. */
-function restoreAttached(): { done: Promise<{ code: number | null; signal: NodeJS.Signals | null; stderr: string }>; stasisPid: number; stderr: () => string } {
+function restoreAttached(): { done: Promise<{ code: number | null; signal: NodeJS.Signals | null; stderr: string }>; stasisPid: number; stderr: () => string; exited: () => boolean } {
   const env = { ...process.env };
   delete env.STASIS_FAIL_AT;
   const child = spawn(process.execPath, [STASIS, 'restore', '-D', dir], { env, stdio: ['ignore', 'pipe', 'pipe'] });
   let stderr = '';
   child.stderr.setEncoding('utf8').on('data', (d: string) => { stderr += d; });
   child.stdout.resume();
+  let exited = false;
   const done = new Promise<{ code: number | null; signal: NodeJS.Signals | null; stderr: string }>((resolve, reject) => {
     child.on('error', reject);
-    child.on('close', (code, signal) => resolve({ code, signal, stderr }));
+    child.on('close', (code, signal) => { exited = true; resolve({ code, signal, stderr }); });
   });
-  return { done, stasisPid: child.pid!, stderr: () => stderr };
+  return { done, stasisPid: child.pid!, stderr: () => stderr, exited: () => exited };
 }
 
 for (const [how, sig, want] of [
@@ -132,7 +141,11 @@ for (const [how, sig, want] of [
     resetLog();
     const s = restoreAttached();
     try {
-      await waitFor('restored pid on stasis stderr', () => /^restored pid \d+/m.test(s.stderr()), 30000, 10);
+      await waitFor('restored pid on stasis stderr', () => {
+        if (/^restored pid \d+/m.test(s.stderr())) return true;
+        if (s.exited()) throw new Error(`stasis restore exited first: ${s.stderr()}`);
+        return false;
+      }, 30000, 10);
       assert.match(s.stderr(), new RegExp(`^restored pid ${fx.pid}\\b`, 'm'));
       assert.equal(Number(statFields(fx.pid)[1]), s.stasisPid, 'the restored task is stasis\' child');
       assert.ok(!childrenOf().includes(fx.pid), 'and not ours');
