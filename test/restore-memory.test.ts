@@ -204,9 +204,7 @@ function vmFlags(pid: number): Map<string, string> {
   return out;
 }
 
-test('madvise() advice and mlock of a VMA survive dump → restore', {
-  todo: 'src/resources/memory.ts: vma_entry.madv is never filled at dump (no VmFlags from smaps) nor applied at restore: MADV_DONTFORK/DONTDUMP/HUGEPAGE/NOHUGEPAGE/WIPEONFORK/SEQUENTIAL/RANDOM/MERGEABLE and mlock are lost (CRIU keeps them)',
-}, async () => {
+test('madvise() advice and mlock of a VMA survive dump → restore', async () => {
   const m = await Fixture.start('madvise');
   try {
     const regions = [...m.log().matchAll(/^ADV (\w+) (0x[0-9a-f]+) (\d+)$/gm)].map((x) => ({ name: x[1], start: BigInt(x[2]).toString(16) }));
