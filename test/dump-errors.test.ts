@@ -148,10 +148,14 @@ test('usage errors exit 2', () => {
   assert.ok(!fs.existsSync(dir), 'usage errors create no directory');
 });
 
-test('an images dir that cannot be created is a one-line error', { todo: 'src/images/image.ts ensureImageDir: EEXIST surfaces as "internal error" with a stack trace' }, () => {
+test('an images dir that cannot be created is a one-line error', () => {
   const file = path.join(root, 'a-file');
   fs.writeFileSync(file, '');
-  // A pid nobody has: the directory is made (and fails) before the pid is checked.
-  const r = runStasis(['dump', '-t', String(freePid()), '-D', file]);
-  assertRefused(r, /a-file/, undefined);
+  // A live process (the test runner itself): the pid passes its checks, the directory does not,
+  // and nothing is seized.
+  const r = runStasis(['dump', '-t', String(process.pid), '-D', file]);
+  assertRefused(r, /a-file.*not a directory/, undefined, 2);
+  const r2 = runStasis(['dump', '-t', String(freePid()), '-D', path.join(root, 'never-made')]);
+  assertRefused(r2, /no process/, undefined);
+  assert.ok(!fs.existsSync(path.join(root, 'never-made')), 'no directory for a pid that does not exist');
 });

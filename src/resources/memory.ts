@@ -76,6 +76,24 @@ function unsupported(v: Vma, what: string): StasisError {
   return new StasisError(ErrorCodes.UNSUPPORTED, `VMA ${v.start.toString(16)}-${v.end.toString(16)}: ${what} is not supported yet`);
 }
 
+/** madvise() advice that shows in smaps VmFlags (two-letter names), as criu keeps it in vma_entry.madv. */
+const MADV_OF_VMFLAG: Record<string, number> = {
+  rr: 1 /* RANDOM */, sr: 2 /* SEQUENTIAL */, dc: 10 /* DONTFORK */, mg: 12 /* MERGEABLE */, hg: 14 /* HUGEPAGE */,
+  nh: 15 /* NOHUGEPAGE */, dd: 16 /* DONTDUMP */, wf: 18 /* WIPEONFORK */,
+};
+
+/** VmFlags of every VMA (smaps), by start address. */
+function readVmFlags(pid: number): Map<bigint, string[]> {
+  const out = new Map<bigint, string[]>();
+  let cur = -1n;
+  for (const line of fs.readFileSync(`/proc/${pid}/smaps`, 'utf8').split('\n')) {
+    const m = /^([0-9a-f]+)-[0-9a-f]+ /.exec(line);
+    if (m) cur = BigInt('0x' + m[1]);
+    else if (line.startsWith('VmFlags:')) out.set(cur, line.slice(8).trim().split(/\s+/));
+  }
+  return out;
+}
+
 /** Which pages of this VMA go into the image, per its pagemap words. */
 function wanted(policy: PagePolicy, pm: bigint): boolean {
   if (policy === 'none') return false;
@@ -157,6 +175,7 @@ export function dumpMemory(ctx: DumpCtx, pd: ProcessDump): void {
   }
   writeImage(dir, `pagemap-${pid}.img`, 'PAGEMAP', pagemap);
 
+  const vmFlags = readVmFlags(pid);
   const vmaEntries: Entry[] = vmas.map((cv) => {
     let shmid = 0n;
     if (cv.memfd) {
@@ -165,9 +184,12 @@ export function dumpMemory(ctx: DumpCtx, pd: ProcessDump): void {
       shmid = BigInt(memfdFileId(ctx, cv.vma.inode, cv.vma.shared && cv.vma.prot & 2 ? abi.O.RDWR : abi.O.RDONLY));
     } else if (cv.file) shmid = BigInt(regFileEntry(ctx, cv.file, cv.vma.shared ? 2 : 0));
     else if (cv.policy === 'shared-anon') shmid = BigInt(cv.vma.inode);
+    const vf = vmFlags.get(cv.vma.start) ?? [];
+    let madv = 0n;
+    for (const f of vf) if (f in MADV_OF_VMFLAG) madv |= 1n << BigInt(MADV_OF_VMFLAG[f]);
     return {
       start: cv.vma.start, end: cv.vma.end, pgoff: cv.vma.pgoff, shmid, prot: cv.vma.prot,
-      flags: cv.flags, status: cv.status, fd: -1n,
+      flags: cv.flags | (vf.includes('lo') ? MAP.LOCKED : 0), status: cv.status, fd: -1n, madv: madv || undefined,
     };
   });
   const st = pd.stat;
@@ -207,7 +229,8 @@ export function restoreAddressSpace(ctx: RestoreCtx, tr: TaskRestore): void {
     const start = v.start as bigint, end = v.end as bigint, len = end - start;
     const fill = !(status & VMA.FILE_SHARED) && needsPages(tr, start, end);
     const prot = (v.prot as number) | (fill ? PROT_WRITE : 0);
-    const flags = ((v.flags as number) & ~MAP.FIXED) | MAP.FIXED_NOREPLACE;
+    // Locking (mlock) comes after the pages are in: see restoreAdvice.
+    const flags = ((v.flags as number) & ~(MAP.FIXED | MAP.LOCKED)) | MAP.FIXED_NOREPLACE;
     if (status & (VMA.FILE_PRIVATE | VMA.FILE_SHARED)) {
       const f = ctx.ckpt.files.get(Number(v.shmid))!;
       const writable = (status & VMA.FILE_SHARED) !== 0 && ((v.prot as number) & PROT_WRITE) !== 0;
@@ -256,6 +279,16 @@ export function restorePages(ctx: RestoreCtx, tr: TaskRestore): void {
 
 export function restoreProtections(_ctx: RestoreCtx, tr: TaskRestore): void {
   for (const r of tr.reprotect) tr.task.call('mprotect', r.start, r.len, r.prot);
+}
+
+/** madvise() advice and mlock, on the final VMAs. */
+export function restoreAdvice(_ctx: RestoreCtx, tr: TaskRestore): void {
+  for (const v of tr.img.mm.vmas as Decoded[]) {
+    const len = (v.end as bigint) - (v.start as bigint);
+    const madv = BigInt(v.madv ?? 0n);
+    for (let a = 0; a < 64; a++) if ((madv >> BigInt(a)) & 1n) tr.task.call('madvise', v.start, len, a);
+    if ((v.flags as number) & MAP.LOCKED) tr.task.call('mlock', v.start, len);
+  }
 }
 
 /** mm fields, auxv and exe link in one prctl(PR_SET_MM, PR_SET_MM_MAP). */

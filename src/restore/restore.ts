@@ -10,7 +10,7 @@ import { loadCheckpoint, type Checkpoint } from './load';
 import type { RestoreCtx, RestoreOptions, TaskRestore } from './context';
 import { RemoteTask, TRAMPOLINE_PAGES } from './remote';
 import { startStub, prepareStub, cloneTask, cloneThread, cloneChild, moveVdso, killAndReap } from './stub';
-import { restoreAddressSpace, restorePages, restoreProtections, restoreMm } from '../resources/memory';
+import { restoreAddressSpace, restorePages, restoreProtections, restoreAdvice, restoreMm } from '../resources/memory';
 import { restoreFiles, closeParked, closeInherited } from '../resources/files';
 import { restoreFs } from '../resources/fs';
 import { restoreSigactions, restoreLateSigaction, restorePending } from '../resources/signals';
@@ -38,6 +38,8 @@ export const PHASES: Phase[] = [
   { name: 'pages', after: ['address-space'], run: restorePages },
   // Writable-for-filling VMAs go back to their protection once filled.
   { name: 'protections', after: ['pages'], run: restoreProtections },
+  // Advice such as DONTFORK or HUGEPAGE may split VMAs: on the final ones; mlock once pages are in.
+  { name: 'advice', after: ['pages', 'protections'], run: restoreAdvice },
   // PR_SET_MM_MAP checks its addresses against existing VMAs.
   { name: 'mm', after: ['address-space'], run: restoreMm },
   { name: 'fs', after: [], run: restoreFs },
@@ -64,7 +66,7 @@ export const PHASES: Phase[] = [
     }
   } },
   // Timers start ticking when set: as late as possible.
-  { name: 'itimers', after: ['address-space', 'pages', 'protections', 'mm', 'fs', 'files', 'files-cleanup', 'task-attrs', 'rlimits', 'sigactions', 'thread-state', 'threads'], run: restoreItimers },
+  { name: 'itimers', after: ['address-space', 'pages', 'protections', 'advice', 'mm', 'fs', 'files', 'files-cleanup', 'task-attrs', 'rlimits', 'sigactions', 'thread-state', 'threads'], run: restoreItimers },
   // Every signal is blocked in the task until its own mask is set at the end.
   { name: 'pending-signals', after: ['sigactions', 'itimers', 'threads'], run: (_c, tr) => {
     const leader = tr.img.threads[0].core;
@@ -167,9 +169,10 @@ function createTree(ctx: RestoreCtx, root: TaskRestore, tramp: bigint): void {
 }
 
 function killAll(ctx: RestoreCtx, extra: number[]): void {
-  const pids = [...[...ctx.tasks.keys()].reverse(), ...extra];
-  for (const pid of pids) tryKill(pid, SIG.SIGKILL);
-  for (const pid of pids) killAndReap(pid);
+  const tasks = [...ctx.tasks.values()].reverse();
+  for (const tr of tasks) tryKill(tr.img.pid, SIG.SIGKILL);
+  for (const tr of tasks) killAndReap(tr.img.pid, [...tr.threads.keys()]);
+  for (const pid of extra) killAndReap(pid);
 }
 
 export function restore(opts: RestoreOptions): RestoreResult {

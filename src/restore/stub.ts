@@ -12,7 +12,7 @@ import { VMA } from '../resources/memory';
 import type { Decoded } from '../images/image';
 import { RemoteTask, TRAMPOLINE_PAGES } from './remote';
 
-const { PROT, MAP, MREMAP, PTRACE_O, CLONE, CLONE_ARGS, PAGE_SIZE, SIG, PTRACE_EVENT } = abi;
+const { PROT, MAP, MREMAP, PTRACE_O, CLONE, CLONE_ARGS, PAGE_SIZE, SIG, PTRACE_EVENT, WAIT } = abi;
 const PAGE = BigInt(PAGE_SIZE);
 const TRAMP_LEN = BigInt(TRAMPOLINE_PAGES * PAGE_SIZE);
 
@@ -40,12 +40,17 @@ export function startStub(): number {
 }
 
 /** Kill and reap a process we started (stub or half-made task). */
-export function killAndReap(pid: number): void {
+export function killAndReap(pid: number, threads: number[] = []): void {
   tryKill(pid, SIG.SIGKILL);
-  for (let i = 0; i < 1000; i++) {
-    const r = tryWait4(pid);
-    if (typeof r === 'number') return; // ECHILD: not ours / already reaped
-    if (r.kind === 'exited' || r.kind === 'signaled') return;
+  // Traced threads first: a dead leader is not reported while they are unreaped.
+  // Never block for long: they are dead either way.
+  const deadline = Date.now() + 3000;
+  for (const tid of [...threads.filter((t) => t !== pid), pid]) {
+    while (Date.now() < deadline) {
+      const r = tryWait4(tid, WAIT.WNOHANG);
+      if (typeof r === 'number') break; // ECHILD: not ours / already reaped
+      if (r.kind === 'exited' || r.kind === 'signaled') break;
+    }
   }
 }
 

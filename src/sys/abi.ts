@@ -9,7 +9,7 @@ export const SYS = {
   wait4: 61, kill: 62, uname: 63, fcntl: 72, ftruncate: 77, getcwd: 79, chdir: 80, fchdir: 81,
   umask: 95, getrlimit: 97, ptrace: 101, getuid: 102, setpgid: 109, getppid: 110, setsid: 112,
   getpgid: 121, getsid: 124, rt_sigpending: 127, rt_sigqueueinfo: 129, sigaltstack: 131,
-  personality: 135, prctl: 157, arch_prctl: 158, setrlimit: 160, chroot: 161, gettid: 186,
+  personality: 135, mlock: 149, prctl: 157, arch_prctl: 158, setrlimit: 160, chroot: 161, gettid: 186,
   tkill: 200, futex: 202, set_tid_address: 218, timer_create: 222, timer_settime: 223,
   timer_gettime: 224, timer_getoverrun: 225, timer_delete: 226, clock_gettime: 228,
   clock_nanosleep: 230, exit_group: 231, tgkill: 234, waitid: 247, openat: 257, set_robust_list: 273,
