@@ -105,7 +105,8 @@ function restorePosixTimers(tr: TaskRestore, timers: Decoded[]): void {
   // With this on, timer_create takes the id to allocate from *timer_id.
   t.call('prctl', PR_TIMER_CREATE_RESTORE_IDS, 1, 0, 0, 0);
   try {
-    for (const e of timers) {
+    // In id order, which is creation order: the kernel lists (and keeps) them as created.
+    for (const e of [...timers].sort((x, y) => x.it_id - y.it_id)) {
       const ev = Buffer.alloc(SIGEVENT_SIZE);
       ev.writeBigUInt64LE(BigInt(e.sival_ptr), 0);
       ev.writeInt32LE(e.si_signo, 8);
