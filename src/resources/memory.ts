@@ -8,7 +8,7 @@
 // a fresh anonymous mapping reads as zero anyway.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { abi } from '../sys';
+import { abi, processVmReadv } from '../sys';
 import { readMaps, readAuxv, readPagemap, PM_PRESENT, PM_SWAP, PM_FILE, type Vma } from '../proc/proc';
 import { writeImage, IMAGE_MODE, type Entry, type Decoded } from '../images/image';
 import type { DumpCtx, ProcessDump } from '../dump/context';
@@ -130,8 +130,12 @@ export function dumpMemory(ctx: DumpCtx, pd: ProcessDump): void {
   const pagemap: [ 'pagemap_head' | 'pagemap_entry', Entry][] = [['pagemap_head', { pages_id: pd.pagesId }]];
   const pmFd = fs.openSync(`/proc/${pid}/pagemap`, 'r');
   const memFd = fs.openSync(`/proc/${pid}/mem`, 'r');
-  const outFd = fs.openSync(path.join(dir, pagesFile), 'w', IMAGE_MODE);
+  // No O_TRUNC: truncating an old pages file first costs more than writing
+  // (its cached pages are freed, then new ones allocated); it is overwritten in
+  // place and cut to size at the end.
+  const outFd = fs.openSync(path.join(dir, pagesFile), fs.constants.O_WRONLY | fs.constants.O_CREAT, IMAGE_MODE);
   const { pmBuf, data } = chunkBuffers();
+  let written = 0;
   try {
     fs.fchmodSync(outFd, IMAGE_MODE);
     for (const cv of vmas) {
@@ -141,8 +145,9 @@ export function dumpMemory(ctx: DumpCtx, pd: ProcessDump): void {
         const chunkEnd = chunk + BigInt(CHUNK_PAGES * PAGE_SIZE) < cv.vma.end ? chunk + BigInt(CHUNK_PAGES * PAGE_SIZE) : cv.vma.end;
         const pm = readPagemap(pmFd, chunk, chunkEnd, pmBuf);
         const n = pm.length / 8;
-        // Runs of wanted pages, read in one go each through /proc/PID/mem
-        // (which also reads PROT_NONE and write-only pages).
+        // Runs of wanted pages, read in one go each: process_vm_readv where the
+        // task may read (faster), /proc/PID/mem otherwise (it reads PROT_NONE
+        // and write-only pages too).
         let i = 0;
         while (i < n) {
           if (!wanted(cv.policy, pm.readBigUInt64LE(i * 8))) { i++; continue; }
@@ -150,7 +155,11 @@ export function dumpMemory(ctx: DumpCtx, pd: ProcessDump): void {
           while (j < n && wanted(cv.policy, pm.readBigUInt64LE(j * 8))) j++;
           const runStart = chunk + BigInt(i * PAGE_SIZE);
           const len = (j - i) * PAGE_SIZE;
-          const got = fs.readSync(memFd, data, 0, len, Number(runStart));
+          let got = -1;
+          if (cv.vma.prot & abi.PROT.READ) {
+            try { got = processVmReadv(pid, runStart, data, len); } catch { got = -1; }
+          }
+          if (got !== len) got = fs.readSync(memFd, data, 0, len, Number(runStart));
           if (got !== len) throw new StasisError(ErrorCodes.UNSUPPORTED, `short read of ${len} bytes at ${runStart.toString(16)} in /proc/${pid}/mem`);
           // Emit sub-runs of non-zero pages.
           let k = 0;
@@ -158,7 +167,8 @@ export function dumpMemory(ctx: DumpCtx, pd: ProcessDump): void {
             if (skipZero && isZeroPage(data, k * PAGE_SIZE)) { k++; continue; }
             let m = k + 1;
             while (m < j - i && !(skipZero && isZeroPage(data, m * PAGE_SIZE))) m++;
-            fs.writeSync(outFd, data, k * PAGE_SIZE, (m - k) * PAGE_SIZE);
+            fs.writeSync(outFd, data, k * PAGE_SIZE, (m - k) * PAGE_SIZE, written);
+            written += (m - k) * PAGE_SIZE;
             pagemap.push(['pagemap_entry', { vaddr: runStart + BigInt(k * PAGE_SIZE), nr_pages: m - k, flags: PE.PRESENT }]);
             ctx.pagesCount += m - k;
             ctx.pagesBytes += (m - k) * PAGE_SIZE;
@@ -168,6 +178,7 @@ export function dumpMemory(ctx: DumpCtx, pd: ProcessDump): void {
         }
       }
     }
+    fs.ftruncateSync(outFd, written);
   } finally {
     fs.closeSync(outFd);
     fs.closeSync(memFd);
