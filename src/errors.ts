@@ -50,3 +50,15 @@ export const ErrorCodes = {
   FILE_CHANGED: 'STASIS_FILE_CHANGED',
   USAGE: 'STASIS_USAGE',
 } as const;
+
+/**
+ * Failure injection for tests (STASIS_FAIL_AT): `failAt` is "point" or
+ * "point:kill"; at that point fail with an error, or SIGKILL ourselves.
+ */
+export function injectFailure(failAt: string | undefined, point: string, what: string): void {
+  if (!failAt) return;
+  const [where, how] = failAt.split(':');
+  if (where !== point) return;
+  if (how === 'kill') process.kill(process.pid, 'SIGKILL');
+  throw new StasisError(ErrorCodes.INJECTED_FAILURE, `failure injected at ${what} ${point}`);
+}

@@ -34,8 +34,6 @@ export function checkDumpable(pid: number): void {
   if (tgid !== pid) throw new StasisError(ErrorCodes.NO_SUCH_PROCESS, `${pid} is a thread of process ${tgid}, not a process; dump -t ${tgid}`);
   if (st.flags & PF_KTHREAD) throw new StasisError(ErrorCodes.KERNEL_THREAD, `pid ${pid} (${st.comm}) is a kernel thread; only user processes can be dumped`);
   if (st.state === 'Z' || st.state === 'X') throw new StasisError(ErrorCodes.ZOMBIE, `pid ${pid} (${st.comm}) is a zombie; there is nothing left to dump`);
-  // Our own ancestors can be seized, but our parent chain is a common mistake
-  // only for self; fine otherwise.
 }
 
 /** Wait for the stop that follows INTERRUPT; pass through signals that got there first. */

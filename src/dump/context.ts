@@ -2,7 +2,7 @@
 import type { FrozenProcess } from '../freeze';
 import type { Stat } from '../proc/proc';
 import type { Entry } from '../images/image';
-import { StasisError, ErrorCodes } from '../errors';
+import { injectFailure } from '../errors';
 import { unixSockets, inetSockets, type UnixDiag, type InetDiag } from '../proc/sockdiag';
 
 export interface DumpOptions {
@@ -33,8 +33,7 @@ export interface ProcessDump {
   threads: Map<number, ThreadFacts>;
   /** pages-N.img id of this process. */
   pagesId: number;
-  /** Sub-messages of core/mm filled by resources, written by the core resource. */
-  taskCore: Entry;
+  /** mm_entry, filled by the memory resource. */
   mm: Entry;
 }
 
@@ -111,11 +110,6 @@ export class DumpCtx {
 
   /** Failure injection point: tests force a failure (or our own SIGKILL) here. */
   step(name: string): void {
-    const at = this.opts.failAt;
-    if (!at) return;
-    const [where, how] = at.split(':');
-    if (where !== name) return;
-    if (how === 'kill') process.kill(process.pid, 'SIGKILL');
-    throw new StasisError(ErrorCodes.INJECTED_FAILURE, `failure injected at step ${name}`);
+    injectFailure(this.opts.failAt, name, 'step');
   }
 }

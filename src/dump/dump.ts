@@ -93,7 +93,7 @@ export function dump(pid: number, opts: DumpOptions): DumpResult {
       pid: frozen.pid, frozen, stat: readStat(frozen.pid), status: readStatus(frozen.pid),
       ids: { vm_id: i + 1, files_id: i + 1, fs_id: i + 1, sighand_id: i + 1 },
       parasite: undefined as unknown as ProcessDump['parasite'],
-      threads: new Map(), pagesId: ctx.allocPagesId(), taskCore: {}, mm: {},
+      threads: new Map(), pagesId: ctx.allocPagesId(), mm: {},
     }));
     checkNotShared(pds);
     for (const pd of pds) {

@@ -10,7 +10,6 @@ import { NO_FOWN, type FileKind } from './filekind';
 import { grabSocket, getInt, dumpSockOpts, restoreSockOpts, SO, SOL_SOCKET } from './sockopts';
 import { peekQueue, sendAll } from './sockqueue';
 import { park, fetchFd } from './fdutil';
-import { grabSocket as grab } from './sockopts';
 import type { RestoreCtx, TaskRestore } from '../restore/context';
 import type { Decoded, Entry } from '../images/image';
 
@@ -76,7 +75,8 @@ export const unixSocketKind: FileKind = {
     const t = tr.task;
     const nb = e.flags & 0o4000 ? SOCK_NONBLOCK : 0;
     let fd: number;
-    const extern = e.peer ? [...ctx.ckpt.files.values()].find((x) => x.usk?.ino === e.peer && x.usk.uflags & USK_EXTERN)?.usk : undefined;
+    const peer = e.peer ? unixEntry(ctx, e.peer) : undefined;
+    const extern = peer && peer.uflags & USK_EXTERN ? peer : undefined;
     if (extern) {
       fd = Number(t.call('socket', AF_UNIX, e.type | nb, 0));
       restoreSockOpts(t, fd, e.opts);
@@ -104,6 +104,12 @@ export const unixSocketKind: FileKind = {
   },
 };
 
+/** The unix_sk_entry of the socket with inode `ino` in this checkpoint. */
+function unixEntry(ctx: RestoreCtx, ino: number): Decoded | undefined {
+  for (const f of ctx.ckpt.files.values()) if (f.usk?.ino === ino) return f.usk;
+  return undefined;
+}
+
 /**
  * One end of a connected pair: the pair is made with socketpair() by the
  * first process that needs either end, both ends parked there; queued data
@@ -119,17 +125,15 @@ function pairEnd(ctx: RestoreCtx, tr: TaskRestore, e: Decoded): number {
     const b = park(ctx, tr, ends.readInt32LE(1 * 4));
     ctx.sockPairs.set(e.ino, { pid: tr.img.pid, fd: a });
     ctx.sockPairs.set(e.peer, { pid: tr.img.pid, fd: b });
-    // Queued data of each end was sent by the other: send it again the same way.
-    for (const [me, other] of [[e.ino, b], [e.peer, a]] as const) {
-      const f = [...ctx.ckpt.files.values()].find((x) => x.usk?.ino === me);
-      const queued = f ? ctx.ckpt.skQueues.get(f.id) ?? [] : [];
+    for (const [ino, end, other] of [[e.ino, a, b], [e.peer, b, a]] as const) {
+      const u = unixEntry(ctx, ino);
+      if (!u) continue;
+      restoreSockOpts(t, end, u.opts);
+      // Queued data of each end was sent by the other: send it again the same way.
+      const queued = ctx.ckpt.skQueues.get(u.id) ?? [];
       if (!queued.length) continue;
-      const s = grab(tr.img.pid, other);
+      const s = grabSocket(tr.img.pid, other);
       try { for (const q of queued) sendAll(s, q.data); } finally { sysTry('close', s); }
-    }
-    for (const end of [a, b]) {
-      const f = [...ctx.ckpt.files.values()].find((x) => x.usk?.ino === (end === a ? e.ino : e.peer));
-      if (f) restoreSockOpts(t, end, f.usk.opts);
     }
     have = ctx.sockPairs.get(e.ino)!;
   }

@@ -4,9 +4,10 @@
 // (stub.ts); then the restore phases below run in the new task through remote
 // syscalls; last, the trampoline goes, registers are set and the task is let go.
 import * as fs from 'node:fs';
-import { abi, ptrace, wait4, tryKill, describeWait } from '../sys';
-import { StasisError, ErrorCodes } from '../errors';
+import { abi, ptrace, wait4, tryKill } from '../sys';
+import { StasisError, ErrorCodes, injectFailure } from '../errors';
 import { loadCheckpoint, type Checkpoint } from './load';
+import { VMA } from '../resources/memory';
 import type { RestoreCtx, RestoreOptions, TaskRestore } from './context';
 import { RemoteTask, TRAMPOLINE_PAGES } from './remote';
 import { startStub, prepareStub, cloneTask, cloneThread, cloneChild, moveVdso, killAndReap } from './stub';
@@ -95,18 +96,12 @@ export interface RestoreResult { pid: number; processes: number; ms: number; war
 const ALL_SIGNALS = 0xffffffffffffffffn;
 
 function step(ctx: RestoreCtx, name: string): void {
-  const at = ctx.opts.failAt;
-  if (!at) return;
-  const [where, how] = at.split(':');
-  if (where !== name) return;
-  if (how === 'kill') process.kill(process.pid, 'SIGKILL');
-  throw new StasisError(ErrorCodes.INJECTED_FAILURE, `failure injected at restore phase ${name}`);
+  injectFailure(ctx.opts.failAt, name, 'restore phase');
 }
 
 /** A `syscall` instruction in the task's [vdso], for the calls that outlive the trampoline. */
 function findSyscallInsn(pid: number, vmas: { start: bigint; end: bigint; status: number }[]): bigint {
-  const VDSO = 1 << 3;
-  const v = vmas.find((x) => x.status & VDSO);
+  const v = vmas.find((x) => x.status & VMA.AREA_VDSO);
   if (v) {
     const len = Number(v.end - v.start);
     const b = Buffer.alloc(len);
@@ -233,7 +228,5 @@ export function waitRestored(pid: number): { code?: number; signal?: number } {
     const ws = wait4(pid);
     if (ws.kind === 'exited') return { code: ws.code };
     if (ws.kind === 'signaled') return { signal: ws.signal };
-    if (ws.kind === 'none') continue;
-    void describeWait;
   }
 }
