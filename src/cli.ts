@@ -1,9 +1,10 @@
 // The command line: stasis dump | show | check (| restore | demo).
 import { parseArgs } from 'node:util';
 import { dump } from './dump/dump';
-import { collectShow, formatShow } from './show';
+import { readCheckpoint, formatShow } from './show';
 import { checkFeatures } from './check';
-import { restore, waitRestored } from './restore/restore';
+import { restore } from './restore/restore';
+import { waitRestored } from './restore/tree';
 import { runDemo } from './demo';
 import { StasisError, ErrorCodes } from './errors';
 
@@ -97,8 +98,8 @@ async function run(argv: string[]): Promise<number> {
     case 'show': {
       const { values, positionals } = parseArgs({ args: rest, allowPositionals: true, options: { json: { type: 'boolean', default: false } } });
       if (positionals.length !== 1) usage('show needs one DIR');
-      const d = collectShow(positionals[0]);
-      console.log(values.json ? JSON.stringify(d, (_k, v) => (typeof v === 'bigint' ? v.toString() : Buffer.isBuffer(v) ? v.toString('hex') : v), 2) : formatShow(positionals[0], d));
+      const d = readCheckpoint(positionals[0]);
+      console.log(values.json ? JSON.stringify(d, null, 2) : formatShow(d));
       return 0;
     }
     case 'check': {

@@ -7,7 +7,7 @@ import { spawnSync } from 'node:child_process';
 import { setChildSubreaper, tryWait4, tryKill, abi } from './sys';
 import { dump } from './dump/dump';
 import { restore } from './restore/restore';
-import { collectShow } from './show';
+import { readCheckpoint } from './show';
 import { StasisError, ErrorCodes } from './errors';
 
 const SAMPLE = `
@@ -72,7 +72,7 @@ export function runDemo(): number {
     let off = follow(log, 0, 2500, '    ');
     console.log(`» checkpointing pid ${pid} into ${dir} ...`);
     const d = dump(pid, { dir, leaveRunning: false });
-    const shown = collectShow(dir).processes[0];
+    const shown = readCheckpoint(dir).processes[0];
     console.log(`  ${d.pages} pages (${(d.bytes / 1048576).toFixed(1)} MiB), ${shown.vmas.length} mappings, ${shown.fds.length} fds, frozen ${d.frozenMs.toFixed(0)} ms; images: ${fs.readdirSync(dir).length} files`);
     reap(pid, 2000);
     console.log(`» the program was killed after the dump: ${fs.existsSync(`/proc/${pid}`) ? 'still there?!' : `pid ${pid} no longer exists`}`);

@@ -49,7 +49,18 @@ export const ErrorCodes = {
   PID_TAKEN: 'STASIS_PID_TAKEN',
   FILE_CHANGED: 'STASIS_FILE_CHANGED',
   USAGE: 'STASIS_USAGE',
+  /** Reading or writing a file failed (the message names it and the cause). */
+  IO_ERROR: 'STASIS_IO_ERROR',
+  NO_SPACE: 'STASIS_NO_SPACE',
+  /** The images directory is in use by another stasis. */
+  BUSY: 'STASIS_BUSY',
+  /** An images directory or file not to be trusted (owner, mode, links). */
+  UNSAFE: 'STASIS_UNSAFE',
+  /** Image contents do not match their digest. */
+  CORRUPT: 'STASIS_CORRUPT',
+  INTERNAL: 'STASIS_INTERNAL',
 } as const;
+export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
 
 /**
  * Failure injection for tests (STASIS_FAIL_AT): `failAt` is "point" or

@@ -1,130 +1,126 @@
-// `stasis show DIR`: a readable summary of a checkpoint (or --json).
+// `stasis show DIR`: what a checkpoint holds, read through the same units
+// that restore it (so it checks the images the same way), as typed data or
+// as text.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { readImage, type Decoded } from './images/image';
-import { VMA } from './resources/memory';
-import { FD_TYPE_NAMES } from './resources/fdtypes';
+import { abi } from './sys';
+import type { Msg } from './images/schema';
+import { VMA, FD_TYPE_NAMES, FDINFO_CLOEXEC, TASK_STATE } from './images/criu';
+import { loadCheckpoint } from './restore/load';
+import { memoryUnit } from './resources/memory';
+import { filesUnit, fileUnitOfType, memberOf } from './resources/files';
+import { regFileUnit } from './resources/regfile';
 
-export interface ShowData {
-  inventory: Decoded;
-  processes: {
-    pid: number; ppid: number; pgid: number; sid: number; threads: number[];
-    comm: string; state: number;
-    regs: Record<number, { ip: string; sp: string; ax: string; orig_ax: string; fs_base: string }>;
-    vmas: { start: string; end: string; prot: string; backing: string; pages: number }[];
-    fds: { fd: number; type: string; path?: string; flags: number; pos?: string; cloexec: boolean }[];
-    mm: { brk: string; start_brk: string; start_stack: string; exe?: string };
-  }[];
+const { PAGE_SIZE, PROT, MAP } = abi;
+
+export interface ShownThread { tid: number; ip: string; sp: string; ax: string; orig_ax: string; fs_base: string }
+export interface ShownVma { start: string; end: string; prot: string; backing: string; pages: number }
+export interface ShownFd { fd: number; type: string; path?: string; flags: number; pos?: string; cloexec: boolean }
+
+export interface ShownProcess {
+  pid: number; ppid: number; pgid: number; sid: number; threads: number[];
+  comm: string;
+  state: 'alive' | 'stopped' | 'dead' | 'zombie' | 'unknown';
+  regs: ShownThread[];
+  vmas: ShownVma[];
+  fds: ShownFd[];
+  mm: { brk: string; start_brk: string; start_stack: string; exe?: string };
+}
+
+export interface ShownCheckpoint {
+  dir: string;
+  imgVersion: number;
+  processes: ShownProcess[];
+  /** Bytes of page data (all processes). */
   pagesBytes: number;
+  /** Bytes of every file of the checkpoint. */
+  diskBytes: number;
 }
 
 function hex(v: bigint | number): string { return '0x' + BigInt(v).toString(16); }
 
 function protStr(p: number, shared: boolean): string {
-  return (p & 1 ? 'r' : '-') + (p & 2 ? 'w' : '-') + (p & 4 ? 'x' : '-') + (shared ? 's' : 'p');
+  return (p & PROT.READ ? 'r' : '-') + (p & PROT.WRITE ? 'w' : '-') + (p & PROT.EXEC ? 'x' : '-') + (shared ? 's' : 'p');
 }
 
-export function collectShow(dir: string): ShowData {
-  const [inventory] = readImage(dir, 'inventory.img', 'INVENTORY', ['inventory_entry']);
-  const tree = readImage(dir, 'pstree.img', 'PSTREE', ['pstree_entry']);
-  const files = readImage(dir, 'files.img', 'FILES', ['file_entry']);
-  const fileById = new Map(files.map((f) => [f.id as number, f]));
+const STATE_NAMES: Record<number, ShownProcess['state']> = {
+  [TASK_STATE.ALIVE]: 'alive', [TASK_STATE.DEAD]: 'dead', [TASK_STATE.STOPPED]: 'stopped', [TASK_STATE.ZOMBIE]: 'zombie',
+};
+
+function backingOf(v: Msg<'vma_entry'>, files: ReadonlyMap<number, Msg<'file_entry'>>): string {
+  const s = v.status;
+  if (s & VMA.AREA_VDSO) return '[vdso]';
+  if (s & VMA.AREA_VVAR) return '[vvar]';
+  if (s & VMA.AREA_VSYSCALL) return '[vsyscall]';
+  if (s & VMA.AREA_HEAP) return '[heap]';
+  if (s & VMA.AREA_STACK) return '[stack]';
+  if (s & VMA.ANON_SHARED) return 'anon shared';
+  if (s & VMA.AREA_MEMFD) return `memfd ${files.get(Number(v.shmid))?.memfd?.inode_id ?? ''}`;
+  if (s & (VMA.FILE_PRIVATE | VMA.FILE_SHARED)) return files.get(Number(v.shmid))?.reg?.name ?? `file #${v.shmid}`;
+  return 'anon';
+}
+
+/** One line about what a file entry holds, by its kind. */
+function describeFile(f: Msg<'file_entry'> | undefined, files: ReadonlyMap<number, Msg<'file_entry'>>, ghosts: ReadonlyMap<number, number>): string | undefined {
+  if (!f) return undefined;
+  const kind = fileUnitOfType(f.type)?.file;
+  const member = (f as Record<string, unknown>)[kind?.field ?? ''];
+  if (!kind?.describe || !member) return undefined;
+  return kind.describe(member, files) + (ghosts.has(f.id) ? ' (deleted)' : '');
+}
+
+/** Everything `show` prints, typed. */
+export function readCheckpoint(dir: string): ShownCheckpoint {
+  const ckpt = loadCheckpoint(dir, { anyOwner: true });
+  const { files, fdinfo } = ckpt.loaded(filesUnit);
+  const mms = ckpt.loaded(memoryUnit);
+  const { ghosts } = ckpt.loaded(regFileUnit);
   let pagesBytes = 0;
-  const processes = tree.map((t) => {
-    const pid = t.pid as number;
-    const threads = (t.threads as number[]) ?? [pid];
-    const regs: ShowData['processes'][0]['regs'] = {};
-    let comm = '', state = 0;
-    for (const tid of threads) {
-      const [core] = readImage(dir, `core-${tid}.img`, 'CORE', ['core_entry']);
-      const g = core.thread_info.gpregs;
-      regs[tid] = { ip: hex(g.ip), sp: hex(g.sp), ax: hex(g.ax), orig_ax: hex(g.orig_ax), fs_base: hex(g.fs_base) };
-      if (core.tc) { comm = core.tc.comm; state = core.tc.task_state; }
-    }
-    const [ids] = readImage(dir, `ids-${pid}.img`, 'IDS', ['task_kobj_ids_entry']);
-    const [mm] = readImage(dir, `mm-${pid}.img`, 'MM', ['mm_entry']);
-    const pm = readImage(dir, `pagemap-${pid}.img`, 'PAGEMAP', ['pagemap_head', 'pagemap_entry']);
-    const ranges = pm.slice(1).map((e) => ({ start: e.vaddr as bigint, pages: e.nr_pages as number }));
-    pagesBytes += ranges.reduce((a, r) => a + r.pages * 4096, 0);
-    const vmas = (mm.vmas as Decoded[]).map((v) => {
-      const s = v.status as number;
-      let backing = 'anon';
-      if (s & VMA.AREA_VDSO) backing = '[vdso]';
-      else if (s & VMA.AREA_VVAR) backing = '[vvar]';
-      else if (s & VMA.AREA_VSYSCALL) backing = '[vsyscall]';
-      else if (s & VMA.AREA_HEAP) backing = '[heap]';
-      else if (s & VMA.AREA_STACK) backing = '[stack]';
-      else if (s & VMA.ANON_SHARED) backing = 'anon shared';
-      else if (s & (VMA.FILE_PRIVATE | VMA.FILE_SHARED)) backing = fileById.get(Number(v.shmid))?.reg?.name ?? `file #${v.shmid}`;
+  const processes = ckpt.processes.map((p): ShownProcess => {
+    const m = mms.get(p.pid)!;
+    pagesBytes += m.pagemap.reduce((a, r) => a + r.nrPages * PAGE_SIZE, 0);
+    const vmas = (m.mm.vmas ?? []).map((v) => {
       let pages = 0;
-      for (const r of ranges) {
-        const end = r.start + BigInt(r.pages * 4096);
-        const lo: bigint = r.start > v.start ? r.start : v.start, hi: bigint = end < v.end ? end : v.end;
-        if (hi > lo) pages += Number((BigInt(hi) - BigInt(lo)) / 4096n);
+      for (const r of m.pagemap) {
+        const end = r.vaddr + BigInt(r.nrPages * PAGE_SIZE);
+        const lo = r.vaddr > v.start ? r.vaddr : v.start, hi = end < v.end ? end : v.end;
+        if (hi > lo) pages += Number((hi - lo) / BigInt(PAGE_SIZE));
       }
-      return { start: hex(v.start), end: hex(v.end), prot: protStr(v.prot, (v.flags & 1) !== 0), backing, pages };
+      return { start: hex(v.start), end: hex(v.end), prot: protStr(v.prot, (v.flags & MAP.SHARED) !== 0), backing: backingOf(v, files), pages };
     });
-    const fdinfo = readImage(dir, `fdinfo-${ids.files_id}.img`, 'FDINFO', ['fdinfo_entry']);
-    const fds = fdinfo.map((f) => {
-      const file = fileById.get(f.id);
-      const member = file ? Object.values(file).find((v) => v && typeof v === 'object' && 'id' in v) as Decoded | undefined : undefined;
+    const fds = (fdinfo.get(p.pid) ?? []).map((fi) => {
+      const f = files.get(fi.id);
+      const member = f ? memberOf(f) : undefined;
       return {
-        fd: f.fd as number, type: FD_TYPE_NAMES[f.type] ?? String(f.type), path: describeFile(file, fileById),
-        flags: member?.flags ?? 0, pos: member?.pos !== undefined ? String(member.pos) : undefined, cloexec: (f.flags & 1) !== 0,
+        fd: fi.fd, type: FD_TYPE_NAMES[fi.type] ?? String(fi.type), path: describeFile(f, files, ghosts),
+        flags: member?.flags ?? 0, pos: member?.pos !== undefined ? String(member.pos) : undefined, cloexec: (fi.flags & FDINFO_CLOEXEC) !== 0,
       };
     });
+    const tc = p.threads[0].core.tc!;
     return {
-      pid, ppid: t.ppid, pgid: t.pgid, sid: t.sid, threads, comm, state, regs, vmas, fds,
-      mm: { brk: hex(mm.mm_brk), start_brk: hex(mm.mm_start_brk), start_stack: hex(mm.mm_start_stack), exe: fileById.get(mm.exe_file_id)?.reg?.name },
+      pid: p.pid, ppid: p.ppid, pgid: p.pgid, sid: p.sid, threads: p.threads.map((t) => t.tid), comm: tc.comm,
+      state: STATE_NAMES[tc.task_state] ?? 'unknown',
+      regs: p.threads.map(({ tid, core }) => {
+        const g = core.thread_info!.gpregs;
+        return { tid, ip: hex(g.ip), sp: hex(g.sp), ax: hex(g.ax), orig_ax: hex(g.orig_ax), fs_base: hex(g.fs_base) };
+      }),
+      vmas, fds,
+      mm: { brk: hex(m.mm.mm_brk), start_brk: hex(m.mm.mm_start_brk), start_stack: hex(m.mm.mm_start_stack), exe: files.get(m.mm.exe_file_id)?.reg?.name },
     };
   });
-  return { inventory, processes, pagesBytes };
+  const diskBytes = fs.readdirSync(dir).reduce((a, f) => {
+    try { return a + fs.statSync(path.join(dir, f)).size; } catch { return a; }
+  }, 0);
+  return { dir, imgVersion: ckpt.inventory.img_version, processes, pagesBytes, diskBytes };
 }
 
-function inetAddr(family: number, words: number[] | undefined, port: number): string {
-  const b = Buffer.alloc((words ?? []).length * 4);
-  (words ?? []).forEach((w, i) => b.writeUInt32LE(w >>> 0, i * 4));
-  const host = family === 2 ? [...b].join('.') : `[${(b.toString('hex').match(/.{4}/g) ?? []).join(':')}]`;
-  return `${host}:${port}`;
-}
-
-/** One line about what an fd holds. */
-function describeFile(file: Decoded | undefined, byId: Map<number, Decoded>): string | undefined {
-  if (!file) return undefined;
-  if (file.reg) return file.reg.name + (file.reg.ghostId !== undefined ? ' (deleted)' : '');
-  if (file.pipe) return `pipe:[${file.pipe.pipe_id}]`;
-  if (file.fifo) return `fifo ${byId.get(file.fifo.regf_id)?.reg?.name ?? ''}`;
-  if (file.efd) return `eventfd count ${file.efd.counter}`;
-  if (file.sgfd) return `signalfd mask 0x${BigInt(file.sgfd.sigmask).toString(16)}`;
-  if (file.tfd) return `timerfd clock ${file.tfd.clockid} every ${file.tfd.isec}.${String(file.tfd.insec).padStart(9, '0')}s`;
-  if (file.epfd) return `epoll on fds ${(file.epfd.tfd ?? []).map((t: Decoded) => t.tfd).join(',')}`;
-  if (file.ify) return `inotify ${(file.ify.wd ?? []).map((w: Decoded) => w.f_handle?.path).join(', ')}`;
-  if (file.memfd) return `memfd inode ${file.memfd.inode_id}`;
-  if (file.tty) return `terminal ${byId.get(file.tty.regf_id)?.reg?.name ?? ''}`;
-  if (file.isk) {
-    const k = file.isk;
-    const proto = k.proto === 6 ? 'tcp' : 'udp';
-    const state = k.state === 10 ? ' listening' : k.state === 1 ? ` → ${inetAddr(k.family, k.dst_addr, k.dst_port)}` : '';
-    return `${proto} ${inetAddr(k.family, k.src_addr, k.src_port)}${state}`;
-  }
-  if (file.usk) {
-    const n = Buffer.from(file.usk.name ?? []);
-    const name = n.length ? (n[0] === 0 ? '@' + n.subarray(1).toString() : n.toString()) : '';
-    return `unix ${name}${file.usk.state === 10 ? ' listening' : file.usk.peer ? ` peer ${file.usk.peer}` : ''}`;
-  }
-  return undefined;
-}
-
-const STATE_NAMES: Record<number, string> = { 1: 'alive', 2: 'dead', 3: 'stopped', 6: 'zombie' };
-
-export function formatShow(dir: string, d: ShowData): string {
+export function formatShow(d: ShownCheckpoint): string {
   const out: string[] = [];
-  const size = fs.readdirSync(dir).filter((f) => f.endsWith('.img')).reduce((a, f) => a + fs.statSync(path.join(dir, f)).size, 0);
-  out.push(`checkpoint ${dir}: ${d.processes.length} process(es), ${(d.pagesBytes / 1048576).toFixed(1)} MiB of pages, ${(size / 1048576).toFixed(1)} MiB on disk`);
+  out.push(`checkpoint ${d.dir}: ${d.processes.length} process(es), ${(d.pagesBytes / 1048576).toFixed(1)} MiB of pages, ${(d.diskBytes / 1048576).toFixed(1)} MiB on disk`);
   for (const p of d.processes) {
-    out.push('', `process ${p.pid} (${p.comm}) ppid ${p.ppid} pgid ${p.pgid} sid ${p.sid}, ${STATE_NAMES[p.state] ?? p.state}, threads ${p.threads.join(' ')}`);
+    out.push('', `process ${p.pid} (${p.comm}) ppid ${p.ppid} pgid ${p.pgid} sid ${p.sid}, ${p.state}, threads ${p.threads.join(' ')}`);
     out.push(`  exe ${p.mm.exe ?? '?'}  brk ${p.mm.start_brk}..${p.mm.brk}  stack ${p.mm.start_stack}`);
-    for (const [tid, r] of Object.entries(p.regs)) out.push(`  thread ${tid}: ip ${r.ip} sp ${r.sp} ax ${r.ax} orig_ax ${r.orig_ax} fs_base ${r.fs_base}`);
+    for (const r of p.regs) out.push(`  thread ${r.tid}: ip ${r.ip} sp ${r.sp} ax ${r.ax} orig_ax ${r.orig_ax} fs_base ${r.fs_base}`);
     out.push('  memory:');
     for (const v of p.vmas) out.push(`    ${v.start.padStart(14)}-${v.end.padEnd(14)} ${v.prot} ${String(v.pages).padStart(7)} pages  ${v.backing}`);
     out.push('  files:');

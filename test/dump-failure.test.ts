@@ -97,7 +97,7 @@ test('a process stopped by SIGSTOP stays stopped after failed dumps and dump -R,
     await sleep(100);
     assert.equal(procState(st.pid), 'T', 'still stopped (group stop), not traced-stopped');
     assert.equal(st.counter(), c0, 'counter did not move while stopped');
-    const core = readImage(dir, `core-${st.pid}.img`, 'CORE', ['core_entry'])[0] as { tc: { task_state: number } };
+    const core = readImage(dir, `core-${st.pid}.img`, 'CORE', 'core_entry')[0] as { tc: { task_state: number } };
     assert.equal(core.tc.task_state, 3, 'core records TASK_STOPPED');
 
     tryKill(st.pid, abi.SIG.SIGCONT);

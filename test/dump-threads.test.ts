@@ -95,7 +95,7 @@ test('dumping a thread id that is not the leader is refused', async () => {
   await assertAllThreadsRun('after the refused dump');
 });
 
-for (const failAt of ['parasite:kill', 'memory', 'images:kill']) {
+for (const failAt of ['parasite:kill', 'memory', 'write-core:kill']) {
   test(`STASIS_FAIL_AT=${failAt}: every thread is released`, async () => {
     const dir = path.join(root, failAt.replace(':', '-'));
     const r = runStasis(['dump', '-t', String(fx.pid), '-D', dir], { STASIS_FAIL_AT: failAt });

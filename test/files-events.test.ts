@@ -69,14 +69,14 @@ test('dump → restore: the epoll set reports the listener, the signalfd, the ti
     },
   });
   // What the images say of each file.
-  const files = readImage(dir, 'files.img', 'FILES', ['file_entry']);
-  const efds = files.filter((f) => f.efd).map((f) => f.efd);
+  const files = readImage(dir, 'files.img', 'FILES', 'file_entry');
+  const efds = files.filter((f) => f.efd).map((f) => f.efd!);
   assert.deepEqual(efds.map((e) => BigInt(e.counter)).sort(), [3n, 5n], 'eventfd counters');
-  const ep = files.find((f) => f.epfd)!.epfd;
-  assert.deepEqual(ep.tfd.map((t: { tfd: number }) => t.tfd).sort((a: number, b: number) => a - b),
+  const ep = files.find((f) => f.epfd)!.epfd!;
+  assert.deepEqual(ep.tfd!.map((t: { tfd: number }) => t.tfd).sort((a: number, b: number) => a - b),
     ['lsn', 'sfd', 'efd', 'tick'].map((k) => fdOf.get(k)!).sort((a, b) => a - b), 'epoll targets');
-  assert.equal(BigInt(files.find((f) => f.sgfd)!.sgfd.sigmask), 1n << BigInt(abi.SIG.SIGUSR1 - 1), 'signalfd mask');
-  const tfds = files.filter((f) => f.tfd).map((f) => f.tfd);
+  assert.equal(BigInt(files.find((f) => f.sgfd)!.sgfd!.sigmask), 1n << BigInt(abi.SIG.SIGUSR1 - 1), 'signalfd mask');
+  const tfds = files.filter((f) => f.tfd).map((f) => f.tfd!);
   assert.equal(tfds.length, 3);
   assert.ok(tfds.some((t) => BigInt(t.ticks) === 1n && BigInt(t.isec) === 0n && BigInt(t.insec) === 0n), 'the one-shot: one unread expiration');
   assert.ok(tfds.some((t) => BigInt(t.insec) === 20000000n), 'the ticking one: 20 ms interval');

@@ -66,13 +66,13 @@ test('dump of the tree: every fd is in the images, the shared ones once', async 
   await waitGone([fx.pid, child], 5000);
   snap = snapshotFiles(fx.dir);
 
-  const files = readImage(dir, 'files.img', 'FILES', ['file_entry']);
-  const regs = files.filter((f) => f.reg).map((f) => f.reg);
+  const files = readImage(dir, 'files.img', 'FILES', 'file_entry');
+  const regs = files.filter((f) => f.reg).map((f) => f.reg!);
   const a = regs.filter((r) => r.name === path.join(fx.dir, 'a.dat'));
   assert.equal(a.length, 1, 'a.dat: one file entry for parent and child');
   assert.equal(BigInt(a[0].pos), 1234n);
   assert.equal(regs.filter((r) => r.name === path.join(fx.dir, 'd.dat')).length, 1, 'fds 20 and 21 of both: one entry');
-  const fdinfo = readImage(dir, `fdinfo-${readImage(dir, `ids-${fx.pid}.img`, 'IDS', ['task_kobj_ids_entry'])[0].files_id}.img`, 'FDINFO', ['fdinfo_entry']);
+  const fdinfo = readImage(dir, `fdinfo-${readImage(dir, `ids-${fx.pid}.img`, 'IDS', 'task_kobj_ids_entry')[0].files_id}.img`, 'FDINFO', 'fdinfo_entry');
   assert.deepEqual(fdinfo.map((e) => String(e.fd)), FDS);
   const byFd = new Map(fdinfo.map((e) => [e.fd as number, e]));
   assert.equal(byFd.get(20)!.id, byFd.get(21)!.id, 'fd 20 and 21 name the same file');

@@ -9,6 +9,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Fixture, initHarness, runStasis, tmpDir, listFds, tracerPid, procState } from './harness';
 import { readImage } from '../src/images/image';
+import { readWithPayloads } from './harness';
 import { dumpKillRestore, assertOneLineError } from './net-helpers';
 
 let root: string;
@@ -31,12 +32,12 @@ test('deleted file, memfd (fd and mappings), FIFO with data, inotify: dump → r
     const dir = path.join(root, 'images');
     await dumpKillRestore(fx, dir);
     // The images say what the test claims.
-    const [ghost] = readImage(dir, 'ghost-file-1.img', 'GHOST_FILE', ['ghost_file_entry'], () => -1);
+    const [ghost] = readWithPayloads(dir, 'ghost-file-1.img', 'GHOST_FILE', 'ghost_file_entry', () => -1);
     assert.equal(ghost.extra.toString(), 'deleted-but-open contents');
     assert.equal(ghost.mode & 0o777, 0o640);
-    const memfds = readImage(dir, 'memfd.img', 'MEMFD_INODE', ['memfd_inode_entry']);
+    const memfds = readImage(dir, 'memfd.img', 'MEMFD_INODE', 'memfd_inode_entry');
     assert.deepEqual(memfds.map((m) => m.name).sort(), ['mapped-only', 'stasis-special']);
-    const fifo = readImage(dir, 'fifo-data.img', 'FIFO_DATA', ['pipe_data_entry'], (d) => d.bytes);
+    const fifo = readWithPayloads(dir, 'fifo-data.img', 'FIFO_DATA', 'pipe_data_entry', (d) => d.bytes);
     assert.equal(fifo[0].extra.toString(), 'fifo-queued-bytes');
     // Restored: the deleted file is deleted again, nothing was left on disk.
     assert.match(fs.readlinkSync(`/proc/${fx.pid}/fd/5`), /ghost \(deleted\)$/);

@@ -8,7 +8,9 @@ import * as path from 'node:path';
 import { spawnSync, type SpawnSyncReturns } from 'node:child_process';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { setChildSubreaper, tryWait4, tryKill, abi, type WaitStatus } from '../src/sys';
-import { readImage } from '../src/images/image';
+import { ImageReader, writeImageFile, type MsgName, type Msg, type Part } from '../src/images/image';
+import type { ImageKind } from '../src/images/magic';
+import { dumpSteps } from '../src/dump/dump';
 
 export { sleep };
 
@@ -19,7 +21,8 @@ export const FIXTURE_SRC = path.join(ROOT, 'test', 'fixtures');
 export const FIXTURE_BIN = path.join(FIXTURE_SRC, 'bin');
 export const PAGE = 4096;
 
-export const DUMP_STEPS = ['start', 'seized', 'proc', 'parasite', 'memory', 'files', 'core', 'images', 'inventory'] as const;
+/** Every failure-injection point of a dump, as the dump itself declares them. */
+export const DUMP_STEPS = dumpSteps();
 
 let subreaper = false;
 /** Once per test process: orphaned fixtures are reparented to us, and we reap them. */
@@ -435,12 +438,11 @@ export interface DumpedMemory {
 
 /** pagemap-PID.img (through the library's reader) and its pages-N.img. */
 export function loadDumpedMemory(dir: string, pid: number): DumpedMemory {
-  const raw = readImage(dir, `pagemap-${pid}.img`, 'PAGEMAP', ['pagemap_head', 'pagemap_entry']);
-  if (raw.length === 0) throw new Error(`pagemap-${pid}.img has no head entry`);
-  const pagesId = Number(raw[0].pages_id);
+  const raw = new ImageReader(dir, null).withHead(`pagemap-${pid}.img`, 'PAGEMAP', 'pagemap_head', 'pagemap_entry');
+  const pagesId = raw.head.pages_id;
   let offset = 0;
-  const entries: PagemapEntry[] = raw.slice(1).map((e) => {
-    const pe = { vaddr: BigInt(e.vaddr as bigint), nrPages: Number(e.nr_pages), flags: Number(e.flags), offset };
+  const entries: PagemapEntry[] = raw.entries.map((e) => {
+    const pe = { vaddr: e.vaddr, nrPages: e.nr_pages, flags: e.flags ?? 0, offset };
     offset += pe.nrPages * PAGE;
     return pe;
   });
@@ -468,6 +470,17 @@ export function dumpedBytes(mem: DumpedMemory, addr: bigint, len: number): Buffe
 /** Pagemap entries overlapping [start, end). */
 export function entriesIn(mem: DumpedMemory, start: bigint, end: bigint): PagemapEntry[] {
   return mem.entries.filter((e) => e.vaddr < end && start < e.vaddr + BigInt(e.nrPages * PAGE));
+}
+
+/** Replace an image file with new contents (tests that tamper with images). */
+export function rewriteImage(dir: string, file: string, kind: ImageKind, list: Part[]): void {
+  fs.rmSync(path.join(dir, file), { force: true });
+  writeImageFile(path.join(dir, file), kind, list);
+}
+
+/** Entries of an image each followed by raw bytes, as entry + `extra`. */
+export function readWithPayloads<N extends MsgName>(dir: string, file: string, kind: ImageKind, msg: N, len: (e: Msg<N>) => number): (Msg<N> & { extra: Buffer })[] {
+  return new ImageReader(dir, null).withPayloads(file, kind, msg, len).map((x) => ({ ...x.entry, extra: x.payload }));
 }
 
 /** Run crit; throws with its stderr if it fails or is missing. */

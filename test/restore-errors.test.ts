@@ -8,12 +8,12 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import {
   Fixture, initHarness, runStasis, describeCli, tmpDir, restoreDetached, reapZombies, descendantsOf, cmdline,
-  waitGone, waitFor, loadDumpedMemory, PAGE, type CliResult,
+  waitGone, waitFor, loadDumpedMemory, PAGE, type CliResult, rewriteImage,
 } from './harness';
-import { readImage, writeImage } from '../src/images/image';
+import { readImage, ImageReader, parts } from '../src/images/image';
 import { tryKill, abi } from '../src/sys';
-import { VMA } from '../src/resources/memory';
-import { PHASES as RESTORE_PHASES } from '../src/restore/restore';
+import { VMA } from '../src/images/criu';
+import { restoreSteps } from '../src/restore/restore';
 
 let fx: Fixture;
 let root: string;
@@ -145,10 +145,10 @@ test('pagemap entries beyond pages-N.img', async () => {
 test('pagemap entry outside every VMA', async () => {
   const d = copyBase();
   const file = `pagemap-${fx.pid}.img`;
-  const pm = readImage(d, file, 'PAGEMAP', ['pagemap_head', 'pagemap_entry']);
+  const pm = new ImageReader(d, null).withHead(file, 'PAGEMAP', 'pagemap_head', 'pagemap_entry');
   // One more page at the very end of the address space nobody maps.
-  pm.push({ vaddr: 0x10000n, nr_pages: 1, flags: 4 });
-  writeImage(d, file, 'PAGEMAP', [['pagemap_head', pm[0]], ...pm.slice(1).map((e) => ['pagemap_entry', e] as ['pagemap_entry', typeof e])]);
+  pm.entries.push({ vaddr: 0x7ffffff00000n, nr_pages: 1, flags: 4 });
+  rewriteImage(d, file, 'PAGEMAP', [{ msg: 'pagemap_head', entry: pm.head }, ...parts('pagemap_entry', pm.entries)]);
   const mem = loadDumpedMemory(base, fx.pid);
   fs.appendFileSync(path.join(d, `pages-${mem.pagesId}.img`), Buffer.alloc(PAGE, 7));
   await assertRefused(runStasis(['restore', '-D', d, '-d']), path.join(d, file), /outside every VMA/, 'pagemap outside VMAs');
@@ -157,13 +157,13 @@ test('pagemap entry outside every VMA', async () => {
 /** Decode mm-PID.img, change its VMAs, encode it back. */
 function editVmas(d: string, edit: (vmas: { start: bigint; end: bigint; status: number }[]) => void): string {
   const file = `mm-${fx.pid}.img`;
-  const [mm] = readImage(d, file, 'MM', ['mm_entry']);
+  const [mm] = readImage(d, file, 'MM', 'mm_entry');
   // Re-encoding the untouched entry gives the same bytes: only our edit differs.
   const orig = fs.readFileSync(path.join(d, file));
-  writeImage(d, file, 'MM', [['mm_entry', mm]]);
+  rewriteImage(d, file, 'MM', parts('mm_entry', [mm]));
   assert.ok(fs.readFileSync(path.join(d, file)).equals(orig), 'mm image round-trips byte for byte');
-  edit(mm.vmas);
-  writeImage(d, file, 'MM', [['mm_entry', mm]]);
+  edit(mm.vmas!);
+  rewriteImage(d, file, 'MM', parts('mm_entry', [mm]));
   return path.join(d, file);
 }
 
@@ -205,12 +205,12 @@ test('unknown file type in files.img', async () => {
 
 test('an fd whose type in fdinfo is not its file\'s', async () => {
   const d = copyBase();
-  const [ids] = readImage(d, `ids-${fx.pid}.img`, 'IDS', ['task_kobj_ids_entry']);
+  const [ids] = readImage(d, `ids-${fx.pid}.img`, 'IDS', 'task_kobj_ids_entry');
   const file = `fdinfo-${ids.files_id}.img`;
-  const fds = readImage(d, file, 'FDINFO', ['fdinfo_entry']);
+  const fds = readImage(d, file, 'FDINFO', 'fdinfo_entry');
   assert.ok(fds.length >= 3);
   fds[1].type = 6; // EVENTFD
-  writeImage(d, file, 'FDINFO', fds.map((e) => ['fdinfo_entry', e] as ['fdinfo_entry', typeof e]));
+  rewriteImage(d, file, 'FDINFO', parts('fdinfo_entry', fds));
   await assertRefused(runStasis(['restore', '-D', d, '-d']), path.join(d, file), /fd 1: type EVENTFD/, 'fdinfo type');
 });
 
@@ -224,7 +224,7 @@ test('missing core image', async () => {
   const d = copyBase();
   const f = path.join(d, `core-${fx.pid}.img`);
   fs.rmSync(f);
-  await assertRefused(runStasis(['restore', '-D', d, '-d']), f, /cannot read/, 'no core image');
+  await assertRefused(runStasis(['restore', '-D', d, '-d']), f, /missing/, 'no core image');
 });
 
 test('a mapped file that changed size is refused; --skip-file-check restores anyway', async () => {
@@ -352,7 +352,7 @@ test('a TID a thread needs is in use: refused before anything is created', async
 
 // Every failure point: the steps around the per-process phases, and each
 // declared phase (so that a phase added later is injected too).
-const PHASES = ['stub', 'clone', 'tree', ...RESTORE_PHASES.map((p) => p.name), 'registers', 'detach'];
+const PHASES = restoreSteps();
 
 test('every failure point the restore is known to have is injected', () => {
   for (const p of ['stub', 'clone', 'address-space', 'pages', 'files', 'thread-state', 'pending-signals', 'registers']) {

@@ -13,6 +13,7 @@ import {
   procState, tracerPid, sleep, crit, descendantsOf, cmdline, pattern,
 } from './harness';
 import { readImage } from '../src/images/image';
+import { readWithPayloads } from './harness';
 import { tryKill, abi } from '../src/sys';
 
 const NAMES = ['R', 'A', 'B', 'G', 'S'] as const;
@@ -124,7 +125,7 @@ test('dump → restore: same pids, parents, sessions, groups; the pipes work', a
   const ps = JSON.parse(crit(['show', path.join(dir, 'pstree.img')])).entries as { pid: number; ppid: number; pgid: number; sid: number }[];
   assert.deepEqual(ps.map((e) => e.pid).sort(), pids(t1).sort(), 'pstree.img lists the five');
   // G's stash (3000 bytes, seed 77 in fixtures/tree.c), unread at the dump, is in the images.
-  const queued = readImage(dir, 'pipes-data.img', 'PIPES_DATA', ['pipe_data_entry'], (d) => d.bytes);
+  const queued = readWithPayloads(dir, 'pipes-data.img', 'PIPES_DATA', 'pipe_data_entry', (d) => d.bytes);
   assert.ok(queued.some((e) => (e.extra as Buffer).equals(pattern(77, 3000))), `the stash's queued data is in pipes-data.img (${queued.map((e) => e.bytes).join(', ')} bytes)`);
 
   const R = t1.ids.get('R')!;

@@ -20,16 +20,20 @@ test('shell job on a terminal: refused without -j, dumped and restored onto our 
   const dir = path.join(root, 'images');
   const script = path.join(root, 'job.sh');
   fs.writeFileSync(script, `#!/bin/bash
+# Until process $1 has written at least $2 bytes (its ticks are ~35 bytes each).
+written() { while [ -e /proc/$1 ] && ! [ "$(sed -n 's/^wchar: //p' /proc/$1/io 2>/dev/null)" -ge "$2" ] 2>/dev/null; do sleep 0.02; done; }
 "${bin}" & P=$!
-sleep 0.5
+written $P 200
 echo "STEP dump-without-j"; "${process.execPath}" "${STASIS}" dump -t $P -D "${dir}"; echo "RC $?"
 echo "STEP dump-j"; "${process.execPath}" "${STASIS}" dump -j -t $P -D "${dir}"; echo "RC $?"
 wait $P
 echo "STEP restore-without-j"; "${process.execPath}" "${STASIS}" restore -d -D "${dir}"; echo "RC $?"
 echo "STEP restore-j"; "${process.execPath}" "${STASIS}" restore -j -d -D "${dir}"; echo "RC $?"
-sleep 0.5
+written $P 150
 echo "STEP end"
 kill -TERM $P
+# Until it has printed its verdict and exited (a zombie of ours counts as exited).
+while [ -e /proc/$P ] && [ "$(cut -d')' -f2 /proc/$P/stat | cut -d' ' -f2)" != Z ]; do sleep 0.05; done
 `, { mode: 0o755 });
   const r = spawnSync('script', ['-qec', script, '/dev/null'], { encoding: 'utf8', timeout: 60000 });
   const out = r.stdout.replace(/\r/g, '');

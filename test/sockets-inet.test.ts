@@ -13,6 +13,7 @@ import * as dgram from 'node:dgram';
 import * as path from 'node:path';
 import { Fixture, initHarness, runStasis, tmpDir, tracerPid, procState, pattern, waitFor } from './harness';
 import { readImage } from '../src/images/image';
+import { readWithPayloads } from './harness';
 import { Client, dumpKillRestore, assertOneLineError, portFree } from './net-helpers';
 
 const PORT = 47320; // tcp4; +1 tcp6; +2 udp4; +3 udp6; +4 the test's own server
@@ -74,13 +75,13 @@ test('TCP listeners (IPv4, IPv6) and UDP sockets with queued datagrams: dump →
     },
   });
   assert.doesNotMatch(restore.stderr, /warning/, `the datagrams' source ports were free: ${restore.stderr}`);
-  const files = readImage(dir, 'files.img', 'FILES', ['file_entry']);
-  const isk = files.filter((f) => f.isk).map((f) => f.isk);
+  const files = readImage(dir, 'files.img', 'FILES', 'file_entry');
+  const isk = files.filter((f) => f.isk).map((f) => f.isk!);
   assert.equal(isk.length, 5);
   const listeners = isk.filter((s) => s.state === 10);
   assert.deepEqual(listeners.map((s) => s.src_port).sort(), [PORT, PORT + 1]);
   assert.ok(listeners.every((s) => s.opts.reuseaddr), 'SO_REUSEADDR in the images');
-  const queues = readImage(dir, 'sk-queues.img', 'SK_QUEUES', ['sk_packet_entry'], (d) => d.length);
+  const queues = readWithPayloads(dir, 'sk-queues.img', 'SK_QUEUES', 'sk_packet_entry', (d) => d.length);
   assert.deepEqual(queues.map((q) => (q.extra as Buffer).length).sort((a, b) => a - b), [300, 500, 1200], 'three datagrams queued');
 
   // The listeners answer again on their ports (the hello count lives on in memory).

@@ -15,6 +15,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Fixture, initHarness, tmpDir, tracerPid, pattern, waitFor, sleep, runStasis, describeCli } from './harness';
 import { readImage } from '../src/images/image';
+import { readWithPayloads } from './harness';
 import { tryKill, abi } from '../src/sys';
 import { Client, dumpKillRestore, tcpSockets } from './net-helpers';
 
@@ -83,14 +84,14 @@ async function dumpRestore(c: Conn, name: string, inq: number): Promise<{ outq: 
       assertNoClientEvents(c, 'while dumped');
     },
   });
-  const isk = readImage(dir, 'files.img', 'FILES', ['file_entry']).filter((f) => f.isk).map((f) => f.isk);
+  const isk = readImage(dir, 'files.img', 'FILES', 'file_entry').filter((f) => f.isk).map((f) => f.isk!);
   const est = isk.find((s) => s.state === 1);
   assert.ok(est, 'the established socket is in the images');
   assert.equal(est.dst_port, c.client.sock.localPort);
   assert.equal(isk.filter((s) => s.state === 10).length, 1, 'and the listener (same port)');
   const streams = fs.readdirSync(dir).filter((f) => f.startsWith('tcp-stream-'));
   assert.equal(streams.length, 1);
-  const [ts] = readImage(dir, streams[0], 'TCP_STREAM', ['tcp_stream_entry'], (d) => d.inq_len + d.outq_len);
+  const [ts] = readWithPayloads(dir, streams[0], 'TCP_STREAM', 'tcp_stream_entry', (d) => d.inq_len + d.outq_len);
   assert.equal(ts.inq_len, inq, 'unread bytes of the server');
   assert.ok((ts.extra as Buffer).subarray(0, inq).includes(Buffer.from('ECHO before the dump\n')));
 

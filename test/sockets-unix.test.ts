@@ -10,6 +10,7 @@ import * as net from 'node:net';
 import * as path from 'node:path';
 import { Fixture, initHarness, runStasis, tmpDir, tracerPid, procState, pattern, waitFor } from './harness';
 import { readImage } from '../src/images/image';
+import { readWithPayloads } from './harness';
 import { Client, dumpKillRestore, assertOneLineError, unixReadAll, silentUnixListener } from './net-helpers';
 
 let root: string;
@@ -54,12 +55,12 @@ test('socketpairs with queued data, path and abstract listeners, a bound datagra
   const { restore } = await dumpKillRestore(fx, dir);
   assert.doesNotMatch(restore.stderr, /warning/, restore.stderr);
   // The queued data, as dumped: the stream in one piece, the datagrams one by one.
-  const files = readImage(dir, 'files.img', 'FILES', ['file_entry']);
+  const files = readImage(dir, 'files.img', 'FILES', 'file_entry');
   const usk = files.filter((f) => f.usk).map((f) => ({ id: f.id as number, ...f.usk }));
   assert.equal(usk.length, 7, 'two pairs, two listeners, one bound socket');
   const names = usk.map((u) => Buffer.from(u.name ?? []).toString('latin1')).filter(Boolean).sort();
   assert.deepEqual(names, [`\0${abstract}`, path.join(fx.dir, 'dgram.sock') + '\0', sockPath + '\0'].sort(), 'names of the bound sockets');
-  const queues = readImage(dir, 'sk-queues.img', 'SK_QUEUES', ['sk_packet_entry'], (d) => d.length);
+  const queues = readWithPayloads(dir, 'sk-queues.img', 'SK_QUEUES', 'sk_packet_entry', (d) => d.length);
   const lens = queues.map((q) => (q.extra as Buffer).length).sort((a, b) => a - b);
   assert.deepEqual(lens, [1, 10, 77, 1000, 2000, 5000], 'queued: 5000 + 2000 bytes of stream, datagrams of 10, 1000, 1 and 77');
   assert.ok(queues.some((q) => (q.extra as Buffer).equals(pattern(11, 5000))), 'the 5000 stream bytes, in order');

@@ -1,41 +1,19 @@
 // CRIU image framing: [u32 IMG_COMMON][u32 kind magic] (inventory: its magic
-// alone), then entries, each a u32 length and that many bytes of protobuf.
-// pages-N.img is raw page data with no header.
+// alone), then entries, each a u32 length and that many bytes of protobuf,
+// optionally followed by a raw payload (pipe data, socket queues, ghost file
+// contents: the entry says how long). pages-N.img is raw page data.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import type * as protobuf from 'protobufjs';
 import { MAGIC, IMG_COMMON_MAGIC, type ImageKind } from './magic';
-import { type as pbType, type MessageName } from './schema';
+import { encode, decode, CodecError } from './codec';
+import type { MsgName, Msg } from './schema';
 import { StasisError, ErrorCodes } from '../errors';
+import { abi } from '../sys';
+
+export type { Msg, MsgName } from './schema';
 
 /** Image files hold the task's secrets: owner-only. */
 export const IMAGE_MODE = 0o600;
-
-/**
- * Create the images directory (0700) and any missing parents. Done by hand:
- * Node 20's recursive mkdirSync spins forever under /proc.
- */
-export function ensureImageDir(dir: string): void {
-  const abs = path.resolve(dir);
-  const missing: string[] = [];
-  for (let d = abs; ; d = path.dirname(d)) {
-    let st: fs.Stats | undefined;
-    try { st = fs.statSync(d); } catch { /* missing */ }
-    if (st) {
-      if (!st.isDirectory()) throw new StasisError(ErrorCodes.USAGE, `images directory ${dir}: ${d} exists and is not a directory`);
-      break;
-    }
-    if (path.dirname(d) === d) break;
-    missing.unshift(d);
-  }
-  for (const d of missing) {
-    try {
-      fs.mkdirSync(d, { mode: 0o700 });
-    } catch (e) {
-      throw new StasisError(ErrorCodes.USAGE, `cannot create images directory ${d}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
-    }
-  }
-}
 
 function header(kind: ImageKind): Buffer {
   if (kind === 'INVENTORY') {
@@ -49,115 +27,209 @@ function header(kind: ImageKind): Buffer {
   return b;
 }
 
-/** Protobuf objects as plain JS: 64-bit fields may be given as bigint. */
-export type Entry = Record<string, unknown>;
+/** One entry of an image file: a message of the schema, and raw bytes after it if any. */
+export type Part = { [N in MsgName]: { msg: N; entry: Msg<N>; payload?: Buffer } }[MsgName];
 
-function toPb(v: unknown): unknown {
-  if (typeof v === 'bigint') return v.toString();
-  if (Array.isArray(v)) return v.map(toPb);
-  if (v && typeof v === 'object' && !Buffer.isBuffer(v) && !(v instanceof Uint8Array)) {
-    const o: Record<string, unknown> = {};
-    for (const [k, x] of Object.entries(v)) if (x !== undefined) o[k] = toPb(x);
-    return o;
-  }
-  return v;
+/** Entries of one message type as parts. */
+export function parts<N extends MsgName>(msg: N, entries: Msg<N>[], payloads?: (Buffer | undefined)[]): Part[] {
+  return entries.map((entry, i) => ({ msg, entry, payload: payloads?.[i] }) as Part);
 }
 
-export function encodeEntry(msg: MessageName, obj: Entry): Buffer {
-  const t = pbType(msg);
-  const m = t.fromObject(toPb(obj) as Record<string, unknown>);
-  const err = t.verify(m);
-  if (err) throw new StasisError(ErrorCodes.BAD_IMAGE, `${msg}: ${err}`);
-  const body = t.encode(m).finish();
+function lengthPrefixed(body: Buffer): Buffer {
   const len = Buffer.alloc(4);
   len.writeUInt32LE(body.length, 0);
   return Buffer.concat([len, body]);
 }
 
+/** The bytes of a whole image file. */
+export function encodeImage(kind: ImageKind, list: Part[]): Buffer {
+  const out: Buffer[] = [header(kind)];
+  for (const p of list) {
+    let body: Buffer;
+    try {
+      body = encode(p.msg, p.entry as never);
+    } catch (e) {
+      if (e instanceof CodecError) throw new StasisError(ErrorCodes.INTERNAL, `encoding ${kind} image: ${e.message}`);
+      throw e;
+    }
+    out.push(lengthPrefixed(body));
+    if (p.payload) out.push(p.payload);
+  }
+  return Buffer.concat(out);
+}
+
+function badImage(file: string, msg: string): StasisError {
+  return new StasisError(ErrorCodes.BAD_IMAGE, `${file}: ${msg}`);
+}
+
+interface RawEntry { start: number; end: number; payload?: Buffer }
+
 /**
- * Write a whole image file: header then entries. Created 0600. An entry may
- * carry raw bytes that follow it in the file (pipe data, as CRIU does).
+ * Split an image file into its entries (checking magic and every length
+ * against the file's size); `payloadLen` tells how many raw bytes follow an
+ * entry (negative: the rest of the file).
  */
-export function writeImage(dir: string, file: string, kind: ImageKind, entries: ([MessageName, Entry] | [MessageName, Entry, Buffer])[]): void {
-  const parts = [header(kind), ...entries.flatMap(([m, o, extra]) => (extra ? [encodeEntry(m, o), extra] : [encodeEntry(m, o)]))];
-  const fd = fs.openSync(path.join(dir, file), 'w', IMAGE_MODE);
+function splitImage(file: string, buf: Buffer, kind: ImageKind, msgAt: (i: number) => MsgName, payloadLen?: (e: Record<string, unknown>, i: number) => number): { msg: MsgName; entry: Record<string, unknown>; payload?: Buffer }[] {
+  const want = header(kind);
+  if (buf.length < want.length || !buf.subarray(0, want.length).equals(want)) throw badImage(file, `bad magic (not a ${kind} image)`);
+  const out: { msg: MsgName; entry: Record<string, unknown>; payload?: Buffer }[] = [];
+  let off = want.length;
+  while (off < buf.length) {
+    if (off + 4 > buf.length) throw badImage(file, `truncated entry header at offset ${off}`);
+    const len = buf.readUInt32LE(off);
+    off += 4;
+    if (len > buf.length - off) throw badImage(file, `truncated entry at offset ${off - 4} (needs ${len} bytes, ${buf.length - off} left)`);
+    const msg = msgAt(out.length);
+    const raw: RawEntry = { start: off, end: off + len };
+    let entry: Record<string, unknown>;
+    try {
+      entry = decode(msg, buf, raw.start, raw.end) as Record<string, unknown>;
+    } catch (e) {
+      if (e instanceof CodecError) throw badImage(file, `entry at offset ${off - 4} does not decode as ${msg}: ${e.message}`);
+      throw e;
+    }
+    off += len;
+    let payload: Buffer | undefined;
+    if (payloadLen) {
+      const n0 = payloadLen(entry, out.length);
+      const n = n0 < 0 ? buf.length - off : n0;
+      if (!Number.isSafeInteger(n) || n > buf.length - off) throw badImage(file, `truncated payload at offset ${off} (needs ${n} bytes, ${buf.length - off} left)`);
+      payload = buf.subarray(off, off + n);
+      off += n;
+    }
+    out.push({ msg, entry, payload });
+  }
+  return out;
+}
+
+/**
+ * Reads images of one checkpoint directory: every read is checked (magic,
+ * framing, required fields); a problem is a BAD_IMAGE error naming the file.
+ */
+export class ImageReader {
+  /**
+   * `owners`: the uids whose files are trusted (by default ours and root's);
+   * null trusts any owner. Links are never followed.
+   */
+  constructor(readonly dir: string, private readonly owners: number[] | null = defaultOwners()) {}
+
+  path(file: string): string { return path.join(this.dir, file); }
+
+  exists(file: string): boolean { return fs.existsSync(this.path(file)); }
+
+  /** Open an image file for reading, refusing links and files of untrusted owners. */
+  open(file: string): number {
+    const p = this.path(file);
+    let fd: number;
+    try {
+      fd = fs.openSync(p, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | abi.O.CLOEXEC);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      throw badImage(p, code === 'ENOENT' ? 'missing' : code === 'ELOOP' ? 'is a symbolic link; refusing to follow it' : `cannot read: ${code ?? (e as Error).message}`);
+    }
+    const st = fs.fstatSync(fd);
+    if (this.owners && !this.owners.includes(st.uid)) {
+      fs.closeSync(fd);
+      throw new StasisError(ErrorCodes.UNSAFE, `${p} is owned by uid ${st.uid}, not by us or root; refusing to trust it (--allow-foreign-images to override)`);
+    }
+    if (!st.isFile()) {
+      fs.closeSync(fd);
+      throw badImage(p, 'not a regular file');
+    }
+    return fd;
+  }
+
+  raw(file: string): Buffer {
+    const fd = this.open(file);
+    try {
+      return fs.readFileSync(fd);
+    } catch (e) {
+      throw badImage(this.path(file), `cannot read: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+    } finally {
+      fs.closeSync(fd);
+    }
+  }
+
+  /** Every entry of a file holding one message type. */
+  read<N extends MsgName>(file: string, kind: ImageKind, msg: N): Msg<N>[] {
+    return splitImage(this.path(file), this.raw(file), kind, () => msg).map((x) => x.entry as Msg<N>);
+  }
+
+  /** A file holding exactly one entry. */
+  one<N extends MsgName>(file: string, kind: ImageKind, msg: N): Msg<N> {
+    const all = this.read(file, kind, msg);
+    if (all.length !== 1) throw badImage(this.path(file), all.length ? `${all.length} entries, expected one` : 'empty');
+    return all[0];
+  }
+
+  /** A head entry then entries of another type (pagemaps). */
+  withHead<H extends MsgName, N extends MsgName>(file: string, kind: ImageKind, head: H, msg: N): { head: Msg<H>; entries: Msg<N>[] } {
+    const all = splitImage(this.path(file), this.raw(file), kind, (i) => (i === 0 ? head : msg));
+    if (all.length === 0) throw badImage(this.path(file), 'no header entry');
+    return { head: all[0].entry as Msg<H>, entries: all.slice(1).map((x) => x.entry as Msg<N>) };
+  }
+
+  /** Entries each followed by a raw payload of `len(entry)` bytes (-1: the rest of the file). */
+  withPayloads<N extends MsgName>(file: string, kind: ImageKind, msg: N, len: (e: Msg<N>) => number): { entry: Msg<N>; payload: Buffer }[] {
+    return splitImage(this.path(file), this.raw(file), kind, () => msg, (e) => len(e as Msg<N>))
+      .map((x) => ({ entry: x.entry as Msg<N>, payload: x.payload! }));
+  }
+}
+
+function defaultOwners(): number[] {
+  const me = process.geteuid?.() ?? 0;
+  return me === 0 ? [0] : [me, 0];
+}
+
+/** Decode a whole image held in memory (tests, tools). */
+export function decodeImage<N extends MsgName>(file: string, buf: Buffer, kind: ImageKind, msg: N): Msg<N>[] {
+  return splitImage(file, buf, kind, () => msg).map((x) => x.entry as Msg<N>);
+}
+
+/** readImage(dir, file, kind, msg): one-off read (show, tests). */
+export function readImage<N extends MsgName>(dir: string, file: string, kind: ImageKind, msg: N): Msg<N>[] {
+  return new ImageReader(dir, null).read(file, kind, msg);
+}
+
+/** Write a whole image file (owner-only) at `p`, which must not exist yet. */
+export function writeImageFile(p: string, kind: ImageKind, list: Part[]): void {
+  const data = encodeImage(kind, list);
+  const fd = openNew(p);
   try {
-    fs.fchmodSync(fd, IMAGE_MODE); // a pre-existing file keeps its mode otherwise
-    fs.writeSync(fd, Buffer.concat(parts));
+    writeAll(fd, data, p);
   } finally {
     fs.closeSync(fd);
   }
 }
 
-/** Decoded entry: 64-bit integers come back as bigint, bytes as Buffer, enums as numbers. */
-export type Decoded = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
-
-function fromPb(t: protobuf.Type, m: protobuf.Message): Decoded {
-  const o = t.toObject(m, { longs: String, enums: Number, bytes: Buffer as unknown as undefined, defaults: false, arrays: true });
-  return convertLongs(t, o);
-}
-
-function convertLongs(t: protobuf.Type, o: Record<string, unknown>): Decoded {
-  for (const f of t.fieldsArray) {
-    const v = o[f.name];
-    if (v === undefined) continue;
-    const conv = (x: unknown): unknown => {
-      if (f.resolvedType && 'fields' in f.resolvedType) return convertLongs(f.resolvedType as protobuf.Type, x as Record<string, unknown>);
-      if (['uint64', 'int64', 'sint64', 'fixed64', 'sfixed64'].includes(f.type)) return BigInt(x as string);
-      if (f.type === 'bytes') return Buffer.from(x as Uint8Array);
-      return x;
-    };
-    o[f.name] = Array.isArray(v) ? v.map(conv) : conv(v);
-  }
-  return o as Decoded;
-}
-
-/**
- * Read and validate an image: magic, then every entry's length within the
- * file, then protobuf decoding (required fields present). `msgs` gives the
- * message of each entry by position (the last one repeats).
- */
-export function readImage(dir: string, file: string, kind: ImageKind, msgs: MessageName[], extraLen?: (e: Decoded) => number): Decoded[] {
-  const p = path.join(dir, file);
-  let buf: Buffer;
+/** Create a file that must not exist, never through a link; owner-only. */
+export function openNew(p: string): number {
   try {
-    buf = fs.readFileSync(p);
+    return fs.openSync(p, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW | abi.O.CLOEXEC, IMAGE_MODE);
   } catch (e) {
-    throw new StasisError(ErrorCodes.BAD_IMAGE, `${p}: cannot read: ${(e as Error).message}`);
+    throw ioError(p, 'create', e);
   }
-  const want = header(kind);
-  if (buf.length < want.length || !buf.subarray(0, want.length).equals(want)) {
-    throw new StasisError(ErrorCodes.BAD_IMAGE, `${p}: bad magic (not a ${kind} image)`);
-  }
-  const out: Decoded[] = [];
-  let off = want.length;
-  while (off < buf.length) {
-    if (off + 4 > buf.length) throw new StasisError(ErrorCodes.BAD_IMAGE, `${p}: truncated entry header at offset ${off}`);
-    const len = buf.readUInt32LE(off);
-    off += 4;
-    if (off + len > buf.length) throw new StasisError(ErrorCodes.BAD_IMAGE, `${p}: truncated entry at offset ${off - 4} (needs ${len} bytes, ${buf.length - off} left)`);
-    const t = pbType(msgs[Math.min(out.length, msgs.length - 1)]);
-    let m: protobuf.Message;
-    try {
-      m = t.decode(buf.subarray(off, off + len));
-    } catch (e) {
-      throw new StasisError(ErrorCodes.BAD_IMAGE, `${p}: entry at offset ${off - 4} does not decode as ${t.name}: ${(e as Error).message}`);
-    }
-    const d = fromPb(t, m);
-    off += len;
-    if (extraLen) {
-      // A negative length: the payload is the rest of the file (ghost files).
-      const want = extraLen(d);
-      const n = want < 0 ? buf.length - off : want;
-      if (off + n > buf.length) throw new StasisError(ErrorCodes.BAD_IMAGE, `${p}: truncated payload at offset ${off} (needs ${n} bytes, ${buf.length - off} left)`);
-      d.extra = buf.subarray(off, off + n);
-      off += n;
-    }
-    out.push(d);
-  }
-  return out;
 }
 
-export function imageExists(dir: string, file: string): boolean {
-  return fs.existsSync(path.join(dir, file));
+export function writeAll(fd: number, data: Buffer, p: string, position?: number): void {
+  try {
+    let off = 0;
+    while (off < data.length) {
+      off += fs.writeSync(fd, data, off, data.length - off, position === undefined ? null : position + off);
+    }
+  } catch (e) {
+    throw ioError(p, 'write', e);
+  }
+}
+
+/** An I/O failure on an image file as a one-line error naming the file and the cause. */
+export function ioError(p: string, what: string, e: unknown): StasisError {
+  const code = (e as NodeJS.ErrnoException)?.code;
+  const why: Record<string, string> = {
+    ENOSPC: 'no space left on the device', EDQUOT: 'disk quota exceeded', EACCES: 'permission denied', EPERM: 'not permitted',
+    EEXIST: 'already exists', ELOOP: 'is a symbolic link', EROFS: 'read-only file system', ENOENT: 'no such file or directory',
+    ENOTDIR: 'a path component is not a directory', EIO: 'I/O error',
+  };
+  return new StasisError(code === 'ENOSPC' || code === 'EDQUOT' ? ErrorCodes.NO_SPACE : ErrorCodes.IO_ERROR,
+    `cannot ${what} ${p}: ${(code && why[code]) ?? code ?? (e as Error)?.message ?? String(e)}`, { cause: e });
 }

@@ -1,14 +1,14 @@
 // CRIU's image schemas, written in our own compact form. Field numbers,
 // types and labels follow CRIU's published images/*.proto so that images we
-// write decode with `crit` and CRIU's own images decode with us. Only what
-// stasis reads or writes is listed; unknown fields are skipped by protobuf.
+// write decode with `crit` and CRIU's own images decode with us (a test
+// compares every field with the descriptors of Debian's pycriu). Only what
+// stasis reads or writes is listed; unknown fields are skipped when decoding.
 //
-// Each field is "label type number", e.g. "required uint64 3".
-import * as protobuf from 'protobufjs';
+// Each field is "label type number", e.g. "required uint64 3". The schema is
+// `as const`, so every message has a TypeScript type: Msg<'timerfd_entry'>,
+// 64-bit integers as bigint, bytes as Buffer, enums as numbers.
 
-type Fields = Record<string, string>;
-
-const messages: Record<string, Fields> = {
+const messages = {
   inventory_entry: {
     img_version: 'required uint32 1', fdinfo_per_id: 'optional bool 2', root_ids: 'optional task_kobj_ids_entry 3',
     ns_per_id: 'optional bool 4', root_cg_set: 'optional uint32 5', lsmtype: 'optional lsmtype 6',
@@ -198,9 +198,9 @@ const messages: Record<string, Fields> = {
   pipe_entry: {
     id: 'required uint32 1', pipe_id: 'required uint32 2', flags: 'required uint32 3', fown: 'required fown_entry 4',
   },
-};
+} as const;
 
-const enums: Record<string, Record<string, number>> = {
+const enums = {
   lsmtype: { NO_LSM: 0, SELINUX: 1, APPARMOR: 2 },
   remap_type: { LINKED: 0, GHOST: 1, PROCFS: 2 },
   sk_shutdown: { NONE: 0, READ: 1, WRITE: 2, BOTH: 3 },
@@ -212,43 +212,38 @@ const enums: Record<string, Record<string, number>> = {
     PACKETSK: 10, TTY: 11, FANOTIFY: 12, NETLINKSK: 13, NS: 14, TUNF: 15, EXT: 16, TIMERFD: 17, MEMFD: 18,
     BPFMAP: 19, CTL_TTY: 65534, AUTOFS_PIPE: 65535,
   },
-};
+} as const;
 
-function build(): protobuf.Root {
-  const nested: Record<string, protobuf.INamespace | protobuf.IType | protobuf.IEnum> = {};
-  for (const [name, values] of Object.entries(enums)) nested[name] = { values };
-  for (const [name, fields] of Object.entries(messages)) {
-    const f: Record<string, protobuf.IField & { rule?: string }> = {};
-    for (const [fname, spec] of Object.entries(fields)) {
-      const [rule, type, id] = spec.split(' ');
-      // proto2 repeated scalars are not packed on the wire (as CRIU writes them).
-      const scalar = !(type in messages) && !(type in enums);
-      f[fname] = { rule: rule === 'optional' ? undefined : rule, type, id: Number(id), ...(rule === 'repeated' && scalar ? { options: { packed: false } } : {}) };
-    }
-    nested[name] = { fields: f };
-  }
-  const root = protobuf.Root.fromJSON({ options: { syntax: 'proto2' }, nested } as protobuf.INamespace);
-  root.resolveAll();
-  return root;
+export const SCHEMA = { messages, enums } as const;
+
+export type MsgName = keyof typeof messages;
+export type EnumName = keyof typeof enums;
+
+interface ScalarTypes {
+  double: number; float: number; int32: number; uint32: number; sint32: number; fixed32: number; sfixed32: number;
+  int64: bigint; uint64: bigint; sint64: bigint; fixed64: bigint; sfixed64: bigint;
+  bool: boolean; string: string; bytes: Buffer;
 }
 
-export const root = build();
-export type MessageName = keyof typeof messages;
-
-export function type(name: MessageName): protobuf.Type {
-  return root.lookupType(name);
-}
+type Spec<N extends MsgName> = (typeof messages)[N];
+type LabelOf<S> = S extends `${infer L} ${string} ${string}` ? L : never;
+type TypeOf<S> = S extends `${string} ${infer T} ${string}` ? T : never;
+type TsOf<T> = T extends keyof ScalarTypes ? ScalarTypes[T] : T extends MsgName ? Msg<T> : T extends EnumName ? number : never;
+type Keys<N extends MsgName, L extends string> = { [K in keyof Spec<N>]: LabelOf<Spec<N>[K]> extends L ? K : never }[keyof Spec<N>];
+type Simplify<T> = { [K in keyof T]: T[K] } & {};
 
 /**
- * protobufjs generates each type's code on first use (tens of ms in all): do
- * it before a task is frozen rather than while it is.
+ * A message as a plain object: required fields required, optional fields
+ * optional, repeated fields optional arrays (always present, maybe empty,
+ * when decoded).
  */
-export function warmUp(): void {
-  for (const name of Object.keys(messages) as MessageName[]) {
-    const t = type(name);
-    // Empty messages may lack required parts: what matters is the code generated on the way.
-    try { t.encode(t.fromObject({})).finish(); } catch { /* generated */ }
-    try { t.decode(Buffer.alloc(0)); } catch { /* generated */ }
-    try { t.toObject(t.create()); } catch { /* generated */ }
-  }
+export type Msg<N extends MsgName> = Simplify<
+  { -readonly [K in Keys<N, 'required'>]: TsOf<TypeOf<Spec<N>[K]>> } &
+  { -readonly [K in Keys<N, 'optional'>]?: TsOf<TypeOf<Spec<N>[K]>> } &
+  { -readonly [K in Keys<N, 'repeated'>]?: TsOf<TypeOf<Spec<N>[K]>>[] }
+>;
+
+/** The values of a CRIU enum, by name. */
+export function enumValues<E extends EnumName>(name: E): (typeof enums)[E] {
+  return enums[name];
 }

@@ -112,9 +112,13 @@ export function sigmaskFromStatus(status: Map<string, string>, key: string): big
 
 export interface FdInfo { pos: bigint; flags: number; mntId: number; ino: number; extra: Map<string, string>; raw: string }
 export function readFdInfo(pid: number, fd: number): FdInfo {
+  return parseFdInfo(fs.readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'utf8'));
+}
+
+/** /proc/PID/fdinfo/N text: pos, flags (octal), mnt_id, ino, and every other line by key. */
+export function parseFdInfo(raw: string): FdInfo {
   const extra = new Map<string, string>();
   let pos = 0n, flags = 0, mntId = 0, ino = 0;
-  const raw = fs.readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'utf8');
   for (const line of raw.split('\n')) {
     const i = line.indexOf(':');
     if (i <= 0) continue;
@@ -149,4 +153,11 @@ export function readPagemap(fd: number, start: bigint, end: bigint, into?: Buffe
     off += got;
   }
   return buf;
+}
+
+/** A "key:\tvalue" line of fdinfo beyond pos/flags/mnt_id/ino; throws if the kernel did not print it. */
+export function fdinfoField(info: FdInfo, key: string, where: string): string {
+  const v = info.extra.get(key);
+  if (v === undefined) throw new Error(`${where}: fdinfo has no '${key}'`);
+  return v;
 }

@@ -1,32 +1,34 @@
 // eventfd: its counter and flags (fdinfo), re-created with eventfd2.
-import { FD_TYPES } from './fdtypes';
-import { NO_FOWN, fdinfoField, type FileKind } from './filekind';
+import { abi } from '../sys';
+import { inBuf } from '../compel/remote';
+import { fdinfoField } from '../proc/proc';
+import { FD_TYPES, NO_FOWN } from '../images/criu';
+import { defineFileUnit } from '../unit/unit';
 
-/** EFD_SEMAPHORE has no field of its own in eventfd_file_entry: it rides in
- *  flags bit 0, which an eventfd's access mode (always O_RDWR) never uses. */
-const EFD_SEMAPHORE = 1;
-const EFD_NONBLOCK = 0o4000;
+const { EFD } = abi;
 
-export const eventfdKind: FileKind = {
+export const eventfdUnit = defineFileUnit({
   name: 'eventfd',
-  type: FD_TYPES.EVENTFD,
-  field: 'efd',
-  match: (d) => d.link === 'anon_inode:[eventfd]',
-  dump(_ctx, d, id) {
-    const sem = d.info.extra.get('eventfd-semaphore') === '1' ? EFD_SEMAPHORE : 0;
-    return { id, flags: d.flags | sem, fown: NO_FOWN, counter: BigInt('0x' + fdinfoField(d, 'eventfd-count')) /* printed in hex */ };
+  file: {
+    type: FD_TYPES.EVENTFD,
+    field: 'efd',
+    match: (d) => d.link === 'anon_inode:[eventfd]',
+    dump(_ctx, d, id) {
+      // EFD_SEMAPHORE has no field of its own in eventfd_file_entry: it rides in
+      // flags bit 0, which an eventfd's access mode (always O_RDWR) never uses.
+      const sem = d.info.extra.get('eventfd-semaphore') === '1' ? EFD.SEMAPHORE : 0;
+      const count = BigInt('0x' + fdinfoField(d.info, 'eventfd-count', `fd ${d.fd} of pid ${d.pid}`)); // printed in hex
+      return { id, flags: d.flags | sem, fown: NO_FOWN, counter: count };
+    },
+    open(_ctx, tr, e) {
+      const flags = (e.flags & EFD.NONBLOCK) | (e.flags & EFD.SEMAPHORE);
+      // The counter is an unsigned 64-bit value; eventfd2 takes an initial value of 32 bits,
+      // so the rest is added with a write.
+      const small = e.counter <= 0xffffffffn;
+      const fd = tr.task.callNum('eventfd2', small ? e.counter : 0n, flags);
+      if (!small) tr.task.call('write', fd, inBuf(abi.u64s([e.counter])), 8);
+      return fd;
+    },
+    describe: (e) => `eventfd count ${e.counter}`,
   },
-  open(_ctx, tr, e) {
-    const flags = (e.flags & EFD_NONBLOCK) | (e.flags & EFD_SEMAPHORE);
-    // The counter is an unsigned 64-bit value; eventfd2 takes an initial value of 32 bits,
-    // so the rest is added with a write.
-    const counter = BigInt(e.counter);
-    const fd = Number(tr.task.call('eventfd2', counter <= 0xffffffffn ? counter : 0n, flags));
-    if (counter > 0xffffffffn) {
-      const b = Buffer.alloc(8);
-      b.writeBigUInt64LE(counter);
-      tr.task.call('write', fd, tr.task.put(b, 3072), 8);
-    }
-    return fd;
-  },
-};
+});

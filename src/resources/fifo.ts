@@ -6,47 +6,57 @@
 import * as fs from 'node:fs';
 import { abi } from '../sys';
 import { StasisError, ErrorCodes } from '../errors';
-import type { RestoreCtx, TaskRestore } from '../restore/context';
-import type { Decoded } from '../images/image';
-import { FD_TYPES } from './fdtypes';
-import type { FileKind } from './filekind';
-import { readPipeData } from './pipes';
+import { FD_TYPES } from '../images/criu';
+import { defineFileUnit } from '../unit/unit';
 import { regFileEntry } from './regfile';
-import { park, fillPipe } from './fdutil';
+import { park, fileEntry } from './files';
+import { readPipeData, fillPipe, writePipeData, loadPipeData, type PipeData } from './pipes';
 
 const { O, F } = abi;
 
-function keeper(ctx: RestoreCtx, tr: TaskRestore, e: Decoded, path: string): number {
-  const have = ctx.fifoKeepers.get(e.pipe_id);
-  if (have && have.pid === tr.img.pid) return have.fd;
-  const fd = park(ctx, tr, tr.task.open(path, O.RDWR | O.NONBLOCK));
-  ctx.fifoKeepers.set(e.pipe_id, { pid: tr.img.pid, fd });
-  const pd = have ? undefined : ctx.ckpt.fifoData.get(e.pipe_id);
-  if (pd?.data.length) fillPipe(tr.img.pid, fd, pd.data, `FIFO ${path}`);
-  return fd;
-}
-
-export const fifoKind: FileKind = {
-  name: 'FIFO',
-  type: FD_TYPES.FIFO,
-  field: 'fifo',
-  match: (d) => d.st.isFIFO() && !d.link.startsWith('pipe:'),
-  dump(ctx, d, id) {
-    if (!ctx.fifoData.has(d.st.ino)) ctx.fifoData.set(d.st.ino, readPipeData(d.pid, d.fd));
-    const regfId = regFileEntry(ctx, d.link, d.flags, { key: `fifo-path:${d.flags}:${d.link}` });
-    return { id, pipe_id: d.st.ino, regf_id: regfId };
+export const fifoUnit = defineFileUnit({
+  name: 'fifo',
+  dumpState: () => new Map<number, PipeData>(),
+  dumpPhases: [{
+    name: 'fifo-data', after: ['files'],
+    once: (ctx, st) => { if (st.size) ctx.write('fifo-data.img', 'FIFO_DATA', writePipeData(st)); },
+  }],
+  load: (ld) => loadPipeData(ld, 'fifo-data.img', 'FIFO_DATA'),
+  /** A read-write opener of each FIFO (by pipe id), per process, parked. */
+  restoreState: () => new Map<number, { pid: number; fd: number }>(),
+  file: {
+    type: FD_TYPES.FIFO,
+    field: 'fifo',
+    match: (d) => d.st.isFIFO() && !d.link.startsWith('pipe:'),
+    dump(ctx, d, id, st) {
+      if (!st.has(d.st.ino)) st.set(d.st.ino, readPipeData(d.pid, d.fd));
+      const regfId = regFileEntry(ctx, d.link, d.flags, { key: `fifo-path:${d.flags}:${d.link}` });
+      return { id, pipe_id: d.st.ino, regf_id: regfId };
+    },
+    check(e, where) {
+      if (e.regf_id === undefined) throw new StasisError(ErrorCodes.BAD_IMAGE, `${where}: FIFO without a path entry`);
+    },
+    validate(e, where, ld) {
+      const reg = fileEntry(ld, e.regf_id!).reg;
+      if (!reg) throw new StasisError(ErrorCodes.BAD_IMAGE, `${where}: FIFO path entry ${e.regf_id} is not a path`);
+      let st: fs.Stats;
+      try { st = fs.statSync(reg.name); } catch { throw new StasisError(ErrorCodes.FILE_CHANGED, `${where}: FIFO ${reg.name} no longer exists`); }
+      if (!st.isFIFO()) throw new StasisError(ErrorCodes.FILE_CHANGED, `${where}: ${reg.name} is no longer a FIFO`);
+    },
+    open(ctx, tr, e, keepers, l) {
+      const reg = fileEntry(ctx, e.regf_id!).reg!;
+      const t = tr.task;
+      const have = keepers.get(e.pipe_id);
+      if (!have || have.pid !== tr.img.pid) {
+        const fd = park(ctx, tr, t.open(reg.name, O.RDWR | O.NONBLOCK));
+        keepers.set(e.pipe_id, { pid: tr.img.pid, fd });
+        const pd = have ? undefined : l.get(e.pipe_id);
+        if (pd?.data.length) fillPipe(tr.img.pid, fd, pd.data, `FIFO ${reg.name}`);
+      }
+      const fd = t.open(reg.name, (reg.flags & ~(O.CREAT | O.EXCL | O.TRUNC)) | O.NONBLOCK);
+      if (!(reg.flags & O.NONBLOCK)) t.call('fcntl', fd, F.SETFL, reg.flags & ~O.NONBLOCK);
+      return fd;
+    },
+    describe: (e, files) => `fifo ${files.get(e.regf_id ?? 0)?.reg?.name ?? ''}`,
   },
-  open(ctx, tr, e) {
-    const reg = ctx.ckpt.files.get(e.regf_id)?.reg;
-    if (!reg) throw new StasisError(ErrorCodes.BAD_IMAGE, `FIFO file id ${e.id}: path entry ${e.regf_id} missing`);
-    let st: fs.Stats;
-    try { st = fs.statSync(reg.name); } catch { throw new StasisError(ErrorCodes.FILE_CHANGED, `FIFO ${reg.name} no longer exists`); }
-    if (!st.isFIFO()) throw new StasisError(ErrorCodes.FILE_CHANGED, `${reg.name} is no longer a FIFO`);
-    keeper(ctx, tr, e, reg.name);
-    const t = tr.task;
-    const flags = reg.flags as number;
-    const fd = t.open(reg.name, (flags & ~(O.CREAT | O.EXCL | O.TRUNC)) | O.NONBLOCK);
-    if (!(flags & O.NONBLOCK)) t.call('fcntl', fd, F.SETFL, flags & ~O.NONBLOCK);
-    return fd;
-  },
-};
+});

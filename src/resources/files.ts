@@ -1,101 +1,149 @@
-// The fd table: fdinfo-ID.img (fd number, close-on-exec, file id) and the
-// files each fd refers to. One open file description shared by several fds
-// gets one file id (kcmp KCMP_FILE), so it stays shared after restore.
+// The fd table and the table of files. fdinfo-ID.img holds each fd (number,
+// close-on-exec, file id); files.img holds every file entry, of whatever
+// kind, once: an open file description shared by several fds (kcmp
+// KCMP_FILE) or processes gets one id, and so stays shared after restore.
+// Mappings, cwd/root and the exe link name file entries too.
 import * as fs from 'node:fs';
 import { abi, kcmp } from '../sys';
 import { listFds, readFdInfo } from '../proc/proc';
-import { writeImage, type Entry } from '../images/image';
-import type { DumpCtx, ProcessDump } from '../dump/context';
+import { parts, type Msg } from '../images/image';
+import { FD_TYPE_NAMES, FDINFO_CLOEXEC } from '../images/criu';
 import { StasisError, ErrorCodes } from '../errors';
-import type { FdDesc } from './filekind';
-import { FILE_KINDS, kindOfType } from './registry';
-import { fetchFd } from './fdutil';
-import { writeGhosts } from './regfile';
-import { writeMemfdImage } from './memfd';
-import { externPeerEntry } from './sockets-unix';
-
-const SOCK_STREAM = 1;
+import { defineUnit, type AnyUnit, type FdDesc, type FileKind } from '../unit/unit';
+import type { DumpCtx } from '../unit/dump-ctx';
+import type { RestoreCtx, TaskRestore } from '../unit/restore-ctx';
+import type { Loading } from '../unit/checkpoint';
+import type { RemoteTask } from '../compel/remote';
 
 const { O, KCMP, F } = abi;
+type FileEntry = Msg<'file_entry'>;
+
+/** The units with a file part: set by the registry (it imports every unit; this file must not). */
+let fileUnits: AnyUnit[] = [];
+export function registerFileKinds(units: AnyUnit[]): void { fileUnits = units.filter((u) => u.file); }
+export function fileUnitOfType(type: number): AnyUnit | undefined { return fileUnits.find((u) => u.file!.type === type); }
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+function kindOf(u: AnyUnit): FileKind<any, unknown, unknown, unknown> { return u.file!; }
+
+interface DumpState {
+  /** files.img entries (written in id order). */
+  entries: FileEntry[];
+  keys: Map<string, number>;
+  lastId: number;
+  /** Every fd seen so far, to find open file descriptions shared across fds and processes. */
+  seen: { pid: number; fd: number; dev: number; ino: number; id: number }[];
+}
+
+interface Loaded {
+  files: Map<number, FileEntry>;
+  /** fd table of each process, by pid. */
+  fdinfo: Map<number, Msg<'fdinfo_entry'>[]>;
+}
+
+interface RestoreState {
+  /** Where each restored file (open file description) can be fetched from. */
+  holders: Map<number, { pid: number; fd: number }>;
+  /** Temporary fds to close once every process has its files. */
+  parked: { pid: number; fd: number }[];
+}
 
 function describeFd(st: fs.Stats, link: string): string {
   if (st.isCharacterDevice()) return `character device ${link}`;
+  if (st.isBlockDevice()) return `block device ${link}`;
   if (st.isFIFO()) return `FIFO ${link}`;
   if (st.isSocket()) return `socket ${link}`;
   return link;
 }
 
-export function dumpFiles(ctx: DumpCtx, pd: ProcessDump): void {
-  const pid = pd.pid;
-  const entries: Entry[] = [];
-  const seen = ctx.openFiles;
+/** fdinfo-N.img of one process: each fd matched to its kind, one file id per open file description. */
+function dumpFdTable(ctx: DumpCtx, pid: number, filesId: number, st: DumpState): void {
+  const entries: Msg<'fdinfo_entry'>[] = [];
   for (const fd of listFds(pid)) {
     const link = fs.readlinkSync(`/proc/${pid}/fd/${fd}`);
-    let st: fs.Stats;
-    try { st = fs.statSync(`/proc/${pid}/fd/${fd}`); } catch (e) {
+    let fst: fs.Stats;
+    try { fst = fs.statSync(`/proc/${pid}/fd/${fd}`); } catch (e) {
       throw new StasisError(ErrorCodes.UNSUPPORTED, `fd ${fd} (${link}) of pid ${pid}: cannot stat: ${(e as Error).message}`);
     }
     const info = readFdInfo(pid, fd);
-    const d: FdDesc = { pid, fd, link, st, info, flags: info.flags & ~O.CLOEXEC };
-    const kind = FILE_KINDS.find((k) => k.match(d));
-    if (!kind) throw new StasisError(ErrorCodes.UNSUPPORTED, `fd ${fd} of pid ${pid}: ${describeFd(st, link)} is not supported yet`);
-    // The same open file description behind two fds (of this or another
-    // process of the tree): one file entry.
-    const twin = seen.find((s) => s.dev === st.dev && s.ino === st.ino && kcmp(s.pid, pid, KCMP.FILE, s.fd, fd) === 0);
-    const id = twin ? twin.id : ctx.fileId(`ofd:${pid}:${fd}`, (nid) => ({ type: kind.type, id: nid, [kind.field]: kind.dump(ctx, d, nid) }));
-    if (!twin) seen.push({ pid, fd, dev: st.dev, ino: st.ino, id });
-    entries.push({ id, flags: info.flags & O.CLOEXEC ? 1 : 0, type: kind.type, fd });
+    const d: FdDesc = { pid, fd, link, st: fst, info, flags: info.flags & ~O.CLOEXEC };
+    const unit = fileUnits.find((u) => kindOf(u).match(d));
+    if (!unit) throw new StasisError(ErrorCodes.UNSUPPORTED, `fd ${fd} of pid ${pid}: ${describeFd(fst, link)} is not supported yet`);
+    const kind = kindOf(unit);
+    // The same open file description behind two fds (of this or another process of the tree): one entry.
+    const twin = st.seen.find((s) => s.dev === fst.dev && s.ino === fst.ino && kcmp(s.pid, pid, KCMP.FILE, s.fd, fd) === 0);
+    const id = twin ? twin.id : fileId(ctx, `ofd:${pid}:${fd}`, (nid) => ({ type: kind.type, id: nid, [kind.field]: kind.dump(ctx, d, nid, ctx.state(unit)) }) as FileEntry);
+    if (!twin) st.seen.push({ pid, fd, dev: fst.dev, ino: fst.ino, id });
+    entries.push({ id, flags: info.flags & O.CLOEXEC ? FDINFO_CLOEXEC : 0, type: kind.type, fd });
   }
-  writeImage(ctx.opts.dir, `fdinfo-${pd.ids.files_id}.img`, 'FDINFO', entries.map((e) => ['fdinfo_entry', e]));
-}
-
-export function writeFilesImage(ctx: DumpCtx): void {
-  checkUnixPeers(ctx);
-  writeGhosts(ctx);
-  writeMemfdImage(ctx);
-  writeImage(ctx.opts.dir, 'files.img', 'FILES', ctx.files.map((e) => ['file_entry', e]));
-  writeImage(ctx.opts.dir, 'pipes-data.img', 'PIPES_DATA', [...ctx.pipeData].map(([ino, p]) =>
-    ['pipe_data_entry', { pipe_id: ino, bytes: p.data.length, size: p.size }, p.data]));
-  if (ctx.fifoData.size) {
-    writeImage(ctx.opts.dir, 'fifo-data.img', 'FIFO_DATA', [...ctx.fifoData].map(([ino, p]) =>
-      ['pipe_data_entry', { pipe_id: ino, bytes: p.data.length, size: p.size }, p.data]));
-  }
-  writeImage(ctx.opts.dir, 'sk-queues.img', 'SK_QUEUES', ctx.skQueues.map((q) =>
-    ['sk_packet_entry', { id_for: q.id, length: q.data.length, addr: q.addr }, q.data]));
+  ctx.write(`fdinfo-${filesId}.img`, 'FDINFO', parts('fdinfo_entry', entries));
 }
 
 /**
- * A unix socket whose peer is outside the tree cannot be re-connected to that
- * very socket. With --ext-unix-sk a datagram socket connected to a named peer
- * (syslog's /dev/log, say) is connected to that name again: the peer goes into
- * files.img as an external entry (uflags USK_EXTERN), referenced by no fd.
+ * The file entry for `key` (an open file description, or a path and flags
+ * for mappings, cwd...): made by `make` the first time, shared afterwards.
  */
-function checkUnixPeers(ctx: DumpCtx): void {
-  for (const [ino, u] of ctx.unixSocks) {
-    if (!u.peer || ctx.unixSocks.has(u.peer)) continue;
-    const peer = ctx.unixDiag().get(u.peer);
-    if (ctx.opts.extUnixSk && u.type !== SOCK_STREAM && peer?.name.length) {
-      ctx.fileId(`unix-extern:${u.peer}`, (id) => externPeerEntry(id, u.peer, peer.type, peer.name));
-      continue;
-    }
-    const how = u.type === SOCK_STREAM ? 'a stream connection cannot be re-established to it'
-      : peer?.name.length ? 'dump with --ext-unix-sk to connect to its name again' : 'it has no name to connect to again';
-    throw new StasisError(ErrorCodes.UNSUPPORTED, `fd ${u.fd} of pid ${u.pid}: unix socket ${ino} is connected to socket ${u.peer} outside the dumped tree; ${how}`);
-  }
+export function fileId(ctx: DumpCtx, key: string, make: (id: number) => FileEntry): number {
+  const st = ctx.state(filesUnit);
+  const have = st.keys.get(key);
+  if (have !== undefined) return have;
+  // Taken before `make` runs: making an entry may make others (a FIFO's path...).
+  const id = ++st.lastId;
+  st.keys.set(key, id);
+  const e = make(id);
+  st.entries.push(e);
+  return id;
 }
 
-// ---------------------------------------------------------------- restore
+/** The member entry of a file entry (reg, pipe, isk...), whatever its kind. */
+export function memberOf(f: FileEntry): { id: number; flags?: number; pos?: bigint } | undefined {
+  const u = fileUnitOfType(f.type);
+  return u ? (f as Record<string, unknown>)[kindOf(u).field] as { id: number } | undefined : undefined;
+}
 
-import type { RestoreCtx, TaskRestore } from '../restore/context';
+function loadFiles(ld: Loading): Loaded {
+  const file = ld.images.path('files.img');
+  const files = new Map<number, FileEntry>();
+  for (const f of ld.images.read('files.img', 'FILES', 'file_entry')) {
+    if (files.has(f.id)) throw new StasisError(ErrorCodes.BAD_IMAGE, `${file}: duplicate file id ${f.id}`);
+    const u = fileUnitOfType(f.type);
+    const member = u ? (f as Record<string, unknown>)[kindOf(u).field] : undefined;
+    if (!u || !member) throw new StasisError(ErrorCodes.BAD_IMAGE, `${file}: file id ${f.id}: unsupported file type ${FD_TYPE_NAMES[f.type] ?? f.type}`);
+    kindOf(u).check?.(member, `${file}: file id ${f.id}`, ld);
+    files.set(f.id, f);
+  }
+  const fdinfo = new Map<number, Msg<'fdinfo_entry'>[]>();
+  for (const p of ld.processes) {
+    const name = `fdinfo-${p.ids.files_id}.img`;
+    const fds = ld.images.read(name, 'FDINFO', 'fdinfo_entry');
+    const numbers = new Set<number>();
+    for (const fd of fds) {
+      const f = files.get(fd.id);
+      if (!f) throw new StasisError(ErrorCodes.BAD_IMAGE, `${ld.images.path(name)}: fd ${fd.fd} names file id ${fd.id}, absent from files.img`);
+      if (fd.type !== f.type) throw new StasisError(ErrorCodes.BAD_IMAGE, `${ld.images.path(name)}: fd ${fd.fd}: type ${FD_TYPE_NAMES[fd.type] ?? fd.type} but file id ${fd.id} is ${FD_TYPE_NAMES[f.type]}`);
+      if (fd.fd > 0x7fffffff || numbers.has(fd.fd)) throw new StasisError(ErrorCodes.BAD_IMAGE, `${ld.images.path(name)}: fd ${fd.fd} is invalid or listed twice`);
+      numbers.add(fd.fd);
+    }
+    fdinfo.set(p.pid, fds);
+  }
+  return { files, fdinfo };
+}
+
+/** A file entry of the checkpoint, by id (load has checked every reference). */
+export function fileEntry(ctx: RestoreCtx | Loading, id: number): FileEntry {
+  const l = ('ckpt' in ctx ? ctx.ckpt : ctx).loaded(filesUnit);
+  const f = l.files.get(id);
+  if (!f) throw new StasisError(ErrorCodes.BAD_IMAGE, `file id ${id} is absent from files.img`);
+  return f;
+}
 
 /** A new fd in the task for file `id` (sharing its open file description with every other holder). */
-function materialize(ctx: RestoreCtx, tr: TaskRestore, id: number): number {
+function materialize(ctx: RestoreCtx, tr: TaskRestore, id: number, st: RestoreState): number {
   const t = tr.task;
-  const holder = ctx.fileHolders.get(id);
-  if (holder) return holder.pid === tr.img.pid ? Number(t.call('dup', holder.fd)) : fetchFd(t, holder.pid, holder.fd);
-  const f = ctx.ckpt.files.get(id)!;
-  const kind = kindOfType(f.type)!;
-  return kind.open(ctx, tr, f[kind.field]);
+  const holder = st.holders.get(id);
+  if (holder) return holder.pid === tr.img.pid ? t.callNum('dup', holder.fd) : fetchFd(t, holder.pid, holder.fd);
+  const f = fileEntry(ctx, id);
+  const u = fileUnitOfType(f.type)!;
+  return kindOf(u).open(ctx, tr, (f as Record<string, unknown>)[kindOf(u).field], ctx.state(u), ctx.loaded(u));
 }
 
 /**
@@ -105,39 +153,85 @@ function materialize(ctx: RestoreCtx, tr: TaskRestore, id: number): number {
  * pidfd_getfd, so they share one open file description (and offset) again.
  * Kinds with a finishing step (epoll: its targets) run it once all fds are in.
  */
-export function restoreFiles(ctx: RestoreCtx, tr: TaskRestore): void {
+function restoreFdTable(ctx: RestoreCtx, tr: TaskRestore, l: Loaded, st: RestoreState): void {
   const t = tr.task;
-  const fds = [...tr.img.fdinfo].sort((a, b) => a.fd - b.fd);
+  const fds = [...(l.fdinfo.get(tr.img.pid) ?? [])].sort((a, b) => a.fd - b.fd);
   const created: { id: number; fd: number }[] = [];
   for (const fi of fds) {
-    const cloexec = (fi.flags & 1) !== 0;
-    const fresh = !ctx.fileHolders.has(fi.id);
-    let fd = materialize(ctx, tr, fi.id);
+    const cloexec = (fi.flags & FDINFO_CLOEXEC) !== 0;
+    const fresh = !st.holders.has(fi.id);
+    let fd = materialize(ctx, tr, fi.id, st);
     if (fd !== fi.fd) {
       t.call('dup3', fd, fi.fd, cloexec ? O.CLOEXEC : 0);
       t.call('close', fd);
       fd = fi.fd;
     } else {
-      t.call('fcntl', fd, F.SETFD, cloexec ? 1 : 0);
+      t.call('fcntl', fd, F.SETFD, cloexec ? abi.FD_CLOEXEC : 0);
     }
     if (fresh) {
-      ctx.fileHolders.set(fi.id, { pid: tr.img.pid, fd });
+      st.holders.set(fi.id, { pid: tr.img.pid, fd });
       created.push({ id: fi.id, fd });
     }
   }
   for (const c of created) {
-    const f = ctx.ckpt.files.get(c.id)!;
-    const kind = kindOfType(f.type)!;
-    kind.finish?.(ctx, tr, f[kind.field], c.fd);
+    const f = l.files.get(c.id)!;
+    const u = fileUnitOfType(f.type)!;
+    kindOf(u).finish?.(ctx, tr, (f as Record<string, unknown>)[kindOf(u).field], c.fd, ctx.state(u));
   }
 }
 
-/** The task came from the stub: drop the fds it inherited, before any of ours exist. */
-export function closeInherited(_ctx: RestoreCtx, tr: TaskRestore): void {
-  tr.task.call('close_range', 0, 0xffffffff, 0);
+/** Copy fd `fd` of process `from` into the task (same open file description). */
+export function fetchFd(t: RemoteTask, from: number, fd: number): number {
+  const pidfd = t.callNum('pidfd_open', from, 0);
+  try {
+    return t.callNum('pidfd_getfd', pidfd, fd, 0);
+  } finally {
+    t.call('close', pidfd);
+  }
 }
 
-/** Close the fds parked while files were restored (once every process has its fds). */
-export function closeParked(ctx: RestoreCtx, tr: TaskRestore): void {
-  for (const p of ctx.parked) if (p.pid === tr.img.pid) tr.task.call('close', p.fd);
+/**
+ * Park an fd above every fd number the task will use (closed once every
+ * process has its fds, in files-cleanup); returns the new number.
+ */
+export function park(ctx: RestoreCtx, tr: TaskRestore, fd: number): number {
+  const above = (ctx.loaded(filesUnit).fdinfo.get(tr.img.pid) ?? []).reduce((m, f) => Math.max(m, f.fd), 2) + 1;
+  const parked = tr.task.callNum('fcntl', fd, F.DUPFD_CLOEXEC, above);
+  tr.task.call('close', fd);
+  ctx.state(filesUnit).parked.push({ pid: tr.img.pid, fd: parked });
+  return parked;
 }
+
+/** The fd table and the table of files. */
+export const filesUnit = defineUnit<DumpState, Loaded, RestoreState>({
+  name: 'files',
+  dumpState: () => ({ entries: [], keys: new Map(), lastId: 0, seen: [] }),
+  dumpPhases: [
+    { name: 'files', after: ['parasite'], each: (ctx, pd, st) => dumpFdTable(ctx, pd.pid, pd.ids.files_id, st) },
+    // Everything that names file entries (mappings, cwd, sockets' peers...) comes before.
+    { name: 'write-files', after: ['files'], once: (ctx, st) => ctx.write('files.img', 'FILES', parts('file_entry', [...st.entries].sort((a, b) => a.id - b.id))) },
+  ],
+  load: loadFiles,
+  validate(ld, l) {
+    for (const [pid, fds] of l.fdinfo) {
+      for (const fd of fds) {
+        const f = l.files.get(fd.id)!;
+        const u = fileUnitOfType(f.type)!;
+        kindOf(u).validate?.((f as Record<string, unknown>)[kindOf(u).field], `${ld.images.path('files.img')}: fd ${fd.fd} of pid ${pid}`, ld, ld.loaded(u));
+      }
+    }
+  },
+  restoreState: () => ({ holders: new Map(), parked: [] }),
+  restorePhases: [
+    // The task came from the stub: drop the fds it inherited, before any of ours exist.
+    { name: 'close-inherited', each: (_ctx, tr) => { tr.task.call('close_range', 0, 0xffffffff, 0); } },
+    // close_range() here must not close fds the mapping phases still use;
+    // paths open relative to the restored cwd/root.
+    { name: 'files', after: ['close-inherited', 'address-space', 'mm', 'fs'], each: (ctx, tr, l, st) => restoreFdTable(ctx, tr, l, st) },
+    // Fds parked in their creator go once every process has its fds.
+    {
+      name: 'files-cleanup', after: ['files'],
+      each: (_ctx, tr, _l, st) => { for (const p of st.parked) if (p.pid === tr.img.pid) tr.task.call('close', p.fd); },
+    },
+  ],
+});

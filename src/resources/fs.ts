@@ -1,29 +1,54 @@
 // fs-PID.img: cwd, root and umask.
 import * as fs from 'node:fs';
 import { abi } from '../sys';
-import { writeImage } from '../images/image';
-import type { DumpCtx, ProcessDump } from '../dump/context';
+import { cstr } from '../compel/remote';
+import { parts, type Msg } from '../images/image';
+import { FD_TYPES } from '../images/criu';
+import { StasisError, ErrorCodes } from '../errors';
+import { defineUnit } from '../unit/unit';
 import { regFileEntry } from './regfile';
+import { filesUnit, fileEntry } from './files';
 
-export function dumpFs(ctx: DumpCtx, pd: ProcessDump): void {
-  const dirFlags = abi.O.RDONLY | abi.O.DIRECTORY;
-  const cwd = fs.readlinkSync(`/proc/${pd.pid}/cwd`);
-  const root = fs.readlinkSync(`/proc/${pd.pid}/root`);
-  const cwdId = regFileEntry(ctx, cwd, dirFlags, { statPath: `/proc/${pd.pid}/cwd` });
-  const rootId = regFileEntry(ctx, root, dirFlags, { statPath: `/proc/${pd.pid}/root` });
-  const umask = parseInt(pd.status.get('Umask') ?? '22', 8);
-  writeImage(ctx.opts.dir, `fs-${pd.pid}.img`, 'FS', [['fs_entry', { cwd_id: cwdId, root_id: rootId, umask }]]);
-}
+const { O } = abi;
 
-// ---------------------------------------------------------------- restore
-
-import type { RestoreCtx, TaskRestore } from '../restore/context';
-
-export function restoreFs(ctx: RestoreCtx, tr: TaskRestore): void {
-  const t = tr.task;
-  const root = ctx.ckpt.files.get(tr.img.fs.root_id)!.reg.name as string;
-  const cwd = ctx.ckpt.files.get(tr.img.fs.cwd_id)!.reg.name as string;
-  if (root !== '/') t.call('chroot', t.putString(root));
-  t.call('chdir', t.putString(cwd));
-  t.call('umask', tr.img.fs.umask ?? 0o22);
-}
+export const fsUnit = defineUnit({
+  name: 'fs',
+  dumpPhases: [{
+    name: 'fs', after: ['parasite'], before: ['write-files'],
+    each(ctx, pd) {
+      const dirFlags = O.RDONLY | O.DIRECTORY;
+      const cwd = fs.readlinkSync(`/proc/${pd.pid}/cwd`);
+      const root = fs.readlinkSync(`/proc/${pd.pid}/root`);
+      const cwdId = regFileEntry(ctx, cwd, dirFlags, { statPath: `/proc/${pd.pid}/cwd` });
+      const rootId = regFileEntry(ctx, root, dirFlags, { statPath: `/proc/${pd.pid}/root` });
+      const umask = parseInt(pd.status.get('Umask') ?? '22', 8);
+      ctx.write(`fs-${pd.pid}.img`, 'FS', parts('fs_entry', [{ cwd_id: cwdId, root_id: rootId, umask }]));
+    },
+  }],
+  loadAfter: ['files'],
+  load(ld) {
+    const { files } = ld.loaded(filesUnit);
+    const out = new Map<number, Msg<'fs_entry'>>();
+    for (const p of ld.processes) {
+      const file = `fs-${p.pid}.img`;
+      const e = ld.images.one(file, 'FS', 'fs_entry');
+      for (const id of [e.cwd_id, e.root_id]) {
+        if (files.get(id)?.type !== FD_TYPES.REG) throw new StasisError(ErrorCodes.BAD_IMAGE, `${ld.images.path(file)}: names file id ${id}, not a path in files.img`);
+      }
+      out.set(p.pid, e);
+    }
+    return out;
+  },
+  restorePhases: [{
+    name: 'fs',
+    each(ctx, tr, l) {
+      const t = tr.task;
+      const e = l.get(tr.img.pid)!;
+      const root = fileEntry(ctx, e.root_id).reg!.name;
+      const cwd = fileEntry(ctx, e.cwd_id).reg!.name;
+      if (root !== '/') t.call('chroot', cstr(root));
+      t.call('chdir', cstr(cwd));
+      t.call('umask', e.umask ?? 0o22);
+    },
+  }],
+});

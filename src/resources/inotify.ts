@@ -3,14 +3,14 @@
 // mount of the same device; restore adds the watches again in wd order so
 // they get the same wd numbers (a gap is filled by a watch added and removed).
 import * as fs from 'node:fs';
-import { sys, sysTry, addressOf } from '../sys';
+import { abi, sys, sysTry, addressOf } from '../sys';
+import { cstr } from '../compel/remote';
 import { StasisError, ErrorCodes } from '../errors';
-import { FD_TYPES } from './fdtypes';
-import { NO_FOWN, type FileKind } from './filekind';
+import { FD_TYPES, NO_FOWN } from '../images/criu';
+import type { Msg } from '../images/schema';
+import { defineFileUnit } from '../unit/unit';
 
-const IN_NONBLOCK = 0o4000;
-const O_PATH = 0o10000000, O_CLOEXEC = 0o2000000;
-const SYS_open_by_handle_at = 'open_by_handle_at' as const;
+const { O, IN_NONBLOCK, FILE_HANDLE } = abi;
 
 /** A mount point of the device `sdev` (kernel dev_t: major << 20 | minor). */
 function mountOf(sdev: number): string {
@@ -25,11 +25,8 @@ function mountOf(sdev: number): string {
 function pathOfHandle(sdev: number, type: number, handle: Buffer): string {
   const mfd = fs.openSync(mountOf(sdev), fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);
   try {
-    const fh = Buffer.alloc(8 + handle.length);
-    fh.writeUInt32LE(handle.length, 0);
-    fh.writeInt32LE(type, 4);
-    handle.copy(fh, 8);
-    const fd = sys(SYS_open_by_handle_at, mfd, addressOf(fh), O_PATH | O_CLOEXEC);
+    const fh = Buffer.concat([FILE_HANDLE.encode({ handle_bytes: handle.length, handle_type: type }), handle]);
+    const fd = sys('open_by_handle_at', mfd, addressOf(fh), O.PATH | O.CLOEXEC);
     try {
       return fs.readlinkSync(`/proc/self/fd/${fd}`);
     } finally {
@@ -40,41 +37,56 @@ function pathOfHandle(sdev: number, type: number, handle: Buffer): string {
   }
 }
 
-export const inotifyKind: FileKind = {
+export interface WatchLine { wd: number; ino: bigint; sdev: number; mask: number; ignoredMask: number; handleType: number; handle: Buffer }
+
+/** "inotify wd:..." lines of an inotify fd's fdinfo. */
+export function parseInotifyWatches(raw: string): WatchLine[] {
+  const out: WatchLine[] = [];
+  for (const m of raw.matchAll(/^inotify wd:([0-9a-f]+) ino:([0-9a-f]+) sdev:([0-9a-f]+) mask:([0-9a-f]+) ignored_mask:([0-9a-f]+) fhandle-bytes:([0-9a-f]+) fhandle-type:([0-9a-f]+) f_handle:([0-9a-f]+)/gm)) {
+    out.push({
+      wd: parseInt(m[1], 16), ino: BigInt('0x' + m[2]), sdev: parseInt(m[3], 16), mask: parseInt(m[4], 16),
+      ignoredMask: parseInt(m[5], 16), handleType: parseInt(m[7], 16), handle: Buffer.from(m[8], 'hex'),
+    });
+  }
+  return out.sort((a, b) => a.wd - b.wd);
+}
+
+export const inotifyUnit = defineFileUnit({
   name: 'inotify',
-  type: FD_TYPES.INOTIFY,
-  field: 'ify',
-  match: (d) => d.link === 'anon_inode:inotify',
-  dump(_ctx, d, id) {
-    const wd = [];
-    for (const m of d.info.raw.matchAll(/^inotify wd:([0-9a-f]+) ino:([0-9a-f]+) sdev:([0-9a-f]+) mask:([0-9a-f]+) ignored_mask:([0-9a-f]+) fhandle-bytes:([0-9a-f]+) fhandle-type:([0-9a-f]+) f_handle:([0-9a-f]+)/gm)) {
-      const sdev = parseInt(m[3], 16), type = parseInt(m[7], 16);
-      const handle = Buffer.from(m[8], 'hex');
-      const words: bigint[] = [];
-      for (let i = 0; i < handle.length; i += 8) { const w = Buffer.alloc(8); handle.copy(w, 0, i, i + 8); words.push(w.readBigUInt64LE(0)); }
-      wd.push({
-        id, i_ino: BigInt('0x' + m[2]), mask: parseInt(m[4], 16), ignored_mask: parseInt(m[5], 16), s_dev: sdev, wd: parseInt(m[1], 16),
-        f_handle: { bytes: handle.length, type, handle: words, path: pathOfHandle(sdev, type, handle) },
+  file: {
+    type: FD_TYPES.INOTIFY,
+    field: 'ify',
+    match: (d) => d.link === 'anon_inode:inotify',
+    dump(_ctx, d, id) {
+      const wd: Msg<'inotify_wd_entry'>[] = parseInotifyWatches(d.info.raw).map((w) => {
+        const words: bigint[] = [];
+        for (let i = 0; i < w.handle.length; i += 8) { const b = Buffer.alloc(8); w.handle.copy(b, 0, i, i + 8); words.push(b.readBigUInt64LE(0)); }
+        return {
+          id, i_ino: w.ino, mask: w.mask, ignored_mask: w.ignoredMask, s_dev: w.sdev, wd: w.wd,
+          f_handle: { bytes: w.handle.length, type: w.handleType, handle: words, path: pathOfHandle(w.sdev, w.handleType, w.handle) },
+        };
       });
-    }
-    wd.sort((a, b) => a.wd - b.wd);
-    return { id, flags: d.flags, fown: NO_FOWN, wd };
-  },
-  open(_ctx, tr, e) {
-    const t = tr.task;
-    const fd = Number(t.call('inotify_init1', e.flags & IN_NONBLOCK));
-    for (const w of e.wd ?? []) {
-      const path = w.f_handle?.path;
-      if (!path) throw new StasisError(ErrorCodes.BAD_IMAGE, `inotify watch ${w.wd}: no path`);
-      for (;;) {
-        const got = Number(t.callRaw('inotify_add_watch', fd, t.putString(path), w.mask));
-        if (got < 0) throw new StasisError(ErrorCodes.RESTORE_FAILED, `inotify watch ${w.wd} on ${path}: errno ${-got}`);
-        if (got === w.wd) break;
-        if (got > w.wd) throw new StasisError(ErrorCodes.RESTORE_FAILED, `inotify watch on ${path} got wd ${got}, wanted ${w.wd}`);
-        // A wd that had been removed before the dump: take it and give it back.
-        t.call('inotify_rm_watch', fd, got);
+      return { id, flags: d.flags, fown: NO_FOWN, wd };
+    },
+    check(e, where) {
+      for (const w of e.wd ?? []) if (!w.f_handle.path) throw new StasisError(ErrorCodes.BAD_IMAGE, `${where}: inotify watch ${w.wd} has no path`);
+    },
+    open(_ctx, tr, e) {
+      const t = tr.task;
+      const fd = t.callNum('inotify_init1', e.flags & IN_NONBLOCK);
+      for (const w of e.wd ?? []) {
+        const path = w.f_handle.path!;
+        for (;;) {
+          const got = Number(t.callRaw('inotify_add_watch', fd, cstr(path), w.mask));
+          if (got < 0) throw new StasisError(ErrorCodes.RESTORE_FAILED, `inotify watch ${w.wd} on ${path}: errno ${-got}`);
+          if (got === w.wd) break;
+          if (got > w.wd) throw new StasisError(ErrorCodes.RESTORE_FAILED, `inotify watch on ${path} got wd ${got}, wanted ${w.wd}`);
+          // A wd that had been removed before the dump: take it and give it back.
+          t.call('inotify_rm_watch', fd, got);
+        }
       }
-    }
-    return fd;
+      return fd;
+    },
+    describe: (e) => `inotify ${(e.wd ?? []).map((w) => w.f_handle.path).join(', ')}`,
   },
-};
+});

@@ -4,20 +4,21 @@
 // addresses) and the memfd is re-created once, then re-opened for each user
 // through /proc/self/fd so every open file description has its own offset.
 import * as fs from 'node:fs';
-import * as path from 'node:path';
 import { sysTry, abi } from '../sys';
-import { writeImage, readImage, IMAGE_MODE, type Entry, type Decoded } from '../images/image';
+import { cstr } from '../compel/remote';
+import { parts, ioError, type Msg } from '../images/image';
+import { FD_TYPES, NO_FOWN, PE } from '../images/criu';
 import { StasisError, ErrorCodes } from '../errors';
-import type { DumpCtx } from '../dump/context';
-import type { RestoreCtx, TaskRestore } from '../restore/context';
-import { FD_TYPES } from './fdtypes';
-import { NO_FOWN, type FileKind } from './filekind';
-import { park, fetchFd } from './fdutil';
+import { defineFileUnit } from '../unit/unit';
+import type { DumpCtx } from '../unit/dump-ctx';
+import type { RestoreCtx, TaskRestore } from '../unit/restore-ctx';
+import { fileId, park, fetchFd, filesUnit } from './files';
 
-const { O, PAGE_SIZE } = abi;
-const F_ADD_SEALS = 1033, F_GET_SEALS = 1034;
-const MFD_CLOEXEC = 1, MFD_ALLOW_SEALING = 2;
+const { O, F, MFD, PAGE_SIZE, SEEK } = abi;
 const ZERO = Buffer.alloc(PAGE_SIZE);
+
+type Inode = Msg<'memfd_inode_entry'>;
+interface LoadedInode { inode: Inode; pages: { offset: number; len: number; fileOff: number }[]; pagesFile: string }
 
 export function memfdName(link: string): string {
   return link.replace(/^\/memfd:/, '').replace(/ \(deleted\)$/, '');
@@ -25,14 +26,15 @@ export function memfdName(link: string): string {
 
 /** Dump the memfd's inode once: `via` is a path that opens it (/proc/PID/fd/N or map_files). */
 export function dumpMemfdInode(ctx: DumpCtx, ino: number, link: string, via: string): void {
-  if (ctx.memfdInodes.some((m) => m.inode_id === BigInt(ino))) return;
+  const st0 = ctx.state(memfdUnit);
+  if (st0.some((m) => m.inode_id === BigInt(ino))) return;
   const fd = fs.openSync(via, 'r');
   let seals = 0;
   let data: Buffer;
   let st: fs.Stats;
   try {
     st = fs.fstatSync(fd);
-    seals = Math.max(0, sysTry('fcntl', fd, F_GET_SEALS));
+    seals = Math.max(0, sysTry('fcntl', fd, F.GET_SEALS));
     data = Buffer.alloc(st.size);
     let got = 0;
     while (got < st.size) {
@@ -44,94 +46,115 @@ export function dumpMemfdInode(ctx: DumpCtx, ino: number, link: string, via: str
     fs.closeSync(fd);
   }
   const pagesId = ctx.allocPagesId();
-  const entries: ['pagemap_head' | 'pagemap_entry', Entry][] = [['pagemap_head', { pages_id: pagesId }]];
-  const out = fs.openSync(path.join(ctx.opts.dir, `pages-${pagesId}.img`), 'w', IMAGE_MODE);
+  const entries: Msg<'pagemap_entry'>[] = [];
+  const out = ctx.out.create(`pages-${pagesId}.img`);
   try {
     for (let off = 0; off < data.length; off += PAGE_SIZE) {
       const page = Buffer.alloc(PAGE_SIZE);
       data.copy(page, 0, off, Math.min(off + PAGE_SIZE, data.length));
       if (page.equals(ZERO)) continue;
-      fs.writeSync(out, page);
-      const last = entries[entries.length - 1][1];
-      const lastEnd = entries.length > 1 ? Number(last.vaddr) + (last.nr_pages as number) * PAGE_SIZE : -1;
-      if (lastEnd === off) last.nr_pages = (last.nr_pages as number) + 1;
-      else entries.push(['pagemap_entry', { vaddr: BigInt(off), nr_pages: 1, flags: 4 /* PE_PRESENT */ }]);
+      try { fs.writeSync(out.fd, page); } catch (e) { throw ioError(out.path, 'write', e); }
+      const last = entries[entries.length - 1];
+      if (last && Number(last.vaddr) + last.nr_pages * PAGE_SIZE === off) last.nr_pages++;
+      else entries.push({ vaddr: BigInt(off), nr_pages: 1, flags: PE.PRESENT });
     }
   } finally {
-    fs.closeSync(out);
+    fs.closeSync(out.fd);
   }
-  writeImage(ctx.opts.dir, `pagemap-shmem-${ino}.img`, 'PAGEMAP', entries);
-  ctx.memfdInodes.push({ name: memfdName(link), uid: st.uid, gid: st.gid, size: BigInt(st.size), shmid: ino, seals, inode_id: BigInt(ino) });
-}
-
-export function writeMemfdImage(ctx: DumpCtx): void {
-  if (ctx.memfdInodes.length) writeImage(ctx.opts.dir, 'memfd.img', 'MEMFD_INODE', ctx.memfdInodes.map((m) => ['memfd_inode_entry', m]));
+  ctx.write(`pagemap-shmem-${ino}.img`, 'PAGEMAP', [{ msg: 'pagemap_head', entry: { pages_id: pagesId } }, ...parts('pagemap_entry', entries)]);
+  st0.push({ name: memfdName(link), uid: st.uid, gid: st.gid, size: BigInt(st.size), shmid: ino, seals, inode_id: BigInt(ino) });
 }
 
 /** A file entry (for mappings) naming the memfd inode, opened `flags`. */
 export function memfdFileId(ctx: DumpCtx, ino: number, flags: number): number {
-  return ctx.fileId(`memfd:${ino}:${flags}`, (id) => ({ type: FD_TYPES.MEMFD, id, memfd: { id, flags, pos: 0n, fown: NO_FOWN, inode_id: ino } }));
-}
-
-/** The memfd inodes of a checkpoint, by inode id (restore). */
-export function loadMemfds(dir: string): Map<number, Decoded> {
-  const out = new Map<number, Decoded>();
-  if (!fs.existsSync(path.join(dir, 'memfd.img'))) return out;
-  for (const m of readImage(dir, 'memfd.img', 'MEMFD_INODE', ['memfd_inode_entry'])) out.set(Number(m.inode_id), m);
-  return out;
+  return fileId(ctx, `memfd:${ino}:${flags}`, (id) => ({ type: FD_TYPES.MEMFD, id, memfd: { id, flags, pos: 0n, fown: NO_FOWN, inode_id: ino } }));
 }
 
 /** Create the memfd with its contents and seals, once; parked in its creator. */
-function createMemfd(ctx: RestoreCtx, tr: TaskRestore, m: Decoded): { pid: number; fd: number } {
+function createMemfd(ctx: RestoreCtx, tr: TaskRestore, m: LoadedInode, made: Map<number, { pid: number; fd: number }>): { pid: number; fd: number } {
   const t = tr.task;
-  const fd = park(ctx, tr, Number(t.call('memfd_create', t.putString(String(m.name).slice(0, 249)), MFD_CLOEXEC | MFD_ALLOW_SEALING)));
-  t.call('ftruncate', fd, BigInt(m.size));
-  const pm = readImage(ctx.ckpt.dir, `pagemap-shmem-${m.shmid}.img`, 'PAGEMAP', ['pagemap_head', 'pagemap_entry']);
-  if (pm.length > 1) {
-    const pages = fs.readFileSync(path.join(ctx.ckpt.dir, `pages-${pm[0].pages_id}.img`));
+  const fd = park(ctx, tr, t.callNum('memfd_create', cstr(m.inode.name.slice(0, 249)), MFD.CLOEXEC | MFD.ALLOW_SEALING));
+  t.call('ftruncate', fd, m.inode.size);
+  if (m.pages.length) {
+    const src = ctx.ckpt.images.path(m.pagesFile);
+    const pages = fs.readFileSync(src);
     const w = fs.openSync(`/proc/${tr.img.pid}/fd/${fd}`, 'r+');
     try {
-      let off = 0;
-      for (const e of pm.slice(1)) {
-        const len = e.nr_pages * PAGE_SIZE;
-        if (off + len > pages.length) throw new StasisError(ErrorCodes.BAD_IMAGE, `memfd ${m.name}: pages file too short`);
+      for (const p of m.pages) {
         // The last page may run past the file's size: write only what fits.
-        const end = Math.min(Number(e.vaddr) + len, Number(m.size));
-        fs.writeSync(w, pages, off, end - Number(e.vaddr), Number(e.vaddr));
-        off += len;
+        const end = Math.min(p.offset + p.len, Number(m.inode.size));
+        if (end > p.offset) fs.writeSync(w, pages, p.fileOff, end - p.offset, p.offset);
       }
+    } catch (e) {
+      throw ioError(`memfd ${m.inode.name}`, 'write', e);
     } finally {
       fs.closeSync(w);
     }
   }
-  if (m.seals) t.call('fcntl', fd, F_ADD_SEALS, m.seals);
+  if (m.inode.seals) t.call('fcntl', fd, F.ADD_SEALS, m.inode.seals);
   const have = { pid: tr.img.pid, fd };
-  ctx.memfds.set(Number(m.inode_id), have);
+  made.set(Number(m.inode.inode_id), have);
   return have;
 }
 
-export const memfdKind: FileKind = {
+/** A new open file description on the memfd of `e` (for an fd or a mapping). */
+export function openMemfd(ctx: RestoreCtx, tr: TaskRestore, e: Msg<'memfd_file_entry'>): number {
+  const t = tr.task;
+  const m = ctx.loaded(memfdUnit).get(e.inode_id)!;
+  const made = ctx.state(memfdUnit);
+  const canon = made.get(e.inode_id) ?? createMemfd(ctx, tr, m, made);
+  const local = canon.pid === tr.img.pid ? canon.fd : fetchFd(t, canon.pid, canon.fd);
+  try {
+    // Its own offset and flags, as each open file description had.
+    const fd = t.open(`/proc/self/fd/${local}`, e.flags & ~(O.CREAT | O.EXCL | O.TRUNC));
+    t.call('lseek', fd, e.pos, SEEK.SET);
+    return fd;
+  } finally {
+    if (local !== canon.fd) t.call('close', local);
+  }
+}
+
+export const memfdUnit = defineFileUnit({
   name: 'memfd',
-  type: FD_TYPES.MEMFD,
-  field: 'memfd',
-  match: (d) => d.st.isFile() && d.link.startsWith('/memfd:'),
-  dump(ctx, d, id) {
-    dumpMemfdInode(ctx, d.st.ino, d.link, `/proc/${d.pid}/fd/${d.fd}`);
-    return { id, flags: d.flags, pos: d.info.pos, fown: NO_FOWN, inode_id: d.st.ino };
-  },
-  open(ctx, tr, e) {
-    const t = tr.task;
-    const m = ctx.ckpt.memfds.get(Number(e.inode_id));
-    if (!m) throw new StasisError(ErrorCodes.BAD_IMAGE, `memfd inode ${e.inode_id} absent from memfd.img`);
-    const canon = ctx.memfds.get(Number(e.inode_id)) ?? createMemfd(ctx, tr, m);
-    const local = canon.pid === tr.img.pid ? canon.fd : fetchFd(t, canon.pid, canon.fd);
-    try {
-      // A new open file description on the same memfd: its own offset and flags.
-      const fd = t.open(`/proc/self/fd/${local}`, (e.flags as number) & ~(O.CREAT | O.EXCL | O.TRUNC));
-      t.call('lseek', fd, BigInt(e.pos), 0);
-      return fd;
-    } finally {
-      if (local !== canon.fd) t.call('close', local);
+  dumpState: () => [] as Inode[],
+  dumpPhases: [{
+    name: 'memfd-inodes', after: ['files', 'memory'],
+    once: (ctx, st) => { if (st.length) ctx.write('memfd.img', 'MEMFD_INODE', parts('memfd_inode_entry', st)); },
+  }],
+  loadAfter: ['files'],
+  load(ld) {
+    const out = new Map<number, LoadedInode>();
+    if (ld.images.exists('memfd.img')) {
+      for (const inode of ld.images.read('memfd.img', 'MEMFD_INODE', 'memfd_inode_entry')) {
+        const pmFile = `pagemap-shmem-${inode.shmid}.img`;
+        const pm = ld.images.withHead(pmFile, 'PAGEMAP', 'pagemap_head', 'pagemap_entry');
+        const pagesFile = `pages-${pm.head.pages_id}.img`;
+        let fileOff = 0;
+        const pages = pm.entries.map((e) => {
+          const p = { offset: Number(e.vaddr), len: e.nr_pages * PAGE_SIZE, fileOff };
+          fileOff += p.len;
+          return p;
+        });
+        const size = ld.images.exists(pagesFile) ? fs.statSync(ld.images.path(pagesFile)).size : 0;
+        if (size < fileOff) throw new StasisError(ErrorCodes.BAD_IMAGE, `${ld.images.path(pmFile)}: names ${fileOff} bytes of pages but ${pagesFile} holds ${size}`);
+        out.set(Number(inode.inode_id), { inode, pages, pagesFile });
+      }
     }
+    for (const f of ld.loaded(filesUnit).files.values()) {
+      if (f.memfd && !out.has(f.memfd.inode_id)) throw new StasisError(ErrorCodes.BAD_IMAGE, `${ld.images.path('files.img')}: memfd file id ${f.id}: inode ${f.memfd.inode_id} absent from memfd.img`);
+    }
+    return out;
   },
-};
+  restoreState: () => new Map<number, { pid: number; fd: number }>(),
+  file: {
+    type: FD_TYPES.MEMFD,
+    field: 'memfd',
+    match: (d) => d.st.isFile() && d.link.startsWith('/memfd:'),
+    dump(ctx, d, id) {
+      dumpMemfdInode(ctx, d.st.ino, d.link, `/proc/${d.pid}/fd/${d.fd}`);
+      return { id, flags: d.flags, pos: d.info.pos, fown: NO_FOWN, inode_id: d.st.ino };
+    },
+    open: (ctx, tr, e) => openMemfd(ctx, tr, e),
+    describe: (e) => `memfd inode ${e.inode_id}`,
+  },
+});

@@ -3,14 +3,17 @@
 // either; the other ends are parked there and fetched by whoever needs them.
 import * as fs from 'node:fs';
 import { abi, sys, sysTry, addressOf } from '../sys';
-import type { RestoreCtx, TaskRestore } from '../restore/context';
-import type { Decoded } from '../images/image';
+import { outBuf } from '../compel/remote';
+import { parts, type Msg } from '../images/image';
+import { FD_TYPES, NO_FOWN } from '../images/criu';
 import { StasisError, ErrorCodes } from '../errors';
-import { FD_TYPES } from './fdtypes';
-import { NO_FOWN, type FileKind } from './filekind';
-import { park, fetchFd, fillPipe } from './fdutil';
+import { defineFileUnit } from '../unit/unit';
+import type { Loading } from '../unit/checkpoint';
+import { park, fetchFd } from './files';
 
-const { O, F, SPLICE_F_NONBLOCK } = abi;
+const { O, F, SPLICE_F_NONBLOCK, ERRNO, readI32s } = abi;
+
+export interface PipeData { data: Buffer; size?: number }
 
 /**
  * A pipe's queued bytes, without taking them: open the pipe anew through
@@ -22,11 +25,11 @@ export function readPipeData(pid: number, fd: number): { data: Buffer; size: num
   try {
     const size = sys('fcntl', rfd, F.GETPIPE_SZ);
     sys('pipe2', addressOf(ends), O.NONBLOCK | O.CLOEXEC);
-    const [tr, tw] = [ends.readInt32LE(0), ends.readInt32LE(4)];
+    const [tr, tw] = readI32s(ends, 2);
     try {
       sys('fcntl', tw, F.SETPIPE_SZ, size);
       const n = sysTry('tee', rfd, tw, size, SPLICE_F_NONBLOCK);
-      if (n < 0 && n !== -11 /* EAGAIN: empty */) throw new StasisError(ErrorCodes.UNSUPPORTED, `fd ${fd} of pid ${pid}: cannot read pipe data (tee: errno ${-n})`);
+      if (n < 0 && n !== -ERRNO.EAGAIN /* empty */) throw new StasisError(ErrorCodes.UNSUPPORTED, `fd ${fd} of pid ${pid}: cannot read pipe data (tee: errno ${-n})`);
       const data = Buffer.alloc(Math.max(n, 0));
       let got = 0;
       while (got < data.length) got += fs.readSync(tr, data, got, data.length - got, null);
@@ -39,36 +42,70 @@ export function readPipeData(pid: number, fd: number): { data: Buffer; size: num
   }
 }
 
-/** Create a pipe in the task with its queued data; both ends parked. */
-function createPipe(ctx: RestoreCtx, tr: TaskRestore, e: Decoded): { pid: number; r: number; w: number } {
-  const t = tr.task;
-  t.call('pipe2', t.scratch + 3072n, O.CLOEXEC);
-  const ends = t.get(8, 3072);
-  const r = park(ctx, tr, ends.readInt32LE(0));
-  const w = park(ctx, tr, ends.readInt32LE(4));
-  const pd = ctx.ckpt.pipeData.get(e.pipe_id);
-  if (pd?.size) t.call('fcntl', w, F.SETPIPE_SZ, pd.size);
-  if (pd && pd.data.length) fillPipe(tr.img.pid, w, pd.data, `pipe ${e.pipe_id}`);
-  const p = { pid: tr.img.pid, r, w };
-  ctx.pipes.set(e.pipe_id, p);
-  return p;
+/**
+ * Queue `data` into the pipe or FIFO behind the task's fd, from outside,
+ * through a writer of our own on the same pipe.
+ */
+export function fillPipe(pid: number, fd: number, data: Buffer, what: string): void {
+  const w = fs.openSync(`/proc/${pid}/fd/${fd}`, O.WRONLY | O.NONBLOCK);
+  try {
+    const n = fs.writeSync(w, data);
+    if (n !== data.length) throw new StasisError(ErrorCodes.RESTORE_FAILED, `${what}: wrote ${n} of ${data.length} queued bytes`);
+  } finally {
+    fs.closeSync(w);
+  }
 }
 
-export const pipeKind: FileKind = {
-  name: 'pipe',
-  type: FD_TYPES.PIPE,
-  field: 'pipe',
-  match: (d) => d.st.isFIFO() && d.link.startsWith('pipe:'),
-  dump(ctx, d, id) {
-    if (!ctx.pipeData.has(d.st.ino)) ctx.pipeData.set(d.st.ino, readPipeData(d.pid, d.fd));
-    return { id, pipe_id: d.st.ino, flags: d.flags, fown: NO_FOWN };
+/** pipes-data.img / fifo-data.img: queued bytes by pipe id (the pipe's inode). */
+export function writePipeData(data: Map<number, PipeData>): ReturnType<typeof parts> {
+  return [...data].map(([ino, p]) => ({ msg: 'pipe_data_entry' as const, entry: { pipe_id: ino, bytes: p.data.length, size: p.size }, payload: p.data }));
+}
+
+export function loadPipeData(ld: Loading, file: string, kind: 'PIPES_DATA' | 'FIFO_DATA'): Map<number, PipeData> {
+  const m = new Map<number, PipeData>();
+  if (ld.images.exists(file)) {
+    for (const { entry, payload } of ld.images.withPayloads(file, kind, 'pipe_data_entry', (e) => e.bytes)) {
+      m.set(entry.pipe_id, { data: payload, size: entry.size });
+    }
+  }
+  return m;
+}
+
+type PipeEnds = { pid: number; r: number; w: number };
+
+export const pipeUnit = defineFileUnit({
+  name: 'pipes',
+  dumpState: () => new Map<number, PipeData>(),
+  dumpPhases: [{ name: 'pipes-data', after: ['files'], once: (ctx, st) => ctx.write('pipes-data.img', 'PIPES_DATA', writePipeData(st)) }],
+  load: (ld) => loadPipeData(ld, 'pipes-data.img', 'PIPES_DATA'),
+  restoreState: () => new Map<number, PipeEnds>(),
+  file: {
+    type: FD_TYPES.PIPE,
+    field: 'pipe',
+    match: (d) => d.st.isFIFO() && d.link.startsWith('pipe:'),
+    dump(_ctx, d, id, st) {
+      if (!st.has(d.st.ino)) st.set(d.st.ino, readPipeData(d.pid, d.fd));
+      return { id, pipe_id: d.st.ino, flags: d.flags, fown: NO_FOWN };
+    },
+    open(ctx, tr, e: Msg<'pipe_entry'>, st, l) {
+      const t = tr.task;
+      let p = st.get(e.pipe_id);
+      if (!p) {
+        // Both ends at once, parked; the queued data goes in through the write end.
+        const ends = outBuf(8);
+        t.call('pipe2', ends, O.CLOEXEC);
+        const [r0, w0] = readI32s(ends.data, 2);
+        p = { pid: tr.img.pid, r: park(ctx, tr, r0), w: park(ctx, tr, w0) };
+        const pd = l.get(e.pipe_id);
+        if (pd?.size) t.call('fcntl', p.w, F.SETPIPE_SZ, pd.size);
+        if (pd && pd.data.length) fillPipe(tr.img.pid, p.w, pd.data, `pipe ${e.pipe_id}`);
+        st.set(e.pipe_id, p);
+      }
+      const end = (e.flags & O.ACCMODE) === O.WRONLY ? p.w : p.r;
+      const fd = p.pid === tr.img.pid ? t.callNum('dup', end) : fetchFd(t, p.pid, end);
+      t.call('fcntl', fd, F.SETFL, e.flags & (O.NONBLOCK | O.APPEND | O.DIRECT));
+      return fd;
+    },
+    describe: (e) => `pipe:[${e.pipe_id}]`,
   },
-  open(ctx, tr, e) {
-    const t = tr.task;
-    const p = ctx.pipes.get(e.pipe_id) ?? createPipe(ctx, tr, e);
-    const end = (e.flags & O.ACCMODE) === O.WRONLY ? p.w : p.r;
-    const fd = p.pid === tr.img.pid ? Number(t.call('dup', end)) : fetchFd(t, p.pid, end);
-    t.call('fcntl', fd, F.SETFL, e.flags & (O.NONBLOCK | O.APPEND | O.DIRECT));
-    return fd;
-  },
-};
+});

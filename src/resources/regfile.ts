@@ -1,17 +1,28 @@
-// Regular files (and character devices that carry no state, such as
-// /dev/null, re-opened by path): reg_file_entry in files.img. Used by open
-// fds, file mappings, the exe link, cwd and root.
+// Regular files and directories (and character devices that carry no state,
+// such as /dev/null, re-opened by path): reg_file_entry in files.img. Used by
+// open fds, file mappings, the exe link, cwd and root.
+//
+// A file deleted while open (a "ghost") has its contents put in
+// ghost-file-N.img (up to the ghost limit) and remap-fpath.img maps its file
+// id to it; restore re-creates it, opens it for every user, and unlinks it
+// again.
 import * as fs from 'node:fs';
 import { abi } from '../sys';
-import type { DumpCtx } from '../dump/context';
-import { writeImage, readImage, type Entry, type Decoded } from '../images/image';
-import type { RestoreCtx } from '../restore/context';
+import { parts, type Msg } from '../images/image';
+import { FD_TYPES, NO_FOWN, REMAP } from '../images/criu';
 import { StasisError, ErrorCodes } from '../errors';
-import { FD_TYPES } from './fdtypes';
-import { NO_FOWN, type FileKind, type FdDesc } from './filekind';
+import { defineFileUnit, type FdDesc } from '../unit/unit';
+import type { DumpCtx } from '../unit/dump-ctx';
+import type { RestoreCtx } from '../unit/restore-ctx';
+import { fileId, filesUnit } from './files';
 
-export { NO_FOWN };
 const { O } = abi;
+type RegEntry = Msg<'reg_file_entry'>;
+
+/** Default --ghost-limit, as criu's. */
+export const GHOST_LIMIT = 1 << 20;
+
+interface Ghost { origId: number; remapId: number; entry: Msg<'ghost_file_entry'>; data: Buffer }
 
 /**
  * The file entry for `path` opened with `flags`, shared by every user of the
@@ -19,10 +30,10 @@ const { O } = abi;
  */
 export function regFileEntry(ctx: DumpCtx, path: string, flags: number, opts: { key?: string; pos?: bigint; statPath?: string } = {}): number {
   const key = opts.key ?? `path:${flags}:${path}`;
-  return ctx.fileId(key, (id) => ({ type: FD_TYPES.REG, id, reg: regEntry(id, path, flags, opts.pos ?? 0n, opts.statPath ?? path) }));
+  return fileId(ctx, key, (id) => ({ type: FD_TYPES.REG, id, reg: regEntry(id, path, flags, opts.pos ?? 0n, opts.statPath ?? path) }));
 }
 
-function regEntry(id: number, path: string, flags: number, pos: bigint, statPath: string): Entry {
+function regEntry(id: number, path: string, flags: number, pos: bigint, statPath: string): RegEntry {
   let st: fs.Stats | undefined;
   try { st = fs.statSync(statPath); } catch { /* checked on restore */ }
   return {
@@ -35,86 +46,100 @@ function regEntry(id: number, path: string, flags: number, pos: bigint, statPath
 const HARMLESS_CHR = new Set(['/dev/null', '/dev/zero', '/dev/full', '/dev/random', '/dev/urandom']);
 
 /** A file that must still be there, with the size it had. */
-export function checkRegFile(e: Decoded, where: string, skipFileCheck: boolean): void {
-  const name = e.name as string;
+export function checkRegFile(e: RegEntry, where: string, skipFileCheck: boolean): void {
   let st: fs.Stats;
-  try { st = fs.statSync(name); } catch {
-    throw new StasisError(ErrorCodes.FILE_CHANGED, `${where}: file ${name} no longer exists`);
+  try { st = fs.statSync(e.name); } catch {
+    throw new StasisError(ErrorCodes.FILE_CHANGED, `${where}: file ${e.name} no longer exists`);
   }
   if (!skipFileCheck && e.size !== undefined && st.isFile() && BigInt(st.size) !== e.size) {
-    throw new StasisError(ErrorCodes.FILE_CHANGED, `${where}: file ${name} changed size since the dump (${e.size} → ${st.size} bytes); --skip-file-check restores anyway`);
+    throw new StasisError(ErrorCodes.FILE_CHANGED, `${where}: file ${e.name} changed size since the dump (${e.size} → ${st.size} bytes); --skip-file-check restores anyway`);
   }
 }
 
-export const regFileKind: FileKind = {
-  name: 'regular file',
-  type: FD_TYPES.REG,
-  field: 'reg',
-  match: (d) => d.st.isFile() || d.st.isDirectory() || (d.st.isCharacterDevice() && HARMLESS_CHR.has(d.link)),
-  dump(ctx, d, id) {
-    if (d.link.endsWith(' (deleted)') && d.st.isFile()) return dumpGhost(ctx, d, id);
-    if (d.link.endsWith(' (deleted)')) throw new StasisError(ErrorCodes.UNSUPPORTED, `fd ${d.fd} of pid ${d.pid}: ${d.link} is deleted and not a regular file; not supported`);
-    return regEntry(id, d.link, d.flags, d.info.pos, `/proc/${d.pid}/fd/${d.fd}`);
-  },
-  check(e, where, skipFileCheck) {
-    if (e.ghostId === undefined) checkRegFile(e, where, skipFileCheck);
-  },
-  open(ctx, tr, e) {
-    const flags = (e.flags as number) & ~(O.CREAT | O.EXCL | O.TRUNC | O.NOCTTY);
-    const path = e.ghostId !== undefined ? ghostPath(ctx, e) : e.name;
-    const fd = tr.task.open(path, flags);
-    tr.task.call('lseek', fd, e.pos as bigint, 0 /* SEEK_SET */);
-    return fd;
-  },
-};
-
-/** Default --ghost-limit, as criu's. */
-export const GHOST_LIMIT = 1 << 20;
-
-/**
- * A file deleted while open: its contents go into the image (up to the
- * ghost limit) and it is re-created, opened and unlinked again on restore.
- */
-function dumpGhost(ctx: DumpCtx, d: FdDesc, id: number): Entry {
+function dumpGhost(ctx: DumpCtx, d: FdDesc, id: number, ghosts: Ghost[]): RegEntry {
   const limit = ctx.opts.ghostLimit ?? GHOST_LIMIT;
   if (d.st.size > limit) {
     throw new StasisError(ErrorCodes.UNSUPPORTED, `fd ${d.fd} of pid ${d.pid}: deleted file ${d.link} holds ${d.st.size} bytes, over the ghost limit of ${limit} (--ghost-limit)`);
   }
   const data = fs.readFileSync(`/proc/${d.pid}/fd/${d.fd}`);
-  const remapId = ctx.ghosts.length + 1;
-  ctx.ghosts.push({
-    origId: id, remapId, data,
+  ghosts.push({
+    origId: id, remapId: ghosts.length + 1, data,
     entry: { uid: d.st.uid, gid: d.st.gid, mode: d.st.mode, dev: d.st.dev, ino: BigInt(d.st.ino), size: BigInt(data.length), chunks: false },
   });
   return regEntry(id, d.link.slice(0, -' (deleted)'.length), d.flags, d.info.pos, `/proc/${d.pid}/fd/${d.fd}`);
 }
 
-/** Write ghost files and the remap table (dump). */
-export function writeGhosts(ctx: DumpCtx): void {
-  for (const g of ctx.ghosts) writeImage(ctx.opts.dir, `ghost-file-${g.remapId}.img`, 'GHOST_FILE', [['ghost_file_entry', g.entry, g.data]]);
-  writeImage(ctx.opts.dir, 'remap-fpath.img', 'REMAP_FPATH', ctx.ghosts.map((g) =>
-    ['remap_file_path_entry', { orig_id: g.origId, remap_id: g.remapId, remap_type: 1 /* GHOST */ }]));
-}
-
 /**
  * Re-create a ghost file once (at its old path when that is free, else beside
- * it) for every opener; files-cleanup unlinks it again.
+ * it) for every opener; cleanup unlinks it again.
  */
-function ghostPath(ctx: RestoreCtx, e: Decoded): string {
-  const have = ctx.ghostFiles.get(e.ghostId);
+function ghostPath(ctx: RestoreCtx, e: RegEntry, ghostId: number, made: Map<number, string>): string {
+  const have = made.get(ghostId);
   if (have) return have;
-  const [g] = readImage(ctx.ckpt.dir, `ghost-file-${e.ghostId}.img`, 'GHOST_FILE', ['ghost_file_entry'], () => -1);
-  if (!g) throw new StasisError(ErrorCodes.BAD_IMAGE, `${ctx.ckpt.dir}/ghost-file-${e.ghostId}.img: empty`);
-  let path = e.name as string;
-  if (fs.existsSync(path)) path = `${path}.stasis-ghost-${process.pid}-${e.ghostId}`;
-  const fd = fs.openSync(path, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL, g.mode & 0o7777);
+  const [g] = ctx.ckpt.images.withPayloads(`ghost-file-${ghostId}.img`, 'GHOST_FILE', 'ghost_file_entry', () => -1);
+  if (!g) throw new StasisError(ErrorCodes.BAD_IMAGE, `${ctx.ckpt.images.path(`ghost-file-${ghostId}.img`)}: empty`);
+  let path = e.name;
+  if (fs.existsSync(path)) path = `${path}.stasis-ghost-${process.pid}-${ghostId}`;
+  const fd = fs.openSync(path, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, g.entry.mode & 0o7777);
+  made.set(ghostId, path);
   try {
-    fs.writeSync(fd, g.extra);
-    fs.fchownSync(fd, g.uid, g.gid);
-    fs.fchmodSync(fd, g.mode & 0o7777);
+    fs.writeSync(fd, g.payload);
+    fs.fchownSync(fd, g.entry.uid, g.entry.gid);
+    fs.fchmodSync(fd, g.entry.mode & 0o7777);
   } finally {
     fs.closeSync(fd);
   }
-  ctx.ghostFiles.set(e.ghostId, path);
   return path;
 }
+
+export const regFileUnit = defineFileUnit({
+  name: 'regular files',
+  dumpState: () => ({ ghosts: [] as Ghost[] }),
+  dumpPhases: [{
+    name: 'ghost-files', after: ['files'], before: ['write-files'],
+    once(ctx, st) {
+      for (const g of st.ghosts) ctx.write(`ghost-file-${g.remapId}.img`, 'GHOST_FILE', [{ msg: 'ghost_file_entry', entry: g.entry, payload: g.data }]);
+      ctx.write('remap-fpath.img', 'REMAP_FPATH', parts('remap_file_path_entry', st.ghosts.map((g) => ({ orig_id: g.origId, remap_id: g.remapId, remap_type: REMAP.GHOST }))));
+    },
+  }],
+  loadAfter: ['files'],
+  /** Ghost files: file id → ghost image id. */
+  load(ld) {
+    const ghosts = new Map<number, number>();
+    if (!ld.images.exists('remap-fpath.img')) return { ghosts };
+    const where = ld.images.path('remap-fpath.img');
+    const { files } = ld.loaded(filesUnit);
+    for (const r of ld.images.read('remap-fpath.img', 'REMAP_FPATH', 'remap_file_path_entry')) {
+      if (!files.get(r.orig_id)?.reg) throw new StasisError(ErrorCodes.BAD_IMAGE, `${where}: remaps file id ${r.orig_id}, not a regular file of files.img`);
+      if ((r.remap_type ?? REMAP.LINKED) !== REMAP.GHOST) throw new StasisError(ErrorCodes.BAD_IMAGE, `${where}: file id ${r.orig_id}: remap type ${r.remap_type} is not supported`);
+      if (!ld.images.exists(`ghost-file-${r.remap_id}.img`)) throw new StasisError(ErrorCodes.BAD_IMAGE, `${ld.images.path(`ghost-file-${r.remap_id}.img`)}: missing`);
+      ghosts.set(r.orig_id, r.remap_id);
+    }
+    return { ghosts };
+  },
+  restoreState: () => ({ made: new Map<number, string>() }),
+  // Re-created deleted files are deleted again, success or not.
+  cleanup(_ctx, st) { for (const p of st.made.values()) fs.rmSync(p, { force: true }); },
+  file: {
+    type: FD_TYPES.REG,
+    field: 'reg',
+    match: (d) => !d.link.startsWith('/memfd:') && !d.link.startsWith('anon_inode:') && (d.st.isFile() || d.st.isDirectory() || (d.st.isCharacterDevice() && HARMLESS_CHR.has(d.link))),
+    dump(ctx, d, id, st) {
+      if (d.link.endsWith(' (deleted)') && d.st.isFile()) return dumpGhost(ctx, d, id, st.ghosts);
+      if (d.link.endsWith(' (deleted)')) throw new StasisError(ErrorCodes.UNSUPPORTED, `fd ${d.fd} of pid ${d.pid}: ${d.link} is deleted and not a regular file; not supported`);
+      return regEntry(id, d.link, d.flags, d.info.pos, `/proc/${d.pid}/fd/${d.fd}`);
+    },
+    validate(e, where, ld, l) {
+      if (!l.ghosts.has(e.id)) checkRegFile(e, where, ld.opts.skipFileCheck ?? false);
+    },
+    open(ctx, tr, e, st, l) {
+      const flags = e.flags & ~(O.CREAT | O.EXCL | O.TRUNC | O.NOCTTY);
+      const ghost = l.ghosts.get(e.id);
+      const fd = tr.task.open(ghost !== undefined ? ghostPath(ctx, e, ghost, st.made) : e.name, flags);
+      tr.task.call('lseek', fd, e.pos, abi.SEEK.SET);
+      return fd;
+    },
+    describe: (e) => e.name,
+  },
+});
+

@@ -1,25 +1,33 @@
-// Every kind of open file stasis knows, in one place. An fd matching none of
-// them is refused at dump time with its kind named.
-import type { FileKind } from './filekind';
-import { regFileKind } from './regfile';
-import { pipeKind } from './pipes';
-import { eventfdKind } from './eventfd';
-import { eventpollKind } from './eventpoll';
-import { signalfdKind } from './signalfd';
-import { timerfdKind } from './timerfd';
-import { inetSocketKind } from './sockets-inet';
-import { unixSocketKind } from './sockets-unix';
-import { memfdKind } from './memfd';
-import { fifoKind } from './fifo';
-import { inotifyKind } from './inotify';
-import { ttyKind } from './tty';
+// Every resource unit stasis knows, listed once. Order here means nothing:
+// phases are ordered by what they declare (after/before), file kinds match
+// mutually exclusive sets of fds, loads by their loadAfter.
+import type { AnyUnit } from '../unit/unit';
+import { filesUnit, registerFileKinds } from './files';
+import { regFileUnit } from './regfile';
+import { memoryUnit } from './memory';
+import { memfdUnit } from './memfd';
+import { coreUnit } from './core';
+import { signalsUnit } from './signals';
+import { timersUnit } from './timers';
+import { rlimitsUnit } from './rlimits';
+import { fsUnit } from './fs';
+import { credsUnit } from './creds';
+import { pipeUnit } from './pipes';
+import { fifoUnit } from './fifo';
+import { eventfdUnit } from './eventfd';
+import { eventpollUnit } from './eventpoll';
+import { signalfdUnit } from './signalfd';
+import { timerfdUnit } from './timerfd';
+import { inotifyUnit } from './inotify';
+import { ttyUnit } from './tty';
+import { skQueuesUnit } from './sockqueue';
+import { inetSocketUnit } from './sockets-inet';
+import { unixSocketUnit } from './sockets-unix';
 
-export const FILE_KINDS: FileKind[] = [
-  // memfd before regular files: a memfd is a regular (shmem) file too.
-  // Terminals before regular files (some character devices are re-opened by path).
-  ttyKind, memfdKind, regFileKind, pipeKind, fifoKind, eventfdKind, eventpollKind, signalfdKind, timerfdKind, inotifyKind, inetSocketKind, unixSocketKind,
+export const UNITS: readonly AnyUnit[] = [
+  coreUnit, credsUnit, memoryUnit, filesUnit, fsUnit, signalsUnit, timersUnit, rlimitsUnit,
+  regFileUnit, memfdUnit, pipeUnit, fifoUnit, eventfdUnit, eventpollUnit, signalfdUnit, timerfdUnit, inotifyUnit, ttyUnit,
+  skQueuesUnit, inetSocketUnit, unixSocketUnit,
 ];
 
-export function kindOfType(type: number): FileKind | undefined {
-  return FILE_KINDS.find((k) => k.type === type);
-}
+registerFileKinds([...UNITS]);

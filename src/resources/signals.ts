@@ -1,91 +1,70 @@
 // Signals: dispositions (through the parasite: rt_sigaction with a null new
-// action), blocked masks (PTRACE_GETSIGMASK), pending signals with their
-// siginfo (PTRACE_PEEKSIGINFO: process-wide and per thread, not dequeued) and
-// the alternate signal stack (parasite: sigaltstack(NULL, &old)).
-import { abi, ptrace, processVmReadv } from '../sys';
-import type { Parasite } from '../compel/parasite';
-import type { Entry } from '../images/image';
+// action), blocked masks (PTRACE_GETSIGMASK, in core), pending signals with
+// their siginfo (PTRACE_PEEKSIGINFO: process-wide and per thread, not
+// dequeued) and the alternate signal stack (parasite: sigaltstack(NULL, &old)).
+import { abi, ptrace } from '../sys';
+import { inBuf, outBuf, type RemoteTask } from '../compel/remote';
+import type { Msg } from '../images/schema';
+import { defineUnit } from '../unit/unit';
+import type { TaskRestore } from '../unit/restore-ctx';
 
-const { SIG, NSIG, KSIGACTION_SIZE, STACK_T_SIZE } = abi;
+const { SIG, NSIG, KSIGACTION, STACK_T, SS_DISABLE, SIG_IGN } = abi;
 
 /** Signals whose disposition cannot be changed (and are not dumped, as in CRIU). */
 export function hasDisposition(sig: number): boolean {
   return sig !== SIG.SIGKILL && sig !== SIG.SIGSTOP;
 }
 
-export function dumpSigactions(p: Parasite, scratch: bigint): Entry[] {
-  const out: Entry[] = [];
-  const buf = Buffer.alloc(KSIGACTION_SIZE);
+function dumpSigactions(t: RemoteTask): Msg<'sa_entry'>[] {
+  const out: Msg<'sa_entry'>[] = [];
   for (let sig = 1; sig <= NSIG; sig++) {
     if (!hasDisposition(sig)) continue;
-    p.syscall('rt_sigaction', sig, 0, scratch, 8);
-    processVmReadv(p.pid, scratch, buf);
-    out.push({
-      sigaction: buf.readBigUInt64LE(0), flags: buf.readBigUInt64LE(8),
-      restorer: buf.readBigUInt64LE(16), mask: buf.readBigUInt64LE(24),
-    });
+    const old = outBuf(KSIGACTION.size);
+    t.call('rt_sigaction', sig, 0, old, 8);
+    const a = KSIGACTION.decode(old.data);
+    out.push({ sigaction: a.handler, flags: a.flags, restorer: a.restorer, mask: a.mask });
   }
   return out;
 }
 
-export function dumpAltStack(p: Parasite, scratch: bigint): Entry {
-  const buf = Buffer.alloc(STACK_T_SIZE);
-  p.syscall('sigaltstack', 0, scratch);
-  processVmReadv(p.pid, scratch, buf);
-  return { ss_sp: buf.readBigUInt64LE(0), ss_flags: buf.readInt32LE(8) >>> 0, ss_size: buf.readBigUInt64LE(16) };
+function dumpAltStack(t: RemoteTask): Msg<'thread_sas_entry'> {
+  const old = outBuf(STACK_T.size);
+  t.call('sigaltstack', 0, old);
+  const s = STACK_T.decode(old.data);
+  return { ss_sp: s.ss_sp, ss_flags: s.ss_flags >>> 0, ss_size: s.ss_size };
 }
 
-export function pendingSignals(tid: number, shared: boolean): Entry | undefined {
+function pendingSignals(tid: number, shared: boolean): Msg<'signal_queue_entry'> | undefined {
   const sigs = ptrace.peekSigInfo(tid, shared);
   return sigs.length ? { signals: sigs.map((siginfo) => ({ siginfo })) } : undefined;
 }
 
-// ---------------------------------------------------------------- restore
-
-import type { RestoreCtx, TaskRestore } from '../restore/context';
-import type { Decoded } from '../images/image';
-import type { RemoteTask } from '../restore/remote';
-
-const SIG_IGN = 1n;
-
 /** Each int3 of a remote call would reset an ignored SIGTRAP to SIG_DFL: that
  *  one is set at the very end, without int3 (see restoreLateSigaction). */
-export function isLateSigaction(sig: number, sa: Decoded): boolean {
-  return sig === SIG.SIGTRAP && BigInt(sa.sigaction) === SIG_IGN;
+export function isLateSigaction(sig: number, sa: Msg<'sa_entry'>): boolean {
+  return sig === SIG.SIGTRAP && sa.sigaction === SIG_IGN;
 }
 
-function setSigaction(t: RemoteTask, sig: number, sa: Decoded): void {
-  const b = Buffer.alloc(KSIGACTION_SIZE);
-  b.writeBigUInt64LE(BigInt(sa.sigaction), 0);
-  b.writeBigUInt64LE(BigInt(sa.flags), 8);
-  b.writeBigUInt64LE(BigInt(sa.restorer), 16);
-  b.writeBigUInt64LE(BigInt(sa.mask), 24);
-  t.call('rt_sigaction', sig, t.put(b, 512), 0, 8);
+function setSigaction(t: RemoteTask, sig: number, sa: Msg<'sa_entry'>): void {
+  t.call('rt_sigaction', sig, inBuf(KSIGACTION.encode({ handler: sa.sigaction, flags: sa.flags, restorer: sa.restorer, mask: sa.mask })), 0, 8);
 }
 
-function sigactionsBySignal(tr: TaskRestore): [number, Decoded][] {
-  const sas: Decoded[] = tr.img.threads[0].core.tc.sigactions ?? [];
-  const out: [number, Decoded][] = [];
+function sigactionsBySignal(tr: TaskRestore): [number, Msg<'sa_entry'>][] {
+  const sas = tr.img.threads[0].core.tc?.sigactions ?? [];
+  const out: [number, Msg<'sa_entry'>][] = [];
   let i = 0;
   for (let sig = 1; sig <= NSIG && i < sas.length; sig++) if (hasDisposition(sig)) out.push([sig, sas[i++]]);
   return out;
 }
 
-export function restoreSigactions(_ctx: RestoreCtx, tr: TaskRestore): void {
-  for (const [sig, sa] of sigactionsBySignal(tr)) if (!isLateSigaction(sig, sa)) setSigaction(tr.task, sig, sa);
-}
-
+/** The dispositions that could not be set through int3 (see isLateSigaction), on `t` in syscall-stop mode. */
 export function restoreLateSigaction(tr: TaskRestore, t: RemoteTask): void {
   for (const [sig, sa] of sigactionsBySignal(tr)) if (isLateSigaction(sig, sa)) setSigaction(t, sig, sa);
 }
 
-export function restoreAltStack(t: RemoteTask, sas: Decoded | undefined): void {
+export function restoreAltStack(t: RemoteTask, sas: Msg<'thread_sas_entry'> | undefined): void {
   if (!sas) return;
-  const b = Buffer.alloc(STACK_T_SIZE);
-  b.writeBigUInt64LE(BigInt(sas.ss_sp), 0);
-  b.writeInt32LE(sas.ss_flags & 2 /* SS_DISABLE */, 8);
-  b.writeBigUInt64LE(BigInt(sas.ss_size), 16);
-  t.call('sigaltstack', t.put(b, 512), 0);
+  t.call('sigaltstack', inBuf(STACK_T.encode({ ss_sp: sas.ss_sp, ss_flags: sas.ss_flags & SS_DISABLE, ss_size: sas.ss_size })), 0);
 }
 
 /**
@@ -93,12 +72,37 @@ export function restoreAltStack(t: RemoteTask, sas: Decoded | undefined): void {
  * itself (a siginfo with si_code >= 0 may only be queued by the target).
  * Called while every signal is blocked in the task.
  */
-export function restorePending(t: RemoteTask, tgid: number, tid: number, queue: Decoded | undefined, shared: boolean): void {
-  for (const s of (queue?.signals ?? []) as Decoded[]) {
-    const info = Buffer.from(s.siginfo as Buffer);
-    const signo = info.readInt32LE(0);
-    const at = t.put(info, 2048);
-    if (shared) t.call('rt_sigqueueinfo', tgid, signo, at);
-    else t.call('rt_tgsigqueueinfo', tgid, tid, signo, at);
+function restorePending(t: RemoteTask, tgid: number, tid: number, queue: Msg<'signal_queue_entry'> | undefined, shared: boolean): void {
+  for (const s of queue?.signals ?? []) {
+    const signo = s.siginfo.readInt32LE(0);
+    if (shared) t.call('rt_sigqueueinfo', tgid, signo, inBuf(s.siginfo));
+    else t.call('rt_tgsigqueueinfo', tgid, tid, signo, inBuf(s.siginfo));
   }
 }
+
+export const signalsUnit = defineUnit({
+  name: 'signals',
+  parasite(_ctx, pd, t) { pd.core.get(pd.pid)!.tc!.sigactions = dumpSigactions(t); },
+  parasiteThread(_ctx, pd, tid, t) { pd.core.get(tid)!.thread_core!.sas = dumpAltStack(t); },
+  dumpPhases: [{
+    name: 'pending-signals', after: ['parasite'], before: ['write-core'],
+    each(_ctx, pd) {
+      pd.core.get(pd.pid)!.tc!.signals_s = pendingSignals(pd.pid, true);
+      for (const tid of pd.frozen.threads) pd.core.get(tid)!.thread_core!.signals_p = pendingSignals(tid, false);
+    },
+  }],
+  restorePhases: [
+    {
+      name: 'sigactions',
+      each(_ctx, tr) { for (const [sig, sa] of sigactionsBySignal(tr)) if (!isLateSigaction(sig, sa)) setSigaction(tr.task, sig, sa); },
+    },
+    // Every signal is blocked in the task until its own mask is set at the end.
+    {
+      name: 'pending-signals', after: ['sigactions', 'itimers', 'threads'],
+      each(_ctx, tr) {
+        restorePending(tr.task, tr.img.pid, tr.img.pid, tr.img.threads[0].core.tc?.signals_s, true);
+        for (const th of tr.img.threads) restorePending(tr.task, tr.img.pid, th.tid, th.core.thread_core?.signals_p, false);
+      },
+    },
+  ],
+});

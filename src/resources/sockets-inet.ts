@@ -1,147 +1,74 @@
 // Inet sockets (IPv4 and IPv6): listening TCP sockets with their address,
 // port, backlog and options; UDP sockets bound or connected, with their
-// queued datagrams. Established TCP connections need TCP_REPAIR and are
-// refused for now.
+// queued datagrams; established TCP connections with --tcp-established
+// (tcp-stream.ts).
 import { sys, sysTry, addressOf, abi } from '../sys';
+import { inBuf } from '../compel/remote';
 import { StasisError, ErrorCodes } from '../errors';
-import { FD_TYPES } from './fdtypes';
-import { NO_FOWN, type FileKind } from './filekind';
-import { grabSocket, getInt, sockName, dumpSockOpts, restoreSockOpts, SO, SOL_SOCKET } from './sockopts';
-import { peekQueue, sendAll } from './sockqueue';
-import type { Decoded } from '../images/image';
-import { repairOn, dumpTcpStream, loadTcpStream, restoreTcpStream } from './tcp-stream';
+import { FD_TYPES, NO_FOWN } from '../images/criu';
+import type { Msg } from '../images/schema';
+import { defineFileUnit } from '../unit/unit';
+import { inetSockets, type InetDiag } from '../proc/sockdiag';
+import { grabSocket, getInt, sockName, dumpSockOpts, restoreSockOpts, setIntLocal } from './sockopts';
+import { sendAll, peekQueue, skQueuesUnit, type Packet } from './sockqueue';
+import { repairOn, repairOff, dumpTcpStream, loadTcpStream, restoreTcpStream, type RepairSocket } from './tcp-stream';
 
-const AF_INET = 2, AF_INET6 = 10;
-const SOCK_STREAM = 1, SOCK_DGRAM = 2, SOCK_NONBLOCK = 0o4000;
-const IPPROTO_TCP = 6, IPPROTO_UDP = 17, IPPROTO_IPV6 = 41, IPV6_V6ONLY = 26, TCP_INFO = 11;
-export const TCP_STATE = { ESTABLISHED: 1, CLOSE: 7, LISTEN: 10 } as const;
-const STATE_NAMES: Record<number, string> = { 1: 'ESTABLISHED', 2: 'SYN_SENT', 3: 'SYN_RECV', 4: 'FIN_WAIT1', 5: 'FIN_WAIT2', 6: 'TIME_WAIT', 7: 'CLOSE', 8: 'CLOSE_WAIT', 9: 'LAST_ACK', 10: 'LISTEN', 11: 'CLOSING' };
+const { AF, SOCK, SOL, SO, IPPROTO, IPV6_V6ONLY, TCP, TCP_STATE, TCP_INFO_HEAD, SOCKADDR_IN, SOCKADDR_IN6 } = abi;
+const STATE_NAMES = Object.fromEntries(Object.entries(TCP_STATE).map(([k, v]) => [v, k]));
 
 function domainOf(pid: number, fd: number): number {
   const s = grabSocket(pid, fd);
-  try { return getInt(s, SOL_SOCKET, SO.DOMAIN); } finally { sysTry('close', s); }
+  try { return getInt(s, SOL.SOCKET, SO.DOMAIN); } finally { sysTry('close', s); }
 }
 
 /** sockaddr → (port, address as the u32 words CRIU stores: raw network-order bytes read little-endian). */
-function parseAddr(a: Buffer): { port: number; words: number[] } {
+export function parseAddr(a: Buffer): { port: number; words: number[] } {
   if (a.length < 4) return { port: 0, words: [] };
   const family = a.readUInt16LE(0);
-  const port = a.readUInt16BE(2);
-  const bytes = family === AF_INET ? a.subarray(4, 8) : a.subarray(8, 24);
+  const v = family === AF.INET ? SOCKADDR_IN.decode(a) : SOCKADDR_IN6.decode(a);
   const words: number[] = [];
-  for (let i = 0; i + 4 <= bytes.length; i += 4) words.push(bytes.readUInt32LE(i));
-  return { port, words };
+  for (let i = 0; i + 4 <= v.addr.length; i += 4) words.push(v.addr.readUInt32LE(i));
+  return { port: v.port, words };
 }
 
 export function makeSockaddr(family: number, port: number, words: number[]): Buffer {
-  const a = Buffer.alloc(family === AF_INET ? 16 : 28);
-  a.writeUInt16LE(family, 0);
-  a.writeUInt16BE(port, 2);
-  const off = family === AF_INET ? 4 : 8;
-  words.forEach((w, i) => a.writeUInt32LE(w >>> 0, off + i * 4));
-  return a;
+  const addr = Buffer.alloc(family === AF.INET ? 4 : 16);
+  words.forEach((w, i) => addr.writeUInt32LE(w >>> 0, i * 4));
+  return family === AF.INET ? SOCKADDR_IN.encode({ family, port, addr }) : SOCKADDR_IN6.encode({ family, port, addr });
 }
 
-export const inetSocketKind: FileKind = {
-  name: 'inet socket',
-  type: FD_TYPES.INETSK,
-  field: 'isk',
-  match: (d) => d.st.isSocket() && [AF_INET, AF_INET6].includes(domainOf(d.pid, d.fd)),
-  dump(ctx, d, id) {
-    const s = grabSocket(d.pid, d.fd);
-    try {
-      const family = getInt(s, SOL_SOCKET, SO.DOMAIN);
-      const type = getInt(s, SOL_SOCKET, SO.TYPE);
-      const proto = getInt(s, SOL_SOCKET, SO.PROTOCOL);
-      if (!(type === SOCK_STREAM && proto === IPPROTO_TCP) && !(type === SOCK_DGRAM && proto === IPPROTO_UDP)) {
-        throw new StasisError(ErrorCodes.UNSUPPORTED, `fd ${d.fd} of pid ${d.pid}: inet socket type ${type} protocol ${proto} is not supported yet`);
-      }
-      const local = parseAddr(sockName(s, false));
-      const peerRaw = sockName(s, true);
-      const peer = parseAddr(peerRaw);
-      let state: number;
-      if (type === SOCK_STREAM) {
-        const info = Buffer.alloc(8), len = Buffer.alloc(4);
-        len.writeUInt32LE(8);
-        sys('getsockopt', s, IPPROTO_TCP, TCP_INFO, addressOf(info), addressOf(len));
-        state = info.readUInt8(0);
-        if (state === TCP_STATE.ESTABLISHED && ctx.opts.tcpEstablished) {
-          // Our copy stays open, in repair mode, until the task is gone (then the
-          // peer sees nothing) or is let go again (then repair mode is left).
-          ctx.repairSockets.push(repairOn(s));
-          dumpTcpStream(ctx.opts.dir, d.st.ino, s);
-        } else if (state === TCP_STATE.ESTABLISHED) {
-          throw new StasisError(ErrorCodes.UNSUPPORTED, `fd ${d.fd} of pid ${d.pid}: established TCP connection (port ${local.port} ↔ ${peer.port}); dump with --tcp-established to take it`);
-        } else if (state !== TCP_STATE.LISTEN && state !== TCP_STATE.CLOSE) {
-          throw new StasisError(ErrorCodes.UNSUPPORTED, `fd ${d.fd} of pid ${d.pid}: TCP connection in state ${STATE_NAMES[state] ?? state} (port ${local.port} ↔ ${peer.port}) is not supported`);
-        }
-      } else {
-        state = peerRaw.length ? TCP_STATE.ESTABLISHED : TCP_STATE.CLOSE;
-        for (const q of peekQueue(s, false)) ctx.skQueues.push({ id, data: q.data, addr: q.addr });
-      }
-      const diag = ctx.inetDiag(family, proto).get(d.st.ino);
-      return {
-        id, ino: d.st.ino, family, type, proto, state, src_port: local.port, dst_port: peer.port, flags: d.flags,
-        backlog: state === TCP_STATE.LISTEN ? diag?.wqueue ?? 128 : 0, src_addr: local.words, dst_addr: peer.words,
-        fown: NO_FOWN, opts: dumpSockOpts(s), v6only: family === AF_INET6 ? getInt(s, IPPROTO_IPV6, IPV6_V6ONLY) !== 0 : undefined,
-      };
-    } finally {
-      if (!ctx.repairSockets.some((r) => r.fd === s)) sysTry('close', s);
-    }
-  },
-  open(ctx, tr, e) {
-    const t = tr.task;
-    const fd = Number(t.call('socket', e.family, e.type | (e.flags & abi.O.NONBLOCK ? SOCK_NONBLOCK : 0), e.proto));
-    if (e.type === SOCK_STREAM && e.state === TCP_STATE.ESTABLISHED) {
-      const stream = loadTcpStream(ctx.ckpt.dir, e.ino);
-      const s = grabSocket(tr.img.pid, fd);
-      try {
-        restoreSockOpts(t, fd, e.opts);
-        restoreTcpStream(s, stream, makeSockaddr(e.family, e.src_port, e.src_addr ?? []), makeSockaddr(e.family, e.dst_port, e.dst_addr ?? []), e.opts);
-      } finally {
-        sysTry('close', s);
-      }
-      return fd;
-    }
-    restoreSockOpts(t, fd, e.opts);
-    if (e.family === AF_INET6 && e.v6only) {
-      const b = Buffer.alloc(4);
-      b.writeInt32LE(1);
-      t.call('setsockopt', fd, IPPROTO_IPV6, IPV6_V6ONLY, t.put(b, 3840), 4);
-    }
-    const bound = e.src_port !== 0 || (e.src_addr ?? []).some((w: number) => w !== 0);
-    if (bound) {
-      const a = makeSockaddr(e.family, e.src_port, e.src_addr ?? []);
-      const r = t.callRaw('bind', fd, t.put(a, 3584), a.length);
-      if (r < 0n) throw new StasisError(ErrorCodes.RESTORE_FAILED, `cannot bind ${e.type === SOCK_STREAM ? 'TCP' : 'UDP'} port ${e.src_port} again (errno ${-r}): is it in use?`);
-    }
-    if (e.state === TCP_STATE.LISTEN) t.call('listen', fd, e.backlog);
-    if (e.type === SOCK_DGRAM && e.state === TCP_STATE.ESTABLISHED) {
-      const a = makeSockaddr(e.family, e.dst_port, e.dst_addr ?? []);
-      t.call('connect', fd, t.put(a, 3584), a.length);
-    }
-    const queued = ctx.ckpt.skQueues.get(e.id) ?? [];
-    if (queued.length) requeueDatagrams(ctx, e, queued);
-    return fd;
-  },
-};
+function loopback(family: number): number[] {
+  return family === AF.INET ? [0x0100007f] : [0, 0, 0, 0x01000000];
+}
+
+interface DumpState {
+  diag: Map<string, Map<number, InetDiag>>;
+  /** Our copies of TCP sockets held in repair mode until the dump ends. */
+  repair: RepairSocket[];
+}
+
+function diagOf(st: DumpState, family: number, proto: number): Map<number, InetDiag> {
+  const k = `${family}/${proto}`;
+  let m = st.diag.get(k);
+  if (!m) { m = inetSockets(family, proto); st.diag.set(k, m); }
+  return m;
+}
 
 /**
  * Send the queued datagrams to the restored socket again, from their
  * original source address when it is free (the dumped senders are gone),
  * else from a port of ours (and say so).
  */
-function requeueDatagrams(ctx: { warnings: string[] }, e: Decoded, queued: { data: Buffer; addr?: Buffer }[]): void {
-  const to = makeSockaddr(e.family, e.src_port, (e.src_addr ?? []).every((w: number) => w === 0) ? loopback(e.family) : e.src_addr);
+function requeueDatagrams(warnings: string[], e: Msg<'inet_sk_entry'>, queued: Packet[]): void {
+  const src = e.src_addr ?? [];
+  const to = makeSockaddr(e.family, e.src_port, src.every((w) => w === 0) ? loopback(e.family) : src);
   for (const q of queued) {
-    const s = sys('socket', e.family, SOCK_DGRAM | 0o2000000, IPPROTO_UDP);
+    const s = sys('socket', e.family, SOCK.DGRAM | SOCK.CLOEXEC, IPPROTO.UDP);
     try {
       if (q.addr) {
-        const one = Buffer.alloc(4);
-        one.writeInt32LE(1);
-        sysTry('setsockopt', s, SOL_SOCKET, SO.REUSEADDR, addressOf(one), 4);
+        setIntLocal(s, SOL.SOCKET, SO.REUSEADDR, 1);
         if (sysTry('bind', s, addressOf(q.addr), q.addr.length) < 0) {
-          ctx.warnings.push(`UDP port ${e.src_port}: a queued datagram's source ${parseAddr(q.addr).port} is in use; re-sent from another port`);
+          warnings.push(`UDP port ${e.src_port}: a queued datagram's source ${parseAddr(q.addr).port} is in use; re-sent from another port`);
         }
       }
       sendAll(s, q.data, to);
@@ -151,6 +78,105 @@ function requeueDatagrams(ctx: { warnings: string[] }, e: Decoded, queued: { dat
   }
 }
 
-function loopback(family: number): number[] {
-  return family === AF_INET ? [0x0100007f] : [0, 0, 0, 0x01000000];
+function inetAddr(family: number, words: number[] | undefined, port: number): string {
+  const b = Buffer.alloc((words ?? []).length * 4);
+  (words ?? []).forEach((w, i) => b.writeUInt32LE(w >>> 0, i * 4));
+  const host = family === AF.INET ? [...b].join('.') : `[${(b.toString('hex').match(/.{4}/g) ?? []).join(':')}]`;
+  return `${host}:${port}`;
 }
+
+export const inetSocketUnit = defineFileUnit({
+  name: 'inet sockets',
+  dumpState: (): DumpState => ({ diag: new Map(), repair: [] }),
+  // Connections going on with the task leave repair mode before it runs.
+  beforeRelease(_ctx, st, how) { if (!how.kill) for (const s of st.repair) repairOff(s); },
+  // Closed in repair mode, a killed task's connections vanish without a FIN or RST.
+  afterRelease(_ctx, st) { for (const s of st.repair) sysTry('close', s.fd); },
+  file: {
+    type: FD_TYPES.INETSK,
+    field: 'isk',
+    match: (d) => d.st.isSocket() && [AF.INET, AF.INET6].includes(domainOf(d.pid, d.fd) as 2),
+    dump(ctx, d, id, st) {
+      const s = grabSocket(d.pid, d.fd);
+      let keep = false;
+      try {
+        const family = getInt(s, SOL.SOCKET, SO.DOMAIN);
+        const type = getInt(s, SOL.SOCKET, SO.TYPE);
+        const proto = getInt(s, SOL.SOCKET, SO.PROTOCOL);
+        if (!(type === SOCK.STREAM && proto === IPPROTO.TCP) && !(type === SOCK.DGRAM && proto === IPPROTO.UDP)) {
+          throw new StasisError(ErrorCodes.UNSUPPORTED, `fd ${d.fd} of pid ${d.pid}: inet socket type ${type} protocol ${proto} is not supported yet`);
+        }
+        const local = parseAddr(sockName(s, false));
+        const peerRaw = sockName(s, true);
+        const peer = parseAddr(peerRaw);
+        let state: number;
+        if (type === SOCK.STREAM) {
+          const info = Buffer.alloc(TCP_INFO_HEAD.size), len = Buffer.alloc(4);
+          len.writeUInt32LE(info.length);
+          sys('getsockopt', s, SOL.TCP, TCP.INFO, addressOf(info), addressOf(len));
+          state = TCP_INFO_HEAD.decode(info).state;
+          if (state === TCP_STATE.ESTABLISHED && ctx.opts.tcpEstablished) {
+            // Our copy stays open, in repair mode, until the task is gone (then the
+            // peer sees nothing) or is let go again (then repair mode is left).
+            st.repair.push(repairOn(s));
+            keep = true;
+            dumpTcpStream(ctx, d.st.ino, s);
+          } else if (state === TCP_STATE.ESTABLISHED) {
+            throw new StasisError(ErrorCodes.UNSUPPORTED, `fd ${d.fd} of pid ${d.pid}: established TCP connection (port ${local.port} ↔ ${peer.port}); dump with --tcp-established to take it`);
+          } else if (state !== TCP_STATE.LISTEN && state !== TCP_STATE.CLOSE) {
+            throw new StasisError(ErrorCodes.UNSUPPORTED, `fd ${d.fd} of pid ${d.pid}: TCP connection in state ${STATE_NAMES[state] ?? state} (port ${local.port} ↔ ${peer.port}) is not supported`);
+          }
+        } else {
+          state = peerRaw.length ? TCP_STATE.ESTABLISHED : TCP_STATE.CLOSE;
+          const queues = ctx.state(skQueuesUnit);
+          for (const packet of peekQueue(s, false)) queues.push({ id, packet });
+        }
+        const diag = diagOf(st, family, proto).get(d.st.ino);
+        return {
+          id, ino: d.st.ino, family, type, proto, state, src_port: local.port, dst_port: peer.port, flags: d.flags,
+          backlog: state === TCP_STATE.LISTEN ? diag?.wqueue ?? 128 : 0, src_addr: local.words, dst_addr: peer.words,
+          fown: NO_FOWN, opts: dumpSockOpts(s), v6only: family === AF.INET6 ? getInt(s, SOL.IPV6, IPV6_V6ONLY) !== 0 : undefined,
+        };
+      } finally {
+        if (!keep) sysTry('close', s);
+      }
+    },
+    open(ctx, tr, e) {
+      const t = tr.task;
+      const fd = t.callNum('socket', e.family, e.type | (e.flags & abi.O.NONBLOCK ? SOCK.NONBLOCK : 0), e.proto);
+      if (e.type === SOCK.STREAM && e.state === TCP_STATE.ESTABLISHED) {
+        const stream = loadTcpStream(ctx.ckpt.images, e.ino);
+        const s = grabSocket(tr.img.pid, fd);
+        try {
+          restoreSockOpts(t, fd, e.opts);
+          restoreTcpStream(s, stream, makeSockaddr(e.family, e.src_port, e.src_addr ?? []), makeSockaddr(e.family, e.dst_port, e.dst_addr ?? []), e.opts);
+        } finally {
+          sysTry('close', s);
+        }
+        return fd;
+      }
+      restoreSockOpts(t, fd, e.opts);
+      if (e.family === AF.INET6 && e.v6only) t.call('setsockopt', fd, SOL.IPV6, IPV6_V6ONLY, inBuf(abi.i32s([1])), 4);
+      const bound = e.src_port !== 0 || (e.src_addr ?? []).some((w) => w !== 0);
+      if (bound) {
+        const a = makeSockaddr(e.family, e.src_port, e.src_addr ?? []);
+        const r = t.callRaw('bind', fd, inBuf(a), a.length);
+        if (r < 0n) throw new StasisError(ErrorCodes.RESTORE_FAILED, `cannot bind ${e.type === SOCK.STREAM ? 'TCP' : 'UDP'} port ${e.src_port} again (errno ${-r}): is it in use?`);
+      }
+      if (e.state === TCP_STATE.LISTEN) t.call('listen', fd, e.backlog);
+      if (e.type === SOCK.DGRAM && e.state === TCP_STATE.ESTABLISHED) {
+        const a = makeSockaddr(e.family, e.dst_port, e.dst_addr ?? []);
+        t.call('connect', fd, inBuf(a), a.length);
+      }
+      const queued = ctx.loaded(skQueuesUnit).get(e.id) ?? [];
+      if (queued.length) requeueDatagrams(ctx.warnings, e, queued);
+      return fd;
+    },
+    describe(k) {
+      const proto = k.proto === IPPROTO.TCP ? 'tcp' : 'udp';
+      const state = k.state === TCP_STATE.LISTEN ? ' listening' : k.state === TCP_STATE.ESTABLISHED ? ` → ${inetAddr(k.family, k.dst_addr, k.dst_port)}` : '';
+      return `${proto} ${inetAddr(k.family, k.src_addr, k.src_port)}${state}`;
+    },
+  },
+});
+

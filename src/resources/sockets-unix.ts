@@ -1,113 +1,73 @@
 // Unix sockets: stream, datagram and seqpacket; listening (path or abstract
 // name, backlog), bound, and connected pairs whose both ends are in the tree,
 // with their queued data. A connected pair is re-created with socketpair():
-// the name an accepted socket had from its listener is not kept.
+// the name an accepted socket had from its listener is not kept. With
+// --ext-unix-sk a datagram socket connected to a named peer outside the tree
+// (syslog's /dev/log, say) is connected to that name again.
 import * as fs from 'node:fs';
-import { sysTry } from '../sys';
+import { sysTry, abi } from '../sys';
+import { inBuf, outBuf } from '../compel/remote';
 import { StasisError, ErrorCodes } from '../errors';
-import { FD_TYPES } from './fdtypes';
-import { NO_FOWN, type FileKind } from './filekind';
-import { grabSocket, getInt, dumpSockOpts, restoreSockOpts, SO, SOL_SOCKET } from './sockopts';
-import { peekQueue, sendAll } from './sockqueue';
-import { park, fetchFd } from './fdutil';
-import type { RestoreCtx, TaskRestore } from '../restore/context';
-import type { Decoded, Entry } from '../images/image';
+import { FD_TYPES, NO_FOWN, USK } from '../images/criu';
+import type { Msg } from '../images/schema';
+import { defineFileUnit } from '../unit/unit';
+import type { DumpCtx } from '../unit/dump-ctx';
+import type { RestoreCtx, TaskRestore } from '../unit/restore-ctx';
+import { unixSockets, type UnixDiag } from '../proc/sockdiag';
+import { grabSocket, getInt, dumpSockOpts, restoreSockOpts } from './sockopts';
+import { peekQueue, sendAll, skQueuesUnit } from './sockqueue';
+import { park, fetchFd, fileId, filesUnit } from './files';
 
-const AF_UNIX = 1;
-const SOCK_STREAM = 1, SOCK_NONBLOCK = 0o4000;
-const STATE = { ESTABLISHED: 1, CLOSE: 7, LISTEN: 10 } as const;
-/** uflags: a peer outside the checkpoint (criu's USK_EXTERN). */
-export const USK_EXTERN = 1;
+const { AF, SOCK, SOL, SO, TCP_STATE: STATE, O, F, readI32s } = abi;
+type Usk = Msg<'unix_sk_entry'>;
 
 const NO_OPTS = { so_sndbuf: 0, so_rcvbuf: 0, so_snd_tmo_sec: 0n, so_snd_tmo_usec: 0n, so_rcv_tmo_sec: 0n, so_rcv_tmo_usec: 0n };
 
-/** files.img entry for a peer outside the tree, by its name. */
-export function externPeerEntry(id: number, ino: number, type: number, name: Buffer): Entry {
-  return { type: FD_TYPES.UNIXSK, id, usk: { id, ino, type, state: STATE.CLOSE, flags: 2, uflags: USK_EXTERN, backlog: 0, peer: 0, fown: NO_FOWN, opts: NO_OPTS, name } };
+interface DumpState {
+  diag?: Map<number, UnixDiag>;
+  /** Unix sockets dumped, by inode, with their peer inode: peers must be in the tree too. */
+  socks: Map<number, { pid: number; fd: number; peer: number; type: number }>;
 }
+
+function diagOf(st: DumpState): Map<number, UnixDiag> { return (st.diag ??= unixSockets()); }
 
 function isUnix(pid: number, fd: number): boolean {
   const s = grabSocket(pid, fd);
-  try { return getInt(s, SOL_SOCKET, SO.DOMAIN) === AF_UNIX; } finally { sysTry('close', s); }
+  try { return getInt(s, SOL.SOCKET, SO.DOMAIN) === AF.UNIX; } finally { sysTry('close', s); }
 }
 
 function sockaddrUn(name: Buffer): Buffer {
   const a = Buffer.alloc(2 + name.length);
-  a.writeUInt16LE(AF_UNIX, 0);
+  a.writeUInt16LE(AF.UNIX, 0);
   name.copy(a, 2);
   return a;
 }
 
-function printable(name: Buffer): string {
+export function printableName(name: Buffer): string {
   return name.length && name[0] === 0 ? `@${name.subarray(1).toString()}` : name.toString();
 }
 
-export const unixSocketKind: FileKind = {
-  name: 'unix socket',
-  type: FD_TYPES.UNIXSK,
-  field: 'usk',
-  match: (d) => d.st.isSocket() && isUnix(d.pid, d.fd),
-  dump(ctx, d, id) {
-    const u = ctx.unixDiag().get(d.st.ino);
-    if (!u) throw new StasisError(ErrorCodes.UNSUPPORTED, `fd ${d.fd} of pid ${d.pid}: unix socket ${d.st.ino} not found by sock_diag`);
-    // A connection still waiting in a listener's accept queue has no socket
-    // file yet: sock_diag shows it as connected with peer 0.
-    if (u.state === STATE.ESTABLISHED && !u.peer) {
-      throw new StasisError(ErrorCodes.UNSUPPORTED, `fd ${d.fd} of pid ${d.pid}: unix socket ${d.st.ino} is connected to a listener that has not accepted it yet (outside the dumped tree or not); not supported`);
+/**
+ * A unix socket whose peer is outside the tree cannot be re-connected to that
+ * very socket. With --ext-unix-sk a datagram socket connected to a named peer
+ * is: the peer goes into files.img as an external entry (uflags USK_EXTERN),
+ * referenced by no fd.
+ */
+function checkPeers(ctx: DumpCtx, st: DumpState): void {
+  for (const [ino, u] of st.socks) {
+    if (!u.peer || st.socks.has(u.peer)) continue;
+    const peer = diagOf(st).get(u.peer);
+    if (ctx.opts.extUnixSk && u.type !== SOCK.STREAM && peer?.name.length) {
+      fileId(ctx, `unix-extern:${u.peer}`, (id) => ({
+        type: FD_TYPES.UNIXSK, id,
+        usk: { id, ino: u.peer, type: peer.type, state: STATE.CLOSE, flags: O.RDWR, uflags: USK.EXTERN, backlog: 0, peer: 0, fown: NO_FOWN, opts: NO_OPTS, name: peer.name },
+      }));
+      continue;
     }
-    if (u.icons.length) throw new StasisError(ErrorCodes.UNSUPPORTED, `fd ${d.fd} of pid ${d.pid}: listening unix socket ${printable(u.name)} has ${u.icons.length} connection(s) not yet accepted; not supported yet`);
-    const s = grabSocket(d.pid, d.fd);
-    try {
-      const type = getInt(s, SOL_SOCKET, SO.TYPE);
-      const listening = getInt(s, SOL_SOCKET, SO.ACCEPTCONN) !== 0;
-      const state = listening ? STATE.LISTEN : u.peer ? STATE.ESTABLISHED : STATE.CLOSE;
-      if (!listening) for (const q of peekQueue(s, type === SOCK_STREAM)) ctx.skQueues.push({ id, data: q.data });
-      ctx.unixSocks.set(d.st.ino, { pid: d.pid, fd: d.fd, peer: u.peer, type });
-      return {
-        id, ino: d.st.ino, type, state, flags: d.flags, uflags: 0, backlog: listening ? u.wq : 0, peer: u.peer,
-        fown: NO_FOWN, opts: dumpSockOpts(s), name: u.name, shutdown: u.shutdown,
-      };
-    } finally {
-      sysTry('close', s);
-    }
-  },
-  open(ctx, tr, e) {
-    const t = tr.task;
-    const nb = e.flags & 0o4000 ? SOCK_NONBLOCK : 0;
-    let fd: number;
-    const peer = e.peer ? unixEntry(ctx, e.peer) : undefined;
-    const extern = peer && peer.uflags & USK_EXTERN ? peer : undefined;
-    if (extern) {
-      fd = Number(t.call('socket', AF_UNIX, e.type | nb, 0));
-      restoreSockOpts(t, fd, e.opts);
-      const a = sockaddrUn(Buffer.from(extern.name));
-      t.call('connect', fd, t.put(a, 3584), a.length);
-    } else if (e.peer) {
-      fd = pairEnd(ctx, tr, e);
-      if (nb) t.call('fcntl', fd, 4 /* F_SETFL */, 0o4000);
-    } else {
-      fd = Number(t.call('socket', AF_UNIX, e.type | nb, 0));
-      restoreSockOpts(t, fd, e.opts);
-      const name = Buffer.from(e.name ?? []);
-      if (name.length) {
-        // The dumped listener's socket file is still on disk: it would make bind fail.
-        if (name[0] !== 0) {
-          const p = name.toString().replace(/\0+$/, '');
-          try { if (fs.lstatSync(p).isSocket()) fs.unlinkSync(p); } catch { /* not there */ }
-        }
-        const a = sockaddrUn(name);
-        t.call('bind', fd, t.put(a, 3584), a.length);
-      }
-      if (e.state === STATE.LISTEN) t.call('listen', fd, e.backlog);
-    }
-    return fd;
-  },
-};
-
-/** The unix_sk_entry of the socket with inode `ino` in this checkpoint. */
-function unixEntry(ctx: RestoreCtx, ino: number): Decoded | undefined {
-  for (const f of ctx.ckpt.files.values()) if (f.usk?.ino === ino) return f.usk;
-  return undefined;
+    const how = u.type === SOCK.STREAM ? 'a stream connection cannot be re-established to it'
+      : peer?.name.length ? 'dump with --ext-unix-sk to connect to its name again' : 'it has no name to connect to again';
+    throw new StasisError(ErrorCodes.UNSUPPORTED, `fd ${u.fd} of pid ${u.pid}: unix socket ${ino} is connected to socket ${u.peer} outside the dumped tree; ${how}`);
+  }
 }
 
 /**
@@ -115,27 +75,112 @@ function unixEntry(ctx: RestoreCtx, ino: number): Decoded | undefined {
  * first process that needs either end, both ends parked there; queued data
  * is sent back through the other end.
  */
-function pairEnd(ctx: RestoreCtx, tr: TaskRestore, e: Decoded): number {
+function pairEnd(ctx: RestoreCtx, tr: TaskRestore, e: Usk, byIno: Map<number, Usk>, pairs: Map<number, { pid: number; fd: number }>): number {
   const t = tr.task;
-  let have = ctx.sockPairs.get(e.ino);
+  let have = pairs.get(e.ino);
   if (!have) {
-    t.call('socketpair', AF_UNIX, e.type | 0o2000000, 0, t.scratch + 3072n);
-    const ends = t.get(8, 3072);
-    const a = park(ctx, tr, ends.readInt32LE(0));
-    const b = park(ctx, tr, ends.readInt32LE(1 * 4));
-    ctx.sockPairs.set(e.ino, { pid: tr.img.pid, fd: a });
-    ctx.sockPairs.set(e.peer, { pid: tr.img.pid, fd: b });
+    const ends = outBuf(8);
+    t.call('socketpair', AF.UNIX, e.type | SOCK.CLOEXEC, 0, ends);
+    const [a0, b0] = readI32s(ends.data, 2);
+    const a = park(ctx, tr, a0);
+    const b = park(ctx, tr, b0);
+    pairs.set(e.ino, { pid: tr.img.pid, fd: a });
+    pairs.set(e.peer, { pid: tr.img.pid, fd: b });
     for (const [ino, end, other] of [[e.ino, a, b], [e.peer, b, a]] as const) {
-      const u = unixEntry(ctx, ino);
+      const u = byIno.get(ino);
       if (!u) continue;
       restoreSockOpts(t, end, u.opts);
       // Queued data of each end was sent by the other: send it again the same way.
-      const queued = ctx.ckpt.skQueues.get(u.id) ?? [];
+      const queued = ctx.loaded(skQueuesUnit).get(u.id) ?? [];
       if (!queued.length) continue;
       const s = grabSocket(tr.img.pid, other);
       try { for (const q of queued) sendAll(s, q.data); } finally { sysTry('close', s); }
     }
-    have = ctx.sockPairs.get(e.ino)!;
+    have = pairs.get(e.ino)!;
   }
-  return have.pid === tr.img.pid ? Number(t.call('dup', have.fd)) : fetchFd(t, have.pid, have.fd);
+  return have.pid === tr.img.pid ? t.callNum('dup', have.fd) : fetchFd(t, have.pid, have.fd);
 }
+
+export const unixSocketUnit = defineFileUnit({
+  name: 'unix sockets',
+  dumpState: (): DumpState => ({ socks: new Map() }),
+  dumpPhases: [{ name: 'unix-peers', after: ['files'], before: ['write-files'], once: checkPeers }],
+  loadAfter: ['files'],
+  /** Every unix socket of the checkpoint by inode; connected ones must come in pairs. */
+  load(ld) {
+    const byIno = new Map<number, Usk>();
+    for (const f of ld.loaded(filesUnit).files.values()) if (f.usk) byIno.set(f.usk.ino, f.usk);
+    for (const u of byIno.values()) {
+      if (!u.peer) continue;
+      const peer = byIno.get(u.peer);
+      if (peer && peer.uflags & USK.EXTERN) continue;
+      if (!peer || peer.peer !== u.ino) throw new StasisError(ErrorCodes.BAD_IMAGE, `${ld.images.path('files.img')}: unix socket ${u.ino} is connected to ${u.peer}, which is not its pair in this checkpoint; not supported`);
+    }
+    return byIno;
+  },
+  /** Both ends of connected pairs, by socket inode, parked in their creator. */
+  restoreState: () => new Map<number, { pid: number; fd: number }>(),
+  file: {
+    type: FD_TYPES.UNIXSK,
+    field: 'usk',
+    match: (d) => d.st.isSocket() && isUnix(d.pid, d.fd),
+    dump(ctx, d, id, st) {
+      const u = diagOf(st).get(d.st.ino);
+      if (!u) throw new StasisError(ErrorCodes.UNSUPPORTED, `fd ${d.fd} of pid ${d.pid}: unix socket ${d.st.ino} not found by sock_diag`);
+      // A connection still waiting in a listener's accept queue has no socket
+      // file yet: sock_diag shows it as connected with peer 0.
+      if (u.state === STATE.ESTABLISHED && !u.peer) {
+        throw new StasisError(ErrorCodes.UNSUPPORTED, `fd ${d.fd} of pid ${d.pid}: unix socket ${d.st.ino} is connected to a listener that has not accepted it yet (outside the dumped tree or not); not supported`);
+      }
+      if (u.icons.length) throw new StasisError(ErrorCodes.UNSUPPORTED, `fd ${d.fd} of pid ${d.pid}: listening unix socket ${printableName(u.name)} has ${u.icons.length} connection(s) not yet accepted; not supported yet`);
+      const s = grabSocket(d.pid, d.fd);
+      try {
+        const type = getInt(s, SOL.SOCKET, SO.TYPE);
+        const listening = getInt(s, SOL.SOCKET, SO.ACCEPTCONN) !== 0;
+        const state = listening ? STATE.LISTEN : u.peer ? STATE.ESTABLISHED : STATE.CLOSE;
+        if (!listening) {
+          const queues = ctx.state(skQueuesUnit);
+          for (const packet of peekQueue(s, type === SOCK.STREAM)) queues.push({ id, packet: { data: packet.data } });
+        }
+        st.socks.set(d.st.ino, { pid: d.pid, fd: d.fd, peer: u.peer, type });
+        return {
+          id, ino: d.st.ino, type, state, flags: d.flags, uflags: 0, backlog: listening ? u.wq : 0, peer: u.peer,
+          fown: NO_FOWN, opts: dumpSockOpts(s), name: u.name, shutdown: u.shutdown,
+        };
+      } finally {
+        sysTry('close', s);
+      }
+    },
+    open(ctx, tr, e, pairs, byIno) {
+      const t = tr.task;
+      const nb = e.flags & O.NONBLOCK ? SOCK.NONBLOCK : 0;
+      const peer = e.peer ? byIno.get(e.peer) : undefined;
+      if (peer && peer.uflags & USK.EXTERN) {
+        const fd = t.callNum('socket', AF.UNIX, e.type | nb, 0);
+        restoreSockOpts(t, fd, e.opts);
+        const a = sockaddrUn(peer.name);
+        t.call('connect', fd, inBuf(a), a.length);
+        return fd;
+      }
+      if (e.peer) {
+        const fd = pairEnd(ctx, tr, e, byIno, pairs);
+        if (nb) t.call('fcntl', fd, F.SETFL, O.NONBLOCK);
+        return fd;
+      }
+      const fd = t.callNum('socket', AF.UNIX, e.type | nb, 0);
+      restoreSockOpts(t, fd, e.opts);
+      if (e.name.length) {
+        // The dumped listener's socket file is still on disk: it would make bind fail.
+        if (e.name[0] !== 0) {
+          const p = e.name.toString().replace(/\0+$/, '');
+          try { if (fs.lstatSync(p).isSocket()) fs.unlinkSync(p); } catch { /* not there */ }
+        }
+        const a = sockaddrUn(e.name);
+        t.call('bind', fd, inBuf(a), a.length);
+      }
+      if (e.state === STATE.LISTEN) t.call('listen', fd, e.backlog);
+      return fd;
+    },
+    describe: (u) => `unix ${printableName(u.name)}${u.state === STATE.LISTEN ? ' listening' : u.peer ? ` peer ${u.peer}` : ''}`,
+  },
+});

@@ -1,40 +1,41 @@
-// Queued data of sockets, read without being taken (MSG_PEEK with a peek
-// offset) and written back after restore by a sender of ours.
-import { sys, sysTry, addressOf } from '../sys';
-import { SOL_SOCKET, SO } from './sockopts';
+// Queued data of sockets: read without being taken (MSG_PEEK with a peek
+// offset), kept in sk-queues.img (one sk_packet_entry per datagram, or one
+// for a stream's bytes, the data after it), and written back after restore
+// by a sender of ours.
+import { sys, sysTry, addressOf, abi } from '../sys';
+import { StasisError, ErrorCodes, errnoName } from '../errors';
+import { defineUnit } from '../unit/unit';
+import { filesUnit } from './files';
+import { setIntLocal } from './sockopts';
 
-const MSG_PEEK = 2, MSG_DONTWAIT = 0x40;
+const { MSG, SOL, SO, ERRNO } = abi;
 
-function setPeekOff(fd: number, v: number): void {
-  const b = Buffer.alloc(4);
-  b.writeInt32LE(v);
-  sys('setsockopt', fd, SOL_SOCKET, SO.PEEK_OFF, addressOf(b), 4);
-}
+export interface Packet { data: Buffer; addr?: Buffer }
 
 /**
  * Everything queued on the socket, oldest first: one Buffer for a byte
  * stream, one per datagram (with its source address) otherwise. The peek
  * offset is the socket's own: it is set back to "off" (-1) afterwards.
  */
-export function peekQueue(fd: number, stream: boolean): { data: Buffer; addr?: Buffer }[] {
-  const out: { data: Buffer; addr?: Buffer }[] = [];
+export function peekQueue(fd: number, stream: boolean): Packet[] {
+  const out: Packet[] = [];
   const buf = Buffer.alloc(1 << 17);
   const addr = Buffer.alloc(128), alen = Buffer.alloc(4);
-  setPeekOff(fd, 0);
+  sys('setsockopt', fd, SOL.SOCKET, SO.PEEK_OFF, addressOf(Buffer.from([0, 0, 0, 0])), 4);
   try {
     for (;;) {
       alen.writeUInt32LE(128);
-      const n = sysTry('recvfrom', fd, addressOf(buf), buf.length, MSG_PEEK | MSG_DONTWAIT, addressOf(addr), addressOf(alen));
+      const n = sysTry('recvfrom', fd, addressOf(buf), buf.length, MSG.PEEK | MSG.DONTWAIT, addressOf(addr), addressOf(alen));
       if (n < 0) {
-        if (n === -11) break; // EAGAIN: nothing more
-        throw new Error(`peeking a socket queue: errno ${-n}`);
+        if (n === -ERRNO.EAGAIN) break; // nothing more
+        throw new StasisError(ErrorCodes.UNSUPPORTED, `peeking a socket queue: ${errnoName(-n)}`);
       }
       if (n === 0 && stream) break;
       const a = alen.readUInt32LE(0);
       out.push({ data: Buffer.from(buf.subarray(0, n)), addr: !stream && a > 2 ? Buffer.from(addr.subarray(0, a)) : undefined });
     }
   } finally {
-    setPeekOff(fd, -1);
+    setIntLocal(fd, SOL.SOCKET, SO.PEEK_OFF, -1);
   }
   if (stream && out.length > 1) return [{ data: Buffer.concat(out.map((x) => x.data)) }];
   return out;
@@ -44,7 +45,31 @@ export function peekQueue(fd: number, stream: boolean): { data: Buffer; addr?: B
 export function sendAll(fd: number, data: Buffer, to?: Buffer): void {
   let off = 0;
   do {
-    const n = sys('sendto', fd, addressOf(data) + BigInt(off), data.length - off, MSG_DONTWAIT, to ? addressOf(to) : 0, to ? to.length : 0);
+    const n = sys('sendto', fd, addressOf(data) + BigInt(off), data.length - off, MSG.DONTWAIT, to ? addressOf(to) : 0, to ? to.length : 0);
     off += n;
   } while (off < data.length);
 }
+
+/** sk-queues.img: the queued data of every socket, by file id. */
+export const skQueuesUnit = defineUnit({
+  name: 'sk-queues',
+  dumpState: () => [] as { id: number; packet: Packet }[],
+  dumpPhases: [{
+    name: 'sk-queues', after: ['files'],
+    once: (ctx, st) => ctx.write('sk-queues.img', 'SK_QUEUES', st.map(({ id, packet }) => (
+      { msg: 'sk_packet_entry' as const, entry: { id_for: id, length: packet.data.length, addr: packet.addr }, payload: packet.data }))),
+  }],
+  loadAfter: ['files'],
+  load(ld) {
+    const out = new Map<number, Packet[]>();
+    if (!ld.images.exists('sk-queues.img')) return out;
+    const { files } = ld.loaded(filesUnit);
+    for (const { entry, payload } of ld.images.withPayloads('sk-queues.img', 'SK_QUEUES', 'sk_packet_entry', (e) => e.length)) {
+      if (!files.has(entry.id_for)) throw new StasisError(ErrorCodes.BAD_IMAGE, `${ld.images.path('sk-queues.img')}: queued data for file id ${entry.id_for}, absent from files.img`);
+      const q = out.get(entry.id_for) ?? [];
+      q.push({ data: payload, addr: entry.addr?.length ? entry.addr : undefined });
+      out.set(entry.id_for, q);
+    }
+    return out;
+  },
+});

@@ -2,30 +2,23 @@
 // (timer_create), read by the parasite; POSIX timers are listed by
 // /proc/PID/timers and re-created with their ids (PR_TIMER_CREATE_RESTORE_IDS).
 import * as fs from 'node:fs';
-import { abi, processVmReadv } from '../sys';
+import { abi } from '../sys';
+import { inBuf, ioBuf, outBuf, type RemoteTask } from '../compel/remote';
 import { StasisError, ErrorCodes } from '../errors';
-import type { Parasite } from '../compel/parasite';
-import type { Entry } from '../images/image';
+import type { Msg } from '../images/schema';
+import { defineUnit } from '../unit/unit';
+import type { TaskRestore } from '../unit/restore-ctx';
 
-const { ITIMER, ITIMERVAL_SIZE } = abi;
+const { ITIMER, ITIMERVAL, ITIMERSPEC, SIGEVENT, SIGEV, PR } = abi;
 
-export function dumpItimers(p: Parasite, scratch: bigint): { real: Entry; virt: Entry; prof: Entry } {
-  const buf = Buffer.alloc(ITIMERVAL_SIZE);
-  const one = (which: number): Entry => {
-    p.syscall('getitimer', which, scratch);
-    processVmReadv(p.pid, scratch, buf);
-    return {
-      isec: buf.readBigUInt64LE(0), iusec: buf.readBigUInt64LE(8),
-      vsec: buf.readBigUInt64LE(16), vusec: buf.readBigUInt64LE(24),
-    };
+function dumpItimers(t: RemoteTask): Msg<'task_timers_entry'> {
+  const one = (which: number): Msg<'itimer_entry'> => {
+    const v = outBuf(ITIMERVAL.size);
+    t.call('getitimer', which, v);
+    return ITIMERVAL.decode(v.data);
   };
   return { real: one(ITIMER.REAL), virt: one(ITIMER.VIRTUAL), prof: one(ITIMER.PROF) };
 }
-
-const SIGEV = { SIGNAL: 0, NONE: 1, THREAD: 2, THREAD_ID: 4 } as const;
-const ITIMERSPEC_SIZE = 32;
-const SIGEVENT_SIZE = 64;
-const PR_TIMER_CREATE_RESTORE_IDS = 77;
 
 interface ProcTimer { id: number; signo: number; sival: bigint; notify: number; tid: number; clock: number }
 
@@ -54,77 +47,66 @@ export function parseProcTimers(text: string): ProcTimer[] {
   return out;
 }
 
-export function dumpPosixTimers(p: Parasite, scratch: bigint): Entry[] {
+function dumpPosixTimers(t: RemoteTask): Msg<'posix_timer_entry'>[] {
   let text = '';
-  try { text = fs.readFileSync(`/proc/${p.pid}/timers`, 'utf8'); } catch { return []; }
-  const buf = Buffer.alloc(ITIMERSPEC_SIZE);
-  return parseProcTimers(text).map((t) => {
-    p.syscall('timer_gettime', t.id, scratch);
-    processVmReadv(p.pid, scratch, buf);
-    const overrun = Number(p.syscall('timer_getoverrun', t.id));
+  try { text = fs.readFileSync(`/proc/${t.pid}/timers`, 'utf8'); } catch { return []; }
+  return parseProcTimers(text).map((pt) => {
+    const v = outBuf(ITIMERSPEC.size);
+    t.call('timer_gettime', pt.id, v);
+    const overrun = t.callNum('timer_getoverrun', pt.id);
     return {
-      it_id: t.id, clock_id: t.clock, si_signo: t.signo, it_sigev_notify: t.notify, sival_ptr: t.sival, overrun,
-      isec: buf.readBigUInt64LE(0), insec: buf.readBigUInt64LE(8), vsec: buf.readBigUInt64LE(16), vnsec: buf.readBigUInt64LE(24),
-      notify_thread_id: t.notify & SIGEV.THREAD_ID ? t.tid : undefined,
+      it_id: pt.id, clock_id: pt.clock, si_signo: pt.signo, it_sigev_notify: pt.notify, sival_ptr: pt.sival, overrun,
+      ...ITIMERSPEC.decode(v.data), notify_thread_id: pt.notify & SIGEV.THREAD_ID ? pt.tid : undefined,
     };
   });
 }
 
-// ---------------------------------------------------------------- restore
-
-import type { RestoreCtx, TaskRestore } from '../restore/context';
-import type { Decoded } from '../images/image';
-
-export function restoreItimers(_ctx: RestoreCtx, tr: TaskRestore): void {
-  const timers = tr.img.threads[0].core.tc.timers;
+function restoreItimers(tr: TaskRestore): void {
+  const timers = tr.img.threads[0].core.tc?.timers;
   if (!timers) return;
-  const set = (which: number, e: Decoded) => {
-    if (!e) return;
-    const b = Buffer.alloc(ITIMERVAL_SIZE);
-    b.writeBigUInt64LE(BigInt(e.isec), 0); b.writeBigUInt64LE(BigInt(e.iusec), 8);
-    b.writeBigUInt64LE(BigInt(e.vsec), 16); b.writeBigUInt64LE(BigInt(e.vusec), 24);
-    if (BigInt(e.vsec) === 0n && BigInt(e.vusec) === 0n) {
-      if (BigInt(e.isec) === 0n && BigInt(e.iusec) === 0n) return; // disarmed
+  const set = (which: number, e: Msg<'itimer_entry'>) => {
+    let { vsec, vusec } = e;
+    if (vsec === 0n && vusec === 0n) {
+      if (e.isec === 0n && e.iusec === 0n) return; // disarmed
       // Expired with its signal still pending: the kernel re-arms ITIMER_REAL
       // only when SIGALRM is dequeued, so it reads 0. Arm it with its interval.
-      b.writeBigUInt64LE(BigInt(e.isec), 16);
-      b.writeBigUInt64LE(BigInt(e.iusec), 24);
+      [vsec, vusec] = [e.isec, e.iusec];
     }
-    tr.task.call('setitimer', which, tr.task.put(b, 512), 0);
+    tr.task.call('setitimer', which, inBuf(ITIMERVAL.encode({ isec: e.isec, iusec: e.iusec, vsec, vusec })), 0);
   };
   set(ITIMER.REAL, timers.real);
   set(ITIMER.VIRTUAL, timers.virt);
   set(ITIMER.PROF, timers.prof);
-  restorePosixTimers(tr, timers.posix ?? []);
+  restorePosixTimers(tr.task, timers.posix ?? []);
 }
 
 /** Re-create POSIX timers with their old ids, then arm them. */
-function restorePosixTimers(tr: TaskRestore, timers: Decoded[]): void {
+function restorePosixTimers(t: RemoteTask, timers: Msg<'posix_timer_entry'>[]): void {
   if (timers.length === 0) return;
-  const t = tr.task;
   // With this on, timer_create takes the id to allocate from *timer_id.
-  t.call('prctl', PR_TIMER_CREATE_RESTORE_IDS, 1, 0, 0, 0);
+  t.call('prctl', PR.TIMER_CREATE_RESTORE_IDS, 1, 0, 0, 0);
   try {
     // In id order, which is creation order: the kernel lists (and keeps) them as created.
     for (const e of [...timers].sort((x, y) => x.it_id - y.it_id)) {
-      const ev = Buffer.alloc(SIGEVENT_SIZE);
-      ev.writeBigUInt64LE(BigInt(e.sival_ptr), 0);
-      ev.writeInt32LE(e.si_signo, 8);
-      ev.writeInt32LE(e.it_sigev_notify, 12);
-      if (e.it_sigev_notify & SIGEV.THREAD_ID) ev.writeInt32LE(e.notify_thread_id, 16);
-      const idAt = t.scratch + 256n;
-      const id = Buffer.alloc(8);
-      id.writeInt32LE(e.it_id, 0);
-      t.put(id, 256);
-      t.call('timer_create', e.clock_id, t.put(ev, 512), idAt);
-      const got = t.get(4, 256).readInt32LE(0);
+      const ev = SIGEVENT.encode({ value: e.sival_ptr, signo: e.si_signo, notify: e.it_sigev_notify, tid: e.it_sigev_notify & SIGEV.THREAD_ID ? e.notify_thread_id : 0 });
+      const id = ioBuf(abi.i32s([e.it_id, 0]));
+      t.call('timer_create', e.clock_id, inBuf(ev), id);
+      const got = id.data.readInt32LE(0);
       if (got !== e.it_id) throw new StasisError(ErrorCodes.RESTORE_FAILED, `POSIX timer ${e.it_id} came back as ${got}`);
-      const its = Buffer.alloc(ITIMERSPEC_SIZE);
-      its.writeBigUInt64LE(BigInt(e.isec), 0); its.writeBigUInt64LE(BigInt(e.insec), 8);
-      its.writeBigUInt64LE(BigInt(e.vsec), 16); its.writeBigUInt64LE(BigInt(e.vnsec), 24);
-      if (BigInt(e.vsec) !== 0n || BigInt(e.vnsec) !== 0n) t.call('timer_settime', e.it_id, 0, t.put(its, 768), 0);
+      if (e.vsec !== 0n || e.vnsec !== 0n) t.call('timer_settime', e.it_id, 0, inBuf(ITIMERSPEC.encode(e)), 0);
     }
   } finally {
-    t.call('prctl', PR_TIMER_CREATE_RESTORE_IDS, 0, 0, 0, 0);
+    t.call('prctl', PR.TIMER_CREATE_RESTORE_IDS, 0, 0, 0, 0);
   }
 }
+
+export const timersUnit = defineUnit({
+  name: 'timers',
+  parasite(_ctx, pd, t) { pd.core.get(pd.pid)!.tc!.timers = { ...dumpItimers(t), posix: dumpPosixTimers(t) }; },
+  restorePhases: [{
+    // Timers start ticking when set: as late as possible.
+    name: 'itimers',
+    after: ['address-space', 'pages', 'protections', 'advice', 'mm', 'fs', 'files', 'files-cleanup', 'task-attrs', 'rlimits', 'sigactions', 'thread-state', 'threads'],
+    each: (_ctx, tr) => restoreItimers(tr),
+  }],
+});

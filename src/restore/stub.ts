@@ -1,18 +1,19 @@
 // The start of a restore: a stub process (a plain /bin/sleep) that we seize,
 // strip down to a trampoline and the kernel's vdso/vvar (moved to where the
 // dumped task had them), and then clone into the restored task with clone3 +
-// set_tid, so the new task gets its old PID and starts with an empty address
-// space ready to be rebuilt.
+// set_tid (compel/clone.ts), so the new task gets its old PID and starts with
+// an empty address space ready to be rebuilt.
 import { spawnSync } from 'node:child_process';
-import { abi, ptrace, wait4, tryWait4, tryKill, setChildSubreaper, describeWait } from '../sys';
+import { abi, ptrace, wait4, setChildSubreaper, describeWait } from '../sys';
 import { Parasite } from '../compel/parasite';
+import { RemoteTask, TRAMPOLINE_PAGES, trampolineAt } from '../compel/remote';
+import { killAndReap } from '../compel/clone';
 import { readMaps } from '../proc/proc';
-import { StasisError, ErrorCodes, SyscallError } from '../errors';
-import { VMA } from '../resources/memory';
-import type { Decoded } from '../images/image';
-import { RemoteTask, TRAMPOLINE_PAGES } from './remote';
+import { StasisError, ErrorCodes } from '../errors';
+import { VMA } from '../images/criu';
+import type { Msg } from '../images/schema';
 
-const { PROT, MAP, MREMAP, PTRACE_O, CLONE, CLONE_ARGS, PAGE_SIZE, SIG, PTRACE_EVENT, WAIT } = abi;
+const { PROT, MAP, MREMAP, PTRACE_O, PAGE_SIZE, PTRACE_EVENT, RSEQ_FLAG_UNREGISTER } = abi;
 const PAGE = BigInt(PAGE_SIZE);
 const TRAMP_LEN = BigInt(TRAMPOLINE_PAGES * PAGE_SIZE);
 
@@ -37,21 +38,6 @@ export function startStub(): number {
     throw e;
   }
   return pid;
-}
-
-/** Kill and reap a process we started (stub or half-made task). */
-export function killAndReap(pid: number, threads: number[] = []): void {
-  tryKill(pid, SIG.SIGKILL);
-  // Traced threads first: a dead leader is not reported while they are unreaped.
-  // Never block for long: they are dead either way.
-  const deadline = Date.now() + 3000;
-  for (const tid of [...threads.filter((t) => t !== pid), pid]) {
-    while (Date.now() < deadline) {
-      const r = tryWait4(tid, WAIT.WNOHANG);
-      if (typeof r === 'number') break; // ECHILD: not ours / already reaped
-      if (r.kind === 'exited' || r.kind === 'signaled') break;
-    }
-  }
 }
 
 function seizeStopped(pid: number, options: number): void {
@@ -88,12 +74,11 @@ interface SpecialVma { name: string; start: bigint; end: bigint }
 /**
  * Turn the stub into an empty shell: trampoline mapped at a free address,
  * rseq unregistered, every other mapping gone, vdso/vvar at the dumped
- * addresses. Returns the trampoline address.
+ * addresses. Returns the stub, driven through the trampoline.
  */
-export function prepareStub(stub: number, allDumpedVmas: Decoded[], rootVmas: Decoded[]): bigint {
+export function prepareStub(stub: number, allDumpedVmas: Msg<'vma_entry'>[], rootVmas: Msg<'vma_entry'>[]): RemoteTask {
   const stubMaps = readMaps(stub);
-  const dumped = allDumpedVmas.map((v) => ({ start: v.start as bigint, end: v.end as bigint }));
-  const tramp = findGap(dumped, TRAMP_LEN, stubMaps);
+  const tramp = findGap(allDumpedVmas, TRAMP_LEN, stubMaps);
   // First call runs at the stub's own vdso, to map the trampoline.
   const p0 = Parasite.prepare(stub, { mode: 'int3' });
   try {
@@ -101,18 +86,18 @@ export function prepareStub(stub: number, allDumpedVmas: Decoded[], rootVmas: De
   } finally {
     p0.cure();
   }
-  const t = new RemoteTask(stub, tramp);
+  const t = RemoteTask.onTrampoline(stub, trampolineAt(tramp));
   // glibc registered rseq in its TLS: unmapping that with rseq still
   // registered makes every return to user space fault.
   const rseq = ptrace.getRseqConfiguration(stub);
-  if (rseq.abiPointer !== 0n) t.call('rseq', rseq.abiPointer, rseq.abiSize, 1 /* RSEQ_FLAG_UNREGISTER */, rseq.signature);
+  if (rseq.abiPointer !== 0n) t.call('rseq', rseq.abiPointer, rseq.abiSize, RSEQ_FLAG_UNREGISTER, rseq.signature);
 
   for (const v of stubMaps) {
     if (v.start === tramp || isSpecial(v.path) || v.path === '[vsyscall]') continue;
     t.call('munmap', v.start, v.end - v.start);
   }
   moveVdso(t, rootVmas);
-  return tramp;
+  return t;
 }
 
 function isSpecial(path: string): boolean {
@@ -120,11 +105,11 @@ function isSpecial(path: string): boolean {
 }
 
 /** Move the task's [vvar]/[vvar_vclock]/[vdso] to where the dumped task had them. */
-export function moveVdso(t: RemoteTask, dumpedVmas: Decoded[]): void {
-  const tramp = t.trampoline;
+export function moveVdso(t: RemoteTask, dumpedVmas: Msg<'vma_entry'>[]): void {
+  const tramp = t.trampoline!.code;
   const live: SpecialVma[] = readMaps(t.pid).filter((v) => isSpecial(v.path)).map((v) => ({ name: v.path, start: v.start, end: v.end }));
   const want = dumpedVmas.filter((v) => v.status & (VMA.AREA_VDSO | VMA.AREA_VVAR))
-    .map((v) => ({ start: v.start as bigint, end: v.end as bigint, status: v.status as number }));
+    .map((v) => ({ start: v.start, end: v.end, status: v.status }));
   live.sort((a, b) => (a.start < b.start ? -1 : 1));
   const same = want.length === live.length && want.every((v, i) => v.end - v.start === live[i].end - live[i].start &&
     ((v.status & VMA.AREA_VDSO) !== 0) === (live[i].name === '[vdso]'));
@@ -136,7 +121,7 @@ export function moveVdso(t: RemoteTask, dumpedVmas: Decoded[]): void {
   // Two steps via a range that neither the live nor the dumped ones touch, so
   // no move lands on a piece not yet moved.
   const total = live.reduce((a, v) => a + (v.end - v.start), 0n);
-  const tmp = findGap(dumpedVmas.map((v) => ({ start: v.start, end: v.end })), total, [...live, { start: tramp, end: tramp + TRAMP_LEN }]);
+  const tmp = findGap(dumpedVmas, total, [...live, { start: tramp, end: tramp + TRAMP_LEN }]);
   let at = tmp;
   const moved: bigint[] = [];
   for (const v of live) {
@@ -149,47 +134,3 @@ export function moveVdso(t: RemoteTask, dumpedVmas: Decoded[]): void {
   });
 }
 
-/**
- * clone3 in the stub with set_tid = pid: the new task (auto-attached through
- * PTRACE_O_TRACECLONE) is a copy of the emptied stub. CLONE_PARENT makes it
- * our child rather than the stub's, so we can wait for it like criu does.
- */
-export function cloneTask(stub: RemoteTask, pid: number): number {
-  return cloneWithTid(stub, pid, CLONE.PARENT);
-}
-
-/** Children: clone3 in their restored parent (a fork: SIGCHLD on exit, as usual). */
-export function cloneChild(parent: RemoteTask, pid: number): number {
-  return cloneWithTid(parent, pid, 0, SIG.SIGCHLD);
-}
-
-/** Threads: clone3 in the restored leader, sharing everything a thread shares. */
-export function cloneThread(leader: RemoteTask, tid: number): number {
-  return cloneWithTid(leader, tid, CLONE.VM | CLONE.FS | CLONE.FILES | CLONE.SIGHAND | CLONE.THREAD | CLONE.SYSVSEM);
-}
-
-function cloneWithTid(stub: RemoteTask, pid: number, flags: number, exitSignal = 0): number {
-  const args = Buffer.alloc(CLONE_ARGS.SIZE + 8);
-  const setTidAt = stub.scratch + BigInt(CLONE_ARGS.SIZE);
-  args.writeBigUInt64LE(BigInt(flags), CLONE_ARGS.flags);
-  args.writeBigUInt64LE(BigInt(exitSignal), CLONE_ARGS.exit_signal);
-  args.writeBigUInt64LE(setTidAt, CLONE_ARGS.set_tid);
-  args.writeBigUInt64LE(1n, CLONE_ARGS.set_tid_size);
-  args.writeInt32LE(pid, CLONE_ARGS.SIZE);
-  stub.put(args);
-  const r = stub.callRaw('clone3', stub.scratch, CLONE_ARGS.SIZE);
-  if (r === -17n) throw new StasisError(ErrorCodes.PID_TAKEN, `pid ${pid} is already in use; cannot restore into it`);
-  if (r < 0n) throw new SyscallError('remote clone3', Number(-r), `set_tid ${pid}`);
-  if (Number(r) !== pid) {
-    killAndReap(Number(r));
-    throw new StasisError(ErrorCodes.RESTORE_FAILED, `clone3 gave pid ${r}, wanted ${pid}`);
-  }
-  // The new task starts in a ptrace stop of its own.
-  for (let i = 0; i < 16; i++) {
-    const ws = wait4(pid);
-    if (ws.kind === 'ptrace-event' && ws.event === PTRACE_EVENT.STOP) return pid;
-    if (ws.kind === 'stopped' && ws.signal === SIG.SIGSTOP) return pid;
-    if (ws.kind === 'exited' || ws.kind === 'signaled') throw new StasisError(ErrorCodes.RESTORE_FAILED, `new task ${pid} ${describeWait(ws)}`);
-  }
-  throw new StasisError(ErrorCodes.RESTORE_FAILED, `new task ${pid} did not stop`);
-}

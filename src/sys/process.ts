@@ -1,16 +1,14 @@
 // Cross-process memory, pidfds, kcmp, signals, prctl and friends.
 import { addressOf } from './native';
 import { sys, sysTry } from './call';
-import { IOVEC_SIZE, PR } from './abi';
+import { IOVEC, PR, LOCK } from './abi';
 
-const iovLocal = Buffer.alloc(IOVEC_SIZE);
-const iovRemote = Buffer.alloc(IOVEC_SIZE);
+const iovLocal = Buffer.alloc(IOVEC.size);
+const iovRemote = Buffer.alloc(IOVEC.size);
 
 function fillIov(local: Buffer, remoteAddr: bigint | number, len: number): void {
-  iovLocal.writeBigUInt64LE(addressOf(local), 0);
-  iovLocal.writeBigUInt64LE(BigInt(len), 8);
-  iovRemote.writeBigUInt64LE(BigInt(remoteAddr), 0);
-  iovRemote.writeBigUInt64LE(BigInt(len), 8);
+  IOVEC.encode({ base: addressOf(local), len }, iovLocal);
+  IOVEC.encode({ base: BigInt(remoteAddr), len }, iovRemote);
 }
 
 /** process_vm_readv of one range into `into` (first len bytes). Returns bytes read (may be short). */
@@ -56,3 +54,12 @@ export function prctl(option: number, a: number | bigint = 0, b: number | bigint
 export function setChildSubreaper(on = true): void {
   prctl(PR.SET_CHILD_SUBREAPER, on ? 1 : 0);
 }
+
+/** flock(2) on an fd of ours; returns -errno instead of throwing (EWOULDBLOCK is an answer). */
+export function flock(fd: number, op: number): number {
+  return sysTry('flock', fd, op);
+}
+export { LOCK };
+
+export function geteuid(): number { return sys('geteuid'); }
+export function getegid(): number { return sys('getegid'); }

@@ -3,8 +3,8 @@
 import { addressOf } from './native';
 import { sys, sysTry } from './call';
 import {
-  NT, PTRACE, USER_REGS_FIELDS, USER_REGS_SIZE, XSAVE, SIGINFO_SIZE, PEEKSIGINFO_ARGS_SIZE,
-  IOVEC_SIZE, RSEQ_CONFIG_SIZE, type RegName,
+  NT, PTRACE, USER_REGS_FIELDS, USER_REGS_SIZE, XSAVE, SIGINFO_SIZE, PEEKSIGINFO_ARGS, IOVEC, RSEQ_CONFIG,
+  PTRACE_PEEKSIGINFO_SHARED, ERRNO, type RegName,
 } from './abi';
 import { SyscallError } from '../errors';
 
@@ -60,18 +60,13 @@ export function getEventMsg(pid: number): bigint {
 
 function getRegSet(pid: number, nt: number, size: number): Buffer {
   const buf = Buffer.alloc(size);
-  const iov = Buffer.alloc(IOVEC_SIZE);
-  iov.writeBigUInt64LE(addressOf(buf), 0);
-  iov.writeBigUInt64LE(BigInt(size), 8);
+  const iov = IOVEC.encode({ base: addressOf(buf), len: size });
   ptrace(PTRACE.GETREGSET, pid, nt, addressOf(iov), `GETREGSET ${pid} nt=${nt}`);
-  const got = Number(iov.readBigUInt64LE(8));
-  return buf.subarray(0, got);
+  return buf.subarray(0, Number(IOVEC.decode(iov).len));
 }
 
 function setRegSet(pid: number, nt: number, data: Buffer): void {
-  const iov = Buffer.alloc(IOVEC_SIZE);
-  iov.writeBigUInt64LE(addressOf(data), 0);
-  iov.writeBigUInt64LE(BigInt(data.length), 8);
+  const iov = IOVEC.encode({ base: addressOf(data), len: data.length });
   ptrace(PTRACE.SETREGSET, pid, nt, addressOf(iov), `SETREGSET ${pid} nt=${nt}`);
 }
 
@@ -102,12 +97,9 @@ export function getSigInfo(pid: number): Buffer {
 export function peekSigInfo(pid: number, shared: boolean): Buffer[] {
   const out: Buffer[] = [];
   const batch = 32;
-  const args = Buffer.alloc(PEEKSIGINFO_ARGS_SIZE);
   const buf = Buffer.alloc(SIGINFO_SIZE * batch);
   for (let off = 0; ; ) {
-    args.writeBigUInt64LE(BigInt(off), 0);
-    args.writeUInt32LE(shared ? 1 : 0, 8);
-    args.writeInt32LE(batch, 12);
+    const args = PEEKSIGINFO_ARGS.encode({ off, flags: shared ? PTRACE_PEEKSIGINFO_SHARED : 0, nr: batch });
     const n = ptrace(PTRACE.PEEKSIGINFO, pid, addressOf(args), addressOf(buf), `PEEKSIGINFO ${pid}`);
     for (let i = 0; i < n; i++) out.push(Buffer.from(buf.subarray(i * SIGINFO_SIZE, (i + 1) * SIGINFO_SIZE)));
     if (n < batch) return out;
@@ -128,14 +120,10 @@ export function setSigMask(pid: number, mask: bigint): void {
 
 export interface RseqConfig { abiPointer: bigint; abiSize: number; signature: number; flags: number }
 export function getRseqConfiguration(pid: number): RseqConfig {
-  const buf = Buffer.alloc(RSEQ_CONFIG_SIZE);
-  ptrace(PTRACE.GET_RSEQ_CONFIGURATION, pid, RSEQ_CONFIG_SIZE, addressOf(buf), `GET_RSEQ_CONFIGURATION ${pid}`);
-  return {
-    abiPointer: buf.readBigUInt64LE(0),
-    abiSize: buf.readUInt32LE(8),
-    signature: buf.readUInt32LE(12),
-    flags: buf.readUInt32LE(16),
-  };
+  const buf = Buffer.alloc(RSEQ_CONFIG.size);
+  ptrace(PTRACE.GET_RSEQ_CONFIGURATION, pid, RSEQ_CONFIG.size, addressOf(buf), `GET_RSEQ_CONFIGURATION ${pid}`);
+  const c = RSEQ_CONFIG.decode(buf);
+  return { abiPointer: c.rseq_abi_pointer, abiSize: c.rseq_abi_size, signature: c.signature, flags: c.flags };
 }
 
 /**
@@ -144,7 +132,7 @@ export function getRseqConfiguration(pid: number): RseqConfig {
  */
 export function seccompGetFilter(pid: number, index: number): Buffer | null {
   const n = sysTry('ptrace', PTRACE.SECCOMP_GET_FILTER, pid, index, 0);
-  if (n === -2 /* ENOENT */) return null;
+  if (n === -ERRNO.ENOENT) return null;
   if (n < 0) throw new SyscallError('ptrace', -n, `SECCOMP_GET_FILTER ${pid}`);
   const buf = Buffer.alloc(n * 8);
   ptrace(PTRACE.SECCOMP_GET_FILTER, pid, index, addressOf(buf), `SECCOMP_GET_FILTER ${pid}`);

@@ -1,0 +1,138 @@
+// Dump of an address space: mm-PID.img (mm fields, auxv, VMAs),
+// pagemap-PID.img and pages-N.img. All-zero pages of anonymous mappings are
+// left out: a fresh anonymous mapping reads as zero anyway.
+import * as fs from 'node:fs';
+import { abi, processVmReadv } from '../../sys';
+import { readMaps, readAuxv, readPagemap } from '../../proc/proc';
+import { parts, ioError, type Msg } from '../../images/image';
+import { PE } from '../../images/criu';
+import { StasisError, ErrorCodes } from '../../errors';
+import type { DumpCtx, ProcessDump } from '../../unit/dump-ctx';
+import { regFileEntry } from '../regfile';
+import { dumpMemfdInode, memfdFileId } from '../memfd';
+import { classify, wanted, parseVmFlags, madvOf, type ClassifiedVma } from './classify';
+
+const { MAP, PAGE_SIZE, PROT, O } = abi;
+
+/** What the parasite tells of each process (brk is not in /proc). */
+export interface MmFacts { brk: bigint; dumpable: number; thpDisabled: boolean }
+
+export const CHUNK_PAGES = 4096; // 16 MiB of data, 32 KiB of pagemap per chunk
+const ZERO_PAGE = Buffer.alloc(PAGE_SIZE);
+
+// Reused across processes and dumps: a 16 MiB buffer per call costs a
+// zero-fill and garbage collection while the task is frozen.
+let chunkBufs: { pmBuf: Buffer; data: Buffer } | undefined;
+export function chunkBuffers(): { pmBuf: Buffer; data: Buffer } {
+  return (chunkBufs ??= { pmBuf: Buffer.allocUnsafe(CHUNK_PAGES * 8), data: Buffer.allocUnsafe(CHUNK_PAGES * PAGE_SIZE) });
+}
+
+function isZeroPage(buf: Buffer, off: number): boolean {
+  // Most non-zero pages differ in their first word: check it before memcmp.
+  if (buf.readBigUInt64LE(off) !== 0n) return false;
+  return buf.compare(ZERO_PAGE, 0, PAGE_SIZE, off, off + PAGE_SIZE) === 0;
+}
+
+/** Copy the wanted pages of every VMA into pages-N.img; returns the pagemap entries. */
+function dumpPages(ctx: DumpCtx, pid: number, vmas: ClassifiedVma[], pagesFile: string): Msg<'pagemap_entry'>[] {
+  const entries: Msg<'pagemap_entry'>[] = [];
+  const pmFd = fs.openSync(`/proc/${pid}/pagemap`, 'r');
+  const memFd = fs.openSync(`/proc/${pid}/mem`, 'r');
+  const out = ctx.out.create(pagesFile);
+  const { pmBuf, data } = chunkBuffers();
+  let written = 0;
+  const write = (off: number, len: number) => {
+    try {
+      for (let done = 0; done < len; ) done += fs.writeSync(out.fd, data, off + done, len - done, written + done);
+    } catch (e) { throw ioError(out.path, 'write', e); }
+    written += len;
+  };
+  try {
+    for (const cv of vmas) {
+      if (cv.policy === 'none') continue;
+      const skipZero = cv.policy === 'anon';
+      for (let chunk = cv.vma.start; chunk < cv.vma.end; chunk += BigInt(CHUNK_PAGES * PAGE_SIZE)) {
+        const chunkEnd = chunk + BigInt(CHUNK_PAGES * PAGE_SIZE) < cv.vma.end ? chunk + BigInt(CHUNK_PAGES * PAGE_SIZE) : cv.vma.end;
+        const pm = readPagemap(pmFd, chunk, chunkEnd, pmBuf);
+        const n = pm.length / 8;
+        // Runs of wanted pages, read in one go each: process_vm_readv where the
+        // task may read (faster), /proc/PID/mem otherwise (it reads PROT_NONE
+        // and write-only pages too).
+        let i = 0;
+        while (i < n) {
+          if (!wanted(cv.policy, pm.readBigUInt64LE(i * 8))) { i++; continue; }
+          let j = i + 1;
+          while (j < n && wanted(cv.policy, pm.readBigUInt64LE(j * 8))) j++;
+          const runStart = chunk + BigInt(i * PAGE_SIZE);
+          const len = (j - i) * PAGE_SIZE;
+          let got = -1;
+          if (cv.vma.prot & PROT.READ) {
+            try { got = processVmReadv(pid, runStart, data, len); } catch { got = -1; }
+          }
+          if (got !== len) got = fs.readSync(memFd, data, 0, len, Number(runStart));
+          if (got !== len) throw new StasisError(ErrorCodes.UNSUPPORTED, `short read of ${len} bytes at ${runStart.toString(16)} in /proc/${pid}/mem`);
+          // Sub-runs of non-zero pages.
+          let k = 0;
+          while (k < j - i) {
+            if (skipZero && isZeroPage(data, k * PAGE_SIZE)) { k++; continue; }
+            let m = k + 1;
+            while (m < j - i && !(skipZero && isZeroPage(data, m * PAGE_SIZE))) m++;
+            write(k * PAGE_SIZE, (m - k) * PAGE_SIZE);
+            entries.push({ vaddr: runStart + BigInt(k * PAGE_SIZE), nr_pages: m - k, flags: PE.PRESENT });
+            ctx.pagesCount += m - k;
+            ctx.pagesBytes += (m - k) * PAGE_SIZE;
+            k = m;
+          }
+          i = j;
+        }
+      }
+    }
+  } finally {
+    fs.closeSync(out.fd);
+    fs.closeSync(memFd);
+    fs.closeSync(pmFd);
+  }
+  return entries;
+}
+
+/** vma_entry of each VMA; file mappings and memfds get their file entries. */
+function vmaEntries(ctx: DumpCtx, pid: number, vmas: ClassifiedVma[]): Msg<'vma_entry'>[] {
+  const vmFlags = parseVmFlags(fs.readFileSync(`/proc/${pid}/smaps`, 'utf8'));
+  return vmas.map((cv) => {
+    let shmid = 0n;
+    if (cv.memfd) {
+      const via = `/proc/${pid}/map_files/${cv.vma.start.toString(16)}-${cv.vma.end.toString(16)}`;
+      dumpMemfdInode(ctx, cv.vma.inode, cv.vma.path, via);
+      shmid = BigInt(memfdFileId(ctx, cv.vma.inode, cv.vma.shared && cv.vma.prot & PROT.WRITE ? O.RDWR : O.RDONLY));
+    } else if (cv.file) shmid = BigInt(regFileEntry(ctx, cv.file, cv.vma.shared ? O.RDWR : O.RDONLY));
+    else if (cv.policy === 'shared-anon') shmid = BigInt(cv.vma.inode);
+    const vf = vmFlags.get(cv.vma.start) ?? [];
+    const madv = madvOf(vf);
+    return {
+      start: cv.vma.start, end: cv.vma.end, pgoff: cv.vma.pgoff, shmid, prot: cv.vma.prot,
+      flags: cv.flags | (vf.includes('lo') ? MAP.LOCKED : 0), status: cv.status, fd: -1n, madv: madv || undefined,
+    };
+  });
+}
+
+/** Dump the address space of a frozen process. */
+export function dumpMemory(ctx: DumpCtx, pd: ProcessDump, facts: MmFacts): void {
+  const pid = pd.pid;
+  const vmas = readMaps(pid).map(classify);
+  const pagesId = ctx.allocPagesId();
+  const pages = dumpPages(ctx, pid, vmas, `pages-${pagesId}.img`);
+  ctx.write(`pagemap-${pid}.img`, 'PAGEMAP', [{ msg: 'pagemap_head', entry: { pages_id: pagesId } }, ...parts('pagemap_entry', pages)]);
+  const st = pd.stat;
+  let exeFileId = 0;
+  try {
+    exeFileId = regFileEntry(ctx, fs.readlinkSync(`/proc/${pid}/exe`), O.RDONLY);
+  } catch { /* no exe link (exited exe?): leave 0 */ }
+  const mm: Msg<'mm_entry'> = {
+    mm_start_code: st.startCode, mm_end_code: st.endCode, mm_start_data: st.startData, mm_end_data: st.endData,
+    mm_start_stack: st.startStack, mm_start_brk: st.startBrk, mm_brk: facts.brk,
+    mm_arg_start: st.argStart, mm_arg_end: st.argEnd, mm_env_start: st.envStart, mm_env_end: st.envEnd,
+    exe_file_id: exeFileId, mm_saved_auxv: readAuxv(pid), vmas: vmaEntries(ctx, pid, vmas), dumpable: facts.dumpable,
+    thp_disabled: facts.thpDisabled || undefined,
+  };
+  ctx.write(`mm-${pid}.img`, 'MM', parts('mm_entry', [mm]));
+}

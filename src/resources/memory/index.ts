@@ -1,0 +1,40 @@
+// Memory: the address space of each process (mm-PID.img, pagemap-PID.img,
+// pages-N.img). What goes in: see classify.ts; how: dump.ts; checks before
+// restore: load.ts; rebuilding: restore.ts.
+import { abi } from '../../sys';
+import { defineUnit } from '../../unit/unit';
+import { dumpMemory, type MmFacts } from './dump';
+import { loadMemory, validateMemory, type LoadedMm } from './load';
+import { restoreAddressSpace, restorePages, restoreProtections, restoreAdvice, restoreMm, type Reprotect } from './restore';
+
+export { classify, type ClassifiedVma } from './classify';
+export type { LoadedMm, PagemapRun } from './load';
+
+const { PR } = abi;
+
+export const memoryUnit = defineUnit<Map<number, MmFacts>, Map<number, LoadedMm>, Reprotect>({
+  name: 'memory',
+  dumpState: () => new Map(),
+  parasite(_ctx, pd, t, st) {
+    st.set(pd.pid, {
+      brk: t.call('brk', 0),
+      dumpable: t.callNum('prctl', PR.GET_DUMPABLE, 0, 0, 0, 0),
+      thpDisabled: t.callNum('prctl', PR.GET_THP_DISABLE, 0, 0, 0, 0) !== 0,
+    });
+  },
+  dumpPhases: [{ name: 'memory', after: ['parasite'], before: ['write-files'], each: (ctx, pd, st) => dumpMemory(ctx, pd, st.get(pd.pid)!) }],
+  loadAfter: ['files', 'memfd'],
+  load: loadMemory,
+  validate: validateMemory,
+  restoreState: () => new Map(),
+  restorePhases: [
+    { name: 'address-space', after: ['close-inherited'], each: (ctx, tr, l, st) => restoreAddressSpace(ctx, tr, l.get(tr.img.pid)!, st) },
+    { name: 'pages', after: ['address-space'], each: (ctx, tr, l) => restorePages(ctx, tr, l.get(tr.img.pid)!) },
+    // Writable-for-filling VMAs go back to their protection once filled.
+    { name: 'protections', after: ['pages'], each: (_ctx, tr, _l, st) => restoreProtections(tr, st) },
+    // Advice such as DONTFORK or HUGEPAGE may split VMAs: on the final ones; mlock once pages are in.
+    { name: 'advice', after: ['pages', 'protections'], each: (_ctx, tr, l) => restoreAdvice(tr, l.get(tr.img.pid)!) },
+    // PR_SET_MM_MAP checks its addresses against existing VMAs.
+    { name: 'mm', after: ['address-space'], each: (ctx, tr, l) => restoreMm(ctx, tr, l.get(tr.img.pid)!) },
+  ],
+});

@@ -1,0 +1,121 @@
+// Restore of an address space, in the new task: every VMA mapped at its
+// address, pages written in, protections and advice put back, and the mm
+// fields (code/data/brk/stack/args/env, auxv, exe) set in one prctl.
+import * as fs from 'node:fs';
+import { abi } from '../../sys';
+import { inBuf, linked, type RemoteBuf } from '../../compel/remote';
+import { VMA } from '../../images/criu';
+import { StasisError, ErrorCodes } from '../../errors';
+import type { RestoreCtx, TaskRestore } from '../../unit/restore-ctx';
+import { fileEntry } from '../files';
+import { openMemfd } from '../memfd';
+import type { LoadedMm } from './load';
+import { chunkBuffers, CHUNK_PAGES } from './dump';
+
+const { MAP, PROT, PAGE_SIZE, O, MADV, PR, PR_SET_MM, PRCTL_MM_MAP, u64s } = abi;
+const PAGE = BigInt(PAGE_SIZE);
+
+/** VMAs mapped writable for filling, to be put back to their protection, by pid. */
+export type Reprotect = Map<number, { start: bigint; len: bigint; prot: number }[]>;
+
+function needsPages(m: LoadedMm, start: bigint, end: bigint): boolean {
+  return m.pagemap.some((e) => e.vaddr < end && e.vaddr + BigInt(e.nrPages) * PAGE > start);
+}
+
+/**
+ * Map every dumped VMA at its address, with its flags. VMAs that will get
+ * pages are mapped writable first and put back to their protection after
+ * the pages are in (restoreProtections).
+ */
+export function restoreAddressSpace(ctx: RestoreCtx, tr: TaskRestore, m: LoadedMm, reprotect: Reprotect): void {
+  const t = tr.task;
+  const mine: { start: bigint; len: bigint; prot: number }[] = [];
+  reprotect.set(tr.img.pid, mine);
+  for (const v of m.mm.vmas ?? []) {
+    if (v.status & (VMA.AREA_VDSO | VMA.AREA_VVAR | VMA.AREA_VSYSCALL)) continue; // moved with the stub / fixed
+    const len = v.end - v.start;
+    const fill = !(v.status & VMA.FILE_SHARED) && needsPages(m, v.start, v.end);
+    const prot = v.prot | (fill ? PROT.WRITE : 0);
+    // Locking (mlock) comes after the pages are in: see restoreAdvice.
+    const flags = (v.flags & ~(MAP.FIXED | MAP.LOCKED)) | MAP.FIXED_NOREPLACE;
+    if (v.status & (VMA.FILE_PRIVATE | VMA.FILE_SHARED)) {
+      const f = fileEntry(ctx, Number(v.shmid));
+      const writable = (v.status & VMA.FILE_SHARED) !== 0 && (v.prot & PROT.WRITE) !== 0;
+      const fd = v.status & VMA.AREA_MEMFD ? openMemfd(ctx, tr, f.memfd!) : t.open(f.reg!.name, writable ? O.RDWR : O.RDONLY);
+      try {
+        t.call('mmap', v.start, len, prot, flags, fd, v.pgoff);
+      } finally {
+        t.call('close', fd);
+      }
+    } else {
+      t.call('mmap', v.start, len, prot, flags | MAP.ANONYMOUS, -1, 0);
+    }
+    if (prot !== v.prot) mine.push({ start: v.start, len, prot: v.prot });
+  }
+}
+
+/** Fill pages from pages-N.img through /proc/PID/mem (works whatever the protection). */
+export function restorePages(ctx: RestoreCtx, tr: TaskRestore, m: LoadedMm): void {
+  if (m.pagemap.length === 0) return;
+  const pagesPath = ctx.ckpt.images.path(m.pagesFile);
+  const inFd = fs.openSync(pagesPath, 'r');
+  const memFd = fs.openSync(`/proc/${tr.task.pid}/mem`, 'r+');
+  const buf = chunkBuffers().data;
+  let fileOff = 0;
+  try {
+    for (const e of m.pagemap) {
+      // Fault big runs in with one call rather than a page fault per page.
+      if (e.nrPages >= 16) tr.task.callRaw('madvise', e.vaddr, BigInt(e.nrPages) * PAGE, MADV.POPULATE_WRITE);
+      for (let done = 0; done < e.nrPages; ) {
+        const n = Math.min(CHUNK_PAGES, e.nrPages - done);
+        const len = n * PAGE_SIZE;
+        const got = fs.readSync(inFd, buf, 0, len, fileOff);
+        if (got !== len) throw new StasisError(ErrorCodes.BAD_IMAGE, `${pagesPath}: short read at offset ${fileOff}`);
+        const at = e.vaddr + BigInt(done) * PAGE;
+        const wrote = fs.writeSync(memFd, buf, 0, len, Number(at));
+        if (wrote !== len) throw new StasisError(ErrorCodes.RESTORE_FAILED, `short write of pages at ${at.toString(16)}`);
+        fileOff += len;
+        done += n;
+      }
+    }
+  } finally {
+    fs.closeSync(memFd);
+    fs.closeSync(inFd);
+  }
+}
+
+export function restoreProtections(tr: TaskRestore, reprotect: Reprotect): void {
+  for (const r of reprotect.get(tr.img.pid) ?? []) tr.task.call('mprotect', r.start, r.len, r.prot);
+}
+
+/** madvise() advice and mlock, on the final VMAs. */
+export function restoreAdvice(tr: TaskRestore, m: LoadedMm): void {
+  for (const v of m.mm.vmas ?? []) {
+    const len = v.end - v.start;
+    const madv = v.madv ?? 0n;
+    for (let a = 0; a < 64; a++) if ((madv >> BigInt(a)) & 1n) tr.task.call('madvise', v.start, len, a);
+    if (v.flags & MAP.LOCKED) tr.task.call('mlock', v.start, len);
+  }
+}
+
+/** mm fields, auxv and exe link in one prctl(PR_SET_MM, PR_SET_MM_MAP); dumpable and THP. */
+export function restoreMm(ctx: RestoreCtx, tr: TaskRestore, m: LoadedMm): void {
+  const mm = m.mm;
+  const t = tr.task;
+  const auxv: RemoteBuf = inBuf(u64s(mm.mm_saved_auxv ?? []));
+  let exeFd = -1;
+  if (mm.exe_file_id) exeFd = t.open(fileEntry(ctx, mm.exe_file_id).reg!.name, O.RDONLY);
+  try {
+    const map = linked(PRCTL_MM_MAP.size, [auxv], (at) => PRCTL_MM_MAP.encode({
+      start_code: mm.mm_start_code, end_code: mm.mm_end_code, start_data: mm.mm_start_data, end_data: mm.mm_end_data,
+      start_brk: mm.mm_start_brk, brk: mm.mm_brk, start_stack: mm.mm_start_stack, arg_start: mm.mm_arg_start,
+      arg_end: mm.mm_arg_end, env_start: mm.mm_env_start, env_end: mm.mm_env_end,
+      auxv: at(auxv), auxv_size: auxv.len, exe_fd: exeFd,
+    }));
+    t.call('prctl', PR.SET_MM, PR_SET_MM.MAP, map, PRCTL_MM_MAP.size, 0);
+  } finally {
+    if (exeFd >= 0) t.call('close', exeFd);
+  }
+  if (mm.dumpable !== undefined) t.call('prctl', PR.SET_DUMPABLE, mm.dumpable);
+  if (mm.thp_disabled) t.call('prctl', PR.SET_THP_DISABLE, 1, 0, 0, 0);
+}

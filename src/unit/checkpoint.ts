@@ -1,0 +1,37 @@
+// A checkpoint as loaded: the tree and each thread's core entry (which every
+// unit reads), and each unit's own loaded images.
+import type { Msg } from '../images/schema';
+import type { ImageReader } from '../images/image';
+import type { Unit } from './unit';
+
+export interface ThreadImage { tid: number; core: Msg<'core_entry'> }
+
+export interface ProcessImage {
+  pid: number; ppid: number; pgid: number; sid: number;
+  /** The leader first. */
+  threads: ThreadImage[];
+  ids: Msg<'task_kobj_ids_entry'>;
+}
+
+export interface LoadOptions {
+  /** Do not refuse files whose size changed since the dump. */
+  skipFileCheck?: boolean;
+  /** Terminal fds are allowed (they get stasis's terminal). */
+  shellJob?: boolean;
+  /** Restore file locks (criu --file-locks). */
+  fileLocks?: boolean;
+}
+
+/** What a unit's load and validate hooks see. */
+export interface Loading {
+  readonly dir: string;
+  readonly images: ImageReader;
+  readonly opts: LoadOptions;
+  readonly inventory: Msg<'inventory_entry'>;
+  /** Parents before children (pstree order). */
+  readonly processes: readonly ProcessImage[];
+  /** What a unit loaded earlier (declare it in loadAfter). */
+  loaded<L>(u: Unit<unknown, L, unknown>): L;
+}
+
+export interface Checkpoint extends Loading {}

@@ -1,0 +1,81 @@
+// What a dump carries from phase to phase: the options, the frozen tree,
+// where images go, and each unit's own state (created on first use).
+import type { FrozenProcess } from '../freeze';
+import type { Stat } from '../proc/proc';
+import type { Msg } from '../images/schema';
+import type { ImageKind } from '../images/magic';
+import type { Part } from '../images/image';
+import { injectFailure } from '../errors';
+import type { Unit } from './unit';
+
+export interface DumpOptions {
+  dir: string;
+  leaveRunning: boolean;
+  /** Unix datagram sockets connected outside the tree are re-connected by name (criu --ext-unix-sk). */
+  extUnixSk?: boolean;
+  /** A shell job: its terminal fds are the shell's (criu -j). */
+  shellJob?: boolean;
+  /** Largest deleted file whose contents go into the image (bytes). */
+  ghostLimit?: number;
+  /** Take established TCP connections (TCP_REPAIR). */
+  tcpEstablished?: boolean;
+  /** Take file locks (criu --file-locks); without it a process holding one is refused. */
+  fileLocks?: boolean;
+  /** Failure injection for tests: "phase" or "phase:kill" (STASIS_FAIL_AT). */
+  failAt?: string;
+}
+
+/** Where a dump's images go (a private staging directory until the dump is complete). */
+export interface ImageSink {
+  /** A whole image file. */
+  write(file: string, kind: ImageKind, parts: Part[]): void;
+  /** A new raw file (pages): an fd open for writing, and its path. */
+  create(file: string): { fd: number; path: string };
+}
+
+/** core-TID.img being put together: each unit fills its part, the core unit writes it. */
+export interface CoreDraft {
+  mtype: number;
+  thread_info?: Msg<'thread_info_x86'>;
+  tc?: Partial<Msg<'task_core_entry'>>;
+  thread_core?: Partial<Msg<'thread_core_entry'>>;
+}
+
+/** One process of the tree while frozen: what every unit may read. */
+export interface ProcessDump {
+  pid: number;
+  frozen: FrozenProcess;
+  stat: Stat;
+  status: Map<string, string>;
+  ids: Msg<'task_kobj_ids_entry'>;
+  /** core entries by thread id (leader first). */
+  core: Map<number, CoreDraft>;
+}
+
+export class DumpCtx {
+  /** The tree, parents before children (filled once frozen). */
+  processes: ProcessDump[] = [];
+  /** Bytes and pages of page data written (for reports and benchmarks). */
+  pagesBytes = 0;
+  pagesCount = 0;
+  private nextPagesId = 1;
+  private readonly states = new Map<Unit<unknown, unknown, unknown>, unknown>();
+
+  constructor(readonly opts: DumpOptions, readonly out: ImageSink) {}
+
+  /** This unit's state for this dump. */
+  state<D>(u: Unit<D, unknown, unknown>): D {
+    const key = u as Unit<unknown, unknown, unknown>;
+    if (!this.states.has(key)) this.states.set(key, u.dumpState ? u.dumpState(this) : undefined);
+    return this.states.get(key) as D;
+  }
+
+  allocPagesId(): number { return this.nextPagesId++; }
+
+  write(file: string, kind: ImageKind, parts: Part[]): void { this.out.write(file, kind, parts); }
+
+  /** Failure injection point: tests force a failure (or our own SIGKILL) here. */
+  step(name: string): void {
+    injectFailure(this.opts.failAt, name, 'dump phase');
+  }
+}

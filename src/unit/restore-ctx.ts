@@ -1,0 +1,55 @@
+// What a restore carries from phase to phase: the options, the checkpoint,
+// the processes being rebuilt, and each unit's own restore state.
+import type { RemoteTask } from '../compel/remote';
+import { injectFailure } from '../errors';
+import type { Checkpoint, ProcessImage } from './checkpoint';
+import type { Unit } from './unit';
+
+export interface RestoreOptions {
+  dir: string;
+  detach: boolean;
+  skipFileCheck?: boolean;
+  /** A shell job: terminal fds get stasis's own terminal (criu -j). */
+  shellJob?: boolean;
+  /** Restore file locks (criu --file-locks). */
+  fileLocks?: boolean;
+  /** Failure injection for tests (STASIS_FAIL_AT=phase or phase:kill). */
+  failAt?: string;
+}
+
+/** One process being rebuilt. */
+export interface TaskRestore {
+  img: ProcessImage;
+  /** The leader, driven through the trampoline. */
+  task: RemoteTask;
+  /** Every thread once created (the leader included), by tid. */
+  threads: Map<number, RemoteTask>;
+  /** The live task's XSAVE size (to rebuild the image's FPU state into). */
+  xsaveSize: number;
+}
+
+export class RestoreCtx {
+  /** Every process being rebuilt, parents before children. */
+  readonly tasks = new Map<number, TaskRestore>();
+  /** Warnings worth telling the user (limits we could not raise...). */
+  readonly warnings: string[] = [];
+  private readonly states = new Map<Unit<unknown, unknown, unknown>, unknown>();
+
+  constructor(readonly opts: RestoreOptions, readonly ckpt: Checkpoint) {}
+
+  /** This unit's state for this restore. */
+  state<R>(u: Unit<unknown, unknown, R>): R {
+    const key = u as Unit<unknown, unknown, unknown>;
+    if (!this.states.has(key)) this.states.set(key, u.restoreState ? u.restoreState(this) : undefined);
+    return this.states.get(key) as R;
+  }
+
+  /** Units whose restore state exists (for cleanup). */
+  touched(): Unit<unknown, unknown, unknown>[] { return [...this.states.keys()]; }
+
+  loaded<L>(u: Unit<unknown, L, unknown>): L { return this.ckpt.loaded(u); }
+
+  step(name: string): void {
+    injectFailure(this.opts.failAt, name, 'restore phase');
+  }
+}

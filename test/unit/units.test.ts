@@ -1,0 +1,53 @@
+// The units as declared: every kind of open file matches a set of fds no
+// other kind matches (so no kind depends on list order), and each unit's
+// phases name phases that exist.
+import { test } from 'node:test';
+import * as assert from 'node:assert/strict';
+import type * as fs from 'node:fs';
+import { UNITS } from '../../src/resources/registry';
+import type { FdDesc } from '../../src/unit/unit';
+import { parseFdInfo } from '../../src/proc/proc';
+
+/** anon: an anonymous inode (eventfd, epoll...), whose mode has no file type bits. */
+type Kind = 'file' | 'dir' | 'fifo' | 'chr' | 'anon';
+function fd(kind: Kind, link: string): FdDesc {
+  const st = {
+    isFile: () => kind === 'file', isDirectory: () => kind === 'dir', isFIFO: () => kind === 'fifo',
+    isCharacterDevice: () => kind === 'chr', isSocket: () => false, isBlockDevice: () => false, isSymbolicLink: () => false,
+    ino: 1, dev: 1, size: 0, mode: 0, uid: 0, gid: 0,
+  } as unknown as fs.Stats;
+  return { pid: 1, fd: 3, link, st, info: parseFdInfo('pos:\t0\nflags:\t02\n'), flags: 2 };
+}
+
+const SAMPLES: [FdDesc, string][] = [
+  [fd('file', '/etc/passwd'), 'regular files'],
+  [fd('dir', '/tmp'), 'regular files'],
+  [fd('chr', '/dev/null'), 'regular files'],
+  [fd('file', '/memfd:x (deleted)'), 'memfd'],
+  [fd('fifo', 'pipe:[123]'), 'pipes'],
+  [fd('fifo', '/tmp/fifo'), 'fifo'],
+  [fd('file', 'anon_inode:[eventfd]'), 'eventfd'],
+  [fd('file', 'anon_inode:[eventpoll]'), 'epoll'],
+  [fd('file', 'anon_inode:[signalfd]'), 'signalfd'],
+  [fd('file', 'anon_inode:[timerfd]'), 'timerfd'],
+  [fd('anon', 'anon_inode:inotify'), 'inotify'],
+  [fd('chr', '/dev/pts/3'), 'terminal'],
+  [fd('chr', '/dev/sda'), ''],
+  [fd('file', 'anon_inode:[fanotify]'), ''],
+];
+
+test('every fd is matched by at most one kind of file', () => {
+  const kinds = UNITS.filter((u) => u.file);
+  for (const [d, want] of SAMPLES) {
+    const matching = kinds.filter((u) => u.file!.match(d)).map((u) => u.name);
+    assert.deepEqual(matching, want ? [want] : [], `${d.link}: matched by ${matching.join(', ') || 'none'}`);
+  }
+});
+
+test('unit names are unique, kinds have distinct fd types and fields', () => {
+  const names = UNITS.map((u) => u.name);
+  assert.equal(new Set(names).size, names.length);
+  const kinds = UNITS.filter((u) => u.file).map((u) => u.file!);
+  assert.equal(new Set(kinds.map((k) => k.type)).size, kinds.length);
+  assert.equal(new Set(kinds.map((k) => k.field)).size, kinds.length);
+});
