@@ -1,3 +1,3 @@
 #!/usr/bin/env node
 'use strict';
-require('../dist/src/cli.js').main(process.argv.slice(2)).then((code) => { process.exitCode = code; });
+require('../dist/src/cli/main.js').main(process.argv.slice(2)).then((code) => { process.exitCode = code; });

@@ -14,6 +14,7 @@ import { DumpCtx, type DumpOptions, type ProcessDump } from '../unit/dump-ctx';
 import type { AnyUnit, DumpPhase } from '../unit/unit';
 import { UNITS } from '../resources/registry';
 import { parasitePhase } from './parasite-session';
+import { log, timed } from '../log';
 
 const { KCMP } = abi;
 
@@ -26,6 +27,10 @@ export interface DumpResult {
   ms: number;
   /** Time the process was frozen. */
   frozenMs: number;
+  /** Bytes of all image files written. */
+  imagesBytes: number;
+  /** Milliseconds spent in each step, by name. */
+  timings: Record<string, number>;
 }
 
 interface BoundPhase extends DumpPhase<unknown> { unit?: AnyUnit }
@@ -105,30 +110,34 @@ export function dump(pid: number, opts: DumpOptions): DumpResult {
   const phases = dumpPhases();
   const out = DumpDir.open(opts.dir);
   const ctx = new DumpCtx(opts, out);
+  const timings: Record<string, number> = {};
   let tree: FrozenProcess[] = [];
   let tFrozen = t0;
   let done = false;
+  let imagesBytes = 0;
   try {
     ctx.step('start');
-    tree = freezeTree(pid);
+    tree = timed(timings, 'freeze', () => freezeTree(pid));
     tFrozen = process.hrtime.bigint();
+    log.info(`frozen: ${tree.map((p) => `${p.pid} (${p.threads.length} thread${p.threads.length > 1 ? 's' : ''})`).join(', ')}`);
     ctx.step('seized');
-    ctx.processes = inspect(tree);
+    ctx.processes = timed(timings, 'inspect', () => inspect(tree));
     for (const p of phases) {
       ctx.step(p.name);
-      runPhase(ctx, p);
+      timed(timings, p.name, () => runPhase(ctx, p));
     }
     ctx.step('commit');
-    out.commit();
+    timed(timings, 'commit', () => out.commit());
     done = true;
+    imagesBytes = out.bytesWritten;
   } finally {
-    finishDump(ctx, tree, done);
+    timed(timings, done && !opts.leaveRunning ? 'kill' : 'release', () => finishDump(ctx, tree, done));
     out.close();
   }
   const t1 = process.hrtime.bigint();
   return {
     pid, processes: tree.length, threads: tree.reduce((a, p) => a + p.threads.length, 0), pages: ctx.pagesCount, bytes: ctx.pagesBytes,
-    ms: Number(t1 - t0) / 1e6, frozenMs: Number(t1 - tFrozen) / 1e6,
+    ms: Number(t1 - t0) / 1e6, frozenMs: Number(t1 - tFrozen) / 1e6, imagesBytes, timings,
   };
 }
 

@@ -142,6 +142,15 @@ export class DumpDir {
   }
 
   get committed(): boolean { return this.done; }
+
+  /** Bytes of every file written (after commit: of the checkpoint). */
+  get bytesWritten(): number {
+    let n = 0;
+    for (const f of this.staged) {
+      try { n += fs.statSync(path.join(`/proc/self/fd/${this.fd}`, f)).size; } catch { /* not there */ }
+    }
+    return n;
+  }
 }
 
 /** A restore (or check) holds a shared lock: no dump may replace the images meanwhile. */

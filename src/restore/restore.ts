@@ -23,6 +23,7 @@ import { restoreRegisters } from '../resources/core';
 import { loadCheckpoint, validateCheckpoint } from './load';
 import { startStub, prepareStub } from './stub';
 import { createTree } from './tree';
+import { timed } from '../log';
 
 const { SIG, PTRACE_O, PAGE_SIZE, ALL_SIGNALS, SYSCALL_INSN } = abi;
 
@@ -41,7 +42,17 @@ export function restoreSteps(): string[] {
   return ['stub', 'clone', 'tree', ...restorePhases().map((p) => p.name), 'registers', 'detach'];
 }
 
-export interface RestoreResult { pid: number; processes: number; ms: number; warnings: string[] }
+export interface RestoreResult {
+  /** The restored root. */
+  pid: number;
+  /** Every restored process, parents first. */
+  pids: number[];
+  processes: number;
+  ms: number;
+  warnings: string[];
+  /** Milliseconds spent in each step, by name. */
+  timings: Record<string, number>;
+}
 
 /** A `syscall` instruction in the task's [vdso], for the calls that outlive the trampoline. */
 function findSyscallInsn(pid: number, vmas: Msg<'vma_entry'>[]): bigint {
@@ -110,8 +121,9 @@ export function restore(opts: RestoreOptions): RestoreResult {
   const t0 = process.hrtime.bigint();
   const lock = lockForReading(opts.dir);
   try {
-    const ckpt = loadCheckpoint(opts.dir, { skipFileCheck: opts.skipFileCheck, shellJob: opts.shellJob, fileLocks: opts.fileLocks });
-    validateCheckpoint(ckpt);
+    const timings: Record<string, number> = {};
+    const ckpt = timed(timings, 'load', () => loadCheckpoint(opts.dir, { skipFileCheck: opts.skipFileCheck, shellJob: opts.shellJob, fileLocks: opts.fileLocks, anyOwner: opts.anyOwner }));
+    timed(timings, 'validate', () => validateCheckpoint(ckpt));
     for (const proc of ckpt.processes) {
       for (const th of proc.threads) {
         if (fs.existsSync(`/proc/${th.tid}`)) throw new StasisError(ErrorCodes.PID_TAKEN, `pid ${th.tid} is already in use; cannot restore ${th.tid === proc.pid ? `process ${proc.pid}` : `thread ${th.tid} of ${proc.pid}`}`);
@@ -121,14 +133,14 @@ export function restore(opts: RestoreOptions): RestoreResult {
     const phases = restorePhases();
     const rootImg = ckpt.processes[0];
     const mm = ckpt.loaded(memoryUnit);
-    const stub = startStub();
+    const stub = timed(timings, 'stub', () => startStub());
     let ok = false;
     try {
       ctx.step('stub');
       // The trampoline must be free in every process's layout: children inherit it.
-      const stubTask = prepareStub(stub, [...mm.values()].flatMap((m) => m.mm.vmas ?? []), mm.get(rootImg.pid)!.mm.vmas ?? []);
+      const stubTask = timed(timings, 'stub-prepare', () => prepareStub(stub, [...mm.values()].flatMap((m) => m.mm.vmas ?? []), mm.get(rootImg.pid)!.mm.vmas ?? []));
       ctx.step('clone');
-      const rootPid = cloneTask(stubTask, rootImg.pid);
+      const rootPid = timed(timings, 'clone', () => cloneTask(stubTask, rootImg.pid));
       killAndReap(stub);
       // Nothing may be delivered to a task before its own mask is set.
       ptrace.setSigMask(rootPid, ALL_SIGNALS);
@@ -136,13 +148,13 @@ export function restore(opts: RestoreOptions): RestoreResult {
       const root: TaskRestore = { img: rootImg, task: leader, threads: new Map([[rootPid, leader]]), xsaveSize: ptrace.getXstate(rootPid).length };
       ctx.tasks.set(rootPid, root);
       ctx.step('tree');
-      createTree(ctx, root);
+      timed(timings, 'tree', () => createTree(ctx, root));
       for (const p of phases) {
         ctx.step(p.name);
-        runPhase(ctx, p);
+        timed(timings, p.name, () => runPhase(ctx, p));
       }
       // Children first: a parent let go first could act on (or wait for) a child not yet finished.
-      for (const tr of [...ctx.tasks.values()].reverse()) finish(ctx, tr);
+      timed(timings, 'finish', () => { for (const tr of [...ctx.tasks.values()].reverse()) finish(ctx, tr); });
       ok = true;
     } catch (e) {
       killAll(ctx, [stub]);
@@ -151,7 +163,7 @@ export function restore(opts: RestoreOptions): RestoreResult {
       cleanup(ctx, ok);
     }
     const ms = Number(process.hrtime.bigint() - t0) / 1e6;
-    return { pid: rootImg.pid, processes: ckpt.processes.length, ms, warnings: ctx.warnings };
+    return { pid: rootImg.pid, pids: ckpt.processes.map((p) => p.pid), processes: ckpt.processes.length, ms, warnings: ctx.warnings, timings };
   } finally {
     lock.close();
   }

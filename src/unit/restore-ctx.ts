@@ -13,6 +13,8 @@ export interface RestoreOptions {
   shellJob?: boolean;
   /** Restore file locks (criu --file-locks). */
   fileLocks?: boolean;
+  /** Trust image files of any owner (default: ours and root's). */
+  anyOwner?: boolean;
   /** Failure injection for tests (STASIS_FAIL_AT=phase or phase:kill). */
   failAt?: string;
 }

@@ -1,0 +1,162 @@
+// The commands: each declares its options (criu's names where criu has them)
+// and maps them onto the library's functions.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { StasisError, ErrorCodes } from '../errors';
+import { dump, type DumpResult } from '../dump/dump';
+import { restore, type RestoreResult } from '../restore/restore';
+import { waitRestored } from '../restore/tree';
+import { readCheckpoint, formatShow } from '../show';
+import { checkFeatures } from '../check';
+import { runDemo } from '../demo';
+import { openLog, closeLog, setLogLevel, log } from '../log';
+import { LOGGING, usageError, type CommandSpec, type Values } from './options';
+
+export interface Command extends CommandSpec {
+  run(values: Values, positionals: string[]): number;
+}
+
+function str(v: Values, k: string): string | undefined { return v[k] as string | undefined; }
+function flag(v: Values, k: string): boolean { return v[k] === true; }
+
+/** -o FILE: relative names resolve in the images directory, as criu's. */
+function startLog(values: Values, dir: string | undefined, mkdir: boolean): void {
+  const verbosity = (values.verbosity as number | undefined) ?? 2;
+  if (verbosity > 4) usageError(`invalid verbosity ${verbosity} (0-4)`);
+  setLogLevel(verbosity);
+  const file = str(values, 'log-file');
+  if (!file) return;
+  const at = path.isAbsolute(file) || !dir ? file : path.join(dir, file);
+  if (mkdir && dir && !fs.existsSync(dir)) fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  try {
+    openLog(at, verbosity);
+  } catch (e) {
+    throw new StasisError(ErrorCodes.IO_ERROR, `cannot open log file ${at}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+  }
+  log.info(`stasis ${process.argv.slice(2).join(' ')}`);
+}
+
+function printJson(o: unknown): void {
+  process.stdout.write(JSON.stringify(o) + '\n');
+}
+
+const MiB = (n: number) => (n / 1048576).toFixed(1);
+
+export function dumpSummary(r: DumpResult, leaveRunning: boolean): string {
+  return `dumped pid ${r.pid} (${r.processes} process${r.processes > 1 ? 'es' : ''}, ${r.threads} thread${r.threads > 1 ? 's' : ''}): ` +
+    `${r.pages} pages (${MiB(r.bytes)} MiB) in ${r.ms.toFixed(1)} ms, frozen ${r.frozenMs.toFixed(1)} ms; ` +
+    `images ${MiB(r.imagesBytes)} MiB; ${leaveRunning ? 'left running' : 'killed'}`;
+}
+
+export function restoreSummary(r: RestoreResult): string {
+  return `restored pid ${r.pid}${r.processes > 1 ? ` and ${r.processes - 1} descendant(s)` : ''} in ${r.ms.toFixed(1)} ms`;
+}
+
+const dumpCmd: Command = {
+  name: 'dump',
+  usage: 'stasis dump -t PID -D DIR [options]',
+  summary: 'Checkpoint process PID and its descendants into DIR, then kill them (or leave them running with -R).',
+  options: [
+    { long: 'tree', short: 't', type: 'int', arg: 'PID', help: 'the root of the tree to dump' },
+    { long: 'images-dir', short: 'D', type: 'string', arg: 'DIR', help: 'where to write the images (created 0700)' },
+    { long: 'leave-running', short: 'R', type: 'flag', help: 'let the tree go on after the dump (default: kill it)' },
+    { long: 'tcp-established', type: 'flag', help: 'take established TCP connections (TCP_REPAIR)' },
+    { long: 'file-locks', type: 'flag', help: 'take file locks (POSIX, OFD, flock); without it a process holding one is refused' },
+    { long: 'ghost-limit', type: 'size', arg: 'SIZE', help: 'largest deleted-but-open file to put in the images (default 1M; K, M, G suffixes)' },
+    { long: 'shell-job', short: 'j', type: 'flag', help: 'the tree runs on the shell\'s terminal (restore with -j too)' },
+    { long: 'ext-unix-sk', type: 'flag', help: 'unix datagram sockets connected outside the tree: connect to the peer\'s name again on restore' },
+    ...LOGGING,
+  ],
+  run(v) {
+    const pid = v.tree as number | undefined;
+    const dir = str(v, 'images-dir');
+    if (pid === undefined) usageError('dump needs -t PID');
+    if (!dir) usageError('dump needs -D DIR');
+    if (pid <= 0) usageError(`invalid pid '${pid}'`);
+    startLog(v, dir, true);
+    const r = dump(pid, {
+      dir, leaveRunning: flag(v, 'leave-running'), tcpEstablished: flag(v, 'tcp-established'), fileLocks: flag(v, 'file-locks'),
+      ghostLimit: v['ghost-limit'] as number | undefined, shellJob: flag(v, 'shell-job'), extUnixSk: flag(v, 'ext-unix-sk'),
+      failAt: process.env.STASIS_FAIL_AT || undefined,
+    });
+    log.info(dumpSummary(r, flag(v, 'leave-running')));
+    if (flag(v, 'json')) printJson(r);
+    else console.error(dumpSummary(r, flag(v, 'leave-running')));
+    return 0;
+  },
+};
+
+const restoreCmd: Command = {
+  name: 'restore',
+  usage: 'stasis restore -D DIR [-d] [options]',
+  summary: 'Bring a dumped tree back from DIR, with its pids. Without -d, wait for it as its parent and exit with its status.',
+  options: [
+    { long: 'images-dir', short: 'D', type: 'string', arg: 'DIR', help: 'the checkpoint' },
+    { long: 'restore-detached', short: 'd', type: 'flag', help: 'leave the tree running and exit 0' },
+    { long: 'pidfile', type: 'string', arg: 'FILE', help: 'write the pid of the restored root to FILE' },
+    { long: 'skip-file-check', type: 'flag', help: 'restore even if a file changed size since the dump' },
+    { long: 'shell-job', short: 'j', type: 'flag', help: 'give terminal fds stasis\'s own terminal' },
+    { long: 'tcp-established', type: 'flag', help: 'accepted for criu compatibility: connections in the images are always restored' },
+    { long: 'file-locks', type: 'flag', help: 'restore file locks (needed when the images hold some)' },
+    { long: 'ext-unix-sk', type: 'flag', help: 'accepted for criu compatibility (external peers are in the images)' },
+    { long: 'allow-foreign-images', type: 'flag', help: 'trust image files owned by other users' },
+    ...LOGGING,
+  ],
+  run(v) {
+    const dir = str(v, 'images-dir');
+    if (!dir) usageError('restore needs -D DIR');
+    startLog(v, dir, false);
+    const r = restore({
+      dir, detach: flag(v, 'restore-detached'), skipFileCheck: flag(v, 'skip-file-check'), shellJob: flag(v, 'shell-job'),
+      fileLocks: flag(v, 'file-locks'), anyOwner: flag(v, 'allow-foreign-images'), failAt: process.env.STASIS_FAIL_AT || undefined,
+    });
+    const pidfile = str(v, 'pidfile');
+    if (pidfile) fs.writeFileSync(path.isAbsolute(pidfile) ? pidfile : path.join(dir, pidfile), `${r.pid}\n`);
+    for (const w of r.warnings) { console.error(`stasis: warning: ${w}`); log.warn(w); }
+    log.info(restoreSummary(r));
+    if (flag(v, 'json')) printJson(r);
+    else console.error(restoreSummary(r));
+    closeLog();
+    if (flag(v, 'restore-detached')) return 0;
+    const st = waitRestored(r.pid);
+    if (flag(v, 'json')) printJson({ exit: st });
+    return st.signal !== undefined ? 128 + st.signal : st.code ?? 0;
+  },
+};
+
+const showCmd: Command = {
+  name: 'show',
+  usage: 'stasis show DIR [--json]',
+  summary: 'Summarise a checkpoint: processes, threads, registers, memory, files.',
+  positionals: ['DIR'],
+  options: [{ long: 'json', type: 'flag', help: 'as JSON' }],
+  run(v, pos) {
+    if (pos.length !== 1) usageError('show needs one DIR');
+    const d = readCheckpoint(pos[0]);
+    console.log(flag(v, 'json') ? JSON.stringify(d, null, 2) : formatShow(d));
+    return 0;
+  },
+};
+
+const checkCmd: Command = {
+  name: 'check',
+  usage: 'stasis check [--json]',
+  summary: 'Tell which kernel features stasis needs are present here (exit 1 if one it needs is missing).',
+  options: [{ long: 'json', type: 'flag', help: 'as JSON' }],
+  run(v) {
+    const f = checkFeatures();
+    if (flag(v, 'json')) console.log(JSON.stringify(f, null, 2));
+    else for (const x of f) console.log(`${x.ok ? 'ok  ' : x.needed ? 'MISS' : 'no  '} ${x.name}${x.ok ? '' : `: ${x.detail}`}`);
+    return f.some((x) => x.needed && !x.ok) ? 1 : 0;
+  },
+};
+
+const demoCmd: Command = {
+  name: 'demo',
+  usage: 'stasis demo',
+  summary: 'Checkpoint a sample program, kill it, restore it, and show it carrying on.',
+  options: [],
+  run: () => runDemo(),
+};
+
+export const COMMANDS: Command[] = [dumpCmd, restoreCmd, showCmd, checkCmd, demoCmd];

@@ -1,0 +1,54 @@
+// The log: what stasis did, step by step, for diagnosing a failed dump or
+// restore after the fact (-o FILE, -v0..-v4 as criu). Levels: 1 errors,
+// 2 warnings (default), 3 steps with timings, 4 everything.
+import * as fs from 'node:fs';
+
+export const LOG_LEVELS = { ERROR: 1, WARN: 2, INFO: 3, DEBUG: 4 } as const;
+
+let level = 2;
+let fd: number | undefined;
+const t0 = process.hrtime.bigint();
+
+function stamp(): string {
+  return `(${(Number(process.hrtime.bigint() - t0) / 1e9).toFixed(6).padStart(12)})`;
+}
+
+/** Log into `file` (created, or truncated, never through a link) at `verbosity`. */
+export function openLog(file: string, verbosity: number): void {
+  level = verbosity;
+  fd = fs.openSync(file, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_TRUNC | fs.constants.O_NOFOLLOW | fs.constants.O_APPEND, 0o600);
+}
+
+export function setLogLevel(verbosity: number): void { level = verbosity; }
+
+export function closeLog(): void {
+  if (fd !== undefined) fs.closeSync(fd);
+  fd = undefined;
+}
+
+function write(lvl: number, tag: string, msg: string): void {
+  if (fd === undefined || lvl > level) return;
+  try { fs.writeSync(fd, `${stamp()} ${tag} ${msg}\n`); } catch { /* logging never fails a dump */ }
+}
+
+export const log = {
+  error: (msg: string) => write(LOG_LEVELS.ERROR, 'Error', msg),
+  warn: (msg: string) => write(LOG_LEVELS.WARN, 'Warn ', msg),
+  info: (msg: string) => write(LOG_LEVELS.INFO, 'Info ', msg),
+  debug: (msg: string) => write(LOG_LEVELS.DEBUG, 'Debug', msg),
+  /** Whether debug lines are written (to skip building costly messages). */
+  get debugging(): boolean { return fd !== undefined && level >= LOG_LEVELS.DEBUG; },
+};
+
+/** Run `f` as a named step: logged with its duration, recorded in `timings`. */
+export function timed<T>(timings: Record<string, number>, name: string, f: () => T): T {
+  const s = process.hrtime.bigint();
+  log.info(`${name} ...`);
+  try {
+    return f();
+  } finally {
+    const ms = Number(process.hrtime.bigint() - s) / 1e6;
+    timings[name] = (timings[name] ?? 0) + ms;
+    log.info(`${name} done in ${ms.toFixed(1)} ms`);
+  }
+}
