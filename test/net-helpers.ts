@@ -123,12 +123,15 @@ export async function portFree(port: number, host = '127.0.0.1'): Promise<boolea
 export class Client {
   readonly sock: net.Socket;
   private chunks: Buffer[] = [];
+  /** Bytes held now (what data() returns): since the connection or the last clear(). */
+  private held = 0;
+  /** Bytes received over the connection's whole life (clear() leaves it alone). */
   received = 0;
   events: string[] = [];
 
   private constructor(sock: net.Socket) {
     this.sock = sock;
-    sock.on('data', (d: Buffer) => { this.chunks.push(d); this.received += d.length; });
+    sock.on('data', (d: Buffer) => { this.chunks.push(d); this.held += d.length; this.received += d.length; });
     sock.on('end', () => this.events.push('end'));
     sock.on('close', (hadError: boolean) => this.events.push(`close${hadError ? ' (error)' : ''}`));
     sock.on('error', (e: Error) => this.events.push(`error ${e.message}`));
@@ -149,16 +152,21 @@ export class Client {
 
   text(): string { return this.data().toString('latin1'); }
 
-  /** Drop what was received so far. */
-  clear(): void { this.chunks = []; }
+  /** Drop what was received so far (waitBytes counts from here). */
+  clear(): void { this.chunks = []; this.held = 0; }
 
   async waitText(re: RegExp, timeoutMs = 5000): Promise<RegExpExecArray> {
     return waitFor(`/${re.source}/ from the server (got ${JSON.stringify(this.text().slice(-200))}, events ${this.events.join(', ')})`,
       () => re.exec(this.text()) ?? undefined, timeoutMs, 5);
   }
 
+  /**
+   * Wait until data() holds at least n bytes (counted since the last clear(),
+   * not over the connection's life: else it returns early, with a short
+   * buffer, once more than n bytes came in before the clear).
+   */
   async waitBytes(n: number, timeoutMs = 10000): Promise<Buffer> {
-    await waitFor(`${n} bytes from the server (have ${this.received})`, () => this.received >= n, timeoutMs, 5);
+    await waitFor(`${n} bytes from the server (have ${this.held})`, () => this.held >= n, timeoutMs, 5);
     return this.data();
   }
 
