@@ -44,7 +44,7 @@ export async function main(argv: string[]): Promise<number> {
   const cmd = COMMANDS.find((c) => c.name === name);
   const json = rest.includes('--json');
   try {
-    if (!cmd) throw new StasisError(ErrorCodes.USAGE, `unknown command '${name}'\n(see stasis --help)`);
+    if (!cmd) throw new StasisError(ErrorCodes.USAGE, `unknown command '${name}' (see stasis --help)`);
     const { values, positionals } = parseCommand(cmd, rest);
     if (values.help) {
       console.log(formatHelp(cmd));

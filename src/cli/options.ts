@@ -27,7 +27,7 @@ export interface CommandSpec {
 export type Values = Record<string, string | number | boolean | string[] | undefined>;
 
 export function usageError(msg: string): never {
-  throw new StasisError(ErrorCodes.USAGE, `${msg}\n(see stasis --help)`);
+  throw new StasisError(ErrorCodes.USAGE, `${msg} (see stasis --help)`);
 }
 
 /** A size with an optional K/M/G suffix (powers of 1024, as criu). */

@@ -216,6 +216,14 @@ const enums = {
 
 export const SCHEMA = { messages, enums } as const;
 
+/**
+ * Fields that are ours, not CRIU's, each in a number CRIU's .proto reserves
+ * for that very purpose (crit and CRIU skip them as unknown fields).
+ */
+export const EXTENSIONS: Readonly<Record<string, string>> = {
+  'sk_packet_entry.addr': 'reserved upstream "for message address": the source address of a queued datagram',
+};
+
 export type MsgName = keyof typeof messages;
 export type EnumName = keyof typeof enums;
 

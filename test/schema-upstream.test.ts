@@ -1,0 +1,70 @@
+// Our image schema against CRIU's own: every message we declare, field by
+// field (name, number, label, type), and every image magic, compared with
+// the descriptors of Debian's pycriu (package criu), which are generated from
+// CRIU's images/*.proto.
+import { test } from 'node:test';
+import * as assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { SCHEMA, EXTENSIONS, type MsgName } from '../src/images/schema';
+import { describeMessage } from '../src/images/codec';
+import { MAGIC } from '../src/images/magic';
+
+const DUMP = `
+import json, pkgutil, importlib, sys
+import pycriu.images as imgs
+from pycriu.images import magic
+from google.protobuf.descriptor import FieldDescriptor as F
+TYPES = {F.TYPE_DOUBLE:'double',F.TYPE_FLOAT:'float',F.TYPE_INT64:'int64',F.TYPE_UINT64:'uint64',F.TYPE_INT32:'int32',
+  F.TYPE_FIXED64:'fixed64',F.TYPE_FIXED32:'fixed32',F.TYPE_BOOL:'bool',F.TYPE_STRING:'string',F.TYPE_BYTES:'bytes',
+  F.TYPE_UINT32:'uint32',F.TYPE_SFIXED32:'sfixed32',F.TYPE_SFIXED64:'sfixed64',F.TYPE_SINT32:'sint32',F.TYPE_SINT64:'sint64'}
+LABELS = {F.LABEL_OPTIONAL:'optional',F.LABEL_REQUIRED:'required',F.LABEL_REPEATED:'repeated'}
+msgs = {}
+def walk(d):
+    fields = {}
+    for f in d.fields:
+        t = f.message_type.name if f.type == F.TYPE_MESSAGE else f.enum_type.name if f.type == F.TYPE_ENUM else TYPES[f.type]
+        fields[f.name] = [f.number, LABELS[f.label], t]
+    msgs.setdefault(d.name, fields)
+    for n in d.nested_types: walk(n)
+for m in pkgutil.iter_modules(imgs.__path__):
+    if not m.name.endswith('_pb2'): continue
+    mod = importlib.import_module('pycriu.images.' + m.name)
+    for d in mod.DESCRIPTOR.message_types_by_name.values(): walk(d)
+json.dump({'messages': msgs, 'magic': magic.by_name}, sys.stdout)
+`;
+
+function upstream(): { messages: Record<string, Record<string, [number, string, string]>>; magic: Record<string, number> } {
+  const r = spawnSync('python3', ['-c', DUMP], { encoding: 'utf8', env: { ...process.env, PYTHONPATH: '/usr/lib/python3/dist-packages' }, maxBuffer: 64 << 20 });
+  if (r.status !== 0) throw new Error(`reading pycriu's descriptors failed (is Debian's criu installed?): ${r.stderr}`);
+  return JSON.parse(r.stdout);
+}
+
+test('every field of every message we declare is CRIU\'s: name, number, label, type', () => {
+  const up = upstream();
+  const problems: string[] = [];
+  for (const name of Object.keys(SCHEMA.messages) as MsgName[]) {
+    const theirs = up.messages[name];
+    if (!theirs) { problems.push(`${name}: no such message upstream`); continue; }
+    for (const f of describeMessage(name)) {
+      const t = theirs[f.name];
+      if (EXTENSIONS[`${name}.${f.name}`]) {
+        // Ours, in a number upstream leaves free (reserved for it).
+        const clash = Object.entries(theirs).find(([, x]) => x[0] === f.num);
+        if (t || clash) problems.push(`${name}.${f.name}: declared an extension, but upstream has field ${t ? f.name : clash![0]}`);
+        continue;
+      }
+      if (!t) { problems.push(`${name}.${f.name}: no such field upstream`); continue; }
+      const [num, label, type] = t;
+      if (num !== f.num) problems.push(`${name}.${f.name}: number ${f.num}, upstream ${num}`);
+      if (label !== f.label) problems.push(`${name}.${f.name}: ${f.label}, upstream ${label}`);
+      if (type !== f.type) problems.push(`${name}.${f.name}: type ${f.type}, upstream ${type}`);
+    }
+  }
+  assert.deepEqual(problems, []);
+});
+
+test('every image magic is CRIU\'s', () => {
+  const up = upstream();
+  const problems = Object.entries(MAGIC).filter(([k, v]) => up.magic[k] !== v).map(([k, v]) => `${k}: 0x${v.toString(16)}, upstream ${up.magic[k]}`);
+  assert.deepEqual(problems, []);
+});
