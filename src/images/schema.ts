@@ -194,6 +194,10 @@ const messages = {
     name: 'required string 6', mnt_id: 'optional sint32 7', size: 'optional uint64 8', ext: 'optional bool 9',
     mode: 'optional uint32 10', build_id: 'repeated uint32 11',
   },
+  file_lock_entry: {
+    flag: 'required uint32 1', type: 'required uint32 2', pid: 'required int32 3', fd: 'required int32 4',
+    start: 'required int64 5', len: 'required int64 6',
+  },
   pipe_data_entry: { pipe_id: 'required uint32 1', bytes: 'required uint32 2', size: 'optional uint32 3' },
   pipe_entry: {
     id: 'required uint32 1', pipe_id: 'required uint32 2', flags: 'required uint32 3', fown: 'required fown_entry 4',

@@ -23,11 +23,12 @@ import { ttyUnit } from './tty';
 import { skQueuesUnit } from './sockqueue';
 import { inetSocketUnit } from './sockets-inet';
 import { unixSocketUnit } from './sockets-unix';
+import { fileLocksUnit } from './file-locks';
 
 export const UNITS: readonly AnyUnit[] = [
   coreUnit, credsUnit, memoryUnit, filesUnit, fsUnit, signalsUnit, timersUnit, rlimitsUnit,
   regFileUnit, memfdUnit, pipeUnit, fifoUnit, eventfdUnit, eventpollUnit, signalfdUnit, timerfdUnit, inotifyUnit, ttyUnit,
-  skQueuesUnit, inetSocketUnit, unixSocketUnit,
+  skQueuesUnit, inetSocketUnit, unixSocketUnit, fileLocksUnit,
 ];
 
 registerFileKinds([...UNITS]);

@@ -1,0 +1,123 @@
+// File locks (--file-locks, as criu): POSIX record locks, OFD locks and
+// flock() locks, from the "lock:" lines of each fd's fdinfo (which lists the
+// locks this process holds through that open file description), into
+// file-locks.img; re-taken on restore by the same process on the same fd
+// (so by the same open file description) before the process runs. Leases
+// are refused. Without --file-locks a process holding a lock is refused:
+// a lock is never dropped silently.
+import { abi, kcmp } from '../sys';
+import { inBuf } from '../compel/remote';
+import { readFdInfo, listFds } from '../proc/proc';
+import { parts, type Msg } from '../images/image';
+import { FL_KIND } from '../images/criu';
+import { StasisError, ErrorCodes } from '../errors';
+import { defineUnit } from '../unit/unit';
+
+const { F, FLOCK, LOCK, LOCK_TYPE, SEEK } = abi;
+type Lock = Msg<'file_lock_entry'>;
+
+export interface LockLine { kind: string; type: string; pid: number; dev: string; ino: number; start: bigint; end: bigint | 'EOF' }
+
+/** "lock:\t1: POSIX  ADVISORY  WRITE 1234 08:01:5678 0 EOF" lines of an fdinfo. */
+export function parseLockLines(raw: string): LockLine[] {
+  const out: LockLine[] = [];
+  for (const m of raw.matchAll(/^lock:\s+\d+:\s+(\S+)\s+(\S+)\s+(\S+)\s+(-?\d+)\s+([0-9a-f]+:[0-9a-f]+):(\d+)\s+(\d+)\s+(\d+|EOF)/gm)) {
+    out.push({ kind: m[1], type: m[3], pid: Number(m[4]), dev: m[5], ino: Number(m[6]), start: BigInt(m[7]), end: m[8] === 'EOF' ? 'EOF' : BigInt(m[8]) });
+  }
+  return out;
+}
+
+const KINDS: Record<string, number> = { POSIX: FL_KIND.POSIX, FLOCK: FL_KIND.FLOCK, OFDLCK: FL_KIND.OFD };
+
+/** The file_lock_entry of a lock line held through fd `fd` of `pid`. */
+export function lockEntry(l: LockLine, pid: number, fd: number): Lock {
+  const flag = KINDS[l.kind];
+  if (flag === undefined) {
+    throw new StasisError(ErrorCodes.UNSUPPORTED, `fd ${fd} of pid ${pid} holds a ${l.kind === 'LEASE' || l.kind === 'DELEG' ? 'file lease' : `'${l.kind}' lock`} on inode ${l.ino}; not supported`);
+  }
+  const type = l.type === 'WRITE' ? LOCK_TYPE.WRLCK : LOCK_TYPE.RDLCK;
+  // The kernel prints the last byte of the range; criu's len 0 means "to the end of the file".
+  const len = l.end === 'EOF' ? 0n : l.end - l.start + 1n;
+  return { flag, type, pid, fd, start: l.start, len };
+}
+
+function dumpLocks(pid: number): Lock[] {
+  const out: Lock[] = [];
+  const seen = new Set<string>();
+  for (const fd of listFds(pid)) {
+    for (const l of parseLockLines(readFdInfo(pid, fd).raw)) {
+      const e = lockEntry(l, pid, fd);
+      // A POSIX lock belongs to the process and shows once per fd of its file description.
+      const key = `${e.flag}:${l.dev}:${l.ino}:${e.start}:${e.len}:${e.type}`;
+      if (seen.has(key)) continue;
+      seen.add(key);
+      out.push(e);
+    }
+  }
+  return out;
+}
+
+const KIND_NAMES: Record<number, string> = { [FL_KIND.POSIX]: 'POSIX', [FL_KIND.FLOCK]: 'flock', [FL_KIND.OFD]: 'OFD' };
+
+export const fileLocksUnit = defineUnit({
+  name: 'file-locks',
+  dumpState: () => [] as Lock[],
+  dumpPhases: [
+    {
+      // Refused (without --file-locks) before anything is injected into the task.
+      name: 'file-locks', before: ['parasite'],
+      each(ctx, pd, st) {
+        const locks = dumpLocks(pd.pid);
+        if (locks.length && !ctx.opts.fileLocks) {
+          const l = locks[0];
+          throw new StasisError(ErrorCodes.UNSUPPORTED, `pid ${pd.pid} holds ${locks.length} file lock(s) (a ${KIND_NAMES[l.flag]} lock through fd ${l.fd}); dump with --file-locks to take them`);
+        }
+        // An open file description shared by processes of the tree: its flock/OFD lock once.
+        for (const l of locks) {
+          if (l.flag !== FL_KIND.POSIX && st.some((x) => x.flag === l.flag && x.start === l.start && x.len === l.len && sharesFile(x, l))) continue;
+          st.push(l);
+        }
+      },
+    },
+    { name: 'write-file-locks', after: ['file-locks'], once: (ctx, st) => { if (st.length) ctx.write('file-locks.img', 'FILE_LOCKS', parts('file_lock_entry', st)); } },
+  ],
+  load(ld) {
+    if (!ld.images.exists('file-locks.img')) return [];
+    const locks = ld.images.read('file-locks.img', 'FILE_LOCKS', 'file_lock_entry');
+    const pids = new Set(ld.processes.map((p) => p.pid));
+    for (const l of locks) {
+      if (!pids.has(l.pid)) throw new StasisError(ErrorCodes.BAD_IMAGE, `${ld.images.path('file-locks.img')}: lock of pid ${l.pid}, not in the tree`);
+      if (!KIND_NAMES[l.flag]) throw new StasisError(ErrorCodes.BAD_IMAGE, `${ld.images.path('file-locks.img')}: unsupported lock kind ${l.flag}`);
+    }
+    if (locks.length && !ld.opts.fileLocks) throw new StasisError(ErrorCodes.USAGE, `${ld.images.path('file-locks.img')}: the checkpoint holds ${locks.length} file lock(s): restore with --file-locks`);
+    return locks;
+  },
+  restorePhases: [{
+    // On the final fds (the same open file descriptions), before the task runs.
+    name: 'file-locks', after: ['files'], before: ['files-cleanup'],
+    each(_ctx, tr, locks) {
+      for (const l of locks.filter((x) => x.pid === tr.img.pid)) {
+        let r: bigint;
+        if (l.flag === FL_KIND.FLOCK) {
+          r = tr.task.callRaw('flock', l.fd, (l.type === LOCK_TYPE.WRLCK ? LOCK.EX : LOCK.SH) | LOCK.NB);
+        } else {
+          const cmd = l.flag === FL_KIND.OFD ? F.OFD_SETLK : F.SETLK;
+          r = tr.task.callRaw('fcntl', l.fd, cmd, inBuf(FLOCK.encode({ l_type: l.type, l_whence: SEEK.SET, l_start: l.start, l_len: l.len })));
+        }
+        if (r < 0n) {
+          throw new StasisError(ErrorCodes.RESTORE_FAILED, `cannot take the ${KIND_NAMES[l.flag]} lock of fd ${l.fd} again (errno ${-r}): is the file locked by another process?`);
+        }
+      }
+    },
+  }],
+});
+
+/** Two flock/OFD locks seen through fds of different processes: the same open file description? */
+function sharesFile(a: Lock, b: Lock): boolean {
+  if (a.pid === b.pid) return a.fd === b.fd;
+  try {
+    return kcmp(a.pid, b.pid, abi.KCMP.FILE, a.fd, b.fd) === 0;
+  } catch {
+    return false;
+  }
+}
