@@ -29,7 +29,7 @@ test('--version and every command\'s --help exit 0 and list the options', () => 
 test('usage errors: one line, exit 2; with --json also a JSON error with its code', () => {
   const r = runStasis(['dump', '-t', 'nope', '-D', root]);
   assert.equal(r.status, 2);
-  assert.deepEqual(r.stderr.trim().split('\n'), ["stasis: invalid --tree 'nope' (see stasis --help)"]);
+  assert.deepEqual(r.stderr.trim().split('\n'), ["stasis: invalid pid 'nope' (see stasis --help)"]);
   const j = runStasis(['dump', '-t', '999999999', '-D', path.join(root, 'x'), '--json']);
   assert.equal(j.status, 1, describeCli(j));
   assert.deepEqual(JSON.parse(j.stdout), { error: { code: 'STASIS_NO_SUCH_PROCESS', message: 'no process with pid 999999999' } });

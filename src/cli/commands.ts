@@ -57,7 +57,7 @@ const dumpCmd: Command = {
   usage: 'stasis dump -t PID -D DIR [options]',
   summary: 'Checkpoint process PID and its descendants into DIR, then kill them (or leave them running with -R).',
   options: [
-    { long: 'tree', short: 't', type: 'int', arg: 'PID', help: 'the root of the tree to dump' },
+    { long: 'tree', short: 't', type: 'int', arg: 'PID', what: 'pid', help: 'the root of the tree to dump' },
     { long: 'images-dir', short: 'D', type: 'string', arg: 'DIR', help: 'where to write the images (created 0700)' },
     { long: 'leave-running', short: 'R', type: 'flag', help: 'let the tree go on after the dump (default: kill it)' },
     { long: 'tcp-established', type: 'flag', help: 'take established TCP connections (TCP_REPAIR)' },

@@ -13,6 +13,8 @@ export interface OptionSpec {
   help: string;
   /** Repeatable (values collected in an array). */
   multiple?: boolean;
+  /** What the value is, in error messages (default: --long). */
+  what?: string;
 }
 
 export interface CommandSpec {
@@ -91,8 +93,8 @@ export function parseCommand(cmd: CommandSpec, args: string[]): { values: Values
   for (const o of all) {
     const raw = (parsed.values as Record<string, unknown>)[o.long];
     if (raw === undefined) continue;
-    if (o.type === 'int') values[o.long] = parseInt10(raw as string, `--${o.long}`);
-    else if (o.type === 'size') values[o.long] = parseSize(raw as string, `--${o.long}`);
+    if (o.type === 'int') values[o.long] = parseInt10(raw as string, o.what ?? `--${o.long}`);
+    else if (o.type === 'size') values[o.long] = parseSize(raw as string, o.what ?? `--${o.long}`);
     else values[o.long] = raw as string | boolean | string[];
   }
   const max = cmd.positionals?.length ?? 0;

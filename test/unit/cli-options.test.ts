@@ -38,7 +38,7 @@ test('dump options: short and long names, typed values', () => {
 
 test('bad options are usage errors that name the problem', () => {
   usage(() => parseCommand(cmd('dump'), ['--nope']), /dump: Unknown option '--nope'/);
-  usage(() => parseCommand(cmd('dump'), ['-t', 'abc']), /invalid --tree 'abc'/);
+  usage(() => parseCommand(cmd('dump'), ['-t', 'abc']), /invalid pid 'abc'/);
   usage(() => parseCommand(cmd('dump'), ['-t']), /dump: Option '-t, --tree <value>' argument missing/);
   usage(() => parseCommand(cmd('show'), ['a', 'b']), /unexpected argument 'b'/);
 });
