@@ -9,6 +9,8 @@ import * as path from 'node:path';
 import { StasisError, ErrorCodes } from './errors';
 import { readCheckpoint as readCheckpointSync, type ShownCheckpoint } from './show';
 import { checkFeatures, type Feature } from './check';
+import type { DumpResult } from './dump/dump';
+import type { RestoreResult as RestoreDone } from './restore/restore';
 
 export { StasisError, ErrorCodes } from './errors';
 export type { ShownCheckpoint, ShownProcess, ShownVma, ShownFd, ShownThread } from './show';
@@ -37,18 +39,7 @@ export interface DumpOptions extends CommonOptions {
   ghostLimit?: number;
 }
 
-export interface DumpResult {
-  pid: number;
-  processes: number;
-  threads: number;
-  pages: number;
-  /** Bytes of page data. */
-  bytes: number;
-  ms: number;
-  frozenMs: number;
-  imagesBytes: number;
-  timings: Record<string, number>;
-}
+export type { DumpResult };
 
 export interface RestoreOptions extends CommonOptions {
   imagesDir: string;
@@ -64,13 +55,7 @@ export interface RestoreOptions extends CommonOptions {
   pidfile?: string;
 }
 
-export interface RestoreResult {
-  pid: number;
-  pids: number[];
-  processes: number;
-  ms: number;
-  warnings: string[];
-  timings: Record<string, number>;
+export interface RestoreResult extends RestoreDone {
   /** Not detached: how the restored root ended. */
   exit?: { code?: number; signal?: number };
 }

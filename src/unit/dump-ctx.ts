@@ -6,7 +6,7 @@ import type { Msg } from '../images/schema';
 import type { ImageKind } from '../images/magic';
 import type { Part } from '../images/image';
 import { injectFailure } from '../errors';
-import type { Unit } from './unit';
+import { UnitStates, type Unit, type AnyUnit } from './unit';
 
 export interface DumpOptions {
   dir: string;
@@ -59,16 +59,12 @@ export class DumpCtx {
   pagesBytes = 0;
   pagesCount = 0;
   private nextPagesId = 1;
-  private readonly states = new Map<Unit<unknown, unknown, unknown>, unknown>();
+  private readonly states = new UnitStates((u) => u.dumpState?.(this));
 
   constructor(readonly opts: DumpOptions, readonly out: ImageSink) {}
 
   /** This unit's state for this dump. */
-  state<D>(u: Unit<D, unknown, unknown>): D {
-    const key = u as Unit<unknown, unknown, unknown>;
-    if (!this.states.has(key)) this.states.set(key, u.dumpState ? u.dumpState(this) : undefined);
-    return this.states.get(key) as D;
-  }
+  state<D>(u: Unit<D, unknown, unknown>): D { return this.states.get<D>(u as AnyUnit); }
 
   allocPagesId(): number { return this.nextPagesId++; }
 

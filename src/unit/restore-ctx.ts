@@ -3,7 +3,7 @@
 import type { RemoteTask } from '../compel/remote';
 import { injectFailure } from '../errors';
 import type { Checkpoint, ProcessImage } from './checkpoint';
-import type { Unit } from './unit';
+import { UnitStates, type Unit, type AnyUnit } from './unit';
 
 export interface RestoreOptions {
   dir: string;
@@ -35,19 +35,15 @@ export class RestoreCtx {
   readonly tasks = new Map<number, TaskRestore>();
   /** Warnings worth telling the user (limits we could not raise...). */
   readonly warnings: string[] = [];
-  private readonly states = new Map<Unit<unknown, unknown, unknown>, unknown>();
+  private readonly states = new UnitStates((u) => u.restoreState?.(this));
 
   constructor(readonly opts: RestoreOptions, readonly ckpt: Checkpoint) {}
 
   /** This unit's state for this restore. */
-  state<R>(u: Unit<unknown, unknown, R>): R {
-    const key = u as Unit<unknown, unknown, unknown>;
-    if (!this.states.has(key)) this.states.set(key, u.restoreState ? u.restoreState(this) : undefined);
-    return this.states.get(key) as R;
-  }
+  state<R>(u: Unit<unknown, unknown, R>): R { return this.states.get<R>(u as AnyUnit); }
 
   /** Units whose restore state exists (for cleanup). */
-  touched(): Unit<unknown, unknown, unknown>[] { return [...this.states.keys()]; }
+  touched(): AnyUnit[] { return this.states.units(); }
 
   loaded<L>(u: Unit<unknown, L, unknown>): L { return this.ckpt.loaded(u); }
 

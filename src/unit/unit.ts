@@ -124,3 +124,15 @@ export function defineFileUnit<F extends FileField, D = undefined, L = undefined
 ): Unit<D, L, R> {
   return u;
 }
+
+/** Each unit's state for one dump or restore, made on first use. */
+export class UnitStates {
+  private readonly states = new Map<AnyUnit, unknown>();
+  constructor(private readonly make: (u: AnyUnit) => unknown) {}
+  get<T>(u: AnyUnit): T {
+    if (!this.states.has(u)) this.states.set(u, this.make(u));
+    return this.states.get(u) as T;
+  }
+  /** Units whose state exists. */
+  units(): AnyUnit[] { return [...this.states.keys()]; }
+}
