@@ -16,6 +16,8 @@ type Json = any;
 let fx: Fixture;
 let dir: string;
 let mapsBefore: MapsLine[];
+/** The same maps as text (for the inode column). */
+let mapsTextBefore: string;
 let statBefore: string[];
 const scratch: string[] = [];
 
@@ -26,7 +28,8 @@ before(async () => {
   scratch.push(path.dirname(dir));
   // The fixture does not change its mappings while it counts, so maps taken
   // just before the dump are the ones the dump saw.
-  mapsBefore = parseMapsText(readMapsText(fx.pid));
+  mapsTextBefore = readMapsText(fx.pid);
+  mapsBefore = parseMapsText(mapsTextBefore);
   const s = fs.readFileSync(`/proc/${fx.pid}/stat`, 'utf8');
   statBefore = s.slice(s.lastIndexOf(')') + 2).split(' ');
   const r = runStasis(['dump', '-t', String(fx.pid), '-D', dir, '-R']);
@@ -116,17 +119,33 @@ test('mm: the VMA list equals /proc/PID/maps, [vsyscall] included', () => {
   assert.ok(mapsBefore.some((m) => m.perms === '---p') && mapsBefore.some((m) => m.perms === 'rw-s'), 'PROT_NONE and shared mappings compared');
   assert.match(String(vmas[vmas.length - 1].status), /VMA_AREA_VSYSCALL/);
 
-  // File mappings name their file through files.img.
+  // File mappings name their file through files.img; a MAP_SHARED anonymous
+  // mapping (shmem, "/dev/zero (deleted)" in maps) is no file: its shmid is
+  // the shmem inode, as with CRIU.
   const files = new Map<number, string>();
   for (const f of show('files.img').entries) if (f.reg) files.set(f.id, f.reg.name);
-  let named = 0;
+  const inodes = mapsTextBefore.split('\n').filter(Boolean).map((line) => line.split(/\s+/)[4]);
+  assert.equal(inodes.length, mapsBefore.length);
+  const shanon = fx.manifest.regions.find((r) => r.name === 'shanon')!;
+  let named = 0, sharedAnon = 0;
   for (let i = 0; i < vmas.length; i++) {
     const m = mapsBefore[i];
+    if (m.path.startsWith('/dev/zero')) {
+      assert.equal(m.start, shanon.addr, `vma ${m.start.toString(16)} is the fixture's shared anonymous region`);
+      assert.equal(Number(m.end - m.start), shanon.len);
+      assert.match(String(vmas[i].status), /VMA_ANON_SHARED/, `vma ${m.start.toString(16)} is anonymous shared`);
+      assert.match(String(vmas[i].flags), /MAP_SHARED/);
+      assert.match(String(vmas[i].flags), /\bMAP_ANON(YMOUS)?\b/, 'MAP_ANONYMOUS (crit says MAP_ANON)');
+      assert.equal(big(vmas[i].shmid), BigInt(inodes[i]), `vma ${m.start.toString(16)}: shmid is the shmem inode`);
+      sharedAnon++;
+      continue;
+    }
     if (!m.path.startsWith('/')) continue;
     assert.equal(files.get(Number(vmas[i].shmid)), m.path, `vma ${m.start.toString(16)} names its file`);
     named++;
   }
   assert.ok(named >= 4, `checked ${named} file mappings`);
+  assert.equal(sharedAnon, 1, 'one MAP_SHARED anonymous mapping');
   assert.ok([...files.values()].some((n) => n.endsWith('/sharedfile')));
   assert.equal(big(mm.mm_brk), fx.addr('BRK'), 'brk equals sbrk(0) in the fixture');
   assert.equal(big(mm.mm_start_brk), BigInt(statBefore[47 - 3]), 'start_brk from /proc/PID/stat');

@@ -10,7 +10,7 @@ import {
 } from './harness';
 
 const EXPECTED_REGIONS = [
-  'data', 'bss', 'heap', 'stack', 'anon-a', 'anon-b', 'anon-c', 'protnone', 'wronly',
+  'data', 'bss', 'heap', 'stack', 'anon-a', 'anon-b', 'anon-c', 'protnone', 'wronly', 'shanon', 'rdonly',
   'privfile-dirty1', 'privfile-dirty2', 'privfile-dirty5',
 ];
 
@@ -61,6 +61,11 @@ test('dump -R: every region is in the image, the target runs on and passes its s
   assert.equal(mappingOf(maps, region('stack').addr)?.path, '[stack]', 'stack region is in [stack]');
   assert.equal(mappingOf(maps, region('protnone').addr)?.perms, '---p', 'PROT_NONE region');
   assert.equal(mappingOf(maps, region('wronly').addr)?.perms, '-w-p', 'write-only region');
+  assert.equal(mappingOf(maps, region('rdonly').addr)?.perms, 'r--p', 'read-only region');
+  assert.equal(mappingOf(maps, region('shanon').addr)?.perms, 'rw-s', 'MAP_SHARED anonymous region');
+  assert.match(mappingOf(maps, region('shanon').addr)?.path ?? '', /^\/dev\/zero/, 'MAP_SHARED anonymous region is shmem');
+  assert.deepEqual(fx.manifest.values.get('SHAREDANON'), [`0x${region('shanon').addr.toString(16)}`, String(region('shanon').len)]);
+  assert.deepEqual(fx.manifest.values.get('RDONLY'), [`0x${region('rdonly').addr.toString(16)}`, String(region('rdonly').len)]);
   assert.match(mappingOf(maps, region('data').addr)?.path ?? '', /\/memory$/, '.data is in the binary\'s mapping');
   const priv = fx.manifest.values.get('PRIVFILE')!;
   const privStart = BigInt(priv[0]), privLen = Number(priv[1]);

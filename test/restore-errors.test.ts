@@ -17,7 +17,7 @@ import { restoreSteps } from '../src/restore/restore';
 
 let fx: Fixture;
 let root: string;
-/** A good checkpoint of the memrestore fixture (killed by its dump). */
+/** A good checkpoint of the memory fixture (killed by its dump). */
 let base: string;
 let baseLog: string;
 let n = 0;
@@ -26,7 +26,7 @@ before(async () => {
   initHarness();
   root = tmpDir('rerrors');
   base = path.join(root, 'base');
-  fx = await Fixture.start('memrestore');
+  fx = await Fixture.start('memory');
   const r = runStasis(['dump', '-t', String(fx.pid), '-D', base]);
   assert.equal(r.status, 0, describeCli(r));
   await fx.reap();
@@ -270,8 +270,8 @@ test('an images dir that does not exist', async () => {
 });
 
 test('the pid is in use: restore while the original still runs (dump -R)', async () => {
-  // (memrestore writes nothing to its log until SIGTERM: its files are as dumped.)
-  const live = await Fixture.start('memrestore');
+  // (memory writes nothing to its log until SIGTERM: its files are as dumped.)
+  const live = await Fixture.start('memory');
   try {
     const d = path.join(root, 'live');
     const r = runStasis(['dump', '-t', String(live.pid), '-D', d, '-R']);

@@ -25,7 +25,7 @@ let before0: Snapshot;
 before(async () => {
   initHarness();
   root = tmpDir('rmemory');
-  fx = await Fixture.start('memrestore');
+  fx = await Fixture.start('memory');
 });
 
 after(async () => {
@@ -148,7 +148,7 @@ test('the fixture built every kind of mapping it claims', () => {
   assert.equal(at('rdonly')?.perms, 'r--p');
   assert.equal(at('shanon')?.perms, 'rw-s');
   assert.match(at('shanon')?.path ?? '', /^\/dev\/zero/);
-  assert.match(at('data')?.path ?? '', /\/memrestore$/);
+  assert.match(at('data')?.path ?? '', /\/memory$/);
   const priv = mappingOf(maps, BigInt(fx.manifest.values.get('PRIVFILE')![0]));
   assert.equal(priv?.perms, 'rw-p');
   assert.match(priv?.path ?? '', /privfile$/);
