@@ -6,6 +6,7 @@ import { abi, kcmp } from '../sys';
 import { freezeTree, release, killFrozen, checkDumpable, type FrozenProcess } from '../freeze';
 import { StasisError, ErrorCodes } from '../errors';
 import { readStat, readStatus } from '../proc/proc';
+import { foreignNamespaces, NS_NAMES } from '../proc/ns';
 import { parts } from '../images/image';
 import { DumpDir } from '../images/dir';
 import { MARCH, IMG_VERSION } from '../images/criu';
@@ -57,6 +58,11 @@ function inspect(tree: FrozenProcess[]): ProcessDump[] {
   }));
   checkNotShared(pds);
   for (const pd of pds) {
+    // Restoring in our namespaces would silently lose the tree's own (its hostname, its network...).
+    const ns = foreignNamespaces(pd.pid);
+    if (ns.length) {
+      throw new StasisError(ErrorCodes.UNSUPPORTED, `pid ${pd.pid} lives in namespaces of its own (${ns.map((n) => `${NS_NAMES[n.kind]} ${n.id}`).join(', ')}); namespaces are not supported yet`);
+    }
     // Restoring without the filter would silently drop a security boundary.
     const mode = Number(pd.status.get('Seccomp') ?? 0);
     if (mode !== 0) throw new StasisError(ErrorCodes.UNSUPPORTED, `pid ${pd.pid} runs under seccomp (${mode === 1 ? 'strict' : 'filter'} mode); seccomp is not supported yet`);

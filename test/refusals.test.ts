@@ -1,0 +1,59 @@
+// Everything stasis does not carry is refused at dump with one clear line,
+// and the process runs on untouched: never dumped wrongly, never dropped.
+// One entry per kind of state (README: "What is refused"); other tests cover
+// the rest of the list (zombies, tracees, seccomp, file locks without
+// --file-locks, leases, established TCP without --tcp-established, unix peers
+// outside the tree, shell-job terminals without -j, deleted files over the
+// ghost limit).
+import { test, before, after } from 'node:test';
+import * as assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { Fixture, initHarness, runStasis, describeCli, tmpDir, waitFor, tracerPid, procState, reapZombies } from './harness';
+
+let root: string;
+before(() => { initHarness(); root = tmpDir('refuse'); });
+after(() => fs.rmSync(root, { recursive: true, force: true }));
+
+const CASES: [kind: string, message: RegExp][] = [
+  ['ns-net', /lives in namespaces of its own \(network \d+\); namespaces are not supported yet/],
+  ['ns-uts', /namespaces of its own \(UTS \(hostname\) \d+\)/],
+  ['ns-ipc', /namespaces of its own \(IPC \d+\)/],
+  ['ns-mnt', /namespaces of its own \(mount \d+\)/],
+  ['ns-cgroup', /namespaces of its own \(cgroup \d+\)/],
+  ['ns-pid', /namespaces of its own \(pid \(for its children\) \d+\)/],
+  ['ns-time', /namespaces of its own \(time \(for its children\) \d+\)/],
+  ['ns-user', /namespaces of its own \(user \d+\)/],
+  ['fanotify', /anon_inode:\[fanotify\] is not supported yet/],
+  ['sysv-shm', /System V shared memory is not supported yet/],
+  ['pidfd', /anon_inode:\[pidfd\] is not supported yet/],
+  ['netlink', /socket:\[\d+\] is not supported yet/],
+  ['packet', /socket:\[\d+\] is not supported yet/],
+  ['userfaultfd', /anon_inode:\[userfaultfd\] is not supported yet/],
+  ['io_uring', /anon_inode:\[io_uring\] is not supported yet/],
+  ['aio', /mapping of a deleted file \(\/\[aio\]\) is not supported yet/],
+  ['ptmx', /character device \/dev\/ptmx is not supported yet/],
+  ['deleted-mapping', /mapping of a deleted file \(.*\/mapped\) is not supported yet/],
+  ['tcp-close-wait', /TCP connection in state CLOSE_WAIT .* is not supported/],
+];
+
+for (const [kind, message] of CASES) {
+  test(`refused: ${kind}`, async () => {
+    const fx = await Fixture.start('refuse', { args: [kind], extraFds: true });
+    try {
+      const r = runStasis(['dump', '-t', String(fx.pid), '-D', path.join(root, kind)]);
+      assert.equal(r.status, 1, describeCli(r));
+      const lines = r.stderr.trim().split('\n');
+      assert.equal(lines.length, 1, `one line: ${r.stderr}`);
+      assert.match(lines[0], message);
+      assert.ok(!fs.existsSync(path.join(root, kind, 'inventory.img')), 'no checkpoint');
+      await waitFor('untraced', () => tracerPid(fx.pid) === 0, 2000, 5);
+      assert.ok(fx.alive && !/^[tT]$/.test(procState(fx.pid)), 'still running');
+      const { log } = await fx.terminate();
+      assert.match(log, /^PASS$/m, `${kind}: the process is whole:\n${log}`);
+    } finally {
+      await fx.kill();
+      reapZombies();
+    }
+  });
+}
