@@ -1,8 +1,16 @@
 // Creating tasks with chosen ids from inside a task we drive: clone3 with
 // set_tid. The new task starts auto-attached (PTRACE_O_TRACECLONE/TRACEFORK
 // on its creator) in a ptrace stop of its own.
-import { abi, ptrace, wait4, tryWait4, tryKill, describeWait } from '../sys';
+//
+// Ids: set_tid[0] is the id in the new task's own pid namespace (1 for the
+// init of a new one); clone3 returns the id as the creator sees it. When the
+// tree lives in a pid namespace of its own, that is not our id: the task is
+// then found among its creator's children (processes) or tasks (threads) by
+// the innermost NSpid of /proc status.
+import * as fs from 'node:fs';
+import { abi, wait4, tryWait4, tryKill, describeWait } from '../sys';
 import { StasisError, ErrorCodes, SyscallError } from '../errors';
+import { readStatus, innermostId, listTasks } from '../proc/proc';
 import { inBuf, linked, RemoteTask } from './remote';
 
 const { CLONE, CLONE_ARGS, SIG, PTRACE_EVENT, WAIT, ERRNO, i32s } = abi;
@@ -22,47 +30,72 @@ export function killAndReap(pid: number, threads: number[] = []): void {
   }
 }
 
-/**
- * clone3 in `t` with set_tid = [pid] (one pid namespace level): the new
- * task's id is `pid` or the call fails.
- */
-export function cloneWithTid(t: RemoteTask, pid: number, flags: number, exitSignal = 0): number {
-  const tids = inBuf(i32s([pid]));
-  const args = linked(CLONE_ARGS.size, [tids], (at) => CLONE_ARGS.encode({ flags, exit_signal: exitSignal, set_tid: at(tids), set_tid_size: 1 }));
-  const r = t.callRaw('clone3', args, CLONE_ARGS.size);
-  if (r === -BigInt(ERRNO.EEXIST)) throw new StasisError(ErrorCodes.PID_TAKEN, `pid ${pid} is already in use; cannot restore into it`);
-  if (r < 0n) throw new SyscallError('remote clone3', Number(-r), `set_tid ${pid}`);
-  if (Number(r) !== pid) {
-    killAndReap(Number(r));
-    throw new StasisError(ErrorCodes.RESTORE_FAILED, `clone3 gave pid ${r}, wanted ${pid}`);
+export interface CloneSpec {
+  flags: number;
+  exitSignal?: number;
+  /** Ids from the innermost pid namespace outwards (set_tid). */
+  setTid: number[];
+}
+
+function innermost(pid: number): number | undefined {
+  try { return innermostId(readStatus(pid), 'NSpid'); } catch { return undefined; }
+}
+
+/** Our id of a child of `parent` whose id in its own pid namespace is `vpid`. */
+export function childByVpid(parent: number, vpid: number): number {
+  for (const tid of listTasks(parent)) {
+    let text = '';
+    try { text = fs.readFileSync(`/proc/${parent}/task/${tid}/children`, 'utf8'); } catch { continue; }
+    for (const s of text.trim().split(/\s+/)) if (s && innermost(Number(s)) === vpid) return Number(s);
   }
+  throw new StasisError(ErrorCodes.RESTORE_FAILED, `the child with pid ${vpid} (in its pid namespace) of ${parent} cannot be found`);
+}
+
+/** Our id of the thread of `leader` whose id in its pid namespace is `vtid`. */
+export function threadByVtid(leader: number, vtid: number): number {
+  for (const tid of listTasks(leader)) if (innermost(tid) === vtid) return tid;
+  throw new StasisError(ErrorCodes.RESTORE_FAILED, `thread ${vtid} (in its pid namespace) of ${leader} cannot be found`);
+}
+
+/**
+ * clone3 in `t`; `ours(r)` turns what clone3 returned into our id of the new
+ * task. Returns our id, once the new task has stopped. A taken id is
+ * PID_TAKEN.
+ */
+export function clone(t: RemoteTask, spec: CloneSpec, ours: (r: number) => number = (r) => r): number {
+  const tids = inBuf(i32s(spec.setTid));
+  const args = linked(CLONE_ARGS.size, [tids], (at) => CLONE_ARGS.encode({
+    flags: spec.flags, exit_signal: spec.exitSignal ?? 0, set_tid: at(tids), set_tid_size: spec.setTid.length,
+  }));
+  const r = t.callRaw('clone3', args, CLONE_ARGS.size);
+  const want = spec.setTid[0];
+  if (r === -BigInt(ERRNO.EEXIST)) throw new StasisError(ErrorCodes.PID_TAKEN, `pid ${want} is already in use; cannot restore into it`);
+  if (r < 0n) throw new SyscallError('remote clone3', Number(-r), `set_tid ${spec.setTid.join(',')}`);
+  const pid = ours(Number(r));
   // The new task starts in a ptrace stop of its own.
   for (let i = 0; i < 16; i++) {
     const ws = wait4(pid);
-    if (ws.kind === 'ptrace-event' && ws.event === PTRACE_EVENT.STOP) return pid;
-    if (ws.kind === 'stopped' && ws.signal === SIG.SIGSTOP) return pid;
+    if ((ws.kind === 'ptrace-event' && ws.event === PTRACE_EVENT.STOP) || (ws.kind === 'stopped' && ws.signal === SIG.SIGSTOP)) {
+      if (innermost(pid) !== want) {
+        killAndReap(pid);
+        throw new StasisError(ErrorCodes.RESTORE_FAILED, `clone3 made task ${pid} with id ${innermost(pid)}, wanted ${want}`);
+      }
+      return pid;
+    }
     if (ws.kind === 'exited' || ws.kind === 'signaled') throw new StasisError(ErrorCodes.RESTORE_FAILED, `new task ${pid} ${describeWait(ws)}`);
   }
   throw new StasisError(ErrorCodes.RESTORE_FAILED, `new task ${pid} did not stop`);
 }
 
-/**
- * The root of a restored tree, cloned from the stub. CLONE_PARENT makes it
- * our child rather than the stub's, so we can wait for it like criu does.
- */
-export function cloneTask(stub: RemoteTask, pid: number): number {
-  return cloneWithTid(stub, pid, CLONE.PARENT);
-}
-
 /** Children: clone3 in their restored parent (a fork: SIGCHLD on exit, as usual). */
-export function cloneChild(parent: RemoteTask, pid: number): number {
-  return cloneWithTid(parent, pid, 0, SIG.SIGCHLD);
+export function cloneChild(parent: RemoteTask, vpid: number, ownPidNs: boolean): number {
+  return clone(parent, { flags: 0, exitSignal: SIG.SIGCHLD, setTid: [vpid] }, ownPidNs ? (r) => childByVpid(parent.pid, r) : undefined);
 }
 
 /** Threads: clone3 in the restored leader, sharing everything a thread shares; driven through the same trampoline. */
-export function cloneThread(leader: RemoteTask, tid: number): RemoteTask {
-  cloneWithTid(leader, tid, CLONE.VM | CLONE.FS | CLONE.FILES | CLONE.SIGHAND | CLONE.THREAD | CLONE.SYSVSEM);
+export function cloneThread(leader: RemoteTask, vtid: number, ownPidNs: boolean): RemoteTask {
+  const flags = CLONE.VM | CLONE.FS | CLONE.FILES | CLONE.SIGHAND | CLONE.THREAD | CLONE.SYSVSEM;
+  const tid = clone(leader, { flags, setTid: [vtid] }, ownPidNs ? (r) => threadByVtid(leader.pid, r) : undefined);
   if (!leader.trampoline) throw new StasisError(ErrorCodes.INTERNAL, 'cloneThread needs a task driven through a trampoline');
   return RemoteTask.onTrampoline(tid, leader.trampoline);
 }
-

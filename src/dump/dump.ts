@@ -5,8 +5,8 @@
 import { abi, kcmp } from '../sys';
 import { freezeTree, release, killFrozen, checkDumpable, type FrozenProcess } from '../freeze';
 import { StasisError, ErrorCodes } from '../errors';
-import { readStat, readStatus } from '../proc/proc';
-import { foreignNamespaces, NS_NAMES } from '../proc/ns';
+import { readStat, readStatus, innermostId } from '../proc/proc';
+import { namespacesUnit, inventoryRootIds } from '../resources/ns/namespaces';
 import { parts } from '../images/image';
 import { DumpDir } from '../images/dir';
 import { MARCH, IMG_VERSION } from '../images/criu';
@@ -51,18 +51,18 @@ function checkNotShared(pds: ProcessDump[]): void {
 
 /** What every unit may read of a frozen process; empty core entries for the units to fill. */
 function inspect(tree: FrozenProcess[]): ProcessDump[] {
-  const pds = tree.map((frozen, i): ProcessDump => ({
-    pid: frozen.pid, frozen, stat: readStat(frozen.pid), status: readStatus(frozen.pid),
-    ids: { vm_id: i + 1, files_id: i + 1, fs_id: i + 1, sighand_id: i + 1 },
-    core: new Map(frozen.threads.map((tid) => [tid, { mtype: MARCH.X86_64, thread_core: {}, ...(tid === frozen.pid ? { tc: {} } : {}) }])),
-  }));
+  const pds = tree.map((frozen, i): ProcessDump => {
+    const status = readStatus(frozen.pid);
+    const vtids = new Map(frozen.threads.map((tid) => [tid, tid === frozen.pid ? innermostId(status, 'NSpid') : innermostId(readStatus(tid), 'NSpid')]));
+    return {
+      pid: frozen.pid, vpid: vtids.get(frozen.pid)!, vpgid: innermostId(status, 'NSpgid'), vsid: innermostId(status, 'NSsid'), vtids,
+      frozen, stat: readStat(frozen.pid), status,
+      ids: { vm_id: i + 1, files_id: i + 1, fs_id: i + 1, sighand_id: i + 1 },
+      core: new Map(frozen.threads.map((tid) => [tid, { mtype: MARCH.X86_64, thread_core: {}, ...(tid === frozen.pid ? { tc: {} } : {}) }])),
+    };
+  });
   checkNotShared(pds);
   for (const pd of pds) {
-    // Restoring in our namespaces would silently lose the tree's own (its hostname, its network...).
-    const ns = foreignNamespaces(pd.pid);
-    if (ns.length) {
-      throw new StasisError(ErrorCodes.UNSUPPORTED, `pid ${pd.pid} lives in namespaces of its own (${ns.map((n) => `${NS_NAMES[n.kind]} ${n.id}`).join(', ')}); namespaces are not supported yet`);
-    }
     // Restoring without the filter would silently drop a security boundary.
     const mode = Number(pd.status.get('Seccomp') ?? 0);
     if (mode !== 0) throw new StasisError(ErrorCodes.UNSUPPORTED, `pid ${pd.pid} runs under seccomp (${mode === 1 ? 'strict' : 'filter'} mode); seccomp is not supported yet`);
@@ -78,9 +78,10 @@ export function dumpPhases(units: readonly AnyUnit[] = UNITS): BoundPhase[] {
     {
       name: 'pstree', after: ['parasite'],
       once(ctx) {
-        for (const pd of ctx.processes) ctx.write(`ids-${pd.pid}.img`, 'IDS', parts('task_kobj_ids_entry', [pd.ids]));
+        for (const pd of ctx.processes) ctx.write(`ids-${pd.vpid}.img`, 'IDS', parts('task_kobj_ids_entry', [pd.ids]));
+        const vpidOf = new Map(ctx.processes.map((pd) => [pd.pid, pd.vpid]));
         ctx.write('pstree.img', 'PSTREE', parts('pstree_entry', ctx.processes.map((pd) => ({
-          pid: pd.pid, ppid: pd.frozen.ppid, pgid: pd.stat.pgrp, sid: pd.stat.session, threads: pd.frozen.threads,
+          pid: pd.vpid, ppid: vpidOf.get(pd.frozen.ppid) ?? 0, pgid: pd.vpgid, sid: pd.vsid, threads: pd.frozen.threads.map((t) => pd.vtids.get(t)!),
         }))));
       },
     },
@@ -91,7 +92,7 @@ export function dumpPhases(units: readonly AnyUnit[] = UNITS): BoundPhase[] {
     name: 'inventory', after: all.map((p) => p.name),
     once(ctx) {
       ctx.write('inventory.img', 'INVENTORY', parts('inventory_entry', [{
-        img_version: IMG_VERSION, fdinfo_per_id: true, root_ids: ctx.processes[0].ids, ns_per_id: true, lsmtype: 0,
+        img_version: IMG_VERSION, fdinfo_per_id: true, root_ids: inventoryRootIds(ctx.state(namespacesUnit), ctx.processes[0].ids), ns_per_id: true, lsmtype: 0,
       }]));
     },
   });

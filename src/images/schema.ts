@@ -194,6 +194,9 @@ const messages = {
     name: 'required string 6', mnt_id: 'optional sint32 7', size: 'optional uint64 8', ext: 'optional bool 9',
     mode: 'optional uint32 10', build_id: 'repeated uint32 11',
   },
+  utsns_entry: { nodename: 'required string 1', domainname: 'required string 2' },
+  timespec: { tv_sec: 'required uint64 1', tv_nsec: 'required uint64 2' },
+  timens_entry: { monotonic: 'required timespec 1', boottime: 'required timespec 2' },
   file_lock_entry: {
     flag: 'required uint32 1', type: 'required uint32 2', pid: 'required int32 3', fd: 'required int32 4',
     start: 'required int64 5', len: 'required int64 6',

@@ -5,7 +5,7 @@ export const NS_KINDS = ['pid', 'pid_for_children', 'mnt', 'net', 'uts', 'ipc', 
 export type NsKind = (typeof NS_KINDS)[number];
 
 export const NS_NAMES: Record<NsKind, string> = {
-  pid: 'pid', pid_for_children: 'pid (for its children)', mnt: 'mount', net: 'network', uts: 'UTS (hostname)',
+  pid: 'pid', pid_for_children: 'pid (for its children)', mnt: 'mount', net: 'network', uts: 'UTS',
   ipc: 'IPC', cgroup: 'cgroup', time: 'time', time_for_children: 'time (for its children)', user: 'user',
 };
 

@@ -161,3 +161,11 @@ export function fdinfoField(info: FdInfo, key: string, where: string): string {
   if (v === undefined) throw new Error(`${where}: fdinfo has no '${key}'`);
   return v;
 }
+
+/** The innermost value of a /proc status NS* line ("NSpid:\t31\t1" → 1): the id in the task's own pid namespace. */
+export function innermostId(status: Map<string, string>, key: 'NSpid' | 'NStgid' | 'NSpgid' | 'NSsid'): number {
+  const v = status.get(key);
+  if (!v) throw new Error(`/proc status has no ${key}`);
+  const parts = v.trim().split(/\s+/);
+  return Number(parts[parts.length - 1]);
+}

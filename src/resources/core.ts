@@ -183,7 +183,7 @@ export const coreUnit = defineUnit<CoreFacts>({
     {
       name: 'write-core', after: ['core'],
       each(ctx, pd) {
-        for (const [tid, core] of pd.core) ctx.write(`core-${tid}.img`, 'CORE', parts('core_entry', [core as Msg<'core_entry'>]));
+        for (const [tid, core] of pd.core) ctx.write(`core-${pd.vtids.get(tid)}.img`, 'CORE', parts('core_entry', [core as Msg<'core_entry'>]));
       },
     },
   ],
@@ -204,9 +204,9 @@ export const coreUnit = defineUnit<CoreFacts>({
     // whole. Each gets its own clear_tid, robust list, altstack and rseq.
     {
       name: 'threads', after: ['pages', 'protections', 'mm', 'files', 'fs', 'sigactions'],
-      each(_ctx, tr) {
+      each(ctx, tr) {
         for (const th of tr.img.threads.slice(1)) {
-          const t = cloneThread(tr.task, th.tid);
+          const t = cloneThread(tr.task, th.tid, ctx.ownPidNs);
           tr.threads.set(th.tid, t);
           restoreThreadState(t, th.core);
         }

@@ -51,7 +51,7 @@ export const fifoUnit = defineFileUnit({
         const fd = park(ctx, tr, t.open(reg.name, O.RDWR | O.NONBLOCK));
         keepers.set(e.pipe_id, { pid: tr.img.pid, fd });
         const pd = have ? undefined : l.get(e.pipe_id);
-        if (pd?.data.length) fillPipe(tr.img.pid, fd, pd.data, `FIFO ${reg.name}`);
+        if (pd?.data.length) fillPipe(tr.task.pid, fd, pd.data, `FIFO ${reg.name}`);
       }
       const fd = t.open(reg.name, (reg.flags & ~(O.CREAT | O.EXCL | O.TRUNC)) | O.NONBLOCK);
       if (!(reg.flags & O.NONBLOCK)) t.call('fcntl', fd, F.SETFL, reg.flags & ~O.NONBLOCK);

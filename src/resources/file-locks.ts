@@ -61,7 +61,8 @@ const KIND_NAMES: Record<number, string> = { [FL_KIND.POSIX]: 'POSIX', [FL_KIND.
 
 export const fileLocksUnit = defineUnit({
   name: 'file-locks',
-  dumpState: () => [] as Lock[],
+  /** Locks taken, with the pid (ours) of the process holding each. */
+  dumpState: () => [] as { lock: Lock; host: number }[],
   dumpPhases: [
     {
       // Refused (without --file-locks) before anything is injected into the task.
@@ -74,12 +75,12 @@ export const fileLocksUnit = defineUnit({
         }
         // An open file description shared by processes of the tree: its flock/OFD lock once.
         for (const l of locks) {
-          if (l.flag !== FL_KIND.POSIX && st.some((x) => x.flag === l.flag && x.start === l.start && x.len === l.len && sharesFile(x, l))) continue;
-          st.push(l);
+          if (l.flag !== FL_KIND.POSIX && st.some((x) => x.lock.flag === l.flag && x.lock.start === l.start && x.lock.len === l.len && sharesFile(x.host, x.lock.fd, pd.pid, l.fd))) continue;
+          st.push({ lock: { ...l, pid: pd.vpid }, host: pd.pid });
         }
       },
     },
-    { name: 'write-file-locks', after: ['file-locks'], once: (ctx, st) => { if (st.length) ctx.write('file-locks.img', 'FILE_LOCKS', parts('file_lock_entry', st)); } },
+    { name: 'write-file-locks', after: ['file-locks'], once: (ctx, st) => { if (st.length) ctx.write('file-locks.img', 'FILE_LOCKS', parts('file_lock_entry', st.map((x) => x.lock))); } },
   ],
   load(ld) {
     if (!ld.images.exists('file-locks.img')) return [];
@@ -112,11 +113,11 @@ export const fileLocksUnit = defineUnit({
   }],
 });
 
-/** Two flock/OFD locks seen through fds of different processes: the same open file description? */
-function sharesFile(a: Lock, b: Lock): boolean {
-  if (a.pid === b.pid) return a.fd === b.fd;
+/** Two flock/OFD locks seen through fds of processes of the tree (our pids): the same open file description? */
+function sharesFile(p1: number, fd1: number, p2: number, fd2: number): boolean {
+  if (p1 === p2) return fd1 === fd2;
   try {
-    return kcmp(a.pid, b.pid, abi.KCMP.FILE, a.fd, b.fd) === 0;
+    return kcmp(p1, p2, abi.KCMP.FILE, fd1, fd2) === 0;
   } catch {
     return false;
   }

@@ -22,7 +22,7 @@ export const fsUnit = defineUnit({
       const cwdId = regFileEntry(ctx, cwd, dirFlags, { statPath: `/proc/${pd.pid}/cwd` });
       const rootId = regFileEntry(ctx, root, dirFlags, { statPath: `/proc/${pd.pid}/root` });
       const umask = parseInt(pd.status.get('Umask') ?? '22', 8);
-      ctx.write(`fs-${pd.pid}.img`, 'FS', parts('fs_entry', [{ cwd_id: cwdId, root_id: rootId, umask }]));
+      ctx.write(`fs-${pd.vpid}.img`, 'FS', parts('fs_entry', [{ cwd_id: cwdId, root_id: rootId, umask }]));
     },
   }],
   loadAfter: ['files'],

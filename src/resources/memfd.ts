@@ -78,7 +78,7 @@ function createMemfd(ctx: RestoreCtx, tr: TaskRestore, m: LoadedInode, made: Map
   if (m.pages.length) {
     const src = ctx.ckpt.images.path(m.pagesFile);
     const pages = fs.readFileSync(src);
-    const w = fs.openSync(`/proc/${tr.img.pid}/fd/${fd}`, 'r+');
+    const w = fs.openSync(`/proc/${tr.task.pid}/fd/${fd}`, 'r+');
     try {
       for (const p of m.pages) {
         // The last page may run past the file's size: write only what fits.

@@ -98,7 +98,7 @@ export const pipeUnit = defineFileUnit({
         p = { pid: tr.img.pid, r: park(ctx, tr, r0), w: park(ctx, tr, w0) };
         const pd = l.get(e.pipe_id);
         if (pd?.size) t.call('fcntl', p.w, F.SETPIPE_SZ, pd.size);
-        if (pd && pd.data.length) fillPipe(tr.img.pid, p.w, pd.data, `pipe ${e.pipe_id}`);
+        if (pd && pd.data.length) fillPipe(tr.task.pid, p.w, pd.data, `pipe ${e.pipe_id}`);
         st.set(e.pipe_id, p);
       }
       const end = (e.flags & O.ACCMODE) === O.WRONLY ? p.w : p.r;

@@ -24,11 +24,14 @@ import { skQueuesUnit } from './sockqueue';
 import { inetSocketUnit } from './sockets-inet';
 import { unixSocketUnit } from './sockets-unix';
 import { fileLocksUnit } from './file-locks';
+import { namespacesUnit } from './ns/namespaces';
+import { utsUnit } from './ns/uts';
 
 export const UNITS: readonly AnyUnit[] = [
   coreUnit, credsUnit, memoryUnit, filesUnit, fsUnit, signalsUnit, timersUnit, rlimitsUnit,
   regFileUnit, memfdUnit, pipeUnit, fifoUnit, eventfdUnit, eventpollUnit, signalfdUnit, timerfdUnit, inotifyUnit, ttyUnit,
   skQueuesUnit, inetSocketUnit, unixSocketUnit, fileLocksUnit,
+  namespacesUnit, utsUnit,
 ];
 
 registerFileKinds([...UNITS]);

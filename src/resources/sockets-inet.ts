@@ -146,7 +146,7 @@ export const inetSocketUnit = defineFileUnit({
       const fd = t.callNum('socket', e.family, e.type | (e.flags & abi.O.NONBLOCK ? SOCK.NONBLOCK : 0), e.proto);
       if (e.type === SOCK.STREAM && e.state === TCP_STATE.ESTABLISHED) {
         const stream = loadTcpStream(ctx.ckpt.images, e.ino);
-        const s = grabSocket(tr.img.pid, fd);
+        const s = grabSocket(tr.task.pid, fd);
         try {
           restoreSockOpts(t, fd, e.opts);
           restoreTcpStream(s, stream, makeSockaddr(e.family, e.src_port, e.src_addr ?? []), makeSockaddr(e.family, e.dst_port, e.dst_addr ?? []), e.opts);

@@ -93,7 +93,7 @@ function pairEnd(ctx: RestoreCtx, tr: TaskRestore, e: Usk, byIno: Map<number, Us
       // Queued data of each end was sent by the other: send it again the same way.
       const queued = ctx.loaded(skQueuesUnit).get(u.id) ?? [];
       if (!queued.length) continue;
-      const s = grabSocket(tr.img.pid, other);
+      const s = grabSocket(tr.task.pid, other);
       try { for (const q of queued) sendAll(s, q.data); } finally { sysTry('close', s); }
     }
     have = pairs.get(e.ino)!;

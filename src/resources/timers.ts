@@ -47,7 +47,8 @@ export function parseProcTimers(text: string): ProcTimer[] {
   return out;
 }
 
-function dumpPosixTimers(t: RemoteTask): Msg<'posix_timer_entry'>[] {
+/** `vtid`: the tree's id of one of our tids (/proc shows thread ids as we see them). */
+function dumpPosixTimers(t: RemoteTask, vtid: (tid: number) => number): Msg<'posix_timer_entry'>[] {
   let text = '';
   try { text = fs.readFileSync(`/proc/${t.pid}/timers`, 'utf8'); } catch { return []; }
   return parseProcTimers(text).map((pt) => {
@@ -56,7 +57,7 @@ function dumpPosixTimers(t: RemoteTask): Msg<'posix_timer_entry'>[] {
     const overrun = t.callNum('timer_getoverrun', pt.id);
     return {
       it_id: pt.id, clock_id: pt.clock, si_signo: pt.signo, it_sigev_notify: pt.notify, sival_ptr: pt.sival, overrun,
-      ...ITIMERSPEC.decode(v.data), notify_thread_id: pt.notify & SIGEV.THREAD_ID ? pt.tid : undefined,
+      ...ITIMERSPEC.decode(v.data), notify_thread_id: pt.notify & SIGEV.THREAD_ID ? vtid(pt.tid) : undefined,
     };
   });
 }
@@ -102,7 +103,7 @@ function restorePosixTimers(t: RemoteTask, timers: Msg<'posix_timer_entry'>[]): 
 
 export const timersUnit = defineUnit({
   name: 'timers',
-  parasite(_ctx, pd, t) { pd.core.get(pd.pid)!.tc!.timers = { ...dumpItimers(t), posix: dumpPosixTimers(t) }; },
+  parasite(_ctx, pd, t) { pd.core.get(pd.pid)!.tc!.timers = { ...dumpItimers(t), posix: dumpPosixTimers(t, (tid) => pd.vtids.get(tid) ?? tid) }; },
   restorePhases: [{
     // Timers start ticking when set: as late as possible.
     name: 'itimers',

@@ -9,7 +9,7 @@ import * as fs from 'node:fs';
 import { abi, ptrace, tryKill } from '../sys';
 import { StasisError, ErrorCodes } from '../errors';
 import { RemoteTask, TRAMPOLINE_PAGES } from '../compel/remote';
-import { cloneTask, killAndReap } from '../compel/clone';
+import { clone, killAndReap } from '../compel/clone';
 import { VMA, TASK_STATE } from '../images/criu';
 import { lockForReading } from '../images/dir';
 import { order } from '../unit/order';
@@ -18,6 +18,7 @@ import type { AnyUnit, RestorePhase } from '../unit/unit';
 import type { Msg } from '../images/schema';
 import { UNITS } from '../resources/registry';
 import { memoryUnit } from '../resources/memory';
+import { namespacesUnit } from '../resources/ns/namespaces';
 import { restoreLateSigaction } from '../resources/signals';
 import { restoreRegisters } from '../resources/core';
 import { loadCheckpoint, validateCheckpoint } from './load';
@@ -25,27 +26,32 @@ import { startStub, prepareStub } from './stub';
 import { createTree } from './tree';
 import { timed } from '../log';
 
-const { SIG, PTRACE_O, PAGE_SIZE, ALL_SIGNALS, SYSCALL_INSN } = abi;
+const { SIG, PTRACE_O, PAGE_SIZE, ALL_SIGNALS, SYSCALL_INSN, CLONE } = abi;
 
 export type { RestoreOptions };
 
 interface BoundPhase extends RestorePhase<unknown, unknown> { unit: AnyUnit }
 
-/** The restore phases of every unit, in the order their declarations give. */
-export function restorePhases(units: readonly AnyUnit[] = UNITS): BoundPhase[] {
+const STAGES = ['stub', 'root', 'tree'] as const;
+
+/** The restore phases of every unit, by stage, each stage in the order its declarations give. */
+export function restorePhases(units: readonly AnyUnit[] = UNITS): Record<(typeof STAGES)[number], BoundPhase[]> {
   const all: BoundPhase[] = units.flatMap((u) => (u.restorePhases ?? []).map((p) => ({ ...(p as RestorePhase<unknown, unknown>), unit: u })));
-  return order(all, 'restore phases');
+  const by = (stage: string) => all.filter((p) => (p.stage ?? 'tree') === stage);
+  return { stub: order(by('stub'), 'stub phases'), root: order(by('root'), 'root phases'), tree: order(by('tree'), 'restore phases') };
 }
 
 /** Failure-injection points of a restore, in the order they are reached. */
 export function restoreSteps(): string[] {
-  return ['stub', 'clone', 'tree', ...restorePhases().map((p) => p.name), 'registers', 'detach'];
+  const p = restorePhases();
+  const names = (xs: BoundPhase[]) => xs.map((x) => x.name);
+  return ['stub', ...names(p.stub), 'clone', ...names(p.root), 'tree', ...names(p.tree), 'registers', 'detach'];
 }
 
 export interface RestoreResult {
-  /** The restored root. */
+  /** The restored root, as we see it (in a pid namespace of its own it has another id there). */
   pid: number;
-  /** Every restored process, parents first. */
+  /** Every restored process as we see it, parents first. */
   pids: number[];
   processes: number;
   ms: number;
@@ -69,11 +75,11 @@ function findSyscallInsn(pid: number, vmas: Msg<'vma_entry'>[]): bigint {
 }
 
 function finish(ctx: RestoreCtx, tr: TaskRestore): void {
-  const pid = tr.img.pid;
+  const pid = tr.task.pid;
   for (const t of tr.threads.values()) t.cure();
   // The trampoline cannot unmap itself and then trap: run the last calls on
   // the vdso's own `syscall` with syscall-exit stops (no int3, no signal).
-  const insn = findSyscallInsn(pid, ctx.loaded(memoryUnit).get(pid)!.mm.vmas ?? []);
+  const insn = findSyscallInsn(pid, ctx.loaded(memoryUnit).get(tr.img.pid)!.mm.vmas ?? []);
   const last = RemoteTask.prepare(pid, 0n, 0, { codeAddr: insn, mode: 'syscall-stop', existingSyscall: true, extraOptions: PTRACE_O.EXITKILL });
   try {
     restoreLateSigaction(tr, last);
@@ -82,16 +88,17 @@ function finish(ctx: RestoreCtx, tr: TaskRestore): void {
     last.cure();
   }
   ctx.step('registers');
-  for (const th of tr.img.threads) restoreRegisters(th.tid, th.core, tr.xsaveSize);
+  const ours = (vtid: number) => tr.threads.get(vtid)!.pid;
+  for (const th of tr.img.threads) restoreRegisters(ours(th.tid), th.core, tr.xsaveSize);
   if (tr.img.threads[0].core.tc?.task_state === TASK_STATE.STOPPED) tryKill(pid, SIG.SIGSTOP);
   ctx.step('detach');
-  for (const th of tr.img.threads) ptrace.detach(th.tid, 0);
+  for (const th of tr.img.threads) ptrace.detach(ours(th.tid), 0);
 }
 
 function killAll(ctx: RestoreCtx, extra: number[]): void {
   const tasks = [...ctx.tasks.values()].reverse();
-  for (const tr of tasks) tryKill(tr.img.pid, SIG.SIGKILL);
-  for (const tr of tasks) killAndReap(tr.img.pid, [...tr.threads.keys()]);
+  for (const tr of tasks) tryKill(tr.task.pid, SIG.SIGKILL);
+  for (const tr of tasks) killAndReap(tr.task.pid, [...tr.threads.values()].map((t) => t.pid));
   for (const pid of extra) killAndReap(pid);
 }
 
@@ -124,35 +131,40 @@ export function restore(opts: RestoreOptions): RestoreResult {
     const timings: Record<string, number> = {};
     const ckpt = timed(timings, 'load', () => loadCheckpoint(opts.dir, { skipFileCheck: opts.skipFileCheck, shellJob: opts.shellJob, fileLocks: opts.fileLocks, anyOwner: opts.anyOwner }));
     timed(timings, 'validate', () => validateCheckpoint(ckpt));
-    for (const proc of ckpt.processes) {
+    // In a pid namespace of its own, the tree's ids are free by construction.
+    if (!ckpt.loaded(namespacesUnit).has('pid')) for (const proc of ckpt.processes) {
       for (const th of proc.threads) {
         if (fs.existsSync(`/proc/${th.tid}`)) throw new StasisError(ErrorCodes.PID_TAKEN, `pid ${th.tid} is already in use; cannot restore ${th.tid === proc.pid ? `process ${proc.pid}` : `thread ${th.tid} of ${proc.pid}`}`);
       }
     }
-    const ctx = new RestoreCtx(opts, ckpt);
-    const phases = restorePhases();
     const rootImg = ckpt.processes[0];
+    // CLONE_PARENT: the root is our child (not the stub's), so we can wait for it as criu does.
+    const ctx = new RestoreCtx(opts, ckpt, { flags: CLONE.PARENT, setTid: [rootImg.pid] });
+    const phases = restorePhases();
     const mm = ckpt.loaded(memoryUnit);
     const stub = timed(timings, 'stub', () => startStub());
     let ok = false;
+    const run = (p: BoundPhase) => { ctx.step(p.name); timed(timings, p.name, () => runPhase(ctx, p)); };
     try {
       ctx.step('stub');
       // The trampoline must be free in every process's layout: children inherit it.
-      const stubTask = timed(timings, 'stub-prepare', () => prepareStub(stub, [...mm.values()].flatMap((m) => m.mm.vmas ?? []), mm.get(rootImg.pid)!.mm.vmas ?? []));
+      ctx.stub = timed(timings, 'stub-prepare', () => prepareStub(stub, [...mm.values()].flatMap((m) => m.mm.vmas ?? []), mm.get(rootImg.pid)!.mm.vmas ?? []));
+      phases.stub.forEach(run);
       ctx.step('clone');
-      const rootPid = timed(timings, 'clone', () => cloneTask(stubTask, rootImg.pid));
+      // Cloned from the stub, the root's id as we see it is what clone3 returns.
+      const rootPid = timed(timings, 'clone', () => clone(ctx.stub!, ctx.rootClone));
+      const trampoline = ctx.stub.trampoline!;
       killAndReap(stub);
+      ctx.stub = undefined;
       // Nothing may be delivered to a task before its own mask is set.
       ptrace.setSigMask(rootPid, ALL_SIGNALS);
-      const leader = RemoteTask.onTrampoline(rootPid, stubTask.trampoline!);
-      const root: TaskRestore = { img: rootImg, task: leader, threads: new Map([[rootPid, leader]]), xsaveSize: ptrace.getXstate(rootPid).length };
-      ctx.tasks.set(rootPid, root);
+      const leader = RemoteTask.onTrampoline(rootPid, trampoline);
+      const root: TaskRestore = { img: rootImg, task: leader, threads: new Map([[rootImg.pid, leader]]), xsaveSize: ptrace.getXstate(rootPid).length };
+      ctx.tasks.set(rootImg.pid, root);
+      phases.root.forEach(run);
       ctx.step('tree');
       timed(timings, 'tree', () => createTree(ctx, root));
-      for (const p of phases) {
-        ctx.step(p.name);
-        timed(timings, p.name, () => runPhase(ctx, p));
-      }
+      phases.tree.forEach(run);
       // Children first: a parent let go first could act on (or wait for) a child not yet finished.
       timed(timings, 'finish', () => { for (const tr of [...ctx.tasks.values()].reverse()) finish(ctx, tr); });
       ok = true;
@@ -163,7 +175,9 @@ export function restore(opts: RestoreOptions): RestoreResult {
       cleanup(ctx, ok);
     }
     const ms = Number(process.hrtime.bigint() - t0) / 1e6;
-    return { pid: rootImg.pid, pids: ckpt.processes.map((p) => p.pid), processes: ckpt.processes.length, ms, warnings: ctx.warnings, timings };
+    // Our ids (the outer ones when the tree has a pid namespace of its own).
+    const pids = ckpt.processes.map((p) => ctx.tasks.get(p.pid)!.task.pid);
+    return { pid: pids[0], pids, processes: ckpt.processes.length, ms, warnings: ctx.warnings, timings };
   } finally {
     lock.close();
   }

@@ -16,9 +16,9 @@ export function createTree(ctx: RestoreCtx, root: TaskRestore): void {
   const make = (tr: TaskRestore) => {
     if (tr.img.sid === tr.img.pid) tr.task.call('setsid');
     for (const child of procs.filter((x) => x.ppid === tr.img.pid && x !== procs[0])) {
-      cloneChild(tr.task, child.pid);
-      ptrace.setSigMask(child.pid, ALL_SIGNALS);
-      const t = RemoteTask.onTrampoline(child.pid, tr.task.trampoline!);
+      const host = cloneChild(tr.task, child.pid, ctx.ownPidNs);
+      ptrace.setSigMask(host, ALL_SIGNALS);
+      const t = RemoteTask.onTrampoline(host, tr.task.trampoline!);
       const ctr: TaskRestore = { img: child, task: t, threads: new Map([[child.pid, t]]), xsaveSize: root.xsaveSize };
       ctx.tasks.set(child.pid, ctr);
       // A child that exec'd elsewhere had its vdso elsewhere.

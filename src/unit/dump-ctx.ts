@@ -41,9 +41,20 @@ export interface CoreDraft {
   thread_core?: Partial<Msg<'thread_core_entry'>>;
 }
 
-/** One process of the tree while frozen: what every unit may read. */
+/**
+ * One process of the tree while frozen: what every unit may read. `pid` and
+ * thread ids are ours (for /proc, ptrace...); images hold the ids as seen in
+ * the tree's own pid namespace (`vpid`, `vtids`), equal to ours when the tree
+ * shares our pid namespace.
+ */
 export interface ProcessDump {
   pid: number;
+  vpid: number;
+  /** Process group and session as the tree sees them (0: outside its pid namespace). */
+  vpgid: number;
+  vsid: number;
+  /** Every thread: our tid → the tree's. */
+  vtids: Map<number, number>;
   frozen: FrozenProcess;
   stat: Stat;
   status: Map<string, string>;

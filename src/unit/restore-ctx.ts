@@ -1,6 +1,7 @@
 // What a restore carries from phase to phase: the options, the checkpoint,
 // the processes being rebuilt, and each unit's own restore state.
 import type { RemoteTask } from '../compel/remote';
+import type { CloneSpec } from '../compel/clone';
 import { injectFailure } from '../errors';
 import type { Checkpoint, ProcessImage } from './checkpoint';
 import { UnitStates, type Unit, type AnyUnit } from './unit';
@@ -31,13 +32,21 @@ export interface TaskRestore {
 }
 
 export class RestoreCtx {
-  /** Every process being rebuilt, parents before children. */
+  /** Every process being rebuilt, parents before children, by its pid in the images. */
   readonly tasks = new Map<number, TaskRestore>();
+  /** The stub, until the root is cloned from it (phases of the 'stub' stage). */
+  stub?: RemoteTask;
+  /** How the root is cloned from the stub: 'stub' phases add namespaces (CLONE_NEW*) and ids. */
+  rootClone: CloneSpec;
+  /** The tree lives in a pid namespace of its own: ids in the images are not ours. */
+  ownPidNs = false;
   /** Warnings worth telling the user (limits we could not raise...). */
   readonly warnings: string[] = [];
   private readonly states = new UnitStates((u) => u.restoreState?.(this));
 
-  constructor(readonly opts: RestoreOptions, readonly ckpt: Checkpoint) {}
+  constructor(readonly opts: RestoreOptions, readonly ckpt: Checkpoint, rootClone: CloneSpec) {
+    this.rootClone = rootClone;
+  }
 
   /** This unit's state for this restore. */
   state<R>(u: Unit<unknown, unknown, R>): R { return this.states.get<R>(u as AnyUnit); }

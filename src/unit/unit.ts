@@ -26,6 +26,13 @@ export interface DumpPhase<D> extends Ordered {
 }
 
 export interface RestorePhase<L, R> extends Ordered {
+  /**
+   * 'stub': before the root exists (ctx.stub is the stub: what the root must
+   * be born with: namespaces, cgroups); 'root': the root exists, its children
+   * not yet (what they must inherit: mounts, hostname...); 'tree' (default):
+   * every process exists. Phases are ordered within their stage.
+   */
+  stage?: 'stub' | 'root' | 'tree';
   /** Once per process, parents first; every process finishes a phase before the next phase starts. */
   each?(ctx: RestoreCtx, tr: TaskRestore, l: L, st: R): void;
   once?(ctx: RestoreCtx, l: L, st: R): void;

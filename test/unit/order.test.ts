@@ -36,7 +36,7 @@ test('the dump phases of every unit form a valid order', () => {
 });
 
 test('the restore phases of every unit form a valid order', () => {
-  const r = names(restorePhases());
+  const r = names(restorePhases().tree);
   before(r, 'close-inherited', 'address-space');
   before(r, 'address-space', 'pages');
   before(r, 'pages', 'protections');

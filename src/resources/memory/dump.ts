@@ -121,7 +121,7 @@ export function dumpMemory(ctx: DumpCtx, pd: ProcessDump, facts: MmFacts): void 
   const vmas = readMaps(pid).map(classify);
   const pagesId = ctx.allocPagesId();
   const pages = dumpPages(ctx, pid, vmas, `pages-${pagesId}.img`);
-  ctx.write(`pagemap-${pid}.img`, 'PAGEMAP', [{ msg: 'pagemap_head', entry: { pages_id: pagesId } }, ...parts('pagemap_entry', pages)]);
+  ctx.write(`pagemap-${pd.vpid}.img`, 'PAGEMAP', [{ msg: 'pagemap_head', entry: { pages_id: pagesId } }, ...parts('pagemap_entry', pages)]);
   const st = pd.stat;
   let exeFileId = 0;
   try {
@@ -134,5 +134,5 @@ export function dumpMemory(ctx: DumpCtx, pd: ProcessDump, facts: MmFacts): void 
     exe_file_id: exeFileId, mm_saved_auxv: readAuxv(pid), vmas: vmaEntries(ctx, pid, vmas), dumpable: facts.dumpable,
     thp_disabled: facts.thpDisabled || undefined,
   };
-  ctx.write(`mm-${pid}.img`, 'MM', parts('mm_entry', [mm]));
+  ctx.write(`mm-${pd.vpid}.img`, 'MM', parts('mm_entry', [mm]));
 }

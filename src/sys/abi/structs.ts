@@ -84,3 +84,7 @@ export const INET_DIAG_REQ_V2 = struct({ family: 'u8', protocol: 'u8', ext: 'u8'
 export const INET_DIAG_MSG = struct({
   family: 'u8', state: 'u8', timer: 'u8', retrans: 'u8', id: { bytes: 48 }, expires: 'u32', rqueue: 'u32', wqueue: 'u32', uid: 'u32', inode: 'u32',
 });
+/** struct new_utsname: six 65-byte strings. */
+export const NEW_UTSNAME = struct({
+  sysname: { bytes: 65 }, nodename: { bytes: 65 }, release: { bytes: 65 }, version: { bytes: 65 }, machine: { bytes: 65 }, domainname: { bytes: 65 },
+});
