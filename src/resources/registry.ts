@@ -26,12 +26,13 @@ import { unixSocketUnit } from './sockets-unix';
 import { fileLocksUnit } from './file-locks';
 import { namespacesUnit } from './ns/namespaces';
 import { utsUnit } from './ns/uts';
+import { timeUnit } from './ns/time';
 
 export const UNITS: readonly AnyUnit[] = [
   coreUnit, credsUnit, memoryUnit, filesUnit, fsUnit, signalsUnit, timersUnit, rlimitsUnit,
   regFileUnit, memfdUnit, pipeUnit, fifoUnit, eventfdUnit, eventpollUnit, signalfdUnit, timerfdUnit, inotifyUnit, ttyUnit,
   skQueuesUnit, inetSocketUnit, unixSocketUnit, fileLocksUnit,
-  namespacesUnit, utsUnit,
+  namespacesUnit, utsUnit, timeUnit,
 ];
 
 registerFileKinds([...UNITS]);

@@ -25,6 +25,7 @@ export const PR_CAP_AMBIENT = { IS_SET: 1, RAISE: 2, LOWER: 3, CLEAR_ALL: 4 } as
 export const ARCH = { SET_GS: 0x1001, SET_FS: 0x1002, GET_FS: 0x1003, GET_GS: 0x1004 } as const;
 
 export const ITIMER = { REAL: 0, VIRTUAL: 1, PROF: 2 } as const;
+export const CLOCK = { REALTIME: 0, MONOTONIC: 1, BOOTTIME: 7 } as const;
 export const RLIMIT_NLIMITS = 16;
 export const RLIM_INFINITY = 0xffffffffffffffffn;
 export const RLIMIT_NAMES = [
