@@ -74,3 +74,5 @@ test('time namespace: its clocks carry on from their dumped values, the time it 
     };
   });
 });
+
+test('IPC namespace: message queues with their messages, semaphores, shared memory with its contents, same ids', () => roundTrip('pid,ipc'));

@@ -181,6 +181,44 @@ function defaultOwners(): number[] {
   return me === 0 ? [0] : [me, 0];
 }
 
+/**
+ * Entry by entry through an image whose entries are followed by payloads of
+ * their own framing (SysV message queues, semaphore arrays): the caller reads
+ * each entry, then its payload.
+ */
+export class ImageCursor {
+  private off: number;
+  constructor(readonly file: string, readonly buf: Buffer, kind: ImageKind) {
+    const want = header(kind);
+    if (buf.length < want.length || !buf.subarray(0, want.length).equals(want)) throw badImage(file, `bad magic (not a ${kind} image)`);
+    this.off = want.length;
+  }
+  get done(): boolean { return this.off >= this.buf.length; }
+  bytes(n: number): Buffer {
+    if (!Number.isSafeInteger(n) || n < 0 || n > this.buf.length - this.off) throw badImage(this.file, `truncated at offset ${this.off} (needs ${n} bytes)`);
+    const b = this.buf.subarray(this.off, this.off + n);
+    this.off += n;
+    return b;
+  }
+  /** A u32 length and that many bytes of protobuf. */
+  entry<N extends MsgName>(msg: N): Msg<N> {
+    const len = this.bytes(4).readUInt32LE(0);
+    const at = this.off;
+    const body = this.bytes(len);
+    try {
+      return decode(msg, body);
+    } catch (e) {
+      if (e instanceof CodecError) throw badImage(this.file, `entry at offset ${at - 4} does not decode as ${msg}: ${e.message}`);
+      throw e;
+    }
+  }
+}
+
+/** A length-prefixed message, as entries are framed (to build payloads that hold messages). */
+export function framed<N extends MsgName>(msg: N, entry: Msg<N>): Buffer {
+  return lengthPrefixed(encode(msg, entry));
+}
+
 /** Decode a whole image held in memory (tests, tools). */
 export function decodeImage<N extends MsgName>(file: string, buf: Buffer, kind: ImageKind, msg: N): Msg<N>[] {
   return splitImage(file, buf, kind, () => msg).map((x) => x.entry as Msg<N>);

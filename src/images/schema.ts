@@ -197,6 +197,21 @@ const messages = {
   utsns_entry: { nodename: 'required string 1', domainname: 'required string 2' },
   timespec: { tv_sec: 'required uint64 1', tv_nsec: 'required uint64 2' },
   timens_entry: { monotonic: 'required timespec 1', boottime: 'required timespec 2' },
+  ipc_var_entry: {
+    sem_ctls: 'repeated uint32 1', msg_ctlmax: 'required uint32 2', msg_ctlmnb: 'required uint32 3', msg_ctlmni: 'required uint32 4',
+    auto_msgmni: 'required uint32 5', shm_ctlmax: 'required uint64 6', shm_ctlall: 'required uint64 7', shm_ctlmni: 'required uint32 8',
+    shm_rmid_forced: 'required uint32 9', mq_queues_max: 'required uint32 10', mq_msg_max: 'required uint32 11',
+    mq_msgsize_max: 'required uint32 12', mq_msg_default: 'optional uint32 13', mq_msgsize_default: 'optional uint32 14',
+    msg_next_id: 'optional uint32 15', sem_next_id: 'optional uint32 16', shm_next_id: 'optional uint32 17',
+  },
+  ipc_desc_entry: {
+    key: 'required uint32 1', uid: 'required uint32 2', gid: 'required uint32 3', cuid: 'required uint32 4', cgid: 'required uint32 5',
+    mode: 'required uint32 6', id: 'required uint32 7',
+  },
+  ipc_shm_entry: { desc: 'required ipc_desc_entry 1', size: 'required uint64 2', in_pagemaps: 'optional bool 3', hugetlb_flag: 'optional uint32 4' },
+  ipc_msg: { mtype: 'required uint64 1', msize: 'required uint32 2' },
+  ipc_msg_entry: { desc: 'required ipc_desc_entry 1', qbytes: 'required uint32 2', qnum: 'required uint32 3' },
+  ipc_sem_entry: { desc: 'required ipc_desc_entry 1', nsems: 'required uint32 2' },
   file_lock_entry: {
     flag: 'required uint32 1', type: 'required uint32 2', pid: 'required int32 3', fd: 'required int32 4',
     start: 'required int64 5', len: 'required int64 6',

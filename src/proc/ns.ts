@@ -1,5 +1,8 @@
 // Namespaces of a process, from /proc/PID/ns/*: which differ from ours.
 import * as fs from 'node:fs';
+import { sys, abi } from '../sys';
+
+const { CLONE } = abi;
 
 export const NS_KINDS = ['pid', 'pid_for_children', 'mnt', 'net', 'uts', 'ipc', 'cgroup', 'time', 'time_for_children', 'user'] as const;
 export type NsKind = (typeof NS_KINDS)[number];
@@ -27,4 +30,30 @@ export function foreignNamespaces(pid: number): { kind: NsKind; id: number }[] {
     if (theirs !== undefined && ours !== undefined && theirs !== ours) out.push({ kind, id: theirs });
   }
   return out;
+}
+
+/**
+ * Run `f` with our main thread in `pid`'s namespace of `kind` (net, ipc, uts,
+ * cgroup; not mnt or time, which a multi-threaded process cannot enter), and
+ * back in ours afterwards, whatever happens. Everything in `f` must be
+ * synchronous.
+ */
+export function inNamespace<T>(pid: number, kind: 'net' | 'ipc' | 'uts' | 'cgroup', f: () => T): T {
+  const flag = { net: CLONE.NEWNET, ipc: CLONE.NEWIPC, uts: CLONE.NEWUTS, cgroup: CLONE.NEWCGROUP }[kind];
+  const ours = fs.openSync(`/proc/thread-self/ns/${kind}`, 'r');
+  try {
+    const theirs = fs.openSync(`/proc/${pid}/ns/${kind}`, 'r');
+    try {
+      sys('setns', theirs, flag, 0, 0, 0, 0, `${kind} namespace of ${pid}`);
+    } finally {
+      fs.closeSync(theirs);
+    }
+    try {
+      return f();
+    } finally {
+      sys('setns', ours, flag, 0, 0, 0, 0, `back to our ${kind} namespace`);
+    }
+  } finally {
+    fs.closeSync(ours);
+  }
 }

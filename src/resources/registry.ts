@@ -27,12 +27,13 @@ import { fileLocksUnit } from './file-locks';
 import { namespacesUnit } from './ns/namespaces';
 import { utsUnit } from './ns/uts';
 import { timeUnit } from './ns/time';
+import { ipcUnit } from './ns/ipc';
 
 export const UNITS: readonly AnyUnit[] = [
   coreUnit, credsUnit, memoryUnit, filesUnit, fsUnit, signalsUnit, timersUnit, rlimitsUnit,
   regFileUnit, memfdUnit, pipeUnit, fifoUnit, eventfdUnit, eventpollUnit, signalfdUnit, timerfdUnit, inotifyUnit, ttyUnit,
   skQueuesUnit, inetSocketUnit, unixSocketUnit, fileLocksUnit,
-  namespacesUnit, utsUnit, timeUnit,
+  namespacesUnit, utsUnit, timeUnit, ipcUnit,
 ];
 
 registerFileKinds([...UNITS]);

@@ -11,3 +11,4 @@ export * from './process';
 export * from './regs';
 export * from './structs';
 export { struct, i32s, u64s, readI32s, type Struct, type StructValue, type StructInput, type FieldType } from './struct';
+export * from './ipc';

@@ -32,5 +32,6 @@ export const SYS = {
   pidfd_send_signal: 424, open_tree: 428, move_mount: 429, fsopen: 430, fsconfig: 431, fsmount: 432,
   pidfd_open: 434, clone3: 435, close_range: 436, pidfd_getfd: 438, process_madvise: 440,
   mount_setattr: 442, futex_waitv: 449,
+  semop: 65, msgsnd: 69, msgrcv: 70,
 } as const;
 export type SysName = keyof typeof SYS;
