@@ -76,3 +76,5 @@ test('time namespace: its clocks carry on from their dumped values, the time it 
 });
 
 test('IPC namespace: message queues with their messages, semaphores, shared memory with its contents, same ids', () => roundTrip('pid,ipc'));
+
+test('mount namespace: its own /proc, a tmpfs with its files, a read-only bind, files and cwd open on them', () => roundTrip('pid,mnt'));

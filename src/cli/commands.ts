@@ -100,6 +100,7 @@ const restoreCmd: Command = {
     { long: 'file-locks', type: 'flag', help: 'restore file locks (needed when the images hold some)' },
     { long: 'ext-unix-sk', type: 'flag', help: 'accepted for criu compatibility (external peers are in the images)' },
     { long: 'allow-foreign-images', type: 'flag', help: 'trust image files owned by other users' },
+    { long: 'root', type: 'string', arg: 'DIR', help: 'the tree\'s root directory here: its mount namespace\'s root is bound from DIR (default: found among our mounts)' },
     ...LOGGING,
   ],
   run(v) {
@@ -108,7 +109,7 @@ const restoreCmd: Command = {
     startLog(v, dir, false);
     const r = restore({
       dir, detach: flag(v, 'restore-detached'), skipFileCheck: flag(v, 'skip-file-check'), shellJob: flag(v, 'shell-job'),
-      fileLocks: flag(v, 'file-locks'), anyOwner: flag(v, 'allow-foreign-images'), failAt: process.env.STASIS_FAIL_AT || undefined,
+      fileLocks: flag(v, 'file-locks'), anyOwner: flag(v, 'allow-foreign-images'), root: str(v, 'root'), failAt: process.env.STASIS_FAIL_AT || undefined,
     });
     const pidfile = str(v, 'pidfile');
     if (pidfile) fs.writeFileSync(path.isAbsolute(pidfile) ? pidfile : path.join(dir, pidfile), `${r.pid}\n`);

@@ -212,6 +212,13 @@ const messages = {
   ipc_msg: { mtype: 'required uint64 1', msize: 'required uint32 2' },
   ipc_msg_entry: { desc: 'required ipc_desc_entry 1', qbytes: 'required uint32 2', qnum: 'required uint32 3' },
   ipc_sem_entry: { desc: 'required ipc_desc_entry 1', nsems: 'required uint32 2' },
+  mnt_entry: {
+    fstype: 'required uint32 1', mnt_id: 'required uint32 2', root_dev: 'required uint32 3', parent_mnt_id: 'required uint32 4',
+    flags: 'required uint32 5', root: 'required string 6', mountpoint: 'required string 7', source: 'required string 8',
+    options: 'required string 9', shared_id: 'optional uint32 10', master_id: 'optional uint32 11', with_plugin: 'optional bool 12',
+    ext_mount: 'optional bool 13', fsname: 'optional string 14', internal_sharing: 'optional bool 15', deleted: 'optional bool 16',
+    sb_flags: 'optional uint32 17', ext_key: 'optional string 18',
+  },
   file_lock_entry: {
     flag: 'required uint32 1', type: 'required uint32 2', pid: 'required int32 3', fd: 'required int32 4',
     start: 'required int64 5', len: 'required int64 6',
@@ -223,6 +230,10 @@ const messages = {
 } as const;
 
 const enums = {
+  fstype: {
+    UNSUPPORTED: 0, PROC: 1, SYSFS: 2, DEVTMPFS: 3, BINFMT_MISC: 4, TMPFS: 5, DEVPTS: 6, SIMFS: 7, PSTORE: 8, SECURITYFS: 9,
+    FUSECTL: 10, DEBUGFS: 11, CGROUP: 12, AUFS: 13, MQUEUE: 14, FUSE: 15, AUTO: 16, OVERLAYFS: 17, AUTOFS: 18, TRACEFS: 19, CGROUP2: 23,
+  },
   lsmtype: { NO_LSM: 0, SELINUX: 1, APPARMOR: 2 },
   remap_type: { LINKED: 0, GHOST: 1, PROCFS: 2 },
   sk_shutdown: { NONE: 0, READ: 1, WRITE: 2, BOTH: 3 },

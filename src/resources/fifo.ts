@@ -10,12 +10,14 @@ import { FD_TYPES } from '../images/criu';
 import { defineFileUnit } from '../unit/unit';
 import { regFileEntry } from './regfile';
 import { park, fileEntry } from './files';
+import { namespacesUnit } from './ns/namespaces';
 import { readPipeData, fillPipe, writePipeData, loadPipeData, type PipeData } from './pipes';
 
 const { O, F } = abi;
 
 export const fifoUnit = defineFileUnit({
   name: 'fifo',
+  loadAfter: ['namespaces'],
   dumpState: () => new Map<number, PipeData>(),
   dumpPhases: [{
     name: 'fifo-data', after: ['files'],
@@ -39,6 +41,7 @@ export const fifoUnit = defineFileUnit({
     validate(e, where, ld) {
       const reg = fileEntry(ld, e.regf_id!).reg;
       if (!reg) throw new StasisError(ErrorCodes.BAD_IMAGE, `${where}: FIFO path entry ${e.regf_id} is not a path`);
+      if (ld.loaded(namespacesUnit).has('mnt')) return; // in the tree's own mount namespace: opened there
       let st: fs.Stats;
       try { st = fs.statSync(reg.name); } catch { throw new StasisError(ErrorCodes.FILE_CHANGED, `${where}: FIFO ${reg.name} no longer exists`); }
       if (!st.isFIFO()) throw new StasisError(ErrorCodes.FILE_CHANGED, `${where}: ${reg.name} is no longer a FIFO`);

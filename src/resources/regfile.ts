@@ -15,6 +15,7 @@ import { defineFileUnit, type FdDesc } from '../unit/unit';
 import type { DumpCtx } from '../unit/dump-ctx';
 import type { RestoreCtx } from '../unit/restore-ctx';
 import { fileId, filesUnit } from './files';
+import { namespacesUnit } from './ns/namespaces';
 
 const { O } = abi;
 type RegEntry = Msg<'reg_file_entry'>;
@@ -78,7 +79,8 @@ function ghostPath(ctx: RestoreCtx, e: RegEntry, ghostId: number, made: Map<numb
   if (have) return have;
   const [g] = ctx.ckpt.images.withPayloads(`ghost-file-${ghostId}.img`, 'GHOST_FILE', 'ghost_file_entry', () => -1);
   if (!g) throw new StasisError(ErrorCodes.BAD_IMAGE, `${ctx.ckpt.images.path(`ghost-file-${ghostId}.img`)}: empty`);
-  let path = e.name;
+  // In the tree's own mount namespace when it has one.
+  let path = ctx.fsRoot + e.name;
   if (fs.existsSync(path)) path = `${path}.stasis-ghost-${process.pid}-${ghostId}`;
   const fd = fs.openSync(path, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, g.entry.mode & 0o7777);
   made.set(ghostId, path);
@@ -102,7 +104,7 @@ export const regFileUnit = defineFileUnit({
       ctx.write('remap-fpath.img', 'REMAP_FPATH', parts('remap_file_path_entry', st.ghosts.map((g) => ({ orig_id: g.origId, remap_id: g.remapId, remap_type: REMAP.GHOST }))));
     },
   }],
-  loadAfter: ['files'],
+  loadAfter: ['files', 'namespaces'],
   /** Ghost files: file id → ghost image id. */
   load(ld) {
     const ghosts = new Map<number, number>();
@@ -130,12 +132,15 @@ export const regFileUnit = defineFileUnit({
       return regEntry(id, d.link, d.flags, d.info.pos, `/proc/${d.pid}/fd/${d.fd}`);
     },
     validate(e, where, ld, l) {
-      if (!l.ghosts.has(e.id)) checkRegFile(e, where, ld.opts.skipFileCheck ?? false);
+      // Paths in a mount namespace of the tree's own are checked once it exists (open).
+      if (!l.ghosts.has(e.id) && !ld.loaded(namespacesUnit).has('mnt')) checkRegFile(e, where, ld.opts.skipFileCheck ?? false);
     },
     open(ctx, tr, e, st, l) {
       const flags = e.flags & ~(O.CREAT | O.EXCL | O.TRUNC | O.NOCTTY);
       const ghost = l.ghosts.get(e.id);
-      const fd = tr.task.open(ghost !== undefined ? ghostPath(ctx, e, ghost, st.made) : e.name, flags);
+      const fd = tr.task.open(ghost !== undefined ? ghostPath(ctx, e, ghost, st.made).slice(ctx.fsRoot.length) : e.name, flags);
+      // With a mount namespace of its own the file could not be checked before: now, through the task's fd.
+      if (ctx.fsRoot && ghost === undefined) checkRegFile({ ...e, name: `/proc/${tr.task.pid}/fd/${fd}` }, `fd of ${e.name}`, ctx.opts.skipFileCheck ?? false);
       tr.task.call('lseek', fd, e.pos, abi.SEEK.SET);
       return fd;
     },

@@ -28,12 +28,13 @@ import { namespacesUnit } from './ns/namespaces';
 import { utsUnit } from './ns/uts';
 import { timeUnit } from './ns/time';
 import { ipcUnit } from './ns/ipc';
+import { mntUnit } from './ns/mnt';
 
 export const UNITS: readonly AnyUnit[] = [
   coreUnit, credsUnit, memoryUnit, filesUnit, fsUnit, signalsUnit, timersUnit, rlimitsUnit,
   regFileUnit, memfdUnit, pipeUnit, fifoUnit, eventfdUnit, eventpollUnit, signalfdUnit, timerfdUnit, inotifyUnit, ttyUnit,
   skQueuesUnit, inetSocketUnit, unixSocketUnit, fileLocksUnit,
-  namespacesUnit, utsUnit, timeUnit, ipcUnit,
+  namespacesUnit, utsUnit, timeUnit, ipcUnit, mntUnit,
 ];
 
 registerFileKinds([...UNITS]);

@@ -173,7 +173,7 @@ export const unixSocketUnit = defineFileUnit({
         // The dumped listener's socket file is still on disk: it would make bind fail.
         if (e.name[0] !== 0) {
           const p = e.name.toString().replace(/\0+$/, '');
-          try { if (fs.lstatSync(p).isSocket()) fs.unlinkSync(p); } catch { /* not there */ }
+          try { if (fs.lstatSync(ctx.fsRoot + p).isSocket()) fs.unlinkSync(ctx.fsRoot + p); } catch { /* not there */ }
         }
         const a = sockaddrUn(e.name);
         t.call('bind', fd, inBuf(a), a.length);

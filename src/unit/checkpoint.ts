@@ -20,6 +20,8 @@ export interface LoadOptions {
   shellJob?: boolean;
   /** Restore file locks (criu --file-locks). */
   fileLocks?: boolean;
+  /** The tree's root directory here (criu --root). */
+  root?: string;
 }
 
 /** What a unit's load and validate hooks see. */

@@ -16,6 +16,8 @@ export interface RestoreOptions {
   fileLocks?: boolean;
   /** Trust image files of any owner (default: ours and root's). */
   anyOwner?: boolean;
+  /** The tree's root directory here (criu --root): where its mount namespace's root is bound from. */
+  root?: string;
   /** Failure injection for tests (STASIS_FAIL_AT=phase or phase:kill). */
   failAt?: string;
 }
@@ -40,6 +42,12 @@ export class RestoreCtx {
   rootClone: CloneSpec;
   /** The tree lives in a pid namespace of its own: ids in the images are not ours. */
   ownPidNs = false;
+  /**
+   * Prefix that turns a path of the tree into one we can use ('' when the
+   * tree shares our mount namespace; its root's /proc/PID/root when it has
+   * its own).
+   */
+  fsRoot = '';
   /** Warnings worth telling the user (limits we could not raise...). */
   readonly warnings: string[] = [];
   private readonly states = new UnitStates((u) => u.restoreState?.(this));

@@ -104,7 +104,11 @@ function vmaEntries(ctx: DumpCtx, pid: number, vmas: ClassifiedVma[]): Msg<'vma_
       const via = `/proc/${pid}/map_files/${cv.vma.start.toString(16)}-${cv.vma.end.toString(16)}`;
       dumpMemfdInode(ctx, cv.vma.inode, cv.vma.path, via);
       shmid = BigInt(memfdFileId(ctx, cv.vma.inode, cv.vma.shared && cv.vma.prot & PROT.WRITE ? O.RDWR : O.RDONLY));
-    } else if (cv.file) shmid = BigInt(regFileEntry(ctx, cv.file, cv.vma.shared ? O.RDWR : O.RDONLY));
+    } else if (cv.file) {
+      // Stat through map_files: the path is the task's view (its own mount namespace maybe).
+      const via = `/proc/${pid}/map_files/${cv.vma.start.toString(16)}-${cv.vma.end.toString(16)}`;
+      shmid = BigInt(regFileEntry(ctx, cv.file, cv.vma.shared ? O.RDWR : O.RDONLY, { statPath: via }));
+    }
     else if (cv.policy === 'shared-anon') shmid = BigInt(cv.vma.inode);
     const vf = vmFlags.get(cv.vma.start) ?? [];
     const madv = madvOf(vf);
@@ -125,7 +129,7 @@ export function dumpMemory(ctx: DumpCtx, pd: ProcessDump, facts: MmFacts): void 
   const st = pd.stat;
   let exeFileId = 0;
   try {
-    exeFileId = regFileEntry(ctx, fs.readlinkSync(`/proc/${pid}/exe`), O.RDONLY);
+    exeFileId = regFileEntry(ctx, fs.readlinkSync(`/proc/${pid}/exe`), O.RDONLY, { statPath: `/proc/${pid}/exe` });
   } catch { /* no exe link (exited exe?): leave 0 */ }
   const mm: Msg<'mm_entry'> = {
     mm_start_code: st.startCode, mm_end_code: st.endCode, mm_start_data: st.startData, mm_end_data: st.endData,

@@ -23,7 +23,7 @@ export const memoryUnit = defineUnit<Map<number, MmFacts>, Map<number, LoadedMm>
     });
   },
   dumpPhases: [{ name: 'memory', after: ['parasite'], before: ['write-files'], each: (ctx, pd, st) => dumpMemory(ctx, pd, st.get(pd.pid)!) }],
-  loadAfter: ['files', 'memfd'],
+  loadAfter: ['files', 'memfd', 'namespaces'],
   load: loadMemory,
   validate: validateMemory,
   restoreState: () => new Map(),

@@ -10,6 +10,7 @@ import { StasisError, ErrorCodes } from '../../errors';
 import type { Loading } from '../../unit/checkpoint';
 import { filesUnit } from '../files';
 import { checkRegFile } from '../regfile';
+import { namespacesUnit } from '../ns/namespaces';
 
 const PAGE = BigInt(abi.PAGE_SIZE);
 
@@ -91,6 +92,8 @@ export function loadMemory(ld: Loading): Map<number, LoadedMm> {
 
 /** The files that mappings and exe links name must still be there, with their size. */
 export function validateMemory(ld: Loading, l: Map<number, LoadedMm>): void {
+  // Paths in a mount namespace of the tree's own are checked when mapped (restore.ts).
+  if (ld.loaded(namespacesUnit).has('mnt')) return;
   const { files } = ld.loaded(filesUnit);
   for (const [pid, m] of l) {
     const where = ld.images.path(`mm-${pid}.img`);

@@ -9,6 +9,7 @@ import { StasisError, ErrorCodes } from '../../errors';
 import type { RestoreCtx, TaskRestore } from '../../unit/restore-ctx';
 import { fileEntry } from '../files';
 import { openMemfd } from '../memfd';
+import { checkRegFile } from '../regfile';
 import type { LoadedMm } from './load';
 import { chunkBuffers, CHUNK_PAGES } from './dump';
 
@@ -42,6 +43,7 @@ export function restoreAddressSpace(ctx: RestoreCtx, tr: TaskRestore, m: LoadedM
       const f = fileEntry(ctx, Number(v.shmid));
       const writable = (v.status & VMA.FILE_SHARED) !== 0 && (v.prot & PROT.WRITE) !== 0;
       const fd = v.status & VMA.AREA_MEMFD ? openMemfd(ctx, tr, f.memfd!) : t.open(f.reg!.name, writable ? O.RDWR : O.RDONLY);
+      if (ctx.fsRoot && !(v.status & VMA.AREA_MEMFD)) checkRegFile({ ...f.reg!, name: `/proc/${t.pid}/fd/${fd}` }, `mapping of ${f.reg!.name}`, ctx.opts.skipFileCheck ?? false);
       try {
         t.call('mmap', v.start, len, prot, flags, fd, v.pgoff);
       } finally {

@@ -12,3 +12,4 @@ export * from './regs';
 export * from './structs';
 export { struct, i32s, u64s, readI32s, type Struct, type StructValue, type StructInput, type FieldType } from './struct';
 export * from './ipc';
+export * from './mount';
