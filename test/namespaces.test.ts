@@ -4,8 +4,10 @@ import { test, before, after } from 'node:test';
 import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { Fixture, initHarness, runStasis, describeCli, tmpDir, waitGone, reap, reapZombies, sleep } from './harness';
+import { spawnSync } from 'node:child_process';
+import { Fixture, initHarness, runStasis, describeCli, tmpDir, waitGone, waitFor, reap, reapZombies, sleep, buildFixture } from './harness';
 import { tryKill, abi } from '../src/sys';
+import { readImage } from '../src/images/image';
 
 let root: string;
 before(() => { initHarness(); root = tmpDir('ns'); });
@@ -78,3 +80,47 @@ test('time namespace: its clocks carry on from their dumped values, the time it 
 test('IPC namespace: message queues with their messages, semaphores, shared memory with its contents, same ids', () => roundTrip('pid,ipc'));
 
 test('mount namespace: its own /proc, a tmpfs with its files, a read-only bind, files and cwd open on them', () => roundTrip('pid,mnt'));
+
+test('network namespace: links (loopback, a veth pair), addresses, routes, sysctls, firewall, a listener', () => roundTrip('pid,net'));
+
+test('everything at once: pid, mount, UTS, IPC, network and time namespaces', () => roundTrip('pid,mnt,uts,ipc,net,time'));
+
+test('unshare --pid --mount --uts --ipc --net --fork --mount-proc: a tmpfs with a file, a hostname, a counter; bare CLI', async () => {
+  const counter = buildFixture('counter');
+  const dir = tmpDir('unshare');
+  const log = path.join(dir, 'log');
+  const script = `hostname stasis-unshared && mkdir -p ${dir}/t && mount -t tmpfs -o size=64k box ${dir}/t && echo kept > ${dir}/t/file && exec ${counter}`;
+  const sh = spawnSync('/bin/sh', ['-c', `setsid unshare --pid --mount --uts --ipc --net --fork --mount-proc /bin/sh -c '${script}' </dev/null >${log} 2>&1 & echo $!`], { encoding: 'utf8' });
+  const unsharePid = Number(sh.stdout.trim());
+  let outer = 0;
+  try {
+    await waitFor('the counter inside to be READY', () => /^READY$/m.test(fs.readFileSync(log, 'utf8')), 10000);
+    const init = Number(fs.readFileSync(`/proc/${unsharePid}/task/${unsharePid}/children`, 'utf8').trim());
+    assert.match(nspid(init), new RegExp(`^${init}\\s+1$`));
+    const images = path.join(dir, 'images');
+    const d = runStasis(['dump', '-t', String(init), '-D', images]);
+    assert.equal(d.status, 0, describeCli(d));
+    // unshare reports its child's death on the same log: the log goes back to what the images hold.
+    await reap(unsharePid, 5000);
+    const size = Number(readImage(images, 'files.img', 'FILES', 'file_entry').find((f) => f.reg?.name === log)!.reg!.size);
+    fs.truncateSync(log, size);
+    const r = runStasis(['restore', '-D', images, '-d', '--pidfile', 'init.pid']);
+    assert.equal(r.status, 0, describeCli(r));
+    outer = Number(fs.readFileSync(path.join(images, 'init.pid'), 'utf8'));
+    assert.match(nspid(outer), new RegExp(`^${outer}\\s+1$`), 'pid 1 of a new pid namespace');
+    assert.equal(spawnSync('nsenter', ['-t', String(outer), '-u', 'hostname'], { encoding: 'utf8' }).stdout.trim(), 'stasis-unshared');
+    assert.equal(fs.readFileSync(`/proc/${outer}/root${dir}/t/file`, 'utf8'), 'kept\n', 'the tmpfs with its file');
+    assert.equal(fs.readlinkSync(`/proc/${outer}/root/proc/self`.replace('self', '1/root')), '/', 'its own /proc');
+    const ticks = () => [...fs.readFileSync(log, 'utf8').matchAll(/^TICK 1 (\d+)$/gm)].map((m) => Number(m[1]));
+    const before = ticks().at(-1)!;
+    await waitFor('the counter to go on from where it was', () => ticks().some((t) => t > before + 40), 10000);
+    tryKill(outer, abi.SIG.SIGTERM);
+    await reap(outer, 10000);
+    assert.match(fs.readFileSync(log, 'utf8'), /^PASS$/m);
+  } finally {
+    if (outer) tryKill(outer, abi.SIG.SIGKILL);
+    tryKill(unsharePid, abi.SIG.SIGKILL);
+    reapZombies();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});

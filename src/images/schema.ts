@@ -219,6 +219,18 @@ const messages = {
     ext_mount: 'optional bool 13', fsname: 'optional string 14', internal_sharing: 'optional bool 15', deleted: 'optional bool 16',
     sb_flags: 'optional uint32 17', ext_key: 'optional string 18',
   },
+  sysctl_entry: { type: 'required SysctlType 1', iarg: 'optional int32 2', sarg: 'optional string 3' },
+  net_device_entry: {
+    type: 'required nd_type 1', ifindex: 'required uint32 2', mtu: 'required uint32 3', flags: 'required uint32 4', name: 'required string 5',
+    address: 'optional bytes 7', conf4: 'repeated sysctl_entry 9', conf6: 'repeated sysctl_entry 10', peer_ifindex: 'optional uint32 12',
+    peer_nsid: 'optional uint32 13', master: 'optional uint32 14', ext_peer_name: 'optional string 100', ext_peer_master: 'optional string 101',
+  },
+  netns_id: { target_ns_id: 'required uint32 1', netnsid_value: 'required int32 2' },
+  netns_entry: {
+    def_conf4: 'repeated sysctl_entry 3', all_conf4: 'repeated sysctl_entry 4', def_conf6: 'repeated sysctl_entry 5',
+    all_conf6: 'repeated sysctl_entry 6', nsids: 'repeated netns_id 7', ext_key: 'optional string 8', unix_conf: 'repeated sysctl_entry 9',
+    ipv4_sysctl: 'repeated sysctl_entry 10',
+  },
   file_lock_entry: {
     flag: 'required uint32 1', type: 'required uint32 2', pid: 'required int32 3', fd: 'required int32 4',
     start: 'required int64 5', len: 'required int64 6',
@@ -230,6 +242,8 @@ const messages = {
 } as const;
 
 const enums = {
+  nd_type: { LOOPBACK: 1, VETH: 2, TUN: 3, EXTLINK: 4, VENET: 5, BRIDGE: 6, MACVLAN: 7, SIT: 8 },
+  SysctlType: { CTL_STR: 5, CTL_32: 6 },
   fstype: {
     UNSUPPORTED: 0, PROC: 1, SYSFS: 2, DEVTMPFS: 3, BINFMT_MISC: 4, TMPFS: 5, DEVPTS: 6, SIMFS: 7, PSTORE: 8, SECURITYFS: 9,
     FUSECTL: 10, DEBUGFS: 11, CGROUP: 12, AUFS: 13, MQUEUE: 14, FUSE: 15, AUTO: 16, OVERLAYFS: 17, AUTOFS: 18, TRACEFS: 19, CGROUP2: 23,
@@ -250,11 +264,13 @@ const enums = {
 export const SCHEMA = { messages, enums } as const;
 
 /**
- * Fields that are ours, not CRIU's, each in a number CRIU's .proto reserves
- * for that very purpose (crit and CRIU skip them as unknown fields).
+ * Fields that are ours, not CRIU's, in numbers CRIU does not use (crit and
+ * CRIU skip them as unknown fields); a test checks they collide with nothing.
  */
 export const EXTENSIONS: Readonly<Record<string, string>> = {
   'sk_packet_entry.addr': 'reserved upstream "for message address": the source address of a queued datagram',
+  'net_device_entry.ext_peer_name': 'the name of a veth\'s other end in the dumper\'s namespace (criu needs --external veth[] instead)',
+  'net_device_entry.ext_peer_master': 'the bridge that other end was attached to',
 };
 
 export type MsgName = keyof typeof messages;

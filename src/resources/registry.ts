@@ -29,12 +29,13 @@ import { utsUnit } from './ns/uts';
 import { timeUnit } from './ns/time';
 import { ipcUnit } from './ns/ipc';
 import { mntUnit } from './ns/mnt';
+import { netUnit } from './ns/net';
 
 export const UNITS: readonly AnyUnit[] = [
   coreUnit, credsUnit, memoryUnit, filesUnit, fsUnit, signalsUnit, timersUnit, rlimitsUnit,
   regFileUnit, memfdUnit, pipeUnit, fifoUnit, eventfdUnit, eventpollUnit, signalfdUnit, timerfdUnit, inotifyUnit, ttyUnit,
   skQueuesUnit, inetSocketUnit, unixSocketUnit, fileLocksUnit,
-  namespacesUnit, utsUnit, timeUnit, ipcUnit, mntUnit,
+  namespacesUnit, utsUnit, timeUnit, ipcUnit, mntUnit, netUnit,
 ];
 
 registerFileKinds([...UNITS]);
