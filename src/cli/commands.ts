@@ -11,6 +11,7 @@ import { checkFeatures } from '../check';
 import { runDemo } from '../demo';
 import { openLog, closeLog, setLogLevel, log } from '../log';
 import { LOGGING, usageError, type CommandSpec, type Values } from './options';
+import type { CgroupMode } from '../resources/ns/cgroup';
 
 export interface Command extends CommandSpec {
   run(values: Values, positionals: string[]): number;
@@ -86,6 +87,12 @@ const dumpCmd: Command = {
   },
 };
 
+function cgroupMode(v: string | undefined): CgroupMode | undefined {
+  if (v === undefined) return undefined;
+  if (!['none', 'props', 'soft', 'full', 'strict', 'ignore'].includes(v)) usageError(`invalid --manage-cgroups mode '${v}' (none, props, soft, full, strict, ignore)`);
+  return v as CgroupMode;
+}
+
 const restoreCmd: Command = {
   name: 'restore',
   usage: 'stasis restore -D DIR [-d] [options]',
@@ -100,6 +107,7 @@ const restoreCmd: Command = {
     { long: 'file-locks', type: 'flag', help: 'restore file locks (needed when the images hold some)' },
     { long: 'ext-unix-sk', type: 'flag', help: 'accepted for criu compatibility (external peers are in the images)' },
     { long: 'allow-foreign-images', type: 'flag', help: 'trust image files owned by other users' },
+    { long: 'manage-cgroups', type: 'string', arg: 'MODE', help: 'cgroups: soft (default: make missing ones, their limits too), full, strict, props, none, ignore (criu\'s modes)' },
     { long: 'root', type: 'string', arg: 'DIR', help: 'the tree\'s root directory here: its mount namespace\'s root is bound from DIR (default: found among our mounts)' },
     ...LOGGING,
   ],
@@ -109,7 +117,7 @@ const restoreCmd: Command = {
     startLog(v, dir, false);
     const r = restore({
       dir, detach: flag(v, 'restore-detached'), skipFileCheck: flag(v, 'skip-file-check'), shellJob: flag(v, 'shell-job'),
-      fileLocks: flag(v, 'file-locks'), anyOwner: flag(v, 'allow-foreign-images'), root: str(v, 'root'), failAt: process.env.STASIS_FAIL_AT || undefined,
+      fileLocks: flag(v, 'file-locks'), anyOwner: flag(v, 'allow-foreign-images'), root: str(v, 'root'), manageCgroups: cgroupMode(str(v, 'manage-cgroups')), failAt: process.env.STASIS_FAIL_AT || undefined,
     });
     const pidfile = str(v, 'pidfile');
     if (pidfile) fs.writeFileSync(path.isAbsolute(pidfile) ? pidfile : path.join(dir, pidfile), `${r.pid}\n`);

@@ -68,7 +68,9 @@ export const LOGGING: OptionSpec[] = [
 export function normalizeArgs(args: string[]): string[] {
   const out: string[] = [];
   let v: number | undefined;
-  for (const a of args) {
+  for (const [i, a] of args.entries()) {
+    // criu's bare --manage-cgroups means its default mode.
+    if (a === '--manage-cgroups' && (i + 1 >= args.length || args[i + 1].startsWith('-'))) { out.push('--manage-cgroups=soft'); continue; }
     const m = /^-v(\d)$/.exec(a);
     if (m) { v = Number(m[1]); continue; }
     if (/^-v+$/.test(a)) { v = Math.min(4, (v ?? 2) + a.length - 1); continue; }

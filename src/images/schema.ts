@@ -62,7 +62,7 @@ const messages = {
     sched_policy: 'optional uint32 4', sched_prio: 'optional uint32 5', blk_sigset: 'optional uint64 6',
     sas: 'optional thread_sas_entry 7', pdeath_sig: 'optional uint32 8', signals_p: 'optional signal_queue_entry 9',
     creds: 'optional creds_entry 10', seccomp_mode: 'optional seccomp_mode 11', seccomp_filter: 'optional uint32 12',
-    comm: 'optional string 13', blk_sigset_extended: 'optional uint64 14', rseq_entry: 'optional rseq_entry 15',
+    comm: 'optional string 13', blk_sigset_extended: 'optional uint64 14', rseq_entry: 'optional rseq_entry 15', cg_set: 'optional uint32 16',
   },
   creds_entry: {
     uid: 'required uint32 1', gid: 'required uint32 2', euid: 'required uint32 3', egid: 'required uint32 4',
@@ -231,6 +231,15 @@ const messages = {
     all_conf6: 'repeated sysctl_entry 6', nsids: 'repeated netns_id 7', ext_key: 'optional string 8', unix_conf: 'repeated sysctl_entry 9',
     ipv4_sysctl: 'repeated sysctl_entry 10',
   },
+  cgroup_perms: { mode: 'required uint32 1', uid: 'required uint32 2', gid: 'required uint32 3' },
+  cgroup_prop_entry: { name: 'required string 1', value: 'required string 2', perms: 'optional cgroup_perms 3' },
+  cgroup_dir_entry: {
+    dir_name: 'required string 1', children: 'repeated cgroup_dir_entry 2', properties: 'repeated cgroup_prop_entry 3', dir_perms: 'optional cgroup_perms 4',
+  },
+  cg_controller_entry: { cnames: 'repeated string 1', dirs: 'repeated cgroup_dir_entry 2', is_threaded: 'optional bool 3' },
+  cg_member_entry: { name: 'required string 1', path: 'required string 2', cgns_prefix: 'optional uint32 3' },
+  cg_set_entry: { id: 'required uint32 1', ctls: 'repeated cg_member_entry 2' },
+  cgroup_entry: { sets: 'repeated cg_set_entry 1', controllers: 'repeated cg_controller_entry 2' },
   file_lock_entry: {
     flag: 'required uint32 1', type: 'required uint32 2', pid: 'required int32 3', fd: 'required int32 4',
     start: 'required int64 5', len: 'required int64 6',

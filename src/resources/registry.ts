@@ -30,12 +30,13 @@ import { timeUnit } from './ns/time';
 import { ipcUnit } from './ns/ipc';
 import { mntUnit } from './ns/mnt';
 import { netUnit } from './ns/net';
+import { cgroupUnit } from './ns/cgroup';
 
 export const UNITS: readonly AnyUnit[] = [
   coreUnit, credsUnit, memoryUnit, filesUnit, fsUnit, signalsUnit, timersUnit, rlimitsUnit,
   regFileUnit, memfdUnit, pipeUnit, fifoUnit, eventfdUnit, eventpollUnit, signalfdUnit, timerfdUnit, inotifyUnit, ttyUnit,
   skQueuesUnit, inetSocketUnit, unixSocketUnit, fileLocksUnit,
-  namespacesUnit, utsUnit, timeUnit, ipcUnit, mntUnit, netUnit,
+  namespacesUnit, utsUnit, timeUnit, ipcUnit, mntUnit, netUnit, cgroupUnit,
 ];
 
 registerFileKinds([...UNITS]);

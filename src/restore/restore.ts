@@ -129,7 +129,7 @@ export function restore(opts: RestoreOptions): RestoreResult {
   const lock = lockForReading(opts.dir);
   try {
     const timings: Record<string, number> = {};
-    const ckpt = timed(timings, 'load', () => loadCheckpoint(opts.dir, { skipFileCheck: opts.skipFileCheck, shellJob: opts.shellJob, fileLocks: opts.fileLocks, anyOwner: opts.anyOwner, root: opts.root }));
+    const ckpt = timed(timings, 'load', () => loadCheckpoint(opts.dir, { skipFileCheck: opts.skipFileCheck, shellJob: opts.shellJob, fileLocks: opts.fileLocks, anyOwner: opts.anyOwner, root: opts.root, manageCgroups: opts.manageCgroups }));
     timed(timings, 'validate', () => validateCheckpoint(ckpt));
     // In a pid namespace of its own, the tree's ids are free by construction.
     if (!ckpt.loaded(namespacesUnit).has('pid')) for (const proc of ckpt.processes) {

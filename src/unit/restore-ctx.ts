@@ -18,6 +18,8 @@ export interface RestoreOptions {
   anyOwner?: boolean;
   /** The tree's root directory here (criu --root): where its mount namespace's root is bound from. */
   root?: string;
+  /** What may be done to cgroups (criu --manage-cgroups; default soft). */
+  manageCgroups?: import('../resources/ns/cgroup').CgroupMode;
   /** Failure injection for tests (STASIS_FAIL_AT=phase or phase:kill). */
   failAt?: string;
 }

@@ -31,6 +31,8 @@ export interface StartOptions {
   readyTimeoutMs?: number;
   /** The fixture has fds beyond 0-2 at READY (pipes of its own...): do not refuse it. */
   extraFds?: boolean;
+  /** More environment for the program. */
+  env?: Record<string, string>;
 }
 
 /** A fixture process: a grandchild reparented to us, stdio redirected to its log. */
@@ -72,7 +74,7 @@ export class Fixture {
     // Double fork: sh starts the fixture in the background and exits; the
     // fixture is reparented to us (the subreaper), which libuv never waits for.
     const r = spawnSync('/bin/sh', ['-c', 'setsid "$@" </dev/null >"$LOG" 2>&1 & echo $!', 'sh', ...argv(dir)], {
-      env: { ...process.env, LOG: logPath }, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, ...opts.env, LOG: logPath }, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'],
     });
     const pid = Number(r.stdout.trim());
     if (r.status !== 0 || !Number.isInteger(pid) || pid <= 0) {

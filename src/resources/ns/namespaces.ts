@@ -30,7 +30,7 @@ type IdsField = (typeof KINDS)[number]['field'];
 type Ids = Msg<'task_kobj_ids_entry'>;
 
 /** Kinds whose own namespace stasis carries; others are refused at dump. */
-export const CARRIED: ReadonlySet<IdsKind> = new Set<IdsKind>(['pid', 'uts', 'time', 'ipc', 'mnt', 'net']);
+export const CARRIED: ReadonlySet<IdsKind> = new Set<IdsKind>(['pid', 'uts', 'time', 'ipc', 'mnt', 'net', 'cgroup']);
 
 interface DumpState {
   /** Our namespaces' ids (the inventory's root_ids), then the tree's own. */
