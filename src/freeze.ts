@@ -6,7 +6,7 @@ import { ptrace, tryWait4, abi, tryKill, describeWait, type WaitStatus } from '.
 import { listTasks, listChildren, readStat, PF_KTHREAD } from './proc/proc';
 import { StasisError, ErrorCodes, SyscallError } from './errors';
 
-const { SIG, PTRACE_EVENT, WAIT } = abi;
+const { SIG, PTRACE_EVENT, WAIT, PTRACE_O } = abi;
 const STOP_SIGNALS: number[] = [SIG.SIGSTOP, SIG.SIGTSTP, SIG.SIGTTIN, SIG.SIGTTOU];
 
 export interface FrozenProcess {
@@ -77,7 +77,8 @@ export function freezeProcess(pid: number): FrozenProcess {
       if (fresh.length === 0) break;
       for (const tid of fresh) {
         try {
-          ptrace.seize(tid, 0);
+          // A task under seccomp: its filters must not see the calls we make in it (nor kill it for them).
+          ptrace.seize(tid, underSeccomp(tid) ? PTRACE_O.SUSPEND_SECCOMP : 0);
         } catch (e) {
           if (e instanceof SyscallError && e.code === 'ESRCH' && tid !== pid) continue; // thread ended
           if (e instanceof SyscallError && e.code === 'EPERM') {
@@ -106,6 +107,10 @@ export function freezeProcess(pid: number): FrozenProcess {
   }
   seized.sort((a, b) => (a === pid ? -1 : b === pid ? 1 : a - b));
   return { pid, threads: seized, stopped, ppid: 0 };
+}
+
+function underSeccomp(tid: number): boolean {
+  try { return /^Seccomp:\s*[12]$/m.test(fs.readFileSync(`/proc/${tid}/status`, 'utf8')); } catch { return false; }
 }
 
 function tracerOf(pid: number): number {

@@ -80,7 +80,9 @@ export class Parasite {
       const ign = sigmaskFromStatus(readStatus(pid), 'SigIgn');
       mode = (ign >> BigInt(SIG.SIGTRAP - 1)) & 1n ? 'syscall-stop' : 'int3';
     }
-    if (mode === 'syscall-stop') ptrace.setOptions(pid, PTRACE_O.TRACESYSGOOD | (opts.extraOptions ?? 0));
+    // PTRACE_SETOPTIONS replaces every option: a task under seccomp keeps its filters suspended for our calls.
+    const seccomp = Number(readStatus(pid).get('Seccomp') ?? 0) !== 0 ? PTRACE_O.SUSPEND_SECCOMP : 0;
+    if (mode === 'syscall-stop') ptrace.setOptions(pid, PTRACE_O.TRACESYSGOOD | seccomp | (opts.extraOptions ?? 0));
     const savedCode = ptrace.peekData(pid, codeAddr);
     const p = new Parasite(pid, regs, mask, codeAddr, savedCode, mode);
     // A `syscall` instruction already there (syscall-stop mode needs no int3):

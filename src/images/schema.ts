@@ -240,6 +240,8 @@ const messages = {
   cg_member_entry: { name: 'required string 1', path: 'required string 2', cgns_prefix: 'optional uint32 3' },
   cg_set_entry: { id: 'required uint32 1', ctls: 'repeated cg_member_entry 2' },
   cgroup_entry: { sets: 'repeated cg_set_entry 1', controllers: 'repeated cg_controller_entry 2' },
+  seccomp_filter: { filter: 'required bytes 1', prev: 'optional uint32 2', flags: 'optional uint32 3' },
+  seccomp_entry: { seccomp_filters: 'repeated seccomp_filter 1' },
   file_lock_entry: {
     flag: 'required uint32 1', type: 'required uint32 2', pid: 'required int32 3', fd: 'required int32 4',
     start: 'required int64 5', len: 'required int64 6',

@@ -31,12 +31,13 @@ import { ipcUnit } from './ns/ipc';
 import { mntUnit } from './ns/mnt';
 import { netUnit } from './ns/net';
 import { cgroupUnit } from './ns/cgroup';
+import { seccompUnit } from './seccomp';
 
 export const UNITS: readonly AnyUnit[] = [
   coreUnit, credsUnit, memoryUnit, filesUnit, fsUnit, signalsUnit, timersUnit, rlimitsUnit,
   regFileUnit, memfdUnit, pipeUnit, fifoUnit, eventfdUnit, eventpollUnit, signalfdUnit, timerfdUnit, inotifyUnit, ttyUnit,
   skQueuesUnit, inetSocketUnit, unixSocketUnit, fileLocksUnit,
-  namespacesUnit, utsUnit, timeUnit, ipcUnit, mntUnit, netUnit, cgroupUnit,
+  namespacesUnit, utsUnit, timeUnit, ipcUnit, mntUnit, netUnit, cgroupUnit, seccompUnit,
 ];
 
 registerFileKinds([...UNITS]);

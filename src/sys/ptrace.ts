@@ -4,7 +4,7 @@ import { addressOf } from './native';
 import { sys, sysTry } from './call';
 import {
   NT, PTRACE, USER_REGS_FIELDS, USER_REGS_SIZE, XSAVE, SIGINFO_SIZE, PEEKSIGINFO_ARGS, IOVEC, RSEQ_CONFIG,
-  PTRACE_PEEKSIGINFO_SHARED, ERRNO, type RegName,
+  PTRACE_PEEKSIGINFO_SHARED, ERRNO, SECCOMP_METADATA_SIZE, type RegName,
 } from './abi';
 import { SyscallError } from '../errors';
 
@@ -137,6 +137,14 @@ export function seccompGetFilter(pid: number, index: number): Buffer | null {
   const buf = Buffer.alloc(n * 8);
   ptrace(PTRACE.SECCOMP_GET_FILTER, pid, index, addressOf(buf), `SECCOMP_GET_FILTER ${pid}`);
   return buf;
+}
+
+/** Flags (SECCOMP_FILTER_FLAG_LOG...) the n-th filter was installed with. */
+export function seccompGetMetadata(pid: number, index: number): bigint {
+  const buf = Buffer.alloc(SECCOMP_METADATA_SIZE);
+  buf.writeBigUInt64LE(BigInt(index), 0);
+  ptrace(PTRACE.SECCOMP_GET_METADATA, pid, SECCOMP_METADATA_SIZE, addressOf(buf), `SECCOMP_GET_METADATA ${pid}`);
+  return buf.readBigUInt64LE(8);
 }
 
 export function peekData(pid: number, addr: bigint): bigint {
