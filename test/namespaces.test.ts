@@ -26,6 +26,7 @@ const DOWNTIME_MS = 1500;
  */
 async function roundTrip(kinds: string, around?: (init: number) => Promise<(outer: number) => Promise<void>>): Promise<void> {
   const fx = await Fixture.start('nsinit', { args: [kinds] });
+  let outer = 0;
   try {
     const init = Number(/^CHILD (\d+)$/m.exec(fx.log())![1]);
     await fx.waitLog(/^INIT_READY$/m);
@@ -38,7 +39,7 @@ async function roundTrip(kinds: string, around?: (init: number) => Promise<(oute
     if (check) await sleep(DOWNTIME_MS);
     const r = runStasis(['restore', '-D', dir, '-d', '--pidfile', 'init.pid', '--json']);
     assert.equal(r.status, 0, describeCli(r));
-    const outer = Number(fs.readFileSync(path.join(dir, 'init.pid'), 'utf8'));
+    outer = Number(fs.readFileSync(path.join(dir, 'init.pid'), 'utf8'));
     assert.equal(JSON.parse(r.stdout).pid, outer, 'the JSON result names the outer pid');
     assert.match(nspid(outer), new RegExp(`^${outer}\\s+1$`), 'pid 1 again, in a new pid namespace');
     for (const k of kinds.split(',')) {
@@ -50,7 +51,9 @@ async function roundTrip(kinds: string, around?: (init: number) => Promise<(oute
     const st = await reap(outer, 10000);
     assert.deepEqual(st, { kind: 'exited', pid: outer, code: 0 }, fx.log());
     assert.match(fx.log(), /^PASS$/m);
+    outer = 0;
   } finally {
+    if (outer) tryKill(outer, abi.SIG.SIGKILL);
     await fx.kill();
     reapZombies();
   }

@@ -16,7 +16,6 @@ before(() => { initHarness(); root = tmpDir('refuse'); });
 after(() => fs.rmSync(root, { recursive: true, force: true }));
 
 const CASES: [kind: string, message: RegExp][] = [
-  ['ns-cgroup', /lives in its own cgroup namespace \d+; cgroup namespaces are not supported yet/],
   ['ns-user', /lives in its own user namespace \d+; user namespaces are not supported yet/],
   // Unshared, not yet entered: the next child would land elsewhere.
   ['ns-pid', /has unshared a pid namespace its children would enter \(pid \(for its children\) namespace \d+\); not supported/],

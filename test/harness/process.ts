@@ -12,6 +12,16 @@ export function initHarness(): void {
   if (subreaper) return;
   setChildSubreaper(true);
   subreaper = true;
+  // A safety net, not a cleanup strategy: whatever a failed test left running
+  // (a fixture, a restored tree reparented to us) is ours; it must not outlive
+  // the test file and spin on a shared machine. Named, so leaks are seen.
+  process.on('exit', () => {
+    const left = childrenOf().filter((pid) => { try { return statFields(pid)[0] !== 'Z'; } catch { return false; } });
+    for (const pid of left) {
+      try { process.kill(pid, 'SIGKILL'); } catch { /* gone meanwhile */ }
+    }
+    if (left.length) process.stderr.write(`harness: killed ${left.length} leftover process(es): ${left.join(' ')}\n`);
+  });
 }
 
 /** Poll until `cond` is true; throws with `what` after `timeoutMs`. */
