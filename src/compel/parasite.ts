@@ -245,6 +245,9 @@ export class Parasite {
   /** The registers the task had when prepared (a copy). */
   get regs(): Regs { return { ...this.savedRegs }; }
 
+  /** The signal mask the task had when prepared. */
+  get mask(): bigint { return this.savedMask; }
+
   /** The parasite for another thread of the same process: same code, same scratch. */
   forThread(tid: number): Parasite {
     if (tid === this.pid) return this;

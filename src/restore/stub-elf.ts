@@ -6,8 +6,8 @@
 // What it does until we seize it: close fd 3 (the memfd it was run from),
 // wait to be re-parented to stasis (its starter exits), set PR_SET_PDEATHSIG
 // to SIGKILL and check its parent once more, then pause() forever. If stasis
-// is gone at any point it exits: a stub never outlives the restore that
-// started it. It also holds `syscall; int3` for the first remote call.
+// is gone at any point (its pid no longer there, or not re-parented to it
+// within 10 s) it exits: a stub never outlives the restore that started it. It also holds `syscall; int3` for the first remote call.
 import { abi } from '../sys';
 
 const { SYS, PR, SIG, ELF_MAGIC, ELFCLASS64, ELFDATA2LSB, EV_CURRENT, ELFOSABI_SYSV, ET, EM_X86_64, PT, PF, ELF64_EHDR, ELF64_PHDR, PAGE_SIZE, SYSCALL_INT3 } = abi;
@@ -17,6 +17,8 @@ export const STUB_BASE = 0x400000n;
 /** The fd the starter hands the memfd on as. */
 export const STUB_FD = 3;
 const POLL_NS = 1_000_000;
+/** Polls (of POLL_NS) for the re-parenting to stasis before giving up. */
+const MAX_POLLS = 10_000;
 
 type Label = 'loop' | 'ok' | 'park' | 'die' | 'tramp' | 'ts';
 
@@ -68,11 +70,13 @@ class Code {
 function program(parentPid: number): Code {
   const c = new Code();
   c.movEdi(STUB_FD).sys(SYS.close);
-  c.sys(SYS.getppid).raw(0x89, 0xc3); // mov %eax, %ebx: the parent we were started by
+  c.raw(0x41, 0xbc).imm32(MAX_POLLS); // mov $n, %r12d (syscalls keep r12)
   c.label('loop').sys(SYS.getppid)
     .cmpEax(parentPid).je('ok')
-    .raw(0x39, 0xd8).jne('die') // cmp %ebx, %eax: re-parented to someone else: stasis is gone
+    .movEdi(parentPid).raw(0x31, 0xf6).sys(SYS.kill) // kill(stasis, 0): is it still there?
+    .raw(0x85, 0xc0).jne('die') // test %eax, %eax
     .movEax(SYS.nanosleep).leaRdi('ts').raw(0x31, 0xf6).syscall() // xor %esi, %esi
+    .raw(0x41, 0xff, 0xcc).je('die') // dec %r12d: waited long enough
     .jmp('loop');
   c.label('ok').movEdi(PR.SET_PDEATHSIG).movEsi(SIG.SIGKILL).sys(SYS.prctl);
   c.sys(SYS.getppid).cmpEax(parentPid).jne('die');
