@@ -162,18 +162,18 @@ export class Parasite {
   static prepare(pid: number, opts: ParasiteOptions = {}): Parasite {
     if (opts.codeAddr === undefined && (opts.mode === undefined || opts.mode === 'self-restoring')) {
       const tgid = tgidOf(pid);
+      const regs = ptrace.getRegs(pid);
+      const mask = ptrace.getSigMask(pid);
       const area = areas.get(tgid) ?? openArea(tgid);
-      if (area) return Parasite.selfRestoring(pid, area, opts);
+      if (area) return Parasite.selfRestoring(pid, area, regs, mask, opts);
       if (opts.mode === 'self-restoring') throw new StasisError(ErrorCodes.PARASITE, `task ${pid} has no room in its [vdso] for self-restoring code`);
     }
     return Parasite.legacy(pid, opts);
   }
 
-  private static selfRestoring(pid: number, area: CodeArea, opts: ParasiteOptions): Parasite {
+  private static selfRestoring(pid: number, area: CodeArea, regs: Regs, mask: bigint, opts: ParasiteOptions): Parasite {
     const k = area.owner.indexOf(null);
     if (k < 0) throw new StasisError(ErrorCodes.INTERNAL, `task ${pid}: more than ${BLOCKS} parasites at once in process ${area.tgid}`);
-    const regs = ptrace.getRegs(pid);
-    const mask = ptrace.getSigMask(pid);
     const p = new Parasite(pid, regs, mask, area.blocks[k], 0n, 'self-restoring');
     p.area = area;
     p.block = k;

@@ -101,6 +101,7 @@ export async function killDumpAt(fx: Fixture, before: TargetState, dir: string, 
   const atMs = Number(process.hrtime.bigint() - seizedAt) / 1e6;
   child.kill('SIGKILL');
   const r = await exited(child);
+  if (r.code !== 0 && r.signal !== 'SIGKILL') throw new Error(`stasis dump of ${fx.name} ${fx.pid} failed by itself: ${JSON.stringify(r)}`);
   const completed = r.code === 0 || fs.existsSync(path.join(dir, 'inventory.img'));
   fs.rmSync(dir, { recursive: true, force: true });
   if (completed && !leaveRunning && !fx.alive) return { completed, atMs, harm: null };
