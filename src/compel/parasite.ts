@@ -34,6 +34,10 @@ const BLOCK_ALL_BUT_TRAP = BigInt.asUintN(64, ~(1n << BigInt(SIG.SIGTRAP - 1)));
 /** Stops we tolerate (group stops, spurious interrupts) before giving up on one call. */
 const MAX_STOPS_PER_CALL = 16;
 
+/** What a call changes in the call registers, and where they are in user_regs_struct. */
+const CALL_REGS = ['rax', 'rdi', 'rsi', 'rdx', 'r10', 'r8', 'r9'] as const;
+const CALL_REG_OFFSETS = Object.fromEntries(CALL_REGS.map((r) => [r, abi.USER_REGS_FIELDS.indexOf(r) * 8])) as Record<(typeof CALL_REGS)[number], number>;
+
 /** orig_rax = -1: no syscall restart logic on resume from the stop we set registers in. */
 const NO_SYSCALL = 0xffffffffffffffffn;
 
@@ -141,6 +145,8 @@ export class Parasite {
   private block = -1;
   /** Self-restoring mode: the task sits in a syscall-exit stop on our code (not its initial stop). */
   private onOurCode = false;
+  /** Self-restoring mode: the call registers, encoded once; each call changes rax and the arguments. */
+  private callBuf?: Buffer;
   /** Number of remote syscalls run (for benchmarks and tests). */
   calls = 0;
 
@@ -273,14 +279,16 @@ export class Parasite {
     if (this.mode === 'self-restoring') {
       // The task stays on our code between calls: its own registers and mask
       // come back at cure(), or from the code itself if we vanish.
-      ptrace.setRegs(this.pid, r);
+      const buf = (this.callBuf ??= ptrace.encodeRegs(r));
+      for (const reg of CALL_REGS) buf.writeBigUInt64LE(r[reg], CALL_REG_OFFSETS[reg]);
+      ptrace.setRegsEncoded(this.pid, buf);
       this.calls++;
       ptrace.syscallStep(this.pid);
       this.waitFor(sysStop, nr, true);
       ptrace.syscallStep(this.pid);
       this.waitFor(sysStop, nr, true);
       this.onOurCode = true;
-      return BigInt.asIntN(64, ptrace.getRegs(this.pid).rax);
+      return BigInt.asIntN(64, ptrace.peekReg(this.pid, 'rax'));
     }
     // Between calls the task holds its own registers and mask again.
     ptrace.setSigMask(this.pid, BLOCK_ALL_BUT_TRAP);
