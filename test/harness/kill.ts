@@ -137,6 +137,8 @@ export interface CampaignOptions {
   /** Scratch directory for the images. */
   dir: string;
   log?: (line: string) => void;
+  /** Log a line every `progress` kills. */
+  progress?: number;
 }
 
 export interface CampaignResult {
@@ -181,6 +183,7 @@ export async function killCampaign(o: CampaignOptions): Promise<CampaignResult> 
       const out = await killDumpAt(fx, before, o.dir, o.leaveRunning, rand() * dumpMs);
       res.kills++;
       if (out.completed) res.completed++;
+      if (o.progress && res.kills % o.progress === 0) o.log?.(`  ${res.kills} kills, ${res.harmed.length} harmed`);
       if (out.harm) {
         res.harmed.push(`kill ${i} at ${out.atMs.toFixed(2)} ms: ${out.harm}`);
         o.log?.(`HARMED: ${o.fixture}${o.leaveRunning ? ' -R' : ''} kill ${i} at ${out.atMs.toFixed(2)} ms: ${out.harm}`);
