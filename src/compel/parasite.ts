@@ -185,7 +185,9 @@ export class Parasite {
     p.block = k;
     area.owner[k] = p;
     try {
-      ptrace.setOptions(pid, PTRACE_O.TRACESYSGOOD | (opts.extraOptions ?? 0));
+      // PTRACE_SETOPTIONS replaces every option: a task under seccomp keeps its filters suspended for our calls.
+      const seccomp = Number(readStatus(pid).get('Seccomp') ?? 0) !== 0 ? PTRACE_O.SUSPEND_SECCOMP : 0;
+      ptrace.setOptions(pid, PTRACE_O.TRACESYSGOOD | seccomp | (opts.extraOptions ?? 0));
       const block = Buffer.from(area.code.bytes);
       selfRestoreData(regs, mask, area.scratch, area.scratchLen).copy(block, area.code.dataOffset);
       writeTask(area, area.blocks[k], block);
