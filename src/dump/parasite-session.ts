@@ -3,25 +3,22 @@
 // and one per thread for per-thread facts (altstack, clear_tid...). A page of
 // scratch memory is mapped in the task for the calls' buffers and unmapped
 // before the session ends.
-import { abi } from '../sys';
 import { Parasite } from '../compel/parasite';
 import { RemoteTask, SCRATCH_LEN } from '../compel/remote';
 import type { DumpCtx, ProcessDump } from '../unit/dump-ctx';
 import type { AnyUnit } from '../unit/unit';
 
-const { PROT, MAP } = abi;
-
 function session(ctx: DumpCtx, pd: ProcessDump, units: AnyUnit[]): void {
   const p = Parasite.prepare(pd.pid);
   try {
-    const scratch = p.syscall('mmap', 0, SCRATCH_LEN, PROT.READ | PROT.WRITE, MAP.PRIVATE | MAP.ANONYMOUS, -1, 0);
+    const scratch = p.mapScratch(SCRATCH_LEN);
     try {
       const t = new RemoteTask(p, scratch, SCRATCH_LEN);
       for (const u of units) u.parasite?.(ctx, pd, t, ctx.state(u));
       for (const tid of pd.frozen.threads) {
-        // Threads share the leader's code page: an inner parasite saves our
-        // patched bytes and puts them back, the outer one the originals.
-        const tp = tid === pd.pid ? p : Parasite.prepare(tid, { codeAddr: p.codeAddress });
+        // Threads share the leader's code and scratch (the leader stays on
+        // its own block meanwhile: see compel/parasite.ts).
+        const tp = p.forThread(tid);
         try {
           const tt = tid === pd.pid ? t : new RemoteTask(tp, scratch, SCRATCH_LEN);
           for (const u of units) u.parasiteThread?.(ctx, pd, tid, tt, ctx.state(u));
@@ -30,7 +27,7 @@ function session(ctx: DumpCtx, pd: ProcessDump, units: AnyUnit[]): void {
         }
       }
     } finally {
-      p.syscall('munmap', scratch, SCRATCH_LEN);
+      p.unmapScratch(scratch, SCRATCH_LEN);
     }
   } finally {
     p.cure();

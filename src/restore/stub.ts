@@ -1,42 +1,78 @@
-// The start of a restore: a stub process (a plain /bin/sleep) that we seize,
-// strip down to a trampoline and the kernel's vdso/vvar (moved to where the
-// dumped task had them), and then clone into the restored task with clone3 +
-// set_tid (compel/clone.ts), so the new task gets its old PID and starts with
-// an empty address space ready to be rebuilt.
+// The start of a restore: a stub process (a tiny static program of ours run
+// from a memfd: stub-elf.ts) that we seize, strip down to a trampoline and the
+// kernel's vdso/vvar (moved to where the dumped task had them), and then clone
+// into the restored task with clone3 + set_tid (compel/clone.ts), so the new
+// task gets its old PID and starts with an empty address space ready to be
+// rebuilt. Its exe link is the memfd, which no restored process maps: the
+// kernel lets each restored task switch its exe link away from it.
+import * as fs from 'node:fs';
 import { spawnSync } from 'node:child_process';
-import { abi, ptrace, wait4, setChildSubreaper, describeWait } from '../sys';
+import { abi, ptrace, wait4, setChildSubreaper, describeWait, sys, addressOf, getpid } from '../sys';
 import { Parasite } from '../compel/parasite';
 import { RemoteTask, TRAMPOLINE_PAGES, trampolineAt } from '../compel/remote';
 import { killAndReap } from '../compel/clone';
 import { readMaps } from '../proc/proc';
-import { StasisError, ErrorCodes } from '../errors';
+import { StasisError, ErrorCodes, SyscallError } from '../errors';
+import { stubElf, STUB_FD } from './stub-elf';
 import { VMA } from '../images/criu';
 import type { Msg } from '../images/schema';
 
-const { PROT, MAP, MREMAP, PTRACE_O, PAGE_SIZE, PTRACE_EVENT, RSEQ_FLAG_UNREGISTER } = abi;
+const { PROT, MAP, MREMAP, PTRACE_O, PAGE_SIZE, PTRACE_EVENT, RSEQ_FLAG_UNREGISTER, MFD, ERRNO } = abi;
 const PAGE = BigInt(PAGE_SIZE);
 const TRAMP_LEN = BigInt(TRAMPOLINE_PAGES * PAGE_SIZE);
+
+/** The stub program in a memfd (close-on-exec here: the starter gets it as fd STUB_FD). */
+function stubMemfd(): { fd: number; trampoline: bigint } {
+  const name = Buffer.from('stasis-stub\0');
+  let fd: number;
+  try {
+    // MFD_EXEC: where vm.memfd_noexec makes memfds non-executable by default.
+    fd = sys('memfd_create', addressOf(name), MFD.CLOEXEC | MFD.EXEC);
+  } catch (e) {
+    if (!(e instanceof SyscallError && e.errno === ERRNO.EINVAL)) throw e;
+    fd = sys('memfd_create', addressOf(name), MFD.CLOEXEC); // a kernel before MFD_EXEC
+  }
+  const stub = stubElf(getpid());
+  try {
+    fs.writeSync(fd, stub.image);
+  } catch (e) {
+    fs.closeSync(fd);
+    throw e;
+  }
+  return { fd, trampoline: stub.trampoline };
+}
+
+/** Where a started stub has its `syscall; int3`, by pid. */
+const trampolines = new Map<number, bigint>();
 
 /**
  * Start the stub as a grandchild that re-parents to us (we are a child
  * subreaper): Node's child reaper only waits for pids it spawned itself, so
- * it cannot steal this one's wait statuses.
+ * it cannot steal this one's wait statuses. Seized at once with EXITKILL; the
+ * stub itself exits if we die before that (see stub-elf.ts).
  */
 export function startStub(): number {
   setChildSubreaper(true);
-  // It is needed only until the task is cloned; the sleep bounds its life should anything go wrong.
-  const r = spawnSync('/bin/sh', ['-c', 'exec </dev/null 2>/dev/null; /bin/sleep 3600 >/dev/null & echo $!'], { encoding: 'utf8' });
+  const mfd = stubMemfd();
+  let r;
+  try {
+    r = spawnSync('/bin/sh', ['-c', `exec </dev/null 2>/dev/null; /proc/self/fd/${STUB_FD} >/dev/null & echo $!`], {
+      encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe', mfd.fd],
+    });
+  } finally {
+    fs.closeSync(mfd.fd);
+  }
   const pid = Number((r.stdout ?? '').trim());
   if (r.status !== 0 || !Number.isInteger(pid) || pid <= 0) {
     throw new StasisError(ErrorCodes.RESTORE_FAILED, `could not start the restore stub: ${r.error?.message ?? r.stderr}`);
   }
-  // Seized at once with EXITKILL: if stasis dies from here on, the stub dies too.
   try {
     seizeStopped(pid, PTRACE_O.TRACECLONE | PTRACE_O.TRACEFORK | PTRACE_O.EXITKILL);
   } catch (e) {
     killAndReap(pid);
     throw e;
   }
+  trampolines.set(pid, mfd.trampoline);
   return pid;
 }
 
@@ -79,16 +115,17 @@ interface SpecialVma { name: string; start: bigint; end: bigint }
 export function prepareStub(stub: number, allDumpedVmas: Msg<'vma_entry'>[], rootVmas: Msg<'vma_entry'>[]): RemoteTask {
   const stubMaps = readMaps(stub);
   const tramp = findGap(allDumpedVmas, TRAMP_LEN, stubMaps);
-  // First call runs at the stub's own vdso, to map the trampoline.
-  const p0 = Parasite.prepare(stub, { mode: 'int3' });
+  // First call runs at the stub's own `syscall; int3`, to map the trampoline.
+  const own = trampolines.get(stub);
+  const p0 = Parasite.prepare(stub, own === undefined ? { mode: 'int3' } : { codeAddr: own, mode: 'int3' });
   try {
     p0.syscall('mmap', tramp, TRAMP_LEN, PROT.READ | PROT.WRITE | PROT.EXEC, MAP.PRIVATE | MAP.ANONYMOUS | MAP.FIXED_NOREPLACE, -1, 0);
   } finally {
     p0.cure();
   }
   const t = RemoteTask.onTrampoline(stub, trampolineAt(tramp));
-  // glibc registered rseq in its TLS: unmapping that with rseq still
-  // registered makes every return to user space fault.
+  // A stub with a libc may have registered rseq in its TLS: unmapping that
+  // with rseq still registered makes every return to user space fault.
   const rseq = ptrace.getRseqConfiguration(stub);
   if (rseq.abiPointer !== 0n) t.call('rseq', rseq.abiPointer, rseq.abiSize, RSEQ_FLAG_UNREGISTER, rseq.signature);
 

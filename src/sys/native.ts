@@ -15,9 +15,18 @@ const rawSyscall = libc.func(
 
 export type Arg = number | bigint;
 
+/**
+ * Buffers whose address was taken since the last system call. A Buffer that
+ * the caller no longer references may be collected (and its memory reused)
+ * between addressOf() and the call that passes the address to the kernel:
+ * keep every one alive until the next call has returned.
+ */
+let pinned: (Buffer | Uint8Array)[] = [];
+
 /** Raw system call. Returns the kernel's result, or -errno on failure. */
 export function syscall(nr: number, a: Arg = 0, b: Arg = 0, c: Arg = 0, d: Arg = 0, e: Arg = 0, f: Arg = 0): number {
   const r = rawSyscall(nr, a, b, c, d, e, f) as number | bigint;
+  pinned = [];
   const v = typeof r === 'bigint' ? Number(r) : r;
   if (v === -1) return -(koffi.errno() as number);
   return v;
@@ -26,6 +35,7 @@ export function syscall(nr: number, a: Arg = 0, b: Arg = 0, c: Arg = 0, d: Arg =
 /** Same as syscall() but keeps the full 64-bit result (for addresses above 2^53). */
 export function syscallBig(nr: number, a: Arg = 0, b: Arg = 0, c: Arg = 0, d: Arg = 0, e: Arg = 0, f: Arg = 0): bigint {
   const r = rawSyscall(nr, a, b, c, d, e, f) as number | bigint;
+  pinned = [];
   const v = BigInt(r);
   if (v === -1n) return -BigInt(koffi.errno() as number);
   return v;
@@ -33,5 +43,6 @@ export function syscallBig(nr: number, a: Arg = 0, b: Arg = 0, c: Arg = 0, d: Ar
 
 /** Address of a Buffer's first byte (byteOffset included). */
 export function addressOf(buf: Buffer | Uint8Array): bigint {
+  pinned.push(buf);
   return koffi.address(buf) as bigint;
 }

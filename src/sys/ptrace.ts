@@ -76,6 +76,16 @@ export function getRegs(pid: number): Regs {
 export function setRegs(pid: number, regs: Regs): void {
   setRegSet(pid, NT.PRSTATUS, encodeRegs(regs));
 }
+/** setRegs from registers already encoded (encodeRegs): for calls made many times with a few words changed. */
+export function setRegsEncoded(pid: number, regs: Buffer): void {
+  setRegSet(pid, NT.PRSTATUS, regs);
+}
+/** One register, by name (PTRACE_PEEKUSER into struct user's regs). */
+export function peekReg(pid: number, name: RegName): bigint {
+  const buf = Buffer.alloc(8);
+  ptrace(PTRACE.PEEKUSER, pid, USER_REGS_FIELDS.indexOf(name) * 8, addressOf(buf), `PEEKUSER ${pid}`);
+  return buf.readBigUInt64LE(0);
+}
 /** The task's XSAVE area (standard format), as long as the kernel reports it. */
 export function getXstate(pid: number): Buffer {
   return Buffer.from(getRegSet(pid, NT.X86_XSTATE, XSAVE.MAX_SIZE));

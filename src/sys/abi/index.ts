@@ -10,6 +10,7 @@ export * from './socket';
 export * from './process';
 export * from './regs';
 export * from './structs';
+export * from './elf';
 export { struct, i32s, u64s, readI32s, type Struct, type StructValue, type StructInput, type FieldType } from './struct';
 export * from './ipc';
 export * from './mount';

@@ -11,6 +11,8 @@ export const SIG_DFL = 0n;
 export const SIG_IGN = 1n;
 export const SA = { SIGINFO: 4, ONSTACK: 0x08000000, RESTART: 0x10000000, NODEFER: 0x40000000, RESETHAND: 0x80000000, RESTORER: 0x04000000 } as const;
 export const SS_DISABLE = 2;
+/** rt_sigprocmask's `how`. */
+export const SIG_HOW = { BLOCK: 0, UNBLOCK: 1, SETMASK: 2 } as const;
 export const SIGEV = { SIGNAL: 0, NONE: 1, THREAD: 2, THREAD_ID: 4 } as const;
 /** Every signal, as a 64-bit mask. */
 export const ALL_SIGNALS = 0xffffffffffffffffn;
