@@ -98,8 +98,13 @@ test('a bash loop calling sleep, dumped with its sleep child: restored, both und
   if (fs.existsSync(`/proc/${child}`)) assert.equal(exe(child), '/usr/bin/sleep');
   const n0 = lines(out);
   await waitFor('the loop going on', () => lines(out) >= n0 + 2, 10000);
+  // The loop's current sleep (a child of bash) goes too: orphaned, it would
+  // be ours (we are the subreaper) and seen by the next test as a leftover.
+  const kids = descendantsOf().filter((p) => p !== fx.pid);
   tryKill(fx.pid, abi.SIG.SIGKILL);
+  for (const p of kids) tryKill(p, abi.SIG.SIGKILL);
   await fx.reap();
+  await waitFor('the loop and its sleep gone', () => { reapZombies(); return descendantsOf().length === 0; });
 });
 
 test('a Node.js process (exe: the binary stasis runs on): dumped, restored, its timer goes on', async () => {

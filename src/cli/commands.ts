@@ -19,6 +19,7 @@ export interface Command extends CommandSpec {
 
 function str(v: Values, k: string): string | undefined { return v[k] as string | undefined; }
 function flag(v: Values, k: string): boolean { return v[k] === true; }
+function list(v: Values, k: string): string[] { return (v[k] as string[] | undefined) ?? []; }
 
 /** -o FILE: relative names resolve in the images directory, as criu's. */
 function startLog(values: Values, dir: string | undefined, mkdir: boolean): void {
@@ -66,6 +67,7 @@ const dumpCmd: Command = {
     { long: 'ghost-limit', type: 'size', arg: 'SIZE', help: 'largest deleted-but-open file to put in the images (default 1M; K, M, G suffixes)' },
     { long: 'shell-job', short: 'j', type: 'flag', help: 'the tree runs on the shell\'s terminal (restore with -j too)' },
     { long: 'ext-unix-sk', type: 'flag', help: 'unix datagram sockets connected outside the tree: connect to the peer\'s name again on restore' },
+    { long: 'external', type: 'string', multiple: true, arg: 'mnt[MOUNTPOINT]:KEY', help: 'a mount of the tree\'s mount namespace not carried: restore binds it from what KEY is mapped to' },
     ...LOGGING,
   ],
   run(v) {
@@ -78,7 +80,7 @@ const dumpCmd: Command = {
     const r = dump(pid, {
       dir, leaveRunning: flag(v, 'leave-running'), tcpEstablished: flag(v, 'tcp-established'), fileLocks: flag(v, 'file-locks'),
       ghostLimit: v['ghost-limit'] as number | undefined, shellJob: flag(v, 'shell-job'), extUnixSk: flag(v, 'ext-unix-sk'),
-      failAt: process.env.STASIS_FAIL_AT || undefined,
+      external: list(v, 'external'), failAt: process.env.STASIS_FAIL_AT || undefined,
     });
     log.info(dumpSummary(r, flag(v, 'leave-running')));
     if (flag(v, 'json')) printJson(r);
@@ -109,6 +111,7 @@ const restoreCmd: Command = {
     { long: 'allow-foreign-images', type: 'flag', help: 'trust image files owned by other users' },
     { long: 'manage-cgroups', type: 'string', arg: 'MODE', help: 'cgroups: soft (default: make missing ones, their limits too), full, strict, props, none, ignore (criu\'s modes)' },
     { long: 'root', type: 'string', arg: 'DIR', help: 'the tree\'s root directory here: its mount namespace\'s root is bound from DIR (default: found among our mounts)' },
+    { long: 'external', type: 'string', multiple: true, arg: 'mnt[KEY]:PATH', help: 'bind the mount dumped as external KEY from PATH' },
     ...LOGGING,
   ],
   run(v) {
@@ -117,7 +120,7 @@ const restoreCmd: Command = {
     startLog(v, dir, false);
     const r = restore({
       dir, detach: flag(v, 'restore-detached'), skipFileCheck: flag(v, 'skip-file-check'), shellJob: flag(v, 'shell-job'),
-      fileLocks: flag(v, 'file-locks'), anyOwner: flag(v, 'allow-foreign-images'), root: str(v, 'root'), manageCgroups: cgroupMode(str(v, 'manage-cgroups')), failAt: process.env.STASIS_FAIL_AT || undefined,
+      fileLocks: flag(v, 'file-locks'), anyOwner: flag(v, 'allow-foreign-images'), root: str(v, 'root'), external: list(v, 'external'), manageCgroups: cgroupMode(str(v, 'manage-cgroups')), failAt: process.env.STASIS_FAIL_AT || undefined,
     });
     const pidfile = str(v, 'pidfile');
     if (pidfile) fs.writeFileSync(path.isAbsolute(pidfile) ? pidfile : path.join(dir, pidfile), `${r.pid}\n`);

@@ -16,6 +16,7 @@ import type { DumpCtx } from '../unit/dump-ctx';
 import type { RestoreCtx } from '../unit/restore-ctx';
 import { fileId, filesUnit } from './files';
 import { namespacesUnit } from './ns/namespaces';
+import { treeMounts } from './ns/mnt';
 
 const { O } = abi;
 type RegEntry = Msg<'reg_file_entry'>;
@@ -94,6 +95,14 @@ function ghostPath(ctx: RestoreCtx, e: RegEntry, ghostId: number, made: Map<numb
   return path;
 }
 
+/** Whether `link`, resolved in pid's mount namespace and root, is the file `st`. */
+function sameFileInside(pid: number, link: string, st: fs.Stats): boolean {
+  try {
+    const inside = fs.statSync(`/proc/${pid}/root${link}`);
+    return inside.dev === st.dev && inside.ino === st.ino;
+  } catch { return false; }
+}
+
 export const regFileUnit = defineFileUnit({
   name: 'regular files',
   dumpState: () => ({ ghosts: [] as Ghost[] }),
@@ -127,6 +136,14 @@ export const regFileUnit = defineFileUnit({
     field: 'reg',
     match: (d) => !d.link.startsWith('/memfd:') && !d.link.startsWith('anon_inode:') && (d.st.isFile() || d.st.isDirectory() || (d.st.isCharacterDevice() && HARMLESS_CHR.has(d.link))),
     dump(ctx, d, id, st) {
+      // Its path is re-opened in the tree's mount namespace: a file on a mount
+      // outside it (a container's stdout on a host file) would be another file.
+      // One inherited from outside (a log opened before unshare) is fine when
+      // its path there still names the very same file.
+      const own = treeMounts(ctx);
+      if (own && !own.has(d.info.mntId) && !(d.st.isCharacterDevice() && HARMLESS_CHR.has(d.link)) && !sameFileInside(d.pid, d.link, d.st)) {
+        throw new StasisError(ErrorCodes.UNSUPPORTED, `fd ${d.fd} of pid ${d.pid}: ${d.link} is on a mount outside the tree's mount namespace (mount ${d.info.mntId}); not supported`);
+      }
       if (d.link.endsWith(' (deleted)') && d.st.isFile()) return dumpGhost(ctx, d, id, st.ghosts);
       if (d.link.endsWith(' (deleted)')) throw new StasisError(ErrorCodes.UNSUPPORTED, `fd ${d.fd} of pid ${d.pid}: ${d.link} is deleted and not a regular file; not supported`);
       return regEntry(id, d.link, d.flags, d.info.pos, `/proc/${d.pid}/fd/${d.fd}`);

@@ -45,6 +45,11 @@ function stubMemfd(): { fd: number; trampoline: bigint } {
 /** Where a started stub has its `syscall; int3`, by pid. */
 const trampolines = new Map<number, bigint>();
 
+/** A started stub's own `syscall; int3` (for a parasite in it). */
+export function stubCode(stub: number): bigint | undefined {
+  return trampolines.get(stub);
+}
+
 /**
  * Start the stub as a grandchild that re-parents to us (we are a child
  * subreaper): Node's child reaper only waits for pids it spawned itself, so

@@ -22,6 +22,8 @@ export interface LoadOptions {
   fileLocks?: boolean;
   /** The tree's root directory here (criu --root). */
   root?: string;
+  /** criu's --external forms (mnt[KEY]:PATH). */
+  external?: string[];
   /** What may be done to cgroups (criu --manage-cgroups; default soft). */
   manageCgroups?: import('../resources/ns/cgroup').CgroupMode;
 }

@@ -21,6 +21,8 @@ export interface DumpOptions {
   tcpEstablished?: boolean;
   /** Take file locks (criu --file-locks); without it a process holding one is refused. */
   fileLocks?: boolean;
+  /** criu's --external forms (mnt[MOUNTPOINT]:KEY: a mount bound at restore from what KEY is mapped to). */
+  external?: string[];
   /** Failure injection for tests: "phase" or "phase:kill" (STASIS_FAIL_AT). */
   failAt?: string;
 }

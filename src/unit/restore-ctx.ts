@@ -20,6 +20,8 @@ export interface RestoreOptions {
   root?: string;
   /** What may be done to cgroups (criu --manage-cgroups; default soft). */
   manageCgroups?: import('../resources/ns/cgroup').CgroupMode;
+  /** criu's --external forms (mnt[KEY]:PATH: where the mount dumped as external KEY is bound from). */
+  external?: string[];
   /** Failure injection for tests (STASIS_FAIL_AT=phase or phase:kill). */
   failAt?: string;
 }

@@ -2,7 +2,7 @@
 import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import { parseMountInfo, kdev, optionalField, unescapeMount } from '../../src/proc/mountinfo';
-import { planMounts, mountFlags, fsOptions, sbFlags, fstypeOf, FSTYPE, under } from '../../src/resources/ns/mnt-plan';
+import { planMounts, buildOrder, parseExternalMounts, mountFlags, fsOptions, sbFlags, fstypeOf, FSTYPE, under } from '../../src/resources/ns/mnt-plan';
 import { abi } from '../../src/sys';
 
 const { MS } = abi;
@@ -32,7 +32,7 @@ test('mountinfo lines: ids, devices, escaped paths, propagation, options', () =>
 });
 
 test('plans: host binds, new filesystems, binds of the tree’s own, refusals', () => {
-  const mounts = parseMountInfo(INFO).map((m) => ({ mnt_id: m.id, root_dev: kdev(m.dev), root: m.root, mountpoint: m.mountpoint, fstype: fstypeOf(m.fstype) }));
+  const mounts = parseMountInfo(INFO).map((m) => ({ mnt_id: m.id, parent_mnt_id: m.parent, root_dev: kdev(m.dev), root: m.root, mountpoint: m.mountpoint, fstype: fstypeOf(m.fstype) }));
   const host = [{ dev: kdev('254:0'), root: '/', mountpoint: '/' }, { dev: kdev('0:20'), root: '/', mountpoint: '/proc' }];
   const p = planMounts(mounts, host);
   assert.deepEqual(p.get(26), { how: 'host', from: '/' });
@@ -43,8 +43,42 @@ test('plans: host binds, new filesystems, binds of the tree’s own, refusals', 
   assert.match((p.get(93) as { error: string }).error, /mount \/weird dir .* is neither mounted here nor a filesystem that can be made anew/);
   const noRoot = planMounts(mounts.slice(0, 1), []);
   assert.match((noRoot.get(26) as { error: string }).error, /restore with --root DIR/);
-  assert.deepEqual(planMounts(mounts.slice(0, 1), [], '/srv/rootfs').get(26), { how: 'host', from: '/srv/rootfs' });
+  assert.deepEqual(planMounts(mounts.slice(0, 1), [], { rootDir: '/srv/rootfs' }).get(26), { how: 'host', from: '/srv/rootfs' });
   assert.equal(under('/a/b', '/a'), '/b');
   assert.equal(under('/ab', '/a'), undefined);
   assert.equal(under('/a', '/a'), '/');
+});
+
+// A runc container's masked paths: /proc/keys is its own /dev's null, bound
+// before /dev is listed (mountinfo order); /data is external.
+const RUNC = `88 65 254:0 /var/tmp/b/rootfs / rw,relatime - ext4 /dev/vda rw
+89 88 0:39 / /proc rw,relatime - proc proc rw
+71 89 0:40 /null /proc/keys rw,nosuid - tmpfs tmpfs rw,size=65536k,mode=755
+66 89 0:39 /bus /proc/bus ro,relatime - proc proc rw
+90 88 0:40 / /dev rw,nosuid - tmpfs tmpfs rw,size=65536k,mode=755
+105 88 254:0 /var/tmp/hostdir /data rw,relatime - ext4 /dev/vda rw
+`;
+
+test('plans: a bind of the tree’s own filesystem listed before its source is mounted after it; external mounts', () => {
+  const mounts = parseMountInfo(RUNC).map((m) => ({ mnt_id: m.id, parent_mnt_id: m.parent, root_dev: kdev(m.dev), root: m.root, mountpoint: m.mountpoint, fstype: fstypeOf(m.fstype), ext_key: m.id === 105 ? 'data' : undefined }));
+  const host = [{ dev: kdev('254:0'), root: '/', mountpoint: '/' }];
+  const p = planMounts(mounts, host, { external: new Map([['data', '/srv/elsewhere']]) });
+  assert.deepEqual(p.get(71), { how: 'bind', from: 90, sub: '/null' });
+  assert.deepEqual(p.get(66), { how: 'bind', from: 89, sub: '/bus' });
+  assert.deepEqual(p.get(88), { how: 'host', from: '/var/tmp/b/rootfs' });
+  assert.deepEqual(p.get(105), { how: 'host', from: '/srv/elsewhere' }, 'external: from what its key maps to, not from where it was');
+  assert.deepEqual(buildOrder(mounts, p).map((m) => m.mnt_id), [88, 89, 66, 90, 105, 71]);
+  assert.match((planMounts(mounts, host).get(105) as { error: string }).error, /dumped as external \(key data\): restore with --external mnt\[data\]:PATH/);
+  assert.deepEqual(planMounts(mounts, [], { dumping: true }).get(105), { how: 'host', from: 'external:data' }, 'at dump an external mount needs nothing here');
+  const loop = [{ mnt_id: 1, parent_mnt_id: 0, root_dev: 9, root: '/', mountpoint: '/', fstype: FSTYPE.TMPFS }, { mnt_id: 2, parent_mnt_id: 3, root_dev: 9, root: '/a', mountpoint: '/x', fstype: FSTYPE.TMPFS }, { mnt_id: 3, parent_mnt_id: 2, root_dev: 9, root: '/b', mountpoint: '/y', fstype: FSTYPE.TMPFS }];
+  assert.throws(() => buildOrder(loop, planMounts(loop, [])), /bound from each other/);
+});
+
+test('--external mnt[...] forms', () => {
+  assert.deepEqual([...parseExternalMounts(['mnt[/data]:data', 'mnt[/etc/hosts]:hosts'], 'dump')], [['/data', 'data'], ['/etc/hosts', 'hosts']]);
+  assert.deepEqual([...parseExternalMounts(['mnt[data]:/srv/x'], 'restore')], [['data', '/srv/x']]);
+  assert.throws(() => parseExternalMounts(['veth[eth0]:v1'], 'dump'), /external veth resources are not supported/);
+  assert.throws(() => parseExternalMounts(['mnt[data]:x'], 'restore'), /must be absolute/);
+  assert.throws(() => parseExternalMounts(['mnt[data]:/x'], 'dump'), /mountpoint must be an absolute path/);
+  assert.throws(() => parseExternalMounts(['data:/x'], 'restore'), /expected mnt\[KEY\]:PATH/);
 });

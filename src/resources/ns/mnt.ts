@@ -11,15 +11,18 @@ import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { abi, pidfdOpen, pidfdGetfd, sysTry } from '../../sys';
 import { cstr, type RemoteTask } from '../../compel/remote';
+import { withHelperTask } from '../../compel/helper-task';
 import { parseMountInfo, kdev, optionalField, type MountInfo } from '../../proc/mountinfo';
 import { parts, type Msg } from '../../images/image';
 import { StasisError, ErrorCodes } from '../../errors';
 import { defineUnit } from '../../unit/unit';
 import type { RestoreCtx } from '../../unit/restore-ctx';
+import type { DumpCtx } from '../../unit/dump-ctx';
+import type { LoadOptions } from '../../unit/checkpoint';
 import { namespacesUnit } from './namespaces';
-import { planMounts, fstypeOf, mountFlags, sbFlags, fsOptions, joinPath, FSTYPE, type Plan } from './mnt-plan';
+import { planMounts, buildOrder, parseExternalMounts, fstypeOf, mountFlags, sbFlags, fsOptions, joinPath, FSTYPE, type Plan } from './mnt-plan';
 
-const { MS, MNT_DETACH, OPEN_TREE, AT_FDCWD, MOVE_MOUNT, O } = abi;
+const { MS, MNT_DETACH, OPEN_TREE, AT_FDCWD, MOVE_MOUNT, O, CLONE } = abi;
 type Mnt = Msg<'mnt_entry'>;
 
 const tarName = (dev: number) => `tmpfs-dev-${dev}.tar.gz.img`;
@@ -49,21 +52,49 @@ function parentsFirst(info: MountInfo[]): MountInfo[] {
 
 interface DumpState { mounts: Mnt[]; tmpfs: Map<number, { mountpoint: string; fd?: number }> }
 
-function scan(pid: number, st: DumpState): void {
+function scan(pid: number, st: DumpState, external: Map<string, string>): void {
   const info = parseMountInfo(fs.readFileSync(`/proc/${pid}/mountinfo`, 'utf8'));
   st.mounts = parentsFirst(info).map(mntEntry);
+  for (const [mountpoint, key] of external) {
+    const m = [...st.mounts].reverse().find((x) => x.mountpoint === mountpoint);
+    if (!m) throw new StasisError(ErrorCodes.USAGE, `--external mnt[${mountpoint}]:${key}: pid ${pid}'s mount namespace has no mount at ${mountpoint}`);
+    m.ext_mount = true;
+    m.ext_key = key;
+  }
   // Propagation shared with our own mounts would be cut at restore: refused.
   const ours = new Set(parseMountInfo(fs.readFileSync('/proc/self/mountinfo', 'utf8')).flatMap((m) => [optionalField(m, 'shared'), optionalField(m, 'master')]).filter((x) => x !== undefined));
   for (const m of st.mounts) {
     const g = [m.shared_id, m.master_id].find((x) => x !== undefined && ours.has(x));
     if (g !== undefined) throw new StasisError(ErrorCodes.UNSUPPORTED, `pid ${pid}'s mount ${m.mountpoint} propagates to or from mounts outside its namespace (peer group ${g}); not supported`);
   }
-  const plans = planMounts(st.mounts, hostMounts());
+  const plans = planMounts(st.mounts, hostMounts(), { dumping: true });
   for (const m of st.mounts) {
     const p = plans.get(m.mnt_id)!;
     if ('error' in p) throw new StasisError(ErrorCodes.UNSUPPORTED, `pid ${pid}'s mount namespace: ${p.error}`);
     if (p.how === 'create' && m.fstype === FSTYPE.TMPFS && !st.tmpfs.has(m.root_dev)) st.tmpfs.set(m.root_dev, { mountpoint: m.mountpoint });
   }
+  buildOrder(st.mounts, plans);
+}
+
+/**
+ * A detached clone of each tmpfs, made inside the tree's mount namespace by a
+ * helper task of ours (the tree's tasks may lack the capability), so what lies
+ * under its submounts is seen too.
+ */
+function cloneTmpfs(pid: number, st: DumpState): void {
+  withHelperTask((t) => {
+    const ns = t.callNum('openat', AT_FDCWD, cstr(`/proc/${pid}/ns/mnt`), O.RDONLY | O.CLOEXEC, 0);
+    t.call('setns', ns, CLONE.NEWNS);
+    const pidfd = pidfdOpen(t.pid);
+    try {
+      for (const tm of st.tmpfs.values()) {
+        const fd = t.callNum('open_tree', AT_FDCWD, cstr(tm.mountpoint), OPEN_TREE.CLONE | OPEN_TREE.CLOEXEC);
+        tm.fd = pidfdGetfd(pidfd, fd);
+      }
+    } finally {
+      sysTry('close', pidfd);
+    }
+  });
 }
 
 /** A tar of a detached clone of the mount (what lies under its submounts included), as criu's. */
@@ -73,16 +104,27 @@ function tarTmpfs(fd: number, out: { fd: number; path: string }): void {
   if (r.status !== 0) throw new StasisError(ErrorCodes.UNSUPPORTED, `cannot archive a tmpfs for ${out.path}: ${r.error?.message ?? r.stderr.trim()}`);
 }
 
+/** The ids of the tree's own mounts (undefined: it shares our mount namespace). */
+export function treeMounts(ctx: DumpCtx): Set<number> | undefined {
+  if (!ctx.state(namespacesUnit).own.has('mnt')) return undefined;
+  return new Set(ctx.state(mntUnit).mounts.map((m) => m.mnt_id));
+}
+
 export const mntUnit = defineUnit({
   name: 'mnt',
   dumpState: (): DumpState => ({ mounts: [], tmpfs: new Map() }),
   dumpPhases: [
-    { name: 'mnt-scan', after: ['namespaces'], before: ['parasite'], once(ctx, st) { if (ctx.state(namespacesUnit).own.has('mnt')) scan(ctx.processes[0].pid, st); } },
+    { name: 'mnt-scan', after: ['namespaces'], before: ['parasite'], once(ctx, st) {
+      const external = parseExternalMounts(ctx.opts.external ?? [], 'dump');
+      if (ctx.state(namespacesUnit).own.has('mnt')) scan(ctx.processes[0].pid, st, external);
+      else if (external.size) throw new StasisError(ErrorCodes.USAGE, `--external mnt[...]: pid ${ctx.processes[0].pid} has no mount namespace of its own`);
+    } },
     {
       name: 'mnt', after: ['parasite'],
       once(ctx, st) {
         if (!ctx.state(namespacesUnit).own.has('mnt')) return;
         ctx.write(`mountpoints-${ctx.processes[0].ids.mnt_ns_id}.img`, 'MNTS', parts('mnt_entry', st.mounts));
+        if (st.tmpfs.size) cloneTmpfs(ctx.processes[0].pid, st);
         for (const [dev, t] of st.tmpfs) {
           const out = ctx.out.create(tarName(dev));
           try { tarTmpfs(t.fd!, out); } finally { fs.closeSync(out.fd); }
@@ -91,19 +133,6 @@ export const mntUnit = defineUnit({
     },
   ],
   beforeRelease(_ctx, st) { for (const t of st.tmpfs.values()) if (t.fd !== undefined) sysTry('close', t.fd); },
-  parasite(ctx, pd, t, st) {
-    if (pd !== ctx.processes[0]) return;
-    // A detached clone of each tmpfs (only the root's own mount namespace lets it be made).
-    for (const tm of st.tmpfs.values()) {
-      const fd = t.callNum('open_tree', AT_FDCWD, cstr(tm.mountpoint), OPEN_TREE.CLONE | OPEN_TREE.CLOEXEC);
-      try {
-        const pidfd = pidfdOpen(pd.pid);
-        try { tm.fd = pidfdGetfd(pidfd, fd); } finally { sysTry('close', pidfd); }
-      } finally {
-        t.call('close', fd);
-      }
-    }
-  },
   loadAfter: ['namespaces'],
   load(ld) {
     if (!ld.loaded(namespacesUnit).has('mnt')) return undefined;
@@ -120,7 +149,8 @@ export const mntUnit = defineUnit({
   },
   validate(ld, mounts) {
     if (!mounts) return;
-    const plans = planMounts(mounts, hostMounts(), ld.opts.root);
+    const plans = planMounts(mounts, hostMounts(), planOptions(ld.opts));
+    buildOrder(mounts, plans);
     for (const m of mounts) {
       const p = plans.get(m.mnt_id)!;
       if ('error' in p) throw new StasisError(ErrorCodes.UNSUPPORTED, `cannot rebuild the mount namespace: ${p.error}`);
@@ -141,6 +171,10 @@ export const mntUnit = defineUnit({
   }],
 });
 
+function planOptions(o: LoadOptions) {
+  return { rootDir: o.root, external: parseExternalMounts(o.external ?? [], 'restore') };
+}
+
 /** Build the mount tree in the root's new namespace and pivot into it. */
 function buildTree(ctx: RestoreCtx, t: RemoteTask, mounts: Mnt[], yard: string): void {
   const mount = (src: string | null, dst: string, type: string | null, flags: number, data: string | null) =>
@@ -150,17 +184,24 @@ function buildTree(ctx: RestoreCtx, t: RemoteTask, mounts: Mnt[], yard: string):
   mount('stasis-yard', yard, 'tmpfs', 0, 'mode=0700');
   const top = path.join(yard, 'root');
   t.call('mkdirat', AT_FDCWD, cstr(top), 0o755);
-  const plans = planMounts(mounts, hostMounts(), ctx.opts.root);
+  const plans = planMounts(mounts, hostMounts(), planOptions(ctx.opts));
   const at = new Map<number, string>();
-  for (const m of mounts) {
+  for (const m of buildOrder(mounts, plans)) {
     const p = plans.get(m.mnt_id) as Plan;
     const target = m.mountpoint === '/' ? top : joinPath(top, m.mountpoint);
     if (m.mountpoint !== '/') ensureMountpoint(t, target, p, at);
     const keepFlags = m.flags & (MS.RDONLY | MS.NOSUID | MS.NODEV | MS.NOEXEC | MS.NOATIME | MS.NODIRATIME | MS.RELATIME | MS.STRICTATIME | MS.NOSYMFOLLOW);
     if (p.how === 'create') {
       const opts = m.fstype === FSTYPE.DEVPTS && !m.options.includes('newinstance') ? [m.options, 'newinstance'].filter(Boolean).join(',') : m.options;
-      mount(m.source, target, m.fsname ?? 'tmpfs', keepFlags | (m.sb_flags ?? 0), opts || null);
-      if (m.fstype === FSTYPE.TMPFS) untar(ctx, m, t.pid, target);
+      const sb = m.sb_flags ?? 0;
+      if (m.fstype !== FSTYPE.TMPFS) mount(m.source, target, m.fsname ?? 'tmpfs', keepFlags | sb, opts || null);
+      else {
+        // Filled while writable, then made read-only as it was (the superblock, then the mount).
+        mount(m.source, target, 'tmpfs', (keepFlags | sb) & ~MS.RDONLY, opts || null);
+        untar(ctx, m, t.pid, target);
+        if (sb & MS.RDONLY) mount(null, target, null, MS.REMOUNT | sb, opts || null);
+        if (keepFlags & MS.RDONLY) mount(null, target, null, MS.REMOUNT | MS.BIND | keepFlags, null);
+      }
     } else {
       const from = p.how === 'host' ? p.from : joinPath(at.get(p.from)!, p.sub);
       mount(from, target, null, MS.BIND, null);
