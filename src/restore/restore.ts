@@ -21,6 +21,7 @@ import { memoryUnit } from '../resources/memory';
 import { namespacesUnit } from '../resources/ns/namespaces';
 import { restoreLateSigaction } from '../resources/signals';
 import { restoreRegisters } from '../resources/core';
+import { restoreDumpableLast } from '../resources/creds';
 import { loadCheckpoint, validateCheckpoint } from './load';
 import { startStub, prepareStub } from './stub';
 import { createTree } from './tree';
@@ -87,6 +88,7 @@ function finish(ctx: RestoreCtx, tr: TaskRestore): void {
   try {
     restoreLateSigaction(tr, last);
     last.call('munmap', tr.task.trampoline!.code, TRAMPOLINE_PAGES * PAGE_SIZE);
+    restoreDumpableLast(ctx, tr, last);
   } finally {
     last.cure();
   }
