@@ -33,12 +33,13 @@ import { netUnit } from './ns/net';
 import { cgroupUnit } from './ns/cgroup';
 import { seccompUnit } from './seccomp';
 import { schedUnit } from './sched';
+import { taskMiscUnit } from './task-misc';
 
 export const UNITS: readonly AnyUnit[] = [
   coreUnit, credsUnit, memoryUnit, filesUnit, fsUnit, signalsUnit, timersUnit, rlimitsUnit,
   regFileUnit, memfdUnit, pipeUnit, fifoUnit, eventfdUnit, eventpollUnit, signalfdUnit, timerfdUnit, inotifyUnit, ttyUnit,
   skQueuesUnit, inetSocketUnit, unixSocketUnit, fileLocksUnit,
-  namespacesUnit, utsUnit, timeUnit, ipcUnit, mntUnit, netUnit, cgroupUnit, seccompUnit, schedUnit,
+  namespacesUnit, utsUnit, timeUnit, ipcUnit, mntUnit, netUnit, cgroupUnit, seccompUnit, schedUnit, taskMiscUnit,
 ];
 
 registerFileKinds([...UNITS]);
