@@ -227,9 +227,20 @@ export function restoreDumpableLast(ctx: RestoreCtx, tr: TaskRestore, last: Remo
   if (dumpable === 0) last.call('prctl', PR.SET_DUMPABLE, 0, 0, 0, 0);
 }
 
+/** The LSM label of a task (AppArmor profile, SELinux context), or undefined without an LSM that has one. */
+function lsmLabel(path: string): string | undefined {
+  try { return fs.readFileSync(path, 'utf8').replace(/\0/g, '').trim(); } catch { return undefined; }
+}
+
 export const credsUnit = defineUnit<undefined, Loaded>({
   name: 'creds',
   parasiteThread(_ctx, pd, tid, t) {
+    // Labels are not carried (lsmtype NO_LSM): a restored task gets stasis's.
+    const label = lsmLabel(`/proc/${tid}/attr/current`);
+    const ours = lsmLabel('/proc/self/attr/current');
+    if (label !== undefined && label !== ours) {
+      throw new StasisError(ErrorCodes.UNSUPPORTED, `thread ${tid} of pid ${pd.pid} runs under the LSM label '${label}', stasis under '${ours ?? ''}'; LSM labels are not carried: not supported`);
+    }
     const secbits = t.callNum('prctl', PR.GET_SECUREBITS, 0, 0, 0, 0);
     pd.core.get(tid)!.thread_core!.creds = credsEntry(tid === pd.pid ? pd.status : readStatus(tid), secbits);
   },
