@@ -6,7 +6,8 @@
 // dumpable flag, come back exactly; the fixture checks it all itself, and
 // that it cannot get any privilege back. A restore that may not create
 // what the images describe is refused before anything exists. Non-root
-// C/R of one's own process works with CAP_CHECKPOINT_RESTORE.
+// C/R of one's own process works with CAP_CHECKPOINT_RESTORE, and C/R by
+// the root of a user namespace that owns its pid namespace.
 import { test, before, after } from 'node:test';
 import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
@@ -208,5 +209,43 @@ test('non-root: a user dumps its own process and restores it with CAP_CHECKPOINT
     assert.match(log, /^PASS$/m, log);
   } finally {
     await own.kill();
+  }
+});
+
+/** In a new user namespace (root there: our uid mapped to 0), optionally with its own pid namespace. */
+function inUserns(pidns: boolean, script: string, ...args: string[]): { status: number | null; out: string } {
+  const r = spawnSync('timeout', ['120', 'unshare', '--user', '--map-root-user', ...(pidns ? ['--pid', '--fork', '--mount-proc'] : []),
+    'bash', '-c', script, 'bash', ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  if (r.error) throw r.error;
+  return { status: r.status, out: r.stdout + r.stderr };
+}
+
+test('in a user namespace that owns its pid namespace, its root dumps and restores; from one that does not own it, refused', async () => {
+  const d = tmpDir('rcreds-userns');
+  try {
+    const counter = buildFixture('counter');
+    // bash is the namespace's init: it reaps the counter; waits are on the log, never on time.
+    const script = `set -e
+      "$1" "$2" > "$2/log" 2>&1 &
+      P=$!
+      until grep -q '^READY$' "$2/log"; do sleep 0.01; done
+      "$3" "$4" dump -t $P -D "$2/img"
+      wait $P || true
+      "$3" "$4" restore -D "$2/img" -d
+      grep -E '^(Uid|CapPrm):' /proc/$P/status
+      kill -TERM $P
+      until grep -q -E '^(PASS|FAIL)' "$2/log"; do sleep 0.01; done
+      grep -E '^(PASS|FAIL)' "$2/log"`;
+    const ok = inUserns(true, script, counter, d, process.execPath, STASIS);
+    assert.equal(ok.status, 0, ok.out);
+    assert.match(ok.out, /^dumped pid 2 \(1 process, 1 thread\)/m);
+    assert.match(ok.out, /^restored pid 2 /m);
+    assert.match(ok.out, /^Uid:\t0\t0\t0\t0$/m);
+    assert.match(ok.out, /^PASS$/m);
+    const refused = inUserns(false, '"$1" "$2" restore -D "$3" -d', process.execPath, STASIS, path.join(d, 'img'));
+    assert.equal(refused.status, 1, refused.out);
+    assert.equal(refused.out, 'stasis: stasis\'s pid namespace belongs to a user namespace above its own (EPERM): its capabilities do not reach it, so pids cannot be chosen; restore from the user namespace that owns the pid namespace\n');
+  } finally {
+    fs.rmSync(d, { recursive: true, force: true });
   }
 });
