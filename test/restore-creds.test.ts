@@ -15,7 +15,7 @@ import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import {
   Fixture, initHarness, runStasis, describeCli, tmpDir, restoreDetached, reapZombies, descendantsOf, cmdline,
-  waitGone, rewriteImage, buildFixture, STASIS, type CliResult,
+  waitGone, rewriteImage, buildFixture, STASIS, reap, type CliResult,
 } from './harness';
 import { readImage, parts } from '../src/images/image';
 import { readStatus } from '../src/proc/proc';
@@ -36,7 +36,7 @@ before(async () => {
   root = tmpDir('rcreds');
   fs.chmodSync(root, 0o755);
   fx = await Fixture.start('creds', { pthread: true });
-  tids = new Map([...fx.log().matchAll(/^THREAD (\w+) (\d+)$/gm)].map((m) => [m[1], Number(m[2])]));
+  tids = threadIds(fx);
 });
 
 after(async () => {
@@ -44,8 +44,13 @@ after(async () => {
   fs.rmSync(root, { recursive: true, force: true });
 });
 
+/** The fixture's threads by role: our id of each (THREAD role tid nstid). */
+function threadIds(f: Fixture): Map<string, number> {
+  return new Map([...f.log().matchAll(/^THREAD (\w+) (\d+) (\d+)$/gm)].map((m) => [m[1], Number(m[2])]));
+}
+
 /** Per thread: the credential lines of its status, its policy, rt priority and nice; per process: oom, loginuid. */
-function snapshot(pid: number): Record<string, string> {
+function snapshot(pid: number, tids: Map<string, number>): Record<string, string> {
   const out: Record<string, string> = {};
   for (const [role, tid] of tids) {
     const st = readStatus(tid);
@@ -83,7 +88,7 @@ async function assertRefused(r: CliResult, re: RegExp, what: string): Promise<vo
 
 test('the fixture gave up privileges as it means to, differently in each thread', () => {
   assert.deepEqual([...tids.keys()], ['lead', 'b', 'c']);
-  before0 = snapshot(fx.pid);
+  before0 = snapshot(fx.pid, tids);
   const bnd0 = BigInt('0x' + before0['c CapPrm']); // thread c kept everything it started with
   const hex = (v: bigint) => v.toString(16).padStart(16, '0');
   const bit = (c: number) => 1n << BigInt(c);
@@ -177,7 +182,7 @@ test('restore: every thread has exactly its credentials and scheduling back, the
   const { pid } = restoreDetached(images);
   fx.restored();
   assert.equal(pid, fx.pid);
-  assert.deepEqual(snapshot(fx.pid), before0);
+  assert.deepEqual(snapshot(fx.pid, tids), before0);
   const { status, log } = await fx.terminate();
   assert.match(log, /^PASS$/m, log);
   assert.doesNotMatch(log, /FAIL/, log);
@@ -247,5 +252,37 @@ test('in a user namespace that owns its pid namespace, its root dumps and restor
     assert.equal(refused.out, 'stasis: stasis\'s pid namespace belongs to a user namespace above its own (EPERM): its capabilities do not reach it, so pids cannot be chosen; restore from the user namespace that owns the pid namespace\n');
   } finally {
     fs.rmSync(d, { recursive: true, force: true });
+  }
+});
+
+test('in a pid namespace of its own (the images hold its ids, not ours): the same, set through our ids of the new tasks', async () => {
+  const ns = await Fixture.start('creds', { pthread: true, args: ['pidns'] });
+  try {
+    const init = Number(/^CHILD (\d+)$/m.exec(ns.log())![1]);
+    const inner = new Map([...ns.log().matchAll(/^THREAD (\w+) (\d+) (\d+)$/gm)].map((m) => [Number(m[3]), m[1]]));
+    assert.deepEqual([...inner.values()], ['lead', 'b', 'c']);
+    const was = snapshot(init, threadIds(ns));
+    assert.equal(was['lead Uid'], '65534\t65534\t65534\t65534');
+    const d = path.join(root, 'pidns');
+    const r = runStasis(['dump', '-t', String(init), '-D', d]);
+    assert.equal(r.status, 0, describeCli(r));
+    await waitGone([init]);
+    const rr = runStasis(['restore', '-D', d, '-d', '--pidfile', 'init.pid']);
+    assert.equal(rr.status, 0, describeCli(rr));
+    const outer = Number(fs.readFileSync(path.join(d, 'init.pid'), 'utf8'));
+    // Our ids of its threads now: by their ids inside (the last of NSpid).
+    const now = new Map<string, number>();
+    for (const t of fs.readdirSync(`/proc/${outer}/task`).map(Number)) {
+      const nspid = readStatus(t).get('NSpid')!.split(/\s+/).map(Number);
+      now.set(inner.get(nspid[nspid.length - 1])!, t);
+    }
+    assert.deepEqual(snapshot(outer, now), was);
+    tryKill(outer, abi.SIG.SIGTERM);
+    const st = await reap(outer, 10000);
+    assert.equal(st.kind === 'exited' && st.code, 0, ns.log());
+    assert.match(ns.log(), /^PASS$/m);
+  } finally {
+    await ns.kill();
+    reapZombies();
   }
 });

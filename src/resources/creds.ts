@@ -155,8 +155,9 @@ function validate(ld: Loading, l: Loaded): void {
 
 // ---- restore
 
-function liveCreds(t: RemoteTask, tid: number): Creds {
-  return credsFromStatus(readStatus(tid), t.callNum('prctl', PR.GET_SECUREBITS, 0, 0, 0, 0));
+/** What the kernel shows for the thread `t` drives (t.pid: its id in our pid namespace). */
+function liveCreds(t: RemoteTask): Creds {
+  return credsFromStatus(readStatus(t.pid), t.callNum('prctl', PR.GET_SECUREBITS, 0, 0, 0, 0));
 }
 
 function capData(eff: bigint, prm: bigint, inh: bigint): Buffer {
@@ -188,14 +189,14 @@ function runStep(t: RemoteTask, s: CredStep): void {
 
 /** One thread from the credentials it has to `want`, then checked against what the kernel shows. */
 function restoreThreadCreds(t: RemoteTask, tid: number, want: Creds, last: number): void {
-  for (const s of credsPlan(liveCreds(t, tid), want, last)) {
+  for (const s of credsPlan(liveCreds(t), want, last)) {
     try {
       runStep(t, s);
     } catch (e) {
       throw new StasisError(ErrorCodes.RESTORE_FAILED, `thread ${tid}: ${s.op}${'cap' in s ? ` ${s.cap}` : ''}: ${(e as Error).message}`, { cause: e });
     }
   }
-  const left = credsDiff(liveCreds(t, tid), want);
+  const left = credsDiff(liveCreds(t), want);
   if (left.length) throw new StasisError(ErrorCodes.RESTORE_FAILED, `thread ${tid}: credentials differ from the image after restoring them: ${left.join(', ')}`);
 }
 

@@ -111,9 +111,10 @@ export const schedUnit = defineUnit({
   restorePhases: [{
     name: 'sched', afterAll: true,
     each(_ctx, tr) {
+      // By the ids of our pid namespace (the images' may be another's).
       for (const th of tr.img.threads) {
         const w = wanted(th.core);
-        if (w) restoreSched(tr.img.pid, th.tid, w);
+        if (w) restoreSched(tr.task.pid, tr.threads.get(th.tid)!.pid, w);
       }
     },
   }],

@@ -99,7 +99,7 @@ export const taskMiscUnit = defineUnit({
       name: 'loginuid', before: ['threads', 'fs'],
       each(_ctx, tr) {
         const luid = tr.img.threads[0].core.tc?.loginuid;
-        if (luid === undefined || luid === readProcNum(`/proc/${tr.img.pid}/loginuid`)) return;
+        if (luid === undefined || luid === readProcNum(`/proc/${tr.task.pid}/loginuid`)) return;
         const t = tr.task;
         const fd = t.open('/proc/self/loginuid', O.WRONLY);
         try {
@@ -114,7 +114,7 @@ export const taskMiscUnit = defineUnit({
       name: 'oom-score-adj',
       each(_ctx, tr) {
         const v = tr.img.threads[0].core.tc?.oom_score_adj;
-        const path = `/proc/${tr.img.pid}/oom_score_adj`;
+        const path = `/proc/${tr.task.pid}/oom_score_adj`;
         if (v !== undefined && v !== readProcNum(path)) fs.writeFileSync(path, String(v));
       },
     },
