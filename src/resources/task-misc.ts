@@ -11,6 +11,7 @@ import { readStatus } from '../proc/proc';
 import { StasisError, ErrorCodes, errnoName } from '../errors';
 import { defineUnit } from '../unit/unit';
 import type { Loading } from '../unit/checkpoint';
+import type { TaskRestore } from '../unit/restore-ctx';
 import { restorerCreds } from './creds';
 import { memoryUnit } from './memory';
 
@@ -76,6 +77,20 @@ function validate(ld: Loading): void {
   }
 }
 
+/** Writable only by the task itself, through /proc/self. */
+function restoreLoginuid(tr: TaskRestore): void {
+  const luid = tr.img.threads[0].core.tc?.loginuid;
+  if (luid === undefined || luid === readProcNum(`/proc/${tr.task.pid}/loginuid`)) return;
+  const t = tr.task;
+  const fd = t.open('/proc/self/loginuid', O.WRONLY);
+  try {
+    const text = Buffer.from(String(luid));
+    t.call('write', fd, inBuf(text), text.length);
+  } finally {
+    t.call('close', fd);
+  }
+}
+
 export const taskMiscUnit = defineUnit({
   name: 'task-misc',
   parasite(_ctx, pd, t) {
@@ -93,23 +108,12 @@ export const taskMiscUnit = defineUnit({
   loadAfter: ['memory'],
   validate,
   restorePhases: [
-    // In the leader before its threads exist (they inherit it), and before
-    // 'fs' may chroot away from /proc. Writable only by the task itself.
-    {
-      name: 'loginuid', before: ['threads', 'fs'],
-      each(_ctx, tr) {
-        const luid = tr.img.threads[0].core.tc?.loginuid;
-        if (luid === undefined || luid === readProcNum(`/proc/${tr.task.pid}/loginuid`)) return;
-        const t = tr.task;
-        const fd = t.open('/proc/self/loginuid', O.WRONLY);
-        try {
-          const text = Buffer.from(String(luid));
-          t.call('write', fd, inBuf(text), text.length);
-        } finally {
-          t.call('close', fd);
-        }
-      },
-    },
+    // The root's before its mount namespace is rebuilt (only the /proc we see
+    // is sure to be there), and before it forks: its children inherit it.
+    { name: 'loginuid-root', stage: 'root', before: ['mnt'], each: (_ctx, tr) => restoreLoginuid(tr) },
+    // The others' (when theirs differ): in the leader before its threads exist
+    // (they inherit it), and before 'fs' may chroot away from /proc.
+    { name: 'loginuid', before: ['threads', 'fs'], each: (_ctx, tr) => restoreLoginuid(tr) },
     {
       name: 'oom-score-adj',
       each(_ctx, tr) {
