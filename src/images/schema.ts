@@ -295,6 +295,7 @@ export const NEWER_UPSTREAM: Readonly<Record<string, string>> = {
   'creds_entry.no_new_privs': 'optional uint32 18',
   'creds_entry.cap_amb': 'repeated uint32 19',
   'task_core_entry.membarrier_registration_mask': 'optional uint32 22',
+  'netns_entry.ipv4_sysctl': 'repeated sysctl_entry 10',
 };
 
 export type MsgName = keyof typeof messages;
