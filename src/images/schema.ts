@@ -296,6 +296,8 @@ export const NEWER_UPSTREAM: Readonly<Record<string, string>> = {
   'creds_entry.cap_amb': 'repeated uint32 19',
   'task_core_entry.membarrier_registration_mask': 'optional uint32 22',
   'netns_entry.ipv4_sysctl': 'repeated sysctl_entry 10',
+  'thread_core_entry.cg_set': 'optional uint32 16',
+  'cg_controller_entry.is_threaded': 'optional bool 3',
 };
 
 export type MsgName = keyof typeof messages;
