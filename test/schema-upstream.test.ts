@@ -5,7 +5,7 @@
 import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { SCHEMA, EXTENSIONS, type MsgName } from '../src/images/schema';
+import { SCHEMA, EXTENSIONS, NEWER_UPSTREAM, type MsgName } from '../src/images/schema';
 import { describeMessage } from '../src/images/codec';
 import { MAGIC } from '../src/images/magic';
 
@@ -51,6 +51,14 @@ test('every field of every message we declare is CRIU\'s: name, number, label, t
         // Ours, in a number upstream leaves free (reserved for it).
         const clash = Object.entries(theirs).find(([, x]) => x[0] === f.num);
         if (t || clash) problems.push(`${name}.${f.name}: declared an extension, but upstream has field ${t ? f.name : clash![0]}`);
+        continue;
+      }
+      const newer = NEWER_UPSTREAM[`${name}.${f.name}`];
+      if (!t && newer) {
+        // Newer than this pycriu: compare with CRIU 4.2's declaration, and no clash here.
+        const clash = Object.entries(theirs).find(([, x]) => x[0] === f.num);
+        if (clash) problems.push(`${name}.${f.name}: number ${f.num} is ${clash[0]} in pycriu`);
+        if (newer !== `${f.label} ${f.type} ${f.num}`) problems.push(`${name}.${f.name}: ${f.label} ${f.type} ${f.num}, CRIU 4.2 ${newer}`);
         continue;
       }
       if (!t) { problems.push(`${name}.${f.name}: no such field upstream`); continue; }

@@ -121,7 +121,7 @@ function dumpCore(pd: ProcessDump, facts: CoreFacts): void {
     const rl = robustList(tid);
     core.thread_info = { clear_tid_addr: tf.clearTid, gpregs: gpregsEntry(regsForImage(ptrace.getRegs(tid))), fpregs: fpregsEntry(ptrace.getXstate(tid)) };
     Object.assign((core.thread_core ??= {}), {
-      futex_rla: rl.head, futex_rla_len: rl.len, sched_nice: st.nice, sched_policy: st.policy, sched_prio: st.rtPriority,
+      futex_rla: rl.head, futex_rla_len: rl.len,
       blk_sigset: ptrace.getSigMask(tid), pdeath_sig: tf.pdeathSig, comm: st.comm, rseq_entry: rseqEntry(tid),
       seccomp_mode: Number(status.get('Seccomp') ?? 0),
     });

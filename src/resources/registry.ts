@@ -32,12 +32,14 @@ import { mntUnit } from './ns/mnt';
 import { netUnit } from './ns/net';
 import { cgroupUnit } from './ns/cgroup';
 import { seccompUnit } from './seccomp';
+import { schedUnit } from './sched';
+import { taskMiscUnit } from './task-misc';
 
 export const UNITS: readonly AnyUnit[] = [
   coreUnit, credsUnit, memoryUnit, filesUnit, fsUnit, signalsUnit, timersUnit, rlimitsUnit,
   regFileUnit, memfdUnit, pipeUnit, fifoUnit, eventfdUnit, eventpollUnit, signalfdUnit, timerfdUnit, inotifyUnit, ttyUnit,
   skQueuesUnit, inetSocketUnit, unixSocketUnit, fileLocksUnit,
-  namespacesUnit, utsUnit, timeUnit, ipcUnit, mntUnit, netUnit, cgroupUnit, seccompUnit,
+  namespacesUnit, utsUnit, timeUnit, ipcUnit, mntUnit, netUnit, cgroupUnit, seccompUnit, schedUnit, taskMiscUnit,
 ];
 
 registerFileKinds([...UNITS]);

@@ -21,6 +21,7 @@ import { memoryUnit } from '../resources/memory';
 import { namespacesUnit } from '../resources/ns/namespaces';
 import { restoreLateSigaction } from '../resources/signals';
 import { restoreRegisters } from '../resources/core';
+import { restoreDumpableLast } from '../resources/creds';
 import { loadCheckpoint, validateCheckpoint } from './load';
 import { startStub, prepareStub } from './stub';
 import { createTree } from './tree';
@@ -37,7 +38,10 @@ const STAGES = ['stub', 'root', 'tree'] as const;
 /** The restore phases of every unit, by stage, each stage in the order its declarations give. */
 export function restorePhases(units: readonly AnyUnit[] = UNITS): Record<(typeof STAGES)[number], BoundPhase[]> {
   const all: BoundPhase[] = units.flatMap((u) => (u.restorePhases ?? []).map((p) => ({ ...(p as RestorePhase<unknown, unknown>), unit: u })));
-  const by = (stage: string) => all.filter((p) => (p.stage ?? 'tree') === stage);
+  // afterAll (tree stage): after every phase of the tree that does not say it too.
+  const others = all.filter((p) => (p.stage ?? 'tree') === 'tree' && !p.afterAll).map((p) => p.name);
+  const placed = all.map((p) => (p.afterAll ? { ...p, after: [...(p.after ?? []), ...others] } : p));
+  const by = (stage: string) => placed.filter((p) => (p.stage ?? 'tree') === stage);
   return { stub: order(by('stub'), 'stub phases'), root: order(by('root'), 'root phases'), tree: order(by('tree'), 'restore phases') };
 }
 
@@ -84,6 +88,7 @@ function finish(ctx: RestoreCtx, tr: TaskRestore): void {
   try {
     restoreLateSigaction(tr, last);
     last.call('munmap', tr.task.trampoline!.code, TRAMPOLINE_PAGES * PAGE_SIZE);
+    restoreDumpableLast(ctx, tr, last);
   } finally {
     last.cure();
   }

@@ -33,6 +33,11 @@ export interface RestorePhase<L, R> extends Ordered {
    * every process exists. Phases are ordered within their stage.
    */
   stage?: 'stub' | 'root' | 'tree';
+  /**
+   * After every phase that does not say this itself: for what takes away the
+   * privileges the other phases use (scheduling, then credentials last).
+   */
+  afterAll?: boolean;
   /** Once per process, parents first; every process finishes a phase before the next phase starts. */
   each?(ctx: RestoreCtx, tr: TaskRestore, l: L, st: R): void;
   once?(ctx: RestoreCtx, l: L, st: R): void;

@@ -100,7 +100,7 @@ export function restoreAdvice(tr: TaskRestore, m: LoadedMm): void {
   }
 }
 
-/** mm fields, auxv and exe link in one prctl(PR_SET_MM, PR_SET_MM_MAP); dumpable and THP. */
+/** mm fields, auxv and exe link in one prctl(PR_SET_MM, PR_SET_MM_MAP); THP. (dumpable: creds.ts, last.) */
 export function restoreMm(ctx: RestoreCtx, tr: TaskRestore, m: LoadedMm): void {
   const mm = m.mm;
   const t = tr.task;
@@ -118,6 +118,5 @@ export function restoreMm(ctx: RestoreCtx, tr: TaskRestore, m: LoadedMm): void {
   } finally {
     if (exeFd >= 0) t.call('close', exeFd);
   }
-  if (mm.dumpable !== undefined) t.call('prctl', PR.SET_DUMPABLE, mm.dumpable);
   if (mm.thp_disabled) t.call('prctl', PR.SET_THP_DISABLE, 1, 0, 0, 0);
 }

@@ -21,6 +21,8 @@ export const PR = {
 } as const;
 export const PR_SET_MM = { MAP: 14, MAP_SIZE: 15 } as const;
 export const PR_CAP_AMBIENT = { IS_SET: 1, RAISE: 2, LOWER: 3, CLEAR_ALL: 4 } as const;
+/** PR_SET_THP_DISABLE's arg3 flag (6.18): THP stays for madvise(MADV_HUGEPAGE)d areas; PR_GET_THP_DISABLE then answers 1 | this. */
+export const PR_THP_DISABLE_EXCEPT_ADVISED = 1 << 1;
 
 export const ARCH = { SET_GS: 0x1001, SET_FS: 0x1002, GET_FS: 0x1003, GET_GS: 0x1004 } as const;
 

@@ -2,7 +2,38 @@
 export const LINUX_CAPABILITY_VERSION_3 = 0x20080522;
 /** Highest capability number this code knows (CAP_CHECKPOINT_RESTORE). */
 export const CAP_LAST_CAP = 40;
-export const CAP = { SYS_ADMIN: 21, SYS_RESOURCE: 24, CHECKPOINT_RESTORE: 40, SETUID: 7, SETGID: 6, SETPCAP: 8, SYS_PTRACE: 19, NET_ADMIN: 12 } as const;
+/** Capability names by number (include/uapi/linux/capability.h), for messages. */
+export const CAP_NAMES = [
+  'CHOWN', 'DAC_OVERRIDE', 'DAC_READ_SEARCH', 'FOWNER', 'FSETID', 'KILL', 'SETGID', 'SETUID', 'SETPCAP',
+  'LINUX_IMMUTABLE', 'NET_BIND_SERVICE', 'NET_BROADCAST', 'NET_ADMIN', 'NET_RAW', 'IPC_LOCK', 'IPC_OWNER',
+  'SYS_MODULE', 'SYS_RAWIO', 'SYS_CHROOT', 'SYS_PTRACE', 'SYS_PACCT', 'SYS_ADMIN', 'SYS_BOOT', 'SYS_NICE',
+  'SYS_RESOURCE', 'SYS_TIME', 'SYS_TTY_CONFIG', 'MKNOD', 'LEASE', 'AUDIT_WRITE', 'AUDIT_CONTROL', 'SETFCAP',
+  'MAC_OVERRIDE', 'MAC_ADMIN', 'SYSLOG', 'WAKE_ALARM', 'BLOCK_SUSPEND', 'AUDIT_READ', 'PERFMON', 'BPF',
+  'CHECKPOINT_RESTORE',
+] as const;
+/** Capability numbers by name: CAP.SYS_ADMIN is 21. */
+export const CAP = Object.fromEntries(CAP_NAMES.map((n, i) => [n, i])) as { readonly [K in (typeof CAP_NAMES)[number]]: number };
+/** 32-bit words per capability set in capget/capset version 3. */
+export const LINUX_CAPABILITY_U32S_3 = 2;
+/** prctl(PR_SET_SECUREBITS) bits (include/uapi/linux/securebits.h); each lock bit is its bit << 1. */
+export const SECBIT = {
+  NOROOT: 0x01, NOROOT_LOCKED: 0x02, NO_SETUID_FIXUP: 0x04, NO_SETUID_FIXUP_LOCKED: 0x08,
+  KEEP_CAPS: 0x10, KEEP_CAPS_LOCKED: 0x20, NO_CAP_AMBIENT_RAISE: 0x40, NO_CAP_AMBIENT_RAISE_LOCKED: 0x80,
+  EXEC_RESTRICT_FILE: 0x100, EXEC_RESTRICT_FILE_LOCKED: 0x200, EXEC_DENY_INTERACTIVE: 0x400, EXEC_DENY_INTERACTIVE_LOCKED: 0x800,
+} as const;
+/** Every lock bit of SECBIT (the odd positions). */
+export const SECBIT_ALL_LOCKS = 0xaaa;
+/** membarrier(2) commands (include/uapi/linux/membarrier.h): each REGISTER_x is x << 1. */
+export const MEMBARRIER_CMD = {
+  QUERY: 0, GLOBAL: 1 << 0, GLOBAL_EXPEDITED: 1 << 1, REGISTER_GLOBAL_EXPEDITED: 1 << 2,
+  PRIVATE_EXPEDITED: 1 << 3, REGISTER_PRIVATE_EXPEDITED: 1 << 4, PRIVATE_EXPEDITED_SYNC_CORE: 1 << 5,
+  REGISTER_PRIVATE_EXPEDITED_SYNC_CORE: 1 << 6, PRIVATE_EXPEDITED_RSEQ: 1 << 7, REGISTER_PRIVATE_EXPEDITED_RSEQ: 1 << 8,
+  GET_REGISTRATIONS: 1 << 9,
+} as const;
+/** ioctl on a namespace fd: an fd of the user namespace that owns it. */
+export const NS_GET_USERNS = 0xb701;
+/** An unset /proc/PID/loginuid ((uid_t)-1). */
+export const AUDIT_UID_UNSET = 0xffffffff;
 export const SECCOMP = {
   MODE_DISABLED: 0, MODE_STRICT: 1, MODE_FILTER: 2, SET_MODE_STRICT: 0, SET_MODE_FILTER: 1,
   FILTER_FLAG_TSYNC: 1, FILTER_FLAG_LOG: 2, FILTER_FLAG_SPEC_ALLOW: 4,
