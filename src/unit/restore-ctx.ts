@@ -20,6 +20,8 @@ export interface RestoreOptions {
   root?: string;
   /** What may be done to cgroups (criu --manage-cgroups; default soft). */
   manageCgroups?: import('../resources/ns/cgroup').CgroupMode;
+  /** Verify every file against the checkpoint's digest first (default true). */
+  verify?: boolean;
   /** Failure injection for tests (STASIS_FAIL_AT=phase or phase:kill). */
   failAt?: string;
 }
