@@ -170,8 +170,12 @@ export class RawHash {
   private result: { size: number; sha256: string } | undefined;
   private error: string | undefined;
   private finished = false;
+  isExternal = false;
 
   constructor(private readonly owner: DigestBuilder, readonly name: string, private readonly stagedPath: string) {}
+
+  /** Written by someone we do not see: hashed whole at close. */
+  external(): void { this.isExternal = true; }
 
   /** `n` more bytes were appended. */
   advance(n: number): void {
@@ -190,6 +194,7 @@ export class RawHash {
   finish(size: number): void {
     if (this.finished) return;
     this.finished = true;
+    if (this.isExternal && size >= 0) this.advance(size);
     if (size !== this.written) {
       this.error = `${size} bytes on disk but ${this.written} written through the images directory`;
       return;

@@ -255,6 +255,7 @@ export class RawImageOut {
 
   /** Append `len` bytes of `data` from `off`. */
   write(data: Buffer, off = 0, len = data.length - off): void {
+    if (this.hash.isExternal) throw new StasisError(ErrorCodes.INTERNAL, `${this.path}: written after being handed over`);
     try {
       for (let done = 0; done < len; ) done += fs.writeSync(this.fd, data, off + done, len - done, this.pos + done);
     } catch (e) {
@@ -262,6 +263,13 @@ export class RawImageOut {
     }
     this.pos += len;
     this.hash.advance(len);
+  }
+
+  /** The fd for a writer we do not see (see RawImage): then no write() here, the file is hashed whole at close. */
+  handOver(): number {
+    if (this.pos) throw new StasisError(ErrorCodes.INTERNAL, `${this.path}: handed over after writes`);
+    this.hash.external();
+    return this.fd;
   }
 
   /** Close (never throws: a problem shows at commit). */

@@ -38,6 +38,8 @@ export interface RawImage {
   readonly path: string;
   /** Append `len` bytes of `data` from `off` (default: all of it). */
   write(data: Buffer, off?: number, len?: number): void;
+  /** The fd, for a writer stasis does not see (a child's stdout): the file is then hashed whole at close. */
+  handOver(): number;
   close(): void;
 }
 

@@ -106,6 +106,19 @@ test('a raw file hashed while it is written: small ones at close, big ones by th
     assert.deepEqual(got.get('big.img'), { name: 'big.img', size: 40 << 20, sha256: want.get('big.img') });
     assert.equal(got.get('whole.img')!.sha256, 'ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad');
 
+    // A file written by someone we do not see (a child's stdout) is hashed whole at close.
+    for (const [name, total] of [['ext-small.img', 5000], ['ext-big.img', 20 << 20]] as const) {
+      const b4 = new DigestBuilder();
+      const p4 = path.join(dir, name);
+      const data = crypto.randomBytes(total);
+      fs.writeFileSync(p4, data);
+      const raw4 = b4.addRaw(name, p4);
+      raw4.external();
+      raw4.finish(total);
+      assert.deepEqual(b4.entries(), [{ name, size: total, sha256: sha256(data) }]);
+      b4.close();
+    }
+
     // A write that did not go through advance() shows as a size mismatch at commit.
     const b2 = new DigestBuilder();
     const p = path.join(dir, 'bypassed.img');

@@ -85,7 +85,7 @@ export const mntUnit = defineUnit({
         ctx.write(`mountpoints-${ctx.processes[0].ids.mnt_ns_id}.img`, 'MNTS', parts('mnt_entry', st.mounts));
         for (const [dev, t] of st.tmpfs) {
           const out = ctx.out.create(tarName(dev));
-          try { tarTmpfs(t.fd!, out); } finally { fs.closeSync(out.fd); }
+          try { tarTmpfs(t.fd!, { fd: out.handOver(), path: out.path }); } finally { out.close(); }
         }
       },
     },
