@@ -63,13 +63,15 @@ export const ErrorCodes = {
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
 
 /**
- * Failure injection for tests (STASIS_FAIL_AT): `failAt` is "point" or
- * "point:kill"; at that point fail with an error, or SIGKILL ourselves.
+ * Failure injection for tests (STASIS_FAIL_AT): `failAt` is "point",
+ * "point:kill" or "point:stop"; at that point fail with an error, SIGKILL
+ * ourselves, or SIGSTOP ourselves (the test holds us there: races made certain).
  */
 export function injectFailure(failAt: string | undefined, point: string, what: string): void {
   if (!failAt) return;
   const [where, how] = failAt.split(':');
   if (where !== point) return;
   if (how === 'kill') process.kill(process.pid, 'SIGKILL');
+  if (how === 'stop') { process.kill(process.pid, 'SIGSTOP'); return; }
   throw new StasisError(ErrorCodes.INJECTED_FAILURE, `failure injected at ${what} ${point}`);
 }

@@ -9,12 +9,15 @@ import * as path from 'node:path';
 import { StasisError, ErrorCodes } from './errors';
 import { readCheckpoint as readCheckpointSync, type ShownCheckpoint } from './show';
 import { checkFeatures, type Feature } from './check';
+import { checkImages as checkImagesSync, type ImagesReport } from './images/digest';
+import { lockForReading } from './images/dir';
 import type { DumpResult } from './dump/dump';
 import type { RestoreResult as RestoreDone } from './restore/restore';
 
 export { StasisError, ErrorCodes } from './errors';
 export type { ShownCheckpoint, ShownProcess, ShownVma, ShownFd, ShownThread } from './show';
 export type { Feature } from './check';
+export type { ImagesReport, FileCheck } from './images/digest';
 export type { Msg, MsgName } from './images/schema';
 
 const BIN = path.resolve(__dirname, '..', '..', 'bin', 'stasis.js');
@@ -53,6 +56,8 @@ export interface RestoreOptions extends CommonOptions {
   shellJob?: boolean;
   fileLocks?: boolean;
   pidfile?: string;
+  /** Check every image against the checkpoint's digest first (default true; false: criu --no-verify). */
+  verify?: boolean;
 }
 
 export interface RestoreResult extends RestoreDone {
@@ -113,6 +118,7 @@ export async function restore(o: RestoreOptions): Promise<RestoreResult> {
   if (o.shellJob) args.push('-j');
   if (o.fileLocks) args.push('--file-locks');
   if (o.pidfile) args.push('--pidfile', o.pidfile);
+  if (o.verify === false) args.push('--no-verify');
   let first: Record<string, unknown> | undefined;
   let exit: RestoreResult['exit'];
   const r = await runCli(args, (line) => {
@@ -128,6 +134,12 @@ export async function restore(o: RestoreOptions): Promise<RestoreResult> {
   if (detached && r.code !== 0) throw failure(undefined, r.stderr);
   if (!detached && !exit) throw failure(undefined, r.stderr);
   return detached ? res : { ...res, exit };
+}
+
+/** Check every file of a checkpoint against its digest (what `stasis check-images` does). */
+export async function checkImages(imagesDir: string): Promise<ImagesReport> {
+  const lock = lockForReading(imagesDir, 'check');
+  try { return checkImagesSync(imagesDir); } finally { lock.close(); }
 }
 
 /** Which kernel features stasis needs are present here. */

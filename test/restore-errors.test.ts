@@ -73,6 +73,32 @@ async function assertRefused(r: CliResult, file: string, re: RegExp, what: strin
   await assertNothingLeft(what);
 }
 
+/** Files of `d` that differ from the good checkpoint's (changed, added or removed). */
+function changedFiles(d: string): string[] {
+  const names = new Set([...fs.readdirSync(base), ...fs.readdirSync(d)]);
+  return [...names].filter((f) => {
+    const a = path.join(base, f), b = path.join(d, f);
+    return !fs.existsSync(a) || !fs.existsSync(b) || !fs.readFileSync(a).equals(fs.readFileSync(b));
+  });
+}
+
+/**
+ * Damaged images: refused by the digest check first (one line naming a file
+ * that changed and the digest); with --no-verify, by the reader's own checks
+ * (one line naming `file` and matching `re`). Nothing is created either way.
+ */
+async function assertDamaged(d: string, file: string, re: RegExp, what: string): Promise<void> {
+  const changed = changedFiles(d);
+  assert.ok(changed.length > 0, `${what}: the images were changed`);
+  const r = runStasis(['restore', '-D', d, '-d']);
+  assert.equal(r.status, 1, `${what}: ${describeCli(r)}`);
+  const lines = r.stderr.trimEnd().split('\n');
+  assert.equal(lines.length, 1, `${what}: one line on stderr: ${r.stderr}`);
+  assert.match(lines[0], new RegExp(`^stasis: (${changed.map((f) => escapeRe(path.join(d, f))).join('|')}): .*${escapeRe(path.join(d, 'stasis-digest'))}`), `${what}: the digest check names a changed file`);
+  await assertNothingLeft(`${what} (verified)`);
+  await assertRefused(runStasis(['restore', '-D', d, '-d', '--no-verify']), file, re, what);
+}
+
 /** Restore the good images, check the task, kill and reap it. */
 async function assertRestores(what: string, dir = base, args: string[] = []): Promise<void> {
   fs.writeFileSync(fx.logPath, baseLog);
@@ -97,7 +123,7 @@ test('bad magic', async () => {
   const b = fs.readFileSync(f);
   b[0] ^= 0xff;
   fs.writeFileSync(f, b);
-  await assertRefused(runStasis(['restore', '-D', d, '-d']), f, /bad magic/, 'bad magic');
+  await assertDamaged(d, f, /bad magic/, 'bad magic');
 });
 
 test('bad magic of the inventory', async () => {
@@ -106,7 +132,7 @@ test('bad magic of the inventory', async () => {
   const b = fs.readFileSync(f);
   b.writeUInt32LE(0x54564319, 0); // the common magic where the inventory's own belongs
   fs.writeFileSync(f, b);
-  await assertRefused(runStasis(['restore', '-D', d, '-d']), f, /bad magic/, 'inventory bad magic');
+  await assertDamaged(d, f, /bad magic/, 'inventory bad magic');
 });
 
 test('truncated entry', async () => {
@@ -114,14 +140,14 @@ test('truncated entry', async () => {
   const f = path.join(d, `mm-${fx.pid}.img`);
   const b = fs.readFileSync(f);
   fs.writeFileSync(f, b.subarray(0, b.length - 7));
-  await assertRefused(runStasis(['restore', '-D', d, '-d']), f, /truncated/, 'truncated entry');
+  await assertDamaged(d, f, /truncated/, 'truncated entry');
 });
 
 test('truncated entry header', async () => {
   const d = copyBase();
   const f = path.join(d, 'pstree.img');
   fs.writeFileSync(f, Buffer.concat([fs.readFileSync(f), Buffer.from([1, 0])]));
-  await assertRefused(runStasis(['restore', '-D', d, '-d']), f, /truncated/, 'truncated entry header');
+  await assertDamaged(d, f, /truncated/, 'truncated entry header');
 });
 
 test('an entry that is not protobuf', async () => {
@@ -130,7 +156,7 @@ test('an entry that is not protobuf', async () => {
   const b = fs.readFileSync(f);
   b.fill(0xff, 12); // the body of the first entry: garbage
   fs.writeFileSync(f, b);
-  await assertRefused(runStasis(['restore', '-D', d, '-d']), f, /does not decode|truncated/, 'garbage entry');
+  await assertDamaged(d, f, /does not decode|truncated/, 'garbage entry');
 });
 
 test('pagemap entries beyond pages-N.img', async () => {
@@ -138,7 +164,7 @@ test('pagemap entries beyond pages-N.img', async () => {
   const mem = loadDumpedMemory(d, fx.pid);
   const pages = path.join(d, `pages-${mem.pagesId}.img`);
   fs.truncateSync(pages, mem.pages.length - 2 * PAGE);
-  await assertRefused(runStasis(['restore', '-D', d, '-d']), path.join(d, `pagemap-${fx.pid}.img`),
+  await assertDamaged(d, path.join(d, `pagemap-${fx.pid}.img`),
     new RegExp(`pages-${mem.pagesId}\\.img holds only`), 'pages file too short');
 });
 
@@ -151,7 +177,7 @@ test('pagemap entry outside every VMA', async () => {
   rewriteImage(d, file, 'PAGEMAP', [{ msg: 'pagemap_head', entry: pm.head }, ...parts('pagemap_entry', pm.entries)]);
   const mem = loadDumpedMemory(base, fx.pid);
   fs.appendFileSync(path.join(d, `pages-${mem.pagesId}.img`), Buffer.alloc(PAGE, 7));
-  await assertRefused(runStasis(['restore', '-D', d, '-d']), path.join(d, file), /outside every VMA/, 'pagemap outside VMAs');
+  await assertDamaged(d, path.join(d, file), /outside every VMA/, 'pagemap outside VMAs');
 });
 
 /** Decode mm-PID.img, change its VMAs, encode it back. */
@@ -180,7 +206,7 @@ test('overlapping VMAs', async () => {
     const i = anonVma(vmas);
     vmas[i].start = vmas[i - 1].end - BigInt(PAGE);
   });
-  await assertRefused(runStasis(['restore', '-D', d, '-d']), f, /overlaps/, 'overlapping VMAs');
+  await assertDamaged(d, f, /overlaps/, 'overlapping VMAs');
 });
 
 test('unaligned VMA', async () => {
@@ -189,7 +215,7 @@ test('unaligned VMA', async () => {
     const i = anonVma(vmas);
     vmas[i].end += 0x80n;
   });
-  await assertRefused(runStasis(['restore', '-D', d, '-d']), f, /not page-aligned/, 'unaligned VMA');
+  await assertDamaged(d, f, /not page-aligned/, 'unaligned VMA');
 });
 
 test('unknown file type in files.img', async () => {
@@ -200,7 +226,7 @@ test('unknown file type in files.img', async () => {
   assert.equal(b[12], 0x08, 'files.img entry starts with its type field');
   b[13] = 99;
   fs.writeFileSync(f, b);
-  await assertRefused(runStasis(['restore', '-D', d, '-d']), f, /unsupported file type 99/, 'unknown file type');
+  await assertDamaged(d, f, /unsupported file type 99/, 'unknown file type');
 });
 
 test('an fd whose type in fdinfo is not its file\'s', async () => {
@@ -211,20 +237,20 @@ test('an fd whose type in fdinfo is not its file\'s', async () => {
   assert.ok(fds.length >= 3);
   fds[1].type = 6; // EVENTFD
   rewriteImage(d, file, 'FDINFO', parts('fdinfo_entry', fds));
-  await assertRefused(runStasis(['restore', '-D', d, '-d']), path.join(d, file), /fd 1: type EVENTFD/, 'fdinfo type');
+  await assertDamaged(d, path.join(d, file), /fd 1: type EVENTFD/, 'fdinfo type');
 });
 
 test('missing inventory.img', async () => {
   const d = copyBase();
   fs.rmSync(path.join(d, 'inventory.img'));
-  await assertRefused(runStasis(['restore', '-D', d, '-d']), path.join(d, 'inventory.img'), /missing/, 'no inventory');
+  await assertDamaged(d, path.join(d, 'inventory.img'), /missing/, 'no inventory');
 });
 
 test('missing core image', async () => {
   const d = copyBase();
   const f = path.join(d, `core-${fx.pid}.img`);
   fs.rmSync(f);
-  await assertRefused(runStasis(['restore', '-D', d, '-d']), f, /missing/, 'no core image');
+  await assertDamaged(d, f, /missing/, 'no core image');
 });
 
 test('a mapped file that changed size is refused; --skip-file-check restores anyway', async () => {

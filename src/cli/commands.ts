@@ -6,6 +6,8 @@ import { StasisError, ErrorCodes } from '../errors';
 import { dump, type DumpResult } from '../dump/dump';
 import { restore, type RestoreResult } from '../restore/restore';
 import { waitRestored } from '../restore/tree';
+import { lockForReading } from '../images/dir';
+import { checkImages, DIGEST_FILE, type ImagesReport } from '../images/digest';
 import { readCheckpoint, formatShow } from '../show';
 import { checkFeatures } from '../check';
 import { runDemo } from '../demo';
@@ -112,6 +114,7 @@ const restoreCmd: Command = {
     { long: 'manage-cgroups', type: 'string', arg: 'MODE', help: 'cgroups: soft (default: make missing ones, their limits too), full, strict, props, none, ignore (criu\'s modes)' },
     { long: 'root', type: 'string', arg: 'DIR', help: 'the tree\'s root directory here: its mount namespace\'s root is bound from DIR (default: found among our mounts)' },
     { long: 'external', type: 'string', multiple: true, arg: 'mnt[KEY]:PATH', help: 'bind the mount dumped as external KEY from PATH' },
+    { long: 'no-verify', type: 'flag', help: `do not check the images against their digest (${DIGEST_FILE}) first (images made by criu have none)` },
     ...LOGGING,
   ],
   run(v) {
@@ -121,6 +124,7 @@ const restoreCmd: Command = {
     const r = restore({
       dir, detach: flag(v, 'restore-detached'), skipFileCheck: flag(v, 'skip-file-check'), shellJob: flag(v, 'shell-job'),
       fileLocks: flag(v, 'file-locks'), anyOwner: flag(v, 'allow-foreign-images'), root: str(v, 'root'), external: list(v, 'external'), manageCgroups: cgroupMode(str(v, 'manage-cgroups')), failAt: process.env.STASIS_FAIL_AT || undefined,
+      verify: !flag(v, 'no-verify'),
     });
     const pidfile = str(v, 'pidfile');
     if (pidfile) fs.writeFileSync(path.isAbsolute(pidfile) ? pidfile : path.join(dir, pidfile), `${r.pid}\n`);
@@ -150,6 +154,32 @@ const showCmd: Command = {
   },
 };
 
+const checkImagesCmd: Command = {
+  name: 'check-images',
+  usage: 'stasis check-images DIR [--json]',
+  summary: `Verify every file of the checkpoint in DIR against its digest (${DIGEST_FILE}), as a restore does first (exit 1 if one is missing, damaged or not to be trusted).`,
+  positionals: ['DIR'],
+  options: [
+    { long: 'allow-foreign-images', type: 'flag', help: 'trust image files owned by other users' },
+    { long: 'json', type: 'flag', help: 'as JSON' },
+  ],
+  run(v, pos) {
+    if (pos.length !== 1) usageError('check-images needs one DIR');
+    const lock = lockForReading(pos[0], 'check');
+    let r: ImagesReport;
+    try { r = checkImages(pos[0], flag(v, 'allow-foreign-images')); } finally { lock.close(); }
+    if (flag(v, 'json')) printJson(r);
+    else {
+      for (const f of r.files) if (!f.ok) console.log(f.problem);
+      for (const f of r.unlisted) console.log(`${path.join(r.dir, f)}: not listed in the digest (ignored by a restore)`);
+      const bad = r.files.filter((f) => !f.ok).length;
+      const bytes = r.files.reduce((n, f) => n + f.size, 0);
+      console.log(bad ? `${r.dir}: ${bad} of ${r.files.length} files do not match ${DIGEST_FILE}` : `${r.dir}: all ${r.files.length} files (${MiB(bytes)} MiB) match ${DIGEST_FILE}`);
+    }
+    return r.ok ? 0 : 1;
+  },
+};
+
 const checkCmd: Command = {
   name: 'check',
   usage: 'stasis check [--json]',
@@ -171,4 +201,4 @@ const demoCmd: Command = {
   run: () => runDemo(),
 };
 
-export const COMMANDS: Command[] = [dumpCmd, restoreCmd, showCmd, checkCmd, demoCmd];
+export const COMMANDS: Command[] = [dumpCmd, restoreCmd, showCmd, checkImagesCmd, checkCmd, demoCmd];

@@ -96,7 +96,7 @@ export function dumpPhases(units: readonly AnyUnit[] = UNITS): BoundPhase[] {
 
 /** Failure-injection points of a dump, in the order they are reached. */
 export function dumpSteps(): string[] {
-  return ['start', 'seized', ...dumpPhases().map((p) => p.name), 'commit'];
+  return ['start', 'seized', ...dumpPhases().map((p) => p.name), 'commit', 'commit-move'];
 }
 
 function runPhase(ctx: DumpCtx, p: BoundPhase): void {
@@ -129,7 +129,7 @@ export function dump(pid: number, opts: DumpOptions): DumpResult {
       timed(timings, p.name, () => runPhase(ctx, p));
     }
     ctx.step('commit');
-    timed(timings, 'commit', () => out.commit());
+    timed(timings, 'commit', () => out.commit((s) => ctx.step(s)));
     done = true;
     imagesBytes = out.bytesWritten;
   } finally {

@@ -1,8 +1,14 @@
 // The images directory. A dump writes into a fresh private staging
 // directory inside it (every file created O_EXCL|O_NOFOLLOW, so nothing is
-// ever written through a planted link) and moves its files into place only
-// once the checkpoint is complete, inventory.img last: a failed or killed
-// dump never damages an older checkpoint there, and a directory without an
+// ever written through a planted link), hashing every file as it goes; once
+// the checkpoint is complete it writes the digest (digest.ts), renames the
+// staging directory to a commit directory (from then on the new checkpoint
+// is whole on disk) and moves its files into place: the old inventory first
+// (from then on the directory reads as incomplete), the digest, the new
+// inventory last. A failed or killed dump never damages an older checkpoint
+// there; one killed while moving files is finished by the next stasis to lock
+// the directory (the new checkpoint replaces the old one: a complete
+// checkpoint is only ever removed by being replaced). A directory without an
 // inventory is never taken for a complete one. The directory is locked
 // (flock) while a dump or restore uses it.
 import * as fs from 'node:fs';
@@ -10,10 +16,12 @@ import * as path from 'node:path';
 import { flock, LOCK, geteuid, getegid } from '../sys';
 import { abi } from '../sys';
 import { StasisError, ErrorCodes } from '../errors';
-import { writeImageFile, openNew, ioError, type Part } from './image';
+import { encodeImage, openNew, writeAll, ioError, type Part } from './image';
+import { DigestBuilder, DIGEST_FILE, formatDigest, parseDigest, type RawHash } from './digest';
 import type { ImageKind } from './magic';
 
 const STAGING_PREFIX = '.stasis-staging-';
+const COMMIT_PREFIX = '.stasis-commit-';
 
 /** Refuse a directory another user could plant files or links in. */
 export function checkDirTrust(dir: string, st: fs.Stats): void {
@@ -37,6 +45,8 @@ function ensureDir(dir: string): void {
     try { st = fs.statSync(d); } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
       if (code !== 'ENOENT') throw ioError(d, 'use images directory', e);
+      const link = danglingLink(d);
+      if (link !== undefined) throw new StasisError(ErrorCodes.USAGE, `images directory ${dir}: ${d} is a symbolic link to ${link}, which does not exist`);
     }
     if (st) {
       if (!st.isDirectory()) throw new StasisError(ErrorCodes.USAGE, `images directory ${dir}: ${d} exists and is not a directory`);
@@ -52,6 +62,11 @@ function ensureDir(dir: string): void {
       throw ioError(d, 'create images directory', e);
     }
   }
+}
+
+/** The target of `p` if it is a symbolic link (the caller found nothing behind it). */
+function danglingLink(p: string): string | undefined {
+  try { return fs.readlinkSync(p); } catch { return undefined; }
 }
 
 /** Open a directory and take its lock; throws BUSY when another stasis holds it. */
@@ -71,14 +86,77 @@ function openLocked(dir: string, exclusive: boolean, what: string): number {
   return fd;
 }
 
+/** Names of the directory's entries starting with `prefix`. */
+function withPrefix(here: string, prefix: string): string[] {
+  return fs.readdirSync(here).filter((n) => n.startsWith(prefix));
+}
+
+/** The files listed by the digest in place, if it reads as one (to remove those a new checkpoint no longer has). */
+function listedNow(here: string): string[] {
+  try {
+    const fd = fs.openSync(path.join(here, DIGEST_FILE), fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | abi.O.CLOEXEC);
+    try { return [...parseDigest(DIGEST_FILE, fs.readFileSync(fd)).keys()]; } finally { fs.closeSync(fd); }
+  } catch {
+    return [];
+  }
+}
+
+/**
+ * Move the files of commit directory `name` (a complete checkpoint) into
+ * `here`, the inventory last; also what finishes a commit that was killed
+ * half way. `step` is a failure-injection point after the first move. The
+ * commit directory is used through its fd: never through a link.
+ */
+function moveIn(here: string, name: string, step?: (s: string) => void): void {
+  let dfd: number;
+  try {
+    dfd = fs.openSync(path.join(here, name), abi.O.RDONLY | abi.O.DIRECTORY | abi.O.NOFOLLOW | abi.O.CLOEXEC);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code !== 'ELOOP' && code !== 'ENOTDIR') throw e;
+    fs.unlinkSync(path.join(here, name)); // not ours (a planted link or file): removed, never followed
+    return;
+  }
+  const from = `/proc/self/fd/${dfd}`;
+  let stale: string[] = [];
+  try {
+    const names = fs.readdirSync(from);
+    stale = names.includes(DIGEST_FILE) ? listedNow(here) : [];
+    // The old checkpoint stops being one first; a half-moved new one has no inventory yet.
+    if (names.includes('inventory.img')) fs.rmSync(path.join(here, 'inventory.img'), { force: true });
+    const last = [DIGEST_FILE, 'inventory.img'];
+    const order = [...names.filter((f) => !last.includes(f)), ...last.filter((f) => names.includes(f))];
+    order.forEach((f, i) => {
+      fs.renameSync(path.join(from, f), path.join(here, f));
+      if (i === 0) step?.('commit-move');
+    });
+  } finally {
+    fs.closeSync(dfd);
+  }
+  fs.rmdirSync(path.join(here, name));
+  if (!stale.length) return;
+  const kept = new Set(listedNow(here));
+  if (!kept.size) return; // the new digest does not read: remove nothing
+  for (const f of stale) if (!kept.has(f)) fs.rmSync(path.join(here, f), { force: true });
+}
+
+/** Finish commits that a killed dump left half done (the directory's lock held exclusively). */
+function finishCommits(dir: string, here: string): void {
+  for (const name of withPrefix(here, COMMIT_PREFIX)) {
+    try { moveIn(here, name); } catch (e) { throw ioError(dir, 'finish an interrupted dump into', e); }
+  }
+}
+
 /** Where a dump writes: see the top of this file. */
 export class DumpDir {
   private readonly staged: string[] = [];
+  private readonly digest = new DigestBuilder();
+  private written = 0;
   private done = false;
 
   private constructor(readonly dir: string, private readonly fd: number, private readonly stagingName: string, private readonly stagingFd: number) {}
 
-  /** Validate (or create) `dir`, lock it, clear stale staging dirs, make a new one. */
+  /** Validate (or create) `dir`, lock it, finish or clear what killed dumps left, make a new staging dir. */
   static open(dir: string): DumpDir {
     ensureDir(dir);
     let st: fs.Stats;
@@ -87,8 +165,9 @@ export class DumpDir {
     const fd = openLocked(dir, true, 'dump');
     try {
       const here = `/proc/self/fd/${fd}`;
+      finishCommits(dir, here);
       // We hold the lock: staging dirs left here are from killed dumps.
-      for (const name of fs.readdirSync(here)) if (name.startsWith(STAGING_PREFIX)) fs.rmSync(path.join(here, name), { recursive: true, force: true });
+      for (const name of withPrefix(here, STAGING_PREFIX)) fs.rmSync(path.join(here, name), { recursive: true, force: true });
       let staging: string;
       try { staging = fs.mkdtempSync(path.join(here, STAGING_PREFIX)); } catch (e) { throw ioError(dir, 'write into images directory', e); }
       const sfd = fs.openSync(staging, abi.O.RDONLY | abi.O.DIRECTORY | abi.O.CLOEXEC | abi.O.NOFOLLOW);
@@ -104,36 +183,56 @@ export class DumpDir {
   /** The name an image will have once in place (for messages). */
   finalPath(file: string): string { return path.join(this.dir, file); }
 
-  write(file: string, kind: ImageKind, list: Part[]): void {
-    writeImageFile(this.stagedPath(file), kind, list);
+  private writeWhole(file: string, data: Buffer): void {
+    const p = this.stagedPath(file);
+    const fd = openNew(p);
+    try {
+      writeAll(fd, data, this.finalPath(file));
+    } finally {
+      fs.closeSync(fd);
+    }
+    this.digest.addWhole(file, data);
     this.staged.push(file);
   }
 
-  create(file: string): { fd: number; path: string } {
+  write(file: string, kind: ImageKind, list: Part[]): void {
+    this.writeWhole(file, encodeImage(kind, list));
+  }
+
+  /** A raw file (pages), appended to piecewise: hashed as it is written. */
+  create(file: string): RawImageOut {
     const fd = openNew(this.stagedPath(file));
     this.staged.push(file);
-    return { fd, path: this.finalPath(file) };
+    return new RawImageOut(fd, this.finalPath(file), this.digest.addRaw(file, this.stagedPath(file)));
   }
 
   /**
-   * Move every staged file into place: the old inventory goes first (from
-   * then on the directory reads as incomplete), the new inventory last.
+   * Write the digest, then move every staged file into place (see the top of
+   * this file). `step`: failure injection (tests).
    */
-  commit(): void {
+  commit(step?: (s: string) => void): void {
+    const entries = this.digest.entries();
+    const hashed = new Set(entries.map((e) => e.name));
+    for (const f of this.staged) if (!hashed.has(f)) throw new StasisError(ErrorCodes.INTERNAL, `${f} was written but not hashed`);
+    const digest = formatDigest(entries);
+    this.writeWhole(DIGEST_FILE, digest);
+    this.written = entries.reduce((n, e) => n + e.size, digest.length);
     const here = `/proc/self/fd/${this.fd}`;
+    const commitName = COMMIT_PREFIX + this.stagingName.slice(STAGING_PREFIX.length);
     try {
-      fs.rmSync(path.join(here, 'inventory.img'), { force: true });
-      const order = [...this.staged.filter((f) => f !== 'inventory.img'), ...this.staged.filter((f) => f === 'inventory.img')];
-      for (const f of order) fs.renameSync(this.stagedPath(f), path.join(here, f));
+      fs.renameSync(path.join(here, this.stagingName), path.join(here, commitName));
+      moveIn(here, commitName, step);
     } catch (e) {
+      if (e instanceof StasisError) throw e;
       throw ioError(this.dir, 'move images into', e);
     }
     this.done = true;
   }
 
-  /** Drop the staging directory (after commit: empty; after a failure: everything) and the lock. */
+  /** Drop the staging directory (after commit: gone; after a failure: everything), the hashing thread and the lock. */
   close(): void {
     try {
+      this.digest.close();
       fs.closeSync(this.stagingFd);
       fs.rmSync(path.join(`/proc/self/fd/${this.fd}`, this.stagingName), { recursive: true, force: true });
     } finally {
@@ -143,25 +242,77 @@ export class DumpDir {
 
   get committed(): boolean { return this.done; }
 
-  /** Bytes of every file written (after commit: of the checkpoint). */
-  get bytesWritten(): number {
-    let n = 0;
-    for (const f of this.staged) {
-      try { n += fs.statSync(path.join(`/proc/self/fd/${this.fd}`, f)).size; } catch { /* not there */ }
+  /** Bytes of every file of the checkpoint (after commit). */
+  get bytesWritten(): number { return this.written; }
+}
+
+/** A raw image being written: appended to, hashed as it goes. */
+export class RawImageOut {
+  private pos = 0;
+  private closed = false;
+
+  constructor(private readonly fd: number, readonly path: string, private readonly hash: RawHash) {}
+
+  /** Append `len` bytes of `data` from `off`. */
+  write(data: Buffer, off = 0, len = data.length - off): void {
+    if (this.hash.isExternal) throw new StasisError(ErrorCodes.INTERNAL, `${this.path}: written after being handed over`);
+    try {
+      for (let done = 0; done < len; ) done += fs.writeSync(this.fd, data, off + done, len - done, this.pos + done);
+    } catch (e) {
+      throw ioError(this.path, 'write', e);
     }
-    return n;
+    this.pos += len;
+    this.hash.advance(len);
+  }
+
+  /** The fd for a writer we do not see (see RawImage): then no write() here, the file is hashed whole at close. */
+  handOver(): number {
+    if (this.pos) throw new StasisError(ErrorCodes.INTERNAL, `${this.path}: handed over after writes`);
+    this.hash.external();
+    return this.fd;
+  }
+
+  /** Close (never throws: a problem shows at commit). */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    let size = -1;
+    try { size = fs.fstatSync(this.fd).size; } catch { /* reported as a size mismatch */ }
+    try { fs.closeSync(this.fd); } catch { /* nothing to do */ }
+    this.hash.finish(size);
   }
 }
 
-/** A restore (or check) holds a shared lock: no dump may replace the images meanwhile. */
-export function lockForReading(dir: string): { close(): void } {
+/**
+ * A restore (or check) holds a shared lock: no dump may replace the images
+ * meanwhile. A commit a killed dump left half done is finished first (under
+ * the exclusive lock, briefly).
+ */
+export function lockForReading(dir: string, what = 'restore'): { close(): void } {
   let st: fs.Stats;
   try { st = fs.statSync(dir); } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
+    const link = code === 'ENOENT' ? danglingLink(dir) : undefined;
+    if (link !== undefined) throw new StasisError(ErrorCodes.BAD_IMAGE, `${dir}: a symbolic link to ${link}, which does not exist`);
     if (code === 'ENOENT') throw new StasisError(ErrorCodes.BAD_IMAGE, `${dir}: no such directory`);
     throw ioError(dir, 'read images directory', e);
   }
   if (!st.isDirectory()) throw new StasisError(ErrorCodes.BAD_IMAGE, `${dir}: not a directory`);
-  const fd = openLocked(dir, false, 'restore');
+  let fd = openLocked(dir, false, what);
+  try {
+    if (withPrefix(`/proc/self/fd/${fd}`, COMMIT_PREFIX).length) {
+      // Only where nobody else could have planted it.
+      checkDirTrust(dir, st);
+      fs.closeSync(fd);
+      fd = -1;
+      const ex = openLocked(dir, true, what);
+      try { finishCommits(dir, `/proc/self/fd/${ex}`); } finally { fs.closeSync(ex); }
+      fd = openLocked(dir, false, what);
+    }
+  } catch (e) {
+    if (fd >= 0) fs.closeSync(fd);
+    if (e instanceof StasisError) throw e;
+    throw ioError(dir, 'read images directory', e);
+  }
   return { close: () => fs.closeSync(fd) };
 }

@@ -9,6 +9,7 @@ import { encode, decode, CodecError } from './codec';
 import type { MsgName, Msg } from './schema';
 import { StasisError, ErrorCodes } from '../errors';
 import { abi } from '../sys';
+import type { DigestListing } from './digest';
 
 export type { Msg, MsgName } from './schema';
 
@@ -109,23 +110,25 @@ function splitImage(file: string, buf: Buffer, kind: ImageKind, msgAt: (i: numbe
 export class ImageReader {
   /**
    * `owners`: the uids whose files are trusted (by default ours and root's);
-   * null trusts any owner. Links are never followed.
+   * null trusts any owner. Links are never followed. `listing`: the verified
+   * digest (digest.ts); then only the files it lists exist.
    */
-  constructor(readonly dir: string, private readonly owners: number[] | null = defaultOwners()) {}
+  constructor(readonly dir: string, private readonly owners: number[] | null = defaultOwners(), private readonly listing?: DigestListing) {}
 
   path(file: string): string { return path.join(this.dir, file); }
 
-  exists(file: string): boolean { return fs.existsSync(this.path(file)); }
+  exists(file: string): boolean { return this.listing ? this.listing.has(file) : fs.existsSync(this.path(file)); }
 
   /** Open an image file for reading, refusing links and files of untrusted owners. */
   open(file: string): number {
     const p = this.path(file);
+    if (this.listing && !this.listing.has(file)) throw badImage(p, 'not listed in the checkpoint\'s digest: not part of this checkpoint');
     let fd: number;
     try {
       fd = fs.openSync(p, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | abi.O.CLOEXEC);
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
-      throw badImage(p, code === 'ENOENT' ? 'missing' : code === 'ELOOP' ? 'is a symbolic link; refusing to follow it' : `cannot read: ${code ?? (e as Error).message}`);
+      throw badImage(p, code === 'ENOENT' ? 'missing' : code === 'ELOOP' ? 'is a symbolic link; refusing to follow it' : `cannot read: ${describeIoError(e)}`);
     }
     const st = fs.fstatSync(fd);
     if (this.owners && !this.owners.includes(st.uid)) {
@@ -139,12 +142,18 @@ export class ImageReader {
     return fd;
   }
 
+  /** The size of an image file, opened as `open` does (a raw file read later is checked now). */
+  size(file: string): number {
+    const fd = this.open(file);
+    try { return fs.fstatSync(fd).size; } finally { fs.closeSync(fd); }
+  }
+
   raw(file: string): Buffer {
     const fd = this.open(file);
     try {
       return fs.readFileSync(fd);
     } catch (e) {
-      throw badImage(this.path(file), `cannot read: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+      throw badImage(this.path(file), `cannot read: ${describeIoError(e)}`);
     } finally {
       fs.closeSync(fd);
     }
@@ -260,14 +269,21 @@ export function writeAll(fd: number, data: Buffer, p: string, position?: number)
   }
 }
 
+const ERRNO_WORDS: Record<string, string> = {
+  ENOSPC: 'no space left on the device', EDQUOT: 'disk quota exceeded', EACCES: 'permission denied', EPERM: 'not permitted',
+  EEXIST: 'already exists', ELOOP: 'is a symbolic link', EROFS: 'read-only file system', ENOENT: 'no such file or directory',
+  ENOTDIR: 'a path component is not a directory', EIO: 'I/O error', EISDIR: 'is a directory',
+};
+
+/** The cause of a failed file operation, in words. */
+export function describeIoError(e: unknown): string {
+  const code = (e as NodeJS.ErrnoException)?.code;
+  return (code && ERRNO_WORDS[code]) ?? code ?? (e as Error)?.message ?? String(e);
+}
+
 /** An I/O failure on an image file as a one-line error naming the file and the cause. */
 export function ioError(p: string, what: string, e: unknown): StasisError {
   const code = (e as NodeJS.ErrnoException)?.code;
-  const why: Record<string, string> = {
-    ENOSPC: 'no space left on the device', EDQUOT: 'disk quota exceeded', EACCES: 'permission denied', EPERM: 'not permitted',
-    EEXIST: 'already exists', ELOOP: 'is a symbolic link', EROFS: 'read-only file system', ENOENT: 'no such file or directory',
-    ENOTDIR: 'a path component is not a directory', EIO: 'I/O error',
-  };
   return new StasisError(code === 'ENOSPC' || code === 'EDQUOT' ? ErrorCodes.NO_SPACE : ErrorCodes.IO_ERROR,
-    `cannot ${what} ${p}: ${(code && why[code]) ?? code ?? (e as Error)?.message ?? String(e)}`, { cause: e });
+    `cannot ${what} ${p}: ${describeIoError(e)}`, { cause: e });
 }

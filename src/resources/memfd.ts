@@ -53,13 +53,13 @@ export function dumpMemfdInode(ctx: DumpCtx, ino: number, link: string, via: str
       const page = Buffer.alloc(PAGE_SIZE);
       data.copy(page, 0, off, Math.min(off + PAGE_SIZE, data.length));
       if (page.equals(ZERO)) continue;
-      try { fs.writeSync(out.fd, page); } catch (e) { throw ioError(out.path, 'write', e); }
+      out.write(page);
       const last = entries[entries.length - 1];
       if (last && Number(last.vaddr) + last.nr_pages * PAGE_SIZE === off) last.nr_pages++;
       else entries.push({ vaddr: BigInt(off), nr_pages: 1, flags: PE.PRESENT });
     }
   } finally {
-    fs.closeSync(out.fd);
+    out.close();
   }
   ctx.write(`pagemap-shmem-${ino}.img`, 'PAGEMAP', [{ msg: 'pagemap_head', entry: { pages_id: pagesId } }, ...parts('pagemap_entry', entries)]);
   st0.push({ name: memfdName(link), uid: st.uid, gid: st.gid, size: BigInt(st.size), shmid: ino, seals, inode_id: BigInt(ino) });
@@ -76,8 +76,7 @@ function createMemfd(ctx: RestoreCtx, tr: TaskRestore, m: LoadedInode, made: Map
   const fd = park(ctx, tr, t.callNum('memfd_create', cstr(m.inode.name.slice(0, 249)), MFD.CLOEXEC | MFD.ALLOW_SEALING));
   t.call('ftruncate', fd, m.inode.size);
   if (m.pages.length) {
-    const src = ctx.ckpt.images.path(m.pagesFile);
-    const pages = fs.readFileSync(src);
+    const pages = ctx.ckpt.images.raw(m.pagesFile);
     const w = fs.openSync(`/proc/${tr.task.pid}/fd/${fd}`, 'r+');
     try {
       for (const p of m.pages) {
@@ -135,7 +134,7 @@ export const memfdUnit = defineFileUnit({
           fileOff += p.len;
           return p;
         });
-        const size = ld.images.exists(pagesFile) ? fs.statSync(ld.images.path(pagesFile)).size : 0;
+        const size = ld.images.exists(pagesFile) ? ld.images.size(pagesFile) : 0;
         if (size < fileOff) throw new StasisError(ErrorCodes.BAD_IMAGE, `${ld.images.path(pmFile)}: names ${fileOff} bytes of pages but ${pagesFile} holds ${size}`);
         out.set(Number(inode.inode_id), { inode, pages, pagesFile });
       }

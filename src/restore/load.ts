@@ -4,6 +4,7 @@
 // units' host checks (`validate`: files still there...).
 import { StasisError, ErrorCodes } from '../errors';
 import { ImageReader } from '../images/image';
+import type { DigestListing } from '../images/digest';
 import { IMG_VERSION, MARCH } from '../images/criu';
 import type { Msg } from '../images/schema';
 import { order } from '../unit/order';
@@ -64,11 +65,13 @@ function checkTree(file: string, procs: ProcessImage[]): void {
 export interface ReadOptions extends LoadOptions {
   /** Trust image files of any owner (default: ours and root's). */
   anyOwner?: boolean;
+  /** The verified digest (images/digest.ts): read only the files it lists. */
+  listing?: DigestListing;
 }
 
 /** Read and check a whole checkpoint (no host checks: see validateCheckpoint). */
 export function loadCheckpoint(dir: string, opts: ReadOptions = {}, units: readonly AnyUnit[] = UNITS): Checkpoint {
-  const images = new ImageReader(dir, opts.anyOwner ? null : undefined);
+  const images = new ImageReader(dir, opts.anyOwner ? null : undefined, opts.listing);
   if (!images.exists('inventory.img')) throw bad(images.path('inventory.img'), 'missing: not a complete checkpoint');
   const inventory: Msg<'inventory_entry'> = images.one('inventory.img', 'INVENTORY', 'inventory_entry');
   if (inventory.img_version !== IMG_VERSION) throw bad(images.path('inventory.img'), `unsupported image version ${inventory.img_version}`);

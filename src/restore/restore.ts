@@ -12,6 +12,7 @@ import { RemoteTask, TRAMPOLINE_PAGES } from '../compel/remote';
 import { clone, killAndReap } from '../compel/clone';
 import { VMA, TASK_STATE } from '../images/criu';
 import { lockForReading } from '../images/dir';
+import { verifyImages } from '../images/digest';
 import { order } from '../unit/order';
 import { RestoreCtx, type RestoreOptions, type TaskRestore } from '../unit/restore-ctx';
 import type { AnyUnit, RestorePhase } from '../unit/unit';
@@ -134,7 +135,10 @@ export function restore(opts: RestoreOptions): RestoreResult {
   const lock = lockForReading(opts.dir);
   try {
     const timings: Record<string, number> = {};
-    const ckpt = timed(timings, 'load', () => loadCheckpoint(opts.dir, { skipFileCheck: opts.skipFileCheck, shellJob: opts.shellJob, fileLocks: opts.fileLocks, anyOwner: opts.anyOwner, root: opts.root, manageCgroups: opts.manageCgroups }));
+    // Every file against the digest before anything is read for real (--no-verify: not).
+    const listing = opts.verify === false ? undefined : timed(timings, 'verify', () => verifyImages(opts.dir, opts.anyOwner));
+    const ckpt = timed(timings, 'load', () => loadCheckpoint(opts.dir, { skipFileCheck: opts.skipFileCheck, shellJob: opts.shellJob, fileLocks: opts.fileLocks, anyOwner: opts.anyOwner, root: opts.root, manageCgroups: opts.manageCgroups,
+      listing }));
     timed(timings, 'validate', () => validateCheckpoint(ckpt));
     // In a pid namespace of its own, the tree's ids are free by construction.
     if (!ckpt.loaded(namespacesUnit).has('pid')) for (const proc of ckpt.processes) {

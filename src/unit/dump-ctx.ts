@@ -31,8 +31,18 @@ export interface DumpOptions {
 export interface ImageSink {
   /** A whole image file. */
   write(file: string, kind: ImageKind, parts: Part[]): void;
-  /** A new raw file (pages): an fd open for writing, and its path. */
-  create(file: string): { fd: number; path: string };
+  /** A new raw file (pages), written by appending through it (never by fd: it is hashed for the digest as it goes). */
+  create(file: string): RawImage;
+}
+
+/** A raw image being written; `close` never throws (a problem shows at commit). */
+export interface RawImage {
+  readonly path: string;
+  /** Append `len` bytes of `data` from `off` (default: all of it). */
+  write(data: Buffer, off?: number, len?: number): void;
+  /** The fd, for a writer stasis does not see (a child's stdout): the file is then hashed whole at close. */
+  handOver(): number;
+  close(): void;
 }
 
 /** core-TID.img being put together: each unit fills its part, the core unit writes it. */

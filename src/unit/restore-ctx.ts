@@ -22,6 +22,8 @@ export interface RestoreOptions {
   manageCgroups?: import('../resources/ns/cgroup').CgroupMode;
   /** criu's --external forms (mnt[KEY]:PATH: where the mount dumped as external KEY is bound from). */
   external?: string[];
+  /** Verify every file against the checkpoint's digest first (default true). */
+  verify?: boolean;
   /** Failure injection for tests (STASIS_FAIL_AT=phase or phase:kill). */
   failAt?: string;
 }

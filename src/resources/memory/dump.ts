@@ -4,7 +4,7 @@
 import * as fs from 'node:fs';
 import { abi, processVmReadv } from '../../sys';
 import { readMaps, readAuxv, readPagemap } from '../../proc/proc';
-import { parts, ioError, type Msg } from '../../images/image';
+import { parts, type Msg } from '../../images/image';
 import { PE } from '../../images/criu';
 import { StasisError, ErrorCodes } from '../../errors';
 import type { DumpCtx, ProcessDump } from '../../unit/dump-ctx';
@@ -40,13 +40,7 @@ function dumpPages(ctx: DumpCtx, pid: number, vmas: ClassifiedVma[], pagesFile: 
   const memFd = fs.openSync(`/proc/${pid}/mem`, 'r');
   const out = ctx.out.create(pagesFile);
   const { pmBuf, data } = chunkBuffers();
-  let written = 0;
-  const write = (off: number, len: number) => {
-    try {
-      for (let done = 0; done < len; ) done += fs.writeSync(out.fd, data, off + done, len - done, written + done);
-    } catch (e) { throw ioError(out.path, 'write', e); }
-    written += len;
-  };
+  const write = (off: number, len: number) => out.write(data, off, len);
   try {
     for (const cv of vmas) {
       if (cv.policy === 'none') continue;
@@ -88,7 +82,7 @@ function dumpPages(ctx: DumpCtx, pid: number, vmas: ClassifiedVma[], pagesFile: 
       }
     }
   } finally {
-    fs.closeSync(out.fd);
+    out.close();
     fs.closeSync(memFd);
     fs.closeSync(pmFd);
   }

@@ -60,7 +60,7 @@ export function restoreAddressSpace(ctx: RestoreCtx, tr: TaskRestore, m: LoadedM
 export function restorePages(ctx: RestoreCtx, tr: TaskRestore, m: LoadedMm): void {
   if (m.pagemap.length === 0) return;
   const pagesPath = ctx.ckpt.images.path(m.pagesFile);
-  const inFd = fs.openSync(pagesPath, 'r');
+  const inFd = ctx.ckpt.images.open(m.pagesFile);
   const memFd = fs.openSync(`/proc/${tr.task.pid}/mem`, 'r+');
   const buf = chunkBuffers().data;
   let fileOff = 0;

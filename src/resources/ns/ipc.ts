@@ -100,13 +100,13 @@ function dumpShms(ctx: DumpCtx): Part[] {
         page.fill(0);
         processVmReadv(process.pid, at + BigInt(off), page, Math.min(PAGE_SIZE, size - off));
         if (page.every((b) => b === 0)) continue;
-        fs.writeSync(out2.fd, page);
+        out2.write(page);
         const last = entries[entries.length - 1];
         if (last && Number(last.vaddr) + last.nr_pages * PAGE_SIZE === off) last.nr_pages++;
         else entries.push({ vaddr: BigInt(off), nr_pages: 1, flags: PE.PRESENT });
       }
     } finally {
-      fs.closeSync(out2.fd);
+      out2.close();
       sys('shmdt', at);
     }
     ctx.write(`pagemap-shmem-${id}.img`, 'PAGEMAP', [{ msg: 'pagemap_head', entry: { pages_id: pagesId } }, ...parts('pagemap_entry', entries)]);

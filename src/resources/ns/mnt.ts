@@ -127,7 +127,7 @@ export const mntUnit = defineUnit({
         if (st.tmpfs.size) cloneTmpfs(ctx.processes[0].pid, st);
         for (const [dev, t] of st.tmpfs) {
           const out = ctx.out.create(tarName(dev));
-          try { tarTmpfs(t.fd!, out); } finally { fs.closeSync(out.fd); }
+          try { tarTmpfs(t.fd!, { fd: out.handOver(), path: out.path }); } finally { out.close(); }
         }
       },
     },

@@ -117,10 +117,10 @@ function dumpNet(ctx: DumpCtx, pid: number, nsid: number): void {
   ctx.write(`netns-${nsid}.img`, 'NETNS', parts('netns_entry', [netns]));
   for (const [file, cmd] of [['ifaddr', ['ip', 'addr', 'save']], ['route', ['ip', 'route', 'save']], ['route6', ['ip', '-6', 'route', 'save']], ['rule', ['ip', 'rule', 'save']]] as const) {
     const out = ctx.out.create(`${file}-${nsid}.img`);
-    try { inNet(pid, [...cmd], { output: out.fd }); } finally { fs.closeSync(out.fd); }
+    try { inNet(pid, [...cmd], { output: out.handOver() }); } finally { out.close(); }
   }
   const nft = ctx.out.create(`nftables-${nsid}.img`);
-  try { inNet(pid, ['nft', 'list', 'ruleset'], { output: nft.fd }); } finally { fs.closeSync(nft.fd); }
+  try { inNet(pid, ['nft', 'list', 'ruleset'], { output: nft.handOver() }); } finally { nft.close(); }
 }
 
 interface Loaded { nsid: number; devs: Dev[]; netns: Msg<'netns_entry'> }
