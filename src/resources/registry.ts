@@ -31,11 +31,12 @@ import { ipcUnit } from './ns/ipc';
 import { mntUnit } from './ns/mnt';
 import { netUnit } from './ns/net';
 import { cgroupUnit } from './ns/cgroup';
+import { netlockUnit } from './netlock';
 
 export const UNITS: readonly AnyUnit[] = [
   coreUnit, credsUnit, memoryUnit, filesUnit, fsUnit, signalsUnit, timersUnit, rlimitsUnit,
   regFileUnit, memfdUnit, pipeUnit, fifoUnit, eventfdUnit, eventpollUnit, signalfdUnit, timerfdUnit, inotifyUnit, ttyUnit,
-  skQueuesUnit, inetSocketUnit, unixSocketUnit, fileLocksUnit,
+  skQueuesUnit, inetSocketUnit, unixSocketUnit, fileLocksUnit, netlockUnit,
   namespacesUnit, utsUnit, timeUnit, ipcUnit, mntUnit, netUnit, cgroupUnit,
 ];
 
