@@ -32,6 +32,8 @@ export interface DumpOptions extends CommonOptions {
   /** Let the tree go on (default: it is killed once the checkpoint is complete). */
   leaveRunning?: boolean;
   tcpEstablished?: boolean;
+  /** How established TCP connections are kept silent until their restore (default: nftables, else iptables). */
+  networkLock?: 'nftables' | 'iptables' | 'skip';
   fileLocks?: boolean;
   shellJob?: boolean;
   extUnixSk?: boolean;
@@ -52,6 +54,8 @@ export interface RestoreOptions extends CommonOptions {
   skipFileCheck?: boolean;
   shellJob?: boolean;
   fileLocks?: boolean;
+  /** As criu: ignored (with a warning) when it differs from the dump's; the dump's lock is removed. */
+  networkLock?: 'nftables' | 'iptables' | 'skip';
   pidfile?: string;
 }
 
@@ -94,6 +98,7 @@ export async function dump(o: DumpOptions): Promise<DumpResult> {
   const args = ['dump', '-t', String(o.pid), '-D', o.imagesDir, ...common(o)];
   if (o.leaveRunning) args.push('-R');
   if (o.tcpEstablished) args.push('--tcp-established');
+  if (o.networkLock) args.push('--network-lock', o.networkLock);
   if (o.fileLocks) args.push('--file-locks');
   if (o.shellJob) args.push('-j');
   if (o.extUnixSk) args.push('--ext-unix-sk');
@@ -112,6 +117,7 @@ export async function restore(o: RestoreOptions): Promise<RestoreResult> {
   if (o.skipFileCheck) args.push('--skip-file-check');
   if (o.shellJob) args.push('-j');
   if (o.fileLocks) args.push('--file-locks');
+  if (o.networkLock) args.push('--network-lock', o.networkLock);
   if (o.pidfile) args.push('--pidfile', o.pidfile);
   let first: Record<string, unknown> | undefined;
   let exit: RestoreResult['exit'];
