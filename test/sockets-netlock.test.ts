@@ -6,6 +6,9 @@
 // the restore every line is answered, in order, none lost, and the peer never
 // saw an error. stasis runs asynchronously, so the peer goes on sending while
 // the dump reads the queues and while the restore rebuilds the socket.
+// On loopback the peer's segments are dropped at input (as on a wire: it
+// retransmits on its RTO, backed off while the lock holds), so after the
+// unlock it may take seconds to resume: waits are on conditions, generous.
 //
 // And the lock never stays behind: removed by the restore (but kept by a
 // restore that fails before the unlock), by a failed dump, after -R; gone
