@@ -16,6 +16,9 @@
 // iptables: the watchdog clears it); `stasis netlock --clear` removes kept
 // locks whose checkpoint is gone, `-D DIR` one checkpoint's. After each test
 // no table, chain or rule of ours naming this test's images is left.
+// A tree with a network namespace of its own is locked in that namespace
+// (where its packets flow), never in ours, and nothing is kept: the
+// namespace goes with the tree.
 import { test, before, after, afterEach } from 'node:test';
 import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
@@ -24,7 +27,7 @@ import * as path from 'node:path';
 import { spawn, spawnSync } from 'node:child_process';
 import { Fixture, initHarness, tmpDir, waitFor, sleep, STASIS, describeCli, reapZombies, tracerPid, type CliResult } from './harness';
 import { readImage } from '../src/images/image';
-import { Client } from './net-helpers';
+import { Client, startProgram } from './net-helpers';
 
 const PORT = 47461; // up to +8
 const DOWN_MS = 2000;
@@ -348,4 +351,93 @@ test('stasis netlock: a kept lock waits for its checkpoint; --clear removes it o
   assert.equal(l.status, 0, describeCli(l));
   assert.equal(l.stdout, `removed iptables chains STASIS-${idB}-IN, STASIS-${idB}-OUT\n`);
   assert.deepEqual(leftovers([idA, idB]), []);
+});
+
+/**
+ * One python process in a network namespace of its own (unshare from
+ * ctypes), both ends of a loopback connection: every 50 ms a numbered line
+ * one way and back ("OK n" in its log; "FAIL ..." at the first wrong one);
+ * SIGTERM: PASS.
+ */
+const NETNS_PEERS = String.raw`
+import ctypes, signal, socket, subprocess, sys, time
+if ctypes.CDLL(None, use_errno=True).unshare(0x40000000) != 0: print('FAIL unshare', ctypes.get_errno(), flush=True); sys.exit(1)
+subprocess.run(['ip', 'link', 'set', 'lo', 'up'], check=True)
+stop = False
+def term(*_):
+    global stop
+    stop = True
+signal.signal(signal.SIGTERM, term)
+l = socket.socket(); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); l.bind(('127.0.0.1', 7000)); l.listen(1)
+c = socket.create_connection(('127.0.0.1', 7000)); s, _ = l.accept()
+for x in (c, s): x.settimeout(120)
+print('UP', c.getsockname()[1], flush=True)
+n = 0
+while not stop:
+    n += 1
+    try:
+        c.sendall(b'L%d\n' % n)
+        got = b''
+        while not got.endswith(b'\n'): got += s.recv(100)
+        s.sendall(got)
+        back = b''
+        while not back.endswith(b'\n'): back += c.recv(100)
+    except Exception as e:
+        print('FAIL', repr(e), flush=True); sys.exit(1)
+    if back != b'L%d\n' % n: print('FAIL', back, n, flush=True); sys.exit(1)
+    print('OK', n, flush=True)
+    time.sleep(0.05)
+print('PASS', flush=True)
+`;
+
+function lastOk(fx: Fixture): number {
+  const all = [...fx.log().matchAll(/^OK (\d+)$/gm)];
+  return all.length ? Number(all[all.length - 1][1]) : 0;
+}
+
+test('a tree in a network namespace of its own: locked in that namespace (never ours), removed with -R, nothing kept when killed; the connection carries on', async () => {
+  const fx = await startProgram('netns-peers', () => ['python3', '-u', '-c', NETNS_PEERS]);
+  fixtures.push(fx);
+  cleanup.push(() => fx.kill());
+  const up = await fx.waitLog(/^UP (\d+)$/m);
+  const cport = Number(up[1]);
+  await waitFor('a few round trips', () => lastOk(fx) >= 3, 10000);
+  const ownNs = (p: number) => fs.readlinkSync(`/proc/${p}/ns/net`);
+  assert.notEqual(ownNs(fx.pid), ownNs(process.pid));
+  const nftThere = () => spawnSync('nsenter', [`--net=/proc/${fx.pid}/ns/net`, 'nft', 'list', 'tables'], { encoding: 'utf8' }).stdout;
+  const lockLine = (m: string) => new RegExp(`network lock \\(${m}, in the tree's network namespace\\): 127\\.0\\.0\\.1:${cport} → 127\\.0\\.0\\.1:7000`);
+
+  // -R: locked there during the dump, unlocked after; the round trips go on.
+  for (const method of ['nftables', 'iptables']) {
+    const dir = path.join(root, `netns-running-${method}`);
+    const r = await stasis(['dump', '-t', String(fx.pid), '-D', dir, '-R', '--tcp-established', '--network-lock', method, '-o', 'dump.log', '-v4']);
+    assert.equal(r.status, 0, describeCli(r));
+    assert.match(fs.readFileSync(path.join(dir, 'dump.log'), 'utf8'), lockLine(method));
+    assert.doesNotMatch(nftThere(), /stasis-/, 'nothing left in its namespace');
+    const there = spawnSync('nsenter', [`--net=/proc/${fx.pid}/ns/net`, 'iptables', '-w', '-S'], { encoding: 'utf8' }).stdout;
+    assert.doesNotMatch(there, /STASIS-/);
+    assert.equal(inventory(dir).dump_criu_run_id, undefined);
+    const k = lastOk(fx);
+    await waitFor(`round trip ${k + 3}`, () => lastOk(fx) >= k + 3, 10000);
+  }
+
+  // Killed and restored: no lock kept (its namespace went with it), none ever in ours.
+  const dir = path.join(root, 'netns');
+  const d = await stasis(['dump', '-t', String(fx.pid), '-D', dir, '--tcp-established', '-o', 'dump.log', '-v4']);
+  assert.equal(d.status, 0, describeCli(d));
+  await fx.reap();
+  assert.match(fs.readFileSync(path.join(dir, 'dump.log'), 'utf8'), lockLine('nftables'));
+  assert.deepEqual(leftovers(), []);
+  const inv = inventory(dir);
+  assert.equal(inv.network_lock_method, 1);
+  assert.equal(inv.dump_criu_run_id, undefined, 'no lock waits for this restore');
+  const k = lastOk(fx);
+  await sleep(DOWN_MS);
+  await restoreOk({ fx } as Conn, dir);
+  assert.notEqual(ownNs(fx.pid), ownNs(process.pid), 'a network namespace of its own again');
+  await waitFor(`round trip ${k + 5} after the restore (log tail ${fx.log().slice(-200)})`, () => lastOk(fx) >= k + 5 || /FAIL/.test(fx.log()), CATCH_UP_MS);
+  const { status, log } = await fx.terminate();
+  assert.doesNotMatch(log, /FAIL/, log);
+  assert.match(log, /^PASS$/m, log);
+  assert.deepEqual(status, { kind: 'exited', pid: fx.pid, code: 0 });
 });

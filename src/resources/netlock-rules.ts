@@ -47,8 +47,18 @@ export function parseComment(c: string): { pid?: number; images?: string } {
   return { pid: Number(m[1]), images: m[2].startsWith('...') || m[2].includes('?') ? undefined : m[2] };
 }
 
-function run(cmd: string, args: string[], input?: string): { ok: boolean; missing: boolean; out: string; err: string } {
-  const r = spawnSync(cmd, args, { input, encoding: 'utf8', timeout: 60000, stdio: ['pipe', 'pipe', 'pipe'] });
+/**
+ * Where the rules go: our network namespace, or (a tree with a network
+ * namespace of its own) that of process `netns`, entered by util-linux nsenter.
+ */
+export type NetNs = number | undefined;
+
+function inNs(netns: NetNs, cmd: string, args: string[]): [string, string[]] {
+  return netns === undefined ? [cmd, args] : ['nsenter', [`--net=/proc/${netns}/ns/net`, cmd, ...args]];
+}
+
+function run(cmd: string, args: string[], input?: string, netns?: NetNs): { ok: boolean; missing: boolean; out: string; err: string } {
+  const r = spawnSync(...inNs(netns, cmd, args), { input, encoding: 'utf8', timeout: 60000, stdio: ['pipe', 'pipe', 'pipe'] });
   const missing = (r.error as NodeJS.ErrnoException | undefined)?.code === 'ENOENT';
   const err = r.error ? r.error.message : (r.stderr ?? '').trim().split('\n')[0] ?? '';
   return { ok: !r.error && r.status === 0, missing, out: r.stdout ?? '', err };
@@ -110,12 +120,12 @@ export class NftSession {
 
   private constructor(readonly child: ChildProcess, private stdin: number, private out: number) {}
 
-  static start(): NftSession {
+  static start(netns?: NetNs): NftSession {
     const inp = pipe(), out = pipe();
     let child: ChildProcess;
     try {
       // HOME: nft -i keeps a history in $HOME/.nft.history; ours goes nowhere.
-      child = spawn('nft', ['-i'], { stdio: [inp.r, out.w, out.w], env: { ...process.env, HOME: '/dev/null' } });
+      child = spawn(...inNs(netns, 'nft', ['-i']), { stdio: [inp.r, out.w, out.w], env: { ...process.env, HOME: '/dev/null' } });
     } finally {
       sysTry('close', inp.r);
       sysTry('close', out.w);
@@ -170,8 +180,8 @@ export class NftSession {
 
 const iptables = (v6: boolean): string => (v6 ? 'ip6tables' : 'iptables');
 
-function iptRestore(v6: boolean, lines: string[]): void {
-  const r = run(`${iptables(v6)}-restore`, ['-w', '--noflush'], ['*filter', ...lines, 'COMMIT', ''].join('\n'));
+function iptRestore(v6: boolean, lines: string[], netns: NetNs): void {
+  const r = run(`${iptables(v6)}-restore`, ['-w', '--noflush'], ['*filter', ...lines, 'COMMIT', ''].join('\n'), netns);
   if (!r.ok) throw lockError(`${iptables(v6)}-restore: ${r.err}`);
 }
 
@@ -192,13 +202,13 @@ export function iptRules(id: string, c: Conn): string[] {
 }
 
 /** Lock more connections of one family (creating the chains with the first). */
-export function iptLock(v6: boolean, id: string, comment: string, conns: Conn[], create: boolean): void {
-  iptRestore(v6, [...(create ? iptChains(id, comment) : []), ...conns.flatMap((c) => iptRules(id, c))]);
+export function iptLock(v6: boolean, id: string, comment: string, conns: Conn[], create: boolean, netns?: NetNs): void {
+  iptRestore(v6, [...(create ? iptChains(id, comment) : []), ...conns.flatMap((c) => iptRules(id, c))], netns);
 }
 
 /** Remove lock `id`'s chains and the jumps to them; false when there were none. */
-export function iptUnlock(v6: boolean, id: string): boolean {
-  const r = run(iptables(v6), ['-w', '-S']);
+export function iptUnlock(v6: boolean, id: string, netns?: NetNs): boolean {
+  const r = run(iptables(v6), ['-w', '-S'], undefined, netns);
   if (!r.ok) {
     if (r.missing) return false;
     throw lockError(`${iptables(v6)} -S: ${r.err}`);
@@ -208,7 +218,7 @@ export function iptUnlock(v6: boolean, id: string): boolean {
   const jumps = lines.filter((l) => ours.test(l)).map((l) => `-D${l.slice(2)}`);
   const chains = lines.map((l) => new RegExp(`^-N (STASIS-${id}-(?:IN|OUT))$`).exec(l)?.[1]).filter((c): c is string => !!c);
   if (!jumps.length && !chains.length) return false;
-  iptRestore(v6, [...jumps, ...chains.flatMap((c) => [`-F ${c}`, `-X ${c}`])]);
+  iptRestore(v6, [...jumps, ...chains.flatMap((c) => [`-F ${c}`, `-X ${c}`])], netns);
   return true;
 }
 
@@ -217,15 +227,17 @@ const STASIS_BIN = path.resolve(__dirname, '..', '..', '..', 'bin', 'stasis.js')
 /**
  * iptables has no owner: a watchdog (its own session, so a signal to ours
  * does not reach it) waits for a line from us. EOF (we died before saying
- * anything) makes it clear the lock with `stasis netlock --clear --id ID`.
+ * anything) makes it clear the lock with `stasis netlock --clear --id ID`
+ * (in the namespace of the lock).
  */
 export class Watchdog {
   private constructor(private w: number) {}
 
-  static start(id: string): Watchdog {
+  static start(id: string, netns?: NetNs): Watchdog {
     const p = pipe();
     try {
-      const child = spawn('/bin/sh', ['-c', 'read -r w || exec "$1" "$2" netlock --clear --id "$3" >/dev/null 2>&1', 'stasis-netlock-watchdog', process.execPath, STASIS_BIN, id],
+      const clear = inNs(netns, process.execPath, [STASIS_BIN, 'netlock', '--clear', '--id', id]).flat();
+      const child = spawn('/bin/sh', ['-c', 'read -r w || exec "$@" >/dev/null 2>&1', 'stasis-netlock-watchdog', ...clear],
         { detached: true, stdio: [p.r, 'ignore', 'ignore'] });
       // Kept referenced: once disarmed it exits at once, and our event loop reaps it before we exit.
       child.on('error', () => { /* no sh: the documented clear is left */ });

@@ -13,6 +13,10 @@
 //    kill, to a kept lock (table inet stasis-ID; iptables: the same chains,
 //    the watchdog disarmed), named in inventory.img (network_lock_method,
 //    dump_criu_run_id = ID), which waits for the restore;
+//  - a tree with a network namespace of its own is locked in that namespace
+//    (its connections' packets flow there), and nothing is kept: the
+//    namespace goes with the tree, and with it anything that could answer
+//    the peer (restore makes a new one);
 //  - restore removes it once every socket is rebuilt, just before they leave
 //    repair mode and the tasks run (CRIU's order); a failed or killed
 //    restore leaves it for the next attempt. `stasis netlock --clear` drops
@@ -26,6 +30,7 @@ import { readImage, type Msg } from '../images/image';
 import { defineUnit } from '../unit/unit';
 import type { DumpCtx } from '../unit/dump-ctx';
 import { log } from '../log';
+import { namespacesUnit } from './ns/namespaces';
 import {
   type Conn, type LockMethod, type FoundLock, LOCK_ID, tableName, lockComment, nftTable, nftAddElements, nftApply,
   NftSession, iptLock, iptUnlock, Watchdog, findLocks, removeLock,
@@ -47,6 +52,8 @@ interface DumpState {
   /** iptables: the families whose chains exist, and the watchdog. */
   ipt?: { v4: boolean; v6: boolean; watchdog: Watchdog };
   comment: string;
+  /** The tree's own network namespace (its root's pid), where the lock goes; else ours. */
+  netns?: number;
   /** Why nftables was passed over (auto), for the error if iptables fails too. */
   nftFailed?: string;
 }
@@ -66,7 +73,7 @@ export function connOf(family: number, local: { port: number; words: number[] },
 }
 
 function startNft(st: DumpState): void {
-  const s = NftSession.start();
+  const s = NftSession.start(st.netns);
   try {
     s.run(nftTable(tableName(st.id, true), st.comment, [], true).join('; '));
   } catch (e) {
@@ -78,13 +85,14 @@ function startNft(st: DumpState): void {
 
 function startIpt(st: DumpState): void {
   // Armed before the first rule exists: no moment where a death of ours leaves rules.
-  st.ipt = { v4: false, v6: false, watchdog: Watchdog.start(st.id) };
+  st.ipt = { v4: false, v6: false, watchdog: Watchdog.start(st.id, st.netns) };
 }
 
 /** The first connection: take the method asked for, or the first that works (nftables, then iptables). */
 function start(ctx: DumpCtx, st: DumpState): void {
   const want = ctx.opts.networkLock;
   st.comment = lockComment(process.pid, path.resolve(ctx.opts.dir));
+  if (ctx.state(namespacesUnit).own.has('net')) st.netns = ctx.processes[0].pid;
   if (want === 'skip') { st.method = 'skip'; return; }
   if (want === 'iptables') { startIpt(st); st.method = 'iptables'; return; }
   try {
@@ -102,7 +110,7 @@ function start(ctx: DumpCtx, st: DumpState): void {
 function lockIpt(st: DumpState, c: Conn): void {
   const ipt = st.ipt!;
   const fam = c.v6 ? 'v6' : 'v4';
-  iptLock(c.v6, st.id, st.comment, [c], !ipt[fam]);
+  iptLock(c.v6, st.id, st.comment, [c], !ipt[fam], st.netns);
   ipt[fam] = true;
 }
 
@@ -123,20 +131,24 @@ export function lockConnection(ctx: DumpCtx, c: Conn): void {
       `${st.nftFailed ? ` (and ${st.nftFailed})` : ''}; --network-lock skip dumps without a lock (the peer may then see a reset)`, { cause: e });
   }
   st.conns.push(c);
-  log.debug(`network lock (${st.method}): ${c.peer}:${c.pport} → ${c.local}:${c.lport}`);
+  log.debug(`network lock (${st.method}${st.netns ? ', in the tree\'s network namespace' : ''}): ${c.peer}:${c.pport} → ${c.local}:${c.lport}`);
 }
 
 /** inventory_entry fields: the method, and the lock's id when a lock waits for the restore. */
 export function netlockInventory(ctx: DumpCtx): Partial<Msg<'inventory_entry'>> {
   const st = ctx.state(netlockUnit);
   if (!st.method) return {};
-  const kept = st.method !== 'skip' && !ctx.opts.leaveRunning;
+  const kept = st.method !== 'skip' && !ctx.opts.leaveRunning && st.netns === undefined;
   return { network_lock_method: CODE_OF[st.method], ...(kept ? { dump_criu_run_id: st.id } : {}) };
 }
 
 /** The dump is complete and the tree is about to die: the lock must outlive us, until the restore. */
-function handOver(ctx: DumpCtx, st: DumpState): void {
-  if (st.method === 'nftables') {
+function handOver(st: DumpState): void {
+  if (st.netns !== undefined) {
+    // Its namespace dies with the tree (our nft, holding it meanwhile, ends in afterRelease).
+    st.ipt?.watchdog.disarm();
+    log.info('network lock: the tree\'s own network namespace goes with it; nothing to keep');
+  } else if (st.method === 'nftables') {
     nftApply(nftTable(tableName(st.id), st.comment, st.conns, false));
     log.info(`network lock kept for the restore: nftables table inet ${tableName(st.id)}`);
   } else if (st.method === 'iptables') {
@@ -149,8 +161,8 @@ function handOver(ctx: DumpCtx, st: DumpState): void {
 function unlockDump(st: DumpState): void {
   if (st.method === 'nftables') st.nft!.run(`delete table inet ${tableName(st.id, true)}`);
   else if (st.method === 'iptables') {
-    iptUnlock(false, st.id);
-    iptUnlock(true, st.id);
+    iptUnlock(false, st.id, st.netns);
+    iptUnlock(true, st.id, st.netns);
     // Only once they are gone: if removing failed, the watchdog (at our exit) tries again.
     st.ipt!.watchdog.disarm();
   }
@@ -180,9 +192,9 @@ export const netlockUnit = defineUnit<DumpState, Loaded>({
   // Before the tree dies or runs (after sockets-inet has put its connections
   // back out of repair mode, for -R: a probe they send meanwhile is dropped and
   // sent again).
-  beforeRelease(ctx, st, how) {
+  beforeRelease(_ctx, st, how) {
     if (!st.method || st.method === 'skip') return;
-    if (how.kill) handOver(ctx, st);
+    if (how.kill) handOver(st);
     else unlockDump(st);
   },
   // Our nft goes: its owner table with it (what had to stay was handed over).
