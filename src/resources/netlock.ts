@@ -207,7 +207,7 @@ export const netlockUnit = defineUnit<DumpState, Loaded>({
     // After everything that can still fail before the tasks run (a failed
     // restore leaves the lock for the next attempt), before the sockets leave
     // repair mode (sockets-inet's tcp-repair-off) and the tasks are let go.
-    name: 'network-unlock', after: ['files', 'files-cleanup', 'threads', 'pending-signals'],
+    name: 'network-unlock', after: ['files', 'files-cleanup', 'threads', 'pending-signals', 'cgroups-threads'],
     once(ctx, l) {
       const asked = ctx.opts.networkLock;
       if (asked && asked !== (l.method ?? 'skip')) {
