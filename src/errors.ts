@@ -58,6 +58,8 @@ export const ErrorCodes = {
   UNSAFE: 'STASIS_UNSAFE',
   /** Image contents do not match their digest. */
   CORRUPT: 'STASIS_CORRUPT',
+  /** The network lock of dumped TCP connections could not be taken or removed (nft, iptables). */
+  NETWORK_LOCK: 'STASIS_NETWORK_LOCK',
   INTERNAL: 'STASIS_INTERNAL',
 } as const;
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];

@@ -11,6 +11,7 @@ import { checkImages, DIGEST_FILE, type ImagesReport } from '../images/digest';
 import { readCheckpoint, formatShow } from '../show';
 import { checkFeatures } from '../check';
 import { runDemo } from '../demo';
+import { listNetworkLocks, clearNetworkLocks } from '../resources/netlock';
 import { openLog, closeLog, setLogLevel, log } from '../log';
 import { LOGGING, usageError, type CommandSpec, type Values } from './options';
 import type { CgroupMode } from '../resources/ns/cgroup';
@@ -22,6 +23,13 @@ export interface Command extends CommandSpec {
 function str(v: Values, k: string): string | undefined { return v[k] as string | undefined; }
 function flag(v: Values, k: string): boolean { return v[k] === true; }
 function list(v: Values, k: string): string[] { return (v[k] as string[] | undefined) ?? []; }
+
+const LOCK_METHODS = ['nftables', 'iptables', 'skip'] as const;
+function networkLock(v: Values): (typeof LOCK_METHODS)[number] | undefined {
+  const m = str(v, 'network-lock');
+  if (m !== undefined && !(LOCK_METHODS as readonly string[]).includes(m)) usageError(`invalid --network-lock '${m}' (nftables, iptables or skip)`);
+  return m as (typeof LOCK_METHODS)[number] | undefined;
+}
 
 /** -o FILE: relative names resolve in the images directory, as criu's. */
 function startLog(values: Values, dir: string | undefined, mkdir: boolean): void {
@@ -65,6 +73,7 @@ const dumpCmd: Command = {
     { long: 'images-dir', short: 'D', type: 'string', arg: 'DIR', help: 'where to write the images (created 0700)' },
     { long: 'leave-running', short: 'R', type: 'flag', help: 'let the tree go on after the dump (default: kill it)' },
     { long: 'tcp-established', type: 'flag', help: 'take established TCP connections (TCP_REPAIR)' },
+    { long: 'network-lock', type: 'string', arg: 'METHOD', help: 'nftables, iptables or skip: how those connections are kept silent until their restore (default: nftables, else iptables)' },
     { long: 'file-locks', type: 'flag', help: 'take file locks (POSIX, OFD, flock); without it a process holding one is refused' },
     { long: 'ghost-limit', type: 'size', arg: 'SIZE', help: 'largest deleted-but-open file to put in the images (default 1M; K, M, G suffixes)' },
     { long: 'shell-job', short: 'j', type: 'flag', help: 'the tree runs on the shell\'s terminal (restore with -j too)' },
@@ -82,7 +91,7 @@ const dumpCmd: Command = {
     const r = dump(pid, {
       dir, leaveRunning: flag(v, 'leave-running'), tcpEstablished: flag(v, 'tcp-established'), fileLocks: flag(v, 'file-locks'),
       ghostLimit: v['ghost-limit'] as number | undefined, shellJob: flag(v, 'shell-job'), extUnixSk: flag(v, 'ext-unix-sk'),
-      external: list(v, 'external'), failAt: process.env.STASIS_FAIL_AT || undefined,
+      external: list(v, 'external'), networkLock: networkLock(v), failAt: process.env.STASIS_FAIL_AT || undefined,
     });
     log.info(dumpSummary(r, flag(v, 'leave-running')));
     if (flag(v, 'json')) printJson(r);
@@ -108,6 +117,7 @@ const restoreCmd: Command = {
     { long: 'skip-file-check', type: 'flag', help: 'restore even if a file changed size since the dump' },
     { long: 'shell-job', short: 'j', type: 'flag', help: 'give terminal fds stasis\'s own terminal' },
     { long: 'tcp-established', type: 'flag', help: 'accepted for criu compatibility: connections in the images are always restored' },
+    { long: 'network-lock', type: 'string', arg: 'METHOD', help: 'accepted for criu compatibility: the dump\'s network lock is the one removed' },
     { long: 'file-locks', type: 'flag', help: 'restore file locks (needed when the images hold some)' },
     { long: 'ext-unix-sk', type: 'flag', help: 'accepted for criu compatibility (external peers are in the images)' },
     { long: 'allow-foreign-images', type: 'flag', help: 'trust image files owned by other users' },
@@ -123,7 +133,8 @@ const restoreCmd: Command = {
     startLog(v, dir, false);
     const r = restore({
       dir, detach: flag(v, 'restore-detached'), skipFileCheck: flag(v, 'skip-file-check'), shellJob: flag(v, 'shell-job'),
-      fileLocks: flag(v, 'file-locks'), anyOwner: flag(v, 'allow-foreign-images'), root: str(v, 'root'), external: list(v, 'external'), manageCgroups: cgroupMode(str(v, 'manage-cgroups')), failAt: process.env.STASIS_FAIL_AT || undefined,
+      fileLocks: flag(v, 'file-locks'), anyOwner: flag(v, 'allow-foreign-images'), root: str(v, 'root'), external: list(v, 'external'), manageCgroups: cgroupMode(str(v, 'manage-cgroups')),
+      networkLock: networkLock(v), failAt: process.env.STASIS_FAIL_AT || undefined,
       verify: !flag(v, 'no-verify'),
     });
     const pidfile = str(v, 'pidfile');
@@ -201,4 +212,32 @@ const demoCmd: Command = {
   run: () => runDemo(),
 };
 
-export const COMMANDS: Command[] = [dumpCmd, restoreCmd, showCmd, checkImagesCmd, checkCmd, demoCmd];
+const netlockCmd: Command = {
+  name: 'netlock',
+  usage: 'stasis netlock [--clear [-D DIR | --id ID | --all]]',
+  summary: 'List the network locks of dumped TCP connections here (what each waits for), or remove them: with --clear, the stale ones.',
+  options: [
+    { long: 'clear', type: 'flag', help: 'remove locks: the stale ones (their checkpoint is gone), or those named below' },
+    { long: 'images-dir', short: 'D', type: 'string', arg: 'DIR', help: 'with --clear: the lock that checkpoint waits on (its connections are given up)' },
+    { long: 'id', type: 'string', arg: 'ID', help: 'with --clear: lock ID (table inet stasis-ID, chains STASIS-ID-IN/OUT)' },
+    { long: 'all', type: 'flag', help: 'with --clear: every lock not held by a running dump' },
+    { long: 'json', type: 'flag', help: 'as JSON' },
+  ],
+  run(v) {
+    const sel = { dir: str(v, 'images-dir'), id: str(v, 'id'), all: flag(v, 'all') };
+    if (!flag(v, 'clear')) {
+      if (sel.dir || sel.id || sel.all) usageError('-D, --id and --all go with --clear');
+      const locks = listNetworkLocks();
+      if (flag(v, 'json')) printJson(locks);
+      else for (const l of locks) console.log(`${l.id}  ${l.method} ${l.name}  ${l.state}: ${l.detail}`);
+      return 0;
+    }
+    if ([sel.dir, sel.id, sel.all || undefined].filter((x) => x !== undefined).length > 1) usageError('--clear takes one of -D, --id, --all');
+    const removed = clearNetworkLocks(sel);
+    if (flag(v, 'json')) printJson({ removed });
+    else for (const r of removed) console.log(`removed ${r}`);
+    return 0;
+  },
+};
+
+export const COMMANDS: Command[] = [dumpCmd, restoreCmd, showCmd, checkImagesCmd, checkCmd, demoCmd, netlockCmd];

@@ -14,6 +14,7 @@ import { order } from '../unit/order';
 import { DumpCtx, type DumpOptions, type ProcessDump } from '../unit/dump-ctx';
 import type { AnyUnit, DumpPhase } from '../unit/unit';
 import { UNITS } from '../resources/registry';
+import { netlockInventory } from '../resources/netlock';
 import { parasitePhase } from './parasite-session';
 import { log, timed } from '../log';
 
@@ -87,7 +88,7 @@ export function dumpPhases(units: readonly AnyUnit[] = UNITS): BoundPhase[] {
     name: 'inventory', after: all.map((p) => p.name),
     once(ctx) {
       ctx.write('inventory.img', 'INVENTORY', parts('inventory_entry', [{
-        img_version: IMG_VERSION, fdinfo_per_id: true, root_ids: inventoryRootIds(ctx.state(namespacesUnit), ctx.processes[0].ids), ns_per_id: true, lsmtype: 0,
+        img_version: IMG_VERSION, fdinfo_per_id: true, root_ids: inventoryRootIds(ctx.state(namespacesUnit), ctx.processes[0].ids), ns_per_id: true, lsmtype: 0, ...netlockInventory(ctx),
       }]));
     },
   });

@@ -36,6 +36,9 @@ export const REMAP = SCHEMA.enums.remap_type;
 /** inventory_entry.img_version: CRIU_IMAGES_V1_1. */
 export const IMG_VERSION = 2;
 
+/** inventory_entry.network_lock_method (criu/include/cr_options.h, enum NETWORK_LOCK_METHOD). */
+export const NETWORK_LOCK = { IPTABLES: 0, NFTABLES: 1, SKIP: 2 } as const;
+
 /** file_lock_entry.type (CRIU's FL_* kinds). */
 export const FL_KIND = { POSIX: 1, FLOCK: 2, OFD: 4, LEASE: 8 } as const;
 

@@ -13,7 +13,7 @@ const messages = {
     img_version: 'required uint32 1', fdinfo_per_id: 'optional bool 2', root_ids: 'optional task_kobj_ids_entry 3',
     ns_per_id: 'optional bool 4', root_cg_set: 'optional uint32 5', lsmtype: 'optional lsmtype 6',
     dump_uptime: 'optional uint64 8', pre_dump_mode: 'optional uint32 9', tcp_close: 'optional bool 10',
-    network_lock_method: 'optional uint32 11',
+    network_lock_method: 'optional uint32 11', dump_criu_run_id: 'optional string 13',
   },
   task_kobj_ids_entry: {
     vm_id: 'required uint32 1', files_id: 'required uint32 2', fs_id: 'required uint32 3', sighand_id: 'required uint32 4',
@@ -284,6 +284,7 @@ export const EXTENSIONS: Readonly<Record<string, string>> = {
   'sk_packet_entry.addr': 'reserved upstream "for message address": the source address of a queued datagram',
   'net_device_entry.ext_peer_name': 'the name of a veth\'s other end in the dumper\'s namespace (criu needs --external veth[] instead)',
   'net_device_entry.ext_peer_master': 'the bridge that other end was attached to',
+  'inventory_entry.dump_criu_run_id': 'CRIU 4.x\'s own field 13 (images/inventory.proto), newer than Debian\'s pycriu: the id of the dump\'s network lock',
 };
 
 /**

@@ -34,11 +34,12 @@ import { cgroupUnit } from './ns/cgroup';
 import { seccompUnit } from './seccomp';
 import { schedUnit } from './sched';
 import { taskMiscUnit } from './task-misc';
+import { netlockUnit } from './netlock';
 
 export const UNITS: readonly AnyUnit[] = [
   coreUnit, credsUnit, memoryUnit, filesUnit, fsUnit, signalsUnit, timersUnit, rlimitsUnit,
   regFileUnit, memfdUnit, pipeUnit, fifoUnit, eventfdUnit, eventpollUnit, signalfdUnit, timerfdUnit, inotifyUnit, ttyUnit,
-  skQueuesUnit, inetSocketUnit, unixSocketUnit, fileLocksUnit,
+  skQueuesUnit, inetSocketUnit, unixSocketUnit, fileLocksUnit, netlockUnit,
   namespacesUnit, utsUnit, timeUnit, ipcUnit, mntUnit, netUnit, cgroupUnit, seccompUnit, schedUnit, taskMiscUnit,
 ];
 

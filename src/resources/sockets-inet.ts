@@ -12,6 +12,7 @@ import { inetSockets, type InetDiag } from '../proc/sockdiag';
 import { grabSocket, getInt, sockName, dumpSockOpts, restoreSockOpts, setIntLocal } from './sockopts';
 import { sendAll, peekQueue, skQueuesUnit, type Packet } from './sockqueue';
 import { repairOn, repairOff, dumpTcpStream, loadTcpStream, restoreTcpStream, type RepairSocket } from './tcp-stream';
+import { lockConnection, connOf } from './netlock';
 
 const { AF, SOCK, SOL, SO, IPPROTO, IPV6_V6ONLY, TCP, TCP_STATE, TCP_INFO_HEAD, SOCKADDR_IN, SOCKADDR_IN6 } = abi;
 const STATE_NAMES = Object.fromEntries(Object.entries(TCP_STATE).map(([k, v]) => [v, k]));
@@ -44,6 +45,11 @@ function loopback(family: number): number[] {
 interface DumpState {
   diag: Map<string, Map<number, InetDiag>>;
   /** Our copies of TCP sockets held in repair mode until the dump ends. */
+  repair: RepairSocket[];
+}
+
+interface RestoreState {
+  /** Our copies of restored connections, in repair mode until the tasks are about to run. */
   repair: RepairSocket[];
 }
 
@@ -92,6 +98,20 @@ export const inetSocketUnit = defineFileUnit({
   beforeRelease(_ctx, st, how) { if (!how.kill) for (const s of st.repair) repairOff(s); },
   // Closed in repair mode, a killed task's connections vanish without a FIN or RST.
   afterRelease(_ctx, st) { for (const s of st.repair) sysTry('close', s.fd); },
+  restoreState: (): RestoreState => ({ repair: [] }),
+  restorePhases: [{
+    // Once the network lock is gone (the probe sent on leaving repair mode gets
+    // through), before any task runs and could write to a socket in repair mode.
+    name: 'tcp-repair-off', afterAll: true, after: ['network-unlock'],
+    once(_ctx, _l, st) {
+      for (const s of st.repair) {
+        const r = repairOff(s);
+        if (r < 0) throw new StasisError(ErrorCodes.RESTORE_FAILED, `cannot take a restored TCP connection out of repair mode (errno ${-r})`);
+      }
+    },
+  }],
+  // A failed restore: closed in repair mode (the tasks are dead), the connections vanish without a FIN or RST.
+  cleanup(_ctx, st) { for (const s of st.repair) sysTry('close', s.fd); },
   file: {
     type: FD_TYPES.INETSK,
     field: 'isk',
@@ -116,6 +136,9 @@ export const inetSocketUnit = defineFileUnit({
           sys('getsockopt', s, SOL.TCP, TCP.INFO, addressOf(info), addressOf(len));
           state = TCP_INFO_HEAD.decode(info).state;
           if (state === TCP_STATE.ESTABLISHED && ctx.opts.tcpEstablished) {
+            // Locked first: in repair mode the socket still takes (and acks) data,
+            // which would be lost once its queues are read.
+            lockConnection(ctx, connOf(family, local, peer));
             // Our copy stays open, in repair mode, until the task is gone (then the
             // peer sees nothing) or is let go again (then repair mode is left).
             st.repair.push(repairOn(s));
@@ -141,7 +164,7 @@ export const inetSocketUnit = defineFileUnit({
         if (!keep) sysTry('close', s);
       }
     },
-    open(ctx, tr, e) {
+    open(ctx, tr, e, st) {
       const t = tr.task;
       const fd = t.callNum('socket', e.family, e.type | (e.flags & abi.O.NONBLOCK ? SOCK.NONBLOCK : 0), e.proto);
       if (e.type === SOCK.STREAM && e.state === TCP_STATE.ESTABLISHED) {
@@ -149,9 +172,10 @@ export const inetSocketUnit = defineFileUnit({
         const s = grabSocket(tr.task.pid, fd);
         try {
           restoreSockOpts(t, fd, e.opts);
-          restoreTcpStream(s, stream, makeSockaddr(e.family, e.src_port, e.src_addr ?? []), makeSockaddr(e.family, e.dst_port, e.dst_addr ?? []), e.opts);
-        } finally {
+          st.repair.push(restoreTcpStream(s, stream, makeSockaddr(e.family, e.src_port, e.src_addr ?? []), makeSockaddr(e.family, e.dst_port, e.dst_addr ?? []), e.opts));
+        } catch (err) {
           sysTry('close', s);
+          throw err;
         }
         return fd;
       }

@@ -104,9 +104,10 @@ function sendQueue(fd: number, queue: number, data: Buffer): void {
 /**
  * Make our copy `fd` of a fresh socket the dumped connection: repair mode,
  * sequence numbers, bind and connect (no handshake in repair mode), options,
- * queued data, windows, then out of repair mode.
+ * queued data, windows. It stays in repair mode (sending nothing) until the
+ * network lock is gone and the tasks are about to run: then repairOff().
  */
-export function restoreTcpStream(fd: number, s: { entry: Msg<'tcp_stream_entry'>; payload: Buffer }, local: Buffer, peer: Buffer, sk: Msg<'sk_opts_entry'>): void {
+export function restoreTcpStream(fd: number, s: { entry: Msg<'tcp_stream_entry'>; payload: Buffer }, local: Buffer, peer: Buffer, sk: Msg<'sk_opts_entry'>): RepairSocket {
   const e = s.entry;
   const rs = repairOn(fd);
   rs.reuse = sk.reuseaddr ? 1 : 0;
@@ -147,5 +148,5 @@ export function restoreTcpStream(fd: number, s: { entry: Msg<'tcp_stream_entry'>
   }
   if (e.nodelay) setTcp(fd, TCP.NODELAY, 1);
   if (e.cork) setTcp(fd, TCP.CORK, 1);
-  repairOff(rs);
+  return rs;
 }

@@ -4,4 +4,5 @@ export { wait4, tryWait4, decodeStatus, isEventStop, isGroupStop, describe as de
 export * from './process';
 export { sys, sysTry, sysBig } from './call';
 export { addressOf } from './native';
+export { pipe, waitReadable } from './pipe';
 export type { Regs } from './ptrace';

@@ -19,6 +19,12 @@ export interface DumpOptions {
   ghostLimit?: number;
   /** Take established TCP connections (TCP_REPAIR). */
   tcpEstablished?: boolean;
+  /**
+   * How established TCP connections are locked (their packets dropped) from just
+   * before their queues are read until their restore (criu --network-lock); default:
+   * nftables, else iptables, whichever works here.
+   */
+  networkLock?: 'nftables' | 'iptables' | 'skip';
   /** Take file locks (criu --file-locks); without it a process holding one is refused. */
   fileLocks?: boolean;
   /** criu's --external forms (mnt[MOUNTPOINT]:KEY: a mount bound at restore from what KEY is mapped to). */

@@ -14,6 +14,8 @@ export interface RestoreOptions {
   shellJob?: boolean;
   /** Restore file locks (criu --file-locks). */
   fileLocks?: boolean;
+  /** As criu: ignored (with a warning) when it differs from the dump's; the dump's lock is the one removed. */
+  networkLock?: 'nftables' | 'iptables' | 'skip';
   /** Trust image files of any owner (default: ours and root's). */
   anyOwner?: boolean;
   /** The tree's root directory here (criu --root): where its mount namespace's root is bound from. */

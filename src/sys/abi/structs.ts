@@ -36,6 +36,8 @@ export const CLONE_ARGS = struct({
   flags: 'u64', pidfd: 'u64', child_tid: 'u64', parent_tid: 'u64', exit_signal: 'u64', stack: 'u64', stack_size: 'u64',
   tls: 'u64', set_tid: 'u64', set_tid_size: 'u64', cgroup: 'u64',
 });
+/** struct pollfd (events and revents are shorts). */
+export const POLLFD = struct({ fd: 'i32', events: 'u16', revents: 'u16' });
 /** struct epoll_event: packed on x86-64. */
 export const EPOLL_EVENT = struct({ events: 'u32', data: 'u64' }, { packed: true });
 /** struct kcmp_epoll_slot */

@@ -1,6 +1,6 @@
 // x86-64 system call numbers (arch/x86/entry/syscalls/syscall_64.tbl), by name.
 export const SYS = {
-  read: 0, write: 1, open: 2, close: 3, fstat: 5, lseek: 8, mmap: 9, mprotect: 10, munmap: 11, brk: 12,
+  read: 0, write: 1, open: 2, close: 3, fstat: 5, poll: 7, lseek: 8, mmap: 9, mprotect: 10, munmap: 11, brk: 12,
   rt_sigaction: 13, rt_sigprocmask: 14, rt_sigreturn: 15, ioctl: 16, pread64: 17, pwrite64: 18, readv: 19,
   writev: 20, mremap: 25, msync: 26, mincore: 27, madvise: 28, shmget: 29, shmat: 30, shmctl: 31, dup: 32,
   dup2: 33, pause: 34, nanosleep: 35, getitimer: 36, setitimer: 38, getpid: 39, sendfile: 40, socket: 41,
