@@ -78,7 +78,7 @@ const dumpCmd: Command = {
     { long: 'ghost-limit', type: 'size', arg: 'SIZE', help: 'largest deleted-but-open file to put in the images (default 1M; K, M, G suffixes)' },
     { long: 'shell-job', short: 'j', type: 'flag', help: 'the tree runs on the shell\'s terminal (restore with -j too)' },
     { long: 'ext-unix-sk', type: 'flag', help: 'unix datagram sockets connected outside the tree: connect to the peer\'s name again on restore' },
-    { long: 'external', type: 'string', multiple: true, arg: 'mnt[MOUNTPOINT]:KEY', help: 'a mount of the tree\'s mount namespace not carried: restore binds it from what KEY is mapped to' },
+    { long: 'external', type: 'string', multiple: true, arg: 'mnt[MOUNTPOINT]:KEY|net[INODE]:KEY', help: 'not carried, named KEY for the restore: a mount of the tree\'s mount namespace (bound from what KEY is mapped to), or its network namespace (joined)' },
     ...LOGGING,
   ],
   run(v) {
@@ -124,6 +124,8 @@ const restoreCmd: Command = {
     { long: 'manage-cgroups', type: 'string', arg: 'MODE', help: 'cgroups: soft (default: make missing ones, their limits too), full, strict, props, none, ignore (criu\'s modes)' },
     { long: 'root', type: 'string', arg: 'DIR', help: 'the tree\'s root directory here: its mount namespace\'s root is bound from DIR (default: found among our mounts)' },
     { long: 'external', type: 'string', multiple: true, arg: 'mnt[KEY]:PATH', help: 'bind the mount dumped as external KEY from PATH' },
+    { long: 'inherit-fd', type: 'string', multiple: true, arg: 'fd[N]:KEY', help: 'our fd N is what the images name KEY (a network namespace dumped as external)' },
+    { long: 'join-ns', type: 'string', multiple: true, arg: 'net:PATH|net:PID', help: 'restore the tree into this existing network namespace' },
     { long: 'no-verify', type: 'flag', help: `do not check the images against their digest (${DIGEST_FILE}) first (images made by criu have none)` },
     ...LOGGING,
   ],
@@ -133,7 +135,7 @@ const restoreCmd: Command = {
     startLog(v, dir, false);
     const r = restore({
       dir, detach: flag(v, 'restore-detached'), skipFileCheck: flag(v, 'skip-file-check'), shellJob: flag(v, 'shell-job'),
-      fileLocks: flag(v, 'file-locks'), anyOwner: flag(v, 'allow-foreign-images'), root: str(v, 'root'), external: list(v, 'external'), manageCgroups: cgroupMode(str(v, 'manage-cgroups')),
+      fileLocks: flag(v, 'file-locks'), anyOwner: flag(v, 'allow-foreign-images'), root: str(v, 'root'), external: list(v, 'external'), inheritFd: list(v, 'inherit-fd'), joinNs: list(v, 'join-ns'), manageCgroups: cgroupMode(str(v, 'manage-cgroups')),
       networkLock: networkLock(v), failAt: process.env.STASIS_FAIL_AT || undefined,
       verify: !flag(v, 'no-verify'),
     });

@@ -31,6 +31,8 @@ import { defineUnit } from '../unit/unit';
 import type { DumpCtx } from '../unit/dump-ctx';
 import { log } from '../log';
 import { namespacesUnit } from './ns/namespaces';
+import { externalNetKey } from './ns/net-external';
+import { nsId } from '../proc/ns';
 import {
   type Conn, type LockMethod, type FoundLock, LOCK_ID, tableName, lockComment, nftTable, nftAddElements, nftApply,
   NftSession, iptLock, iptUnlock, Watchdog, findLocks, removeLock,
@@ -94,6 +96,11 @@ function start(ctx: DumpCtx, st: DumpState): void {
   st.comment = lockComment(process.pid, path.resolve(ctx.opts.dir));
   if (ctx.state(namespacesUnit).own.has('net')) st.netns = ctx.processes[0].pid;
   if (want === 'skip') { st.method = 'skip'; return; }
+  // A namespace that outlives the tree (--external net[...]) would need a lock
+  // kept in it until the restore; the lock here dies with the dump.
+  if (st.netns !== undefined && externalNetKey(ctx.opts.external ?? [], nsId(st.netns, 'net')) !== undefined) {
+    throw new StasisError(ErrorCodes.NETWORK_LOCK, 'the tree\'s network namespace is external (--external net[...]): no lock can be kept in it until the restore');
+  }
   if (want === 'iptables') { startIpt(st); st.method = 'iptables'; return; }
   try {
     startNft(st);

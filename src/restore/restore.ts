@@ -137,8 +137,7 @@ export function restore(opts: RestoreOptions): RestoreResult {
     const timings: Record<string, number> = {};
     // Every file against the digest before anything is read for real (--no-verify: not).
     const listing = opts.verify === false ? undefined : timed(timings, 'verify', () => verifyImages(opts.dir, opts.anyOwner));
-    const ckpt = timed(timings, 'load', () => loadCheckpoint(opts.dir, { skipFileCheck: opts.skipFileCheck, shellJob: opts.shellJob, fileLocks: opts.fileLocks, anyOwner: opts.anyOwner, root: opts.root, external: opts.external, manageCgroups: opts.manageCgroups,
-      listing }));
+    const ckpt = timed(timings, 'load', () => loadCheckpoint(opts.dir, { ...opts, listing }));
     timed(timings, 'validate', () => validateCheckpoint(ckpt));
     // In a pid namespace of its own, the tree's ids are free by construction.
     if (!ckpt.loaded(namespacesUnit).has('pid')) for (const proc of ckpt.processes) {

@@ -26,6 +26,10 @@ export interface LoadOptions {
   external?: string[];
   /** What may be done to cgroups (criu --manage-cgroups; default soft). */
   manageCgroups?: import('../resources/ns/cgroup').CgroupMode;
+  /** criu's --inherit-fd fd[N]:KEY: our fd N stands for what the images name KEY (an external namespace). */
+  inheritFd?: string[];
+  /** criu's --join-ns KIND:PATH: the tree joins that existing namespace. */
+  joinNs?: string[];
 }
 
 /** What a unit's load and validate hooks see. */

@@ -24,6 +24,10 @@ export interface RestoreOptions {
   manageCgroups?: import('../resources/ns/cgroup').CgroupMode;
   /** criu's --external forms (mnt[KEY]:PATH: where the mount dumped as external KEY is bound from). */
   external?: string[];
+  /** criu's --inherit-fd fd[N]:KEY: our fd N stands for what the images name KEY (an external namespace). */
+  inheritFd?: string[];
+  /** criu's --join-ns KIND:PATH: the tree joins that existing namespace. */
+  joinNs?: string[];
   /** Verify every file against the checkpoint's digest first (default true). */
   verify?: boolean;
   /** Failure injection for tests (STASIS_FAIL_AT=phase or phase:kill). */

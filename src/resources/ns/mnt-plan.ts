@@ -160,10 +160,11 @@ export function buildOrder<M extends Mnt>(mounts: M[], plans: Map<number, Plan |
 export function parseExternalMounts(specs: readonly string[], when: 'dump' | 'restore'): Map<string, string> {
   const out = new Map<string, string>();
   for (const s of specs) {
+    if (when === 'dump' && s.startsWith('net[')) continue; // a network namespace's (net-external.ts)
     const m = /^mnt\[([^\]]+)\]:(.+)$/.exec(s);
     if (!m) {
       const kind = /^(\w+)\[/.exec(s)?.[1];
-      throw new StasisError(ErrorCodes.USAGE, kind && kind !== 'mnt' ? `--external ${s}: external ${kind} resources are not supported (only mnt[...])` : `--external ${s}: expected mnt[${when === 'dump' ? 'MOUNTPOINT]:KEY' : 'KEY]:PATH'}`);
+      throw new StasisError(ErrorCodes.USAGE, kind && kind !== 'mnt' ? `--external ${s}: external ${kind} resources are not supported (only mnt[...]${when === 'dump' ? ' and net[...]' : ''})` : `--external ${s}: expected mnt[${when === 'dump' ? 'MOUNTPOINT]:KEY' : 'KEY]:PATH'}`);
     }
     if (when === 'dump' && !m[1].startsWith('/')) throw new StasisError(ErrorCodes.USAGE, `--external ${s}: the mountpoint must be an absolute path in the tree's mount namespace`);
     if (when === 'restore' && !m[2].startsWith('/')) throw new StasisError(ErrorCodes.USAGE, `--external ${s}: the path must be absolute`);

@@ -15,6 +15,10 @@ import { defineUnit } from '../../unit/unit';
 import type { DumpCtx } from '../../unit/dump-ctx';
 import type { Loading } from '../../unit/checkpoint';
 import { namespacesUnit } from './namespaces';
+import { externalNetKey, externalNetPath, checkNetNs } from './net-external';
+import { abi } from '../../sys';
+import { cstr } from '../../compel/remote';
+import { nsId } from '../../proc/ns';
 import { SCHEMA } from '../../images/schema';
 
 const ND = SCHEMA.enums.nd_type;
@@ -123,11 +127,24 @@ function dumpNet(ctx: DumpCtx, pid: number, nsid: number): void {
   try { inNet(pid, ['nft', 'list', 'ruleset'], { output: nft.handOver() }); } finally { nft.close(); }
 }
 
-interface Loaded { nsid: number; devs: Dev[]; netns: Msg<'netns_entry'> }
+interface Carried { nsid: number; devs: Dev[]; netns: Msg<'netns_entry'> }
+/** What restore does with the tree's network namespace: re-create it (carried), join one (the file standing for it), or nothing (ours). */
+interface Loaded { carried?: Carried; join?: string }
 
-function loadNet(ld: Loading): Loaded | undefined {
-  if (!ld.loaded(namespacesUnit).has('net')) return undefined;
+function loadNet(ld: Loading): Loaded {
+  const own = ld.loaded(namespacesUnit).has('net');
   const nsid = ld.processes[0].ids.net_ns_id!;
+  const file = `netns-${nsid}.img`;
+  const key = own ? ld.images.one(file, 'NETNS', 'netns_entry').ext_key : undefined;
+  const join = externalNetPath(key ?? '', key === undefined ? [] : ld.opts.inheritFd, ld.opts.joinNs);
+  if (key !== undefined && join === undefined) {
+    throw new StasisError(ErrorCodes.USAGE, `${ld.images.path(file)}: the tree's network namespace was dumped as external (key ${key}): restore with --inherit-fd fd[N]:${key} or --join-ns net:PATH`);
+  }
+  if (join !== undefined) { checkNetNs(join, 'the network namespace to join'); return { join }; }
+  return own ? { carried: loadCarried(ld, nsid) } : {};
+}
+
+function loadCarried(ld: Loading, nsid: number): Carried {
   const devs = ld.images.read(`netdev-${nsid}.img`, 'NETDEV', 'net_device_entry');
   for (const d of devs) {
     if (d.type !== ND.LOOPBACK && d.type !== ND.VETH) throw new StasisError(ErrorCodes.BAD_IMAGE, `${ld.images.path(`netdev-${nsid}.img`)}: link ${d.name} of type ${d.type} is not supported`);
@@ -140,7 +157,7 @@ function loadNet(ld: Loading): Loaded | undefined {
 const mac = (b: Buffer) => [...b].map((x) => x.toString(16).padStart(2, '0')).join(':');
 
 /** Links with their ifindex (addresses and routes name it), then config, addresses, routes, rules, firewall. */
-function restoreNet(l: Loaded, pid: number, images: Loading['images'], warn: (w: string) => void): void {
+function restoreNet(l: Carried, pid: number, images: Loading['images'], warn: (w: string) => void): void {
   const byIndex = new Map(l.devs.map((d) => [d.ifindex, d]));
   const made = new Set<number>();
   for (const d of l.devs) {
@@ -209,18 +226,30 @@ export const netUnit = defineUnit({
     // Before anything else may touch the firewall (the network lock).
     name: 'net', after: ['namespaces'], before: ['parasite'],
     once(ctx) {
-      if (!ctx.state(namespacesUnit).own.has('net')) return;
+      const own = ctx.state(namespacesUnit).own.has('net');
       const root = ctx.processes[0];
-      dumpNet(ctx, root.pid, root.ids.net_ns_id!);
+      const key = externalNetKey(ctx.opts.external ?? [], own ? nsId(root.pid, 'net') : undefined);
+      if (key !== undefined) ctx.write(`netns-${root.ids.net_ns_id}.img`, 'NETNS', parts('netns_entry', [{ ext_key: key }]));
+      else if (own) dumpNet(ctx, root.pid, root.ids.net_ns_id!);
     },
   }],
   loadAfter: ['namespaces'],
   load: loadNet,
   restorePhases: [{
+    // The stub enters the namespace to join; the root is born in it, not in a new one.
+    name: 'net-join', stage: 'stub', after: ['namespaces'],
+    once(ctx, l) {
+      if (l.join === undefined) return;
+      ctx.rootClone.flags &= ~abi.CLONE.NEWNET;
+      const stub = ctx.stub!;
+      const fd = stub.callNum('openat', abi.AT_FDCWD, cstr(l.join.startsWith('/proc/self/') ? l.join.replace('/proc/self/', `/proc/${process.pid}/`) : l.join), abi.O.RDONLY | abi.O.CLOEXEC, 0);
+      try { stub.call('setns', fd, abi.CLONE.NEWNET); } finally { stub.call('close', fd); }
+    },
+  }, {
     name: 'net', stage: 'root',
     once(ctx, l) {
-      if (!l) return;
-      restoreNet(l, ctx.tasks.values().next().value!.task.pid, ctx.ckpt.images, (w) => ctx.warnings.push(w));
+      if (!l.carried) return;
+      restoreNet(l.carried, ctx.tasks.values().next().value!.task.pid, ctx.ckpt.images, (w) => ctx.warnings.push(w));
     },
   }],
 });

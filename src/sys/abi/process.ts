@@ -32,6 +32,8 @@ export const MEMBARRIER_CMD = {
 } as const;
 /** ioctl on a namespace fd: an fd of the user namespace that owns it. */
 export const NS_GET_USERNS = 0xb701;
+/** ioctl on a namespace fd: its kind, as a CLONE_NEW* flag. */
+export const NS_GET_NSTYPE = 0xb703;
 /** An unset /proc/PID/loginuid ((uid_t)-1). */
 export const AUDIT_UID_UNSET = 0xffffffff;
 export const SECCOMP = {
