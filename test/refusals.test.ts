@@ -23,6 +23,8 @@ const CASES: [kind: string, message: RegExp][] = [
   ['fanotify', /anon_inode:\[fanotify\] is not supported yet/],
   ['sysv-shm', /System V shared memory is not supported yet/],
   ['pidfd', /anon_inode:\[pidfd\] is not supported yet/],
+  ['mqueue-fd', /^stasis: fd 3 of pid \d+: \/stasis-refuse \(deleted\) is a POSIX message queue; not supported$/],
+  ['mqueue-ns', /^stasis: pid \d+'s IPC namespace holds POSIX message queues \(stasis-refuse\); not supported$/],
   ['netlink', /socket:\[\d+\] is not supported yet/],
   ['packet', /socket:\[\d+\] is not supported yet/],
   ['userfaultfd', /anon_inode:\[userfaultfd\] is not supported yet/],

@@ -95,6 +95,11 @@ function ghostPath(ctx: RestoreCtx, e: RegEntry, ghostId: number, made: Map<numb
   return path;
 }
 
+/** Whether a file is on the mqueue filesystem (POSIX message queues). */
+function isMqueue(file: string): boolean {
+  try { return fs.statfsSync(file).type === abi.MQUEUE_MAGIC; } catch { return false; }
+}
+
 /** Whether `link`, resolved in pid's mount namespace and root, is the file `st`. */
 function sameFileInside(pid: number, link: string, st: fs.Stats): boolean {
   try {
@@ -136,6 +141,8 @@ export const regFileUnit = defineFileUnit({
     field: 'reg',
     match: (d) => !d.link.startsWith('/memfd:') && !d.link.startsWith('anon_inode:') && (d.st.isFile() || d.st.isDirectory() || (d.st.isCharacterDevice() && HARMLESS_CHR.has(d.link))),
     dump(ctx, d, id, st) {
+      // Its inode is a regular file, on the mqueue filesystem: nothing a path re-opens.
+      if (d.st.isFile() && isMqueue(`/proc/${d.pid}/fd/${d.fd}`)) throw new StasisError(ErrorCodes.UNSUPPORTED, `fd ${d.fd} of pid ${d.pid}: ${d.link} is a POSIX message queue; not supported`);
       // Its path is re-opened in the tree's mount namespace: a file on a mount
       // outside it (a container's stdout on a host file) would be another file.
       // One inherited from outside (a log opened before unshare) is fine when

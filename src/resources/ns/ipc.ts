@@ -6,6 +6,7 @@
 // main thread entered into the tree's namespace (setns), objects with their
 // ids (the *_next_id sysctls). POSIX message queues are not carried.
 import * as fs from 'node:fs';
+import { spawnSync } from 'node:child_process';
 import { abi, sys, sysTry, addressOf, processVmReadv, processVmWritev } from '../../sys';
 import { inNamespace } from '../../proc/ns';
 import { parts, framed, ImageCursor, type Msg, type Part } from '../../images/image';
@@ -238,6 +239,18 @@ function restoreIpc(l: Loaded): void {
   next('msg_next_id', l.vars.msg_next_id); next('sem_next_id', l.vars.sem_next_id); next('shm_next_id', l.vars.shm_next_id);
 }
 
+/**
+ * The POSIX message queues of pid's IPC namespace: an mqueue filesystem
+ * mounted in a throwaway mount namespace entered into it lists them (the
+ * tree's own mounts need not show one).
+ */
+function posixQueues(pid: number): string[] {
+  const script = 'd=$(mktemp -d) && mount -t mqueue stasis "$d" && ls -A "$d"; s=$?; umount "$d"; rmdir "$d"; exit $s';
+  const r = spawnSync('nsenter', [`--ipc=/proc/${pid}/ns/ipc`, 'unshare', '--mount', '--propagation', 'private', 'sh', '-c', script], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  if (r.status !== 0) throw new StasisError(ErrorCodes.UNSUPPORTED, `cannot list the POSIX message queues of pid ${pid}'s IPC namespace: ${(r.stderr || r.error?.message || '').trim()}`);
+  return r.stdout.split('\n').filter(Boolean);
+}
+
 export const ipcUnit = defineUnit({
   name: 'ipc',
   dumpPhases: [{
@@ -246,6 +259,8 @@ export const ipcUnit = defineUnit({
       if (!ctx.state(namespacesUnit).own.has('ipc')) return;
       const root = ctx.processes[0];
       const nsid = root.ids.ipc_ns_id!;
+      const queues = posixQueues(root.pid);
+      if (queues.length) throw new StasisError(ErrorCodes.UNSUPPORTED, `pid ${root.pid}'s IPC namespace holds POSIX message queues (${queues.join(', ')}); not supported`);
       inNamespace(root.pid, 'ipc', () => {
         const vars = dumpVars();
         ctx.write(`ipcns-var-${nsid}.img`, 'IPC_VAR', parts('ipc_var_entry', [vars]));

@@ -32,6 +32,8 @@ export const MEMBARRIER_CMD = {
 } as const;
 /** ioctl on a namespace fd: an fd of the user namespace that owns it. */
 export const NS_GET_USERNS = 0xb701;
+/** statfs f_type of the mqueue filesystem (POSIX message queues). */
+export const MQUEUE_MAGIC = 0x19800202;
 /** ioctl on a namespace fd: its kind, as a CLONE_NEW* flag. */
 export const NS_GET_NSTYPE = 0xb703;
 /** An unset /proc/PID/loginuid ((uid_t)-1). */
