@@ -81,6 +81,11 @@ export function freezeProcess(pid: number): FrozenProcess {
           ptrace.seize(tid, underSeccomp(tid) ? PTRACE_O.SUSPEND_SECCOMP : 0);
         } catch (e) {
           if (e instanceof SyscallError && e.code === 'ESRCH' && tid !== pid) continue; // thread ended
+          if (e instanceof SyscallError && e.code === 'EPERM' && isZombie(tid)) {
+            // It exited after it was listed: what its parent will find is a zombie.
+            if (tid !== pid) continue;
+            throw new StasisError(ErrorCodes.ZOMBIE, `pid ${pid} became a zombie while being seized; zombies in the tree are not supported yet`);
+          }
           if (e instanceof SyscallError && e.code === 'EPERM') {
             const tracer = tracerOf(pid);
             throw new StasisError(ErrorCodes.NOT_PERMITTED, tracer
@@ -113,6 +118,10 @@ function underSeccomp(tid: number): boolean {
   try { return /^Seccomp:\s*[12]$/m.test(fs.readFileSync(`/proc/${tid}/status`, 'utf8')); } catch { return false; }
 }
 
+function isZombie(pid: number): boolean {
+  try { return readStat(pid).state === 'Z'; } catch { return false; }
+}
+
 function tracerOf(pid: number): number {
   try {
     const m = /TracerPid:\s*(\d+)/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
@@ -138,19 +147,28 @@ export function release(p: FrozenProcess): void {
  * process cannot fork, so its children listed after its freeze are all there
  * will be.
  */
-export function freezeTree(root: number): FrozenProcess[] {
+export function freezeTree(root: number, zombies: FoundZombie[] = []): FrozenProcess[] {
   const out: FrozenProcess[] = [];
   try {
     out.push(freezeProcess(root));
     for (let i = 0; i < out.length; i++) {
       for (const child of listChildren(out[i].pid)) {
-        if (out.some((p) => p.pid === child)) continue;
+        if (out.some((p) => p.pid === child) || zombies.some((z) => z.pid === child)) continue;
         let st;
         try { st = readStat(child); } catch { continue; } // gone meanwhile
-        if (st.state === 'Z') {
-          throw new StasisError(ErrorCodes.ZOMBIE, `pid ${child} (${st.comm}), a child of ${out[i].pid}, is a zombie; zombies in the tree are not supported yet`);
+        // Dead, not yet waited for by its (frozen) parent: what it will find is the exit status.
+        const zombie = () => zombies.push({ pid: child, ppid: out[i].pid, exitCode: readStat(child).exitCode });
+        if (st.state === 'Z') { zombie(); continue; }
+        let f: FrozenProcess;
+        try { f = freezeProcess(child); } catch (e) {
+          // It exited while being seized: a zombie now, or gone (a parent that does not wait).
+          if (e instanceof StasisError && (e.code === ErrorCodes.ZOMBIE || e.code === ErrorCodes.TASK_DIED || e.code === ErrorCodes.NO_SUCH_PROCESS)) {
+            if (isZombie(child)) zombie();
+            else if (fs.existsSync(`/proc/${child}`)) throw e;
+            continue;
+          }
+          throw e;
         }
-        const f = freezeProcess(child);
         f.ppid = out[i].pid;
         out.push(f);
       }
@@ -160,6 +178,14 @@ export function freezeTree(root: number): FrozenProcess[] {
     throw e;
   }
   return out;
+}
+
+/** A child of the tree that has exited and is not yet waited for. */
+export interface FoundZombie {
+  pid: number;
+  ppid: number;
+  /** As wait(2) would report it (/proc/PID/stat exit_code). */
+  exitCode: number;
 }
 
 /** Kill the dumped process (default after a successful dump, as criu does). */

@@ -3,7 +3,8 @@
 // tree. The target is only killed once the checkpoint is complete; any
 // failure releases it untouched (every parasite call leaves the task whole).
 import { abi, kcmp } from '../sys';
-import { freezeTree, release, killFrozen, checkDumpable, type FrozenProcess } from '../freeze';
+import { freezeTree, release, killFrozen, checkDumpable, type FrozenProcess, type FoundZombie } from '../freeze';
+import { inspectZombies, zombieEntries } from './zombies';
 import { StasisError, ErrorCodes } from '../errors';
 import { readStat, readStatus, innermostId } from '../proc/proc';
 import { namespacesUnit, inventoryRootIds } from '../resources/ns/namespaces';
@@ -76,9 +77,9 @@ export function dumpPhases(units: readonly AnyUnit[] = UNITS): BoundPhase[] {
       once(ctx) {
         for (const pd of ctx.processes) ctx.write(`ids-${pd.vpid}.img`, 'IDS', parts('task_kobj_ids_entry', [pd.ids]));
         const vpidOf = new Map(ctx.processes.map((pd) => [pd.pid, pd.vpid]));
-        ctx.write('pstree.img', 'PSTREE', parts('pstree_entry', ctx.processes.map((pd) => ({
+        ctx.write('pstree.img', 'PSTREE', parts('pstree_entry', [...ctx.processes.map((pd) => ({
           pid: pd.vpid, ppid: vpidOf.get(pd.frozen.ppid) ?? 0, pgid: pd.vpgid, sid: pd.vsid, threads: pd.frozen.threads.map((t) => pd.vtids.get(t)!),
-        }))));
+        })), ...zombieEntries(ctx, vpidOf)]));
       },
     },
   ];
@@ -120,11 +121,13 @@ export function dump(pid: number, opts: DumpOptions): DumpResult {
   let imagesBytes = 0;
   try {
     ctx.step('start');
-    tree = timed(timings, 'freeze', () => freezeTree(pid));
+    const zombies: FoundZombie[] = [];
+    tree = timed(timings, 'freeze', () => freezeTree(pid, zombies));
     tFrozen = process.hrtime.bigint();
     log.info(`frozen: ${tree.map((p) => `${p.pid} (${p.threads.length} thread${p.threads.length > 1 ? 's' : ''})`).join(', ')}`);
     ctx.step('seized');
     ctx.processes = timed(timings, 'inspect', () => inspect(tree));
+    ctx.zombies = inspectZombies(zombies, ctx.processes);
     for (const p of phases) {
       ctx.step(p.name);
       timed(timings, p.name, () => runPhase(ctx, p));

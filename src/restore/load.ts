@@ -5,10 +5,10 @@
 import { StasisError, ErrorCodes } from '../errors';
 import { ImageReader } from '../images/image';
 import type { DigestListing } from '../images/digest';
-import { IMG_VERSION, MARCH } from '../images/criu';
+import { IMG_VERSION, MARCH, TASK_STATE } from '../images/criu';
 import type { Msg } from '../images/schema';
 import { order } from '../unit/order';
-import type { Checkpoint, LoadOptions, ProcessImage } from '../unit/checkpoint';
+import type { Checkpoint, LoadOptions, ProcessImage, ZombieImage } from '../unit/checkpoint';
 import type { AnyUnit, Unit } from '../unit/unit';
 import { UNITS } from '../resources/registry';
 
@@ -18,12 +18,13 @@ function bad(file: string, msg: string): StasisError {
 
 const MAX_PID = 0x3fffff; // PID_MAX_LIMIT on 64-bit
 
-function loadTree(images: ImageReader): ProcessImage[] {
+function loadTree(images: ImageReader): { processes: ProcessImage[]; zombies: ZombieImage[] } {
   const file = images.path('pstree.img');
   const tree = images.read('pstree.img', 'PSTREE', 'pstree_entry');
   if (tree.length === 0) throw bad(file, 'no processes');
   const seen = new Set<number>();
-  return tree.map((t) => {
+  const zombies: ZombieImage[] = [];
+  const processes = tree.flatMap((t): ProcessImage[] => {
     const tids = t.threads?.length ? t.threads : [t.pid];
     for (const id of [t.pid, t.ppid, t.pgid, t.sid, ...tids]) if (id > MAX_PID) throw bad(file, `pid ${id} is out of range`);
     if (tids[0] !== t.pid) throw bad(file, `pid ${t.pid}: the leader is not the first of its threads`);
@@ -31,6 +32,8 @@ function loadTree(images: ImageReader): ProcessImage[] {
       if (seen.has(tid)) throw bad(file, `pid ${tid} appears twice`);
       seen.add(tid);
     }
+    const zombie = loadZombie(images, t);
+    if (zombie) { zombies.push(zombie); return []; }
     const threads = tids.map((tid) => {
       const core = images.one(`core-${tid}.img`, 'CORE', 'core_entry');
       const where = images.path(`core-${tid}.img`);
@@ -40,8 +43,34 @@ function loadTree(images: ImageReader): ProcessImage[] {
       return { tid, core };
     });
     const ids = images.one(`ids-${t.pid}.img`, 'IDS', 'task_kobj_ids_entry');
-    return { pid: t.pid, ppid: t.ppid, pgid: t.pgid, sid: t.sid, threads, ids };
+    return [{ pid: t.pid, ppid: t.ppid, pgid: t.pgid, sid: t.sid, threads, ids }];
   });
+  return { processes, zombies };
+}
+
+/** A pstree entry whose core says TASK_DEAD: a zombie (one thread, a wait status, nothing else). */
+function loadZombie(images: ImageReader, t: Msg<'pstree_entry'>): ZombieImage | undefined {
+  const core = images.one(`core-${t.pid}.img`, 'CORE', 'core_entry');
+  if (core.tc?.task_state !== TASK_STATE.DEAD) return undefined;
+  const where = images.path(`core-${t.pid}.img`);
+  if ((t.threads?.length ?? 1) > 1) throw bad(where, `zombie ${t.pid} has threads`);
+  const code = core.tc.exit_code;
+  // A wait status: exited (code << 8) or killed by a signal (low 7 bits, 0x80 for a core dump).
+  if ((code & 0x7f) === 0 ? code > 0xff00 : ((code & 0x7f) > 64 || code > 0xff)) throw bad(where, `zombie ${t.pid}: exit status ${code} is not one wait(2) reports`);
+  return { pid: t.pid, ppid: t.ppid, pgid: t.pgid, sid: t.sid, exitCode: code };
+}
+
+/** Zombies: each a child of a live process of the tree, in its session (or leading its own) and in a group that exists. */
+function checkZombies(file: string, procs: ProcessImage[], zombies: ZombieImage[]): void {
+  const byPid = new Map(procs.map((x) => [x.pid, x]));
+  for (const z of zombies) {
+    const parent = byPid.get(z.ppid);
+    if (!parent) throw bad(file, `zombie ${z.pid}: parent ${z.ppid} is not a live process of the tree`);
+    if (z.pid === procs[0].pid) throw bad(file, 'the root is a zombie');
+    if (z.sid !== z.pid && z.sid !== parent.sid) throw bad(file, `zombie ${z.pid}: session ${z.sid} is neither its own nor its parent's; not supported`);
+    if (z.pgid !== z.pid && !procs.some((x) => x.pgid === z.pgid)) throw bad(file, `zombie ${z.pid}: process group ${z.pgid} has no live member`);
+    if (procs.some((x) => x.pgid === z.pid || x.sid === z.pid)) throw bad(file, `zombie ${z.pid} leads a group or session of live processes; not supported`);
+  }
 }
 
 /**
@@ -75,11 +104,12 @@ export function loadCheckpoint(dir: string, opts: ReadOptions = {}, units: reado
   if (!images.exists('inventory.img')) throw bad(images.path('inventory.img'), 'missing: not a complete checkpoint');
   const inventory: Msg<'inventory_entry'> = images.one('inventory.img', 'INVENTORY', 'inventory_entry');
   if (inventory.img_version !== IMG_VERSION) throw bad(images.path('inventory.img'), `unsupported image version ${inventory.img_version}`);
-  const processes = loadTree(images);
+  const { processes, zombies } = loadTree(images);
   checkTree(images.path('pstree.img'), processes);
+  checkZombies(images.path('pstree.img'), processes, zombies);
   const loaded = new Map<AnyUnit, unknown>();
   const ckpt: Checkpoint = {
-    dir, images, opts, inventory, processes,
+    dir, images, opts, inventory, processes, zombies,
     loaded<L>(u: Unit<unknown, L, unknown>): L {
       if (!loaded.has(u as AnyUnit)) throw new StasisError(ErrorCodes.INTERNAL, `unit ${u.name} read before it was loaded (missing loadAfter?)`);
       return loaded.get(u as AnyUnit) as L;

@@ -145,6 +145,9 @@ export function restore(opts: RestoreOptions): RestoreResult {
         if (fs.existsSync(`/proc/${th.tid}`)) throw new StasisError(ErrorCodes.PID_TAKEN, `pid ${th.tid} is already in use; cannot restore ${th.tid === proc.pid ? `process ${proc.pid}` : `thread ${th.tid} of ${proc.pid}`}`);
       }
     }
+    if (!ckpt.loaded(namespacesUnit).has('pid')) for (const z of ckpt.zombies) {
+      if (fs.existsSync(`/proc/${z.pid}`)) throw new StasisError(ErrorCodes.PID_TAKEN, `pid ${z.pid} is already in use; cannot restore zombie ${z.pid}`);
+    }
     const rootImg = ckpt.processes[0];
     // CLONE_PARENT: the root is our child (not the stub's), so we can wait for it as criu does.
     const ctx = new RestoreCtx(opts, ckpt, { flags: CLONE.PARENT, setTid: [rootImg.pid] });

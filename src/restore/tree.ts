@@ -7,6 +7,7 @@ import { cloneChild } from '../compel/clone';
 import type { RestoreCtx, TaskRestore } from '../unit/restore-ctx';
 import { memoryUnit } from '../resources/memory';
 import { moveVdso } from './stub';
+import { createZombies } from './zombies';
 
 const { ALL_SIGNALS } = abi;
 
@@ -35,6 +36,7 @@ export function createTree(ctx: RestoreCtx, root: TaskRestore): void {
     if (!ctx.tasks.has(tr.img.pgid)) continue; // group from outside the tree: inherited
     tr.task.call('setpgid', 0, tr.img.pgid);
   }
+  createZombies(ctx);
 }
 
 /** Wait for the restored process as its parent (stasis restore without -d). */

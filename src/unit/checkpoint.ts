@@ -13,6 +13,13 @@ export interface ProcessImage {
   ids: Msg<'task_kobj_ids_entry'>;
 }
 
+/** A zombie of the tree: re-created by its parent, exiting at once as it did. */
+export interface ZombieImage {
+  pid: number; ppid: number; pgid: number; sid: number;
+  /** As wait(2) reports it: a signal in the low 7 bits, else the exit code << 8. */
+  exitCode: number;
+}
+
 export interface LoadOptions {
   /** Do not refuse files whose size changed since the dump. */
   skipFileCheck?: boolean;
@@ -40,6 +47,8 @@ export interface Loading {
   readonly inventory: Msg<'inventory_entry'>;
   /** Parents before children (pstree order). */
   readonly processes: readonly ProcessImage[];
+  /** Zombies (pstree entries whose core says TASK_DEAD), each after its parent. */
+  readonly zombies: readonly ZombieImage[];
   /** What a unit loaded earlier (declare it in loadAfter). */
   loaded<L>(u: Unit<unknown, L, unknown>): L;
 }

@@ -81,9 +81,19 @@ export interface ProcessDump {
   core: Map<number, CoreDraft>;
 }
 
+/** A child of the tree that has exited, not yet waited for (dump/zombies.ts). */
+export interface ZombieDump {
+  pid: number; ppid: number; vpid: number; vpgid: number; vsid: number;
+  /** As wait(2) reports it. */
+  exitCode: number;
+  comm: string;
+}
+
 export class DumpCtx {
   /** The tree, parents before children (filled once frozen). */
   processes: ProcessDump[] = [];
+  /** Its zombies (dead children not yet waited for). */
+  zombies: ZombieDump[] = [];
   /** Bytes and pages of page data written (for reports and benchmarks). */
   pagesBytes = 0;
   pagesCount = 0;

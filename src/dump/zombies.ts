@@ -1,0 +1,41 @@
+// Zombies: children of the tree that have exited and that their (frozen)
+// parents have not waited for yet. A shell loop's `sleep` is one whenever the
+// freeze comes between its exit and the shell's wait. As criu: a pstree entry
+// whose core says TASK_DEAD with the wait status; nothing else exists of it.
+// Restore re-creates each as a child of its parent that exits at once the way
+// it did (src/restore/zombies.ts), so the parent's wait finds what it would have.
+import * as fs from 'node:fs';
+import { StasisError, ErrorCodes } from '../errors';
+import { readStatus, innermostId } from '../proc/proc';
+import { parts } from '../images/image';
+import { MARCH, TASK_STATE } from '../images/criu';
+import type { FoundZombie } from '../freeze';
+import type { DumpCtx, ProcessDump, ZombieDump } from '../unit/dump-ctx';
+
+/** Their ids as the tree sees them; a zombie that leads a group or session others are in is refused. */
+export function inspectZombies(found: readonly FoundZombie[], pds: readonly ProcessDump[]): ZombieDump[] {
+  const zs = found.map((z): ZombieDump => {
+    const status = readStatus(z.pid);
+    const comm = fs.readFileSync(`/proc/${z.pid}/comm`, 'utf8').trim();
+    return { pid: z.pid, ppid: z.ppid, vpid: innermostId(status, 'NSpid'), vpgid: innermostId(status, 'NSpgid'), vsid: innermostId(status, 'NSsid'), exitCode: z.exitCode, comm };
+  });
+  for (const z of zs) {
+    const parent = pds.find((p) => p.pid === z.ppid)!;
+    const member = pds.find((p) => p.vpgid === z.vpid || p.vsid === z.vpid);
+    if (member) throw new StasisError(ErrorCodes.ZOMBIE, `pid ${z.pid} (${z.comm}) is a zombie that still leads the ${member.vsid === z.vpid ? 'session' : 'process group'} of pid ${member.pid}; not supported`);
+    if (z.vsid !== parent.vsid && z.vsid !== z.vpid) throw new StasisError(ErrorCodes.ZOMBIE, `pid ${z.pid} (${z.comm}), a zombie, is in session ${z.vsid}, neither its own nor its parent's; not supported`);
+    if (z.vpgid !== z.vpid && !pds.some((p) => p.vpgid === z.vpgid)) throw new StasisError(ErrorCodes.ZOMBIE, `pid ${z.pid} (${z.comm}), a zombie, is in process group ${z.vpgid}, which has no live member in the tree; not supported`);
+  }
+  return zs;
+}
+
+/** pstree entries (after every live process: parents come first) and core-VPID.img of each zombie. */
+export function zombieEntries(ctx: DumpCtx, vpidOf: ReadonlyMap<number, number>): { pid: number; ppid: number; pgid: number; sid: number; threads: number[] }[] {
+  return ctx.zombies.map((z) => {
+    ctx.write(`core-${z.vpid}.img`, 'CORE', parts('core_entry', [{
+      mtype: MARCH.X86_64,
+      tc: { task_state: TASK_STATE.DEAD, exit_code: z.exitCode, personality: 0, flags: 0, blk_sigset: 0n, comm: z.comm },
+    }]));
+    return { pid: z.vpid, ppid: vpidOf.get(z.ppid)!, pgid: z.vpgid, sid: z.vsid, threads: [z.vpid] };
+  });
+}

@@ -1,0 +1,42 @@
+// Zombies in the tree (children that exited and that their parent has not
+// waited for): dumped as criu does (TASK_DEAD with the wait status) and
+// re-created on restore, so the parent's wait finds each as it was — exited
+// with its code or killed by its signal, in its group and session.
+import { test, before, after } from 'node:test';
+import * as assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { Fixture, initHarness, runStasis, describeCli, tmpDir, restoreDetached, procState, waitGone } from './harness';
+import { readImage } from '../src/images/image';
+import { TASK_STATE } from '../src/images/criu';
+
+let root: string;
+before(() => { initHarness(); root = tmpDir('zombies'); });
+after(() => fs.rmSync(root, { recursive: true, force: true }));
+
+test('a parent with five zombies (exit codes, signals, own group, own session): restored, its waits find each as it was', async () => {
+  const fx = await Fixture.start('zombie');
+  try {
+    const first = Number(fx.manifest.values.get('CHILD')![0]);
+    assert.equal(procState(first), 'Z');
+    const dir = path.join(root, 'images');
+    const d = runStasis(['dump', '-t', String(fx.pid), '-D', dir]);
+    assert.equal(d.status, 0, describeCli(d));
+    await fx.reap();
+    const tree = readImage(dir, 'pstree.img', 'PSTREE', 'pstree_entry');
+    assert.equal(tree.length, 6, 'the parent and five zombies');
+    const states = tree.slice(1).map((e) => readImage(dir, `core-${e.pid}.img`, 'CORE', 'core_entry')[0].tc!);
+    assert.deepEqual(states.map((tc) => tc.task_state), Array(5).fill(TASK_STATE.DEAD));
+    assert.deepEqual(states.map((tc) => tc.exit_code), [7 << 8, 10 /* SIGUSR1 */, 11 /* SIGSEGV */, 3 << 8, 0]);
+    // Its zombies came to us (the subreaper) when it was killed: ours to reap, freeing their pids.
+    await waitGone(tree.map((e) => e.pid), 5000);
+    restoreDetached(dir);
+    fx.restored();
+    assert.equal(procState(first), 'Z', 'a zombie again');
+    const { status, log } = await fx.terminate();
+    assert.match(log, /^PASS$/m, log);
+    assert.equal(status.kind, 'exited');
+  } finally {
+    await fx.kill();
+  }
+});
