@@ -42,6 +42,8 @@ export interface DumpOptions extends CommonOptions {
   extUnixSk?: boolean;
   /** Largest deleted-but-open file put in the images, in bytes. */
   ghostLimit?: number;
+  /** criu's --external: `mnt[MOUNTPOINT]:KEY` (a mount not carried), `net[INODE]:KEY` (a network namespace not carried). */
+  external?: string[];
 }
 
 export type { DumpResult };
@@ -62,6 +64,14 @@ export interface RestoreOptions extends CommonOptions {
   pidfile?: string;
   /** Check every image against the checkpoint's digest first (default true; false: criu --no-verify). */
   verify?: boolean;
+  /** The tree's root directory here (criu --root). */
+  root?: string;
+  /** criu's --external `mnt[KEY]:PATH`: where a mount dumped as external KEY is bound from. */
+  external?: string[];
+  /** criu's --join-ns `net:PATH`: the tree joins this network namespace. */
+  joinNs?: string[];
+  /** What may be done to cgroups (criu --manage-cgroups). */
+  manageCgroups?: 'soft' | 'full' | 'strict' | 'props' | 'none' | 'ignore';
 }
 
 export interface RestoreResult extends RestoreDone {
@@ -108,6 +118,7 @@ export async function dump(o: DumpOptions): Promise<DumpResult> {
   if (o.shellJob) args.push('-j');
   if (o.extUnixSk) args.push('--ext-unix-sk');
   if (o.ghostLimit !== undefined) args.push('--ghost-limit', String(o.ghostLimit));
+  for (const e of o.external ?? []) args.push('--external', e);
   let first: Record<string, unknown> | undefined;
   const r = await runCli(args, (line) => { first ??= line; });
   if (r.code !== 0 || !first || first.error) throw failure(first, r.stderr);
@@ -125,6 +136,10 @@ export async function restore(o: RestoreOptions): Promise<RestoreResult> {
   if (o.networkLock) args.push('--network-lock', o.networkLock);
   if (o.pidfile) args.push('--pidfile', o.pidfile);
   if (o.verify === false) args.push('--no-verify');
+  if (o.root) args.push('--root', o.root);
+  for (const e of o.external ?? []) args.push('--external', e);
+  for (const j of o.joinNs ?? []) args.push('--join-ns', j);
+  if (o.manageCgroups) args.push('--manage-cgroups', o.manageCgroups);
   let first: Record<string, unknown> | undefined;
   let exit: RestoreResult['exit'];
   const r = await runCli(args, (line) => {

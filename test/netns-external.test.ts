@@ -10,6 +10,7 @@ import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { Fixture, initHarness, runStasis, describeCli, tmpDir, buildFixture, descendantsOf, reapZombies, STASIS } from './harness';
 import { readImage } from '../src/images/image';
+import * as stasis from '../src/index';
 
 const NS = `stasis-ext-${process.pid}`;
 const NS_PATH = `/run/netns/${NS}`;
@@ -56,11 +57,11 @@ async function dumpExternal(name: string): Promise<{ fx: Fixture; dir: string }>
   return { fx, dir };
 }
 
-test('--external net[INODE]:KEY, restored with --join-ns net:PATH: the same namespace, the count goes on', async () => {
+test('--external net[INODE]:KEY, restored with --join-ns net:PATH (through the library): the same namespace, the count goes on', async () => {
   const { fx, dir } = await dumpExternal('join');
   try {
-    const r = runStasis(['restore', '-D', dir, '-d', '--join-ns', `net:${NS_PATH}`]);
-    assert.equal(r.status, 0, describeCli(r));
+    const r = await stasis.restore({ imagesDir: dir, joinNs: [`net:${NS_PATH}`] });
+    assert.equal(r.pid, fx.pid);
     fx.restored();
     assert.equal(netIno(fx.pid), `net:[${inode(NS_PATH)}]`, 'in the namespace it was in');
     await fx.assertCounting();
