@@ -14,7 +14,7 @@ import { cstr, type RemoteTask } from '../../compel/remote';
 import { withHelperTask } from '../../compel/helper-task';
 import { parseMountInfo, kdev, optionalField, type MountInfo } from '../../proc/mountinfo';
 import { parts, type Msg } from '../../images/image';
-import { StasisError, ErrorCodes } from '../../errors';
+import { StasisError, ErrorCodes, SyscallError } from '../../errors';
 import { defineUnit } from '../../unit/unit';
 import type { RestoreCtx } from '../../unit/restore-ctx';
 import type { DumpCtx } from '../../unit/dump-ctx';
@@ -188,33 +188,46 @@ function buildTree(ctx: RestoreCtx, t: RemoteTask, mounts: Mnt[], yard: string):
   const at = new Map<number, string>();
   for (const m of buildOrder(mounts, plans)) {
     const p = plans.get(m.mnt_id) as Plan;
-    const target = m.mountpoint === '/' ? top : joinPath(top, m.mountpoint);
-    if (m.mountpoint !== '/') ensureMountpoint(t, target, p, at);
-    const keepFlags = m.flags & (MS.RDONLY | MS.NOSUID | MS.NODEV | MS.NOEXEC | MS.NOATIME | MS.NODIRATIME | MS.RELATIME | MS.STRICTATIME | MS.NOSYMFOLLOW);
-    if (p.how === 'create') {
-      const opts = m.fstype === FSTYPE.DEVPTS && !m.options.includes('newinstance') ? [m.options, 'newinstance'].filter(Boolean).join(',') : m.options;
-      const sb = m.sb_flags ?? 0;
-      if (m.fstype !== FSTYPE.TMPFS) mount(m.source, target, m.fsname ?? 'tmpfs', keepFlags | sb, opts || null);
-      else {
-        // Filled while writable, then made read-only as it was (the superblock, then the mount).
-        mount(m.source, target, 'tmpfs', (keepFlags | sb) & ~MS.RDONLY, opts || null);
-        untar(ctx, m, t.pid, target);
-        if (sb & MS.RDONLY) mount(null, target, null, MS.REMOUNT | sb, opts || null);
-        if (keepFlags & MS.RDONLY) mount(null, target, null, MS.REMOUNT | MS.BIND | keepFlags, null);
-      }
-    } else {
-      const from = p.how === 'host' ? p.from : joinPath(at.get(p.from)!, p.sub);
-      mount(from, target, null, MS.BIND, null);
-      mount(null, target, null, MS.REMOUNT | MS.BIND | keepFlags, null);
+    try {
+      makeMount(ctx, t, m, p, top, at, mount);
+    } catch (e) {
+      if (!(e instanceof SyscallError)) throw e;
+      const how = p.how === 'create' ? `a new ${m.fsname ?? 'filesystem'}` : p.how === 'host' ? `bound from ${p.from}` : `bound from the tree's mount ${at.get(p.from)?.slice(top.length) || '/'} (${p.sub})`;
+      throw new StasisError(ErrorCodes.RESTORE_FAILED, `mount ${m.mountpoint} (${how}): ${e.message}`, { cause: e });
     }
-    mount(null, target, null, MS.PRIVATE, null);
-    at.set(m.mnt_id, target);
   }
   restoreSharing(t, mounts, at);
   t.call('chdir', cstr(top));
   t.call('pivot_root', cstr('.'), cstr('.'));
   t.call('umount2', cstr('.'), MNT_DETACH);
   t.call('chdir', cstr('/'));
+}
+
+type MountCall = (src: string | null, dst: string, type: string | null, flags: number, data: string | null) => bigint;
+
+/** One mount of the tree at top + its mountpoint, as its plan says. */
+function makeMount(ctx: RestoreCtx, t: RemoteTask, m: Mnt, p: Plan, top: string, at: Map<number, string>, mount: MountCall): void {
+  const target = m.mountpoint === '/' ? top : joinPath(top, m.mountpoint);
+  if (m.mountpoint !== '/') ensureMountpoint(t, target, p, at);
+  const keepFlags = m.flags & (MS.RDONLY | MS.NOSUID | MS.NODEV | MS.NOEXEC | MS.NOATIME | MS.NODIRATIME | MS.RELATIME | MS.STRICTATIME | MS.NOSYMFOLLOW);
+  if (p.how === 'create') {
+    const opts = m.fstype === FSTYPE.DEVPTS && !m.options.includes('newinstance') ? [m.options, 'newinstance'].filter(Boolean).join(',') : m.options;
+    const sb = m.sb_flags ?? 0;
+    if (m.fstype !== FSTYPE.TMPFS) mount(m.source, target, m.fsname ?? 'tmpfs', keepFlags | sb, opts || null);
+    else {
+      // Filled while writable, then made read-only as it was (the superblock, then the mount).
+      mount(m.source, target, 'tmpfs', (keepFlags | sb) & ~MS.RDONLY, opts || null);
+      untar(ctx, m, t.pid, target);
+      if (sb & MS.RDONLY) mount(null, target, null, MS.REMOUNT | sb, opts || null);
+      if (keepFlags & MS.RDONLY) mount(null, target, null, MS.REMOUNT | MS.BIND | keepFlags, null);
+    }
+  } else {
+    const from = p.how === 'host' ? p.from : joinPath(at.get(p.from)!, p.sub);
+    mount(from, target, null, MS.BIND, null);
+    mount(null, target, null, MS.REMOUNT | MS.BIND | keepFlags, null);
+  }
+  mount(null, target, null, MS.PRIVATE, null);
+  at.set(m.mnt_id, target);
 }
 
 /** The mountpoint's directory (or file, for a bind of a file) in what is mounted below it. */
