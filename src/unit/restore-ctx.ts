@@ -32,6 +32,8 @@ export interface RestoreOptions {
   verify?: boolean;
   /** Failure injection for tests (STASIS_FAIL_AT=phase or phase:kill). */
   failAt?: string;
+  /** Called at the named points an orchestrator waits for (see NotifyHook); throwing aborts the restore. */
+  notify?: import('./dump-ctx').NotifyHook;
 }
 
 /** One process being rebuilt. */
