@@ -71,13 +71,14 @@ export const RPC_ENUMS = {
  * Fields of CRIU 4.x's rpc.proto that Debian's pycriu (3.17, the reference
  * the schema test reads) does not have yet: declared so that a caller
  * setting one is answered (refused where it changes the result), never
- * skipped as unknown. The test checks pycriu has none of these numbers.
+ * skipped as unknown. The test checks pycriu has none of these numbers and
+ * each is declared as in CRIU 4.2.
  */
 export const RPC_NEWER_THAN_PYCRIU: Readonly<Record<string, string>> = {
-  'criu_opts.skip_file_rwx_check': 'CRIU 4.2',
-  'criu_opts.unprivileged': 'CRIU 4.2',
-  'criu_opts.images_dir': 'CRIU 4.2',
-  'criu_opts.leave_stopped': 'CRIU 4.2',
-  'criu_opts.display_stats': 'CRIU 4.2',
-  'criu_opts.log_to_stderr': 'CRIU 4.2',
+  'criu_opts.skip_file_rwx_check': 'optional bool 66',
+  'criu_opts.unprivileged': 'optional bool 67',
+  'criu_opts.images_dir': 'optional string 68',
+  'criu_opts.leave_stopped': 'optional bool 69',
+  'criu_opts.display_stats': 'optional bool 70',
+  'criu_opts.log_to_stderr': 'optional bool 71',
 };

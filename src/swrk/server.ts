@@ -144,6 +144,7 @@ function handle(ch: RpcChannel, req: Req): Resp {
     case T.PAGE_SERVER: case T.PAGE_SERVER_CHLD: return unsupported(req, 'stasis has no page server');
     case T.CPUINFO_DUMP: case T.CPUINFO_CHECK: return unsupported(req, 'stasis keeps no cpuinfo image');
     case T.WAIT_PID: return unsupported(req, 'stasis restores no process of the caller\'s to wait for');
+    case T.EMPTY: throw new StasisError(ErrorCodes.RPC, 'an EMPTY request asks for nothing');
     default: throw new StasisError(ErrorCodes.RPC, `unknown request type ${req.type}`);
   }
 }
@@ -162,6 +163,7 @@ function failure(type: number | undefined, e: unknown): Resp {
 /** Serve the socket at `fd`; the exit status: 0 after a successful last response. */
 export function serve(fd: number): number {
   const ch = new RpcChannel(fd);
+  let served = false;
   for (;;) {
     let req: Req | undefined;
     try {
@@ -173,9 +175,12 @@ export function serve(fd: number): number {
       return 1;
     }
     if (!req) {
+      // After a request kept open, closing is how the client says it is done.
+      if (served) return 0;
       log.error('the client closed the connection without a request');
       return 1;
     }
+    served = true;
     let resp: Resp;
     try {
       resp = handle(ch, req);
