@@ -10,6 +10,7 @@ import { enumValues, type Msg } from '../images/schema';
 import type { DumpOptions } from '../unit/dump-ctx';
 import type { RestoreOptions } from '../restore/restore';
 import type { CgroupMode } from '../resources/ns/cgroup';
+import { parseMountInfo } from '../proc/mountinfo';
 
 export type CriuOpts = Msg<'criu_opts'>;
 type Field = keyof CriuOpts;
@@ -57,7 +58,7 @@ export const POLICY: Record<Field, Policy> = {
   cpu_cap: both({ accept: 'stasis checks the CPU only for the FPU state size it needs' }),
   force_irmap: both({ refuse: 'inotify path resolution by irmap is not supported' }),
   exec_cmd: both({ refuse: 'running a command after restore is not supported' }),
-  ext_mnt: { dump: { accept: 'stasis records where a bind mount comes from on this host; the restore checks each key resolves to the same place' }, restore: 'checked' },
+  ext_mnt: both('mapped'),
   manage_cgroups: { dump: { accept: 'the tree\'s cgroups are always recorded' }, restore: 'mapped' },
   cg_root: { dump: { refuse: 'cgroup roots at dump are not supported' }, restore: 'checked' },
   rst_sibling: { dump: restoreOnly, restore: { accept: 'the restored root is our child; we exit after the response and it is re-parented to the caller (a child subreaper: runc, conmon)' } },
@@ -97,7 +98,7 @@ export const POLICY: Record<Field, Policy> = {
   pre_dump_mode: both({ accept: 'pre-dumps are refused' }),
   pidfd_store_sk: both({ refuse: 'a pidfd store (for pre-dumps) is not supported' }),
   lsm_mount_context: both({ refuse: 'LSM mount contexts are not supported' }),
-  network_lock: both({ accept: 'stasis does not lock the network: connections stay in repair mode while dumped, and the tree\'s peers are not firewalled (a peer that sends meanwhile is answered by the kernel)' }),
+  network_lock: both('mapped'),
   mntns_compat_mode: both({ accept: 'stasis has one way to rebuild mounts' }),
   skip_file_rwx_check: both({ refuse: 'skipping file permission checks is not supported' }),
   unprivileged: both({ refuse: 'unprivileged mode is not supported' }),
@@ -127,7 +128,8 @@ export function optionError(field: string, what: string): StasisError {
 /** Refuse what cannot be honoured; the notes say what was accepted without effect (for the log). */
 export function screen(o: CriuOpts, kind: Kind): string[] {
   const notes: string[] = [];
-  if (o.external?.length) throw optionError('external', `${o.external.join(', ')}: external resources are not supported (stasis carries what the tree has)`);
+  const other = (o.external ?? []).filter((e) => !e.startsWith('mnt['));
+  if (other.length) throw optionError('external', `${other.join(', ')}: external resources other than mounts are not supported (stasis carries what the tree has)`);
   if (isSet(o, 'empty_ns')) {
     if ((o.empty_ns! & ~CLONE_NEWNET) !== 0) throw optionError('empty_ns', `0x${o.empty_ns!.toString(16)}: only the network namespace (0x40000000) may be asked empty`);
     notes.push('criu option empty_ns (network) accepted: the tree\'s network namespace is carried as it was (loopback, addresses, routes)');
@@ -163,11 +165,53 @@ export function cgroupMode(o: CriuOpts): CgroupMode | undefined {
   return undefined;
 }
 
+const LOCK = enumValues('criu_network_lock_method');
+
+/** criu's network_lock as stasis's --network-lock (unset: stasis's default, nftables else iptables). */
+export function networkLock(o: CriuOpts): DumpOptions['networkLock'] {
+  if (o.network_lock === undefined) return undefined;
+  const m = ({ [LOCK.IPTABLES]: 'iptables', [LOCK.NFTABLES]: 'nftables', [LOCK.SKIP]: 'skip' } as Record<number, DumpOptions['networkLock']>)[o.network_lock];
+  if (!m) throw optionError('network_lock', `unknown method ${o.network_lock}`);
+  return m;
+}
+
 export interface Dirs { imagesDir: string; workDir: string }
 
-export function dumpOptions(o: CriuOpts, dirs: Dirs): DumpOptions & { pid: number } {
+/**
+ * ext_mnt and external mnt[...] as stasis's --external mnt[...] forms (the
+ * same text at dump, mnt[MOUNTPOINT]:KEY, and at restore, mnt[KEY]:PATH). At
+ * dump criu skips a key naming no mount of the tree (runc names every device
+ * node and masked path of its spec, some of them not mounts): so do we, said
+ * in the log.
+ */
+export function externalMounts(o: CriuOpts, mountpoints: Set<string> | undefined, notes: string[]): string[] {
+  const out = new Map<string, string>();
+  for (const { key, val } of o.ext_mnt ?? []) out.set(key, `mnt[${key}]:${val}`);
+  for (const e of o.external ?? []) {
+    const m = /^mnt\[([^\]]+)\]:/.exec(e);
+    if (m) out.set(m[1], e);
+  }
+  if (!mountpoints) return [...out.values()];
+  for (const k of [...out.keys()]) {
+    if (!mountpoints.has(k)) { out.delete(k); notes.push(`ext_mnt ${k}: no mount there in the tree (unused, as criu)`); }
+  }
+  return [...out.values()];
+}
+
+/** The mountpoints of `pid`'s mount namespace (undefined if it cannot be read: the dump says why). */
+export function mountpointsOf(pid: number): Set<string> | undefined {
+  try {
+    return new Set(parseMountInfo(fs.readFileSync(`/proc/${pid}/mountinfo`, 'utf8')).map((m) => m.mountpoint));
+  } catch {
+    return undefined;
+  }
+}
+
+export function dumpOptions(o: CriuOpts, dirs: Dirs, notes: string[] = []): DumpOptions & { pid: number } {
   if (o.pid === undefined || o.pid <= 0) throw optionError('pid', o.pid === undefined ? 'missing: dumping the caller itself is not supported' : `${o.pid}: not a process id`);
+  const external = externalMounts(o, mountpointsOf(o.pid), notes);
   return {
+    ...(external.length ? { external } : {}), networkLock: networkLock(o),
     pid: o.pid, dir: dirs.imagesDir, leaveRunning: o.leave_running === true, tcpEstablished: o.tcp_established === true,
     fileLocks: o.file_locks === true, shellJob: o.shell_job === true, extUnixSk: o.ext_unix_sk === true,
     ...(o.ghost_limit !== undefined ? { ghostLimit: o.ghost_limit } : {}),
@@ -175,7 +219,9 @@ export function dumpOptions(o: CriuOpts, dirs: Dirs): DumpOptions & { pid: numbe
 }
 
 export function restoreOptions(o: CriuOpts, dirs: Dirs): RestoreOptions {
+  const external = externalMounts(o, undefined, []);
   return {
+    ...(external.length ? { external } : {}), networkLock: networkLock(o),
     dir: dirs.imagesDir, detach: true, shellJob: o.shell_job === true, fileLocks: o.file_locks === true,
     ...(o.root ? { root: o.root } : {}), manageCgroups: cgroupMode(o),
   };

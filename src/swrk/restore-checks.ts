@@ -1,7 +1,7 @@
 // The restore options criu uses to put a tree somewhere else than it was
-// (ext_mnt: external mounts from new host paths; inherit_fd: the caller's
-// fds in place of files of the tree; cg_root: other cgroups). stasis puts
-// the tree back where it was. So each entry is checked against the images:
+// (inherit_fd: the caller's fds in place of files of the tree; cg_root:
+// other cgroups; ext_mnt is mapped onto --external, see options.ts). stasis
+// puts these back where they were. So each entry is checked against the images:
 // one that names nothing there changes nothing (criu ignores those too);
 // one that asks for where the tree was anyway is honoured by construction;
 // anything else is refused, naming the entry, before anything is created.
@@ -9,50 +9,7 @@ import * as fs from 'node:fs';
 import { ImageReader } from '../images/image';
 import type { Msg } from '../images/schema';
 import { FD_TYPES } from '../images/criu';
-import { parseMountInfo, kdev } from '../proc/mountinfo';
-import { planMounts } from '../resources/ns/mnt-plan';
 import { optionError, type CriuOpts } from './options';
-
-type Mnt = Msg<'mnt_entry'>;
-
-function sameFile(a: string, b: string): boolean {
-  try {
-    const x = fs.statSync(a), y = fs.statSync(b);
-    return x.dev === y.dev && x.ino === y.ino;
-  } catch {
-    return false;
-  }
-}
-
-function hostMounts(): { dev: number; root: string; mountpoint: string }[] {
-  return parseMountInfo(fs.readFileSync('/proc/self/mountinfo', 'utf8')).map((m) => ({ dev: kdev(m.dev), root: m.root, mountpoint: m.mountpoint }));
-}
-
-function mountImages(images: ImageReader): Mnt[][] {
-  return fs.readdirSync(images.dir).filter((f) => /^mountpoints-\d+\.img$/.test(f)).map((f) => images.read(f, 'MNTS', 'mnt_entry'));
-}
-
-/** ext_mnt key → host path: the mounts it names must come back from that very place. */
-function checkExtMounts(o: CriuOpts, images: ImageReader, notes: string[]): void {
-  if (!o.ext_mnt?.length) return;
-  const namespaces = mountImages(images);
-  const host = hostMounts();
-  for (const { key, val } of o.ext_mnt) {
-    let used = false;
-    for (const mounts of namespaces) {
-      const plans = planMounts(mounts, host, o.root || undefined);
-      for (const m of mounts.filter((x) => (x.ext_key ?? x.mountpoint) === key)) {
-        used = true;
-        const p = plans.get(m.mnt_id);
-        const from = p && 'how' in p && p.how === 'host' ? p.from : undefined;
-        if (!from || !sameFile(from, val)) {
-          throw optionError('ext_mnt', `${key} → ${val}: stasis restores mount ${m.mountpoint} from ${from ?? 'inside the tree'}, where it was at dump; binding it from elsewhere is not supported`);
-        }
-      }
-    }
-    if (!used) notes.push(`ext_mnt ${key}: names no mount in the images (unused)`);
-  }
-}
 
 /** What in the images a criu inherit_fd key names (pipe:[ino], socket:[ino], a path). */
 function filesNamed(key: string, files: Msg<'file_entry'>[]): Msg<'file_entry'>[] {
@@ -102,12 +59,11 @@ function checkCgroupRoots(o: CriuOpts, images: ImageReader, notes: string[]): vo
   }
 }
 
-/** Check ext_mnt, inherit_fd and cg_root against the checkpoint in `dir`; the notes go to the log. */
+/** Check inherit_fd and cg_root against the checkpoint in `dir`; the notes go to the log. */
 export function checkRestoreOptions(o: CriuOpts, dir: string): string[] {
   const images = new ImageReader(dir);
   const notes: string[] = [];
   if (!images.exists('pstree.img')) return notes; // the restore itself says what is missing
-  checkExtMounts(o, images, notes);
   checkInheritFds(o, images, notes);
   checkCgroupRoots(o, images, notes);
   return notes;

@@ -95,8 +95,10 @@ function doDump(ch: RpcChannel, req: Req): Resp {
   const d = dirs(ch.peer, o);
   startLog(o, d);
   log.info(`criu swrk (stasis): DUMP for pid ${ch.peer}`);
-  for (const n of screen(o, 'dump')) log.info(n);
-  const { pid, ...opts } = dumpOptions(o, d);
+  const notes = screen(o, 'dump');
+  const { pid, ...opts } = dumpOptions(o, d, notes);
+  for (const n of notes) log.info(n);
+  log.info(`external mounts: ${opts.external?.join(' ') ?? 'none'}`);
   const r = dump(pid, { ...opts, notify: notifier(ch, o.notify_scripts === true) });
   log.info(`dumped pid ${r.pid}: ${r.processes} process(es), ${r.pages} pages; ${opts.leaveRunning ? 'left running' : 'killed'}`);
   return { type: T.DUMP, success: true, dump: { restored: false } };
@@ -109,7 +111,9 @@ function doRestore(ch: RpcChannel, req: Req): Resp {
   log.info(`criu swrk (stasis): RESTORE for pid ${ch.peer}`);
   for (const n of screen(o, 'restore')) log.info(n);
   for (const n of checkRestoreOptions(o, d.imagesDir)) log.info(n);
-  const r = restore({ ...restoreOptions(o, d), notify: notifier(ch, o.notify_scripts === true) });
+  const ro = restoreOptions(o, d);
+  log.info(`external mounts: ${ro.external?.join(' ') ?? 'none'}`);
+  const r = restore({ ...ro, notify: notifier(ch, o.notify_scripts === true) });
   for (const w of r.warnings) log.warn(w);
   log.info(`restored pid ${r.pid} (${r.processes} process(es)); it is re-parented to the caller's subreaper when we exit`);
   return { type: T.RESTORE, success: true, restore: { pid: r.pid } };

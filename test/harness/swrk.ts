@@ -5,7 +5,7 @@
 // output are events).
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { socketpair, sendPacket, recvPacket, pollOne, shutdownSocket, abi } from '../../src/sys';
 import { encode, decode } from '../../src/images/codec';
 import { enumValues, type Msg } from '../../src/images/schema';
@@ -131,4 +131,80 @@ export class SwrkClient {
 export function openDir(dir: string): number {
   fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
   return fs.openSync(dir, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);
+}
+
+// runc and podman with bin/criu as their criu. runc 1.1.x takes `--criu PATH`;
+// podman (and runc ≥ 1.2) run `criu` from PATH: a directory holding only a
+// `criu` link to bin/criu goes first in their PATH, so Debian's /usr/sbin/criu
+// is never what they find.
+
+/** A directory whose only entry is `criu` → bin/criu (for PATH). */
+export function criuPathDir(parent: string): string {
+  const dir = path.join(parent, 'criu-bin');
+  fs.mkdirSync(dir, { recursive: true });
+  fs.symlinkSync(CRIU, path.join(dir, 'criu'));
+  return dir;
+}
+
+/** The environment for runc and podman: our criu first in PATH. */
+export function criuEnv(criuDir: string): NodeJS.ProcessEnv {
+  return { ...process.env, PATH: `${criuDir}:${process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin'}` };
+}
+
+/** A rootfs with Debian's busybox-static and its applets (sh, nc, cat, sleep...). */
+export function busyboxRootfs(dir: string): string {
+  const busybox = ['/bin/busybox', '/usr/bin/busybox'].find((p) => fs.existsSync(p));
+  if (!busybox) throw new Error('busybox-static is not installed (.ci/run installs it)');
+  for (const d of ['bin', 'proc', 'sys', 'dev', 'tmp', 'etc', 'data']) fs.mkdirSync(path.join(dir, d), { recursive: true });
+  fs.copyFileSync(busybox, path.join(dir, 'bin', 'busybox'));
+  fs.chmodSync(path.join(dir, 'bin', 'busybox'), 0o755);
+  const r = spawnSync('chroot', [dir, '/bin/busybox', '--install', '-s', '/bin'], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`busybox --install: ${r.stderr}`);
+  return dir;
+}
+
+export interface BundleOptions {
+  /** The container's command (sh -c SCRIPT). */
+  script: string;
+  /** Host directory bind-mounted at /data. */
+  dataDir?: string;
+  /** Share the host's network namespace (no network namespace in the spec). */
+  hostNetwork?: boolean;
+}
+
+/** An OCI bundle from `runc spec`: busybox rootfs, no terminal, NOFILE 1024 (no CAP_SYS_RESOURCE here). */
+export function runcBundle(dir: string, o: BundleOptions): string {
+  fs.mkdirSync(dir, { recursive: true });
+  busyboxRootfs(path.join(dir, 'rootfs'));
+  const r = spawnSync('runc', ['spec'], { cwd: dir, encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`runc spec: ${r.error?.message ?? r.stderr}`);
+  const file = path.join(dir, 'config.json');
+  const c = JSON.parse(fs.readFileSync(file, 'utf8'));
+  c.process.terminal = false;
+  c.process.args = ['sh', '-c', o.script];
+  c.process.rlimits = [{ type: 'RLIMIT_NOFILE', hard: 1024, soft: 1024 }];
+  c.root.readonly = false;
+  if (o.dataDir) c.mounts.push({ destination: '/data', type: 'bind', source: o.dataDir, options: ['rbind', 'rw'] });
+  if (o.hostNetwork) c.linux.namespaces = c.linux.namespaces.filter((n: { type: string }) => n.type !== 'network');
+  fs.writeFileSync(file, JSON.stringify(c, null, 1));
+  return dir;
+}
+
+export interface RunResult { status: number | null; stdout: string; stderr: string }
+
+/**
+ * Run a tool (runc, podman) to its end with `env`; stdin /dev/null, output
+ * captured — or, with `devNull`, all three /dev/null (what a detached
+ * container started or restored by runc gets as its stdio; runc's own errors
+ * then go to its --log file).
+ */
+export function runTool(cmd: string, args: string[], o: { cwd?: string; env?: NodeJS.ProcessEnv; timeoutMs?: number; devNull?: boolean } = {}): RunResult {
+  const stdio = o.devNull ? 'ignore' : ['ignore', 'pipe', 'pipe'];
+  const r = spawnSync(cmd, args, { cwd: o.cwd, env: o.env, encoding: 'utf8', stdio: stdio as 'ignore', timeout: o.timeoutMs ?? 120000 });
+  if (r.error) throw new Error(`${cmd} ${args.join(' ')}: ${r.error.message}`);
+  return { status: r.status, stdout: r.stdout ?? '', stderr: r.stderr ?? '' };
+}
+
+export function describeRun(what: string, r: RunResult): string {
+  return `${what}: exit ${r.status}\nstdout: ${r.stdout}\nstderr: ${r.stderr}`;
 }

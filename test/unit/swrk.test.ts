@@ -43,7 +43,7 @@ test('runc\'s own dump and restore requests pass the screen, each acceptance sai
 
 test('podman\'s dump (an external network namespace) is refused by name', () => {
   assert.throws(() => screen({ ...RUNC_DUMP, external: ['net[4026532468]:extRootNetNS'] }, 'dump'),
-    (e: StasisError) => e.code === 'STASIS_UNSUPPORTED' && /^criu option external: net\[4026532468\]:extRootNetNS: external resources are not supported/.test(e.message));
+    (e: StasisError) => e.code === 'STASIS_UNSUPPORTED' && /^criu option external: net\[4026532468\]:extRootNetNS: external resources other than mounts are not supported/.test(e.message));
 });
 
 /** A value that means something for a field of criu_opts, by its declared type. */
