@@ -60,9 +60,9 @@ export const POLICY: Record<Field, Policy> = {
   exec_cmd: both({ refuse: 'running a command after restore is not supported' }),
   ext_mnt: both('mapped'),
   manage_cgroups: { dump: { accept: 'the tree\'s cgroups are always recorded' }, restore: 'mapped' },
-  cg_root: { dump: { refuse: 'cgroup roots at dump are not supported' }, restore: 'checked' },
+  cg_root: { dump: { refuse: 'cgroup roots at dump are not supported' }, restore: 'mapped' },
   rst_sibling: { dump: restoreOnly, restore: { accept: 'the restored root is our child; we exit after the response and it is re-parented to the caller (a child subreaper: runc, conmon)' } },
-  inherit_fd: { dump: restoreOnly, restore: 'checked' },
+  inherit_fd: { dump: restoreOnly, restore: 'mapped' },
   auto_ext_mnt: both({ refuse: 'automatic external mounts are not supported' }),
   ext_sharing: both({ refuse: 'external mount sharing is not supported' }),
   ext_masters: both({ refuse: 'external mount masters are not supported' }),
@@ -222,6 +222,7 @@ export function restoreOptions(o: CriuOpts, dirs: Dirs): RestoreOptions {
   const external = externalMounts(o, undefined, []);
   return {
     ...(external.length ? { external } : {}), networkLock: networkLock(o),
+    ...(o.cg_root?.length ? { cgroupRoots: o.cg_root.map((r) => ({ ...(r.ctrl ? { ctrl: r.ctrl } : {}), path: r.path })) } : {}),
     dir: dirs.imagesDir, detach: true, shellJob: o.shell_job === true, fileLocks: o.file_locks === true,
     ...(o.root ? { root: o.root } : {}), manageCgroups: cgroupMode(o),
   };

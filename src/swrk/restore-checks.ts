@@ -1,14 +1,14 @@
-// The restore options criu uses to put a tree somewhere else than it was
-// (inherit_fd: the caller's fds in place of files of the tree; cg_root:
-// other cgroups; ext_mnt is mapped onto --external, see options.ts). stasis
-// puts these back where they were. So each entry is checked against the images:
-// one that names nothing there changes nothing (criu ignores those too);
-// one that asks for where the tree was anyway is honoured by construction;
-// anything else is refused, naming the entry, before anything is created.
+// inherit_fd, the restore option criu uses to give the tree some of the
+// caller's fds in place of its files (runc and podman: the container's new
+// stdio pipes). Each entry is checked against the images: one that names
+// nothing there changes nothing (criu ignores those too); a pipe is handed
+// over; any other file is refused, naming the entry, before anything is
+// created.
 import * as fs from 'node:fs';
 import { ImageReader } from '../images/image';
 import type { Msg } from '../images/schema';
 import { FD_TYPES } from '../images/criu';
+import { inheritKey } from '../resources/files';
 import { optionError, type CriuOpts } from './options';
 
 /** What in the images a criu inherit_fd key names (pipe:[ino], socket:[ino], a path). */
@@ -22,49 +22,32 @@ function filesNamed(key: string, files: Msg<'file_entry'>[]): Msg<'file_entry'>[
   return files.filter((f) => f.reg && (f.reg.name === key || f.reg.name === `/${key}`));
 }
 
-/** inherit_fd: a caller's fd given to the tree in place of one of its files. */
-function checkInheritFds(o: CriuOpts, images: ImageReader, notes: string[]): void {
-  if (!o.inherit_fd?.length) return;
-  const files = images.exists('files.img') ? images.read('files.img', 'FILES', 'file_entry') : [];
-  for (const { key, fd } of o.inherit_fd) {
+/**
+ * inherit_fd: a caller's fd given to the tree in place of one of its files
+ * or external namespaces, as stasis's --inherit-fd fd[N]:KEY. Pipes (a
+ * container's stdio: runc and podman hand over the new ones) are handed over;
+ * any other file named is refused; a key naming no file goes on as it is (an
+ * external namespace's, e.g. podman's extRootNetNS, or unused, as criu).
+ */
+function inheritFds(o: CriuOpts, images: ImageReader, notes: string[]): string[] {
+  const out: string[] = [];
+  const files = o.inherit_fd?.length && images.exists('files.img') ? images.read('files.img', 'FILES', 'file_entry') : [];
+  for (const { key, fd } of o.inherit_fd ?? []) {
     try { fs.fstatSync(fd); } catch { throw optionError('inherit_fd', `${key} → fd ${fd}: fd ${fd} is not open in the restorer`); }
-    if (filesNamed(key, files).length) {
-      throw optionError('inherit_fd', `${key} → fd ${fd}: the tree has that file; giving it one of the caller's fds instead is not supported`);
+    const named = filesNamed(key, files);
+    if (named.length && !named.every((f) => inheritKey(f) === key)) {
+      throw optionError('inherit_fd', `${key} → fd ${fd}: the tree has that file; giving it one of the caller's fds instead is supported for pipes only`);
     }
-    notes.push(`inherit_fd ${key}: names no file in the images (unused)`);
+    notes.push(named.length ? `inherit_fd ${key}: our fd ${fd} in its place` : `inherit_fd ${key}: names no file in the images (an external namespace's key, or unused)`);
+    out.push(`fd[${fd}]:${key}`);
   }
+  return out;
 }
 
-/** cg_root: the cgroup the tree's root is restored under, per controller. */
-function checkCgroupRoots(o: CriuOpts, images: ImageReader, notes: string[]): void {
-  if (!o.cg_root?.length) return;
-  if (!images.exists('cgroup.img')) {
-    // Dumped in the dumper's cgroups: born in ours, which the caller chose (runc moves us there).
-    notes.push('cg_root: the images hold no cgroups; the tree is born in the restorer\'s');
-    return;
-  }
-  const root = images.read('pstree.img', 'PSTREE', 'pstree_entry')[0];
-  const set = images.one(`core-${root.pid}.img`, 'CORE', 'core_entry').thread_core?.cg_set;
-  if (set === undefined || set === 1) {
-    // Set 1 is the dumper's: the root is born in the restorer's cgroups, which the caller chose.
-    notes.push('cg_root: the root was in the dumper\'s cgroups; it is born in the restorer\'s');
-    return;
-  }
-  const members = (images.one('cgroup.img', 'CGROUP', 'cgroup_entry').sets ?? []).find((s) => s.id === set)?.ctls ?? [];
-  for (const { ctrl, path } of o.cg_root) {
-    const name = ctrl ?? '';
-    const m = members.find((x) => x.name === name || (name !== '' && x.name.split(',').includes(name)));
-    if (!m) { notes.push(`cg_root ${name}: no such hierarchy in the images (unused)`); continue; }
-    if (m.path !== path) throw optionError('cg_root', `${name || 'cgroup2'}:${path}: the tree was in ${m.path}; restoring it into another cgroup is not supported`);
-  }
-}
-
-/** Check inherit_fd and cg_root against the checkpoint in `dir`; the notes go to the log. */
-export function checkRestoreOptions(o: CriuOpts, dir: string): string[] {
+/** Check inherit_fd against the checkpoint in `dir`: stasis's --inherit-fd forms, and notes for the log. */
+export function checkRestoreOptions(o: CriuOpts, dir: string): { notes: string[]; inheritFd: string[] } {
   const images = new ImageReader(dir);
   const notes: string[] = [];
-  if (!images.exists('pstree.img')) return notes; // the restore itself says what is missing
-  checkInheritFds(o, images, notes);
-  checkCgroupRoots(o, images, notes);
-  return notes;
+  if (!images.exists('pstree.img')) return { notes, inheritFd: [] }; // the restore itself says what is missing
+  return { notes, inheritFd: inheritFds(o, images, notes) };
 }

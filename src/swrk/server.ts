@@ -110,8 +110,9 @@ function doRestore(ch: RpcChannel, req: Req): Resp {
   startLog(o, d);
   log.info(`criu swrk (stasis): RESTORE for pid ${ch.peer}`);
   for (const n of screen(o, 'restore')) log.info(n);
-  for (const n of checkRestoreOptions(o, d.imagesDir)) log.info(n);
-  const ro = restoreOptions(o, d);
+  const { notes, inheritFd } = checkRestoreOptions(o, d.imagesDir);
+  for (const n of notes) log.info(n);
+  const ro = { ...restoreOptions(o, d), inheritFd };
   log.info(`external mounts: ${ro.external?.join(' ') ?? 'none'}`);
   const r = restore({ ...ro, notify: notifier(ch, o.notify_scripts === true) });
   for (const w of r.warnings) log.warn(w);
