@@ -51,6 +51,18 @@ export const RPC_MESSAGES = {
     notify: 'optional criu_notify 5', ps: 'optional criu_page_server_info 6', cr_errno: 'optional int32 7',
     features: 'optional criu_features 8', cr_errmsg: 'optional string 9', version: 'optional criu_version 10', status: 'optional int32 11',
   },
+  // stats.proto: criu's stats-dump / stats-restore in the work directory (podman --print-stats reads them).
+  dump_stats_entry: {
+    freezing_time: 'required uint32 1', frozen_time: 'required uint32 2', memdump_time: 'required uint32 3', memwrite_time: 'required uint32 4',
+    pages_scanned: 'required uint64 5', pages_skipped_parent: 'required uint64 6', pages_written: 'required uint64 7',
+    irmap_resolve: 'optional uint32 8', pages_lazy: 'required uint64 9', page_pipes: 'optional uint64 10', page_pipe_bufs: 'optional uint64 11',
+    shpages_scanned: 'optional uint64 12', shpages_skipped_parent: 'optional uint64 13', shpages_written: 'optional uint64 14',
+  },
+  restore_stats_entry: {
+    pages_compared: 'required uint64 1', pages_skipped_cow: 'required uint64 2', forking_time: 'required uint32 3', restore_time: 'required uint32 4',
+    pages_restored: 'optional uint64 5',
+  },
+  stats_entry: { dump: 'optional dump_stats_entry 1', restore: 'optional restore_stats_entry 2' },
   criu_version: {
     major_number: 'required int32 1', minor_number: 'required int32 2', gitid: 'optional string 3', sublevel: 'optional int32 4',
     extra: 'optional int32 5', name: 'optional string 6',

@@ -17,6 +17,7 @@ import type { NotifyHook } from '../unit/dump-ctx';
 import { RpcChannel } from './channel';
 import { screen, dumpOptions, restoreOptions, optionError, type CriuOpts, type Dirs } from './options';
 import { checkRestoreOptions } from './restore-checks';
+import { writeDumpStats, writeRestoreStats } from './stats';
 
 const T = enumValues('criu_req_type');
 type Req = Msg<'criu_req'>;
@@ -90,6 +91,11 @@ function needOpts(req: Req): CriuOpts {
   return req.opts;
 }
 
+/** The statistics file: done is done (the tree is gone or running by now), so a failure is only logged. */
+function stats(write: () => void): void {
+  try { write(); } catch (e) { log.warn(`statistics not written: ${(e as Error).message}`); }
+}
+
 function doDump(ch: RpcChannel, req: Req): Resp {
   const o = needOpts(req);
   const d = dirs(ch.peer, o);
@@ -100,6 +106,7 @@ function doDump(ch: RpcChannel, req: Req): Resp {
   for (const n of notes) log.info(n);
   log.info(`external mounts: ${opts.external?.join(' ') ?? 'none'}`);
   const r = dump(pid, { ...opts, notify: notifier(ch, o.notify_scripts === true) });
+  stats(() => writeDumpStats(d.workDir, r));
   log.info(`dumped pid ${r.pid}: ${r.processes} process(es), ${r.pages} pages; ${opts.leaveRunning ? 'left running' : 'killed'}`);
   return { type: T.DUMP, success: true, dump: { restored: false } };
 }
@@ -116,6 +123,7 @@ function doRestore(ch: RpcChannel, req: Req): Resp {
   log.info(`external mounts: ${ro.external?.join(' ') ?? 'none'}`);
   const r = restore({ ...ro, notify: notifier(ch, o.notify_scripts === true) });
   for (const w of r.warnings) log.warn(w);
+  stats(() => writeRestoreStats(d.workDir, r));
   log.info(`restored pid ${r.pid} (${r.processes} process(es)); it is re-parented to the caller's subreaper when we exit`);
   return { type: T.RESTORE, success: true, restore: { pid: r.pid } };
 }
