@@ -4,9 +4,11 @@
 // busybox rootfs with `podman import`; a container counting into a bind-mounted
 // host directory and on its stdout (a pipe to conmon), checkpointed and
 // restored in place, then exported to an archive and restored from it as a new
-// container (the flow Kubernetes' checkpoint API uses to move containers). The
-// network is none: podman's default bridge network puts the container in an
-// external network namespace, which stasis refuses by name (tested too).
+// container (the flow Kubernetes' checkpoint API uses to move containers). On
+// podman's default bridge network the container's network namespace is
+// podman's (external to the checkpoint): the restored container is put into
+// the one podman hands over. With --network none it is the container's own
+// (carried), and --leave-running keeps it going.
 // podman must be installed (.ci/run does): its absence fails these tests.
 import { test, before, after } from 'node:test';
 import * as assert from 'node:assert/strict';
@@ -74,7 +76,7 @@ function ticks(name: string): number[] {
   return ok('podman logs', podman(['logs', name])).stdout.split('\n').filter((l) => l.startsWith('tick ')).map((l) => Number(l.slice(5)));
 }
 
-async function counter(network = 'none'): Promise<{ name: string; data: string }> {
+async function counter(network = 'bridge'): Promise<{ name: string; data: string }> {
   const name = newName();
   const data = path.join(root, `${name}-data`);
   fs.mkdirSync(data);
@@ -84,11 +86,21 @@ async function counter(network = 'none'): Promise<{ name: string; data: string }
   return { name, data };
 }
 
+/** The running container's init is in the network namespace podman made for it (and shows podman's address there). */
+function inPodmanNetns(name: string): void {
+  const pid = Number(inspect(name, '{{.State.Pid}}'));
+  const sandbox = inspect(name, '{{.NetworkSettings.SandboxKey}}');
+  assert.equal(fs.statSync(`/proc/${pid}/ns/net`).ino, fs.statSync(sandbox).ino, `${name}: init ${pid} in ${sandbox}`);
+  const ip = inspect(name, '{{.NetworkSettings.IPAddress}}');
+  assert.match(ip, /^\d+\.\d+\.\d+\.\d+$/);
+  assert.ok(fs.readFileSync(`/proc/${pid}/net/fib_trie`, 'utf8').includes(ip), `${ip} in the init's network namespace`);
+}
+
 function ourLog(file: string, marker: string): void {
   assert.match(fs.readFileSync(file, 'utf8'), new RegExp(`criu swrk \\(stasis\\): ${marker}`));
 }
 
-test('podman container checkpoint, then restore: the container counts on, in the bind-mounted dir and on its stdout', async () => {
+test('podman container checkpoint, then restore: the container counts on, in the bind-mounted dir and on its stdout, in podman\'s network namespace', async () => {
   const c = await counter();
   const userdata = inspect(c.name, '{{.StaticDir}}');
   ok('podman container checkpoint', podman(['container', 'checkpoint', '--keep', c.name]));
@@ -99,6 +111,7 @@ test('podman container checkpoint, then restore: the container counts on, in the
   const r = ok('podman container restore', podman(['container', 'restore', '--keep', '--print-stats', c.name]));
   ourLog(path.join(userdata, 'restore.log'), 'RESTORE');
   assert.equal(inspect(c.name, '{{.State.Status}}'), 'running');
+  inPodmanNetns(c.name);
   // Our stats-restore, read by podman.
   const stats = JSON.parse(r.stdout).container_statistics[0].criu_statistics;
   assert.ok(stats.restore_time > 0, JSON.stringify(stats));
@@ -128,6 +141,7 @@ test('podman container checkpoint --export, restore --import --name: a new conta
   ok('podman container restore --import --name', podman(['container', 'restore', '--import', archive, '--name', copy]));
   assert.equal(inspect(copy, '{{.State.Status}}'), 'running');
   assert.notEqual(inspect(copy, '{{.Id}}'), inspect(c.name, '{{.Id}}'));
+  inPodmanNetns(copy);
   await waitCount(c.data, atDump + 3);
   const n = counted(c.data);
   assert.deepEqual(n, consecutive(n));
@@ -138,14 +152,23 @@ test('podman container checkpoint --export, restore --import --name: a new conta
   ok('podman rm -f', podman(['rm', '-f', '-t', '0', copy, c.name]));
 });
 
-test('podman\'s default bridge network (an external network namespace): checkpoint refused by name, the container left running', async () => {
-  const c = await counter('bridge');
-  const userdata = inspect(c.name, '{{.StaticDir}}');
-  const r = podman(['container', 'checkpoint', c.name]);
-  assert.notEqual(r.status, 0);
-  assert.match(fs.readFileSync(path.join(userdata, 'dump.log'), 'utf8'), /criu option external: net\[\d+\]:extRootNetNS: external resources other than mounts are not supported/);
+test('--network none (the container\'s own network namespace, carried): checkpoint --leave-running goes on; restored later from those images', async () => {
+  const c = await counter('none');
+  const before = counted(c.data).length;
+  ok('podman container checkpoint --leave-running', podman(['container', 'checkpoint', '--leave-running', '--keep', c.name]));
+  const afterCkpt = counted(c.data).length;
   assert.equal(inspect(c.name, '{{.State.Status}}'), 'running');
-  const n = counted(c.data).length;
-  await waitCount(c.data, n + 2);
+  await waitCount(c.data, afterCkpt + 3);
+  ok('podman stop', podman(['stop', '-t', '0', c.name]));
+  const atStop = counted(c.data).length;
+  ok('podman container restore', podman(['container', 'restore', '--keep', c.name]));
+  assert.equal(inspect(c.name, '{{.State.Status}}'), 'running');
+  await waitCount(c.data, atStop + 3);
+  // The count starts again from where it was at the checkpoint.
+  const n = counted(c.data);
+  assert.deepEqual(n.slice(0, atStop), consecutive(n.slice(0, atStop)));
+  const resumed = n[atStop];
+  assert.ok(resumed - 1 >= before && resumed - 1 <= afterCkpt, `restored at ${resumed - 1}, checkpointed between ${before} and ${afterCkpt}`);
+  assert.deepEqual(n.slice(atStop), n.slice(atStop).map((_, i) => resumed + i));
   ok('podman rm -f', podman(['rm', '-f', '-t', '0', c.name]));
 });

@@ -128,8 +128,8 @@ export function optionError(field: string, what: string): StasisError {
 /** Refuse what cannot be honoured; the notes say what was accepted without effect (for the log). */
 export function screen(o: CriuOpts, kind: Kind): string[] {
   const notes: string[] = [];
-  const other = (o.external ?? []).filter((e) => !e.startsWith('mnt['));
-  if (other.length) throw optionError('external', `${other.join(', ')}: external resources other than mounts are not supported (stasis carries what the tree has)`);
+  const other = (o.external ?? []).filter((e) => !e.startsWith('mnt[') && !(kind === 'dump' && /^net\[\d+\]:./.test(e)));
+  if (other.length) throw optionError('external', `${other.join(', ')}: external resources other than mounts and (at dump) network namespaces are not supported (stasis carries what the tree has)`);
   if (isSet(o, 'empty_ns')) {
     if ((o.empty_ns! & ~CLONE_NEWNET) !== 0) throw optionError('empty_ns', `0x${o.empty_ns!.toString(16)}: only the network namespace (0x40000000) may be asked empty`);
     notes.push('criu option empty_ns (network) accepted: the tree\'s network namespace is carried as it was (loopback, addresses, routes)');
@@ -209,7 +209,8 @@ export function mountpointsOf(pid: number): Set<string> | undefined {
 
 export function dumpOptions(o: CriuOpts, dirs: Dirs, notes: string[] = []): DumpOptions & { pid: number } {
   if (o.pid === undefined || o.pid <= 0) throw optionError('pid', o.pid === undefined ? 'missing: dumping the caller itself is not supported' : `${o.pid}: not a process id`);
-  const external = externalMounts(o, mountpointsOf(o.pid), notes);
+  // Mounts, then the network namespace (criu's net[INODE]:KEY: podman's, kept by it; see net-external.ts).
+  const external = [...externalMounts(o, mountpointsOf(o.pid), notes), ...(o.external ?? []).filter((e) => e.startsWith('net['))];
   return {
     ...(external.length ? { external } : {}), networkLock: networkLock(o),
     pid: o.pid, dir: dirs.imagesDir, leaveRunning: o.leave_running === true, tcpEstablished: o.tcp_established === true,

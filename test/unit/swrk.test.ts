@@ -5,7 +5,7 @@
 import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
-import { POLICY, screen, isSet, cgroupMode, type CriuOpts } from '../../src/swrk/options';
+import { POLICY, screen, isSet, cgroupMode, dumpOptions, type CriuOpts } from '../../src/swrk/options';
 import { RpcChannel } from '../../src/swrk/channel';
 import { notifier } from '../../src/swrk/server';
 import { describeMessage, encode, decode } from '../../src/images/codec';
@@ -41,9 +41,13 @@ test('runc\'s own dump and restore requests pass the screen, each acceptance sai
   assert.ok(!d.some((n) => /leave_running|lazy_pages|auto_dedup/.test(n)));
 });
 
-test('podman\'s dump (an external network namespace) is refused by name', () => {
-  assert.throws(() => screen({ ...RUNC_DUMP, external: ['net[4026532468]:extRootNetNS'] }, 'dump'),
-    (e: StasisError) => e.code === 'STASIS_UNSUPPORTED' && /^criu option external: net\[4026532468\]:extRootNetNS: external resources other than mounts are not supported/.test(e.message));
+test('external: podman\'s network namespace is taken at dump; an external pid namespace, or a network namespace at restore, refused by name', () => {
+  const podman = { ...RUNC_DUMP, external: ['net[4026532468]:extRootNetNS'] };
+  assert.doesNotThrow(() => screen(podman, 'dump'));
+  assert.deepEqual(dumpOptions(podman, { imagesDir: '/i', workDir: '/w' }).external, ['mnt[/data]:/data', 'mnt[/proc/keys]:/dev/null', 'net[4026532468]:extRootNetNS']);
+  assert.throws(() => screen({ ...RUNC_DUMP, external: ['pid[4026532470]:extRootPidNS'] }, 'dump'),
+    (e: StasisError) => e.code === 'STASIS_UNSUPPORTED' && /^criu option external: pid\[4026532470\]:extRootPidNS: external resources other than mounts and \(at dump\) network namespaces are not supported/.test(e.message));
+  assert.throws(() => screen({ ...RUNC_RESTORE, external: ['net[4026532468]:extRootNetNS'] }, 'restore'), /^StasisError: criu option external: net\[4026532468\]/);
 });
 
 /** A value that means something for a field of criu_opts, by its declared type. */
