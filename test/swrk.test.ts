@@ -10,8 +10,9 @@ import { test, before, after } from 'node:test';
 import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { spawnSync } from 'node:child_process';
 import {
-  Fixture, initHarness, tmpDir, SwrkClient, REQ, openDir, loadDumpedMemory, dumpedBytes, tracerPid, procState, waitGone,
+  Fixture, initHarness, tmpDir, SwrkClient, REQ, CRIU, openDir, loadDumpedMemory, dumpedBytes, tracerPid, procState, waitGone,
   descendantsOf, reapZombies, type CriuOpts, type CriuResp, type Notification,
 } from './harness';
 import { encode } from '../src/images/codec';
@@ -335,4 +336,19 @@ test('the client goes away or reports a failure mid-conversation: an error reply
     fs.closeSync(imgFd);
   }
   await nothingLeft(fixtures.filter((f) => f.alive).map((f) => f.pid));
+});
+
+test('criu --version, criu check --feature, and the commands not provided, as runc\'s and podman\'s scripts call them', () => {
+  const run = (...args: string[]) => spawnSync(CRIU, args, { encoding: 'utf8' });
+  let r = run('--version');
+  assert.equal(r.status, 0);
+  assert.equal(r.stdout, 'Version: 4.2\n');
+  r = run('check', '--feature', 'external_net_ns');
+  assert.equal(r.status, 0, r.stderr);
+  r = run('check', '--feature', 'mem_dirty_track');
+  assert.equal(r.status, 1);
+  assert.match(r.stderr, /^Warn: mem_dirty_track is not supported by stasis: no incremental dumps/);
+  r = run('dump', '-t', '1');
+  assert.equal(r.status, 1);
+  assert.match(r.stderr, /^criu \(stasis\): 'dump' is not provided: this criu serves `criu swrk FD`/);
 });
