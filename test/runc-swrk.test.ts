@@ -59,7 +59,7 @@ function state(id: string): { status: string; pid: number } | undefined {
   return r.status === 0 ? JSON.parse(r.stdout) : undefined;
 }
 
-// No child process in the loop: a shell's short-lived child can be caught as a zombie by a dump.
+// No child per tick (read -t on a FIFO, not sleep): the count is all the tree does.
 const COUNTER = 'mkfifo /tmp/tick; exec 3<>/tmp/tick; i=0; while true; do i=$((i+1)); echo $i >> /data/log; read -t 0.1 x <&3; done';
 
 /** The numbers the container wrote (each line whole: it appends one short line at a time). */
