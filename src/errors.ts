@@ -61,6 +61,8 @@ export const ErrorCodes = {
   /** The network lock of dumped TCP connections could not be taken or removed (nft, iptables). */
   NETWORK_LOCK: 'STASIS_NETWORK_LOCK',
   INTERNAL: 'STASIS_INTERNAL',
+  /** criu swrk: the client sent a malformed or unexpected message, reported a failure, or went away. */
+  RPC: 'STASIS_RPC',
 } as const;
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
 

@@ -9,8 +9,10 @@
 //   fixture  the Fixture class and the manifest it prints before READY
 //   cli      running bin/stasis.js, restoreDetached, DUMP_STEPS
 //   images   the byte pattern, dumped memory, tampering with images, crit
+//   swrk     a criu swrk client (runc's and go-criu's side of bin/criu)
 export * from './harness/build';
 export * from './harness/process';
 export * from './harness/fixture';
 export * from './harness/cli';
 export * from './harness/images';
+export * from './harness/swrk';

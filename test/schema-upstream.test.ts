@@ -1,11 +1,13 @@
 // Our image schema against CRIU's own: every message we declare, field by
 // field (name, number, label, type), and every image magic, compared with
 // the descriptors of Debian's pycriu (package criu), which are generated from
-// CRIU's images/*.proto.
+// CRIU's images/*.proto (and rpc.proto: pycriu.rpc_pb2, the criu swrk
+// messages).
 import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { SCHEMA, EXTENSIONS, NEWER_UPSTREAM, type MsgName } from '../src/images/schema';
+import { RPC_NEWER_THAN_PYCRIU } from '../src/images/rpc-schema';
 import { describeMessage } from '../src/images/codec';
 import { MAGIC } from '../src/images/magic';
 
@@ -30,6 +32,8 @@ for m in pkgutil.iter_modules(imgs.__path__):
     if not m.name.endswith('_pb2'): continue
     mod = importlib.import_module('pycriu.images.' + m.name)
     for d in mod.DESCRIPTOR.message_types_by_name.values(): walk(d)
+import pycriu.rpc_pb2 as rpc
+for d in rpc.DESCRIPTOR.message_types_by_name.values(): walk(d)
 json.dump({'messages': msgs, 'magic': magic.by_name}, sys.stdout)
 `;
 
@@ -53,7 +57,7 @@ test('every field of every message we declare is CRIU\'s: name, number, label, t
         if (t || clash) problems.push(`${name}.${f.name}: declared an extension, but upstream has field ${t ? f.name : clash![0]}`);
         continue;
       }
-      const newer = NEWER_UPSTREAM[`${name}.${f.name}`];
+      const newer = NEWER_UPSTREAM[`${name}.${f.name}`] ?? RPC_NEWER_THAN_PYCRIU[`${name}.${f.name}`];
       if (!t && newer) {
         // Newer than this pycriu: compare with CRIU 4.2's declaration, and no clash here.
         const clash = Object.entries(theirs).find(([, x]) => x[0] === f.num);

@@ -119,13 +119,18 @@ export function dump(pid: number, opts: DumpOptions): DumpResult {
   let tFrozen = t0;
   let done = false;
   let imagesBytes = 0;
+  let netLocked = false;
+  let unlockError: unknown;
   try {
     ctx.step('start');
     const zombies: FoundZombie[] = [];
+    opts.notify?.('pre-dump');
     tree = timed(timings, 'freeze', () => freezeTree(pid, zombies));
     tFrozen = process.hrtime.bigint();
     log.info(`frozen: ${tree.map((p) => `${p.pid} (${p.threads.length} thread${p.threads.length > 1 ? 's' : ''})`).join(', ')}`);
     ctx.step('seized');
+    opts.notify?.('network-lock');
+    netLocked = opts.notify !== undefined;
     ctx.processes = timed(timings, 'inspect', () => inspect(tree));
     ctx.zombies = inspectZombies(zombies, ctx.processes);
     for (const p of phases) {
@@ -134,12 +139,17 @@ export function dump(pid: number, opts: DumpOptions): DumpResult {
     }
     ctx.step('commit');
     timed(timings, 'commit', () => out.commit((s) => ctx.step(s)));
+    // The orchestrator may still refuse (the images stay; the tree goes on, as criu's).
+    opts.notify?.('post-dump');
     done = true;
     imagesBytes = out.bytesWritten;
   } finally {
+    // A tree that goes on gets its network back before it runs again.
+    if (netLocked && !(done && !opts.leaveRunning)) try { opts.notify!('network-unlock'); } catch (e) { unlockError = e; }
     timed(timings, done && !opts.leaveRunning ? 'kill' : 'release', () => finishDump(ctx, tree, done));
     out.close();
   }
+  if (unlockError) throw unlockError;
   const t1 = process.hrtime.bigint();
   return {
     pid, processes: tree.length, threads: tree.reduce((a, p) => a + p.threads.length, 0), pages: ctx.pagesCount, bytes: ctx.pagesBytes,

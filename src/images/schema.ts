@@ -7,6 +7,8 @@
 // Each field is "label type number", e.g. "required uint64 3". The schema is
 // `as const`, so every message has a TypeScript type: Msg<'timerfd_entry'>,
 // 64-bit integers as bigint, bytes as Buffer, enums as numbers.
+// CRIU's RPC messages (criu swrk) are declared in rpc-schema.ts and merged in.
+import { RPC_MESSAGES, RPC_ENUMS } from './rpc-schema';
 
 const messages = {
   inventory_entry: {
@@ -252,6 +254,7 @@ const messages = {
   pipe_entry: {
     id: 'required uint32 1', pipe_id: 'required uint32 2', flags: 'required uint32 3', fown: 'required fown_entry 4',
   },
+  ...RPC_MESSAGES,
 } as const;
 
 const enums = {
@@ -272,6 +275,7 @@ const enums = {
     PACKETSK: 10, TTY: 11, FANOTIFY: 12, NETLINKSK: 13, NS: 14, TUNF: 15, EXT: 16, TIMERFD: 17, MEMFD: 18,
     BPFMAP: 19, CTL_TTY: 65534, AUTOFS_PIPE: 65535,
   },
+  ...RPC_ENUMS,
 } as const;
 
 export const SCHEMA = { messages, enums } as const;

@@ -7,13 +7,14 @@ import * as fs from 'node:fs';
 import { abi, kcmp } from '../sys';
 import { listFds, readFdInfo } from '../proc/proc';
 import { parts, type Msg } from '../images/image';
-import { FD_TYPE_NAMES, FDINFO_CLOEXEC } from '../images/criu';
+import { FD_TYPE_NAMES, FDINFO_CLOEXEC, FD_TYPES } from '../images/criu';
 import { StasisError, ErrorCodes } from '../errors';
 import { defineUnit, type AnyUnit, type FdDesc, type FileKind } from '../unit/unit';
 import type { DumpCtx } from '../unit/dump-ctx';
 import type { RestoreCtx, TaskRestore } from '../unit/restore-ctx';
 import type { Loading } from '../unit/checkpoint';
 import type { RemoteTask } from '../compel/remote';
+import { giveFd } from '../compel/give-fd';
 
 const { O, KCMP, F } = abi;
 type FileEntry = Msg<'file_entry'>;
@@ -136,12 +137,33 @@ export function fileEntry(ctx: RestoreCtx | Loading, id: number): FileEntry {
   return f;
 }
 
+/**
+ * criu's inherit_fd key of a file the restorer may be handed in its place:
+ * pipe:[INODE] (runc and podman hand over a container's stdio pipes so).
+ */
+export function inheritKey(f: FileEntry): string | undefined {
+  return f.type === FD_TYPES.PIPE && f.pipe ? `pipe:[${f.pipe.pipe_id}]` : undefined;
+}
+
+/** Our fd N of the --inherit-fd fd[N]:KEY naming `key`, if any. */
+export function inheritedFd(specs: readonly string[] | undefined, key: string | undefined): number | undefined {
+  if (key === undefined) return undefined;
+  for (const s of specs ?? []) {
+    const m = /^fd\[(\d+)\]:(.+)$/.exec(s);
+    if (m && m[2] === key) return Number(m[1]);
+  }
+  return undefined;
+}
+
 /** A new fd in the task for file `id` (sharing its open file description with every other holder). */
 function materialize(ctx: RestoreCtx, tr: TaskRestore, id: number, st: RestoreState): number {
   const t = tr.task;
   const holder = st.holders.get(id);
   if (holder) return holder.pid === tr.img.pid ? t.callNum('dup', holder.fd) : fetchFd(t, holder.pid, holder.fd);
   const f = fileEntry(ctx, id);
+  // One of ours given in its place (criu's --inherit-fd fd[N]:KEY): that very open file.
+  const ours = inheritedFd(ctx.opts.inheritFd, inheritKey(f));
+  if (ours !== undefined) return giveFd(t, ours);
   const u = fileUnitOfType(f.type)!;
   return kindOf(u).open(ctx, tr, (f as Record<string, unknown>)[kindOf(u).field], ctx.state(u), ctx.loaded(u));
 }

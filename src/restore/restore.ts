@@ -153,6 +153,7 @@ export function restore(opts: RestoreOptions): RestoreResult {
     const ctx = new RestoreCtx(opts, ckpt, { flags: CLONE.PARENT, setTid: [rootImg.pid] });
     const phases = restorePhases();
     const mm = ckpt.loaded(memoryUnit);
+    opts.notify?.('pre-restore');
     const stub = timed(timings, 'stub', () => startStub());
     let ok = false;
     const run = (p: BoundPhase) => { ctx.step(p.name); timed(timings, p.name, () => runPhase(ctx, p)); };
@@ -172,10 +173,16 @@ export function restore(opts: RestoreOptions): RestoreResult {
       const leader = RemoteTask.onTrampoline(rootPid, trampoline);
       const root: TaskRestore = { img: rootImg, task: leader, threads: new Map([[rootImg.pid, leader]]), xsaveSize: ptrace.getXstate(rootPid).length };
       ctx.tasks.set(rootImg.pid, root);
+      opts.notify?.('setup-namespaces', rootPid);
       phases.root.forEach(run);
+      opts.notify?.('post-setup-namespaces');
       ctx.step('tree');
       timed(timings, 'tree', () => createTree(ctx, root));
       phases.tree.forEach(run);
+      // Everything is in place, nothing runs yet.
+      opts.notify?.('post-restore', rootPid);
+      opts.notify?.('network-unlock');
+      opts.notify?.('pre-resume');
       // Children first: a parent let go first could act on (or wait for) a child not yet finished.
       timed(timings, 'finish', () => { for (const tr of [...ctx.tasks.values()].reverse()) finish(ctx, tr); });
       ok = true;
@@ -185,6 +192,8 @@ export function restore(opts: RestoreOptions): RestoreResult {
     } finally {
       cleanup(ctx, ok);
     }
+    // The tree runs: too late to undo (criu only logs a failure here).
+    try { opts.notify?.('post-resume'); } catch (e) { ctx.warnings.push(`post-resume: ${(e as Error).message}`); }
     const ms = Number(process.hrtime.bigint() - t0) / 1e6;
     // Our ids (the outer ones when the tree has a pid namespace of its own).
     const pids = ckpt.processes.map((p) => ctx.tasks.get(p.pid)!.task.pid);

@@ -37,6 +37,8 @@ export interface LoadOptions {
   inheritFd?: string[];
   /** criu's --join-ns KIND:PATH: the tree joins that existing namespace. */
   joinNs?: string[];
+  /** criu's --cgroup-root: the root's cgroup per hierarchy (no ctrl: every other one), its subtree moved along. */
+  cgroupRoots?: import('../resources/ns/cgroup').CgroupRoot[];
 }
 
 /** What a unit's load and validate hooks see. */

@@ -31,7 +31,20 @@ export interface DumpOptions {
   external?: string[];
   /** Failure injection for tests: "phase" or "phase:kill" (STASIS_FAIL_AT). */
   failAt?: string;
+  /** Called at the named points an orchestrator waits for (criu's notify scripts); throwing aborts the dump. */
+  notify?: NotifyHook;
 }
+
+/**
+ * A dump or restore tells whoever drives it where it is (criu's action
+ * scripts: runc and podman act on them over `criu swrk`). Dump: pre-dump,
+ * network-lock (tree frozen), post-dump (images complete, tree not yet
+ * killed or let go), network-unlock (only if the tree goes on). Restore:
+ * pre-restore, setup-namespaces and post-restore (with the root's pid as we
+ * see it), post-setup-namespaces, network-unlock, pre-resume, post-resume;
+ * criu's orphan-pts-master would pass an fd along.
+ */
+export type NotifyHook = (point: string, pid?: number, fd?: number) => void;
 
 /** Where a dump's images go (a private staging directory until the dump is complete). */
 export interface ImageSink {

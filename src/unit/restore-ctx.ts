@@ -28,10 +28,14 @@ export interface RestoreOptions {
   inheritFd?: string[];
   /** criu's --join-ns KIND:PATH: the tree joins that existing namespace. */
   joinNs?: string[];
+  /** criu's --cgroup-root (see LoadOptions). */
+  cgroupRoots?: import('../resources/ns/cgroup').CgroupRoot[];
   /** Verify every file against the checkpoint's digest first (default true). */
   verify?: boolean;
   /** Failure injection for tests (STASIS_FAIL_AT=phase or phase:kill). */
   failAt?: string;
+  /** Called at the named points an orchestrator waits for (see NotifyHook); throwing aborts the restore. */
+  notify?: import('./dump-ctx').NotifyHook;
 }
 
 /** One process being rebuilt. */

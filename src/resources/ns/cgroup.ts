@@ -17,6 +17,8 @@ import type { RestoreCtx } from '../../unit/restore-ctx';
 import { namespacesUnit } from './namespaces';
 
 export type CgroupMode = 'none' | 'props' | 'soft' | 'full' | 'strict' | 'ignore';
+/** criu's --cgroup-root [CTRL:]PATH: a hierarchy's new root (no ctrl: every hierarchy not named). */
+export interface CgroupRoot { ctrl?: string; path: string }
 type Member = Msg<'cg_member_entry'>;
 type Dir = Msg<'cgroup_dir_entry'>;
 
@@ -181,6 +183,28 @@ function join(ctx: RestoreCtx, l: Loaded, set: number, pid: number, thread: bool
   }
 }
 
+/** The root's cgroup in hierarchy `name` is `path` now: it, and every cgroup under it, moved there (as criu's --cgroup-root). */
+function moveRoots(roots: CgroupRoot[], sets: Map<number, Member[]>, dirs: Map<string, Dir>, rootSet: number): void {
+  const inside = (p: string, base: string) => (p === base ? '' : base === '/' ? p : p.startsWith(base + '/') ? p.slice(base.length) : undefined);
+  for (const m of sets.get(rootSet)!) {
+    const r = roots.find((x) => x.ctrl && (x.ctrl === m.name || m.name.split(',').includes(x.ctrl))) ?? roots.find((x) => !x.ctrl);
+    if (!r || r.path === m.path) continue;
+    const from = m.path;
+    const to = (rest: string) => path.posix.join(r.path, rest || '.');
+    for (const s of sets.values()) {
+      for (const x of s) {
+        const rest = x.name === m.name ? inside(x.path, from) : undefined;
+        if (rest !== undefined) x.path = to(rest);
+      }
+    }
+    for (const [k, d] of [...dirs]) {
+      const [name, rel] = [k.slice(0, k.indexOf(':')), k.slice(k.indexOf(':') + 1)];
+      const rest = name === m.name ? inside('/' + rel, from) : undefined;
+      if (rest !== undefined) { dirs.delete(k); dirs.set(`${name}:${to(rest).slice(1)}`, d); }
+    }
+  }
+}
+
 export const cgroupUnit = defineUnit({
   name: 'cgroup',
   dumpPhases: [{ name: 'cgroups', after: ['namespaces'], before: ['write-core'], once: dumpCgroups }],
@@ -196,7 +220,9 @@ export const cgroupUnit = defineUnit({
       }
       for (const c of e.controllers ?? []) dirByPath(c.dirs ?? [], (c.cnames ?? []).join(','), dirs);
     }
-    return { sets, dirs, rootSet: ld.processes[0].threads[0].core.thread_core?.cg_set };
+    const rootSet = ld.processes[0].threads[0].core.thread_core?.cg_set;
+    if (ld.opts.cgroupRoots?.length && rootSet !== undefined && sets.has(rootSet)) moveRoots(ld.opts.cgroupRoots, sets, dirs, rootSet);
+    return { sets, dirs, rootSet };
   },
   validate(ld, l) {
     if (ld.opts.manageCgroups === 'ignore') return;

@@ -69,6 +69,12 @@ export interface PlanOptions {
   external?: ReadonlyMap<string, string>;
   /** At dump, an external mount needs no plan: it is bound from what the restore maps its key to. */
   dumping?: boolean;
+  /**
+   * At restore: whether the dump took a tmpfs's contents (it had no host mount
+   * then, so it is made anew: a host mount that has its device number now is
+   * another filesystem, the number reused).
+   */
+  filled?: (dev: number) => boolean;
 }
 
 /** `root` under `base`: the path from base to root, or undefined. */
@@ -82,6 +88,8 @@ export function joinPath(a: string, b: string): string {
   return b === '/' ? a : a === '/' ? b : a + b;
 }
 
+const NS_BOUND: ReadonlySet<number | undefined> = new Set([FSTYPE.PROC, FSTYPE.SYSFS, FSTYPE.MQUEUE]);
+
 const creatable = (m: Mnt) => m.root === '/' && m.fstype !== FSTYPE.UNSUPPORTED && m.fstype !== FSTYPE.OVERLAYFS && m.fstype !== FSTYPE.AUTOFS;
 
 /** A plan of its own, needing no other mount of the tree: external, --root, ours, or made anew. */
@@ -92,6 +100,11 @@ function standalone(m: Mnt, host: HostMount[], o: PlanOptions): Plan | { error: 
     return from !== undefined ? { how: 'host', from } : { error: `mount ${m.mountpoint} was dumped as external (key ${m.ext_key}): restore with --external mnt[${m.ext_key}]:PATH` };
   }
   if (m.mountpoint === '/' && o.rootDir) return { how: 'host', from: o.rootDir };
+  if (m.fstype === FSTYPE.TMPFS && o.filled?.(m.root_dev)) return m.root === '/' ? { how: 'create' } : undefined;
+  // What these show is the namespaces of whoever mounts them (pid, net, ipc):
+  // mounted anew in the restored root, never taken from a host mount by a
+  // device number that may have been reused since (a dead container's).
+  if (NS_BOUND.has(m.fstype)) return m.root === '/' ? { how: 'create' } : undefined;
   for (const h of host) {
     const sub = h.dev === m.root_dev ? under(m.root, h.root) : undefined;
     if (sub !== undefined) return { how: 'host', from: joinPath(h.mountpoint, sub) };

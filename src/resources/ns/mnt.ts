@@ -13,7 +13,7 @@ import { abi, pidfdOpen, pidfdGetfd, sysTry } from '../../sys';
 import { cstr, type RemoteTask } from '../../compel/remote';
 import { withHelperTask } from '../../compel/helper-task';
 import { parseMountInfo, kdev, optionalField, type MountInfo } from '../../proc/mountinfo';
-import { parts, type Msg } from '../../images/image';
+import { parts, type Msg, type ImageReader } from '../../images/image';
 import { StasisError, ErrorCodes, SyscallError } from '../../errors';
 import { defineUnit } from '../../unit/unit';
 import type { RestoreCtx } from '../../unit/restore-ctx';
@@ -149,7 +149,7 @@ export const mntUnit = defineUnit({
   },
   validate(ld, mounts) {
     if (!mounts) return;
-    const plans = planMounts(mounts, hostMounts(), planOptions(ld.opts));
+    const plans = planMounts(mounts, hostMounts(), planOptions(ld.opts, ld.images));
     buildOrder(mounts, plans);
     for (const m of mounts) {
       const p = plans.get(m.mnt_id)!;
@@ -171,8 +171,8 @@ export const mntUnit = defineUnit({
   }],
 });
 
-function planOptions(o: LoadOptions) {
-  return { rootDir: o.root, external: parseExternalMounts(o.external ?? [], 'restore') };
+function planOptions(o: LoadOptions, images: ImageReader) {
+  return { rootDir: o.root, external: parseExternalMounts(o.external ?? [], 'restore'), filled: (dev: number) => images.exists(tarName(dev)) };
 }
 
 /** Build the mount tree in the root's new namespace and pivot into it. */
@@ -184,7 +184,7 @@ function buildTree(ctx: RestoreCtx, t: RemoteTask, mounts: Mnt[], yard: string):
   mount('stasis-yard', yard, 'tmpfs', 0, 'mode=0700');
   const top = path.join(yard, 'root');
   t.call('mkdirat', AT_FDCWD, cstr(top), 0o755);
-  const plans = planMounts(mounts, hostMounts(), planOptions(ctx.opts));
+  const plans = planMounts(mounts, hostMounts(), planOptions(ctx.opts, ctx.ckpt.images));
   const at = new Map<number, string>();
   for (const m of buildOrder(mounts, plans)) {
     const p = plans.get(m.mnt_id) as Plan;
