@@ -124,7 +124,7 @@ const restoreCmd: Command = {
     { long: 'manage-cgroups', type: 'string', arg: 'MODE', help: 'cgroups: soft (default: make missing ones, their limits too), full, strict, props, none, ignore (criu\'s modes)' },
     { long: 'root', type: 'string', arg: 'DIR', help: 'the tree\'s root directory here: its mount namespace\'s root is bound from DIR (default: found among our mounts)' },
     { long: 'external', type: 'string', multiple: true, arg: 'mnt[KEY]:PATH', help: 'bind the mount dumped as external KEY from PATH' },
-    { long: 'inherit-fd', type: 'string', multiple: true, arg: 'fd[N]:KEY', help: 'our fd N is what the images name KEY (a network namespace dumped as external)' },
+    { long: 'inherit-fd', type: 'string', multiple: true, arg: 'fd[N]:KEY', help: 'our fd N is what the images name KEY: a network namespace dumped as external, or a pipe (pipe:[INODE]) given to the tree in its place, as criu' },
     { long: 'join-ns', type: 'string', multiple: true, arg: 'net:PATH|net:PID', help: 'restore the tree into this existing network namespace' },
     { long: 'no-verify', type: 'flag', help: `do not check the images against their digest (${DIGEST_FILE}) first (images made by criu have none)` },
     ...LOGGING,
