@@ -7,3 +7,4 @@ export { addressOf } from './native';
 export { pipe, waitReadable } from './pipe';
 export type { Regs } from './ptrace';
 export { socketpair, sendPacket, recvPacket, peerCred, socketType, pollOne, shutdownSocket, type Packet } from './socket';
+export * from './uffd';

@@ -14,3 +14,4 @@ export * from './elf';
 export { struct, i32s, u64s, readI32s, type Struct, type StructValue, type StructInput, type FieldType } from './struct';
 export * from './ipc';
 export * from './mount';
+export * from './uffd';

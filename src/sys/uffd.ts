@@ -1,0 +1,64 @@
+// userfaultfd ioctls on our copy of a task's userfaultfd, and PAGEMAP_SCAN on
+// its /proc/PID/pagemap. Both act on the mm the userfaultfd was opened in
+// (ctx->mm) or the pagemap names, not on ours: stasis drives them from outside.
+import { sys, sysTry } from './call';
+import { addressOf } from './native';
+import {
+  UFFD_API, UFFDIO_IOC, UFFDIO_API_ARG, UFFDIO_REGISTER_ARG, UFFDIO_WRITEPROTECT_ARG, UFFDIO_REGISTER_MODE,
+  UFFDIO_WRITEPROTECT_MODE, UFFDIO_RANGE, PAGEMAP_SCAN, PM_SCAN_ARG, PAGE_REGION,
+} from './abi';
+
+/** UFFDIO_API: enable `features` (once per userfaultfd); returns what the kernel offers. */
+export function uffdApi(fd: number, features: number): bigint {
+  const b = UFFDIO_API_ARG.encode({ api: UFFD_API, features });
+  sys('ioctl', fd, UFFDIO_IOC.API, addressOf(b), 0, 0, 0, 'UFFDIO_API');
+  return UFFDIO_API_ARG.decode(b).features;
+}
+
+/** UFFDIO_REGISTER in write-protect mode; returns -errno (a VMA that cannot be registered is an answer). */
+export function uffdRegisterWp(fd: number, start: bigint, len: bigint): number {
+  const b = UFFDIO_REGISTER_ARG.encode({ start, len, mode: UFFDIO_REGISTER_MODE.WP });
+  return sysTry('ioctl', fd, UFFDIO_IOC.REGISTER, addressOf(b));
+}
+
+/** UFFDIO_UNREGISTER (clears the range's write protection too); -errno on failure. */
+export function uffdUnregister(fd: number, start: bigint, len: bigint): number {
+  const b = UFFDIO_RANGE.encode({ start, len });
+  return sysTry('ioctl', fd, UFFDIO_IOC.UNREGISTER, addressOf(b));
+}
+
+/** UFFDIO_WRITEPROTECT: protect (`on`) or unprotect a registered range. */
+export function uffdWriteProtect(fd: number, start: bigint, len: bigint, on: boolean): void {
+  const b = UFFDIO_WRITEPROTECT_ARG.encode({ start, len, mode: on ? UFFDIO_WRITEPROTECT_MODE.WP : 0 });
+  sys('ioctl', fd, UFFDIO_IOC.WRITEPROTECT, addressOf(b), 0, 0, 0, 'UFFDIO_WRITEPROTECT');
+}
+
+const REGIONS = 4096;
+let regionBuf: Buffer | undefined;
+
+/**
+ * PAGEMAP_SCAN over [start, end) of the pagemap open as `pmFd`: the ranges of
+ * pages having every category of `mask`, merged in address order. `flags`:
+ * PM_SCAN_* (WP_MATCHING write-protects what it reports, atomically per page).
+ */
+export function pagemapScan(pmFd: number, start: bigint, end: bigint, flags: number, mask: number): [bigint, bigint][] {
+  const vec = (regionBuf ??= Buffer.alloc(REGIONS * PAGE_REGION.size));
+  const out: [bigint, bigint][] = [];
+  const arg = Buffer.alloc(PM_SCAN_ARG.size);
+  for (let at = start; at < end; ) {
+    PM_SCAN_ARG.encode({
+      size: PM_SCAN_ARG.size, flags, start: at, end, vec: addressOf(vec), vec_len: REGIONS, category_mask: mask, return_mask: mask,
+    }, arg);
+    const n = sys('ioctl', pmFd, PAGEMAP_SCAN, addressOf(arg), 0, 0, 0, 'PAGEMAP_SCAN');
+    for (let i = 0; i < n; i++) {
+      const r = PAGE_REGION.decode(vec, i * PAGE_REGION.size);
+      const last = out[out.length - 1];
+      if (last && last[1] === r.start) last[1] = r.end;
+      else out.push([r.start, r.end]);
+    }
+    const walked = PM_SCAN_ARG.decode(arg).walk_end;
+    if (walked <= at) break;
+    at = walked;
+  }
+  return out;
+}
