@@ -21,6 +21,8 @@ import { DigestBuilder, DIGEST_FILE, formatDigest, parseDigest, type RawHash } f
 import type { ImageKind } from './magic';
 
 const STAGING_PREFIX = '.stasis-staging-';
+/** criu's link to the parent images directory (images/chain.ts; named here: chain.ts imports this file). */
+export const PARENT_LINK = 'parent';
 const COMMIT_PREFIX = '.stasis-commit-';
 
 /** Refuse a directory another user could plant files or links in. */
@@ -119,8 +121,9 @@ function moveIn(here: string, name: string, step?: (s: string) => void): void {
   }
   const from = `/proc/self/fd/${dfd}`;
   let stale: string[] = [];
+  let names: string[] = [];
   try {
-    const names = fs.readdirSync(from);
+    names = fs.readdirSync(from);
     stale = names.includes(DIGEST_FILE) ? listedNow(here) : [];
     // The old checkpoint stops being one first; a half-moved new one has no inventory yet.
     if (names.includes('inventory.img')) fs.rmSync(path.join(here, 'inventory.img'), { force: true });
@@ -134,6 +137,10 @@ function moveIn(here: string, name: string, step?: (s: string) => void): void {
     fs.closeSync(dfd);
   }
   fs.rmdirSync(path.join(here, name));
+  // A parent link the new checkpoint lacks is the old one's: it goes (never followed).
+  if (names.length && !names.includes(PARENT_LINK)) {
+    try { if (fs.lstatSync(path.join(here, PARENT_LINK)).isSymbolicLink()) fs.unlinkSync(path.join(here, PARENT_LINK)); } catch { /* none */ }
+  }
   if (!stale.length) return;
   const kept = new Set(listedNow(here));
   if (!kept.size) return; // the new digest does not read: remove nothing
@@ -204,6 +211,11 @@ export class DumpDir {
     const fd = openNew(this.stagedPath(file));
     this.staged.push(file);
     return new RawImageOut(fd, this.finalPath(file), this.digest.addRaw(file, this.stagedPath(file)));
+  }
+
+  /** A symbolic link in the checkpoint (criu's `parent`): moved into place with the files. */
+  symlink(name: string, target: string): void {
+    try { fs.symlinkSync(target, this.stagedPath(name)); } catch (e) { throw ioError(this.finalPath(name), 'create link', e); }
   }
 
   /**

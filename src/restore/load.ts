@@ -4,7 +4,6 @@
 // units' host checks (`validate`: files still there...).
 import { StasisError, ErrorCodes } from '../errors';
 import { ImageReader } from '../images/image';
-import type { DigestListing } from '../images/digest';
 import { IMG_VERSION, MARCH, TASK_STATE } from '../images/criu';
 import type { Msg } from '../images/schema';
 import { order } from '../unit/order';
@@ -91,12 +90,7 @@ function checkTree(file: string, procs: ProcessImage[]): void {
   });
 }
 
-export interface ReadOptions extends LoadOptions {
-  /** Trust image files of any owner (default: ours and root's). */
-  anyOwner?: boolean;
-  /** The verified digest (images/digest.ts): read only the files it lists. */
-  listing?: DigestListing;
-}
+export type ReadOptions = LoadOptions;
 
 /** Read and check a whole checkpoint (no host checks: see validateCheckpoint). */
 export function loadCheckpoint(dir: string, opts: ReadOptions = {}, units: readonly AnyUnit[] = UNITS): Checkpoint {

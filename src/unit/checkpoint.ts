@@ -2,6 +2,7 @@
 // unit reads), and each unit's own loaded images.
 import type { Msg } from '../images/schema';
 import type { ImageReader } from '../images/image';
+import type { DigestListing } from '../images/digest';
 import type { Unit } from './unit';
 
 export interface ThreadImage { tid: number; core: Msg<'core_entry'> }
@@ -39,6 +40,10 @@ export interface LoadOptions {
   joinNs?: string[];
   /** criu's --cgroup-root: the root's cgroup per hierarchy (no ctrl: every other one), its subtree moved along. */
   cgroupRoots?: import('../resources/ns/cgroup').CgroupRoot[];
+  /** Trust image files of any owner (default: ours and root's). */
+  anyOwner?: boolean;
+  /** The verified digest (images/digest.ts): read only the files it lists; parent images are verified too. */
+  listing?: DigestListing;
 }
 
 /** What a unit's load and validate hooks see. */

@@ -29,6 +29,15 @@ export interface DumpOptions {
   fileLocks?: boolean;
   /** criu's --external forms (mnt[MOUNTPOINT]:KEY: a mount bound at restore from what KEY is mapped to). */
   external?: string[];
+  /**
+   * The previous pre-dump or dump (criu --prev-images-dir, relative to `dir`):
+   * pages unchanged since are referred to it (PE_PARENT) rather than copied.
+   */
+  prevImagesDir?: string;
+  /** Keep tracking memory changes after a dump that leaves the tree running (criu --track-mem), for a next incremental dump. */
+  trackMem?: boolean;
+  /** A pre-dump: memory only, copied while the tree runs, write tracking armed. */
+  preDump?: boolean;
   /** Failure injection for tests: "phase" or "phase:kill" (STASIS_FAIL_AT). */
   failAt?: string;
   /** Called at the named points an orchestrator waits for (criu's notify scripts); throwing aborts the dump. */
@@ -52,6 +61,8 @@ export interface ImageSink {
   write(file: string, kind: ImageKind, parts: Part[]): void;
   /** A new raw file (pages), written by appending through it (never by fd: it is hashed for the digest as it goes). */
   create(file: string): RawImage;
+  /** A symbolic link (criu's `parent` link to the previous images directory); not hashed: what it names is pinned by a file that is. */
+  symlink(name: string, target: string): void;
 }
 
 /** A raw image being written; `close` never throws (a problem shows at commit). */
@@ -92,6 +103,8 @@ export interface ProcessDump {
   ids: Msg<'task_kobj_ids_entry'>;
   /** core entries by thread id (leader first). */
   core: Map<number, CoreDraft>;
+  /** fds of stasis's own in the task (memory tracking's userfaultfd): never dumped as the task's files. */
+  ownFds?: number[];
 }
 
 /** A child of the tree that has exited, not yet waited for (dump/zombies.ts). */
