@@ -4,6 +4,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { StasisError, ErrorCodes } from '../errors';
 import { dump, type DumpResult } from '../dump/dump';
+import { preDump } from '../dump/predump';
 import { restore, type RestoreResult } from '../restore/restore';
 import { waitRestored } from '../restore/tree';
 import { lockForReading } from '../images/dir';
@@ -13,7 +14,7 @@ import { checkFeatures } from '../check';
 import { runDemo } from '../demo';
 import { listNetworkLocks, clearNetworkLocks } from '../resources/netlock';
 import { openLog, closeLog, setLogLevel, log } from '../log';
-import { LOGGING, usageError, type CommandSpec, type Values } from './options';
+import { LOGGING, usageError, type CommandSpec, type OptionSpec, type Values } from './options';
 import type { CgroupMode } from '../resources/ns/cgroup';
 
 export interface Command extends CommandSpec {
@@ -64,6 +65,10 @@ export function restoreSummary(r: RestoreResult): string {
   return `restored pid ${r.pid}${r.processes > 1 ? ` and ${r.processes - 1} descendant(s)` : ''} in ${r.ms.toFixed(1)} ms`;
 }
 
+const INCREMENTAL: OptionSpec[] = [
+  { long: 'prev-images-dir', type: 'string', arg: 'DIR', help: 'the previous pre-dump or dump (relative to -D, as in criu): pages unchanged since are referred to it (a `parent` link), not copied' },
+];
+
 const dumpCmd: Command = {
   name: 'dump',
   usage: 'stasis dump -t PID -D DIR [options]',
@@ -79,6 +84,8 @@ const dumpCmd: Command = {
     { long: 'shell-job', short: 'j', type: 'flag', help: 'the tree runs on the shell\'s terminal (restore with -j too)' },
     { long: 'ext-unix-sk', type: 'flag', help: 'unix datagram sockets connected outside the tree: connect to the peer\'s name again on restore' },
     { long: 'external', type: 'string', multiple: true, arg: 'mnt[MOUNTPOINT]:KEY|net[INODE]:KEY', help: 'not carried, named KEY for the restore: a mount of the tree\'s mount namespace (bound from what KEY is mapped to), or its network namespace (joined)' },
+    ...INCREMENTAL,
+    { long: 'track-mem', type: 'flag', help: 'with -R: keep tracking memory changes, for a next dump or pre-dump made on this one' },
     ...LOGGING,
   ],
   run(v) {
@@ -92,10 +99,39 @@ const dumpCmd: Command = {
       dir, leaveRunning: flag(v, 'leave-running'), tcpEstablished: flag(v, 'tcp-established'), fileLocks: flag(v, 'file-locks'),
       ghostLimit: v['ghost-limit'] as number | undefined, shellJob: flag(v, 'shell-job'), extUnixSk: flag(v, 'ext-unix-sk'),
       external: list(v, 'external'), networkLock: networkLock(v), failAt: process.env.STASIS_FAIL_AT || undefined,
+      prevImagesDir: str(v, 'prev-images-dir'), trackMem: flag(v, 'track-mem'),
     });
     log.info(dumpSummary(r, flag(v, 'leave-running')));
     if (flag(v, 'json')) printJson(r);
     else console.error(dumpSummary(r, flag(v, 'leave-running')));
+    return 0;
+  },
+};
+
+
+const preDumpCmd: Command = {
+  name: 'pre-dump',
+  usage: 'stasis pre-dump -t PID -D DIR [--prev-images-dir DIR]',
+  summary: 'Copy the memory of process PID and its descendants into DIR while they run (frozen only briefly), and track their writes from then on, for a dump made on it (--prev-images-dir) to copy only what changed.',
+  options: [
+    { long: 'tree', short: 't', type: 'int', arg: 'PID', what: 'pid', help: 'the root of the tree' },
+    { long: 'images-dir', short: 'D', type: 'string', arg: 'DIR', help: 'where to write the images (created 0700)' },
+    ...INCREMENTAL,
+    { long: 'track-mem', type: 'flag', help: 'accepted for criu compatibility: a pre-dump always tracks memory changes' },
+    ...LOGGING,
+  ],
+  run(v) {
+    const pid = v.tree as number | undefined;
+    const dir = str(v, 'images-dir');
+    if (pid === undefined) usageError('pre-dump needs -t PID');
+    if (!dir) usageError('pre-dump needs -D DIR');
+    if (pid <= 0) usageError(`invalid pid '${pid}'`);
+    startLog(v, dir, true);
+    const r = preDump(pid, { dir, prevImagesDir: str(v, 'prev-images-dir'), failAt: process.env.STASIS_FAIL_AT || undefined });
+    const line = dumpSummary(r, true).replace(/^dumped/, 'pre-dumped');
+    log.info(line);
+    if (flag(v, 'json')) printJson(r);
+    else console.error(line);
     return 0;
   },
 };
@@ -242,4 +278,4 @@ const netlockCmd: Command = {
   },
 };
 
-export const COMMANDS: Command[] = [dumpCmd, restoreCmd, showCmd, checkImagesCmd, checkCmd, demoCmd, netlockCmd];
+export const COMMANDS: Command[] = [preDumpCmd, dumpCmd, restoreCmd, showCmd, checkImagesCmd, checkCmd, demoCmd, netlockCmd];

@@ -52,7 +52,7 @@ function checkNotShared(pds: ProcessDump[]): void {
 }
 
 /** What every unit may read of a frozen process; empty core entries for the units to fill. */
-function inspect(tree: FrozenProcess[]): ProcessDump[] {
+export function inspect(tree: FrozenProcess[]): ProcessDump[] {
   const pds = tree.map((frozen, i): ProcessDump => {
     const status = readStatus(frozen.pid);
     const vtids = new Map(frozen.threads.map((tid) => [tid, tid === frozen.pid ? innermostId(status, 'NSpid') : innermostId(readStatus(tid), 'NSpid')]));
@@ -123,6 +123,8 @@ export function dump(pid: number, opts: DumpOptions): DumpResult {
   let unlockError: unknown;
   try {
     ctx.step('start');
+    // What can be refused without touching the tree (a bad parent images directory...).
+    for (const u of UNITS) u.prepare?.(ctx, ctx.state(u));
     const zombies: FoundZombie[] = [];
     opts.notify?.('pre-dump');
     tree = timed(timings, 'freeze', () => freezeTree(pid, zombies));

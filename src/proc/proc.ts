@@ -58,6 +58,8 @@ export interface Stat {
   flags: number; startCode: bigint; endCode: bigint; startStack: bigint; startData: bigint;
   endData: bigint; startBrk: bigint; argStart: bigint; argEnd: bigint; envStart: bigint;
   envEnd: bigint; exitCode: number; nice: number; policy: number; rtPriority: number;
+  /** Clock ticks after boot at which the process started (with the pid: which process this is). */
+  startTime: bigint;
 }
 
 /** /proc/PID/stat (or /proc/PID/task/TID/stat). */
@@ -73,7 +75,7 @@ export function readStat(pid: number, tid?: number): Stat {
     pid: Number(text.slice(0, l).trim()), comm: text.slice(l + 1, r), state: f[0],
     ppid: n(4), pgrp: n(5), session: n(6), flags: n(9), nice: n(19), policy: n(41), rtPriority: n(40),
     startCode: b(26), endCode: b(27), startStack: b(28), startData: b(45), endData: b(46),
-    startBrk: b(47), argStart: b(48), argEnd: b(49), envStart: b(50), envEnd: b(51), exitCode: n(52),
+    startBrk: b(47), argStart: b(48), argEnd: b(49), envStart: b(50), envEnd: b(51), exitCode: n(52), startTime: b(22),
   };
 }
 

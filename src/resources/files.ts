@@ -57,9 +57,10 @@ function describeFd(st: fs.Stats, link: string): string {
 }
 
 /** fdinfo-N.img of one process: each fd matched to its kind, one file id per open file description. */
-function dumpFdTable(ctx: DumpCtx, pid: number, filesId: number, st: DumpState): void {
+function dumpFdTable(ctx: DumpCtx, pid: number, filesId: number, st: DumpState, own: readonly number[] = []): void {
   const entries: Msg<'fdinfo_entry'>[] = [];
   for (const fd of listFds(pid)) {
+    if (own.includes(fd)) continue; // stasis's own (memory tracking): not the task's state
     const link = fs.readlinkSync(`/proc/${pid}/fd/${fd}`);
     let fst: fs.Stats;
     try { fst = fs.statSync(`/proc/${pid}/fd/${fd}`); } catch (e) {
@@ -229,7 +230,7 @@ export const filesUnit = defineUnit<DumpState, Loaded, RestoreState>({
   name: 'files',
   dumpState: () => ({ entries: [], keys: new Map(), lastId: 0, seen: [] }),
   dumpPhases: [
-    { name: 'files', after: ['parasite'], each: (ctx, pd, st) => dumpFdTable(ctx, pd.pid, pd.ids.files_id, st) },
+    { name: 'files', after: ['parasite'], each: (ctx, pd, st) => dumpFdTable(ctx, pd.pid, pd.ids.files_id, st, pd.ownFds) },
     // Everything that names file entries (mappings, cwd, sockets' peers...) comes before.
     { name: 'write-files', after: ['files'], once: (ctx, st) => ctx.write('files.img', 'FILES', parts('file_entry', [...st.entries].sort((a, b) => a.id - b.id))) },
   ],

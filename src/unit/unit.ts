@@ -89,6 +89,8 @@ export interface Unit<D = unknown, L = unknown, R = unknown> {
   // ---- dump
   /** Fresh per-dump state. */
   dumpState?(ctx: DumpCtx): D;
+  /** Before the tree is frozen: what can be refused without touching it (options, parent images). */
+  prepare?(ctx: DumpCtx, st: D): void;
   /** Run inside the task, once per process, during the parasite phase. */
   parasite?(ctx: DumpCtx, pd: ProcessDump, t: RemoteTask, st: D): void;
   /** Run inside each thread (the leader too), during the parasite phase. */

@@ -4,6 +4,7 @@
 import { abi } from '../../sys';
 import { defineUnit } from '../../unit/unit';
 import { dumpMemory, type MmFacts } from './dump';
+import { prepareTracking, trackParasite, writeTracking, type MemoryDump } from './incremental';
 import { loadMemory, validateMemory, type LoadedMm } from './load';
 import { restoreAddressSpace, restorePages, restoreProtections, restoreAdvice, restoreMm, type Reprotect } from './restore';
 
@@ -12,17 +13,23 @@ export type { LoadedMm, PagemapRun } from './load';
 
 const { PR } = abi;
 
-export const memoryUnit = defineUnit<Map<number, MmFacts>, Map<number, LoadedMm>, Reprotect>({
+export const memoryUnit = defineUnit<MemoryDump, Map<number, LoadedMm>, Reprotect>({
   name: 'memory',
-  dumpState: () => new Map(),
-  parasite(_ctx, pd, t, st) {
-    st.set(pd.pid, {
+  dumpState: () => ({ facts: new Map<number, MmFacts>() }),
+  prepare: prepareTracking,
+  parasite(ctx, pd, t, st) {
+    st.facts.set(pd.pid, {
       brk: t.call('brk', 0),
       dumpable: t.callNum('prctl', PR.GET_DUMPABLE, 0, 0, 0, 0),
       thpDisabled: t.callNum('prctl', PR.GET_THP_DISABLE, 0, 0, 0, 0) !== 0,
+      track: trackParasite(ctx, pd, t, st),
     });
   },
-  dumpPhases: [{ name: 'memory', after: ['parasite'], before: ['write-files'], each: (ctx, pd, st) => dumpMemory(ctx, pd, st.get(pd.pid)!) }],
+  dumpPhases: [
+    { name: 'memory', after: ['parasite'], before: ['write-files'], each: (ctx, pd, st) => dumpMemory(ctx, pd, st.facts.get(pd.pid)!, st.parent) },
+    // The parent link and pin, and what this dump armed for the next one.
+    { name: 'memory-track', after: ['memory'], once: (ctx, st) => writeTracking(ctx, st) },
+  ],
   loadAfter: ['files', 'memfd', 'namespaces'],
   load: loadMemory,
   validate: validateMemory,
