@@ -7,6 +7,8 @@ import type { Msg } from '../../images/schema';
 import { VMA, PE, FD_TYPES } from '../../images/criu';
 import { StasisError, ErrorCodes } from '../../errors';
 import type { Loading } from '../../unit/checkpoint';
+import type { ImageReader } from '../../images/image';
+import { openParents, type ChainLink } from '../../images/chain';
 import { filesUnit } from '../files';
 import { checkRegFile } from '../regfile';
 import { namespacesUnit } from '../ns/namespaces';
@@ -15,11 +17,16 @@ const PAGE = BigInt(abi.PAGE_SIZE);
 
 export interface PagemapRun { vaddr: bigint; nrPages: number; flags: number }
 
+/** Where pages to restore are: a run of pages of a pages file (of this checkpoint or of a parent). */
+export interface PageSource { vaddr: bigint; nrPages: number; images: ImageReader; pagesFile: string; fileOff: number }
+
 export interface LoadedMm {
   mm: Msg<'mm_entry'>;
-  /** pagemap entries in file order (= order of their pages in pagesFile). */
+  /** pagemap entries in file order (= order of their pages in pagesFile); PE_PARENT ones have their pages in a parent. */
   pagemap: PagemapRun[];
   pagesFile: string;
+  /** Every page to restore and where it is, in address order (PE_PARENT entries resolved along the chain). */
+  sources: PageSource[];
 }
 
 function bad(file: string, msg: string): StasisError {
@@ -51,7 +58,8 @@ function checkPagemap(ld: Loading, file: string, pagesFile: string, entries: Pag
   let prevEnd = 0n;
   for (const e of entries) {
     if (e.vaddr % PAGE !== 0n) throw bad(file, `entry at ${e.vaddr.toString(16)} is not page-aligned`);
-    if (e.flags & (PE.PARENT | PE.LAZY)) throw bad(file, `entry at ${e.vaddr.toString(16)}: incremental/lazy pages are not supported`);
+    if (e.flags & PE.LAZY) throw bad(file, `entry at ${e.vaddr.toString(16)}: lazy pages are not supported`);
+    if (!(e.flags & (PE.PRESENT | PE.PARENT))) throw bad(file, `entry at ${e.vaddr.toString(16)} is neither present nor in the parent (flags ${e.flags})`);
     if (e.vaddr < prevEnd) throw bad(file, `entry at ${e.vaddr.toString(16)} is out of order or overlaps the previous one`);
     const end = e.vaddr + BigInt(e.nrPages) * PAGE;
     prevEnd = end;
@@ -62,7 +70,7 @@ function checkPagemap(ld: Loading, file: string, pagesFile: string, entries: Pag
     if (vi >= vmas.length || vmas[vi].start > e.vaddr || covered < end) {
       throw bad(file, `pages ${e.vaddr.toString(16)}-${end.toString(16)} lie outside every VMA`);
     }
-    pages += e.nrPages;
+    if (e.flags & PE.PRESENT) pages += e.nrPages;
   }
   // Opened as the restore will read it (no link, trusted owner): refused now, not half way.
   const size = pages > 0 || ld.images.exists(pagesFile) ? ld.images.size(pagesFile) : 0;
@@ -82,7 +90,7 @@ export function loadMemory(ld: Loading): Map<number, LoadedMm> {
     const pagesFile = `pages-${pm.head.pages_id}.img`;
     const pagemap = pm.entries.map((e) => ({ vaddr: e.vaddr, nrPages: e.nr_pages, flags: e.flags ?? PE.PRESENT }));
     checkPagemap(ld, ld.images.path(pmFile), pagesFile, pagemap, mm.vmas ?? []);
-    out.set(p.pid, { mm, pagemap, pagesFile });
+    out.set(p.pid, { mm, pagemap, pagesFile, sources: pageSources(ld, p.pid, { images: ld.images, pagesFile, runs: pagemap }) });
   }
   return out;
 }
@@ -100,4 +108,99 @@ export function validateMemory(ld: Loading, l: Map<number, LoadedMm>): void {
     }
     if (m.mm.exe_file_id) checkRegFile(files.get(m.mm.exe_file_id)!.reg!, `${where}: exe`, true);
   }
+}
+
+// ---------------------------------------------------------------- parents
+
+/** A pagemap of one process in one directory. */
+interface Pagemap { images: ImageReader; pagesFile: string; runs: PagemapRun[]; offs?: number[] }
+
+/** File offset of each run's pages (PE_PARENT runs have none in the file). */
+function offsets(pm: Pagemap): number[] {
+  if (!pm.offs) {
+    let off = 0;
+    pm.offs = pm.runs.map((e) => { const o = off; if (e.flags & PE.PRESENT) off += e.nrPages * abi.PAGE_SIZE; return o; });
+  }
+  return pm.offs;
+}
+
+const chains = new WeakMap<Loading, { links: ChainLink[]; maps: Map<string, Pagemap | null> }>();
+
+/** The checkpoint's parents, opened and checked (verified too when the checkpoint was) on first need. */
+function chainOf(ld: Loading): { links: ChainLink[]; maps: Map<string, Pagemap | null> } {
+  let c = chains.get(ld);
+  if (!c) {
+    c = { links: openParents(ld.dir, { anyOwner: ld.opts.anyOwner, verify: ld.opts.listing !== undefined }), maps: new Map() };
+    chains.set(ld, c);
+  }
+  return c;
+}
+
+/** pagemap-PID.img of parent `level` (checked: aligned, ordered, inside its pages file), null if it has none. */
+function parentPagemap(ld: Loading, level: number, pid: number): Pagemap | null {
+  const c = chainOf(ld);
+  const key = `${level}:${pid}`;
+  if (c.maps.has(key)) return c.maps.get(key)!;
+  const { images } = c.links[level];
+  const file = `pagemap-${pid}.img`;
+  let pm: Pagemap | null = null;
+  if (images.exists(file)) {
+    const where = images.path(file);
+    const r = images.withHead(file, 'PAGEMAP', 'pagemap_head', 'pagemap_entry');
+    const runs = r.entries.map((e) => ({ vaddr: e.vaddr, nrPages: e.nr_pages, flags: e.flags ?? PE.PRESENT }));
+    let prevEnd = 0n;
+    let pages = 0;
+    for (const e of runs) {
+      if (e.vaddr % PAGE !== 0n || e.vaddr < prevEnd || e.nrPages <= 0) throw bad(where, `entry at ${e.vaddr.toString(16)} is unaligned, empty, out of order or overlapping`);
+      if (e.flags & PE.LAZY || !(e.flags & (PE.PRESENT | PE.PARENT))) throw bad(where, `entry at ${e.vaddr.toString(16)}: flags ${e.flags} not supported`);
+      prevEnd = e.vaddr + BigInt(e.nrPages) * PAGE;
+      if (e.flags & PE.PRESENT) pages += e.nrPages;
+    }
+    const pagesFile = `pages-${r.head.pages_id}.img`;
+    const size = pages > 0 ? images.size(pagesFile) : 0;
+    if (size < pages * abi.PAGE_SIZE) throw bad(where, `names ${pages} pages but ${pagesFile} holds only ${Math.floor(size / abi.PAGE_SIZE)}`);
+    pm = { images, pagesFile, runs };
+  }
+  c.maps.set(key, pm);
+  return pm;
+}
+
+/** Where each page of a pagemap (within [from, to) if given) is: its own pages file, or (PE_PARENT) the chain of parents. */
+function pageSources(ld: Loading, pid: number, pm: Pagemap, level = -1, from?: bigint, to?: bigint): PageSource[] {
+  const out: PageSource[] = [];
+  const offs = offsets(pm);
+  // The first run that may reach `from` (a parent's pagemap may be long).
+  let lo = 0, hi = pm.runs.length;
+  if (from !== undefined) {
+    while (lo < hi) { const mid = (lo + hi) >> 1; const r = pm.runs[mid]; if (r.vaddr + BigInt(r.nrPages) * PAGE <= from) lo = mid + 1; else hi = mid; }
+  }
+  let covered = from;
+  for (let i = lo; i < pm.runs.length; i++) {
+    const e = pm.runs[i];
+    if (to !== undefined && e.vaddr >= to) break;
+    const len = BigInt(e.nrPages) * PAGE;
+    const s = from !== undefined && e.vaddr < from ? from : e.vaddr;
+    const end = to !== undefined && e.vaddr + len > to ? to : e.vaddr + len;
+    if (from !== undefined && s > covered!) break; // a hole in what the parent must have: reported below
+    if (e.flags & PE.PRESENT) {
+      out.push({ vaddr: s, nrPages: Number((end - s) / PAGE), images: pm.images, pagesFile: pm.pagesFile, fileOff: offs[i] + Number(s - e.vaddr) });
+    } else {
+      out.push(...inParent(ld, pid, level + 1, s, end, pm));
+    }
+    covered = end;
+  }
+  if (from !== undefined && covered !== to) {
+    throw bad(pm.images.path(`pagemap-${pid}.img`), `pages ${(covered ?? from).toString(16)}-${to!.toString(16)} of pid ${pid} are said to be in this parent, which does not have them`);
+  }
+  return out;
+}
+
+/** Pages [s, end) of `pid`, to be found in parent `level`. */
+function inParent(ld: Loading, pid: number, level: number, s: bigint, end: bigint, child: Pagemap): PageSource[] {
+  const where = child.images.path(`pagemap-${pid}.img`);
+  const { links } = chainOf(ld);
+  if (level >= links.length) throw bad(where, `pages ${s.toString(16)}-${end.toString(16)} are in the parent images, but ${child.images.dir} has no parent link`);
+  const pm = parentPagemap(ld, level, pid);
+  if (!pm) throw bad(where, `pages ${s.toString(16)}-${end.toString(16)} are in the parent images, but ${links[level].dir} has no pagemap-${pid}.img`);
+  return pageSources(ld, pid, pm, level, s, end);
 }

@@ -56,33 +56,37 @@ export function restoreAddressSpace(ctx: RestoreCtx, tr: TaskRestore, m: LoadedM
   }
 }
 
-/** Fill pages from pages-N.img through /proc/PID/mem (works whatever the protection). */
+/**
+ * Fill pages through /proc/PID/mem (works whatever the protection), from
+ * pages-N.img of this checkpoint or of its parents (PE_PARENT entries).
+ */
 export function restorePages(ctx: RestoreCtx, tr: TaskRestore, m: LoadedMm): void {
   if (m.pagemap.length === 0) return;
-  const pagesPath = ctx.ckpt.images.path(m.pagesFile);
-  const inFd = ctx.ckpt.images.open(m.pagesFile);
+  // Fault big runs in with one call rather than a page fault per page.
+  for (const e of m.pagemap) if (e.nrPages >= 16) tr.task.callRaw('madvise', e.vaddr, BigInt(e.nrPages) * PAGE, MADV.POPULATE_WRITE);
+  const files = new Map<string, number>();
   const memFd = fs.openSync(`/proc/${tr.task.pid}/mem`, 'r+');
   const buf = chunkBuffers().data;
-  let fileOff = 0;
   try {
-    for (const e of m.pagemap) {
-      // Fault big runs in with one call rather than a page fault per page.
-      if (e.nrPages >= 16) tr.task.callRaw('madvise', e.vaddr, BigInt(e.nrPages) * PAGE, MADV.POPULATE_WRITE);
-      for (let done = 0; done < e.nrPages; ) {
-        const n = Math.min(CHUNK_PAGES, e.nrPages - done);
+    for (const src of m.sources) {
+      const pagesPath = src.images.path(src.pagesFile);
+      let inFd = files.get(pagesPath);
+      if (inFd === undefined) files.set(pagesPath, (inFd = src.images.open(src.pagesFile)));
+      for (let done = 0; done < src.nrPages; ) {
+        const n = Math.min(CHUNK_PAGES, src.nrPages - done);
         const len = n * PAGE_SIZE;
+        const fileOff = src.fileOff + done * PAGE_SIZE;
         const got = fs.readSync(inFd, buf, 0, len, fileOff);
         if (got !== len) throw new StasisError(ErrorCodes.BAD_IMAGE, `${pagesPath}: short read at offset ${fileOff}`);
-        const at = e.vaddr + BigInt(done) * PAGE;
+        const at = src.vaddr + BigInt(done) * PAGE;
         const wrote = fs.writeSync(memFd, buf, 0, len, Number(at));
         if (wrote !== len) throw new StasisError(ErrorCodes.RESTORE_FAILED, `short write of pages at ${at.toString(16)}`);
-        fileOff += len;
         done += n;
       }
     }
   } finally {
     fs.closeSync(memFd);
-    fs.closeSync(inFd);
+    for (const fd of files.values()) fs.closeSync(fd);
   }
 }
 
