@@ -7,6 +7,7 @@ import { ImageReader, writeImageFile, type MsgName, type Msg, type Part } from '
 import type { ImageKind } from '../../src/images/magic';
 
 export const PAGE = 4096;
+const PE_PARENT = 1;
 
 /** The fixtures' byte pattern: same function as fx_pat in fixtures/fixture.h. */
 export function patternByte(seed: number, i: number): number {
@@ -40,7 +41,8 @@ export function loadDumpedMemory(dir: string, pid: number): DumpedMemory {
   let offset = 0;
   const entries: PagemapEntry[] = raw.entries.map((e) => {
     const pe = { vaddr: e.vaddr, nrPages: e.nr_pages, flags: e.flags ?? 0, offset };
-    offset += pe.nrPages * PAGE;
+    // PE_PARENT entries (incremental dumps) have their pages in the parent's images.
+    if (!(pe.flags & PE_PARENT)) offset += pe.nrPages * PAGE;
     return pe;
   });
   const pages = fs.readFileSync(path.join(dir, `pages-${pagesId}.img`));

@@ -1,0 +1,193 @@
+// Pre-dump and incremental dumps (criu's pre-dump, --prev-images-dir,
+// --track-mem) with write tracking through userfaultfd write-protect (async)
+// and PAGEMAP_SCAN: the predump fixture fills memory with known patterns,
+// changes some of it between the steps (rewrites, MADV_DONTNEED, pages
+// written for the first time, a region unmapped and mapped again, a region
+// moved), and checks every byte of it after the restore (PASS/FAIL).
+import { test, before, after } from 'node:test';
+import * as assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { Fixture, initHarness, runStasis, describeCli, tmpDir, restoreDetached, loadDumpedMemory, listFds, type CliResult } from './harness';
+import { tryKill, abi } from '../src/sys';
+
+const PE_PARENT = 1;
+const MIB = '16';
+
+let root: string;
+const started: Fixture[] = [];
+
+before(() => {
+  initHarness();
+  root = tmpDir('predump');
+});
+
+after(async () => {
+  for (const fx of started) await fx.kill();
+  fs.rmSync(root, { recursive: true, force: true });
+});
+
+async function start(): Promise<Fixture> {
+  const fx = await Fixture.start('predump', { args: [MIB] });
+  started.push(fx);
+  return fx;
+}
+
+let steps = new Map<Fixture, number>();
+/** The fixture's next step (SIGUSR1), waited for in its log. */
+async function step(fx: Fixture): Promise<void> {
+  const n = (steps.get(fx) ?? 0) + 1;
+  steps.set(fx, n);
+  tryKill(fx.pid, abi.SIG.SIGUSR1);
+  await fx.waitLog(new RegExp(`^STEP ${n}$`, 'm'));
+}
+
+function ok(r: CliResult, what: string): CliResult {
+  assert.equal(r.status, 0, `${what}: ${describeCli(r)}`);
+  return r;
+}
+
+function preDump(fx: Fixture, dir: string, prev?: string): void {
+  ok(runStasis(['pre-dump', '-t', String(fx.pid), '-D', dir, ...(prev ? ['--prev-images-dir', prev] : [])]), `pre-dump into ${dir}`);
+}
+
+/** The final dump (the fixture is killed and reaped). */
+async function finalDump(fx: Fixture, dir: string, prev: string): Promise<void> {
+  ok(runStasis(['dump', '-t', String(fx.pid), '-D', dir, '--prev-images-dir', prev, '--track-mem']), `dump into ${dir}`);
+  const st = await fx.reap();
+  assert.equal(st.kind, 'signaled', 'killed by the dump');
+}
+
+/** Restore from `dir`, stop it, and hold it to its own check of every byte. */
+async function restoreAndCheck(fx: Fixture, dir: string): Promise<void> {
+  const { pid } = restoreDetached(dir);
+  fx.restored();
+  assert.equal(pid, fx.pid);
+  const { status, log } = await fx.terminate();
+  assert.match(log, /^PASS$/m, `the restored fixture checked its memory:\n${log}`);
+  assert.equal(status.kind, 'exited');
+  assert.equal(status.code, 0);
+}
+
+/** Pages copied into `dir` and pages referred to its parent. */
+function pageCounts(dir: string, pid: number): { copied: number; inParent: number } {
+  const mem = loadDumpedMemory(dir, pid);
+  let copied = 0, inParent = 0;
+  for (const e of mem.entries) if (e.flags & PE_PARENT) inParent += e.nrPages; else copied += e.nrPages;
+  return { copied, inParent };
+}
+
+function hasUffd(pid: number): boolean {
+  return listFds(pid).some((fd) => {
+    try { return fs.readlinkSync(`/proc/${pid}/fd/${fd}`) === 'anon_inode:[userfaultfd]'; } catch { return false; }
+  });
+}
+
+test('pre-dump then dump --prev-images-dir --track-mem: only the rewritten pages are copied; restore is exact', async () => {
+  const fx = await start();
+  const d1 = path.join(root, 'single-1'), d2 = path.join(root, 'single-2');
+  preDump(fx, d1);
+  assert.ok(fx.alive, 'the task runs on after a pre-dump');
+  assert.ok(hasUffd(fx.pid), 'the task holds the tracking userfaultfd');
+  await step(fx); // every 10th page rewritten, 8 dropped, 4 new
+  await finalDump(fx, d2, '../single-1');
+  assert.equal(fs.readlinkSync(path.join(d2, 'parent')), '../single-1', 'criu\'s parent link, relative as given');
+  const pre = pageCounts(d1, fx.pid), inc = pageCounts(d2, fx.pid);
+  assert.equal(pre.inParent, 0);
+  const total = Number(MIB) * 256;
+  assert.ok(pre.copied >= total - total / 97 - 4, `pre-dump copied ${pre.copied} pages`);
+  // ~10% rewritten (+4 new, + the data, stack and model pages): far fewer than all.
+  assert.ok(inc.copied < total / 5, `the dump copied ${inc.copied} pages of ${total}`);
+  assert.ok(inc.copied >= total / 10, `the dump copied ${inc.copied} pages: at least the ${total / 10} rewritten`);
+  assert.ok(inc.inParent > total / 2, `${inc.inParent} pages referred to the parent`);
+  const files = fs.readdirSync(d2);
+  assert.ok(!files.some((f) => /^(eventfd|signalfd|userfaultfd)/.test(f)));
+  ok(runStasis(['check-images', d2]), 'check-images of the chain');
+  await restoreAndCheck(fx, d2);
+});
+
+test('a chain of two pre-dumps, with regions unmapped, mapped again and moved in between, restores exactly', async () => {
+  const fx = await start();
+  const d = [1, 2, 3].map((i) => path.join(root, `chain-${i}`));
+  preDump(fx, d[0]);
+  await step(fx);
+  preDump(fx, d[1], '../chain-1');
+  await step(fx); // unmap + map B, move D
+  await step(fx);
+  await finalDump(fx, d[2], '../chain-2');
+  const mid = pageCounts(d[1], fx.pid);
+  assert.ok(mid.inParent > 0 && mid.copied > 0, `the second pre-dump refers to the first (${mid.inParent} pages) and copies the rest (${mid.copied})`);
+  const last = pageCounts(d[2], fx.pid);
+  assert.ok(last.inParent > 0, 'the dump refers to its parent');
+  await restoreAndCheck(fx, d[2]);
+});
+
+test('a process that unmaps and maps regions after its pre-dump restores exactly', async () => {
+  const fx = await start();
+  const d1 = path.join(root, 'remap-1'), d2 = path.join(root, 'remap-2');
+  preDump(fx, d1);
+  await step(fx);
+  await step(fx); // region B replaced at the same address, region D moved
+  await finalDump(fx, d2, '../remap-1');
+  await restoreAndCheck(fx, d2);
+});
+
+test('a plain dump of a pre-dumped task leaves out the tracking fd; with -R it closes it', async () => {
+  const fx = await start();
+  const d1 = path.join(root, 'plain-1'), d2 = path.join(root, 'plain-2');
+  preDump(fx, d1);
+  assert.ok(hasUffd(fx.pid));
+  ok(runStasis(['dump', '-t', String(fx.pid), '-D', d2, '-R']), 'plain dump -R');
+  assert.ok(!hasUffd(fx.pid), 'the tracking userfaultfd is closed in a task that goes on untracked');
+  assert.ok(!fs.existsSync(path.join(d2, 'parent')));
+  assert.equal(pageCounts(d2, fx.pid).inParent, 0);
+  // Pre-dump again, then dump -R --track-mem: tracking goes on.
+  preDump(fx, path.join(root, 'plain-3'));
+  ok(runStasis(['dump', '-t', String(fx.pid), '-D', path.join(root, 'plain-4'), '-R', '--track-mem', '--prev-images-dir', '../plain-3']), 'dump -R --track-mem');
+  assert.ok(hasUffd(fx.pid), 'armed again for a next dump');
+  await step(fx);
+  await finalDump(fx, path.join(root, 'plain-5'), '../plain-4');
+  await restoreAndCheck(fx, path.join(root, 'plain-5'));
+});
+
+test('a broken chain is refused before anything is created: missing parent, loop, foreign owner, replaced parent', async () => {
+  const fx = await start();
+  const d1 = path.join(root, 'broken-1'), d2 = path.join(root, 'broken-2');
+  preDump(fx, d1);
+  await step(fx);
+  await finalDump(fx, d2, '../broken-1');
+  const copy = (name: string, parent: string | undefined, from = d2): string => {
+    const to = path.join(root, name);
+    fs.cpSync(from, to, { recursive: true, verbatimSymlinks: true });
+    if (parent !== undefined) {
+      fs.rmSync(path.join(to, 'parent'), { force: true });
+      fs.symlinkSync(parent, path.join(to, 'parent'));
+    }
+    return to;
+  };
+  const refused = (dir: string, code: string, re: RegExp) => {
+    const r = runStasis(['restore', '-D', dir, '-d', '--json']);
+    assert.equal(r.status, 1, describeCli(r));
+    const out = JSON.parse(r.stdout.trim().split('\n').at(-1)!) as { error: { code: string; message: string } };
+    assert.equal(out.error.code, code, r.stderr);
+    assert.match(out.error.message, re);
+    assert.equal(r.stderr.trim().split('\n').length, 1, 'one line');
+    assert.ok(!fs.existsSync(`/proc/${fx.pid}`), 'nothing was created');
+  };
+  refused(copy('broken-missing', '../no-such-dir'), 'STASIS_BAD_IMAGE', /no-such-dir does not exist/);
+  // a loop: x2 -> x1 -> x2
+  const x1 = copy('broken-x1', '../broken-x2', d1);
+  const x2 = copy('broken-x2', '../broken-x1');
+  void x1;
+  refused(x2, 'STASIS_BAD_IMAGE', /loops back/);
+  const foreign = copy('broken-foreign-parent', undefined, d1);
+  fs.chownSync(foreign, 65534, 65534);
+  refused(copy('broken-foreign', '../broken-foreign-parent'), 'STASIS_UNSAFE', /owned by uid 65534/);
+  // The parent replaced by another checkpoint: its digest no longer matches the pin.
+  const other = copy('broken-other-parent', undefined, d1);
+  fs.appendFileSync(path.join(other, 'stasis-digest'), '');
+  fs.writeFileSync(path.join(other, 'stasis-track'), 'stasis-track 1\n');
+  refused(copy('broken-replaced', '../broken-other-parent'), 'STASIS_CORRUPT', /stasis-track|not the parent/);
+  // The chain itself is good: it restores.
+  await restoreAndCheck(fx, d2);
+});
