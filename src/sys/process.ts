@@ -1,7 +1,7 @@
 // Cross-process memory, pidfds, kcmp, signals, prctl and friends.
 import { addressOf } from './native';
 import { sys, sysTry } from './call';
-import { IOVEC, PR, LOCK } from './abi';
+import { IOVEC, PR, LOCK, UIO_MAXIOV } from './abi';
 
 const iovLocal = Buffer.alloc(IOVEC.size);
 const iovRemote = Buffer.alloc(IOVEC.size);
@@ -15,6 +15,27 @@ function fillIov(local: Buffer, remoteAddr: bigint | number, len: number): void 
 export function processVmReadv(pid: number, remoteAddr: bigint | number, into: Buffer, len = into.length): number {
   fillIov(into, remoteAddr, len);
   return sys('process_vm_readv', pid, addressOf(iovLocal), 1, addressOf(iovRemote), 1, 0, `pid ${pid}`);
+}
+
+let iovMany: Buffer | undefined;
+
+/**
+ * process_vm_readv of up to UIO_MAXIOV remote ranges (`addrs[i]`, `lens[i]`)
+ * into `into`, packed one after another from offset 0. Returns the bytes read:
+ * short if a range could not be read (the kernel stops at the first).
+ */
+export function processVmReadvMany(pid: number, addrs: bigint[], lens: number[], into: Buffer): number {
+  const n = addrs.length;
+  if (n > UIO_MAXIOV) throw new RangeError(`${n} iovecs (at most ${UIO_MAXIOV})`);
+  const iov = (iovMany ??= Buffer.alloc(UIO_MAXIOV * IOVEC.size));
+  let total = 0;
+  for (let i = 0; i < n; i++) {
+    iov.writeBigUInt64LE(addrs[i], i * IOVEC.size + IOVEC.offsets.base);
+    iov.writeBigUInt64LE(BigInt(lens[i]), i * IOVEC.size + IOVEC.offsets.len);
+    total += lens[i];
+  }
+  IOVEC.encode({ base: addressOf(into), len: total }, iovLocal);
+  return sys('process_vm_readv', pid, addressOf(iovLocal), 1, addressOf(iov), n, 0, `pid ${pid}`);
 }
 
 export function processVmWritev(pid: number, remoteAddr: bigint | number, from: Buffer, len = from.length): number {

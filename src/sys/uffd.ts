@@ -42,23 +42,46 @@ let regionBuf: Buffer | undefined;
  * PM_SCAN_* (WP_MATCHING write-protects what it reports, atomically per page).
  */
 export function pagemapScan(pmFd: number, start: bigint, end: bigint, flags: number, mask: number): [bigint, bigint][] {
-  const vec = (regionBuf ??= Buffer.alloc(REGIONS * PAGE_REGION.size));
   const out: [bigint, bigint][] = [];
+  for (const r of pagemapScanRegions(pmFd, start, end, flags, { mask, returned: mask })) {
+    const last = out[out.length - 1];
+    if (last && last[1] === r.start) last[1] = r.end;
+    else out.push([r.start, r.end]);
+  }
+  return out;
+}
+
+export interface PageRegion { start: bigint; end: bigint; categories: number }
+
+/**
+ * PAGEMAP_SCAN over [start, end): regions of pages having every category of
+ * `mask` and at least one of `anyOf` (when given), with their `returned`
+ * categories (a region per run of pages alike in those).
+ */
+export function pagemapScanRegions(pmFd: number, start: bigint, end: bigint, flags: number, cat: { mask?: number; anyOf?: number; returned: number }): PageRegion[] {
+  const vec = (regionBuf ??= Buffer.alloc(REGIONS * PAGE_REGION.size));
+  const out: PageRegion[] = [];
   const arg = Buffer.alloc(PM_SCAN_ARG.size);
   for (let at = start; at < end; ) {
     PM_SCAN_ARG.encode({
-      size: PM_SCAN_ARG.size, flags, start: at, end, vec: addressOf(vec), vec_len: REGIONS, category_mask: mask, return_mask: mask,
+      size: PM_SCAN_ARG.size, flags, start: at, end, vec: addressOf(vec), vec_len: REGIONS,
+      category_mask: cat.mask ?? 0, category_anyof_mask: cat.anyOf ?? 0, return_mask: cat.returned,
     }, arg);
     const n = sys('ioctl', pmFd, PAGEMAP_SCAN, addressOf(arg), 0, 0, 0, 'PAGEMAP_SCAN');
     for (let i = 0; i < n; i++) {
-      const r = PAGE_REGION.decode(vec, i * PAGE_REGION.size);
-      const last = out[out.length - 1];
-      if (last && last[1] === r.start) last[1] = r.end;
-      else out.push([r.start, r.end]);
+      const o = i * PAGE_REGION.size;
+      out.push({
+        start: vec.readBigUInt64LE(o + PAGE_REGION.offsets.start), end: vec.readBigUInt64LE(o + PAGE_REGION.offsets.end),
+        categories: Number(vec.readBigUInt64LE(o + PAGE_REGION.offsets.categories)),
+      });
     }
-    const walked = PM_SCAN_ARG.decode(arg).walk_end;
-    if (walked <= at) break;
-    at = walked;
+    // Not full: the scan is complete (walk_end was seen short of the end after a complete
+    // scan here, which made a loop on walk_end report regions twice). Full: on from the end
+    // of the last region (the next call may report its continuation as a region of its own).
+    if (n < REGIONS) break;
+    const next = out[out.length - 1].end;
+    if (next <= at) break;
+    at = next;
   }
   return out;
 }

@@ -2,12 +2,12 @@
 // pagemap-PID.img and pages-N.img. All-zero pages of anonymous mappings are
 // left out: a fresh anonymous mapping reads as zero anyway.
 import * as fs from 'node:fs';
-import { abi, processVmReadv } from '../../sys';
+import { abi, processVmReadvMany, type PageRegion } from '../../sys';
 import { readMaps, readAuxv, readPagemap } from '../../proc/proc';
 import { parts, type Msg } from '../../images/image';
 import { PE } from '../../images/criu';
 import { StasisError, ErrorCodes } from '../../errors';
-import type { DumpCtx, ProcessDump } from '../../unit/dump-ctx';
+import type { DumpCtx, ProcessDump, RawImage } from '../../unit/dump-ctx';
 import { regFileEntry } from '../regfile';
 import { dumpMemfdInode, memfdFileId } from '../memfd';
 import { classify, wanted, parseVmFlags, madvOf, type ClassifiedVma } from './classify';
@@ -15,7 +15,7 @@ import type { PageRanges, ParentImages } from './parent';
 import type { ProcTracking } from './track';
 import { pagePlan } from './incremental';
 
-const { MAP, PAGE_SIZE, PROT, O } = abi;
+const { MAP, PAGE_SIZE, PROT, O, PAGE_IS, UIO_MAXIOV } = abi;
 
 /** What the parasite tells of each process (brk is not in /proc), and what it found of write tracking. */
 export interface MmFacts { brk: bigint; dumpable: number; thpDisabled: boolean; track?: ProcTracking }
@@ -37,88 +37,173 @@ function isZeroPage(buf: Buffer, off: number): boolean {
 }
 
 /**
- * How a dump takes pages: `parent` gives, by VMA start, the page numbers it
- * refers to the parent for (PE_PARENT entries: unchanged since the parent
- * copied them); `running`: the task runs meanwhile (pre-dump), so a page
- * gone before it is read is skipped, not an error.
+ * How a dump takes pages. `tracked`, by VMA start: VMAs whose pages were
+ * scanned with write tracking (memory/track.ts): their present pages as
+ * regions with categories (no pagemap walk for them), and the parent's pages
+ * in the VMA (page numbers): a present page not written since is referred to
+ * the parent (PE_PARENT). `running`: the task runs meanwhile (pre-dump), so a
+ * page gone before it is read is skipped, not an error.
  */
-export interface PagePlan { parent?: Map<bigint, PageRanges>; running?: boolean }
-
-/** Read `len` bytes of the task at `at` into the chunk buffer; returns bytes read (short only if `running`). */
-function readRun(pid: number, memFd: number, cv: ClassifiedVma, at: bigint, len: number, data: Buffer, running: boolean): number {
-  let got = -1;
-  if (cv.vma.prot & PROT.READ) {
-    try { got = processVmReadv(pid, at, data, len); } catch { got = -1; }
-  }
-  if (got !== len) {
-    try { got = fs.readSync(memFd, data, 0, len, Number(at)); } catch (e) { if (!running) throw e; }
-  }
-  if (got !== len && !running) throw new StasisError(ErrorCodes.UNSUPPORTED, `short read of ${len} bytes at ${at.toString(16)} in /proc/${pid}/mem`);
-  return Math.max(0, got) - (Math.max(0, got) % PAGE_SIZE);
+export interface PagePlan {
+  tracked?: Map<bigint, { regions: PageRegion[]; parent: PageRanges }>;
+  running?: boolean;
 }
 
-/** Copy the wanted pages of every VMA into pages-N.img; returns the pagemap entries. */
+const PAGE = BigInt(PAGE_SIZE);
+const CHUNK_BYTES = CHUNK_PAGES * PAGE_SIZE;
+
+/**
+ * Copies runs of pages into pages-N.img, many runs per system call: runs are
+ * gathered (up to the chunk buffer, UIO_MAXIOV of them) and read with one
+ * process_vm_readv where the task may read them, through /proc/PID/mem
+ * otherwise (it reads PROT_NONE and write-only pages too). All-zero pages of
+ * anonymous VMAs are left out.
+ */
+class PageCopier {
+  private addrs: bigint[] = [];
+  private lens: number[] = [];
+  private used = 0;
+  private cv: ClassifiedVma | undefined;
+  private readonly data = chunkBuffers().data;
+
+  constructor(private readonly ctx: DumpCtx, private readonly pid: number, private readonly memFd: number, private readonly out: RawImage,
+    private readonly entries: Msg<'pagemap_entry'>[], private readonly running: boolean) {}
+
+  add(cv: ClassifiedVma, addr: bigint, pages: number): void {
+    if (this.cv !== cv) this.flush();
+    this.cv = cv;
+    while (pages > 0) {
+      if (this.used === CHUNK_BYTES || this.addrs.length === UIO_MAXIOV) this.flush();
+      const n = Math.min(pages, (CHUNK_BYTES - this.used) / PAGE_SIZE);
+      const last = this.addrs.length - 1;
+      if (last >= 0 && this.addrs[last] + BigInt(this.lens[last]) === addr) this.lens[last] += n * PAGE_SIZE;
+      else { this.addrs.push(addr); this.lens.push(n * PAGE_SIZE); }
+      this.used += n * PAGE_SIZE;
+      addr += BigInt(n) * PAGE;
+      pages -= n;
+    }
+  }
+
+  /** Read what is gathered, keep what was read (all of it unless running). */
+  private read(): number {
+    const cv = this.cv!;
+    let got = -1;
+    if (cv.vma.prot & PROT.READ) {
+      try { got = processVmReadvMany(this.pid, this.addrs, this.lens, this.data); } catch { got = -1; }
+    }
+    if (got === this.used) return got;
+    // /proc/PID/mem, run by run, from the first not read.
+    let off = 0;
+    for (let i = 0; i < this.addrs.length; i++) {
+      const len = this.lens[i];
+      if (off + len > got) {
+        let n = -1;
+        try { n = fs.readSync(this.memFd, this.data, off, len, Number(this.addrs[i])); } catch (e) { if (!this.running) throw e; }
+        if (n !== len) {
+          if (!this.running) throw new StasisError(ErrorCodes.UNSUPPORTED, `short read of ${len} bytes at ${this.addrs[i].toString(16)} in /proc/${this.pid}/mem`);
+          // Gone meanwhile: the pages read so far are kept, the rest of this batch dropped.
+          return off + Math.max(0, n - (n % PAGE_SIZE));
+        }
+      }
+      off += len;
+    }
+    return off;
+  }
+
+  flush(): void {
+    if (!this.addrs.length) return;
+    const got = this.read();
+    const skipZero = this.cv!.policy === 'anon';
+    let off = 0; // in the gathered data
+    let wStart = 0, wEnd = 0; // a span of it to write in one go
+    const writeSpan = () => { if (wEnd > wStart) this.out.write(this.data, wStart, wEnd - wStart); wStart = wEnd = 0; };
+    for (let i = 0; i < this.addrs.length && off < got; i++) {
+      const pages = Math.floor(Math.min(this.lens[i], got - off) / PAGE_SIZE);
+      let k = 0;
+      while (k < pages) {
+        if (skipZero && isZeroPage(this.data, off + k * PAGE_SIZE)) { k++; continue; }
+        let m = k + 1;
+        while (m < pages && !(skipZero && isZeroPage(this.data, off + m * PAGE_SIZE))) m++;
+        const from = off + k * PAGE_SIZE, to = off + m * PAGE_SIZE;
+        if (wEnd !== from) { writeSpan(); wStart = from; }
+        wEnd = to;
+        this.entries.push({ vaddr: this.addrs[i] + BigInt(k) * PAGE, nr_pages: m - k, flags: PE.PRESENT });
+        this.ctx.pagesCount += m - k;
+        this.ctx.pagesBytes += (m - k) * PAGE_SIZE;
+        k = m;
+      }
+      off += this.lens[i];
+    }
+    writeSpan();
+    this.addrs = [];
+    this.lens = [];
+    this.used = 0;
+  }
+}
+
+/** A tracked VMA: its scanned regions, each written (copied), or unwritten and split between the parent and copies. */
+function trackedPages(cv: ClassifiedVma, t: { regions: PageRegion[]; parent: PageRanges }, copier: PageCopier, entries: Msg<'pagemap_entry'>[]): void {
+  let pi = 0;
+  for (const r of t.regions) {
+    const c = r.categories;
+    // cow-copies: only the anonymous (written, copied) pages of a private file mapping.
+    if (cv.policy === 'cow-copies' && !(c & PAGE_IS.SWAPPED) && c & PAGE_IS.FILE) continue;
+    let p = Number(r.start / PAGE);
+    const end = Number(r.end / PAGE);
+    if (c & PAGE_IS.WRITTEN) { copier.add(cv, r.start, end - p); continue; }
+    const ranges = t.parent;
+    while (p < end) {
+      while (pi < ranges.length && ranges[pi][1] <= p) pi++;
+      const inParent = pi < ranges.length && ranges[pi][0] <= p;
+      const to = Math.min(end, inParent ? ranges[pi][1] : pi < ranges.length ? ranges[pi][0] : end);
+      if (inParent) entries.push({ vaddr: BigInt(p) * PAGE, nr_pages: to - p, flags: PE.PARENT });
+      else copier.add(cv, BigInt(p) * PAGE, to - p);
+      p = to;
+    }
+  }
+}
+
+/** An untracked VMA: the wanted pages as pagemap tells, all copied. */
+function untrackedPages(cv: ClassifiedVma, pmFd: number, copier: PageCopier): void {
+  const { pmBuf } = chunkBuffers();
+  for (let chunk = cv.vma.start; chunk < cv.vma.end; chunk += BigInt(CHUNK_BYTES)) {
+    const chunkEnd = chunk + BigInt(CHUNK_BYTES) < cv.vma.end ? chunk + BigInt(CHUNK_BYTES) : cv.vma.end;
+    const pm = readPagemap(pmFd, chunk, chunkEnd, pmBuf);
+    const n = pm.length / 8;
+    let i = 0;
+    while (i < n) {
+      if (!wanted(cv.policy, pm.readBigUInt64LE(i * 8))) { i++; continue; }
+      let j = i + 1;
+      while (j < n && wanted(cv.policy, pm.readBigUInt64LE(j * 8))) j++;
+      copier.add(cv, chunk + BigInt(i) * PAGE, j - i);
+      i = j;
+    }
+  }
+}
+
+/** Copy the wanted pages of every VMA into pages-N.img (or refer them to the parent); returns the pagemap entries. */
 function dumpPages(ctx: DumpCtx, pid: number, vmas: ClassifiedVma[], pagesFile: string, plan: PagePlan = {}): Msg<'pagemap_entry'>[] {
   const entries: Msg<'pagemap_entry'>[] = [];
   const pmFd = fs.openSync(`/proc/${pid}/pagemap`, 'r');
   const memFd = fs.openSync(`/proc/${pid}/mem`, 'r');
   const out = ctx.out.create(pagesFile);
-  const { pmBuf, data } = chunkBuffers();
-  const write = (off: number, len: number) => out.write(data, off, len);
+  const copier = new PageCopier(ctx, pid, memFd, out, entries, plan.running ?? false);
   try {
     for (const cv of vmas) {
       if (cv.policy === 'none') continue;
-      const skipZero = cv.policy === 'anon';
-      const fromParent = plan.parent?.get(cv.vma.start) ?? [];
-      let pi = 0;
-      /** Whether page number `p` is the parent's (called with increasing p). */
-      const inParent = (p: number) => {
-        while (pi < fromParent.length && fromParent[pi][1] <= p) pi++;
-        return pi < fromParent.length && fromParent[pi][0] <= p;
-      };
-      for (let chunk = cv.vma.start; chunk < cv.vma.end; chunk += BigInt(CHUNK_PAGES * PAGE_SIZE)) {
-        const chunkEnd = chunk + BigInt(CHUNK_PAGES * PAGE_SIZE) < cv.vma.end ? chunk + BigInt(CHUNK_PAGES * PAGE_SIZE) : cv.vma.end;
-        const pm = readPagemap(pmFd, chunk, chunkEnd, pmBuf);
-        const n = pm.length / 8;
-        const page0 = Number(chunk / BigInt(PAGE_SIZE));
-        // Runs of wanted pages, each either the parent's or read in one go:
-        // process_vm_readv where the task may read (faster), /proc/PID/mem
-        // otherwise (it reads PROT_NONE and write-only pages too).
-        let i = 0;
-        while (i < n) {
-          if (!wanted(cv.policy, pm.readBigUInt64LE(i * 8))) { i++; continue; }
-          const parent = inParent(page0 + i);
-          let j = i + 1;
-          while (j < n && wanted(cv.policy, pm.readBigUInt64LE(j * 8)) && inParent(page0 + j) === parent) j++;
-          const runStart = chunk + BigInt(i * PAGE_SIZE);
-          if (parent) {
-            entries.push({ vaddr: runStart, nr_pages: j - i, flags: PE.PARENT });
-            i = j;
-            continue;
-          }
-          const got = readRun(pid, memFd, cv, runStart, (j - i) * PAGE_SIZE, data, plan.running ?? false) / PAGE_SIZE;
-          // Sub-runs of non-zero pages.
-          let k = 0;
-          while (k < got) {
-            if (skipZero && isZeroPage(data, k * PAGE_SIZE)) { k++; continue; }
-            let m = k + 1;
-            while (m < got && !(skipZero && isZeroPage(data, m * PAGE_SIZE))) m++;
-            write(k * PAGE_SIZE, (m - k) * PAGE_SIZE);
-            entries.push({ vaddr: runStart + BigInt(k * PAGE_SIZE), nr_pages: m - k, flags: PE.PRESENT });
-            ctx.pagesCount += m - k;
-            ctx.pagesBytes += (m - k) * PAGE_SIZE;
-            k = m;
-          }
-          i = j;
-        }
-      }
+      const t = plan.tracked?.get(cv.vma.start);
+      if (t) trackedPages(cv, t, copier, entries);
+      else untrackedPages(cv, pmFd, copier);
     }
+    copier.flush();
   } finally {
     out.close();
     fs.closeSync(memFd);
     fs.closeSync(pmFd);
   }
-  return entries;
+  // Parent entries were listed as met, copies as read: in address order they
+  // keep the copies' order, which is their pages' order in the file.
+  return entries.sort((a, b) => (a.vaddr < b.vaddr ? -1 : a.vaddr > b.vaddr ? 1 : 0));
 }
 
 /** vma_entry of each VMA; file mappings and memfds get their file entries. */

@@ -8,7 +8,7 @@ import { PARENT_LINK, PARENT_PIN, pinOf } from '../../images/chain';
 import type { RemoteTask } from '../../compel/remote';
 import type { DumpCtx, ProcessDump } from '../../unit/dump-ctx';
 import { classify, parseVmFlags, type ClassifiedVma } from './classify';
-import { openParentForDump, parentPages, fromParent, type ParentImages, type PageRanges } from './parent';
+import { openParentForDump, parentPages, fromParent, type ParentImages } from './parent';
 import { trackInTask, trackable, formatTrack, TRACK_FILE, type ProcTracking } from './track';
 import type { MmFacts, PagePlan } from './dump';
 
@@ -28,7 +28,7 @@ export function trackParasite(ctx: DumpCtx, pd: ProcessDump, t: RemoteTask, st: 
   const { preDump, leaveRunning, trackMem } = ctx.opts;
   const layout = () => ({
     vmas: readMaps(pd.pid).map(classify),
-    vmFlags: parseVmFlags(fs.readFileSync(`/proc/${pd.pid}/smaps`, 'utf8')),
+    vmFlags: () => parseVmFlags(fs.readFileSync(`/proc/${pd.pid}/smaps`, 'utf8')),
   });
   const tr = trackInTask(t, pd, layout, {
     parent: st.parent?.track.get(pd.vpid),
@@ -39,19 +39,23 @@ export function trackParasite(ctx: DumpCtx, pd: ProcessDump, t: RemoteTask, st: 
   return tr;
 }
 
-/** Which pages of each VMA are taken from the parent: tracked, not written since its arming, and in its images. */
+/**
+ * For each tracked VMA: its present pages (as scanned) and the parent's pages
+ * in it. A present page not written since the parent armed tracking, and in
+ * the parent's images, is taken from the parent.
+ */
 export function pagePlan(parent: ParentImages | undefined, pd: ProcessDump, vmas: ClassifiedVma[], track: ProcTracking | undefined): PagePlan {
   const written = track?.written;
   if (!parent || !written) return {};
   const have = parentPages(parent, pd.vpid);
   if (!have) return {};
-  const plan = new Map<bigint, PageRanges>();
+  const plan: PagePlan['tracked'] = new Map();
   for (const cv of vmas) {
-    const w = written.get(cv.vma.start);
-    if (!trackable(cv) || !w) continue;
-    plan.set(cv.vma.start, fromParent(have, Number(cv.vma.start >> PAGE_SHIFT), Number(cv.vma.end >> PAGE_SHIFT), w));
+    const regions = written.get(cv.vma.start);
+    if (!trackable(cv) || !regions) continue;
+    plan.set(cv.vma.start, { regions, parent: fromParent(have, Number(cv.vma.start >> PAGE_SHIFT), Number(cv.vma.end >> PAGE_SHIFT), []) });
   }
-  return { parent: plan };
+  return { tracked: plan };
 }
 
 /** The parent link and pin, and the tracking this dump armed. */

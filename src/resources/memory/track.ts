@@ -36,7 +36,7 @@
 // the arming (O_DIRECT, io_uring fixed buffers) bypass the page tables and
 // are not seen, as with soft-dirty in criu.
 import * as fs from 'node:fs';
-import { abi, pidfdOpen, pidfdGetfd, uffdApi, uffdRegisterWp, uffdUnregister, uffdWriteProtect, pagemapScan } from '../../sys';
+import { abi, pidfdOpen, pidfdGetfd, uffdApi, uffdRegisterWp, uffdUnregister, uffdWriteProtect, pagemapScanRegions, type PageRegion } from '../../sys';
 import { listFds } from '../../proc/proc';
 import { StasisError, ErrorCodes } from '../../errors';
 import type { RemoteTask } from '../../compel/remote';
@@ -79,8 +79,12 @@ export function parseTrack(where: string, buf: Buffer): Map<number, TrackRecord>
 /** A userfaultfd of ours in a task. */
 interface OurUffd { fd: number; ino: number; owner: number }
 
-/** Written pages of the tracked VMAs, by VMA start ([start, end) ranges); a VMA absent here is not tracked. */
-export type Written = Map<bigint, [bigint, bigint][]>;
+/**
+ * The present or swapped pages of each tracked VMA, by VMA start, as regions
+ * with their PAGE_IS_PRESENT/SWAPPED/FILE/WRITTEN categories; a VMA absent
+ * here is not tracked.
+ */
+export type Written = Map<bigint, PageRegion[]>;
 
 export interface ProcTracking {
   /** Written since the parent armed the tracking; undefined: the parent's arming is not there (copy all). */
@@ -110,17 +114,22 @@ export function trackable(cv: ClassifiedVma): boolean {
   return cv.policy === 'anon' || cv.policy === 'cow-copies';
 }
 
-/** Written pages of each VMA the parent's userfaultfd still write-protects ('uw' in VmFlags). */
-function scanWritten(pid: number, vmas: ClassifiedVma[], vmFlags: Map<bigint, string[]>): Written {
+/**
+ * The pages of each VMA the parent's userfaultfd still write-protects, and
+ * which were written. One PAGEMAP_SCAN per VMA tells both (no per-page
+ * pagemap walk for these): CHECK_WPASYNC fails with EPERM on a VMA not (or
+ * not wholly) registered, which is then copied whole.
+ */
+function scanWritten(pid: number, vmas: ClassifiedVma[]): Written {
   const written: Written = new Map();
   const pm = fs.openSync(`/proc/${pid}/pagemap`, 'r');
+  const cat = { anyOf: PAGE_IS.PRESENT | PAGE_IS.SWAPPED, returned: PAGE_IS.PRESENT | PAGE_IS.SWAPPED | PAGE_IS.FILE | PAGE_IS.WRITTEN };
   try {
     for (const cv of vmas) {
-      if (!trackable(cv) || !(vmFlags.get(cv.vma.start) ?? []).includes('uw')) continue;
+      if (!trackable(cv)) continue;
       try {
-        written.set(cv.vma.start, pagemapScan(pm, cv.vma.start, cv.vma.end, PM_SCAN.CHECK_WPASYNC, PAGE_IS.WRITTEN));
+        written.set(cv.vma.start, pagemapScanRegions(pm, cv.vma.start, cv.vma.end, PM_SCAN.CHECK_WPASYNC, cat));
       } catch (e) {
-        // EPERM: not (or no longer all) registered for async WP: copied whole.
         if ((e as { errno?: number }).errno !== ERRNO.EPERM) throw e;
       }
     }
@@ -173,8 +182,8 @@ function arm(t: RemoteTask, pd: ProcessDump, vmas: ClassifiedVma[]): TrackRecord
   }
 }
 
-/** The task's VMAs and their smaps VmFlags, read while it is frozen. */
-export interface Layout { vmas: ClassifiedVma[]; vmFlags: Map<bigint, string[]> }
+/** The task's VMAs and (lazily: smaps is slow on big processes) their smaps VmFlags, read while it is frozen. */
+export interface Layout { vmas: ClassifiedVma[]; vmFlags: () => Map<bigint, string[]> }
 
 export interface TrackRequest {
   /** The parent's record of this process, if any. */
@@ -200,16 +209,17 @@ export function trackInTask(t: RemoteTask, pd: ProcessDump, layout: () => Layout
   // The task's own arming: a copy inherited from a parent process names another owner (and another mm).
   const mine = found.find((u) => u.owner === pd.vpid && req.parent && u.ino === req.parent.ino && req.parent.pid === pd.pid && req.parent.start === pd.stat.startTime);
   const res: ProcTracking = { own: [] };
-  if (mine) res.written = scanWritten(pd.pid, vmas, vmFlags);
+  if (mine) res.written = scanWritten(pd.pid, vmas);
   if (!req.arm && !req.goesOn) {
     res.own = found.map((u) => u.fd); // the task dies with them: just not dumped
     return res;
   }
   for (const u of found) {
-    if (u.owner === pd.vpid) {
-      // Its registration goes now (closing might not release it: a child may hold a copy).
+    if (u.owner === pd.vpid && req.arm) {
+      // Its registration goes now, for the new one (closing might not release it: a child may hold a copy).
+      const flags = vmFlags();
       const ours = fetchFd(pd.pid, u.fd);
-      try { for (const cv of vmas) if ((vmFlags.get(cv.vma.start) ?? []).includes('uw')) uffdUnregister(ours, cv.vma.start, cv.vma.end - cv.vma.start); } finally { fs.closeSync(ours); }
+      try { for (const cv of vmas) if ((flags.get(cv.vma.start) ?? []).includes('uw')) uffdUnregister(ours, cv.vma.start, cv.vma.end - cv.vma.start); } finally { fs.closeSync(ours); }
     }
     t.call('close', u.fd);
   }

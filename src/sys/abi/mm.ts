@@ -1,5 +1,7 @@
 // Memory mappings, prctl options, arch_prctl, timers, limits, clone flags.
 export const PAGE_SIZE = 4096;
+/** Most iovecs one readv/process_vm_readv takes (UIO_MAXIOV). */
+export const UIO_MAXIOV = 1024;
 export const PROT = { NONE: 0, READ: 1, WRITE: 2, EXEC: 4 } as const;
 export const MAP = {
   SHARED: 0x01, PRIVATE: 0x02, FIXED: 0x10, ANONYMOUS: 0x20, GROWSDOWN: 0x100, DENYWRITE: 0x800,
