@@ -2,9 +2,10 @@
 // the predump fixture), of which ~10% is rewritten after a pre-dump. Compares
 // the final dump made on the pre-dump (--prev-images-dir) with a full dump of
 // the same process: time frozen and wall time, against issue 15's targets
-// (frozen <= 0.1x, wall <= 0.3x of a full dump). Both dumps leave the process
-// running (-R), so they end alike. The last run's process is then killed,
-// restored from the incremental dump and checks every byte of its memory.
+// (frozen <= 0.1x, wall <= 0.3x of a full dump). Both dumps end as a final
+// dump does (the process killed): the full one on a second process built the
+// same way. The last run's process is then restored from the incremental dump
+// and checks every byte of its memory.
 //
 //   npx tsc -p . && node dist/bench/predump.js [--size-mib N] [--runs N]
 //
@@ -31,19 +32,28 @@ function median(xs: number[]): number {
 
 interface Run { full: DumpResult; pre: DumpResult; inc: DumpResult }
 
+async function start(): Promise<Fixture> {
+  return Fixture.start('predump', { args: [String(SIZE_MIB)], readyTimeoutMs: 120000 });
+}
+
 async function oneRun(root: string, i: number, last: boolean): Promise<Run> {
-  const fx = await Fixture.start('predump', { args: [String(SIZE_MIB)], readyTimeoutMs: 120000 });
+  const dir = (n: string) => path.join(root, `run${i}-${n}`);
+  // The full dump, of a process of its own (it is killed, as by a final dump).
+  const other = await start();
+  let full: DumpResult;
   try {
-    const dir = (n: string) => path.join(root, `run${i}-${n}`);
-    const full = dump(fx.pid, { dir: dir('full'), leaveRunning: true });
+    full = dump(other.pid, { dir: dir('full'), leaveRunning: false }); // killed and reaped by the dump (our tracee)
+  } finally {
+    await other.kill();
     fs.rmSync(dir('full'), { recursive: true, force: true });
+  }
+  const fx = await start();
+  try {
     const pre = preDump(fx.pid, { dir: dir('pre') });
     tryKill(fx.pid, abi.SIG.SIGUSR1); // every 10th page rewritten (+ a few others)
     await fx.waitLog(/^STEP 1$/m, 60000);
-    const inc = dump(fx.pid, { dir: dir('inc'), leaveRunning: true, prevImagesDir: `../run${i}-pre` });
+    const inc = dump(fx.pid, { dir: dir('inc'), leaveRunning: false, prevImagesDir: `../run${i}-pre` }); // killed and reaped
     if (last) {
-      tryKill(fx.pid, abi.SIG.SIGKILL);
-      await fx.reap();
       restoreDetached(dir('inc'));
       fx.restored();
       const { log } = await fx.terminate(120000);

@@ -9,6 +9,7 @@ import { restore, type RestoreResult } from '../restore/restore';
 import { waitRestored } from '../restore/tree';
 import { lockForReading } from '../images/dir';
 import { checkImages, DIGEST_FILE, type ImagesReport } from '../images/digest';
+import { openParents } from '../images/chain';
 import { readCheckpoint, formatShow } from '../show';
 import { checkFeatures } from '../check';
 import { runDemo } from '../demo';
@@ -216,16 +217,27 @@ const checkImagesCmd: Command = {
     if (pos.length !== 1) usageError('check-images needs one DIR');
     const lock = lockForReading(pos[0], 'check');
     let r: ImagesReport;
-    try { r = checkImages(pos[0], flag(v, 'allow-foreign-images')); } finally { lock.close(); }
-    if (flag(v, 'json')) printJson(r);
+    // A chain (incremental dumps): every parent verified too, and pinned by its child.
+    let parents: string[] = [];
+    let chainProblem: string | undefined;
+    try {
+      r = checkImages(pos[0], flag(v, 'allow-foreign-images'));
+      try { parents = openParents(pos[0], { anyOwner: flag(v, 'allow-foreign-images'), verify: true }).map((l) => l.dir); } catch (e) {
+        if (!(e instanceof StasisError)) throw e;
+        chainProblem = e.message;
+      }
+    } finally { lock.close(); }
+    if (flag(v, 'json')) printJson({ ...r, ok: r.ok && !chainProblem, parents, chainProblem });
     else {
       for (const f of r.files) if (!f.ok) console.log(f.problem);
       for (const f of r.unlisted) console.log(`${path.join(r.dir, f)}: not listed in the digest (ignored by a restore)`);
       const bad = r.files.filter((f) => !f.ok).length;
       const bytes = r.files.reduce((n, f) => n + f.size, 0);
       console.log(bad ? `${r.dir}: ${bad} of ${r.files.length} files do not match ${DIGEST_FILE}` : `${r.dir}: all ${r.files.length} files (${MiB(bytes)} MiB) match ${DIGEST_FILE}`);
+      for (const p of parents) console.log(`${p}: parent images, verified`);
+      if (chainProblem) console.log(chainProblem);
     }
-    return r.ok ? 0 : 1;
+    return r.ok && !chainProblem ? 0 : 1;
   },
 };
 
