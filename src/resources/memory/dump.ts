@@ -6,6 +6,7 @@ import { abi, processVmReadvMany, type PageRegion } from '../../sys';
 import { readMaps, readAuxv, readPagemap } from '../../proc/proc';
 import { parts, type Msg } from '../../images/image';
 import { PE } from '../../images/criu';
+import { encodePagemap } from '../../images/pagemap';
 import { StasisError, ErrorCodes } from '../../errors';
 import type { DumpCtx, ProcessDump, RawImage } from '../../unit/dump-ctx';
 import { regFileEntry } from '../regfile';
@@ -234,7 +235,9 @@ function vmaEntries(ctx: DumpCtx, pid: number, vmas: ClassifiedVma[]): Msg<'vma_
 export function dumpPagemap(ctx: DumpCtx, pd: ProcessDump, vmas: ClassifiedVma[], plan: PagePlan): void {
   const pagesId = ctx.allocPagesId();
   const pages = dumpPages(ctx, pd.pid, vmas, `pages-${pagesId}.img`, plan);
-  ctx.write(`pagemap-${pd.vpid}.img`, 'PAGEMAP', [{ msg: 'pagemap_head', entry: { pages_id: pagesId } }, ...parts('pagemap_entry', pages)]);
+  // Written whole (hashed from memory like ctx.write's), encoded by the fast path.
+  const f = ctx.out.create(`pagemap-${pd.vpid}.img`);
+  try { f.write(encodePagemap(pagesId, pages)); } finally { f.close(); }
 }
 
 /** Dump the address space of a frozen process (pages unchanged since `parent` referred to it). */
