@@ -40,6 +40,16 @@ export const log = {
   get debugging(): boolean { return fd !== undefined && level >= LOG_LEVELS.DEBUG; },
 };
 
+/** Run `f` and add its duration to `timings[name]` (no log line: for steps run many times). */
+export function tally<T>(timings: Record<string, number>, name: string, f: () => T): T {
+  const s = process.hrtime.bigint();
+  try {
+    return f();
+  } finally {
+    timings[name] = (timings[name] ?? 0) + Number(process.hrtime.bigint() - s) / 1e6;
+  }
+}
+
 /** Run `f` as a named step: logged with its duration, recorded in `timings`. */
 export function timed<T>(timings: Record<string, number>, name: string, f: () => T): T {
   const s = process.hrtime.bigint();

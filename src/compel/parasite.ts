@@ -57,6 +57,9 @@ export interface ParasiteOptions {
  *  microseconds, and a blocking wait4 costs a sleep/wake-up round trip. */
 const SPIN_POLLS = 200;
 
+/** Remote system calls run by every parasite of this process (for --timings and benchmarks). */
+export const remoteCalls = { count: 0 };
+
 /** Blocks of self-restoring code at the end of one process's [vdso], shared by its threads. */
 interface CodeArea {
   tgid: number;
@@ -285,6 +288,7 @@ export class Parasite {
       for (const reg of CALL_REGS) buf.writeBigUInt64LE(r[reg], CALL_REG_OFFSETS[reg]);
       ptrace.setRegsEncoded(this.pid, buf);
       this.calls++;
+      remoteCalls.count++;
       ptrace.syscallStep(this.pid);
       this.waitFor(sysStop, nr, true);
       ptrace.syscallStep(this.pid);
@@ -296,6 +300,7 @@ export class Parasite {
     ptrace.setSigMask(this.pid, BLOCK_ALL_BUT_TRAP);
     ptrace.setRegs(this.pid, r);
     this.calls++;
+    remoteCalls.count++;
     if (this.mode === 'int3') {
       ptrace.cont(this.pid, 0);
       this.waitFor((ws) => ws.kind === 'stopped' && ws.signal === SIG.SIGTRAP, nr);

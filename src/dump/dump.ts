@@ -17,6 +17,7 @@ import type { AnyUnit, DumpPhase } from '../unit/unit';
 import { UNITS } from '../resources/registry';
 import { netlockInventory } from '../resources/netlock';
 import { parasitePhase } from './parasite-session';
+import { remoteCalls } from '../compel/parasite';
 import { log, timed } from '../log';
 
 const { KCMP } = abi;
@@ -32,8 +33,14 @@ export interface DumpResult {
   frozenMs: number;
   /** Bytes of all image files written. */
   imagesBytes: number;
-  /** Milliseconds spent in each step, by name. */
+  /**
+   * Milliseconds spent in each step, by name, in the order run: the top-level
+   * steps add up to at most `ms`; "step.part" names are parts of a step (the
+   * parasite's, by unit) and add up to at most their step.
+   */
   timings: Record<string, number>;
+  /** Remote system calls run in the tree's tasks. */
+  remoteCalls: number;
 }
 
 interface BoundPhase extends DumpPhase<unknown> { unit?: AnyUnit }
@@ -109,12 +116,14 @@ function runPhase(ctx: DumpCtx, p: BoundPhase): void {
 
 export function dump(pid: number, opts: DumpOptions): DumpResult {
   const t0 = process.hrtime.bigint();
+  const early: Record<string, number> = {};
   // Refuse what cannot be dumped before touching the images directory.
-  checkDumpable(pid);
+  timed(early, 'check', () => checkDumpable(pid));
   const phases = dumpPhases();
-  const out = DumpDir.open(opts.dir);
+  const out = timed(early, 'open', () => DumpDir.open(opts.dir));
   const ctx = new DumpCtx(opts, out);
-  const timings: Record<string, number> = {};
+  const timings = Object.assign(ctx.timings, early);
+  const calls0 = remoteCalls.count;
   let tree: FrozenProcess[] = [];
   let tFrozen = t0;
   let done = false;
@@ -153,8 +162,19 @@ export function dump(pid: number, opts: DumpOptions): DumpResult {
   const t1 = process.hrtime.bigint();
   return {
     pid, processes: tree.length, threads: tree.reduce((a, p) => a + p.threads.length, 0), pages: ctx.pagesCount, bytes: ctx.pagesBytes,
-    ms: Number(t1 - t0) / 1e6, frozenMs: Number(t1 - tFrozen) / 1e6, imagesBytes, timings,
+    ms: Number(t1 - t0) / 1e6, frozenMs: Number(t1 - tFrozen) / 1e6, imagesBytes, timings: ordered(timings), remoteCalls: remoteCalls.count - calls0,
   };
+}
+
+/** Top-level steps in the order run, each followed by its parts. */
+export function ordered(t: Record<string, number>): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const [k, v] of Object.entries(t)) {
+    if (k.includes('.')) continue;
+    out[k] = v;
+    for (const [k2, v2] of Object.entries(t)) if (k2.startsWith(`${k}.`)) out[k2] = v2;
+  }
+  return out;
 }
 
 /** Kill the tree (a complete dump without -R) or let it go; units tidy up around that. */

@@ -27,6 +27,7 @@ import { loadCheckpoint, validateCheckpoint } from './load';
 import { startStub, prepareStub } from './stub';
 import { createTree } from './tree';
 import { timed } from '../log';
+import { remoteCalls } from '../compel/parasite';
 
 const { SIG, PTRACE_O, PAGE_SIZE, ALL_SIGNALS, SYSCALL_INSN, CLONE } = abi;
 
@@ -61,8 +62,10 @@ export interface RestoreResult {
   processes: number;
   ms: number;
   warnings: string[];
-  /** Milliseconds spent in each step, by name. */
+  /** Milliseconds spent in each step, by name, in the order run (they add up to at most `ms`). */
   timings: Record<string, number>;
+  /** Remote system calls run in the stub and the new tasks. */
+  remoteCalls: number;
 }
 
 /** A `syscall` instruction in the task's [vdso], for the calls that outlive the trampoline. */
@@ -132,6 +135,7 @@ function cleanup(ctx: RestoreCtx, ok: boolean): void {
 
 export function restore(opts: RestoreOptions): RestoreResult {
   const t0 = process.hrtime.bigint();
+  const calls0 = remoteCalls.count;
   const lock = lockForReading(opts.dir);
   try {
     const timings: Record<string, number> = {};
@@ -197,7 +201,7 @@ export function restore(opts: RestoreOptions): RestoreResult {
     const ms = Number(process.hrtime.bigint() - t0) / 1e6;
     // Our ids (the outer ones when the tree has a pid namespace of its own).
     const pids = ckpt.processes.map((p) => ctx.tasks.get(p.pid)!.task.pid);
-    return { pid: pids[0], pids, processes: ckpt.processes.length, ms, warnings: ctx.warnings, timings };
+    return { pid: pids[0], pids, processes: ckpt.processes.length, ms, warnings: ctx.warnings, timings, remoteCalls: remoteCalls.count - calls0 };
   } finally {
     lock.close();
   }
