@@ -99,7 +99,7 @@ test('--timings: each step of a dump and a restore in ms (the parasite\'s by uni
     for (const name of ['start-up', 'modules', 'freeze', 'parasite', '  signals', 'memory', 'write-core', 'commit', 'kill']) {
       assert.ok(lines.some((l) => new RegExp(`^  ${name} +\\d+\\.\\d$`).test(l)), `a line for ${name.trim()} in:\n${d.stderr}`);
     }
-    assert.match(lines[lines.length - 2], /^ {2}dump \(start-up not included\) +\d+\.\d {3}remote syscalls: [1-9]\d*$/);
+    assert.match(lines[lines.length - 2], /^ {2}dump \(start-up not included\) +\d+\.\d {3}remote syscalls: [1-9]\d* in [1-9]\d* stops$/);
     assert.match(lines[lines.length - 1], new RegExp(`^dumped pid ${fx.pid} `));
     await fx.reap();
     await waitGone([fx.pid]);

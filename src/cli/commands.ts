@@ -84,13 +84,13 @@ function withStartup(t: Record<string, number>): Record<string, number> {
 }
 
 /** --timings: one line per step, parts indented under their step. */
-export function formatTimings(what: string, t: Record<string, number>, ms: number, remoteCalls: number): string {
+export function formatTimings(what: string, t: Record<string, number>, ms: number, remoteCalls: number, remoteStops: number): string {
   const lines = [`${what} timings (ms):`];
   for (const [k, v] of Object.entries(t)) {
     const part = k.includes('.');
     lines.push(`  ${part ? `  ${k.slice(k.indexOf('.') + 1)}` : k}`.padEnd(34) + v.toFixed(1).padStart(9));
   }
-  lines.push(`  ${`${what} (start-up not included)`.padEnd(32)}${ms.toFixed(1).padStart(9)}   remote syscalls: ${remoteCalls}`);
+  lines.push(`  ${`${what} (start-up not included)`.padEnd(32)}${ms.toFixed(1).padStart(9)}   remote syscalls: ${remoteCalls} in ${remoteStops} stops`);
   return lines.join('\n');
 }
 
@@ -144,7 +144,7 @@ const dumpCmd: Command = {
     const timings = withStartup(r.timings);
     if (flag(v, 'json')) printJson({ ...r, timings });
     else {
-      if (flag(v, 'timings')) console.error(formatTimings('dump', timings, r.ms, r.remoteCalls));
+      if (flag(v, 'timings')) console.error(formatTimings('dump', timings, r.ms, r.remoteCalls, r.remoteStops));
       console.error(dumpSummary(r, flag(v, 'leave-running')));
     }
     return 0;
@@ -198,7 +198,7 @@ const restoreCmd: Command = {
     const timings = withStartup(r.timings);
     if (flag(v, 'json')) printJson({ ...r, timings });
     else {
-      if (flag(v, 'timings')) console.error(formatTimings('restore', timings, r.ms, r.remoteCalls));
+      if (flag(v, 'timings')) console.error(formatTimings('restore', timings, r.ms, r.remoteCalls, r.remoteStops));
       console.error(restoreSummary(r));
     }
     closeLog();

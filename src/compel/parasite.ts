@@ -58,7 +58,7 @@ export interface ParasiteOptions {
 const SPIN_POLLS = 200;
 
 /** Remote system calls run by every parasite of this process (for --timings and benchmarks). */
-export const remoteCalls = { count: 0 };
+export const remoteCalls = { count: 0, stops: 0 };
 
 /** Blocks of self-restoring code at the end of one process's [vdso], shared by its threads. */
 interface CodeArea {
@@ -289,6 +289,7 @@ export class Parasite {
       ptrace.setRegsEncoded(this.pid, buf);
       this.calls++;
       remoteCalls.count++;
+      remoteCalls.stops++;
       ptrace.syscallStep(this.pid);
       this.waitFor(sysStop, nr, true);
       ptrace.syscallStep(this.pid);
@@ -301,6 +302,7 @@ export class Parasite {
     ptrace.setRegs(this.pid, r);
     this.calls++;
     remoteCalls.count++;
+    remoteCalls.stops++;
     if (this.mode === 'int3') {
       ptrace.cont(this.pid, 0);
       this.waitFor((ws) => ws.kind === 'stopped' && ws.signal === SIG.SIGTRAP, nr);
@@ -314,6 +316,29 @@ export class Parasite {
     ptrace.setRegs(this.pid, this.savedRegs);
     ptrace.setSigMask(this.pid, this.savedMask);
     return BigInt.asIntN(64, after.rax);
+  }
+
+  /** Int3 mode: whether runToTrap can run code of ours. */
+  get trapsOnInt3(): boolean { return this.mode === 'int3' && !this.cured; }
+
+  /**
+   * Int3 mode: run the task from `rip` (code of ours that ends in int3, such
+   * as batch.ts writes) until it traps, then put its registers and mask back.
+   */
+  runToTrap(rip: bigint, calls: number): void {
+    if (!this.trapsOnInt3) throw new StasisError(ErrorCodes.INTERNAL, `task ${this.pid}: runToTrap needs an int3-mode parasite`);
+    ptrace.setSigMask(this.pid, BLOCK_ALL_BUT_TRAP);
+    ptrace.setRegs(this.pid, { ...this.savedRegs, rip, orig_rax: NO_SYSCALL });
+    this.calls += calls;
+    remoteCalls.count += calls;
+    remoteCalls.stops++;
+    try {
+      ptrace.cont(this.pid, 0);
+      this.waitFor((ws) => ws.kind === 'stopped' && ws.signal === SIG.SIGTRAP, -1);
+    } finally {
+      ptrace.setRegs(this.pid, this.savedRegs);
+      ptrace.setSigMask(this.pid, this.savedMask);
+    }
   }
 
   /** Run one system call; throw SyscallError on failure. */

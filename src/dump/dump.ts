@@ -39,8 +39,9 @@ export interface DumpResult {
    * parasite's, by unit) and add up to at most their step.
    */
   timings: Record<string, number>;
-  /** Remote system calls run in the tree's tasks. */
+  /** Remote system calls run in the tree's tasks, and the stops they took (a batch runs several in one). */
   remoteCalls: number;
+  remoteStops: number;
 }
 
 interface BoundPhase extends DumpPhase<unknown> { unit?: AnyUnit }
@@ -123,7 +124,7 @@ export function dump(pid: number, opts: DumpOptions): DumpResult {
   const out = timed(early, 'open', () => DumpDir.open(opts.dir));
   const ctx = new DumpCtx(opts, out);
   const timings = Object.assign(ctx.timings, early);
-  const calls0 = remoteCalls.count;
+  const calls0 = remoteCalls.count, stops0 = remoteCalls.stops;
   let tree: FrozenProcess[] = [];
   let tFrozen = t0;
   let done = false;
@@ -162,7 +163,7 @@ export function dump(pid: number, opts: DumpOptions): DumpResult {
   const t1 = process.hrtime.bigint();
   return {
     pid, processes: tree.length, threads: tree.reduce((a, p) => a + p.threads.length, 0), pages: ctx.pagesCount, bytes: ctx.pagesBytes,
-    ms: Number(t1 - t0) / 1e6, frozenMs: Number(t1 - tFrozen) / 1e6, imagesBytes, timings: ordered(timings), remoteCalls: remoteCalls.count - calls0,
+    ms: Number(t1 - t0) / 1e6, frozenMs: Number(t1 - tFrozen) / 1e6, imagesBytes, timings: ordered(timings), remoteCalls: remoteCalls.count - calls0, remoteStops: remoteCalls.stops - stops0,
   };
 }
 

@@ -7,6 +7,7 @@ import { inBuf, outBuf, type RemoteTask } from '../compel/remote';
 import type { Msg } from '../images/schema';
 import { defineUnit } from '../unit/unit';
 import type { TaskRestore } from '../unit/restore-ctx';
+import { SyscallError } from '../errors';
 
 const { SIG, NSIG, KSIGACTION, STACK_T, SS_DISABLE, SIG_IGN } = abi;
 
@@ -47,6 +48,12 @@ export function isLateSigaction(sig: number, sa: Msg<'sa_entry'>): boolean {
 
 function setSigaction(t: RemoteTask, sig: number, sa: Msg<'sa_entry'>): void {
   t.call('rt_sigaction', sig, inBuf(KSIGACTION.encode({ handler: sa.sigaction, flags: sa.flags, restorer: sa.restorer, mask: sa.mask })), 0, 8);
+}
+
+/** Every disposition at once (one stop on the trampoline rather than one per signal). */
+function setSigactions(t: RemoteTask, sas: [number, Msg<'sa_entry'>][]): void {
+  const rs = t.callMany(sas.map(([sig, sa]) => ['rt_sigaction', sig, inBuf(KSIGACTION.encode({ handler: sa.sigaction, flags: sa.flags, restorer: sa.restorer, mask: sa.mask })), 0, 8]));
+  rs.forEach((r, i) => { if (r < 0n && r > -4096n) throw new SyscallError('remote rt_sigaction', Number(-r), `of signal ${sas[i][0]} in task ${t.pid}`); });
 }
 
 function sigactionsBySignal(tr: TaskRestore): [number, Msg<'sa_entry'>][] {
@@ -94,7 +101,7 @@ export const signalsUnit = defineUnit({
   restorePhases: [
     {
       name: 'sigactions',
-      each(_ctx, tr) { for (const [sig, sa] of sigactionsBySignal(tr)) if (!isLateSigaction(sig, sa)) setSigaction(tr.task, sig, sa); },
+      each(_ctx, tr) { setSigactions(tr.task, sigactionsBySignal(tr).filter(([sig, sa]) => !isLateSigaction(sig, sa))); },
     },
     // Every signal is blocked in the task until its own mask is set at the end.
     {

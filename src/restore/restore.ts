@@ -64,8 +64,9 @@ export interface RestoreResult {
   warnings: string[];
   /** Milliseconds spent in each step, by name, in the order run (they add up to at most `ms`). */
   timings: Record<string, number>;
-  /** Remote system calls run in the stub and the new tasks. */
+  /** Remote system calls run in the stub and the new tasks, and the stops they took (a batch runs several in one). */
   remoteCalls: number;
+  remoteStops: number;
 }
 
 /** A `syscall` instruction in the task's [vdso], for the calls that outlive the trampoline. */
@@ -135,7 +136,7 @@ function cleanup(ctx: RestoreCtx, ok: boolean): void {
 
 export function restore(opts: RestoreOptions): RestoreResult {
   const t0 = process.hrtime.bigint();
-  const calls0 = remoteCalls.count;
+  const calls0 = remoteCalls.count, stops0 = remoteCalls.stops;
   const lock = lockForReading(opts.dir);
   try {
     const timings: Record<string, number> = {};
@@ -201,7 +202,7 @@ export function restore(opts: RestoreOptions): RestoreResult {
     const ms = Number(process.hrtime.bigint() - t0) / 1e6;
     // Our ids (the outer ones when the tree has a pid namespace of its own).
     const pids = ckpt.processes.map((p) => ctx.tasks.get(p.pid)!.task.pid);
-    return { pid: pids[0], pids, processes: ckpt.processes.length, ms, warnings: ctx.warnings, timings, remoteCalls: remoteCalls.count - calls0 };
+    return { pid: pids[0], pids, processes: ckpt.processes.length, ms, warnings: ctx.warnings, timings, remoteCalls: remoteCalls.count - calls0, remoteStops: remoteCalls.stops - stops0 };
   } finally {
     lock.close();
   }
