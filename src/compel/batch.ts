@@ -1,7 +1,10 @@
 // Machine code for several remote syscalls run in one go: each call loads
-// its registers, runs `syscall` and stores rax in a results array; an int3
-// at the end stops the task for us. One stop instead of one per call, for
-// tasks on our restore trampoline (int3 mode: they die with us).
+// its registers, runs `syscall` and stores rax in a results array; then a
+// tail stops the task for us. One stop instead of two (or one) per call.
+// On the restore trampoline (tasks that die with us) the tail is an int3;
+// in a live task (self-restoring parasite) it raises a signal the task
+// ignores and jumps into the fallback that restores the task: if we are gone
+// by then, the kernel drops the signal and the task puts itself back.
 import { abi } from '../sys';
 
 const { SYSCALL_INSN } = abi;
@@ -14,32 +17,71 @@ const STORE_RAX = [0x48, 0xa3];
 
 export interface BatchCall { nr: number; args: bigint[] }
 
-/** mov $v, %reg: the 32-bit form (zero-extends) when v fits, else movabs. */
-function movImm(reg: number, v: bigint): Buffer {
+/** Length of mov $v, %reg: the 32-bit form (zero-extends) when v fits, else movabs. */
+function movLen(reg: number, v: bigint): number {
+  return v <= 0xffffffffn ? (reg >= 8 ? 6 : 5) : 10;
+}
+
+/** Write mov $v, %reg at `at`; returns the offset past it. */
+function movImm(out: Buffer, at: number, reg: number, v: bigint): number {
   if (v <= 0xffffffffn) {
-    const b = Buffer.alloc(reg >= 8 ? 6 : 5);
-    if (reg >= 8) b[0] = 0x41;
-    b[b.length - 5] = 0xb8 + (reg & 7);
-    b.writeUInt32LE(Number(v), b.length - 4);
-    return b;
+    if (reg >= 8) out[at++] = 0x41;
+    out[at++] = 0xb8 + (reg & 7);
+    out.writeUInt32LE(Number(v), at);
+    return at + 4;
   }
-  const b = Buffer.alloc(10);
-  b[0] = 0x48 | (reg >= 8 ? 1 : 0);
-  b[1] = 0xb8 + (reg & 7);
-  b.writeBigUInt64LE(v, 2);
-  return b;
+  out[at++] = 0x48 | (reg >= 8 ? 1 : 0);
+  out[at++] = 0xb8 + (reg & 7);
+  out.writeBigUInt64LE(v, at);
+  return at + 8;
 }
 
-/** One call: its registers, `syscall`, rax stored at `result`. */
-export function callCode(c: BatchCall, result: bigint): Buffer {
-  const vals = [BigInt(c.nr), ...Array.from({ length: 6 }, (_, i) => BigInt.asUintN(64, c.args[i] ?? 0n))];
-  const store = Buffer.alloc(10);
-  Buffer.from(STORE_RAX).copy(store);
-  store.writeBigUInt64LE(result, 2);
-  return Buffer.concat([...REGS.map((r, i) => movImm(r, vals[i])), SYSCALL_INSN, store]);
+/** A call's register values: rax = nr, then the arguments (missing ones 0). */
+function values(c: BatchCall): bigint[] {
+  return [BigInt(c.nr), ...Array.from({ length: 6 }, (_, i) => BigInt.asUintN(64, c.args[i] ?? 0n))];
 }
 
-/** The calls in order, results at `results` (8 bytes each), then int3. */
-export function batchCode(calls: BatchCall[], results: bigint): Buffer {
-  return Buffer.concat([...calls.map((c, i) => callCode(c, results + BigInt(8 * i))), Buffer.from([INT3])]);
+const STORE_LEN = 10;
+
+/** Bytes of one call's code (its registers, `syscall`, the store of rax). */
+export function callCodeLength(c: BatchCall): number {
+  const v = values(c);
+  return REGS.reduce<number>((n, r, i) => n + movLen(r, v[i]), 0) + SYSCALL_INSN.length + STORE_LEN;
+}
+
+/** Write one call at `at`: its registers, `syscall`, rax stored at `result`. Returns the offset past it. */
+function writeCall(out: Buffer, at: number, c: BatchCall, result: bigint): number {
+  const v = values(c);
+  REGS.forEach((r, i) => { at = movImm(out, at, r, v[i]); });
+  at += SYSCALL_INSN.copy(out, at);
+  out[at] = STORE_RAX[0];
+  out[at + 1] = STORE_RAX[1];
+  out.writeBigUInt64LE(result, at + 2);
+  return at + STORE_LEN;
+}
+
+/** The calls in order, results at `results` (8 bytes each), then `tail`. */
+export function batchCode(calls: BatchCall[], results: bigint, tail: Buffer): Buffer {
+  const out = Buffer.alloc(calls.reduce((n, c) => n + callCodeLength(c), 0) + tail.length);
+  let at = 0;
+  calls.forEach((c, i) => { at = writeCall(out, at, c, results + BigInt(8 * i)); });
+  tail.copy(out, at);
+  return out;
+}
+
+export const INT3_TAIL = Buffer.from([INT3]);
+
+/**
+ * tgkill(tgid, tid, sig), then jmp *fallback; `stopOffset`: just past the
+ * `syscall` (where the task stops with the signal).
+ */
+export function signalTail(tgid: number, tid: number, sig: number, fallback: bigint): { code: Buffer; stopOffset: number } {
+  const code = Buffer.alloc(4 * 10 + SYSCALL_INSN.length + 14);
+  let at = 0;
+  [abi.SYS.tgkill, tgid, tid, sig].forEach((v, i) => { at = movImm(code, at, REGS[i], BigInt(v)); });
+  at += SYSCALL_INSN.copy(code, at);
+  const stopOffset = at;
+  code[at] = 0xff; code[at + 1] = 0x25; // jmp *0(%rip): the address follows
+  code.writeBigUInt64LE(fallback, at + 6);
+  return { code: code.subarray(0, at + 14), stopOffset };
 }

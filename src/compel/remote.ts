@@ -8,7 +8,7 @@
 //   t.call('rt_sigaction', sig, 0, old, 8);
 //   KSIGACTION.decode(old.data);
 import { Parasite, type ParasiteOptions } from './parasite';
-import { batchCode, callCode } from './batch';
+import { batchCode, callCodeLength, signalTail, INT3_TAIL } from './batch';
 import { abi, processVmReadv, processVmWritev } from '../sys';
 import { StasisError, ErrorCodes, SyscallError } from '../errors';
 
@@ -142,19 +142,36 @@ export class RemoteTask {
    * in its code page and scratch at a time); elsewhere one by one.
    */
   callMany(calls: [keyof typeof SYS, ...Arg[]][]): bigint[] {
-    if (!this.trampoline || !this.p.trapsOnInt3) return calls.map(([name, ...args]) => this.callRaw(name, ...args));
     const out: bigint[] = [];
     for (let i = 0; i < calls.length;) {
-      const n = this.fitting(calls.slice(i));
-      out.push(...(n > 0 ? this.runBatch(calls.slice(i, i + n)) : [this.callRaw(calls[i][0], ...calls[i].slice(1) as Arg[])]));
+      const way = calls.length - i > 1 ? this.batchWay() : undefined;
+      const n = way ? this.fitting(calls.slice(i), way.room) : 0;
+      out.push(...(n > 1 ? this.runBatch(calls.slice(i, i + n), way!) : [this.callRaw(calls[i][0], ...calls[i].slice(1) as Arg[])]));
       i += Math.max(n, 1);
     }
     return out;
   }
 
-  /** How many of `calls`, from the first, fit in one batch (code after our `syscall; int3`, buffers and results in scratch). */
-  private fitting(calls: [keyof typeof SYS, ...Arg[]][]): number {
-    const room = PAGE_SIZE - BATCH_CODE_OFFSET - 1;
+  /** How a batch runs in this task, if one can: where its code goes, how it ends, and how it is run. */
+  private batchWay(): { at: bigint; room: number; tail: Buffer; run(code: Buffer, calls: number): void } | undefined {
+    if (this.trampoline && this.p.trapsOnInt3) {
+      const at = this.trampoline.code + BigInt(BATCH_CODE_OFFSET);
+      return {
+        at, room: PAGE_SIZE - BATCH_CODE_OFFSET - INT3_TAIL.length, tail: INT3_TAIL,
+        run: (code, n) => { processVmWritev(this.pid, at, code); this.p.runToTrap(at, n); },
+      };
+    }
+    const t = this.p.batchTarget();
+    if (!t) return undefined;
+    const tail = signalTail(t.tgid, this.pid, t.sig, t.fallback);
+    return {
+      at: t.at, room: t.room - tail.code.length, tail: tail.code,
+      run: (code, n) => this.p.runToSignal(code, t, t.at + BigInt(code.length - tail.code.length + tail.stopOffset), n),
+    };
+  }
+
+  /** How many of `calls`, from the first, fit in one batch of `room` bytes of code (buffers and results in scratch). */
+  private fitting(calls: [keyof typeof SYS, ...Arg[]][], room: number): number {
     // Buffer addresses are not known yet: the highest in scratch gives the longest code.
     const high = this.scratch + BigInt(this.scratchLen);
     let code = 0;
@@ -162,7 +179,7 @@ export class RemoteTask {
     let n = 0;
     for (; n < calls.length; n++) {
       const [name, ...args] = calls[n];
-      code += callCode({ nr: SYS[name], args: args.map((a) => (a instanceof RemoteBuf ? high : BigInt(a))) }, high).length;
+      code += callCodeLength({ nr: SYS[name], args: args.map((a) => (a instanceof RemoteBuf ? high : BigInt(a))) });
       // Each call's buffers on their own: at least what the shared layout will need.
       used += this.layout([args]).used;
       if (code > room || used + 8 * (n + 1) > this.scratchLen) break;
@@ -170,15 +187,13 @@ export class RemoteTask {
     return n;
   }
 
-  private runBatch(calls: [keyof typeof SYS, ...Arg[]][]): bigint[] {
+  private runBatch(calls: [keyof typeof SYS, ...Arg[]][], way: { tail: Buffer; run(code: Buffer, calls: number): void }): bigint[] {
     const { bufs, used } = this.layout(calls.map((c) => c.slice(1) as Arg[]));
     const resultsAt = align8(used);
     const results = this.scratch + BigInt(resultsAt);
-    const code = batchCode(calls.map(([name, ...args]) => ({ nr: SYS[name], args: args.map((a) => (a instanceof RemoteBuf ? a.addr : BigInt(a))) })), results);
+    const code = batchCode(calls.map(([name, ...args]) => ({ nr: SYS[name], args: args.map((a) => (a instanceof RemoteBuf ? a.addr : BigInt(a))) })), results, way.tail);
     this.writeBufs(bufs, used);
-    const at = this.trampoline!.code + BigInt(BATCH_CODE_OFFSET);
-    processVmWritev(this.pid, at, code);
-    this.p.runToTrap(at, calls.length);
+    way.run(code, calls.length);
     const back = this.readBufs(bufs, resultsAt, 8 * calls.length);
     return calls.map((_c, i) => back.readBigInt64LE(resultsAt + 8 * i));
   }

@@ -16,16 +16,16 @@ export function hasDisposition(sig: number): boolean {
   return sig !== SIG.SIGKILL && sig !== SIG.SIGSTOP;
 }
 
+/** Every disposition, read in one batch (one stop rather than one per signal). */
 function dumpSigactions(t: RemoteTask): Msg<'sa_entry'>[] {
-  const out: Msg<'sa_entry'>[] = [];
-  for (let sig = 1; sig <= NSIG; sig++) {
-    if (!hasDisposition(sig)) continue;
-    const old = outBuf(KSIGACTION.size);
-    t.call('rt_sigaction', sig, 0, old, 8);
-    const a = KSIGACTION.decode(old.data);
-    out.push({ sigaction: a.handler, flags: a.flags, restorer: a.restorer, mask: a.mask });
-  }
-  return out;
+  const sigs = Array.from({ length: NSIG }, (_, i) => i + 1).filter(hasDisposition);
+  const olds = sigs.map(() => outBuf(KSIGACTION.size));
+  const rs = t.callMany(sigs.map((sig, i) => ['rt_sigaction', sig, 0, olds[i], 8]));
+  return sigs.map((sig, i) => {
+    if (rs[i] < 0n && rs[i] > -4096n) throw new SyscallError('remote rt_sigaction', Number(-rs[i]), `of signal ${sig} in task ${t.pid}`);
+    const a = KSIGACTION.decode(olds[i].data);
+    return { sigaction: a.handler, flags: a.flags, restorer: a.restorer, mask: a.mask };
+  });
 }
 
 function dumpAltStack(t: RemoteTask): Msg<'thread_sas_entry'> {
