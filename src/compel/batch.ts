@@ -72,16 +72,25 @@ export function batchCode(calls: BatchCall[], results: bigint, tail: Buffer): Bu
 export const INT3_TAIL = Buffer.from([INT3]);
 
 /**
- * tgkill(tgid, tid, sig), then jmp *fallback; `stopOffset`: just past the
- * `syscall` (where the task stops with the signal).
+ * tgkill(getpid(), gettid(), sig), then jmp *fallback; `stopOffset`: just
+ * past tgkill's `syscall` (where the task stops with the signal). The ids are
+ * the task's own: in a pid namespace of its own, ours would name others.
  */
-export function signalTail(tgid: number, tid: number, sig: number, fallback: bigint): { code: Buffer; stopOffset: number } {
-  const code = Buffer.alloc(4 * 10 + SYSCALL_INSN.length + 14);
+export function signalTail(sig: number, fallback: bigint): { code: Buffer; stopOffset: number } {
+  const code = Buffer.alloc(64);
   let at = 0;
-  [abi.SYS.tgkill, tgid, tid, sig].forEach((v, i) => { at = movImm(code, at, REGS[i], BigInt(v)); });
+  const raw = (...bytes: number[]) => { for (const x of bytes) code[at++] = x; };
+  at = movImm(code, at, REGS[0], BigInt(abi.SYS.getpid));
+  at += SYSCALL_INSN.copy(code, at);
+  raw(0x48, 0x89, 0xc7); // mov %rax, %rdi
+  at = movImm(code, at, REGS[0], BigInt(abi.SYS.gettid));
+  at += SYSCALL_INSN.copy(code, at); // (a syscall changes only rax, rcx and r11)
+  raw(0x48, 0x89, 0xc6); // mov %rax, %rsi
+  at = movImm(code, at, REGS[3], BigInt(sig));
+  at = movImm(code, at, REGS[0], BigInt(abi.SYS.tgkill));
   at += SYSCALL_INSN.copy(code, at);
   const stopOffset = at;
-  code[at] = 0xff; code[at + 1] = 0x25; // jmp *0(%rip): the address follows
-  code.writeBigUInt64LE(fallback, at + 6);
-  return { code: code.subarray(0, at + 14), stopOffset };
+  raw(0xff, 0x25, 0, 0, 0, 0); // jmp *0(%rip): the address follows
+  code.writeBigUInt64LE(fallback, at);
+  return { code: code.subarray(0, at + 8), stopOffset };
 }

@@ -34,6 +34,10 @@ const BLOCK_ALL_BUT_TRAP = BigInt.asUintN(64, ~(1n << BigInt(SIG.SIGTRAP - 1)));
 /** Signals that end a batch in self-restoring mode, if the task ignores one (see batchTarget). */
 const BATCH_SIGNALS = [SIG.SIGURG, SIG.SIGWINCH, SIG.SIGCHLD];
 
+/** A batch is a few hundred syscalls at most: one that has not stopped by then went wrong. */
+const BATCH_TIMEOUT_MS = 10000;
+const SLEEPER = new Int32Array(new SharedArrayBuffer(4));
+
 /** Stops we tolerate (group stops, spurious interrupts) before giving up on one call. */
 const MAX_STOPS_PER_CALL = 16;
 
@@ -355,7 +359,7 @@ export class Parasite {
    * the kernel drops it, as it would any such signal, and the code goes on
    * into the block's fallback (see selfRestoreCode).
    */
-  batchTarget(): { at: bigint; room: number; sig: number; fallback: bigint; tgid: number } | undefined {
+  batchTarget(): { at: bigint; room: number; sig: number; fallback: bigint } | undefined {
     const a = this.area;
     if (this.mode !== 'self-restoring' || this.cured || !a?.batchPage) return undefined;
     const status = readStatus(this.pid);
@@ -363,7 +367,7 @@ export class Parasite {
     const busy = caught | this.savedMask | sigmaskFromStatus(status, 'SigPnd') | sigmaskFromStatus(status, 'ShdPnd');
     const sig = BATCH_SIGNALS.find((s) => !((busy >> BigInt(s - 1)) & 1n));
     if (sig === undefined) return undefined;
-    return { at: a.batchPage, room: PAGE_SIZE, sig, fallback: this.codeAddr + BigInt(SYSCALL_INSN_LEN), tgid: a.tgid };
+    return { at: a.batchPage, room: PAGE_SIZE, sig, fallback: this.codeAddr + BigInt(SYSCALL_INSN_LEN) };
   }
 
   /** Test hook: a batch set up, not yet resumed ('batch-set'); running; stopped at its signal. */
@@ -390,10 +394,11 @@ export class Parasite {
     this.onBatch?.('batch-running');
     for (let i = 0; ; i++) {
       if (i >= MAX_STOPS_PER_CALL) throw new StasisError(ErrorCodes.PARASITE, `task ${this.pid}: too many stops during a batch of remote syscalls`);
-      const ws = this.waitSpinning();
-      if (ws.kind === 'exited' || ws.kind === 'signaled') {
-        this.markDead();
-        throw new StasisError(ErrorCodes.TASK_DIED, `task ${this.pid} ${describeWait(ws)} during a batch of remote syscalls`);
+      const ws = this.waitBounded(BATCH_TIMEOUT_MS);
+      if (ws.kind === 'none') {
+        // Our code ran past its signal (it should never): stop the task wherever it is, cure() does the rest.
+        ptrace.interrupt(this.pid);
+        throw new StasisError(ErrorCodes.PARASITE, `task ${this.pid}: a batch of remote syscalls did not stop within ${BATCH_TIMEOUT_MS} ms`);
       }
       // Ours, or the same ignored signal from elsewhere before it (dropped, as it would have been): go on.
       if (ws.kind === 'stopped' && ws.signal === t.sig && ptrace.peekReg(this.pid, 'rip') === stopAt) break;
@@ -459,10 +464,21 @@ export class Parasite {
   }
 
   /** The task's next wait status: polled a while first (see SPIN_POLLS), then waited for. */
-  private waitSpinning(): WaitStatus {
+  private waitSpinning(block = true): WaitStatus {
     let ws = wait4(this.pid, abi.WAIT.WNOHANG);
     for (let spin = 0; ws.kind === 'none' && spin < SPIN_POLLS; spin++) ws = wait4(this.pid, abi.WAIT.WNOHANG);
-    return ws.kind === 'none' ? wait4(this.pid) : ws;
+    return ws.kind === 'none' && block ? wait4(this.pid) : ws;
+  }
+
+  /** Like waitSpinning, but gives up (kind 'none') after `ms`. */
+  private waitBounded(ms: number): WaitStatus {
+    let ws = this.waitSpinning(false);
+    const end = Date.now() + ms;
+    while (ws.kind === 'none' && Date.now() < end) {
+      Atomics.wait(SLEEPER, 0, 0, 1);
+      ws = wait4(this.pid, abi.WAIT.WNOHANG);
+    }
+    return ws;
   }
 
   private waitFor(ok: (ws: WaitStatus) => boolean, nr: number, syscallStop = false): void {

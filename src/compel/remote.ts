@@ -163,7 +163,7 @@ export class RemoteTask {
     }
     const t = this.p.batchTarget();
     if (!t) return undefined;
-    const tail = signalTail(t.tgid, this.pid, t.sig, t.fallback);
+    const tail = signalTail(t.sig, t.fallback);
     return {
       at: t.at, room: t.room - tail.code.length, tail: tail.code,
       run: (code, n) => this.p.runToSignal(code, t, t.at + BigInt(code.length - tail.code.length + tail.stopOffset), n),
