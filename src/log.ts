@@ -62,3 +62,14 @@ export function timed<T>(timings: Record<string, number>, name: string, f: () =>
     log.info(`${name} done in ${ms.toFixed(1)} ms`);
   }
 }
+
+/** Top-level steps in the order run, each followed by its parts. */
+export function ordered(t: Record<string, number>): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const [k, v] of Object.entries(t)) {
+    if (k.includes('.')) continue;
+    out[k] = v;
+    for (const [k2, v2] of Object.entries(t)) if (k2.startsWith(`${k}.`)) out[k2] = v2;
+  }
+  return out;
+}

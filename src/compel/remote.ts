@@ -152,6 +152,13 @@ export class RemoteTask {
     return out;
   }
 
+  /** callMany, then a SyscallError for the first call that failed (all of them ran). */
+  callAll(calls: [keyof typeof SYS, ...Arg[]][]): bigint[] {
+    const rs = this.callMany(calls);
+    rs.forEach((r, i) => { if (r < 0n && r > -4096n) throw new SyscallError(`remote ${calls[i][0]}`, Number(-r), `in task ${this.pid}`); });
+    return rs;
+  }
+
   /** How a batch runs in this task, if one can: where its code goes, how it ends, and how it is run. */
   private batchWay(): { at: bigint; room: number; tail: Buffer; run(code: Buffer, calls: number): void } | undefined {
     if (this.trampoline && this.p.trapsOnInt3) {

@@ -18,7 +18,7 @@ import { UNITS } from '../resources/registry';
 import { netlockInventory } from '../resources/netlock';
 import { parasitePhase } from './parasite-session';
 import { remoteCalls } from '../compel/parasite';
-import { log, timed } from '../log';
+import { log, timed, ordered } from '../log';
 
 const { KCMP } = abi;
 
@@ -165,17 +165,6 @@ export function dump(pid: number, opts: DumpOptions): DumpResult {
     pid, processes: tree.length, threads: tree.reduce((a, p) => a + p.threads.length, 0), pages: ctx.pagesCount, bytes: ctx.pagesBytes,
     ms: Number(t1 - t0) / 1e6, frozenMs: Number(t1 - tFrozen) / 1e6, imagesBytes, timings: ordered(timings), remoteCalls: remoteCalls.count - calls0, remoteStops: remoteCalls.stops - stops0,
   };
-}
-
-/** Top-level steps in the order run, each followed by its parts. */
-export function ordered(t: Record<string, number>): Record<string, number> {
-  const out: Record<string, number> = {};
-  for (const [k, v] of Object.entries(t)) {
-    if (k.includes('.')) continue;
-    out[k] = v;
-    for (const [k2, v2] of Object.entries(t)) if (k2.startsWith(`${k}.`)) out[k2] = v2;
-  }
-  return out;
 }
 
 /** Kill the tree (a complete dump without -R) or let it go; units tidy up around that. */

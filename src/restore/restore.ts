@@ -26,7 +26,7 @@ import { restoreDumpableLast } from '../resources/creds';
 import { loadCheckpoint, validateCheckpoint } from './load';
 import { startStub, prepareStub } from './stub';
 import { createTree } from './tree';
-import { timed } from '../log';
+import { timed, ordered } from '../log';
 import { remoteCalls } from '../compel/parasite';
 
 const { SIG, PTRACE_O, PAGE_SIZE, ALL_SIGNALS, SYSCALL_INSN, CLONE } = abi;
@@ -142,8 +142,8 @@ export function restore(opts: RestoreOptions): RestoreResult {
     const timings: Record<string, number> = {};
     // Every file against the digest before anything is read for real (--no-verify: not).
     const listing = opts.verify === false ? undefined : timed(timings, 'verify', () => verifyImages(opts.dir, opts.anyOwner));
-    const ckpt = timed(timings, 'load', () => loadCheckpoint(opts.dir, { ...opts, listing }));
-    timed(timings, 'validate', () => validateCheckpoint(ckpt));
+    const ckpt = timed(timings, 'load', () => loadCheckpoint(opts.dir, { ...opts, listing }, UNITS, timings));
+    timed(timings, 'validate', () => validateCheckpoint(ckpt, UNITS, timings));
     // In a pid namespace of its own, the tree's ids are free by construction.
     if (!ckpt.loaded(namespacesUnit).has('pid')) for (const proc of ckpt.processes) {
       for (const th of proc.threads) {
@@ -202,7 +202,7 @@ export function restore(opts: RestoreOptions): RestoreResult {
     const ms = Number(process.hrtime.bigint() - t0) / 1e6;
     // Our ids (the outer ones when the tree has a pid namespace of its own).
     const pids = ckpt.processes.map((p) => ctx.tasks.get(p.pid)!.task.pid);
-    return { pid: pids[0], pids, processes: ckpt.processes.length, ms, warnings: ctx.warnings, timings, remoteCalls: remoteCalls.count - calls0, remoteStops: remoteCalls.stops - stops0 };
+    return { pid: pids[0], pids, processes: ckpt.processes.length, ms, warnings: ctx.warnings, timings: ordered(timings), remoteCalls: remoteCalls.count - calls0, remoteStops: remoteCalls.stops - stops0 };
   } finally {
     lock.close();
   }
