@@ -109,17 +109,19 @@ export function restorePages(ctx: RestoreCtx, tr: TaskRestore, m: LoadedMm): voi
 }
 
 export function restoreProtections(tr: TaskRestore, reprotect: Reprotect): void {
-  for (const r of reprotect.get(tr.img.pid) ?? []) tr.task.call('mprotect', r.start, r.len, r.prot);
+  tr.task.callAll((reprotect.get(tr.img.pid) ?? []).map((r) => ['mprotect', r.start, r.len, r.prot]));
 }
 
-/** madvise() advice and mlock, on the final VMAs. */
+/** madvise() advice and mlock, on the final VMAs (in order, in one batch). */
 export function restoreAdvice(tr: TaskRestore, m: LoadedMm): void {
+  const calls: Parameters<typeof tr.task.callAll>[0] = [];
   for (const v of m.mm.vmas ?? []) {
     const len = v.end - v.start;
     const madv = v.madv ?? 0n;
-    for (let a = 0; a < 64; a++) if ((madv >> BigInt(a)) & 1n) tr.task.call('madvise', v.start, len, a);
-    if (v.flags & MAP.LOCKED) tr.task.call('mlock', v.start, len);
+    for (let a = 0; a < 64; a++) if ((madv >> BigInt(a)) & 1n) calls.push(['madvise', v.start, len, a]);
+    if (v.flags & MAP.LOCKED) calls.push(['mlock', v.start, len]);
   }
+  tr.task.callAll(calls);
 }
 
 /** mm fields, auxv and exe link in one prctl(PR_SET_MM, PR_SET_MM_MAP); THP. (dumpable: creds.ts, last.) */
