@@ -4,6 +4,7 @@
 // start-up, as a user sees it).
 //
 //   npm run build && node dist/bench/vs-criu.js --criu /path/to/criu [--runs N] [--size-mib N] [--only small|big]
+//     [--before /other/checkout/bin/stasis.js]   (another stasis, e.g. main, interleaved as 'before')
 //
 // Runs are interleaved (stasis then CRIU, then CRIU then stasis...) on the
 // same process: each tool dumps (and kills) what the other restored, then
@@ -24,11 +25,13 @@ const { values } = parseArgs({
     runs: { type: 'string', default: '5' },
     'size-mib': { type: 'string', default: '1024' },
     only: { type: 'string' },
+    before: { type: 'string' },
   },
 });
 const RUNS = Number(values.runs);
 const SIZE_MIB = Number(values['size-mib']);
 const CRIU = values.criu;
+const BEFORE = values.before;
 if (!(RUNS > 0) || !(SIZE_MIB > 0)) throw new Error('--runs and --size-mib must be positive numbers');
 if (CRIU && !fs.existsSync(CRIU)) throw new Error(`no CRIU binary at ${CRIU}`);
 
@@ -66,11 +69,13 @@ function criuFrozenMs(dir: string): number {
   throw new Error('stats-dump: no frozen_time');
 }
 
-type Tool = 'stasis' | 'criu';
+type Tool = 'stasis' | 'before' | 'criu';
+
+const binOf = (tool: Tool) => (tool === 'before' ? BEFORE! : STASIS);
 
 function dumpWith(tool: Tool, pid: number, dir: string): { ms: number; frozen: number; phases?: Record<string, number> } {
-  if (tool === 'stasis') {
-    const r = timedRun(process.execPath, [STASIS, 'dump', '-t', String(pid), '-D', dir, '--json']);
+  if (tool !== 'criu') {
+    const r = timedRun(process.execPath, [binOf(tool), 'dump', '-t', String(pid), '-D', dir, '--json']);
     const j = JSON.parse(r.stdout.trim().split('\n').pop()!) as { frozenMs: number; timings: Record<string, number> };
     return { ms: r.ms, frozen: j.frozenMs, phases: j.timings };
   }
@@ -79,8 +84,8 @@ function dumpWith(tool: Tool, pid: number, dir: string): { ms: number; frozen: n
 }
 
 function restoreWith(tool: Tool, dir: string): { ms: number; phases?: Record<string, number> } {
-  if (tool === 'stasis') {
-    const r = timedRun(process.execPath, [STASIS, 'restore', '-d', '-D', dir, '--json']);
+  if (tool !== 'criu') {
+    const r = timedRun(process.execPath, [binOf(tool), 'restore', '-d', '-D', dir, '--json']);
     const j = JSON.parse(r.stdout.trim().split('\n')[0]) as { timings: Record<string, number> };
     return { ms: r.ms, phases: j.timings };
   }
@@ -104,14 +109,16 @@ function load(): string {
   return os.loadavg().map((x) => x.toFixed(2)).join(' ');
 }
 
-function startup(): { help: number; node: number } {
+function startup(): { help: number; node: number; before?: number } {
   const help: number[] = [];
   const bare: number[] = [];
-  for (let i = 0; i < Math.max(5, RUNS); i++) {
+  const before: number[] = [];
+  for (let i = 0; i < Math.max(7, RUNS); i++) {
     bare.push(timedRun(process.execPath, ['-e', '0']).ms);
     help.push(timedRun(process.execPath, [STASIS, '--help']).ms);
+    if (BEFORE) before.push(timedRun(process.execPath, [BEFORE, '--help']).ms);
   }
-  return { help: median(help), node: median(bare) };
+  return { help: median(help), node: median(bare), before: BEFORE ? median(before) : undefined };
 }
 
 function phaseMedians(samples: Sample[], key: 'phases' | 'rphases'): string {
@@ -121,8 +128,8 @@ function phaseMedians(samples: Sample[], key: 'phases' | 'rphases'): string {
 }
 
 async function runCase(name: string, fx: Fixture, work: string): Promise<void> {
-  const tools: Tool[] = CRIU ? ['stasis', 'criu'] : ['stasis'];
-  const samples: Record<Tool, Sample[]> = { stasis: [], criu: [] };
+  const tools: Tool[] = ['stasis', ...(BEFORE ? ['before' as const] : []), ...(CRIU ? ['criu' as const] : [])];
+  const samples: Record<Tool, Sample[]> = { stasis: [], before: [], criu: [] };
   // One warm-up round each (CRIU caches its kernel checks; page cache, JIT of the children).
   for (const t of tools) await cycle(t, fx, work, -1);
   for (let i = 0; i < RUNS; i++) {
@@ -131,11 +138,15 @@ async function runCase(name: string, fx: Fixture, work: string): Promise<void> {
   }
   const med = (t: Tool, k: 'dump' | 'frozen' | 'restore') => median(samples[t].map((s) => s[k]));
   console.log(`\n${name} (${RUNS} interleaved runs, medians, ms):`);
-  console.log(`  ${''.padEnd(12)} ${'stasis'.padStart(9)}${CRIU ? `${'CRIU'.padStart(9)}${'ratio'.padStart(8)}` : ''}`);
+  const b = BEFORE ? `${'before'.padStart(9)}` : '';
+  console.log(`  ${''.padEnd(12)} ${'stasis'.padStart(9)}${b}${CRIU ? `${'CRIU'.padStart(9)}${'ratio'.padStart(8)}` : ''}${BEFORE && CRIU ? `${'before ratio'.padStart(14)}` : ''}`);
   for (const k of ['dump', 'frozen', 'restore'] as const) {
     const s = med('stasis', k);
+    const p = BEFORE ? med('before', k) : 0;
     const c = CRIU ? med('criu', k) : 0;
-    console.log(`  ${(k === 'frozen' ? 'frozen' : `${k} wall`).padEnd(12)} ${s.toFixed(1).padStart(9)}${CRIU ? `${c.toFixed(1).padStart(9)}${(s / c).toFixed(2).padStart(7)}×` : ''}`);
+    const cells = [`  ${(k === 'frozen' ? 'frozen' : `${k} wall`).padEnd(12)} ${s.toFixed(1).padStart(9)}`, BEFORE ? p.toFixed(1).padStart(9) : '',
+      CRIU ? `${c.toFixed(1).padStart(9)}${(s / c).toFixed(2).padStart(7)}×` : '', BEFORE && CRIU ? `${(p / c).toFixed(2).padStart(13)}×` : ''];
+    console.log(cells.join(''));
   }
   console.log(`  stasis dump phases: ${phaseMedians(samples.stasis, 'phases')}`);
   console.log(`  stasis restore phases: ${phaseMedians(samples.stasis, 'rphases')}`);
@@ -148,7 +159,7 @@ async function main(): Promise<void> {
   try {
     console.log(`stasis vs ${CRIU ?? '(no CRIU given: stasis only)'}; ${os.cpus().length} CPUs; load average at start ${load()}`);
     const st = startup();
-    console.log(`start-up (median): node -e 0 ${st.node.toFixed(1)} ms, stasis --help ${st.help.toFixed(1)} ms`);
+    console.log(`start-up (median): node -e 0 ${st.node.toFixed(1)} ms, stasis --help ${st.help.toFixed(1)} ms${st.before !== undefined ? `, before --help ${st.before.toFixed(1)} ms` : ''}`);
     if (values.only !== 'big') {
       const fx = await Fixture.start('counter');
       fixtures.push(fx);
