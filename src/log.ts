@@ -40,6 +40,16 @@ export const log = {
   get debugging(): boolean { return fd !== undefined && level >= LOG_LEVELS.DEBUG; },
 };
 
+/** Run `f` and add its duration to `timings[name]` (no log line: for steps run many times). */
+export function tally<T>(timings: Record<string, number>, name: string, f: () => T): T {
+  const s = process.hrtime.bigint();
+  try {
+    return f();
+  } finally {
+    timings[name] = (timings[name] ?? 0) + Number(process.hrtime.bigint() - s) / 1e6;
+  }
+}
+
 /** Run `f` as a named step: logged with its duration, recorded in `timings`. */
 export function timed<T>(timings: Record<string, number>, name: string, f: () => T): T {
   const s = process.hrtime.bigint();
@@ -51,4 +61,15 @@ export function timed<T>(timings: Record<string, number>, name: string, f: () =>
     timings[name] = (timings[name] ?? 0) + ms;
     log.info(`${name} done in ${ms.toFixed(1)} ms`);
   }
+}
+
+/** Top-level steps in the order run, each followed by its parts. */
+export function ordered(t: Record<string, number>): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const [k, v] of Object.entries(t)) {
+    if (k.includes('.')) continue;
+    out[k] = v;
+    for (const [k2, v2] of Object.entries(t)) if (k2.startsWith(`${k}.`)) out[k2] = v2;
+  }
+  return out;
 }

@@ -69,3 +69,77 @@ test('dump and restore with --json, -o log in the images dir at -v4, --pidfile, 
     reapZombies();
   }
 });
+
+/** Top-level steps (no "."), and the parts of `step` ("step.part"). */
+const topLevel = (t: Record<string, number>) => Object.entries(t).filter(([k]) => !k.includes('.'));
+const partsOf = (t: Record<string, number>, step: string) => Object.entries(t).filter(([k]) => k.startsWith(`${step}.`));
+const sum = (xs: [string, number][]) => xs.reduce((a, [, v]) => a + v, 0);
+
+/** The breakdown is there, in order, every value a duration, and the steps add up to the whole. */
+function checkBreakdown(t: Record<string, number>, ms: number, first: string[], last: string): void {
+  for (const [k, v] of Object.entries(t)) assert.ok(Number.isFinite(v) && v >= 0, `${k}: ${v}`);
+  const top = topLevel(t);
+  assert.deepEqual(top.slice(0, first.length).map(([k]) => k), first);
+  assert.equal(top[top.length - 1][0], last);
+  // The library's steps (all but this process's start-up and module loading) lie within its `ms`...
+  const steps = top.filter(([k]) => k !== 'start-up' && k !== 'modules');
+  assert.ok(sum(steps) <= ms + 0.01, `steps add up to ${sum(steps)} ms, more than the whole ${ms} ms`);
+  // ...and cover most of it: nothing slow runs untimed between them.
+  assert.ok(sum(steps) >= ms / 2, `steps add up to ${sum(steps)} ms of ${ms} ms`);
+}
+
+test('--timings: each step of a dump and a restore in ms (the parasite\'s by unit), start-up first, in --json too', async () => {
+  const fx = await Fixture.start('counter');
+  try {
+    const dir = path.join(root, 'timings');
+    const d = runStasis(['dump', '-t', String(fx.pid), '-D', dir, '--timings']);
+    assert.equal(d.status, 0, describeCli(d));
+    const lines = d.stderr.trim().split('\n');
+    assert.equal(lines[0], 'dump timings (ms):');
+    for (const name of ['start-up', 'modules', 'freeze', 'parasite', '  signals', 'memory', 'write-core', 'commit', 'kill']) {
+      assert.ok(lines.some((l) => new RegExp(`^  ${name} +\\d+\\.\\d$`).test(l)), `a line for ${name.trim()} in:\n${d.stderr}`);
+    }
+    assert.match(lines[lines.length - 2], /^ {2}dump \(start-up not included\) +\d+\.\d {3}remote syscalls: [1-9]\d* in [1-9]\d* stops$/);
+    assert.match(lines[lines.length - 1], new RegExp(`^dumped pid ${fx.pid} `));
+    await fx.reap();
+    await waitGone([fx.pid]);
+    const dir2 = path.join(root, 'timings-json');
+    const r = runStasis(['restore', '-D', dir, '-d', '--json', '--timings']);
+    assert.equal(r.status, 0, describeCli(r));
+    fx.restored();
+    assert.equal(r.stderr, '', 'nothing on stderr with --json');
+    const rr = JSON.parse(r.stdout);
+    checkBreakdown(rr.timings, rr.ms, ['start-up', 'modules', 'verify', 'load', 'validate', 'stub'], 'finish');
+    for (const step of ['address-space', 'pages', 'mm', 'sigactions', 'files', 'creds']) assert.ok(step in rr.timings, `restore step ${step}`);
+    assert.ok(rr.timings['start-up'] > 0 && rr.remoteCalls > 0);
+    await fx.assertCounting();
+    const j = runStasis(['dump', '-t', String(fx.pid), '-D', dir2, '--json', '-R']);
+    assert.equal(j.status, 0, describeCli(j));
+    const dr = JSON.parse(j.stdout);
+    checkBreakdown(dr.timings, dr.ms, ['start-up', 'modules', 'check', 'open', 'freeze', 'inspect'], 'release');
+    const parasite = partsOf(dr.timings, 'parasite');
+    assert.deepEqual(parasite.slice(0, 2).map(([k]) => k), ['parasite.prepare', 'parasite.scratch']);
+    for (const unit of ['core', 'memory', 'signals', 'timers', 'creds']) assert.ok(`parasite.${unit}` in dr.timings, `parasite part ${unit}`);
+    assert.ok(sum(parasite) <= dr.timings.parasite + 0.01, `parasite parts ${sum(parasite)} ms within the parasite's ${dr.timings.parasite} ms`);
+    assert.ok(dr.remoteCalls > 0);
+    await fx.assertCounting();
+  } finally {
+    await fx.kill();
+    reapZombies();
+  }
+});
+
+test('the build\'s bundle holds every module of dist/src, is current, and its code cache is accepted', () => {
+  const vm = require('node:vm') as typeof import('node:vm');
+  const Module = require('node:module');
+  const dist = path.join(__dirname, '..');
+  const file = path.join(dist, 'stasis.bundle.js');
+  const script = new vm.Script(fs.readFileSync(file, 'utf8'), { filename: file, cachedData: fs.readFileSync(path.join(dist, 'stasis.bundle.cache')) });
+  assert.equal(script.cachedDataRejected, false);
+  const bundle = script.runInThisContext()(Module, path, path.join(dist, 'src')) as { names: string[]; current(f: typeof fs, mtime: number): boolean };
+  const files = (fs.readdirSync(path.join(dist, 'src'), { recursive: true }) as string[]).filter((f) => f.endsWith('.js') && f !== path.join('images', 'digest-worker.js'));
+  assert.deepEqual([...bundle.names].sort(), files.sort());
+  assert.equal(bundle.current(fs, fs.statSync(file).mtimeMs), true);
+  // Files written after the bundle (a tsc run without the bundle step): stale.
+  assert.equal(bundle.current(fs, 0), false);
+});

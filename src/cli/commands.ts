@@ -1,22 +1,43 @@
 // The commands: each declares its options (criu's names where criu has them)
-// and maps them onto the library's functions.
+// and maps them onto the library's functions. A command loads what it runs
+// when it runs (lazy require): `stasis --help` or `show` never load ptrace,
+// koffi or the resource units, and a dump never loads the show code.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { StasisError, ErrorCodes } from '../errors';
-import { dump, type DumpResult } from '../dump/dump';
-import { preDump } from '../dump/predump';
-import { restore, type RestoreResult } from '../restore/restore';
-import { waitRestored } from '../restore/tree';
-import { lockForReading } from '../images/dir';
-import { checkImages, DIGEST_FILE, type ImagesReport } from '../images/digest';
-import { openParents } from '../images/chain';
-import { readCheckpoint, formatShow } from '../show';
-import { checkFeatures } from '../check';
-import { runDemo } from '../demo';
-import { listNetworkLocks, clearNetworkLocks } from '../resources/netlock';
+import type { DumpResult } from '../dump/dump';
+import type { RestoreResult } from '../restore/restore';
+import type { ImagesReport } from '../images/digest';
+import { DIGEST_FILE } from '../images/digest-name';
 import { openLog, closeLog, setLogLevel, log } from '../log';
 import { LOGGING, usageError, type CommandSpec, type OptionSpec, type Values } from './options';
 import type { CgroupMode } from '../resources/ns/cgroup';
+
+/** Milliseconds spent loading the modules of the command run (for --timings). */
+export const loading = { ms: 0 };
+
+/** require() of a command's module, timed into `loading`. */
+function lazy<T>(load: () => T): T {
+  const s = process.hrtime.bigint();
+  try {
+    return load();
+  } finally {
+    loading.ms += Number(process.hrtime.bigint() - s) / 1e6;
+  }
+}
+const mod = {
+  dump: () => lazy(() => require('../dump/dump') as typeof import('../dump/dump')),
+  restore: () => lazy(() => require('../restore/restore') as typeof import('../restore/restore')),
+  tree: () => lazy(() => require('../restore/tree') as typeof import('../restore/tree')),
+  dir: () => lazy(() => require('../images/dir') as typeof import('../images/dir')),
+  digest: () => lazy(() => require('../images/digest') as typeof import('../images/digest')),
+  show: () => lazy(() => require('../show') as typeof import('../show')),
+  check: () => lazy(() => require('../check') as typeof import('../check')),
+  demo: () => lazy(() => require('../demo') as typeof import('../demo')),
+  netlock: () => lazy(() => require('../resources/netlock') as typeof import('../resources/netlock')),
+  predump: () => lazy(() => require('../dump/predump') as typeof import('../dump/predump')),
+  chain: () => lazy(() => require('../images/chain') as typeof import('../images/chain')),
+};
 
 export interface Command extends CommandSpec {
   run(values: Values, positionals: string[]): number;
@@ -25,6 +46,8 @@ export interface Command extends CommandSpec {
 function str(v: Values, k: string): string | undefined { return v[k] as string | undefined; }
 function flag(v: Values, k: string): boolean { return v[k] === true; }
 function list(v: Values, k: string): string[] { return (v[k] as string[] | undefined) ?? []; }
+
+const TIMINGS: OptionSpec = { long: 'timings', type: 'flag', help: 'print the milliseconds spent in each step (start-up included) on stderr; --json always has them' };
 
 const LOCK_METHODS = ['nftables', 'iptables', 'skip'] as const;
 function networkLock(v: Values): (typeof LOCK_METHODS)[number] | undefined {
@@ -48,6 +71,29 @@ function startLog(values: Values, dir: string | undefined, mkdir: boolean): void
     throw new StasisError(ErrorCodes.IO_ERROR, `cannot open log file ${at}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
   }
   log.info(`stasis ${process.argv.slice(2).join(' ')}`);
+}
+
+/** Milliseconds from the start of this process to the command's first step (set by main). */
+export const started = { ms: 0 };
+
+/**
+ * The result's timings with this process's own start-up in front: node and
+ * stasis's command line until the command began ('start-up'), then the
+ * modules of the command ('modules'), then the library's steps.
+ */
+function withStartup(t: Record<string, number>): Record<string, number> {
+  return { 'start-up': started.ms, modules: loading.ms, ...t };
+}
+
+/** --timings: one line per step, parts indented under their step. */
+export function formatTimings(what: string, t: Record<string, number>, ms: number, remoteCalls: number, remoteStops: number): string {
+  const lines = [`${what} timings (ms):`];
+  for (const [k, v] of Object.entries(t)) {
+    const part = k.includes('.');
+    lines.push(`  ${part ? `  ${k.slice(k.indexOf('.') + 1)}` : k}`.padEnd(34) + v.toFixed(1).padStart(9));
+  }
+  lines.push(`  ${`${what} (start-up not included)`.padEnd(32)}${ms.toFixed(1).padStart(9)}   remote syscalls: ${remoteCalls} in ${remoteStops} stops`);
+  return lines.join('\n');
 }
 
 function printJson(o: unknown): void {
@@ -87,6 +133,7 @@ const dumpCmd: Command = {
     { long: 'external', type: 'string', multiple: true, arg: 'mnt[MOUNTPOINT]:KEY|net[INODE]:KEY', help: 'not carried, named KEY for the restore: a mount of the tree\'s mount namespace (bound from what KEY is mapped to), or its network namespace (joined)' },
     ...INCREMENTAL,
     { long: 'track-mem', type: 'flag', help: 'with -R: keep tracking memory changes, for a next dump or pre-dump made on this one' },
+    TIMINGS,
     ...LOGGING,
   ],
   run(v) {
@@ -96,15 +143,19 @@ const dumpCmd: Command = {
     if (!dir) usageError('dump needs -D DIR');
     if (pid <= 0) usageError(`invalid pid '${pid}'`);
     startLog(v, dir, true);
-    const r = dump(pid, {
+    const r = mod.dump().dump(pid, {
       dir, leaveRunning: flag(v, 'leave-running'), tcpEstablished: flag(v, 'tcp-established'), fileLocks: flag(v, 'file-locks'),
       ghostLimit: v['ghost-limit'] as number | undefined, shellJob: flag(v, 'shell-job'), extUnixSk: flag(v, 'ext-unix-sk'),
       external: list(v, 'external'), networkLock: networkLock(v), failAt: process.env.STASIS_FAIL_AT || undefined,
       prevImagesDir: str(v, 'prev-images-dir'), trackMem: flag(v, 'track-mem'),
     });
     log.info(dumpSummary(r, flag(v, 'leave-running')));
-    if (flag(v, 'json')) printJson(r);
-    else console.error(dumpSummary(r, flag(v, 'leave-running')));
+    const timings = withStartup(r.timings);
+    if (flag(v, 'json')) printJson({ ...r, timings });
+    else {
+      if (flag(v, 'timings')) console.error(formatTimings('dump', timings, r.ms, r.remoteCalls, r.remoteStops));
+      console.error(dumpSummary(r, flag(v, 'leave-running')));
+    }
     return 0;
   },
 };
@@ -128,7 +179,7 @@ const preDumpCmd: Command = {
     if (!dir) usageError('pre-dump needs -D DIR');
     if (pid <= 0) usageError(`invalid pid '${pid}'`);
     startLog(v, dir, true);
-    const r = preDump(pid, { dir, prevImagesDir: str(v, 'prev-images-dir'), failAt: process.env.STASIS_FAIL_AT || undefined });
+    const r = mod.predump().preDump(pid, { dir, prevImagesDir: str(v, 'prev-images-dir'), failAt: process.env.STASIS_FAIL_AT || undefined });
     const line = dumpSummary(r, true).replace(/^dumped/, 'pre-dumped');
     log.info(line);
     if (flag(v, 'json')) printJson(r);
@@ -164,13 +215,14 @@ const restoreCmd: Command = {
     { long: 'inherit-fd', type: 'string', multiple: true, arg: 'fd[N]:KEY', help: 'our fd N is what the images name KEY: a network namespace dumped as external, or a pipe (pipe:[INODE]) given to the tree in its place, as criu' },
     { long: 'join-ns', type: 'string', multiple: true, arg: 'net:PATH|net:PID', help: 'restore the tree into this existing network namespace' },
     { long: 'no-verify', type: 'flag', help: `do not check the images against their digest (${DIGEST_FILE}) first (images made by criu have none)` },
+    TIMINGS,
     ...LOGGING,
   ],
   run(v) {
     const dir = str(v, 'images-dir');
     if (!dir) usageError('restore needs -D DIR');
     startLog(v, dir, false);
-    const r = restore({
+    const r = mod.restore().restore({
       dir, detach: flag(v, 'restore-detached'), skipFileCheck: flag(v, 'skip-file-check'), shellJob: flag(v, 'shell-job'),
       fileLocks: flag(v, 'file-locks'), anyOwner: flag(v, 'allow-foreign-images'), root: str(v, 'root'), external: list(v, 'external'), inheritFd: list(v, 'inherit-fd'), joinNs: list(v, 'join-ns'), manageCgroups: cgroupMode(str(v, 'manage-cgroups')),
       networkLock: networkLock(v), failAt: process.env.STASIS_FAIL_AT || undefined,
@@ -180,11 +232,15 @@ const restoreCmd: Command = {
     if (pidfile) fs.writeFileSync(path.isAbsolute(pidfile) ? pidfile : path.join(dir, pidfile), `${r.pid}\n`);
     for (const w of r.warnings) { console.error(`stasis: warning: ${w}`); log.warn(w); }
     log.info(restoreSummary(r));
-    if (flag(v, 'json')) printJson(r);
-    else console.error(restoreSummary(r));
+    const timings = withStartup(r.timings);
+    if (flag(v, 'json')) printJson({ ...r, timings });
+    else {
+      if (flag(v, 'timings')) console.error(formatTimings('restore', timings, r.ms, r.remoteCalls, r.remoteStops));
+      console.error(restoreSummary(r));
+    }
     closeLog();
     if (flag(v, 'restore-detached')) return 0;
-    const st = waitRestored(r.pid);
+    const st = mod.tree().waitRestored(r.pid);
     if (flag(v, 'json')) printJson({ exit: st });
     return st.signal !== undefined ? 128 + st.signal : st.code ?? 0;
   },
@@ -198,6 +254,7 @@ const showCmd: Command = {
   options: [{ long: 'json', type: 'flag', help: 'as JSON' }],
   run(v, pos) {
     if (pos.length !== 1) usageError('show needs one DIR');
+    const { readCheckpoint, formatShow } = mod.show();
     const d = readCheckpoint(pos[0]);
     console.log(flag(v, 'json') ? JSON.stringify(d, null, 2) : formatShow(d));
     return 0;
@@ -215,14 +272,14 @@ const checkImagesCmd: Command = {
   ],
   run(v, pos) {
     if (pos.length !== 1) usageError('check-images needs one DIR');
-    const lock = lockForReading(pos[0], 'check');
+    const lock = mod.dir().lockForReading(pos[0], 'check');
     let r: ImagesReport;
     // A chain (incremental dumps): every parent verified too, and pinned by its child.
     let parents: string[] = [];
     let chainProblem: string | undefined;
     try {
-      r = checkImages(pos[0], flag(v, 'allow-foreign-images'));
-      try { parents = openParents(pos[0], { anyOwner: flag(v, 'allow-foreign-images'), verify: true }).map((l) => l.dir); } catch (e) {
+      r = mod.digest().checkImages(pos[0], flag(v, 'allow-foreign-images'));
+      try { parents = mod.chain().openParents(pos[0], { anyOwner: flag(v, 'allow-foreign-images'), verify: true }).map((l) => l.dir); } catch (e) {
         if (!(e instanceof StasisError)) throw e;
         chainProblem = e.message;
       }
@@ -247,7 +304,7 @@ const checkCmd: Command = {
   summary: 'Tell which kernel features stasis needs are present here (exit 1 if one it needs is missing).',
   options: [{ long: 'json', type: 'flag', help: 'as JSON' }],
   run(v) {
-    const f = checkFeatures();
+    const f = mod.check().checkFeatures();
     if (flag(v, 'json')) console.log(JSON.stringify(f, null, 2));
     else for (const x of f) console.log(`${x.ok ? 'ok  ' : x.needed ? 'MISS' : 'no  '} ${x.name}${x.ok ? '' : `: ${x.detail}`}`);
     return f.some((x) => x.needed && !x.ok) ? 1 : 0;
@@ -259,7 +316,7 @@ const demoCmd: Command = {
   usage: 'stasis demo',
   summary: 'Checkpoint a sample program, kill it, restore it, and show it carrying on.',
   options: [],
-  run: () => runDemo(),
+  run: () => mod.demo().runDemo(),
 };
 
 const netlockCmd: Command = {
@@ -277,13 +334,13 @@ const netlockCmd: Command = {
     const sel = { dir: str(v, 'images-dir'), id: str(v, 'id'), all: flag(v, 'all') };
     if (!flag(v, 'clear')) {
       if (sel.dir || sel.id || sel.all) usageError('-D, --id and --all go with --clear');
-      const locks = listNetworkLocks();
+      const locks = mod.netlock().listNetworkLocks();
       if (flag(v, 'json')) printJson(locks);
       else for (const l of locks) console.log(`${l.id}  ${l.method} ${l.name}  ${l.state}: ${l.detail}`);
       return 0;
     }
     if ([sel.dir, sel.id, sel.all || undefined].filter((x) => x !== undefined).length > 1) usageError('--clear takes one of -D, --id, --all');
-    const removed = clearNetworkLocks(sel);
+    const removed = mod.netlock().clearNetworkLocks(sel);
     if (flag(v, 'json')) printJson({ removed });
     else for (const r of removed) console.log(`removed ${r}`);
     return 0;

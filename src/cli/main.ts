@@ -3,7 +3,7 @@
 // stdout); exit 2 for usage errors, 1 for others.
 import { StasisError, ErrorCodes } from '../errors';
 import { closeLog, log } from '../log';
-import { COMMANDS } from './commands';
+import { COMMANDS, started } from './commands';
 import { parseCommand, formatHelp } from './options';
 
 export const VERSION: string = (require('../../../package.json') as { version: string }).version;
@@ -32,6 +32,7 @@ function reportError(e: unknown, json: boolean): number {
 }
 
 export async function main(argv: string[]): Promise<number> {
+  started.ms = process.uptime() * 1000;
   const [name, ...rest] = argv;
   if (!name || name === '--help' || name === '-h' || name === 'help') {
     console.log(topHelp());

@@ -8,6 +8,7 @@
 //   t.call('rt_sigaction', sig, 0, old, 8);
 //   KSIGACTION.decode(old.data);
 import { Parasite, type ParasiteOptions } from './parasite';
+import { batchCode, callCodeLength, signalTail, INT3_TAIL } from './batch';
 import { abi, processVmReadv, processVmWritev } from '../sys';
 import { StasisError, ErrorCodes, SyscallError } from '../errors';
 
@@ -48,6 +49,9 @@ export type Arg = number | bigint | RemoteBuf;
 
 const align8 = (n: number) => (n + 7) & ~7;
 
+/** Batches start here in the trampoline's code page, past its `syscall; int3`. */
+const BATCH_CODE_OFFSET = 64;
+
 /**
  * A task we run system calls in. `scratch`/`scratchLen`: an area of the
  * task's memory that is ours (the trampoline's scratch page on restore, a
@@ -70,50 +74,135 @@ export class RemoteTask {
     return new RemoteTask(Parasite.prepare(pid, { codeAddr: t.code, mode: 'int3', ...opts }), t.scratch, t.scratchLen, t);
   }
 
-  /** Lay out every buffer of one call; returns the used length. */
-  private place(args: Arg[]): { bufs: RemoteBuf[]; used: number } {
+  /** Lay out every buffer of some calls from the start of scratch; returns the used length (may exceed scratchLen). */
+  private layout(argLists: Arg[][]): { bufs: RemoteBuf[]; used: number } {
     const bufs: RemoteBuf[] = [];
     const visit = (b: RemoteBuf) => {
       if (bufs.includes(b)) return;
       for (const d of b.deps) visit(d);
       bufs.push(b);
     };
-    for (const a of args) if (a instanceof RemoteBuf) visit(a);
+    for (const args of argLists) for (const a of args) if (a instanceof RemoteBuf) visit(a);
     let used = 0;
     for (const b of bufs) {
       b.addr = this.scratch + BigInt(used);
       used = align8(used + b.len);
     }
-    if (used > this.scratchLen) throw new StasisError(ErrorCodes.INTERNAL, `remote call needs ${used} bytes of scratch space, ${this.scratchLen} available`);
     return { bufs, used };
+  }
+
+  /** Lay out every buffer of one call; returns the used length. */
+  private place(args: Arg[]): { bufs: RemoteBuf[]; used: number } {
+    const p = this.layout([args]);
+    if (p.used > this.scratchLen) throw new StasisError(ErrorCodes.INTERNAL, `remote call needs ${p.used} bytes of scratch space, ${this.scratchLen} available`);
+    return p;
+  }
+
+  /** The buffers' contents into the task, in one write. */
+  private writeBufs(bufs: RemoteBuf[], used: number): void {
+    if (!bufs.length) return;
+    const region = Buffer.alloc(used);
+    for (const b of bufs) {
+      const c = typeof b.content === 'function' ? b.content((x) => x.addr) : b.content;
+      if (c) {
+        if (c.length > b.len) throw new StasisError(ErrorCodes.INTERNAL, `remote buffer content of ${c.length} bytes for ${b.len}`);
+        c.copy(region, Number(b.addr - this.scratch));
+      }
+    }
+    processVmWritev(this.pid, this.scratch, region);
+  }
+
+  /** What the task left in the out buffers (and `extra` bytes at `extraAt`), in one read. */
+  private readBufs(bufs: RemoteBuf[], extraAt = 0, extra = 0): Buffer {
+    const outs = bufs.filter((b) => b.out);
+    const end = Math.max(extraAt + extra, ...outs.map((b) => Number(b.addr - this.scratch) + b.len));
+    if (end === 0) return Buffer.alloc(0);
+    const back = Buffer.alloc(end);
+    processVmReadv(this.pid, this.scratch, back);
+    for (const b of outs) {
+      const at = Number(b.addr - this.scratch);
+      b.data = back.subarray(at, at + b.len);
+    }
+    return back;
   }
 
   /** Run a syscall; -errno on failure. */
   callRaw(name: keyof typeof SYS, ...args: Arg[]): bigint {
     const { bufs, used } = this.place(args);
-    if (bufs.length) {
-      const region = Buffer.alloc(used);
-      for (const b of bufs) {
-        const c = typeof b.content === 'function' ? b.content((x) => x.addr) : b.content;
-        if (c) {
-          if (c.length > b.len) throw new StasisError(ErrorCodes.INTERNAL, `remote buffer content of ${c.length} bytes for ${b.len}`);
-          c.copy(region, Number(b.addr - this.scratch));
-        }
-      }
-      processVmWritev(this.pid, this.scratch, region);
-    }
+    this.writeBufs(bufs, used);
     const r = this.p.syscallRaw(SYS[name], ...args.map((a) => (a instanceof RemoteBuf ? a.addr : a)));
-    const outs = bufs.filter((b) => b.out);
-    if (outs.length) {
-      const end = Math.max(...outs.map((b) => Number(b.addr - this.scratch) + b.len));
-      const back = Buffer.alloc(end);
-      processVmReadv(this.pid, this.scratch, back);
-      for (const b of outs) {
-        const at = Number(b.addr - this.scratch);
-        b.data = back.subarray(at, at + b.len);
-      }
-    }
+    this.readBufs(bufs);
     return r;
+  }
+
+  /**
+   * Calls that do not depend on each other's results, in order; raw results
+   * (-errno on failure; every call runs whatever the others returned). On our
+   * trampoline they run as one piece of code with one stop (as many as fit
+   * in its code page and scratch at a time); elsewhere one by one.
+   */
+  callMany(calls: [keyof typeof SYS, ...Arg[]][]): bigint[] {
+    const out: bigint[] = [];
+    for (let i = 0; i < calls.length;) {
+      const way = calls.length - i > 1 ? this.batchWay() : undefined;
+      const n = way ? this.fitting(calls.slice(i), way.room) : 0;
+      out.push(...(n > 1 ? this.runBatch(calls.slice(i, i + n), way!) : [this.callRaw(calls[i][0], ...calls[i].slice(1) as Arg[])]));
+      i += Math.max(n, 1);
+    }
+    return out;
+  }
+
+  /** callMany, then a SyscallError for the first call that failed (all of them ran). */
+  callAll(calls: [keyof typeof SYS, ...Arg[]][]): bigint[] {
+    const rs = this.callMany(calls);
+    rs.forEach((r, i) => { if (r < 0n && r > -4096n) throw new SyscallError(`remote ${calls[i][0]}`, Number(-r), `in task ${this.pid}`); });
+    return rs;
+  }
+
+  /** How a batch runs in this task, if one can: where its code goes, how it ends, and how it is run. */
+  private batchWay(): { at: bigint; room: number; tail: Buffer; run(code: Buffer, calls: number): void } | undefined {
+    if (this.trampoline && this.p.trapsOnInt3) {
+      const at = this.trampoline.code + BigInt(BATCH_CODE_OFFSET);
+      return {
+        at, room: PAGE_SIZE - BATCH_CODE_OFFSET - INT3_TAIL.length, tail: INT3_TAIL,
+        run: (code, n) => { processVmWritev(this.pid, at, code); this.p.runToTrap(at, n); },
+      };
+    }
+    const t = this.p.batchTarget();
+    if (!t) return undefined;
+    const tail = signalTail(t.sig, t.fallback);
+    return {
+      at: t.at, room: t.room - tail.code.length, tail: tail.code,
+      run: (code, n) => this.p.runToSignal(code, t, t.at + BigInt(code.length - tail.code.length + tail.stopOffset), n),
+    };
+  }
+
+  /** How many of `calls`, from the first, fit in one batch of `room` bytes of code (buffers and results in scratch). */
+  private fitting(calls: [keyof typeof SYS, ...Arg[]][], room: number): number {
+    // Buffer addresses are not known yet: the highest in scratch gives the longest code.
+    const high = this.scratch + BigInt(this.scratchLen);
+    let code = 0;
+    let used = 0;
+    let n = 0;
+    for (; n < calls.length; n++) {
+      const [name, ...args] = calls[n];
+      code += callCodeLength({ nr: SYS[name], args: args.map((a) => (a instanceof RemoteBuf ? high : BigInt(a))) });
+      // Each call's buffers on their own: at least what the shared layout will need.
+      used += this.layout([args]).used;
+      if (code > room || used + 8 * (n + 1) > this.scratchLen) break;
+    }
+    return n;
+  }
+
+  private runBatch(calls: [keyof typeof SYS, ...Arg[]][], way: { tail: Buffer; run(code: Buffer, calls: number): void }): bigint[] {
+    const { bufs, used } = this.layout(calls.map((c) => c.slice(1) as Arg[]));
+    const resultsAt = align8(used);
+    const results = this.scratch + BigInt(resultsAt);
+    const code = batchCode(calls.map(([name, ...args]) => ({ nr: SYS[name], args: args.map((a) => (a instanceof RemoteBuf ? a.addr : BigInt(a))) })), results, way.tail);
+    this.writeBufs(bufs, used);
+    way.run(code, calls.length);
+    const back = this.readBufs(bufs, resultsAt, 8 * calls.length);
+    return calls.map((_c, i) => back.readBigInt64LE(resultsAt + 8 * i));
   }
 
   /** Run a syscall; throws SyscallError on failure. */

@@ -17,7 +17,8 @@ import type { AnyUnit, DumpPhase } from '../unit/unit';
 import { UNITS } from '../resources/registry';
 import { netlockInventory } from '../resources/netlock';
 import { parasitePhase } from './parasite-session';
-import { log, timed } from '../log';
+import { remoteCalls } from '../compel/parasite';
+import { log, timed, ordered } from '../log';
 
 const { KCMP } = abi;
 
@@ -32,8 +33,15 @@ export interface DumpResult {
   frozenMs: number;
   /** Bytes of all image files written. */
   imagesBytes: number;
-  /** Milliseconds spent in each step, by name. */
+  /**
+   * Milliseconds spent in each step, by name, in the order run: the top-level
+   * steps add up to at most `ms`; "step.part" names are parts of a step (the
+   * parasite's, by unit) and add up to at most their step.
+   */
   timings: Record<string, number>;
+  /** Remote system calls run in the tree's tasks, and the stops they took (a batch runs several in one). */
+  remoteCalls: number;
+  remoteStops: number;
 }
 
 interface BoundPhase extends DumpPhase<unknown> { unit?: AnyUnit }
@@ -109,12 +117,14 @@ function runPhase(ctx: DumpCtx, p: BoundPhase): void {
 
 export function dump(pid: number, opts: DumpOptions): DumpResult {
   const t0 = process.hrtime.bigint();
+  const early: Record<string, number> = {};
   // Refuse what cannot be dumped before touching the images directory.
-  checkDumpable(pid);
+  timed(early, 'check', () => checkDumpable(pid));
   const phases = dumpPhases();
-  const out = DumpDir.open(opts.dir);
+  const out = timed(early, 'open', () => DumpDir.open(opts.dir));
   const ctx = new DumpCtx(opts, out);
-  const timings: Record<string, number> = {};
+  const timings = Object.assign(ctx.timings, early);
+  const calls0 = remoteCalls.count, stops0 = remoteCalls.stops;
   let tree: FrozenProcess[] = [];
   let tFrozen = t0;
   let done = false;
@@ -155,7 +165,7 @@ export function dump(pid: number, opts: DumpOptions): DumpResult {
   const t1 = process.hrtime.bigint();
   return {
     pid, processes: tree.length, threads: tree.reduce((a, p) => a + p.threads.length, 0), pages: ctx.pagesCount, bytes: ctx.pagesBytes,
-    ms: Number(t1 - t0) / 1e6, frozenMs: Number(t1 - tFrozen) / 1e6, imagesBytes, timings,
+    ms: Number(t1 - t0) / 1e6, frozenMs: Number(t1 - tFrozen) / 1e6, imagesBytes, timings: ordered(timings), remoteCalls: remoteCalls.count - calls0, remoteStops: remoteCalls.stops - stops0,
   };
 }
 

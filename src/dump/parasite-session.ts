@@ -7,30 +7,31 @@ import { Parasite } from '../compel/parasite';
 import { RemoteTask, SCRATCH_LEN } from '../compel/remote';
 import type { DumpCtx, ProcessDump } from '../unit/dump-ctx';
 import type { AnyUnit } from '../unit/unit';
+import { tally } from '../log';
 
 function session(ctx: DumpCtx, pd: ProcessDump, units: AnyUnit[]): void {
-  const p = Parasite.prepare(pd.pid);
+  const p = tally(ctx.timings, 'parasite.prepare', () => Parasite.prepare(pd.pid));
   try {
-    const scratch = p.mapScratch(SCRATCH_LEN);
+    const scratch = tally(ctx.timings, 'parasite.scratch', () => p.mapScratch(SCRATCH_LEN));
     try {
       const t = new RemoteTask(p, scratch, SCRATCH_LEN);
-      for (const u of units) u.parasite?.(ctx, pd, t, ctx.state(u));
+      for (const u of units) if (u.parasite) tally(ctx.timings, `parasite.${u.name}`, () => u.parasite!(ctx, pd, t, ctx.state(u)));
       for (const tid of pd.frozen.threads) {
         // Threads share the leader's code and scratch (the leader stays on
         // its own block meanwhile: see compel/parasite.ts).
         const tp = p.forThread(tid);
         try {
           const tt = tid === pd.pid ? t : new RemoteTask(tp, scratch, SCRATCH_LEN);
-          for (const u of units) u.parasiteThread?.(ctx, pd, tid, tt, ctx.state(u));
+          for (const u of units) if (u.parasiteThread) tally(ctx.timings, `parasite.${u.name}`, () => u.parasiteThread!(ctx, pd, tid, tt, ctx.state(u)));
         } finally {
           if (tp !== p) tp.cure();
         }
       }
     } finally {
-      p.unmapScratch(scratch, SCRATCH_LEN);
+      tally(ctx.timings, 'parasite.scratch', () => p.unmapScratch(scratch, SCRATCH_LEN));
     }
   } finally {
-    p.cure();
+    tally(ctx.timings, 'parasite.cure', () => p.cure());
   }
 }
 

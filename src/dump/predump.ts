@@ -9,6 +9,7 @@
 // criu's pre-dump), stasis-track (which userfaultfd each process holds), the
 // parent link and its pin, and the digest. Not restorable by itself (no
 // pstree.img): a dump made on it is.
+import { remoteCalls } from '../compel/parasite';
 import { checkDumpable, freezeTree, release, type FrozenProcess } from '../freeze';
 import { readMaps } from '../proc/proc';
 import { parts } from '../images/image';
@@ -42,6 +43,7 @@ function frozenPart(ctx: DumpCtx, tree: FrozenProcess[], timings: Record<string,
 
 export function preDump(pid: number, o: PreDumpOptions): DumpResult {
   const t0 = process.hrtime.bigint();
+  const calls0 = remoteCalls.count, stops0 = remoteCalls.stops;
   checkDumpable(pid);
   const opts: DumpOptions = { ...o, leaveRunning: true, preDump: true };
   const out = DumpDir.open(opts.dir);
@@ -85,6 +87,7 @@ export function preDump(pid: number, o: PreDumpOptions): DumpResult {
   return {
     pid, processes: tree.length, threads: tree.reduce((a, p) => a + p.threads.length, 0), pages: ctx.pagesCount, bytes: ctx.pagesBytes,
     ms: Number(process.hrtime.bigint() - t0) / 1e6, frozenMs, imagesBytes, timings,
+    remoteCalls: remoteCalls.count - calls0, remoteStops: remoteCalls.stops - stops0,
   };
 }
 

@@ -26,7 +26,9 @@ import { abi } from '../sys';
 import { ImageReader, describeIoError } from './image';
 
 /** The digest's name in the images directory. */
-export const DIGEST_FILE = 'stasis-digest';
+import { DIGEST_FILE } from './digest-name';
+
+export { DIGEST_FILE };
 const HEADER = 'stasis-digest 1 sha256';
 /** Names a checkpoint's files may have: no path, no leading dot (staging dirs), ASCII. */
 const NAME_RE = /^[A-Za-z0-9_][A-Za-z0-9._-]*$/;

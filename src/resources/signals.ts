@@ -7,6 +7,7 @@ import { inBuf, outBuf, type RemoteTask } from '../compel/remote';
 import type { Msg } from '../images/schema';
 import { defineUnit } from '../unit/unit';
 import type { TaskRestore } from '../unit/restore-ctx';
+import { SyscallError } from '../errors';
 
 const { SIG, NSIG, KSIGACTION, STACK_T, SS_DISABLE, SIG_IGN } = abi;
 
@@ -15,16 +16,16 @@ export function hasDisposition(sig: number): boolean {
   return sig !== SIG.SIGKILL && sig !== SIG.SIGSTOP;
 }
 
+/** Every disposition, read in one batch (one stop rather than one per signal). */
 function dumpSigactions(t: RemoteTask): Msg<'sa_entry'>[] {
-  const out: Msg<'sa_entry'>[] = [];
-  for (let sig = 1; sig <= NSIG; sig++) {
-    if (!hasDisposition(sig)) continue;
-    const old = outBuf(KSIGACTION.size);
-    t.call('rt_sigaction', sig, 0, old, 8);
-    const a = KSIGACTION.decode(old.data);
-    out.push({ sigaction: a.handler, flags: a.flags, restorer: a.restorer, mask: a.mask });
-  }
-  return out;
+  const sigs = Array.from({ length: NSIG }, (_, i) => i + 1).filter(hasDisposition);
+  const olds = sigs.map(() => outBuf(KSIGACTION.size));
+  const rs = t.callMany(sigs.map((sig, i) => ['rt_sigaction', sig, 0, olds[i], 8]));
+  return sigs.map((sig, i) => {
+    if (rs[i] < 0n && rs[i] > -4096n) throw new SyscallError('remote rt_sigaction', Number(-rs[i]), `of signal ${sig} in task ${t.pid}`);
+    const a = KSIGACTION.decode(olds[i].data);
+    return { sigaction: a.handler, flags: a.flags, restorer: a.restorer, mask: a.mask };
+  });
 }
 
 function dumpAltStack(t: RemoteTask): Msg<'thread_sas_entry'> {
@@ -47,6 +48,12 @@ export function isLateSigaction(sig: number, sa: Msg<'sa_entry'>): boolean {
 
 function setSigaction(t: RemoteTask, sig: number, sa: Msg<'sa_entry'>): void {
   t.call('rt_sigaction', sig, inBuf(KSIGACTION.encode({ handler: sa.sigaction, flags: sa.flags, restorer: sa.restorer, mask: sa.mask })), 0, 8);
+}
+
+/** Every disposition at once (one stop on the trampoline rather than one per signal). */
+function setSigactions(t: RemoteTask, sas: [number, Msg<'sa_entry'>][]): void {
+  const rs = t.callMany(sas.map(([sig, sa]) => ['rt_sigaction', sig, inBuf(KSIGACTION.encode({ handler: sa.sigaction, flags: sa.flags, restorer: sa.restorer, mask: sa.mask })), 0, 8]));
+  rs.forEach((r, i) => { if (r < 0n && r > -4096n) throw new SyscallError('remote rt_sigaction', Number(-r), `of signal ${sas[i][0]} in task ${t.pid}`); });
 }
 
 function sigactionsBySignal(tr: TaskRestore): [number, Msg<'sa_entry'>][] {
@@ -94,7 +101,7 @@ export const signalsUnit = defineUnit({
   restorePhases: [
     {
       name: 'sigactions',
-      each(_ctx, tr) { for (const [sig, sa] of sigactionsBySignal(tr)) if (!isLateSigaction(sig, sa)) setSigaction(tr.task, sig, sa); },
+      each(_ctx, tr) { setSigactions(tr.task, sigactionsBySignal(tr).filter(([sig, sa]) => !isLateSigaction(sig, sa))); },
     },
     // Every signal is blocked in the task until its own mask is set at the end.
     {

@@ -2,6 +2,7 @@
 // inventory, the tree and each thread's core entry here; every unit's own
 // images through its `load` (in loadAfter order); then, for a restore, the
 // units' host checks (`validate`: files still there...).
+import { tally } from '../log';
 import { StasisError, ErrorCodes } from '../errors';
 import { ImageReader } from '../images/image';
 import { IMG_VERSION, MARCH, TASK_STATE } from '../images/criu';
@@ -93,7 +94,7 @@ function checkTree(file: string, procs: ProcessImage[]): void {
 export type ReadOptions = LoadOptions;
 
 /** Read and check a whole checkpoint (no host checks: see validateCheckpoint). */
-export function loadCheckpoint(dir: string, opts: ReadOptions = {}, units: readonly AnyUnit[] = UNITS): Checkpoint {
+export function loadCheckpoint(dir: string, opts: ReadOptions = {}, units: readonly AnyUnit[] = UNITS, timings: Record<string, number> = {}): Checkpoint {
   const images = new ImageReader(dir, opts.anyOwner ? null : undefined, opts.listing);
   if (!images.exists('inventory.img')) throw bad(images.path('inventory.img'), 'missing: not a complete checkpoint');
   const inventory: Msg<'inventory_entry'> = images.one('inventory.img', 'INVENTORY', 'inventory_entry');
@@ -110,11 +111,11 @@ export function loadCheckpoint(dir: string, opts: ReadOptions = {}, units: reado
     },
   };
   const loadOrder = order(units.map((u) => ({ name: u.name, after: u.loadAfter, unit: u })), 'unit loads');
-  for (const { unit } of loadOrder) loaded.set(unit, unit.load ? unit.load(ckpt) : undefined);
+  for (const { unit } of loadOrder) loaded.set(unit, unit.load ? tally(timings, `load.${unit.name}`, () => unit.load!(ckpt)) : undefined);
   return ckpt;
 }
 
 /** Host checks of every unit (files present, sizes...), before anything is created. */
-export function validateCheckpoint(ckpt: Checkpoint, units: readonly AnyUnit[] = UNITS): void {
-  for (const u of units) u.validate?.(ckpt, ckpt.loaded(u));
+export function validateCheckpoint(ckpt: Checkpoint, units: readonly AnyUnit[] = UNITS, timings: Record<string, number> = {}): void {
+  for (const u of units) if (u.validate) tally(timings, `validate.${u.name}`, () => u.validate!(ckpt, ckpt.loaded(u)));
 }

@@ -26,7 +26,8 @@ import { restoreDumpableLast } from '../resources/creds';
 import { loadCheckpoint, validateCheckpoint } from './load';
 import { startStub, prepareStub } from './stub';
 import { createTree } from './tree';
-import { timed } from '../log';
+import { timed, ordered } from '../log';
+import { remoteCalls } from '../compel/parasite';
 
 const { SIG, PTRACE_O, PAGE_SIZE, ALL_SIGNALS, SYSCALL_INSN, CLONE } = abi;
 
@@ -61,8 +62,11 @@ export interface RestoreResult {
   processes: number;
   ms: number;
   warnings: string[];
-  /** Milliseconds spent in each step, by name. */
+  /** Milliseconds spent in each step, by name, in the order run (they add up to at most `ms`). */
   timings: Record<string, number>;
+  /** Remote system calls run in the stub and the new tasks, and the stops they took (a batch runs several in one). */
+  remoteCalls: number;
+  remoteStops: number;
 }
 
 /** A `syscall` instruction in the task's [vdso], for the calls that outlive the trampoline. */
@@ -132,13 +136,14 @@ function cleanup(ctx: RestoreCtx, ok: boolean): void {
 
 export function restore(opts: RestoreOptions): RestoreResult {
   const t0 = process.hrtime.bigint();
+  const calls0 = remoteCalls.count, stops0 = remoteCalls.stops;
   const lock = lockForReading(opts.dir);
   try {
     const timings: Record<string, number> = {};
     // Every file against the digest before anything is read for real (--no-verify: not).
     const listing = opts.verify === false ? undefined : timed(timings, 'verify', () => verifyImages(opts.dir, opts.anyOwner));
-    const ckpt = timed(timings, 'load', () => loadCheckpoint(opts.dir, { ...opts, listing }));
-    timed(timings, 'validate', () => validateCheckpoint(ckpt));
+    const ckpt = timed(timings, 'load', () => loadCheckpoint(opts.dir, { ...opts, listing }, UNITS, timings));
+    timed(timings, 'validate', () => validateCheckpoint(ckpt, UNITS, timings));
     // In a pid namespace of its own, the tree's ids are free by construction.
     if (!ckpt.loaded(namespacesUnit).has('pid')) for (const proc of ckpt.processes) {
       for (const th of proc.threads) {
@@ -197,7 +202,7 @@ export function restore(opts: RestoreOptions): RestoreResult {
     const ms = Number(process.hrtime.bigint() - t0) / 1e6;
     // Our ids (the outer ones when the tree has a pid namespace of its own).
     const pids = ckpt.processes.map((p) => ctx.tasks.get(p.pid)!.task.pid);
-    return { pid: pids[0], pids, processes: ckpt.processes.length, ms, warnings: ctx.warnings, timings };
+    return { pid: pids[0], pids, processes: ckpt.processes.length, ms, warnings: ctx.warnings, timings: ordered(timings), remoteCalls: remoteCalls.count - calls0, remoteStops: remoteCalls.stops - stops0 };
   } finally {
     lock.close();
   }

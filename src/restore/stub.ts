@@ -134,10 +134,7 @@ export function prepareStub(stub: number, allDumpedVmas: Msg<'vma_entry'>[], roo
   const rseq = ptrace.getRseqConfiguration(stub);
   if (rseq.abiPointer !== 0n) t.call('rseq', rseq.abiPointer, rseq.abiSize, RSEQ_FLAG_UNREGISTER, rseq.signature);
 
-  for (const v of stubMaps) {
-    if (v.start === tramp || isSpecial(v.path) || v.path === '[vsyscall]') continue;
-    t.call('munmap', v.start, v.end - v.start);
-  }
+  t.callAll(stubMaps.filter((v) => v.start !== tramp && !isSpecial(v.path) && v.path !== '[vsyscall]').map((v) => ['munmap', v.start, v.end - v.start]));
   moveVdso(t, rootVmas);
   return t;
 }

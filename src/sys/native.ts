@@ -3,7 +3,23 @@
 //
 // Only synchronous koffi calls are used: ptrace requests must come from the
 // thread that attached, and koffi's .async runs on a worker thread.
-import koffi from 'koffi';
+import type * as Koffi from 'koffi';
+
+/**
+ * koffi's native module itself: its index.js also loads https, crypto and
+ * zlib (for its installer) and wraps deprecated names, ~15 ms of start-up we
+ * do not need. Any other layout (another platform's build): the package.
+ */
+function loadKoffi(): typeof Koffi {
+  try {
+    const native = require(`koffi/build/koffi/${process.platform}_${process.arch}/koffi.node`) as typeof Koffi & { version?: string };
+    const pkg = require('koffi/package.json') as { version: string };
+    if (native.version === pkg.version) return native;
+  } catch { /* the package's own loader below */ }
+  return require('koffi') as typeof Koffi;
+}
+
+const koffi = loadKoffi();
 
 const libc = koffi.load('libc.so.6');
 

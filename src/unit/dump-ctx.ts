@@ -123,6 +123,8 @@ export class DumpCtx {
   /** Bytes and pages of page data written (for reports and benchmarks). */
   pagesBytes = 0;
   pagesCount = 0;
+  /** Milliseconds per step, by name; sub-steps as "step.part" (the parasite's, by unit). */
+  readonly timings: Record<string, number> = {};
   private nextPagesId = 1;
   private readonly states = new UnitStates((u) => u.dumpState?.(this));
 

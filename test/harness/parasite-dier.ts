@@ -9,6 +9,7 @@
 import * as fs from 'node:fs';
 import { freezeProcess } from '../../src/freeze';
 import { Parasite } from '../../src/compel/parasite';
+import { RemoteTask } from '../../src/compel/remote';
 import { ptrace, wait4, abi } from '../../src/sys';
 
 export const DIE_AT = [
@@ -18,6 +19,12 @@ export const DIE_AT = [
   'scratch',
   /** a few calls made: the task in a syscall-exit stop on our code */
   'calls',
+  /** a batch of calls set up (code, registers, mask) in the task, not resumed */
+  'batch-set',
+  /** a batch running (or done and stopped at its signal, not yet seen) */
+  'batch-running',
+  /** the task stopped at the signal that ends a batch */
+  'batch-stopped',
   /** registers set for a call, before it is resumed */
   'call-set',
   /** stopped at the entry of a call */
@@ -47,6 +54,11 @@ function run(where: DieAt, pid: number): void {
   if (where === 'scratch') die(where);
   for (let i = 0; i < 3; i++) p.syscall('getppid');
   if (where === 'calls') die(where);
+  if (where === 'batch-set' || where === 'batch-running' || where === 'batch-stopped') {
+    p.onBatch = (phase) => { if (phase === where) die(where); };
+    new RemoteTask(p, scratch, abi.PAGE_SIZE).callMany([['getppid'], ['getpid'], ['gettid']]);
+    throw new Error(`no batch ran in ${pid} (it catches every signal a batch may end with?)`);
+  }
   const regs = ptrace.getRegs(pid);
   const call = { ...regs, rip: p.codeAddress, rax: BigInt(abi.SYS.getppid), orig_rax: 0xffffffffffffffffn };
   if (where === 'call-set') { ptrace.setRegs(pid, call); die(where); }

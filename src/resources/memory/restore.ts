@@ -3,7 +3,9 @@
 // fields (code/data/brk/stack/args/env, auxv, exe) set in one prctl.
 import * as fs from 'node:fs';
 import { abi } from '../../sys';
-import { inBuf, linked, type RemoteBuf } from '../../compel/remote';
+import { inBuf, linked, cstr, type RemoteBuf } from '../../compel/remote';
+import { SyscallError } from '../../errors';
+import type { Msg } from '../../images/schema';
 import { VMA } from '../../images/criu';
 import { StasisError, ErrorCodes } from '../../errors';
 import type { RestoreCtx, TaskRestore } from '../../unit/restore-ctx';
@@ -13,7 +15,7 @@ import { checkRegFile } from '../regfile';
 import type { LoadedMm } from './load';
 import { chunkBuffers, CHUNK_PAGES } from './dump';
 
-const { MAP, PROT, PAGE_SIZE, O, MADV, PR, PR_SET_MM, PRCTL_MM_MAP, u64s } = abi;
+const { MAP, PROT, PAGE_SIZE, O, MADV, PR, PR_SET_MM, PRCTL_MM_MAP, AT_FDCWD, u64s } = abi;
 const PAGE = BigInt(PAGE_SIZE);
 
 /** VMAs mapped writable for filling, to be put back to their protection, by pid. */
@@ -32,27 +34,47 @@ export function restoreAddressSpace(ctx: RestoreCtx, tr: TaskRestore, m: LoadedM
   const t = tr.task;
   const mine: { start: bigint; len: bigint; prot: number }[] = [];
   reprotect.set(tr.img.pid, mine);
-  for (const v of m.mm.vmas ?? []) {
-    if (v.status & (VMA.AREA_VDSO | VMA.AREA_VVAR | VMA.AREA_VSYSCALL)) continue; // moved with the stub / fixed
-    const len = v.end - v.start;
-    const fill = !(v.status & VMA.FILE_SHARED) && needsPages(m, v.start, v.end);
-    const prot = v.prot | (fill ? PROT.WRITE : 0);
-    // Locking (mlock) comes after the pages are in: see restoreAdvice.
-    const flags = (v.flags & ~(MAP.FIXED | MAP.LOCKED)) | MAP.FIXED_NOREPLACE;
-    if (v.status & (VMA.FILE_PRIVATE | VMA.FILE_SHARED)) {
-      const f = fileEntry(ctx, Number(v.shmid));
-      const writable = (v.status & VMA.FILE_SHARED) !== 0 && (v.prot & PROT.WRITE) !== 0;
-      const fd = v.status & VMA.AREA_MEMFD ? openMemfd(ctx, tr, f.memfd!) : t.open(f.reg!.name, writable ? O.RDWR : O.RDONLY);
-      if (ctx.fsRoot && !(v.status & VMA.AREA_MEMFD)) checkRegFile({ ...f.reg!, name: `/proc/${t.pid}/fd/${fd}` }, `mapping of ${f.reg!.name}`, ctx.opts.skipFileCheck ?? false);
-      try {
-        t.call('mmap', v.start, len, prot, flags, fd, v.pgoff);
-      } finally {
-        t.call('close', fd);
-      }
-    } else {
-      t.call('mmap', v.start, len, prot, flags | MAP.ANONYMOUS, -1, 0);
+  // [vdso]/[vvar] moved with the stub, [vsyscall] fixed.
+  const vmas = (m.mm.vmas ?? []).filter((v) => !(v.status & (VMA.AREA_VDSO | VMA.AREA_VVAR | VMA.AREA_VSYSCALL)));
+  const fds = new Map<Msg<'vma_entry'>, number>();
+  try {
+    openMapped(ctx, tr, vmas, fds);
+    // Every mapping in one batch (independent calls): one stop on the trampoline.
+    const maps = vmas.map((v) => {
+      const fill = !(v.status & VMA.FILE_SHARED) && needsPages(m, v.start, v.end);
+      const prot = v.prot | (fill ? PROT.WRITE : 0);
+      // Locking (mlock) comes after the pages are in: see restoreAdvice.
+      const flags = (v.flags & ~(MAP.FIXED | MAP.LOCKED)) | MAP.FIXED_NOREPLACE;
+      const fd = fds.get(v);
+      if (prot !== v.prot) mine.push({ start: v.start, len: v.end - v.start, prot: v.prot });
+      return fd === undefined ? ['mmap', v.start, v.end - v.start, prot, flags | MAP.ANONYMOUS, -1, 0] as const : ['mmap', v.start, v.end - v.start, prot, flags, fd, v.pgoff] as const;
+    });
+    for (const r of t.callMany(maps.map((c) => [...c]))) {
+      if (r < 0n && r > -4096n) throw new SyscallError('remote mmap', Number(-r), `in task ${t.pid}`);
     }
-    if (prot !== v.prot) mine.push({ start: v.start, len, prot: v.prot });
+  } finally {
+    if (fds.size) t.callMany([...fds.values()].map((fd) => ['close', fd]));
+  }
+}
+
+/** An fd in the task for each file VMA (into `fds`): regular files opened in one batch, checked here. */
+function openMapped(ctx: RestoreCtx, tr: TaskRestore, vmas: Msg<'vma_entry'>[], fds: Map<Msg<'vma_entry'>, number>): void {
+  const t = tr.task;
+  const files = vmas.filter((v) => v.status & (VMA.FILE_PRIVATE | VMA.FILE_SHARED));
+  const regular = files.filter((v) => !(v.status & VMA.AREA_MEMFD));
+  const opened = t.callMany(regular.map((v) => {
+    const writable = (v.status & VMA.FILE_SHARED) !== 0 && (v.prot & PROT.WRITE) !== 0;
+    return ['openat', AT_FDCWD, cstr(fileEntry(ctx, Number(v.shmid)).reg!.name), writable ? O.RDWR : O.RDONLY, 0];
+  }));
+  let failed: bigint | undefined;
+  regular.forEach((v, i) => { if (opened[i] >= 0n) fds.set(v, Number(opened[i])); else failed ??= opened[i]; });
+  if (failed !== undefined) throw new SyscallError('remote openat', Number(-failed), `in task ${t.pid}`);
+  for (const v of files) if (v.status & VMA.AREA_MEMFD) fds.set(v, openMemfd(ctx, tr, fileEntry(ctx, Number(v.shmid)).memfd!));
+  if (ctx.fsRoot) {
+    for (const v of regular) {
+      const f = fileEntry(ctx, Number(v.shmid));
+      checkRegFile({ ...f.reg!, name: `/proc/${t.pid}/fd/${fds.get(v)}` }, `mapping of ${f.reg!.name}`, ctx.opts.skipFileCheck ?? false);
+    }
   }
 }
 
@@ -91,17 +113,19 @@ export function restorePages(ctx: RestoreCtx, tr: TaskRestore, m: LoadedMm): voi
 }
 
 export function restoreProtections(tr: TaskRestore, reprotect: Reprotect): void {
-  for (const r of reprotect.get(tr.img.pid) ?? []) tr.task.call('mprotect', r.start, r.len, r.prot);
+  tr.task.callAll((reprotect.get(tr.img.pid) ?? []).map((r) => ['mprotect', r.start, r.len, r.prot]));
 }
 
-/** madvise() advice and mlock, on the final VMAs. */
+/** madvise() advice and mlock, on the final VMAs (in order, in one batch). */
 export function restoreAdvice(tr: TaskRestore, m: LoadedMm): void {
+  const calls: Parameters<typeof tr.task.callAll>[0] = [];
   for (const v of m.mm.vmas ?? []) {
     const len = v.end - v.start;
     const madv = v.madv ?? 0n;
-    for (let a = 0; a < 64; a++) if ((madv >> BigInt(a)) & 1n) tr.task.call('madvise', v.start, len, a);
-    if (v.flags & MAP.LOCKED) tr.task.call('mlock', v.start, len);
+    for (let a = 0; a < 64; a++) if ((madv >> BigInt(a)) & 1n) calls.push(['madvise', v.start, len, a]);
+    if (v.flags & MAP.LOCKED) calls.push(['mlock', v.start, len]);
   }
+  tr.task.callAll(calls);
 }
 
 /** mm fields, auxv and exe link in one prctl(PR_SET_MM, PR_SET_MM_MAP); THP. (dumpable: creds.ts, last.) */
