@@ -1,6 +1,6 @@
 // `stasis check`: which kernel features stasis needs are present here.
 import * as fs from 'node:fs';
-import { abi, sysTry, addressOf, kcmp } from './sys';
+import { abi, sysTry, addressOf, kcmp, uffdApi } from './sys';
 import { errnoName } from './errors';
 
 export interface Feature { name: string; ok: boolean; needed: boolean; detail: string }
@@ -70,5 +70,21 @@ export function checkFeatures(): Feature[] {
       } finally { fs.closeSync(fd); }
     }),
     probe('userfaultfd', false, () => (fs.existsSync('/dev/userfaultfd') ? true : 'no /dev/userfaultfd')),
+    probe('memory tracking (pre-dump, incremental dumps: async userfaultfd write-protect)', false, memTrackProbe),
   ];
+}
+
+/**
+ * What pre-dump needs: a userfaultfd that offers UFFD_FEATURE_WP_ASYNC (its
+ * PAGEMAP_SCAN comes with it, Linux 6.7). criu calls this mem_track.
+ */
+export function memTrackProbe(): true | string {
+  const fd = sysTry('userfaultfd', abi.O.CLOEXEC | abi.O.NONBLOCK | abi.UFFD_USER_MODE_ONLY);
+  if (fd < 0) return `userfaultfd: ${errnoName(-fd)}`;
+  try {
+    const offered = Number(uffdApi(fd, 0));
+    return offered & abi.UFFD_FEATURE.WP_ASYNC ? true : 'no UFFD_FEATURE_WP_ASYNC';
+  } catch (e) {
+    return (e as Error).message;
+  } finally { sysTry('close', fd); }
 }

@@ -144,6 +144,31 @@ test('runc checkpoint --leave-running: the container goes on; deleted, it restor
   await gone(s.pid);
 });
 
+test('runc checkpoint --pre-dump, then checkpoint --parent-path: the final dump copies only what changed; restore -d counts on', async () => {
+  const c = await counter();
+  const pre = path.join(root, `${c.id}-pre`), img = path.join(root, `${c.id}-img`);
+  ok('runc checkpoint --pre-dump', runc(['checkpoint', '--pre-dump', '--image-path', pre, '--work-path', pre, c.id]));
+  ourLog(path.join(pre, 'dump.log'), 'PRE_DUMP');
+  assert.equal(state(c.id)?.status, 'running', 'a pre-dump leaves the container running');
+  const afterPre = counted(c.data).length;
+  await waitCount(c.data, afterPre + 3);
+  ok('runc checkpoint --parent-path', runc(['checkpoint', '--parent-path', `../${path.basename(pre)}`, '--image-path', img, '--work-path', img, c.id]));
+  ourLog(path.join(img, 'dump.log'), 'DUMP');
+  assert.equal(fs.readlinkSync(path.join(img, 'parent')), `../${path.basename(pre)}`, "criu's parent link");
+  const pagesIn = (dir: string) => fs.readdirSync(dir).filter((f) => /^pages-\d+\.img$/.test(f)).reduce((a, f) => a + fs.statSync(path.join(dir, f)).size, 0);
+  assert.ok(pagesIn(img) < pagesIn(pre), `the final dump holds fewer pages (${pagesIn(img)} bytes) than the pre-dump (${pagesIn(pre)})`);
+  await gone(c.pid);
+  const atDump = counted(c.data).length;
+  ok('runc restore -d', runc(['restore', '-d', '--image-path', img, '--work-path', path.join(root, `${c.id}-rwork`), c.id], { cwd: c.bundle, devNull: true }));
+  const s = state(c.id)!;
+  assert.equal(s.status, 'running');
+  await waitCount(c.data, atDump + 3);
+  const n = counted(c.data);
+  assert.deepEqual(n, n.map((_, i) => i + 1), 'one count, never restarted, nothing skipped');
+  ok('runc delete -f', runc(['delete', '-f', c.id]));
+  await gone(s.pid);
+});
+
 /** A line-oriented view of a client socket: every byte received, and whether it ended. */
 function watch(sock: net.Socket): { data: () => string; ended: () => string | undefined } {
   let data = '';

@@ -49,8 +49,8 @@ export const POLICY: Record<Field, Policy> = {
   ps: both({ refuse: 'page servers are not supported' }),
   notify_scripts: both('mapped'),
   root: { dump: { accept: 'the tree\'s root is read from /proc' }, restore: 'mapped' },
-  parent_img: both({ refuse: 'incremental dumps (a parent checkpoint) are not supported' }),
-  track_mem: both({ refuse: 'memory tracking for incremental dumps is not supported (no soft-dirty here either)' }),
+  parent_img: { dump: 'mapped', restore: { accept: 'a dump option (the restore follows the images\' parent link by itself)' } },
+  track_mem: { dump: 'mapped', restore: dumpOnly },
   auto_dedup: both({ refuse: 'deduplication against a parent checkpoint is not supported' }),
   work_dir_fd: both('mapped'),
   link_remap: both({ refuse: 'linking unlinked files back is not supported (deleted files are carried as ghost copies)' }),
@@ -95,7 +95,7 @@ export const POLICY: Record<Field, Policy> = {
   tls: both({ refuse: 'TLS (page server) is not supported' }),
   tls_no_cn_verify: both({ refuse: 'TLS (page server) is not supported' }),
   cgroup_yard: both({ accept: 'stasis uses the cgroup hierarchies mounted here' }),
-  pre_dump_mode: both({ accept: 'pre-dumps are refused' }),
+  pre_dump_mode: both({ accept: 'stasis reads pages with process_vm_readv in either mode: the images are the same' }),
   pidfd_store_sk: both({ refuse: 'a pidfd store (for pre-dumps) is not supported' }),
   lsm_mount_context: both({ refuse: 'LSM mount contexts are not supported' }),
   network_lock: both('mapped'),
@@ -216,6 +216,8 @@ export function dumpOptions(o: CriuOpts, dirs: Dirs, notes: string[] = []): Dump
     pid: o.pid, dir: dirs.imagesDir, leaveRunning: o.leave_running === true, tcpEstablished: o.tcp_established === true,
     fileLocks: o.file_locks === true, shellJob: o.shell_job === true, extUnixSk: o.ext_unix_sk === true,
     ...(o.ghost_limit !== undefined ? { ghostLimit: o.ghost_limit } : {}),
+    // Incremental: the parent as criu has it, relative to the images directory.
+    ...(o.parent_img ? { prevImagesDir: o.parent_img } : {}), ...(o.track_mem ? { trackMem: true } : {}),
   };
 }
 

@@ -10,8 +10,9 @@ import * as path from 'node:path';
 import { StasisError, ErrorCodes, SyscallError } from '../errors';
 import { enumValues, type Msg } from '../images/schema';
 import { dump } from '../dump/dump';
+import { preDump } from '../dump/predump';
 import { restore } from '../restore/restore';
-import { checkFeatures } from '../check';
+import { checkFeatures, memTrackProbe } from '../check';
 import { openLog, closeLog, setLogLevel, log } from '../log';
 import type { NotifyHook } from '../unit/dump-ctx';
 import { RpcChannel } from './channel';
@@ -111,6 +112,22 @@ function doDump(ch: RpcChannel, req: Req): Resp {
   return { type: T.DUMP, success: true, dump: { restored: false } };
 }
 
+/** criu's pre-dump: memory copied while the tree runs, its changes tracked from then on (runc --pre-dump). */
+function doPreDump(ch: RpcChannel, req: Req): Resp {
+  const o = needOpts(req);
+  const d = dirs(ch.peer, o);
+  startLog(o, d);
+  log.info(`criu swrk (stasis): ${typeName(req.type)} for pid ${ch.peer}`);
+  const notes = screen(o, 'dump');
+  const { pid, leaveRunning, ...opts } = dumpOptions(o, d, notes);
+  void leaveRunning; // a pre-dump always leaves the tree running
+  for (const n of notes) log.info(n);
+  const r = preDump(pid, opts);
+  stats(() => writeDumpStats(d.workDir, r));
+  log.info(`pre-dumped pid ${r.pid}: ${r.pages} pages, frozen ${r.frozenMs.toFixed(1)} ms`);
+  return { type: req.type, success: true };
+}
+
 function doRestore(ch: RpcChannel, req: Req): Resp {
   const o = needOpts(req);
   const d = dirs(ch.peer, o);
@@ -131,7 +148,7 @@ function doRestore(ch: RpcChannel, req: Req): Resp {
 function features(req: Req): Resp {
   // Asked or not, every feature is answered (as criu); none of these is stasis's.
   void req;
-  return { type: T.FEATURE_CHECK, success: true, features: { mem_track: false, lazy_pages: false, pidfd_store: false } };
+  return { type: T.FEATURE_CHECK, success: true, features: { mem_track: memTrackProbe() === true, lazy_pages: false, pidfd_store: false } };
 }
 
 function check(): Resp {
@@ -151,8 +168,7 @@ function handle(ch: RpcChannel, req: Req): Resp {
     case T.CHECK: return check();
     case T.DUMP: return doDump(ch, req);
     case T.RESTORE: return doRestore(ch, req);
-    case T.PRE_DUMP: case T.SINGLE_PRE_DUMP:
-      return unsupported(req, 'stasis has no incremental dumps yet (and this kernel has no soft-dirty tracking)');
+    case T.PRE_DUMP: case T.SINGLE_PRE_DUMP: return doPreDump(ch, req);
     case T.NOTIFY: return unsupported(req, 'a NOTIFY answers a notification, and none was sent');
     case T.PAGE_SERVER: case T.PAGE_SERVER_CHLD: return unsupported(req, 'stasis has no page server');
     case T.CPUINFO_DUMP: case T.CPUINFO_CHECK: return unsupported(req, 'stasis keeps no cpuinfo image');
