@@ -83,3 +83,32 @@ test('a cgroup namespace of its own, rooted at its cgroup', async () => {
     try { fs.rmdirSync(v2); } catch { /* busy or gone */ }
   }
 });
+
+test('empty cgroups below a process\'s (v2 and v1 pids, one with a limit) are made again after they were removed', async () => {
+  assert.ok(V2 && PIDS);
+  const fx = await Fixture.start('counter');
+  const name = `stasis-test-sub-${fx.pid}`;
+  const v2 = path.join(V2, name), pids = path.join(PIDS, name);
+  const below = [path.join(v2, 'empty.0'), path.join(v2, 'empty.1'), path.join(v2, 'empty.1', 'deeper'), path.join(pids, 'limited')];
+  try {
+    for (const d of [v2, pids, ...below]) fs.mkdirSync(d);
+    fs.writeFileSync(path.join(pids, 'limited', 'pids.max'), '33');
+    fs.writeFileSync(path.join(v2, 'cgroup.procs'), String(fx.pid));
+    fs.writeFileSync(path.join(pids, 'cgroup.procs'), String(fx.pid));
+    const dir = path.join(root, 'below');
+    const d = runStasis(['dump', '-t', String(fx.pid), '-D', dir]);
+    assert.equal(d.status, 0, describeCli(d));
+    await fx.reap();
+    await waitGone([fx.pid]);
+    for (const p of [...below].reverse()) fs.rmdirSync(p);
+    restoreDetached(dir);
+    fx.restored();
+    assert.equal(cgroupOf(fx.pid, ''), `/${name}`);
+    for (const p of below) assert.ok(fs.statSync(p).isDirectory(), `${p} made again`);
+    assert.equal(fs.readFileSync(path.join(pids, 'limited', 'pids.max'), 'utf8').trim(), '33', 'its limit too');
+    await fx.assertCounting();
+  } finally {
+    await fx.kill();
+    for (const p of [...below].reverse().concat([v2, pids])) try { fs.rmdirSync(p); } catch { /* gone */ }
+  }
+});

@@ -60,21 +60,29 @@ function perms(p: string): Msg<'cgroup_perms'> {
   return { mode: st.mode & 0o7777, uid: st.uid, gid: st.gid };
 }
 
-/** The directories from the hierarchy's root to `cg`, nested, with their limits. */
+function dirEntry(mount: string, controllers: string[], rel: string, children: Dir[]): Dir {
+  const p = path.join(mount, rel);
+  const properties: Msg<'cgroup_prop_entry'>[] = [];
+  for (const c of controllers) {
+    for (const prop of PROPS[c] ?? []) {
+      try { properties.push({ name: prop, value: fs.readFileSync(path.join(p, prop), 'utf8').trim(), perms: perms(path.join(p, prop)) }); } catch { /* not here */ }
+    }
+  }
+  return { dir_name: rel, children, properties, dir_perms: perms(p) };
+}
+
+/** The cgroups below `rel` (empty ones too: a program may have made them and expect them), nested. */
+function subtree(mount: string, controllers: string[], rel: string): Dir[] {
+  return fs.readdirSync(path.join(mount, rel), { withFileTypes: true }).filter((e) => e.isDirectory())
+    .map((e) => { const sub = path.join(rel, e.name); return dirEntry(mount, controllers, sub, subtree(mount, controllers, sub)); });
+}
+
+/** The directories from the hierarchy's root to `cg` and below it, nested, with their limits. */
 function dirChain(mount: string, name: string, cg: string): Dir[] {
   const names = cg.split('/').filter(Boolean);
   const controllers = name === '' ? [''] : name.split(',');
-  let out: Dir[] = [];
-  for (let i = names.length; i > 0; i--) {
-    const p = path.join(mount, ...names.slice(0, i));
-    const properties: Msg<'cgroup_prop_entry'>[] = [];
-    for (const c of controllers) {
-      for (const prop of PROPS[c] ?? []) {
-        try { properties.push({ name: prop, value: fs.readFileSync(path.join(p, prop), 'utf8').trim(), perms: perms(path.join(p, prop)) }); } catch { /* not here */ }
-      }
-    }
-    out = [{ dir_name: names.slice(0, i).join('/'), children: out, properties, dir_perms: perms(p) }];
-  }
+  let out: Dir[] = names.length ? subtree(mount, controllers, names.join('/')) : [];
+  for (let i = names.length; i > 0; i--) out = [dirEntry(mount, controllers, names.slice(0, i).join('/'), out)];
   return out;
 }
 
@@ -157,15 +165,32 @@ function ensurePath(ctx: RestoreCtx, l: Loaded, m: Member, made: string[], mode:
     } else if (mode === 'strict' && i === names.length && l.dirs.has(`${m.name}:${rel}`)) {
       throw new StasisError(ErrorCodes.RESTORE_FAILED, `cgroup ${p} exists already (--manage-cgroups strict)`);
     }
-    if (d && (created ? mode !== 'none' : mode === 'props' || mode === 'full' || mode === 'strict')) {
-      for (const prop of d.properties ?? []) {
-        try { if (fs.readFileSync(path.join(p, prop.name), 'utf8').trim() !== prop.value) fs.writeFileSync(path.join(p, prop.name), prop.value); } catch (e) {
-          ctx.warnings.push(`cgroup ${p}: ${prop.name} could not be set to ${prop.value} (${(e as NodeJS.ErrnoException).code})`);
-        }
-      }
+    if (d && (created ? mode !== 'none' : mode === 'props' || mode === 'full' || mode === 'strict')) setProps(ctx, p, d);
+  }
+  if (mode !== 'none' && mode !== 'props') makeBelow(ctx, mount, l.dirs.get(`${m.name}:${names.join('/')}`)?.children ?? [], made);
+  return path.join(mount, ...names);
+}
+
+/** The cgroups that were below a task's (no task in them), made again where missing, with their limits. */
+function makeBelow(ctx: RestoreCtx, mount: string, dirs: Dir[], made: string[]): void {
+  for (const d of dirs) {
+    const p = path.join(mount, d.dir_name);
+    if (!fs.existsSync(p)) {
+      fs.mkdirSync(p);
+      made.push(p);
+      if (d.dir_perms) { fs.chmodSync(p, d.dir_perms.mode); fs.chownSync(p, d.dir_perms.uid, d.dir_perms.gid); }
+      setProps(ctx, p, d);
+    }
+    makeBelow(ctx, mount, d.children ?? [], made);
+  }
+}
+
+function setProps(ctx: RestoreCtx, p: string, d: Dir): void {
+  for (const prop of d.properties ?? []) {
+    try { if (fs.readFileSync(path.join(p, prop.name), 'utf8').trim() !== prop.value) fs.writeFileSync(path.join(p, prop.name), prop.value); } catch (e) {
+      ctx.warnings.push(`cgroup ${p}: ${prop.name} could not be set to ${prop.value} (${(e as NodeJS.ErrnoException).code})`);
     }
   }
-  return path.join(mount, ...names);
 }
 
 /** The members of a set that are not where we are (a task born of ours is there already). */
@@ -219,6 +244,7 @@ export const cgroupUnit = defineUnit({
         sets.set(s.id, s.ctls ?? []);
       }
       for (const c of e.controllers ?? []) dirByPath(c.dirs ?? [], (c.cnames ?? []).join(','), dirs);
+      for (const k of dirs.keys()) if (k.slice(k.indexOf(':') + 1).split('/').includes('..')) throw new StasisError(ErrorCodes.BAD_IMAGE, `${ld.images.path('cgroup.img')}: bad cgroup directory ${k}`);
     }
     const rootSet = ld.processes[0].threads[0].core.thread_core?.cg_set;
     if (ld.opts.cgroupRoots?.length && rootSet !== undefined && sets.has(rootSet)) moveRoots(ld.opts.cgroupRoots, sets, dirs, rootSet);
