@@ -112,3 +112,40 @@ test('empty cgroups below a process\'s (v2 and v1 pids, one with a limit) are ma
     for (const p of [...below].reverse().concat([v2, pids])) try { fs.rmdirSync(p); } catch { /* gone */ }
   }
 });
+
+test('a v1 devices cgroup\'s rules and the owner and mode of a cgroup\'s files, made again', async () => {
+  const DEV = hierarchyMount('devices');
+  assert.ok(DEV && PIDS, 'v1 devices and pids hierarchies are mounted here');
+  const fx = await Fixture.start('counter');
+  const name = `stasis-test-props-${fx.pid}`;
+  const dev = path.join(DEV, name), pids = path.join(PIDS, name);
+  const rules = ['c 1:3 rwm', 'c 1:5 rwm', 'c 1:9 r', 'c 136:* rw'];
+  try {
+    for (const d of [dev, pids]) fs.mkdirSync(d);
+    fs.writeFileSync(path.join(dev, 'devices.deny'), 'a');
+    for (const r of rules) fs.writeFileSync(path.join(dev, 'devices.allow'), r);
+    for (const f of ['notify_on_release', 'cgroup.procs', 'tasks']) { fs.chownSync(path.join(pids, f), 1234, 1235); fs.chmodSync(path.join(pids, f), 0o666); }
+    fs.writeFileSync(path.join(pids, 'notify_on_release'), '1');
+    fs.chownSync(pids, 1234, 1235);
+    for (const d of [dev, pids]) fs.writeFileSync(path.join(d, 'cgroup.procs'), String(fx.pid));
+    const dir = path.join(root, 'props');
+    const d = runStasis(['dump', '-t', String(fx.pid), '-D', dir]);
+    assert.equal(d.status, 0, describeCli(d));
+    await fx.reap();
+    await waitGone([fx.pid]);
+    for (const p of [dev, pids]) fs.rmdirSync(p);
+    restoreDetached(dir);
+    fx.restored();
+    assert.equal(fs.readFileSync(path.join(dev, 'devices.list'), 'utf8'), rules.join('\n') + '\n');
+    assert.equal(fs.readFileSync(path.join(pids, 'notify_on_release'), 'utf8'), '1\n');
+    for (const f of ['notify_on_release', 'cgroup.procs', 'tasks', '.']) {
+      const st = fs.statSync(path.join(pids, f));
+      assert.deepEqual([st.uid, st.gid], [1234, 1235], f);
+      if (f !== '.') assert.equal(st.mode & 0o777, 0o666, f);
+    }
+    await fx.assertCounting();
+  } finally {
+    await fx.kill();
+    for (const p of [dev, pids]) try { fs.rmdirSync(p); } catch { /* gone */ }
+  }
+});

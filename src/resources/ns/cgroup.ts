@@ -36,6 +36,8 @@ const PROPS: Record<string, string[]> = {
   memory: ['memory.limit_in_bytes', 'memory.soft_limit_in_bytes', 'memory.swappiness', 'memory.max', 'memory.high', 'memory.low', 'memory.min', 'memory.swap.max'],
   cpuset: ['cpuset.cpus', 'cpuset.mems', 'cpuset.cpu_exclusive', 'cpuset.mem_exclusive'],
   pids: ['pids.max'],
+  // Read from devices.list; set by denying all, then allowing each line (criu's way).
+  devices: ['devices.list'],
   blkio: ['blkio.weight'],
   hugetlb: [],
   '': ['pids.max', 'memory.max', 'memory.high', 'memory.low', 'memory.min', 'memory.swap.max', 'cpu.max', 'cpu.weight', 'cpuset.cpus', 'cpuset.mems', 'io.weight'],
@@ -60,13 +62,20 @@ function perms(p: string): Msg<'cgroup_perms'> {
   return { mode: st.mode & 0o7777, uid: st.uid, gid: st.gid };
 }
 
+/** Every v1 hierarchy's own files (criu's global properties); and those whose owner and mode alone count (who may move tasks in). */
+const V1_GLOBAL = ['cgroup.clone_children', 'notify_on_release'];
+const PERMS_ONLY = new Set(['cgroup.procs', 'tasks', 'cgroup.threads']);
+
 function dirEntry(mount: string, controllers: string[], rel: string, children: Dir[]): Dir {
   const p = path.join(mount, rel);
   const properties: Msg<'cgroup_prop_entry'>[] = [];
-  for (const c of controllers) {
-    for (const prop of PROPS[c] ?? []) {
-      try { properties.push({ name: prop, value: fs.readFileSync(path.join(p, prop), 'utf8').trim(), perms: perms(path.join(p, prop)) }); } catch { /* not here */ }
-    }
+  const names = controllers.flatMap((c) => PROPS[c] ?? []);
+  names.push(...(controllers[0] === '' ? ['cgroup.procs', 'cgroup.threads'] : [...V1_GLOBAL, 'cgroup.procs', 'tasks']));
+  for (const prop of new Set(names)) {
+    try {
+      const value = PERMS_ONLY.has(prop) ? '' : fs.readFileSync(path.join(p, prop), 'utf8').trim();
+      properties.push({ name: prop, value, perms: perms(path.join(p, prop)) });
+    } catch { /* not here */ }
   }
   return { dir_name: rel, children, properties, dir_perms: perms(p) };
 }
@@ -185,9 +194,22 @@ function makeBelow(ctx: RestoreCtx, mount: string, dirs: Dir[], made: string[]):
   }
 }
 
+/** The devices a v1 devices cgroup allows, one rule a line as devices.list shows them. */
+function setDevices(p: string, list: string): void {
+  if (fs.readFileSync(path.join(p, 'devices.list'), 'utf8').trim() === list) return;
+  fs.writeFileSync(path.join(p, 'devices.deny'), 'a');
+  for (const rule of list.split('\n').filter(Boolean)) fs.writeFileSync(path.join(p, 'devices.allow'), rule);
+}
+
 function setProps(ctx: RestoreCtx, p: string, d: Dir): void {
   for (const prop of d.properties ?? []) {
-    try { if (fs.readFileSync(path.join(p, prop.name), 'utf8').trim() !== prop.value) fs.writeFileSync(path.join(p, prop.name), prop.value); } catch (e) {
+    const file = path.join(p, prop.name);
+    if (prop.name.includes('/')) throw new StasisError(ErrorCodes.BAD_IMAGE, `cgroup.img: bad cgroup property ${prop.name}`);
+    try {
+      if (prop.name === 'devices.list') setDevices(p, prop.value);
+      else if (!PERMS_ONLY.has(prop.name) && fs.readFileSync(file, 'utf8').trim() !== prop.value) fs.writeFileSync(file, prop.value);
+      if (prop.perms) { fs.chmodSync(file, prop.perms.mode); fs.chownSync(file, prop.perms.uid, prop.perms.gid); }
+    } catch (e) {
       ctx.warnings.push(`cgroup ${p}: ${prop.name} could not be set to ${prop.value} (${(e as NodeJS.ErrnoException).code})`);
     }
   }
