@@ -3,7 +3,7 @@
 // either; the other ends are parked there and fetched by whoever needs them.
 import * as fs from 'node:fs';
 import { abi, sys, sysTry, addressOf } from '../sys';
-import { outBuf } from '../compel/remote';
+import { outBuf, type RemoteTask } from '../compel/remote';
 import { parts, type Msg } from '../images/image';
 import { FD_TYPES, NO_FOWN } from '../images/criu';
 import { StasisError, ErrorCodes } from '../errors';
@@ -71,7 +71,18 @@ export function loadPipeData(ld: Loading, file: string, kind: 'PIPES_DATA' | 'FI
   return m;
 }
 
-type PipeEnds = { pid: number; r: number; w: number };
+/** Where a pipe's parked ends are: the holder's pid in the images and ours (`real`). */
+type PipeEnds = { pid: number; real: number; r: number; w: number; rUsed?: boolean; wUsed?: boolean };
+
+/** A new open file description of a pipe end parked in `holder` (our id), as a new fd of task `t`. */
+function reopenEnd(t: RemoteTask, holder: number, end: number, write: boolean): number {
+  const ours = fs.openSync(`/proc/${holder}/fd/${end}`, (write ? O.WRONLY : O.RDONLY) | O.NONBLOCK | O.CLOEXEC);
+  try {
+    return fetchFd(t, process.pid, ours);
+  } finally {
+    fs.closeSync(ours);
+  }
+}
 
 export const pipeUnit = defineFileUnit({
   name: 'pipes',
@@ -95,14 +106,20 @@ export const pipeUnit = defineFileUnit({
         const ends = outBuf(8);
         t.call('pipe2', ends, O.CLOEXEC);
         const [r0, w0] = readI32s(ends.data, 2);
-        p = { pid: tr.img.pid, r: park(ctx, tr, r0), w: park(ctx, tr, w0) };
+        p = { pid: tr.img.pid, real: t.pid, r: park(ctx, tr, r0), w: park(ctx, tr, w0) };
         const pd = l.get(e.pipe_id);
         if (pd?.size) t.call('fcntl', p.w, F.SETPIPE_SZ, pd.size);
         if (pd && pd.data.length) fillPipe(tr.task.pid, p.w, pd.data, `pipe ${e.pipe_id}`);
         st.set(e.pipe_id, p);
       }
-      const end = (e.flags & O.ACCMODE) === O.WRONLY ? p.w : p.r;
-      const fd = p.pid === tr.img.pid ? t.callNum('dup', end) : fetchFd(t, p.pid, end);
+      const write = (e.flags & O.ACCMODE) === O.WRONLY;
+      const end = write ? p.w : p.r;
+      // The end's first open file description is the one pipe2 made; another
+      // (an open of /proc/PID/fd/N, with flags of its own) is opened anew.
+      const first = write ? !p.wUsed : !p.rUsed;
+      if (write) p.wUsed = true; else p.rUsed = true;
+      const fd = !first ? reopenEnd(t, p.real, end, write)
+        : p.pid === tr.img.pid ? t.callNum('dup', end) : fetchFd(t, p.pid, end);
       t.call('fcntl', fd, F.SETFL, e.flags & (O.NONBLOCK | O.APPEND | O.DIRECT));
       return fd;
     },
