@@ -35,6 +35,7 @@ test('deleted file, memfd (fd and mappings), FIFO with data, inotify: dump → r
     const [ghost] = readWithPayloads(dir, 'ghost-file-1.img', 'GHOST_FILE', 'ghost_file_entry', () => -1);
     assert.equal(ghost.extra.toString(), 'deleted-but-open contents');
     assert.equal(ghost.mode & 0o777, 0o640);
+    assert.deepEqual(ghost.mtim, { tv_sec: 123456n, tv_usec: 789000n }, 'its mtime, as the fixture set it');
     const memfds = readImage(dir, 'memfd.img', 'MEMFD_INODE', 'memfd_inode_entry');
     assert.deepEqual(memfds.map((m) => m.name).sort(), ['mapped-only', 'stasis-special']);
     const fifo = readWithPayloads(dir, 'fifo-data.img', 'FIFO_DATA', 'pipe_data_entry', (d) => d.bytes);

@@ -185,7 +185,7 @@ const messages = {
   },
   ghost_file_entry: {
     uid: 'required uint32 1', gid: 'required uint32 2', mode: 'required uint32 3', dev: 'optional uint32 4',
-    ino: 'optional uint64 5', chunks: 'optional bool 9', size: 'optional uint64 10',
+    ino: 'optional uint64 5', atim: 'optional timeval 7', mtim: 'optional timeval 8', chunks: 'optional bool 9', size: 'optional uint64 10',
   },
   remap_file_path_entry: { orig_id: 'required uint32 1', remap_id: 'required uint32 2', remap_type: 'optional remap_type 3' },
   sk_packet_entry: { id_for: 'required uint32 1', length: 'required uint32 2', addr: 'optional bytes 3' },
@@ -200,6 +200,7 @@ const messages = {
   },
   utsns_entry: { nodename: 'required string 1', domainname: 'required string 2' },
   timespec: { tv_sec: 'required uint64 1', tv_nsec: 'required uint64 2' },
+  timeval: { tv_sec: 'required uint64 1', tv_usec: 'required uint64 2' },
   timens_entry: { monotonic: 'required timespec 1', boottime: 'required timespec 2' },
   ipc_var_entry: {
     sem_ctls: 'repeated uint32 1', msg_ctlmax: 'required uint32 2', msg_ctlmnb: 'required uint32 3', msg_ctlmni: 'required uint32 4',

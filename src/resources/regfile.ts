@@ -58,6 +58,12 @@ export function checkRegFile(e: RegEntry, where: string, skipFileCheck: boolean)
   }
 }
 
+function timeval(ms: number): Msg<'timeval'> {
+  const us = BigInt(Math.round(ms * 1000));
+  return { tv_sec: us / 1000000n, tv_usec: us % 1000000n };
+}
+const seconds = (t: Msg<'timeval'>): number => Number(t.tv_sec) + Number(t.tv_usec) / 1e6;
+
 function dumpGhost(ctx: DumpCtx, d: FdDesc, id: number, ghosts: Ghost[]): RegEntry {
   const limit = ctx.opts.ghostLimit ?? GHOST_LIMIT;
   if (d.st.size > limit) {
@@ -66,7 +72,10 @@ function dumpGhost(ctx: DumpCtx, d: FdDesc, id: number, ghosts: Ghost[]): RegEnt
   const data = fs.readFileSync(`/proc/${d.pid}/fd/${d.fd}`);
   ghosts.push({
     origId: id, remapId: ghosts.length + 1, data,
-    entry: { uid: d.st.uid, gid: d.st.gid, mode: d.st.mode, dev: d.st.dev, ino: BigInt(d.st.ino), size: BigInt(data.length), chunks: false },
+    entry: {
+      uid: d.st.uid, gid: d.st.gid, mode: d.st.mode, dev: d.st.dev, ino: BigInt(d.st.ino), size: BigInt(data.length), chunks: false,
+      atim: timeval(d.st.atimeMs), mtim: timeval(d.st.mtimeMs),
+    },
   });
   return regEntry(id, d.link.slice(0, -' (deleted)'.length), d.flags, d.info.pos, `/proc/${d.pid}/fd/${d.fd}`);
 }
@@ -89,6 +98,8 @@ function ghostPath(ctx: RestoreCtx, e: RegEntry, ghostId: number, made: Map<numb
     fs.writeSync(fd, g.payload);
     fs.fchownSync(fd, g.entry.uid, g.entry.gid);
     fs.fchmodSync(fd, g.entry.mode & 0o7777);
+    // Last: writing moved them. Microseconds, as the image holds them.
+    if (g.entry.mtim) fs.futimesSync(fd, seconds(g.entry.atim ?? g.entry.mtim), seconds(g.entry.mtim));
   } finally {
     fs.closeSync(fd);
   }
