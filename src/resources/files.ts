@@ -5,18 +5,18 @@
 // Mappings, cwd/root and the exe link name file entries too.
 import * as fs from 'node:fs';
 import { abi, kcmp } from '../sys';
-import { listFds, readFdInfo } from '../proc/proc';
+import { listFds, readFdInfo, readStatus } from '../proc/proc';
 import { parts, type Msg } from '../images/image';
 import { FD_TYPE_NAMES, FDINFO_CLOEXEC, FD_TYPES } from '../images/criu';
 import { StasisError, ErrorCodes } from '../errors';
 import { defineUnit, type AnyUnit, type FdDesc, type FileKind } from '../unit/unit';
-import type { DumpCtx } from '../unit/dump-ctx';
+import type { DumpCtx, ProcessDump } from '../unit/dump-ctx';
 import type { RestoreCtx, TaskRestore } from '../unit/restore-ctx';
 import type { Loading } from '../unit/checkpoint';
-import type { RemoteTask } from '../compel/remote';
+import { outBuf, inBuf, type RemoteTask } from '../compel/remote';
 import { giveFd } from '../compel/give-fd';
 
-const { O, KCMP, F } = abi;
+const { O, KCMP, F, F_OWNER, F_OWNER_EX } = abi;
 type FileEntry = Msg<'file_entry'>;
 
 /** The units with a file part: set by the registry (it imports every unit; this file must not). */
@@ -33,7 +33,11 @@ interface DumpState {
   lastId: number;
   /** Every fd seen so far, to find open file descriptions shared across fds and processes. */
   seen: { pid: number; fd: number; dev: number; ino: number; id: number }[];
+  /** Owners of fds that have one (F_SETOWN, F_SETSIG), by "pid:fd" (our pid). */
+  owners: Map<string, Fown>;
 }
+
+type Fown = Msg<'fown_entry'>;
 
 interface Loaded {
   files: Map<number, FileEntry>;
@@ -74,10 +78,67 @@ function dumpFdTable(ctx: DumpCtx, pid: number, filesId: number, st: DumpState, 
     // The same open file description behind two fds (of this or another process of the tree): one entry.
     const twin = st.seen.find((s) => s.dev === fst.dev && s.ino === fst.ino && kcmp(s.pid, pid, KCMP.FILE, s.fd, fd) === 0);
     const id = twin ? twin.id : fileId(ctx, `ofd:${pid}:${fd}`, (nid) => ({ type: kind.type, id: nid, [kind.field]: kind.dump(ctx, d, nid, ctx.state(unit)) }) as FileEntry);
-    if (!twin) st.seen.push({ pid, fd, dev: fst.dev, ino: fst.ino, id });
+    if (!twin) {
+      st.seen.push({ pid, fd, dev: fst.dev, ino: fst.ino, id });
+      const fown = st.owners.get(`${pid}:${fd}`);
+      // Pushed last (entries its kind made on the way were pushed before it).
+      const entry = st.entries[st.entries.length - 1].id === id ? st.entries[st.entries.length - 1] : st.entries.find((e) => e.id === id)!;
+      const member = memberOf(entry) as { fown?: Fown } | undefined;
+      if (fown && member) member.fown = fown;
+    }
     entries.push({ id, flags: info.flags & O.CLOEXEC ? FDINFO_CLOEXEC : 0, type: kind.type, fd });
   }
   ctx.write(`fdinfo-${filesId}.img`, 'FDINFO', parts('fdinfo_entry', entries));
+}
+
+/**
+ * Who gets SIGIO (or the F_SETSIG signal) from each fd: the owner (a thread,
+ * process or group, as the tree sees it: it must be of the tree) and the
+ * credentials it was set with, which the kernel checks when it signals.
+ */
+function dumpOwners(ctx: DumpCtx, pd: ProcessDump, t: RemoteTask, st: DumpState): void {
+  for (const fd of listFds(pd.pid)) {
+    const signum = t.callNum('fcntl', fd, F.GETSIG, 0);
+    const ex = outBuf(F_OWNER_EX.size);
+    t.call('fcntl', fd, F.GETOWN_EX, ex);
+    const owner = F_OWNER_EX.decode(ex.data);
+    if (!owner.pid && !signum) continue;
+    if (owner.pid && !ownerInTree(ctx, owner.type, owner.pid)) {
+      throw new StasisError(ErrorCodes.UNSUPPORTED, `fd ${fd} of pid ${pd.pid}: its owner (F_SETOWN) is ${['thread', 'process', 'process group'][owner.type] ?? 'type ' + owner.type} ${owner.pid}, outside the dumped tree; not supported`);
+    }
+    const uids = outBuf(8);
+    const r = Number(t.callRaw('fcntl', fd, F.GETOWNER_UIDS, uids));
+    if (r < 0) throw new StasisError(ErrorCodes.UNSUPPORTED, `fd ${fd} of pid ${pd.pid} has an owner (F_SETOWN), whose credentials this kernel does not show (F_GETOWNER_UIDS: errno ${-r}); not supported`);
+    const [uid, euid] = abi.readI32s(uids.data, 2).map((x) => x >>> 0);
+    st.owners.set(`${pd.pid}:${fd}`, { uid, euid, signum, pid_type: owner.type, pid: owner.pid });
+  }
+}
+
+function ownerInTree(ctx: DumpCtx, type: number, pid: number): boolean {
+  return ctx.processes.some((p) => type === F_OWNER.PGRP ? p.vpgid === pid : type === F_OWNER.PID ? p.vpid === pid : [...p.vtids.values()].includes(pid));
+}
+
+/** Owners back (once every thread exists: one may be the owner), and O_ASYNC, which makes the kernel signal them. */
+function restoreOwners(ctx: RestoreCtx, tr: TaskRestore, st: RestoreState): void {
+  const t = tr.task;
+  for (const [id, h] of st.holders) {
+    if (h.pid !== tr.img.pid) continue;
+    const m = memberOf(fileEntry(ctx, id)) as { flags?: number; fown?: Fown } | undefined;
+    const fown = m?.fown;
+    if (fown?.signum) t.call('fcntl', h.fd, F.SETSIG, fown.signum);
+    if (fown?.pid) {
+      // The kernel records the caller's real and effective uid with the owner.
+      const [ruid, euid] = (readStatus(t.pid).get('Uid') ?? '0 0').split(/\s+/).map(Number);
+      const sw = fown.uid !== ruid || fown.euid !== euid;
+      if (sw) t.call('setresuid', fown.uid, fown.euid, -1);
+      try {
+        t.call('fcntl', h.fd, F.SETOWN_EX, inBuf(F_OWNER_EX.encode({ type: fown.pid_type, pid: fown.pid })));
+      } finally {
+        if (sw) t.call('setresuid', ruid, euid, -1);
+      }
+    }
+    if ((m?.flags ?? 0) & O.ASYNC) t.call('fcntl', h.fd, F.SETFL, t.callNum('fcntl', h.fd, F.GETFL, 0) | O.ASYNC);
+  }
 }
 
 /**
@@ -228,7 +289,8 @@ export function park(ctx: RestoreCtx, tr: TaskRestore, fd: number): number {
 /** The fd table and the table of files. */
 export const filesUnit = defineUnit<DumpState, Loaded, RestoreState>({
   name: 'files',
-  dumpState: () => ({ entries: [], keys: new Map(), lastId: 0, seen: [] }),
+  dumpState: () => ({ entries: [], keys: new Map(), lastId: 0, seen: [], owners: new Map() }),
+  parasite: dumpOwners,
   dumpPhases: [
     { name: 'files', after: ['parasite'], each: (ctx, pd, st) => dumpFdTable(ctx, pd.pid, pd.ids.files_id, st, pd.ownFds) },
     // Everything that names file entries (mappings, cwd, sockets' peers...) comes before.
@@ -251,6 +313,7 @@ export const filesUnit = defineUnit<DumpState, Loaded, RestoreState>({
     // close_range() here must not close fds the mapping phases still use;
     // paths open relative to the restored cwd/root.
     { name: 'files', after: ['close-inherited', 'address-space', 'mm', 'fs'], each: (ctx, tr, l, st) => restoreFdTable(ctx, tr, l, st) },
+    { name: 'fd-owners', after: ['files', 'threads'], each: (ctx, tr, _l, st) => restoreOwners(ctx, tr, st) },
     // Fds parked in their creator go once every process has its fds.
     {
       name: 'files-cleanup', after: ['files'],
