@@ -142,7 +142,7 @@ const messages = {
   memfd_file_entry: { id: 'required uint32 1', flags: 'required uint32 2', pos: 'required uint64 3', fown: 'required fown_entry 4', inode_id: 'required uint32 5' },
   memfd_inode_entry: {
     name: 'required string 1', uid: 'required uint32 2', gid: 'required uint32 3', size: 'required uint64 4',
-    shmid: 'required uint32 5', seals: 'required uint32 6', inode_id: 'required uint64 7',
+    shmid: 'required uint32 5', seals: 'required uint32 6', inode_id: 'required uint64 7', mode: 'optional uint32 9',
   },
   eventfd_file_entry: { id: 'required uint32 1', flags: 'required uint32 2', fown: 'required fown_entry 3', counter: 'required uint64 4' },
   eventpoll_tfd_entry: {
@@ -304,6 +304,7 @@ export const NEWER_UPSTREAM: Readonly<Record<string, string>> = {
   'netns_entry.ipv4_sysctl': 'repeated sysctl_entry 10',
   'thread_core_entry.cg_set': 'optional uint32 16',
   'cg_controller_entry.is_threaded': 'optional bool 3',
+  'memfd_inode_entry.mode': 'optional uint32 9',
 };
 
 export type MsgName = keyof typeof messages;

@@ -62,7 +62,7 @@ export function dumpMemfdInode(ctx: DumpCtx, ino: number, link: string, via: str
     out.close();
   }
   ctx.write(`pagemap-shmem-${ino}.img`, 'PAGEMAP', [{ msg: 'pagemap_head', entry: { pages_id: pagesId } }, ...parts('pagemap_entry', entries)]);
-  st0.push({ name: memfdName(link), uid: st.uid, gid: st.gid, size: BigInt(st.size), shmid: ino, seals, inode_id: BigInt(ino) });
+  st0.push({ name: memfdName(link), uid: st.uid, gid: st.gid, size: BigInt(st.size), shmid: ino, seals, inode_id: BigInt(ino), mode: st.mode });
 }
 
 /** A file entry (for mappings) naming the memfd inode, opened `flags`. */
@@ -71,7 +71,9 @@ export function memfdFileId(ctx: DumpCtx, ino: number, flags: number): number {
 }
 
 /** Create the memfd with its contents and seals, once; parked in its creator. */
-function createMemfd(ctx: RestoreCtx, tr: TaskRestore, m: LoadedInode, made: Map<number, { pid: number; fd: number }>): { pid: number; fd: number } {
+type Canon = { pid: number; fd: number; fdTaken?: boolean };
+
+function createMemfd(ctx: RestoreCtx, tr: TaskRestore, m: LoadedInode, made: Map<number, Canon>): Canon {
   const t = tr.task;
   const fd = park(ctx, tr, t.callNum('memfd_create', cstr(m.inode.name.slice(0, 249)), MFD.CLOEXEC | MFD.ALLOW_SEALING));
   t.call('ftruncate', fd, m.inode.size);
@@ -90,26 +92,42 @@ function createMemfd(ctx: RestoreCtx, tr: TaskRestore, m: LoadedInode, made: Map
       fs.closeSync(w);
     }
   }
+  // Owner and mode as they were (it was made with our credentials).
+  const via = `/proc/${tr.task.pid}/fd/${fd}`;
+  fs.chownSync(via, m.inode.uid, m.inode.gid);
+  if (m.inode.mode !== undefined) fs.chmodSync(via, m.inode.mode & 0o7777);
   if (m.inode.seals) t.call('fcntl', fd, F.ADD_SEALS, m.inode.seals);
   const have = { pid: tr.img.pid, fd };
   made.set(Number(m.inode.inode_id), have);
   return have;
 }
 
-/** A new open file description on the memfd of `e` (for an fd or a mapping). */
-export function openMemfd(ctx: RestoreCtx, tr: TaskRestore, e: Msg<'memfd_file_entry'>): number {
+/**
+ * An fd on the memfd of `e`, for an fd or (`mapping`) to be mapped. The file
+ * memfd_create made is no writer to the kernel (exec of the memfd works
+ * while it is open), an open of /proc/self/fd/N for writing is: so the first
+ * read-write fd and every writable mapping get memfd_create's file; any
+ * other fd is its own open file description, with its own offset and flags.
+ */
+export function openMemfd(ctx: RestoreCtx, tr: TaskRestore, e: Msg<'memfd_file_entry'>, mapping = false): number {
   const t = tr.task;
   const m = ctx.loaded(memfdUnit).get(e.inode_id)!;
   const made = ctx.state(memfdUnit);
   const canon = made.get(e.inode_id) ?? createMemfd(ctx, tr, m, made);
-  const local = canon.pid === tr.img.pid ? canon.fd : fetchFd(t, canon.pid, canon.fd);
+  const local = canon.pid === tr.img.pid ? t.callNum('dup', canon.fd) : fetchFd(t, canon.pid, canon.fd);
+  if ((e.flags & O.ACCMODE) === O.RDWR && (mapping || !canon.fdTaken)) {
+    if (mapping) return local;
+    canon.fdTaken = true;
+    t.call('fcntl', local, F.SETFL, e.flags & (O.APPEND | O.NONBLOCK | O.NOATIME | O.DIRECT));
+    t.call('lseek', local, e.pos, SEEK.SET);
+    return local;
+  }
   try {
-    // Its own offset and flags, as each open file description had.
     const fd = t.open(`/proc/self/fd/${local}`, e.flags & ~(O.CREAT | O.EXCL | O.TRUNC));
     t.call('lseek', fd, e.pos, SEEK.SET);
     return fd;
   } finally {
-    if (local !== canon.fd) t.call('close', local);
+    t.call('close', local);
   }
 }
 
@@ -144,7 +162,7 @@ export const memfdUnit = defineFileUnit({
     }
     return out;
   },
-  restoreState: () => new Map<number, { pid: number; fd: number }>(),
+  restoreState: () => new Map<number, Canon>(),
   file: {
     type: FD_TYPES.MEMFD,
     field: 'memfd',

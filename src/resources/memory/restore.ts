@@ -69,7 +69,7 @@ function openMapped(ctx: RestoreCtx, tr: TaskRestore, vmas: Msg<'vma_entry'>[], 
   let failed: bigint | undefined;
   regular.forEach((v, i) => { if (opened[i] >= 0n) fds.set(v, Number(opened[i])); else failed ??= opened[i]; });
   if (failed !== undefined) throw new SyscallError('remote openat', Number(-failed), `in task ${t.pid}`);
-  for (const v of files) if (v.status & VMA.AREA_MEMFD) fds.set(v, openMemfd(ctx, tr, fileEntry(ctx, Number(v.shmid)).memfd!));
+  for (const v of files) if (v.status & VMA.AREA_MEMFD) fds.set(v, openMemfd(ctx, tr, fileEntry(ctx, Number(v.shmid)).memfd!, true));
   if (ctx.fsRoot) {
     for (const v of regular) {
       const f = fileEntry(ctx, Number(v.shmid));
