@@ -212,17 +212,19 @@ function vmaEntries(ctx: DumpCtx, pid: number, vmas: ClassifiedVma[]): Msg<'vma_
   const vmFlags = parseVmFlags(fs.readFileSync(`/proc/${pid}/smaps`, 'utf8'));
   return vmas.map((cv) => {
     let shmid = 0n;
+    const vf = vmFlags.get(cv.vma.start) ?? [];
+    // A shared mapping of a file opened for writing may be made writable ('mw', VM_MAYWRITE), even while read-only now.
+    const mode = cv.vma.shared && vf.includes('mw') ? O.RDWR : O.RDONLY;
     if (cv.memfd) {
       const via = `/proc/${pid}/map_files/${cv.vma.start.toString(16)}-${cv.vma.end.toString(16)}`;
       dumpMemfdInode(ctx, cv.vma.inode, cv.vma.path, via);
-      shmid = BigInt(memfdFileId(ctx, cv.vma.inode, cv.vma.shared && cv.vma.prot & PROT.WRITE ? O.RDWR : O.RDONLY));
+      shmid = BigInt(memfdFileId(ctx, cv.vma.inode, mode));
     } else if (cv.file) {
       // Stat through map_files: the path is the task's view (its own mount namespace maybe).
       const via = `/proc/${pid}/map_files/${cv.vma.start.toString(16)}-${cv.vma.end.toString(16)}`;
-      shmid = BigInt(regFileEntry(ctx, cv.file, cv.vma.shared ? O.RDWR : O.RDONLY, { statPath: via }));
+      shmid = BigInt(regFileEntry(ctx, cv.file, mode, { statPath: via }));
     }
     else if (cv.policy === 'shared-anon') shmid = BigInt(cv.vma.inode);
-    const vf = vmFlags.get(cv.vma.start) ?? [];
     const madv = madvOf(vf);
     return {
       start: cv.vma.start, end: cv.vma.end, pgoff: cv.vma.pgoff, shmid, prot: cv.vma.prot,

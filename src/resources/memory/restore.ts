@@ -63,8 +63,10 @@ function openMapped(ctx: RestoreCtx, tr: TaskRestore, vmas: Msg<'vma_entry'>[], 
   const files = vmas.filter((v) => v.status & (VMA.FILE_PRIVATE | VMA.FILE_SHARED));
   const regular = files.filter((v) => !(v.status & VMA.AREA_MEMFD));
   const opened = t.callMany(regular.map((v) => {
-    const writable = (v.status & VMA.FILE_SHARED) !== 0 && (v.prot & PROT.WRITE) !== 0;
-    return ['openat', AT_FDCWD, cstr(fileEntry(ctx, Number(v.shmid)).reg!.name), writable ? O.RDWR : O.RDONLY, 0];
+    const reg = fileEntry(ctx, Number(v.shmid)).reg!;
+    // As the file was opened: a shared mapping's later mprotect(PROT_WRITE) depends on it.
+    const writable = (v.status & VMA.FILE_SHARED) !== 0 && ((v.prot & PROT.WRITE) !== 0 || (reg.flags & O.ACCMODE) === O.RDWR);
+    return ['openat', AT_FDCWD, cstr(reg.name), writable ? O.RDWR : O.RDONLY, 0];
   }));
   let failed: bigint | undefined;
   regular.forEach((v, i) => { if (opened[i] >= 0n) fds.set(v, Number(opened[i])); else failed ??= opened[i]; });
