@@ -140,7 +140,7 @@ export const unixSocketUnit = defineFileUnit({
         const state = listening ? STATE.LISTEN : u.peer ? STATE.ESTABLISHED : STATE.CLOSE;
         if (!listening) {
           const queues = ctx.state(skQueuesUnit);
-          for (const packet of peekQueue(s, type === SOCK.STREAM)) queues.push({ id, packet: { data: packet.data } });
+          for (const packet of peekQueue(s, type === SOCK.STREAM, `fd ${d.fd} of pid ${d.pid}: unix socket ${d.st.ino}`)) queues.push({ id, packet: { data: packet.data } });
         }
         st.socks.set(d.st.ino, { pid: d.pid, fd: d.fd, peer: u.peer, type });
         return {

@@ -8,7 +8,7 @@ import { defineUnit } from '../unit/unit';
 import { filesUnit } from './files';
 import { setIntLocal } from './sockopts';
 
-const { MSG, SOL, SO, ERRNO } = abi;
+const { MSG, SOL, SO, ERRNO, MSGHDR, CMSGHDR, IOVEC, SCM_RIGHTS, readI32s } = abi;
 
 export interface Packet { data: Buffer; addr?: Buffer }
 
@@ -16,22 +16,31 @@ export interface Packet { data: Buffer; addr?: Buffer }
  * Everything queued on the socket, oldest first: one Buffer for a byte
  * stream, one per datagram (with its source address) otherwise. The peek
  * offset is the socket's own: it is set back to "off" (-1) afterwards.
+ * Files passed in a message (SCM_RIGHTS) are refused (`what` names the
+ * socket): they cannot be queued again from here.
  */
-export function peekQueue(fd: number, stream: boolean): Packet[] {
+export function peekQueue(fd: number, stream: boolean, what = 'a socket'): Packet[] {
   const out: Packet[] = [];
   const buf = Buffer.alloc(1 << 17);
-  const addr = Buffer.alloc(128), alen = Buffer.alloc(4);
+  const addr = Buffer.alloc(128);
+  const ctl = Buffer.alloc(512);
+  const iov = IOVEC.encode({ base: addressOf(buf), len: BigInt(buf.length) });
   sys('setsockopt', fd, SOL.SOCKET, SO.PEEK_OFF, addressOf(Buffer.from([0, 0, 0, 0])), 4);
   try {
     for (;;) {
-      alen.writeUInt32LE(128);
-      const n = sysTry('recvfrom', fd, addressOf(buf), buf.length, MSG.PEEK | MSG.DONTWAIT, addressOf(addr), addressOf(alen));
+      const hdr = MSGHDR.encode({ name: addressOf(addr), namelen: addr.length, iov: addressOf(iov), iovlen: 1n, control: addressOf(ctl), controllen: BigInt(ctl.length), flags: 0 });
+      const n = sysTry('recvmsg', fd, addressOf(hdr), MSG.PEEK | MSG.DONTWAIT | MSG.CMSG_CLOEXEC);
       if (n < 0) {
         if (n === -ERRNO.EAGAIN) break; // nothing more
         throw new StasisError(ErrorCodes.UNSUPPORTED, `peeking a socket queue: ${errnoName(-n)}`);
       }
+      const h = MSGHDR.decode(hdr);
+      const passed = passedFds(ctl, Number(h.controllen));
+      if (passed || h.flags & MSG.CTRUNC) {
+        throw new StasisError(ErrorCodes.UNSUPPORTED, `${what}: its queue holds ${passed || 'some'} file descriptor(s) in flight (SCM_RIGHTS); not supported`);
+      }
       if (n === 0 && stream) break;
-      const a = alen.readUInt32LE(0);
+      const a = h.namelen;
       out.push({ data: Buffer.from(buf.subarray(0, n)), addr: !stream && a > 2 ? Buffer.from(addr.subarray(0, a)) : undefined });
     }
   } finally {
@@ -39,6 +48,22 @@ export function peekQueue(fd: number, stream: boolean): Packet[] {
   }
   if (stream && out.length > 1) return [{ data: Buffer.concat(out.map((x) => x.data)) }];
   return out;
+}
+
+/** How many fds SCM_RIGHTS messages in `ctl` passed us (a peek installs them): each closed again. */
+function passedFds(ctl: Buffer, len: number): number {
+  let count = 0;
+  for (let off = 0; off + CMSGHDR.size <= len;) {
+    const c = CMSGHDR.decode(ctl, off);
+    if (Number(c.len) < CMSGHDR.size) break;
+    if (c.level === SOL.SOCKET && c.type === SCM_RIGHTS) {
+      const fds = readI32s(ctl.subarray(off + CMSGHDR.size), (Number(c.len) - CMSGHDR.size) / 4);
+      for (const x of fds) sysTry('close', x);
+      count += fds.length;
+    }
+    off += Math.ceil(Number(c.len) / 8) * 8;
+  }
+  return count;
 }
 
 /** Send `data` on our fd to `to` (a raw sockaddr) or to its peer. */

@@ -23,7 +23,7 @@ export const TCP_STATE = {
   ESTABLISHED: 1, SYN_SENT: 2, SYN_RECV: 3, FIN_WAIT1: 4, FIN_WAIT2: 5, TIME_WAIT: 6, CLOSE: 7, CLOSE_WAIT: 8,
   LAST_ACK: 9, LISTEN: 10, CLOSING: 11,
 } as const;
-export const MSG = { OOB: 1, PEEK: 2, DONTROUTE: 4, TRUNC: 0x20, DONTWAIT: 0x40, NOSIGNAL: 0x4000, CMSG_CLOEXEC: 0x40000000 } as const;
+export const MSG = { OOB: 1, PEEK: 2, DONTROUTE: 4, CTRUNC: 8, TRUNC: 0x20, DONTWAIT: 0x40, NOSIGNAL: 0x4000, CMSG_CLOEXEC: 0x40000000 } as const;
 export const SHUT = { RD: 0, WR: 1, RDWR: 2 } as const;
 export const SCM_RIGHTS = 1;
 export const SCM_CREDENTIALS = 2;
