@@ -7,7 +7,7 @@ import { test, before, after } from 'node:test';
 import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { Fixture, initHarness, runStasis, tmpDir, listFds, tracerPid, procState } from './harness';
+import { Fixture, initHarness, runStasis, tmpDir, listFds, tracerPid, procState, restoreDetached } from './harness';
 import { readImage } from '../src/images/image';
 import { readWithPayloads } from './harness';
 import { dumpKillRestore, assertOneLineError } from './net-helpers';
@@ -62,6 +62,23 @@ test('a deleted file over --ghost-limit: one clear line, the process runs on', a
     assert.equal(tracerPid(fx.pid), 0, 'let go');
     assert.match(procState(fx.pid), /^S/, 'not stopped');
     assert.ok(fs.readdirSync(path.join(root, 'limited')).every((f) => f !== 'inventory.img'), 'no complete-looking checkpoint');
+    const { log } = await fx.terminate();
+    assert.match(log, /^PASS$/m, log);
+  } finally {
+    await fx.kill();
+  }
+});
+
+test('a sparse deleted file: its data extents alone in the image (chunks), its holes holes again after restore', async () => {
+  const fx = await Fixture.start('sparseghost', { extraFds: true });
+  try {
+    const dir = path.join(root, 'sparse');
+    const d = runStasis(['dump', '-t', String(fx.pid), '-D', dir]);
+    assert.equal(d.status, 0, d.stderr);
+    assert.equal(fs.statSync(path.join(dir, 'ghost-file-1.img')).size < 2 * 65536 + 200, true, 'only the two 64 KiB extents');
+    await fx.reap();
+    restoreDetached(dir);
+    fx.restored();
     const { log } = await fx.terminate();
     assert.match(log, /^PASS$/m, log);
   } finally {

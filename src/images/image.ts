@@ -203,6 +203,8 @@ export class ImageCursor {
     this.off = want.length;
   }
   get done(): boolean { return this.off >= this.buf.length; }
+  /** Bytes not read yet. */
+  get rest(): number { return this.buf.length - this.off; }
   bytes(n: number): Buffer {
     if (!Number.isSafeInteger(n) || n < 0 || n > this.buf.length - this.off) throw badImage(this.file, `truncated at offset ${this.off} (needs ${n} bytes)`);
     const b = this.buf.subarray(this.off, this.off + n);

@@ -187,6 +187,7 @@ const messages = {
     uid: 'required uint32 1', gid: 'required uint32 2', mode: 'required uint32 3', dev: 'optional uint32 4',
     ino: 'optional uint64 5', atim: 'optional timeval 7', mtim: 'optional timeval 8', chunks: 'optional bool 9', size: 'optional uint64 10',
   },
+  ghost_chunk_entry: { len: 'required uint64 1', off: 'required uint64 2' },
   remap_file_path_entry: { orig_id: 'required uint32 1', remap_id: 'required uint32 2', remap_type: 'optional remap_type 3' },
   sk_packet_entry: { id_for: 'required uint32 1', length: 'required uint32 2', addr: 'optional bytes 3' },
   fown_entry: {

@@ -7,8 +7,10 @@
 // id to it; restore re-creates it, opens it for every user, and unlinks it
 // again.
 import * as fs from 'node:fs';
-import { abi } from '../sys';
-import { parts, type Msg } from '../images/image';
+import { abi, sysTry } from '../sys';
+
+const { SEEK } = abi;
+import { parts, ImageCursor, type Msg } from '../images/image';
 import { FD_TYPES, NO_FOWN, REMAP } from '../images/criu';
 import { StasisError, ErrorCodes } from '../errors';
 import { defineFileUnit, type FdDesc } from '../unit/unit';
@@ -24,7 +26,8 @@ type RegEntry = Msg<'reg_file_entry'>;
 /** Default --ghost-limit, as criu's. */
 export const GHOST_LIMIT = 1 << 20;
 
-interface Ghost { origId: number; remapId: number; entry: Msg<'ghost_file_entry'>; data: Buffer }
+/** A ghost's contents: whole, or (a sparse file) its data extents only, as criu's chunks. */
+interface Ghost { origId: number; remapId: number; entry: Msg<'ghost_file_entry'>; data: Buffer; chunks?: { off: number; data: Buffer }[] }
 
 /**
  * The file entry for `path` opened with `flags`, shared by every user of the
@@ -64,16 +67,45 @@ function timeval(ms: number): Msg<'timeval'> {
 }
 const seconds = (t: Msg<'timeval'>): number => Number(t.tv_sec) + Number(t.tv_usec) / 1e6;
 
+/** A deleted file's contents; with holes (SEEK_HOLE finds one before the end), its data extents alone. */
+function readGhost(via: string, size: number): { data: Buffer; chunks?: { off: number; data: Buffer }[] } {
+  const fd = fs.openSync(via, 'r');
+  try {
+    const read = (off: number, len: number): Buffer => {
+      const b = Buffer.alloc(len);
+      for (let got = 0; got < len;) {
+        const n = fs.readSync(fd, b, got, len - got, off + got);
+        if (n <= 0) throw new StasisError(ErrorCodes.FILE_CHANGED, `${via}: deleted file shrank while being read`);
+        got += n;
+      }
+      return b;
+    };
+    const firstHole = sysTry('lseek', fd, 0, SEEK.HOLE);
+    if (firstHole < 0 || firstHole >= size) return { data: read(0, size) };
+    const chunks: { off: number; data: Buffer }[] = [];
+    for (let off = 0; off < size;) {
+      const start = sysTry('lseek', fd, off, SEEK.DATA);
+      if (start < 0 || start >= size) break; // ENXIO: only a hole left
+      const end = Math.min(size, Math.max(sysTry('lseek', fd, start, SEEK.HOLE), start));
+      chunks.push({ off: start, data: read(start, end - start) });
+      off = end;
+    }
+    return { data: Buffer.alloc(0), chunks };
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
 function dumpGhost(ctx: DumpCtx, d: FdDesc, id: number, ghosts: Ghost[]): RegEntry {
   const limit = ctx.opts.ghostLimit ?? GHOST_LIMIT;
   if (d.st.size > limit) {
     throw new StasisError(ErrorCodes.UNSUPPORTED, `fd ${d.fd} of pid ${d.pid}: deleted file ${d.link} holds ${d.st.size} bytes, over the ghost limit of ${limit} (--ghost-limit)`);
   }
-  const data = fs.readFileSync(`/proc/${d.pid}/fd/${d.fd}`);
+  const { data, chunks } = readGhost(`/proc/${d.pid}/fd/${d.fd}`, d.st.size);
   ghosts.push({
-    origId: id, remapId: ghosts.length + 1, data,
+    origId: id, remapId: ghosts.length + 1, data, chunks,
     entry: {
-      uid: d.st.uid, gid: d.st.gid, mode: d.st.mode, dev: d.st.dev, ino: BigInt(d.st.ino), size: BigInt(data.length), chunks: false,
+      uid: d.st.uid, gid: d.st.gid, mode: d.st.mode, dev: d.st.dev, ino: BigInt(d.st.ino), size: BigInt(d.st.size), chunks: chunks !== undefined,
       atim: timeval(d.st.atimeMs), mtim: timeval(d.st.mtimeMs),
     },
   });
@@ -87,15 +119,29 @@ function dumpGhost(ctx: DumpCtx, d: FdDesc, id: number, ghosts: Ghost[]): RegEnt
 function ghostPath(ctx: RestoreCtx, e: RegEntry, ghostId: number, made: Map<number, string>): string {
   const have = made.get(ghostId);
   if (have) return have;
-  const [g] = ctx.ckpt.images.withPayloads(`ghost-file-${ghostId}.img`, 'GHOST_FILE', 'ghost_file_entry', () => -1);
-  if (!g) throw new StasisError(ErrorCodes.BAD_IMAGE, `${ctx.ckpt.images.path(`ghost-file-${ghostId}.img`)}: empty`);
+  const file = `ghost-file-${ghostId}.img`;
+  const cur = new ImageCursor(ctx.ckpt.images.path(file), ctx.ckpt.images.raw(file), 'GHOST_FILE');
+  if (cur.done) throw new StasisError(ErrorCodes.BAD_IMAGE, `${ctx.ckpt.images.path(file)}: empty`);
+  const entry = cur.entry('ghost_file_entry');
+  // Whole contents after the entry, or chunks (an entry, then its bytes) of a sparse file.
+  const chunks: { off: number; data: Buffer }[] = [];
+  if (!entry.chunks) chunks.push({ off: 0, data: cur.bytes(cur.rest) });
+  else {
+    while (!cur.done) {
+      const c = cur.entry('ghost_chunk_entry');
+      if (c.off + c.len > (entry.size ?? 0n)) throw new StasisError(ErrorCodes.BAD_IMAGE, `${ctx.ckpt.images.path(file)}: chunk at ${c.off} (${c.len} bytes) past the file's size ${entry.size}`);
+      chunks.push({ off: Number(c.off), data: cur.bytes(Number(c.len)) });
+    }
+  }
+  const g = { entry };
   // In the tree's own mount namespace when it has one.
   let path = ctx.fsRoot + e.name;
   if (fs.existsSync(path)) path = `${path}.stasis-ghost-${process.pid}-${ghostId}`;
   const fd = fs.openSync(path, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, g.entry.mode & 0o7777);
   made.set(ghostId, path);
   try {
-    fs.writeSync(fd, g.payload);
+    for (const c of chunks) fs.writeSync(fd, c.data, 0, c.data.length, c.off);
+    if (entry.size !== undefined) fs.ftruncateSync(fd, Number(entry.size));
     fs.fchownSync(fd, g.entry.uid, g.entry.gid);
     fs.fchmodSync(fd, g.entry.mode & 0o7777);
     // Last: writing moved them. Microseconds, as the image holds them.
@@ -125,7 +171,11 @@ export const regFileUnit = defineFileUnit({
   dumpPhases: [{
     name: 'ghost-files', after: ['files'], before: ['write-files'],
     once(ctx, st) {
-      for (const g of st.ghosts) ctx.write(`ghost-file-${g.remapId}.img`, 'GHOST_FILE', [{ msg: 'ghost_file_entry', entry: g.entry, payload: g.data }]);
+      for (const g of st.ghosts) {
+        ctx.write(`ghost-file-${g.remapId}.img`, 'GHOST_FILE', g.chunks
+          ? [{ msg: 'ghost_file_entry', entry: g.entry }, ...g.chunks.map((c) => ({ msg: 'ghost_chunk_entry' as const, entry: { len: BigInt(c.data.length), off: BigInt(c.off) }, payload: c.data }))]
+          : [{ msg: 'ghost_file_entry', entry: g.entry, payload: g.data }]);
+      }
       ctx.write('remap-fpath.img', 'REMAP_FPATH', parts('remap_file_path_entry', st.ghosts.map((g) => ({ orig_id: g.origId, remap_id: g.remapId, remap_type: REMAP.GHOST }))));
     },
   }],

@@ -16,7 +16,7 @@ export const FD_CLOEXEC = 1;
 export const LOCK_TYPE = { RDLCK: 0, WRLCK: 1, UNLCK: 2 } as const;
 /** flock(2) operations. */
 export const LOCK = { SH: 1, EX: 2, NB: 4, UN: 8 } as const;
-export const SEEK = { SET: 0, CUR: 1, END: 2 } as const;
+export const SEEK = { SET: 0, CUR: 1, END: 2, DATA: 3, HOLE: 4 } as const;
 export const F_OWNER = { TID: 0, PID: 1, PGRP: 2 } as const;
 export const MFD = { CLOEXEC: 1, ALLOW_SEALING: 2, HUGETLB: 4, NOEXEC_SEAL: 8, EXEC: 0x10 } as const;
 export const SPLICE_F_NONBLOCK = 2;
