@@ -164,6 +164,7 @@ const messages = {
     so_bound_dev: 'optional string 15', so_reuseport: 'optional bool 17', so_broadcast: 'optional bool 18',
     so_keepalive: 'optional bool 19', tcp_keepcnt: 'optional uint32 20', tcp_keepidle: 'optional uint32 21',
     tcp_keepintvl: 'optional uint32 22', so_oobinline: 'optional uint32 23', so_linger: 'optional uint32 24',
+    so_filter: 'repeated fixed64 16', so_buf_lock: 'optional uint32 25',
   },
   inet_sk_entry: {
     id: 'required uint32 1', ino: 'required uint32 2', family: 'required uint32 3', type: 'required uint32 4',

@@ -158,7 +158,7 @@ export const inetSocketUnit = defineFileUnit({
         return {
           id, ino: d.st.ino, family, type, proto, state, src_port: local.port, dst_port: peer.port, flags: d.flags,
           backlog: state === TCP_STATE.LISTEN ? diag?.wqueue ?? 128 : 0, src_addr: local.words, dst_addr: peer.words,
-          fown: NO_FOWN, opts: dumpSockOpts(s), v6only: family === AF.INET6 ? getInt(s, SOL.IPV6, IPV6_V6ONLY) !== 0 : undefined,
+          fown: NO_FOWN, opts: dumpSockOpts(s, ctx.state(skQueuesUnit).some((q) => q.id === id), `fd ${d.fd} of pid ${d.pid}: inet socket ${d.st.ino}`), v6only: family === AF.INET6 ? getInt(s, SOL.IPV6, IPV6_V6ONLY) !== 0 : undefined,
         };
       } finally {
         if (!keep) sysTry('close', s);

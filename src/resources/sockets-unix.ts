@@ -145,7 +145,7 @@ export const unixSocketUnit = defineFileUnit({
         st.socks.set(d.st.ino, { pid: d.pid, fd: d.fd, peer: u.peer, type });
         return {
           id, ino: d.st.ino, type, state, flags: d.flags, uflags: 0, backlog: listening ? u.wq : 0, peer: u.peer,
-          fown: NO_FOWN, opts: dumpSockOpts(s), name: u.name, shutdown: u.shutdown,
+          fown: NO_FOWN, opts: dumpSockOpts(s, ctx.state(skQueuesUnit).some((q) => q.id === id), `fd ${d.fd} of pid ${d.pid}: unix socket ${d.st.ino}`), name: u.name, shutdown: u.shutdown,
         };
       } finally {
         sysTry('close', s);

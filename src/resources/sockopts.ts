@@ -2,10 +2,11 @@
 // getsockopt about (pidfd_getfd), and the generic socket options
 // (sk_opts_entry) with their dump and restore.
 import { sys, sysTry, addressOf, pidfdOpen, pidfdGetfd, abi } from '../sys';
-import { inBuf, type RemoteTask } from '../compel/remote';
+import { inBuf, linked, type RemoteTask } from '../compel/remote';
+import { StasisError, ErrorCodes } from '../errors';
 import type { Msg } from '../images/schema';
 
-const { SOL, SO, TIMEVAL, LINGER } = abi;
+const { SOL, SO, TCP, IPPROTO, TIMEVAL, LINGER, SOCK_FPROG, SOCK_FILTER_SIZE, SOCK_BUF_LOCK, IFNAMSIZ } = abi;
 
 /** The task's socket, as an fd of ours (same socket). Close it when done. */
 export function grabSocket(pid: number, fd: number): number {
@@ -49,7 +50,32 @@ export function sockName(fd: number, peer: boolean): Buffer {
   return Buffer.from(a.subarray(0, len.readUInt32LE(0)));
 }
 
-export function dumpSockOpts(fd: number): Msg<'sk_opts_entry'> {
+/** The classic BPF filter attached to the socket (SO_ATTACH_FILTER), one u64 per instruction. */
+function dumpFilter(fd: number): bigint[] {
+  const l = Buffer.alloc(4);
+  // With no room, SO_GET_FILTER gives the number of instructions.
+  if (sysTry('getsockopt', fd, SOL.SOCKET, SO.GET_FILTER, 0, addressOf(l)) < 0) return [];
+  const n = l.readUInt32LE(0);
+  if (!n) return [];
+  // Its length is counted in instructions both ways.
+  const v = Buffer.alloc(n * SOCK_FILTER_SIZE);
+  sys('getsockopt', fd, SOL.SOCKET, SO.GET_FILTER, addressOf(v), addressOf(l));
+  return Array.from({ length: l.readUInt32LE(0) }, (_, i) => v.readBigUInt64LE(i * SOCK_FILTER_SIZE));
+}
+
+/**
+ * The options of the socket. `queued`: it has queued data, which goes back
+ * through a sender of ours, and so through a filter of its own: refused with
+ * one (`what` names the socket).
+ */
+export function dumpSockOpts(fd: number, queued = false, what = 'a socket'): Msg<'sk_opts_entry'> {
+  const filter = dumpFilter(fd);
+  if (filter.length && queued) throw new StasisError(ErrorCodes.UNSUPPORTED, `${what} has a socket filter (SO_ATTACH_FILTER) and queued data; not supported`);
+  if (filter.length && getInt(fd, SOL.SOCKET, SO.LOCK_FILTER)) throw new StasisError(ErrorCodes.UNSUPPORTED, `${what} has its socket filter locked (SO_LOCK_FILTER); not supported`);
+  const dev = getOpt(fd, SOL.SOCKET, SO.BINDTODEVICE, IFNAMSIZ, true);
+  const bufLock = getOpt(fd, SOL.SOCKET, SO.BUF_LOCK, 4, true)?.readInt32LE(0) ?? 0;
+  // Keepalive probes' count and timing (TCP's own options; used once SO_KEEPALIVE is on, now or later).
+  const tcp = getInt(fd, SOL.SOCKET, SO.PROTOCOL) === IPPROTO.TCP;
   const snd = TIMEVAL.decode(getOpt(fd, SOL.SOCKET, SO.SNDTIMEO, TIMEVAL.size)!);
   const rcv = TIMEVAL.decode(getOpt(fd, SOL.SOCKET, SO.RCVTIMEO, TIMEVAL.size)!);
   const linger = LINGER.decode(getOpt(fd, SOL.SOCKET, SO.LINGER, LINGER.size)!);
@@ -65,6 +91,9 @@ export function dumpSockOpts(fd: number): Msg<'sk_opts_entry'> {
     so_reuseport: int(SO.REUSEPORT) !== 0, so_broadcast: int(SO.BROADCAST) !== 0,
     so_keepalive: int(SO.KEEPALIVE) !== 0, so_oobinline: int(SO.OOBINLINE),
     so_linger: linger.onoff ? linger.linger : undefined,
+    so_filter: filter, so_bound_dev: dev?.length ? dev.toString('latin1').replace(/\0.*$/s, '') || undefined : undefined,
+    so_mark: int(SO.MARK) || undefined, so_buf_lock: bufLock || undefined,
+    ...(tcp ? { tcp_keepcnt: getInt(fd, SOL.TCP, TCP.KEEPCNT), tcp_keepidle: getInt(fd, SOL.TCP, TCP.KEEPIDLE), tcp_keepintvl: getInt(fd, SOL.TCP, TCP.KEEPINTVL) } : {}),
   };
 }
 
@@ -89,4 +118,20 @@ export function restoreSockOpts(t: RemoteTask, fd: number, o: Msg<'sk_opts_entry
     t.call('setsockopt', fd, SOL.SOCKET, opt, inBuf(TIMEVAL.encode({ sec, usec })), TIMEVAL.size);
   }
   if (o.so_linger !== undefined) t.call('setsockopt', fd, SOL.SOCKET, SO.LINGER, inBuf(LINGER.encode({ onoff: 1, linger: o.so_linger })), LINGER.size);
+  if (o.so_mark) setInt(t, fd, SOL.SOCKET, SO.MARK, o.so_mark);
+  if (o.tcp_keepcnt) setInt(t, fd, SOL.TCP, TCP.KEEPCNT, o.tcp_keepcnt);
+  if (o.tcp_keepidle) setInt(t, fd, SOL.TCP, TCP.KEEPIDLE, o.tcp_keepidle);
+  if (o.tcp_keepintvl) setInt(t, fd, SOL.TCP, TCP.KEEPINTVL, o.tcp_keepintvl);
+  if (o.so_bound_dev) { const name = Buffer.from(o.so_bound_dev + '\0', 'latin1'); t.call('setsockopt', fd, SOL.SOCKET, SO.BINDTODEVICE, inBuf(name), name.length); }
+  // Sizes the program set (the kernel doubles what is asked: ask for half); then the lock bits as they were.
+  const lock = o.so_buf_lock ?? 0;
+  if (lock & SOCK_BUF_LOCK.SNDBUF) setInt(t, fd, SOL.SOCKET, SO.SNDBUFFORCE, Math.floor(o.so_sndbuf / 2));
+  if (lock & SOCK_BUF_LOCK.RCVBUF) setInt(t, fd, SOL.SOCKET, SO.RCVBUFFORCE, Math.floor(o.so_rcvbuf / 2));
+  if (lock) setInt(t, fd, SOL.SOCKET, SO.BUF_LOCK, lock);
+  if (o.so_filter?.length) {
+    const prog = Buffer.alloc(o.so_filter.length * SOCK_FILTER_SIZE);
+    o.so_filter.forEach((x, i) => prog.writeBigUInt64LE(BigInt.asUintN(64, x), i * SOCK_FILTER_SIZE));
+    const code = inBuf(prog);
+    t.call('setsockopt', fd, SOL.SOCKET, SO.ATTACH_FILTER, linked(SOCK_FPROG.size, [code], (at) => SOCK_FPROG.encode({ len: o.so_filter!.length, filter: at(code) })), SOCK_FPROG.size);
+  }
 }
