@@ -4,6 +4,7 @@
 import * as fs from 'node:fs';
 import { abi, sys, sysTry, addressOf } from '../sys';
 import { outBuf, type RemoteTask } from '../compel/remote';
+import { giveFd } from '../compel/give-fd';
 import { parts, type Msg } from '../images/image';
 import { FD_TYPES, NO_FOWN } from '../images/criu';
 import { StasisError, ErrorCodes } from '../errors';
@@ -78,7 +79,7 @@ type PipeEnds = { pid: number; real: number; r: number; w: number; rUsed?: boole
 function reopenEnd(t: RemoteTask, holder: number, end: number, write: boolean): number {
   const ours = fs.openSync(`/proc/${holder}/fd/${end}`, (write ? O.WRONLY : O.RDONLY) | O.NONBLOCK | O.CLOEXEC);
   try {
-    return fetchFd(t, process.pid, ours);
+    return giveFd(t, ours);
   } finally {
     fs.closeSync(ours);
   }
