@@ -3,7 +3,7 @@
 // syscalls restart correctly on release.
 import * as fs from 'node:fs';
 import { ptrace, tryWait4, abi, tryKill, describeWait, type WaitStatus } from './sys';
-import { listTasks, listChildren, readStat, PF_KTHREAD } from './proc/proc';
+import { listTasks, listChildren, readStat, PF_KTHREAD, type Stat } from './proc/proc';
 import { StasisError, ErrorCodes, SyscallError } from './errors';
 
 const { SIG, PTRACE_EVENT, WAIT, PTRACE_O } = abi;
@@ -157,14 +157,16 @@ export function freezeTree(root: number, zombies: FoundZombie[] = []): FrozenPro
         let st;
         try { st = readStat(child); } catch { continue; } // gone meanwhile
         // Dead, not yet waited for by its (frozen) parent: what it will find is the exit status.
-        const zombie = () => zombies.push({ pid: child, ppid: out[i].pid, exitCode: readStat(child).exitCode });
-        if (st.state === 'Z') { zombie(); continue; }
+        const zombie = (s: Stat) => zombies.push({ pid: child, ppid: out[i].pid, exitCode: s.exitCode, comm: s.comm });
+        if (st.state === 'Z') { zombie(st); continue; }
         let f: FrozenProcess;
         try { f = freezeProcess(child); } catch (e) {
           // It exited while being seized: a zombie now, or gone (a parent that does not wait).
           if (e instanceof StasisError && (e.code === ErrorCodes.ZOMBIE || e.code === ErrorCodes.TASK_DIED || e.code === ErrorCodes.NO_SUCH_PROCESS)) {
-            if (isZombie(child)) zombie();
-            else if (fs.existsSync(`/proc/${child}`)) throw e;
+            let now: Stat | undefined;
+            try { now = readStat(child); } catch { continue; } // gone
+            if (now.state !== 'Z') throw e;
+            zombie(now);
             continue;
           }
           throw e;
@@ -186,6 +188,7 @@ export interface FoundZombie {
   ppid: number;
   /** As wait(2) would report it (/proc/PID/stat exit_code). */
   exitCode: number;
+  comm: string;
 }
 
 /** Kill the dumped process (default after a successful dump, as criu does). */

@@ -5,27 +5,15 @@ import { test, before, after } from 'node:test';
 import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { Fixture, initHarness, runStasis, describeCli, tmpDir, restoreDetached, waitGone, waitFor, tracerPid, procState } from './harness';
+import { Fixture, initHarness, runStasis, describeCli, tmpDir, waitFor, tracerPid, procState } from './harness';
+import { fixtureRoundTrip } from './net-helpers';
 
 let root: string;
 before(() => { initHarness(); root = tmpDir('fown'); });
 after(() => fs.rmSync(root, { recursive: true, force: true }));
 
 test('a pipe owned by its process (signal SIGRTMIN+1, set under euid 1234) and by its group: owners, signal, uids, O_ASYNC, and the signal comes', async () => {
-  const fx = await Fixture.start('fown', { extraFds: true });
-  try {
-    const dir = path.join(root, 'images');
-    const d = runStasis(['dump', '-t', String(fx.pid), '-D', dir]);
-    assert.equal(d.status, 0, describeCli(d));
-    await fx.reap();
-    await waitGone([fx.pid]);
-    restoreDetached(dir);
-    fx.restored();
-    const { log } = await fx.terminate();
-    assert.match(log, /^PASS$/m, log);
-  } finally {
-    await fx.kill();
-  }
+  await fixtureRoundTrip('fown', path.join(root, 'images'), { extraFds: true });
 });
 
 test('an fd owned by a process outside the tree: refused at dump in one line, the process runs on', async () => {

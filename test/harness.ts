@@ -10,9 +10,11 @@
 //   cli      running bin/stasis.js, restoreDetached, DUMP_STEPS
 //   images   the byte pattern, dumped memory, tampering with images, crit
 //   swrk     a criu swrk client (runc's and go-criu's side of bin/criu)
+//   bundle   OCI bundles (busybox rootfs, runc spec) and runc helpers
 export * from './harness/build';
 export * from './harness/process';
 export * from './harness/fixture';
 export * from './harness/cli';
 export * from './harness/images';
 export * from './harness/swrk';
+export * from './harness/bundle';

@@ -80,6 +80,22 @@ export async function dumpKillRestore(fx: Fixture, dir: string, opts: { tree?: n
   return { dump, restore: r };
 }
 
+/**
+ * The whole round trip of a self-checking C fixture: started, dumped (killed),
+ * restored detached under its pid (dumpKillRestore), then SIGTERMed: it must
+ * print PASS.
+ */
+export async function fixtureRoundTrip(name: string, dir: string, opts: StartOptions = {}): Promise<void> {
+  const fx = await Fixture.start(name, opts);
+  try {
+    await dumpKillRestore(fx, dir);
+    const { log } = await fx.terminate();
+    assert.match(log, /^PASS$/m, log);
+  } finally {
+    await fx.kill();
+  }
+}
+
 /** The one stderr line `stasis: ...` of a refused command, checked for `re`. */
 export function assertOneLineError(r: CliResult, re: RegExp): void {
   assert.equal(r.status, 1, describeCli(r));

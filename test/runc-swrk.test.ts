@@ -13,7 +13,7 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import {
-  initHarness, waitFor, waitGone, reapZombies, sleep, cmdline, CRIU, criuPathDir, criuEnv, runcBundle, runTool, describeRun, type RunResult,
+  initHarness, waitFor, waitGone, reapZombies, sleep, cmdline, CRIU, criuPathDir, criuEnv, makeBundle, runTool, describeRun, type RunResult,
 } from './harness';
 
 let root: string;
@@ -75,7 +75,7 @@ async function counter(): Promise<{ id: string; bundle: string; data: string; pi
   const id = newId();
   const data = path.join(root, `${id}-data`);
   fs.mkdirSync(data);
-  const bundle = runcBundle(path.join(root, id), { script: COUNTER, dataDir: data });
+  const bundle = makeBundle(path.join(root, id), { args: ['sh', '-c', COUNTER], binds: { '/data': data }, writableRoot: true });
   ok('runc run -d', runc(['run', '-d', id], { cwd: bundle, devNull: true }));
   await waitCount(data, 3);
   return { id, bundle, data, pid: state(id)!.pid };
@@ -184,7 +184,7 @@ function watch(sock: net.Socket): { data: () => string; ended: () => string | un
 test('runc checkpoint --tcp-established on the host network, 1 s down, restore --tcp-established: the same connection answers on', async () => {
   const id = newId();
   const port = 20000 + (process.pid % 20000) + Math.floor(Math.random() * 5000);
-  const bundle = runcBundle(path.join(root, id), { script: `exec nc -l -p ${port} -e cat`, hostNetwork: true });
+  const bundle = makeBundle(path.join(root, id), { args: ['sh', '-c', `exec nc -l -p ${port} -e cat`], hostNetwork: true, writableRoot: true });
   ok('runc run -d', runc(['run', '-d', id], { cwd: bundle, devNull: true }));
   const sock = await pollConnect(port);
   const w = watch(sock);

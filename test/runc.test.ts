@@ -9,8 +9,9 @@ import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { initHarness, runStasis, describeCli, tmpDir, waitGone, waitFor, reap, reapZombies, procStatus } from './harness';
-import { makeBundle, containerId, runDetached, runcStatus, runcDelete, removeCgroups } from './harness/bundle';
+import {
+  initHarness, runStasis, describeCli, tmpDir, waitGone, waitFor, reap, reapZombies, procStatus, makeBundle, containerId, runDetached, runcStatus, runcDelete, removeCgroups, counterArgs, countIn,
+} from './harness';
 import { tryKill, abi } from '../src/sys';
 
 let root: string;
@@ -25,8 +26,6 @@ after(async () => {
   fs.rmSync(root, { recursive: true, force: true });
 });
 
-const COUNT = 'i=0; while true; do i=$((i+1)); echo $i > /data/count; sleep 0.2; done';
-const count = (dir: string): number => Number(fs.readFileSync(path.join(dir, 'count'), 'utf8').trim() || 0);
 const status = (pid: number) => procStatus(pid);
 
 /**
@@ -46,11 +45,11 @@ test('runc busybox container counting into a bind-mounted host dir: dump, restor
   const data = path.join(root, 'data');
   const moved = path.join(root, 'data-moved');
   fs.mkdirSync(data);
-  const bundle = makeBundle(path.join(root, 'bundle'), { args: ['sh', '-c', COUNT], binds: { '/data': data }, hostname: 'stasis-runc' });
+  const bundle = makeBundle(path.join(root, 'bundle'), { args: counterArgs(0.2), binds: { '/data': data }, hostname: 'stasis-runc' });
   const id = containerId('count');
   ids.push(id);
   const pid = runDetached(bundle, id);
-  await waitFor('the container counting', () => fs.existsSync(path.join(data, 'count')) && count(data) >= 2, 20000);
+  await waitFor('the container counting', () => fs.existsSync(path.join(data, 'count')) && countIn(data) >= 2, 20000);
   const before = status(pid);
   const mountsAtDump = mounts(pid);
   assert.ok(mountsAtDump.some((m) => /^\/null \/proc\/keys /.test(m)), 'runc masked /proc/keys');
@@ -63,7 +62,7 @@ test('runc busybox container counting into a bind-mounted host dir: dump, restor
   reapZombies();
   assert.equal(runcStatus(id), 'stopped', 'runc sees its container gone');
   // The checkpoint moves with its data: the counter's directory elsewhere now.
-  const atDump = count(data);
+  const atDump = countIn(data);
   fs.renameSync(data, moved);
   runcDelete(id); // runc removes the container's cgroups: the restore makes them again
 
@@ -71,8 +70,8 @@ test('runc busybox container counting into a bind-mounted host dir: dump, restor
   assert.equal(r.status, 0, describeCli(r));
   const outer = Number(fs.readFileSync(path.join(images, 'init.pid'), 'utf8'));
   restored.push(outer);
-  await waitFor('the count going on from where it was', () => count(moved) >= atDump + 3, 20000);
-  assert.ok(count(moved) > atDump);
+  await waitFor('the count going on from where it was', () => countIn(moved) >= atDump + 3, 20000);
+  assert.ok(countIn(moved) > atDump);
 
   const now = status(outer);
   assert.match(now.get('NSpid')!, new RegExp(`^${outer}\\s+1$`), 'pid 1 of a new pid namespace');
@@ -99,16 +98,16 @@ test('runc busybox container counting into a bind-mounted host dir: dump, restor
 test('a container dumped with -R keeps counting; its checkpoint restores after it is gone', async () => {
   const data = path.join(root, 'data-r');
   fs.mkdirSync(data);
-  const bundle = makeBundle(path.join(root, 'bundle-r'), { args: ['sh', '-c', COUNT], binds: { '/data': data } });
+  const bundle = makeBundle(path.join(root, 'bundle-r'), { args: counterArgs(0.2), binds: { '/data': data } });
   const id = containerId('leave');
   ids.push(id);
   const pid = runDetached(bundle, id);
-  await waitFor('the container counting', () => fs.existsSync(path.join(data, 'count')) && count(data) >= 2, 20000);
+  await waitFor('the container counting', () => fs.existsSync(path.join(data, 'count')) && countIn(data) >= 2, 20000);
   const images = path.join(root, 'images-r');
   const d = runStasis(['dump', '-t', String(pid), '-D', images, '-R']);
   assert.equal(d.status, 0, describeCli(d));
-  const n = count(data);
-  await waitFor('still counting after the dump', () => count(data) >= n + 2, 20000);
+  const n = countIn(data);
+  await waitFor('still counting after the dump', () => countIn(data) >= n + 2, 20000);
   assert.equal(runcStatus(id), 'running');
   runcDelete(id);
   await waitGone([pid], 10000);
@@ -119,8 +118,8 @@ test('a container dumped with -R keeps counting; its checkpoint restores after i
   assert.equal(r.status, 0, describeCli(r));
   const outer = Number(fs.readFileSync(path.join(images, 'init.pid'), 'utf8'));
   restored.push(outer);
-  const m = count(data);
-  await waitFor('the restored one counting', () => count(data) >= m + 2, 20000);
+  const m = countIn(data);
+  await waitFor('the restored one counting', () => countIn(data) >= m + 2, 20000);
   tryKill(outer, abi.SIG.SIGKILL);
   await reap(outer, 10000);
   restored.pop();

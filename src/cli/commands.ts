@@ -116,6 +116,17 @@ const INCREMENTAL: OptionSpec[] = [
   { long: 'prev-images-dir', type: 'string', arg: 'DIR', help: 'the previous pre-dump or dump (relative to -D, as in criu): pages unchanged since are referred to it (a `parent` link), not copied' },
 ];
 
+/** -t PID and -D DIR of dump and pre-dump, checked; the log started in DIR. */
+function treeAndDir(v: Values, cmd: string): { pid: number; dir: string } {
+  const pid = v.tree as number | undefined;
+  const dir = str(v, 'images-dir');
+  if (pid === undefined) usageError(`${cmd} needs -t PID`);
+  if (!dir) usageError(`${cmd} needs -D DIR`);
+  if (pid <= 0) usageError(`invalid pid '${pid}'`);
+  startLog(v, dir, true);
+  return { pid, dir };
+}
+
 const dumpCmd: Command = {
   name: 'dump',
   usage: 'stasis dump -t PID -D DIR [options]',
@@ -137,12 +148,7 @@ const dumpCmd: Command = {
     ...LOGGING,
   ],
   run(v) {
-    const pid = v.tree as number | undefined;
-    const dir = str(v, 'images-dir');
-    if (pid === undefined) usageError('dump needs -t PID');
-    if (!dir) usageError('dump needs -D DIR');
-    if (pid <= 0) usageError(`invalid pid '${pid}'`);
-    startLog(v, dir, true);
+    const { pid, dir } = treeAndDir(v, 'dump');
     const r = mod.dump().dump(pid, {
       dir, leaveRunning: flag(v, 'leave-running'), tcpEstablished: flag(v, 'tcp-established'), fileLocks: flag(v, 'file-locks'),
       ghostLimit: v['ghost-limit'] as number | undefined, shellJob: flag(v, 'shell-job'), extUnixSk: flag(v, 'ext-unix-sk'),
@@ -160,7 +166,6 @@ const dumpCmd: Command = {
   },
 };
 
-
 const preDumpCmd: Command = {
   name: 'pre-dump',
   usage: 'stasis pre-dump -t PID -D DIR [--prev-images-dir DIR]',
@@ -173,12 +178,7 @@ const preDumpCmd: Command = {
     ...LOGGING,
   ],
   run(v) {
-    const pid = v.tree as number | undefined;
-    const dir = str(v, 'images-dir');
-    if (pid === undefined) usageError('pre-dump needs -t PID');
-    if (!dir) usageError('pre-dump needs -D DIR');
-    if (pid <= 0) usageError(`invalid pid '${pid}'`);
-    startLog(v, dir, true);
+    const { pid, dir } = treeAndDir(v, 'pre-dump');
     const r = mod.predump().preDump(pid, { dir, prevImagesDir: str(v, 'prev-images-dir'), failAt: process.env.STASIS_FAIL_AT || undefined });
     const line = dumpSummary(r, true).replace(/^dumped/, 'pre-dumped');
     log.info(line);

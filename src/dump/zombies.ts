@@ -4,7 +4,6 @@
 // whose core says TASK_DEAD with the wait status; nothing else exists of it.
 // Restore re-creates each as a child of its parent that exits at once the way
 // it did (src/restore/zombies.ts), so the parent's wait finds what it would have.
-import * as fs from 'node:fs';
 import { StasisError, ErrorCodes } from '../errors';
 import { readStatus, innermostId } from '../proc/proc';
 import { parts } from '../images/image';
@@ -16,8 +15,7 @@ import type { DumpCtx, ProcessDump, ZombieDump } from '../unit/dump-ctx';
 export function inspectZombies(found: readonly FoundZombie[], pds: readonly ProcessDump[]): ZombieDump[] {
   const zs = found.map((z): ZombieDump => {
     const status = readStatus(z.pid);
-    const comm = fs.readFileSync(`/proc/${z.pid}/comm`, 'utf8').trim();
-    return { pid: z.pid, ppid: z.ppid, vpid: innermostId(status, 'NSpid'), vpgid: innermostId(status, 'NSpgid'), vsid: innermostId(status, 'NSsid'), exitCode: z.exitCode, comm };
+    return { pid: z.pid, ppid: z.ppid, vpid: innermostId(status, 'NSpid'), vpgid: innermostId(status, 'NSpgid'), vsid: innermostId(status, 'NSsid'), exitCode: z.exitCode, comm: z.comm };
   });
   for (const z of zs) {
     const parent = pds.find((p) => p.pid === z.ppid)!;

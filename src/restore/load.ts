@@ -32,10 +32,15 @@ function loadTree(images: ImageReader): { processes: ProcessImage[]; zombies: Zo
       if (seen.has(tid)) throw bad(file, `pid ${tid} appears twice`);
       seen.add(tid);
     }
-    const zombie = loadZombie(images, t);
-    if (zombie) { zombies.push(zombie); return []; }
+    const leader = images.one(`core-${t.pid}.img`, 'CORE', 'core_entry');
+    const zombie = loadZombie(images, t, leader);
+    if (zombie) {
+      if (t === tree[0]) throw bad(file, 'the root is a zombie');
+      zombies.push(zombie);
+      return [];
+    }
     const threads = tids.map((tid) => {
-      const core = images.one(`core-${tid}.img`, 'CORE', 'core_entry');
+      const core = tid === t.pid ? leader : images.one(`core-${tid}.img`, 'CORE', 'core_entry');
       const where = images.path(`core-${tid}.img`);
       if (core.mtype !== MARCH.X86_64) throw bad(where, `architecture ${core.mtype} is not x86-64`);
       if (!core.thread_info) throw bad(where, 'no x86-64 registers');
@@ -49,8 +54,7 @@ function loadTree(images: ImageReader): { processes: ProcessImage[]; zombies: Zo
 }
 
 /** A pstree entry whose core says TASK_DEAD: a zombie (one thread, a wait status, nothing else). */
-function loadZombie(images: ImageReader, t: Msg<'pstree_entry'>): ZombieImage | undefined {
-  const core = images.one(`core-${t.pid}.img`, 'CORE', 'core_entry');
+function loadZombie(images: ImageReader, t: Msg<'pstree_entry'>, core: Msg<'core_entry'>): ZombieImage | undefined {
   if (core.tc?.task_state !== TASK_STATE.DEAD) return undefined;
   const where = images.path(`core-${t.pid}.img`);
   if ((t.threads?.length ?? 1) > 1) throw bad(where, `zombie ${t.pid} has threads`);
@@ -66,7 +70,6 @@ function checkZombies(file: string, procs: ProcessImage[], zombies: ZombieImage[
   for (const z of zombies) {
     const parent = byPid.get(z.ppid);
     if (!parent) throw bad(file, `zombie ${z.pid}: parent ${z.ppid} is not a live process of the tree`);
-    if (z.pid === procs[0].pid) throw bad(file, 'the root is a zombie');
     if (z.sid !== z.pid && z.sid !== parent.sid) throw bad(file, `zombie ${z.pid}: session ${z.sid} is neither its own nor its parent's; not supported`);
     if (z.pgid !== z.pid && !procs.some((x) => x.pgid === z.pgid)) throw bad(file, `zombie ${z.pid}: process group ${z.pgid} has no live member`);
     if (procs.some((x) => x.pgid === z.pid || x.sid === z.pid)) throw bad(file, `zombie ${z.pid} leads a group or session of live processes; not supported`);

@@ -145,13 +145,12 @@ export function restore(opts: RestoreOptions): RestoreResult {
     const ckpt = timed(timings, 'load', () => loadCheckpoint(opts.dir, { ...opts, listing }, UNITS, timings));
     timed(timings, 'validate', () => validateCheckpoint(ckpt, UNITS, timings));
     // In a pid namespace of its own, the tree's ids are free by construction.
-    if (!ckpt.loaded(namespacesUnit).has('pid')) for (const proc of ckpt.processes) {
-      for (const th of proc.threads) {
-        if (fs.existsSync(`/proc/${th.tid}`)) throw new StasisError(ErrorCodes.PID_TAKEN, `pid ${th.tid} is already in use; cannot restore ${th.tid === proc.pid ? `process ${proc.pid}` : `thread ${th.tid} of ${proc.pid}`}`);
-      }
-    }
-    if (!ckpt.loaded(namespacesUnit).has('pid')) for (const z of ckpt.zombies) {
-      if (fs.existsSync(`/proc/${z.pid}`)) throw new StasisError(ErrorCodes.PID_TAKEN, `pid ${z.pid} is already in use; cannot restore zombie ${z.pid}`);
+    if (!ckpt.loaded(namespacesUnit).has('pid')) {
+      const wanted = [
+        ...ckpt.processes.flatMap((p) => p.threads.map((th) => ({ id: th.tid, what: th.tid === p.pid ? `process ${p.pid}` : `thread ${th.tid} of ${p.pid}` }))),
+        ...ckpt.zombies.map((z) => ({ id: z.pid, what: `zombie ${z.pid}` })),
+      ];
+      for (const w of wanted) if (fs.existsSync(`/proc/${w.id}`)) throw new StasisError(ErrorCodes.PID_TAKEN, `pid ${w.id} is already in use; cannot restore ${w.what}`);
     }
     const rootImg = ckpt.processes[0];
     // CLONE_PARENT: the root is our child (not the stub's), so we can wait for it as criu does.

@@ -1,11 +1,10 @@
-// OCI bundles for container tests: a root filesystem of one static busybox
-// (Debian's busybox-static), a config.json from `runc spec` with what the
-// test asks, containers run by runc with ids unique to this test run.
+// OCI bundles for container tests (runc directly, runc and podman through
+// bin/criu): a root filesystem of one static busybox (Debian's
+// busybox-static), a config.json from `runc spec` with what the test asks,
+// containers run by runc with ids unique to this test run.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
-
-export const BUSYBOX = '/bin/busybox';
 
 export interface BundleOptions {
   /** The container's command. */
@@ -15,29 +14,34 @@ export interface BundleOptions {
   hostname?: string;
   /** Share the host's network namespace (no network namespace of its own). */
   hostNetwork?: boolean;
+  /** A writable root filesystem (runc spec's default is read-only). */
+  writableRoot?: boolean;
 }
 
 /** Runs a command; throws with its output if it fails. */
-export function run(cmd: string, args: string[], opts: { cwd?: string; timeoutMs?: number } = {}): string {
+function run(cmd: string, args: string[], opts: { cwd?: string; timeoutMs?: number } = {}): string {
   const r = spawnSync(cmd, args, { cwd: opts.cwd, encoding: 'utf8', timeout: opts.timeoutMs ?? 60000, stdio: ['ignore', 'pipe', 'pipe'] });
   if (r.error) throw new Error(`${cmd} ${args.join(' ')}: ${r.error.message}`);
   if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')}: status ${r.status}\n${r.stdout}${r.stderr}`);
   return r.stdout;
 }
 
-/** A busybox root filesystem at dir/rootfs: the binary and the applets the tests use. */
-function makeRootfs(rootfs: string): void {
-  if (!/statically linked/.test(run('file', ['-L', BUSYBOX]))) throw new Error(`${BUSYBOX} is not static (install busybox-static)`);
-  for (const d of ['bin', 'proc', 'sys', 'dev', 'tmp', 'etc']) fs.mkdirSync(path.join(rootfs, d), { recursive: true });
-  fs.copyFileSync(BUSYBOX, path.join(rootfs, 'bin/busybox'));
-  fs.chmodSync(path.join(rootfs, 'bin/busybox'), 0o755);
-  for (const applet of ['sh', 'sleep', 'echo', 'cat', 'nc', 'ls', 'hostname']) fs.symlinkSync('busybox', path.join(rootfs, 'bin', applet));
+/** A rootfs with Debian's busybox-static and its applets (sh, nc, cat, sleep...). */
+export function busyboxRootfs(dir: string): string {
+  const busybox = ['/bin/busybox', '/usr/bin/busybox'].find((p) => fs.existsSync(p));
+  if (!busybox) throw new Error('busybox-static is not installed (.ci/run installs it)');
+  for (const d of ['bin', 'proc', 'sys', 'dev', 'tmp', 'etc', 'data']) fs.mkdirSync(path.join(dir, d), { recursive: true });
+  fs.copyFileSync(busybox, path.join(dir, 'bin', 'busybox'));
+  fs.chmodSync(path.join(dir, 'bin', 'busybox'), 0o755);
+  // Run in the new root: it only works if the binary is static.
+  run('chroot', [dir, '/bin/busybox', '--install', '-s', '/bin']);
+  return dir;
 }
 
-/** A bundle at dir: rootfs and config.json (runc spec's defaults, then ours). */
+/** An OCI bundle at dir from `runc spec`: busybox rootfs, no terminal, NOFILE 1024 (no CAP_SYS_RESOURCE here), then what `o` asks. */
 export function makeBundle(dir: string, o: BundleOptions): string {
   fs.mkdirSync(dir, { recursive: true });
-  makeRootfs(path.join(dir, 'rootfs'));
+  busyboxRootfs(path.join(dir, 'rootfs'));
   run('runc', ['spec'], { cwd: dir });
   const cfgPath = path.join(dir, 'config.json');
   const cfg = JSON.parse(fs.readFileSync(cfgPath, 'utf8'));
@@ -46,6 +50,7 @@ export function makeBundle(dir: string, o: BundleOptions): string {
   if (o.hostname) cfg.hostname = o.hostname;
   // Root here lacks CAP_SYS_RESOURCE: a container may not be given more than we have.
   cfg.process.rlimits = [{ type: 'RLIMIT_NOFILE', hard: 1024, soft: 1024 }];
+  if (o.writableRoot) cfg.root.readonly = false;
   for (const [dest, src] of Object.entries(o.binds ?? {})) {
     fs.mkdirSync(path.join(dir, 'rootfs', dest), { recursive: true });
     cfg.mounts.push({ destination: dest, type: 'bind', source: src, options: ['rbind', 'rw'] });
@@ -53,6 +58,16 @@ export function makeBundle(dir: string, o: BundleOptions): string {
   if (o.hostNetwork) cfg.linux.namespaces = cfg.linux.namespaces.filter((n: { type: string }) => n.type !== 'network');
   fs.writeFileSync(cfgPath, JSON.stringify(cfg, null, 2));
   return dir;
+}
+
+/** A busybox shell counting into /data/count, every `period` seconds. */
+export function counterArgs(period: number): string[] {
+  return ['sh', '-c', `i=0; while true; do i=$((i+1)); echo $i > /data/count; sleep ${period}; done`];
+}
+
+/** What a counter (counterArgs) last wrote into dir/count; 0 before it wrote. */
+export function countIn(dir: string): number {
+  return Number(fs.readFileSync(path.join(dir, 'count'), 'utf8').trim() || 0);
 }
 
 /** A container id no other run of the tests uses. */

@@ -151,45 +151,6 @@ export function criuEnv(criuDir: string): NodeJS.ProcessEnv {
   return { ...process.env, PATH: `${criuDir}:${process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin'}` };
 }
 
-/** A rootfs with Debian's busybox-static and its applets (sh, nc, cat, sleep...). */
-export function busyboxRootfs(dir: string): string {
-  const busybox = ['/bin/busybox', '/usr/bin/busybox'].find((p) => fs.existsSync(p));
-  if (!busybox) throw new Error('busybox-static is not installed (.ci/run installs it)');
-  for (const d of ['bin', 'proc', 'sys', 'dev', 'tmp', 'etc', 'data']) fs.mkdirSync(path.join(dir, d), { recursive: true });
-  fs.copyFileSync(busybox, path.join(dir, 'bin', 'busybox'));
-  fs.chmodSync(path.join(dir, 'bin', 'busybox'), 0o755);
-  const r = spawnSync('chroot', [dir, '/bin/busybox', '--install', '-s', '/bin'], { encoding: 'utf8' });
-  if (r.status !== 0) throw new Error(`busybox --install: ${r.stderr}`);
-  return dir;
-}
-
-export interface BundleOptions {
-  /** The container's command (sh -c SCRIPT). */
-  script: string;
-  /** Host directory bind-mounted at /data. */
-  dataDir?: string;
-  /** Share the host's network namespace (no network namespace in the spec). */
-  hostNetwork?: boolean;
-}
-
-/** An OCI bundle from `runc spec`: busybox rootfs, no terminal, NOFILE 1024 (no CAP_SYS_RESOURCE here). */
-export function runcBundle(dir: string, o: BundleOptions): string {
-  fs.mkdirSync(dir, { recursive: true });
-  busyboxRootfs(path.join(dir, 'rootfs'));
-  const r = spawnSync('runc', ['spec'], { cwd: dir, encoding: 'utf8' });
-  if (r.status !== 0) throw new Error(`runc spec: ${r.error?.message ?? r.stderr}`);
-  const file = path.join(dir, 'config.json');
-  const c = JSON.parse(fs.readFileSync(file, 'utf8'));
-  c.process.terminal = false;
-  c.process.args = ['sh', '-c', o.script];
-  c.process.rlimits = [{ type: 'RLIMIT_NOFILE', hard: 1024, soft: 1024 }];
-  c.root.readonly = false;
-  if (o.dataDir) c.mounts.push({ destination: '/data', type: 'bind', source: o.dataDir, options: ['rbind', 'rw'] });
-  if (o.hostNetwork) c.linux.namespaces = c.linux.namespaces.filter((n: { type: string }) => n.type !== 'network');
-  fs.writeFileSync(file, JSON.stringify(c, null, 1));
-  return dir;
-}
-
 export interface RunResult { status: number | null; stdout: string; stderr: string }
 
 /**

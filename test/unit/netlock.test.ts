@@ -80,7 +80,7 @@ test('restore takes the lock from the inventory; an id not of ours is never used
   assert.deepEqual(loadWith({}), {});
   assert.deepEqual(loadWith({ network_lock_method: 1, dump_criu_run_id: '0123456789ab' }), { method: 'nftables', id: '0123456789ab' });
   assert.deepEqual(loadWith({ network_lock_method: 0 }), { method: 'iptables' });
-  assert.deepEqual(loadWith({ network_lock_method: 2, dump_criu_run_id: 'ab' }), { method: 'skip' }, 'skip: nothing to remove');
+  assert.deepEqual(loadWith({ network_lock_method: 2, dump_criu_run_id: 'ab' }), { method: 'skip' }, 'the skip method leaves nothing to remove');
   // criu's run ids (a uuid), or anything else, never reach a firewall command.
   assert.deepEqual(loadWith({ network_lock_method: 1, dump_criu_run_id: '5b6bd4e2-2a6c-4c8e-9d5e-0a1b2c3d4e5f' }), { method: 'nftables', foreign: '5b6bd4e2-2a6c-4c8e-9d5e-0a1b2c3d4e5f' });
   assert.deepEqual(loadWith({ network_lock_method: 1, dump_criu_run_id: 'x; flush ruleset' }), { method: 'nftables', foreign: 'x; flush ruleset' });

@@ -49,8 +49,3 @@ export function checkNetNs(file: string, what: string): number {
     return fs.fstatSync(fd).ino;
   } finally { fs.closeSync(fd); }
 }
-
-/** --join-ns kinds other than net are refused by name (they would change what is restored). */
-export function checkJoinNs(joinNs: readonly string[] = []): void {
-  for (const s of joinNs) externalNetPath('', [], [s]);
-}

@@ -135,23 +135,24 @@ function loadNet(ld: Loading): Loaded {
   const own = ld.loaded(namespacesUnit).has('net');
   const nsid = ld.processes[0].ids.net_ns_id!;
   const file = `netns-${nsid}.img`;
-  const key = own ? ld.images.one(file, 'NETNS', 'netns_entry').ext_key : undefined;
+  const netns = own ? ld.images.one(file, 'NETNS', 'netns_entry') : undefined;
+  const key = netns?.ext_key;
   const join = externalNetPath(key ?? '', key === undefined ? [] : ld.opts.inheritFd, ld.opts.joinNs);
   if (key !== undefined && join === undefined) {
     throw new StasisError(ErrorCodes.USAGE, `${ld.images.path(file)}: the tree's network namespace was dumped as external (key ${key}): restore with --inherit-fd fd[N]:${key} or --join-ns net:PATH`);
   }
   if (join !== undefined) { checkNetNs(join, 'the network namespace to join'); return { join }; }
-  return own ? { carried: loadCarried(ld, nsid) } : {};
+  return netns ? { carried: loadCarried(ld, nsid, netns) } : {};
 }
 
-function loadCarried(ld: Loading, nsid: number): Carried {
+function loadCarried(ld: Loading, nsid: number, netns: Msg<'netns_entry'>): Carried {
   const devs = ld.images.read(`netdev-${nsid}.img`, 'NETDEV', 'net_device_entry');
   for (const d of devs) {
     if (d.type !== ND.LOOPBACK && d.type !== ND.VETH) throw new StasisError(ErrorCodes.BAD_IMAGE, `${ld.images.path(`netdev-${nsid}.img`)}: link ${d.name} of type ${d.type} is not supported`);
     if (!/^[\w.-]{1,15}$/.test(d.name) || (d.ext_peer_name !== undefined && !/^[\w.-]{1,15}$/.test(d.ext_peer_name))) throw new StasisError(ErrorCodes.BAD_IMAGE, `${ld.images.path(`netdev-${nsid}.img`)}: bad link name`);
   }
   for (const f of ['ifaddr', 'route', 'route6', 'rule', 'nftables']) if (!ld.images.exists(`${f}-${nsid}.img`)) throw new StasisError(ErrorCodes.BAD_IMAGE, `${ld.images.path(`${f}-${nsid}.img`)}: missing`);
-  return { nsid, devs, netns: ld.images.one(`netns-${nsid}.img`, 'NETNS', 'netns_entry') };
+  return { nsid, devs, netns };
 }
 
 const mac = (b: Buffer) => [...b].map((x) => x.toString(16).padStart(2, '0')).join(':');
