@@ -74,7 +74,7 @@ export class Fixture {
     // Double fork: sh starts the fixture in the background and exits; the
     // fixture is reparented to us (the subreaper), which libuv never waits for.
     const r = spawnSync('/bin/sh', ['-c', 'setsid "$@" </dev/null >"$LOG" 2>&1 & echo $!', 'sh', ...argv(dir)], {
-      env: { ...process.env, ...opts.env, LOG: logPath }, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, ...opts.env, LOG: logPath, STASIS_FIXTURE_REAPER: String(process.pid) }, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'],
     });
     const pid = Number(r.stdout.trim());
     if (r.status !== 0 || !Number.isInteger(pid) || pid <= 0) {
