@@ -30,6 +30,9 @@ export const FDINFO_CLOEXEC = 1;
 /** unix_sk_entry.uflags */
 export const USK = { EXTERN: 1, SERVICE: 2, CALLBACK: 4, INHERIT: 8 } as const;
 
+/** sk_shutdown (unix_sk_entry / inet_sk_entry .shutdown): the kernel's sk_shutdown bits. */
+export const SK_SHUTDOWN = SCHEMA.enums.sk_shutdown;
+
 /** remap_file_path_entry.remap_type */
 export const REMAP = SCHEMA.enums.remap_type;
 

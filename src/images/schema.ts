@@ -171,6 +171,11 @@ const messages = {
     proto: 'required uint32 5', state: 'required uint32 6', src_port: 'required uint32 7', dst_port: 'required uint32 8',
     flags: 'required uint32 9', backlog: 'required uint32 10', src_addr: 'repeated uint32 11', dst_addr: 'repeated uint32 12',
     fown: 'required fown_entry 13', opts: 'required sk_opts_entry 14', v6only: 'optional bool 15',
+    shutdown: 'optional sk_shutdown 19', tcp_opts: 'optional tcp_opts_entry 20',
+  },
+  tcp_opts_entry: {
+    cork: 'optional bool 1', nodelay: 'optional bool 2', keepcnt: 'optional uint32 3', keepidle: 'optional uint32 4',
+    keepintvl: 'optional uint32 5',
   },
   unix_sk_entry: {
     id: 'required uint32 1', ino: 'required uint32 2', type: 'required uint32 3', state: 'required uint32 4',

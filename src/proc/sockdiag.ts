@@ -82,7 +82,10 @@ export function unixSockets(): Map<number, UnixDiag> {
   return out;
 }
 
-export interface InetDiag { ino: number; state: number; rqueue: number; wqueue: number }
+/** shutdown: the socket's sk_shutdown bits (1 receive, 2 send), as shutdown() left them. */
+export interface InetDiag { ino: number; state: number; rqueue: number; wqueue: number; shutdown: number }
+
+const INET_DIAG_MSG_SIZE = 72, INET_DIAG_SHUTDOWN = 8;
 
 /** TCP/UDP sockets of one family and protocol, by inode. For a listener, wqueue is its backlog. */
 export function inetSockets(family: number, protocol: number): Map<number, InetDiag> {
@@ -93,7 +96,15 @@ export function inetSockets(family: number, protocol: number): Map<number, InetD
   req.writeUInt32LE(0xffffffff, 4);
   dumpRequest(req, (p) => {
     // inet_diag_msg: family, state, timer, retrans, sockid (48 bytes), expires, rqueue, wqueue, uid, inode
-    out.set(p.readUInt32LE(68), { state: p.readUInt8(1), rqueue: p.readUInt32LE(56), wqueue: p.readUInt32LE(60), ino: p.readUInt32LE(68) });
+    const d: InetDiag = { state: p.readUInt8(1), rqueue: p.readUInt32LE(56), wqueue: p.readUInt32LE(60), ino: p.readUInt32LE(68), shutdown: 0 };
+    // Attributes after the message; the kernel always adds INET_DIAG_SHUTDOWN.
+    for (let off = INET_DIAG_MSG_SIZE; off + 4 <= p.length; ) {
+      const len = p.readUInt16LE(off), type = p.readUInt16LE(off + 2);
+      if (len < 4) break;
+      if (type === INET_DIAG_SHUTDOWN) d.shutdown = p.readUInt8(off + 4);
+      off += (len + 3) & ~3;
+    }
+    out.set(d.ino, d);
   });
   return out;
 }

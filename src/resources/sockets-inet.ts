@@ -9,7 +9,7 @@ import { FD_TYPES, NO_FOWN } from '../images/criu';
 import type { Msg } from '../images/schema';
 import { defineFileUnit } from '../unit/unit';
 import { inetSockets, type InetDiag } from '../proc/sockdiag';
-import { grabSocket, getInt, sockName, dumpSockOpts, restoreSockOpts, setIntLocal } from './sockopts';
+import { grabSocket, getInt, sockName, dumpSockOpts, restoreSockOpts, restoreShutdown, setIntLocal } from './sockopts';
 import { sendAll, peekQueue, skQueuesUnit, type Packet } from './sockqueue';
 import { repairOn, repairOff, dumpTcpStream, loadTcpStream, restoreTcpStream, type RepairSocket } from './tcp-stream';
 import { lockConnection, connOf } from './netlock';
@@ -130,11 +130,16 @@ export const inetSocketUnit = defineFileUnit({
         const peerRaw = sockName(s, true);
         const peer = parseAddr(peerRaw);
         let state: number;
+        const diag = diagOf(st, family, proto).get(d.st.ino);
+        const shutdown = diag?.shutdown ?? 0;
         if (type === SOCK.STREAM) {
           const info = Buffer.alloc(TCP_INFO_HEAD.size), len = Buffer.alloc(4);
           len.writeUInt32LE(info.length);
           sys('getsockopt', s, SOL.TCP, TCP.INFO, addressOf(info), addressOf(len));
           state = TCP_INFO_HEAD.decode(info).state;
+          if (state === TCP_STATE.ESTABLISHED && shutdown) {
+            throw new StasisError(ErrorCodes.UNSUPPORTED, `fd ${d.fd} of pid ${d.pid}: TCP connection (port ${local.port} ↔ ${peer.port}) shut down in a direction (shutdown()); not supported`);
+          }
           if (state === TCP_STATE.ESTABLISHED && ctx.opts.tcpEstablished) {
             // Locked first: in repair mode the socket still takes (and acks) data,
             // which would be lost once its queues are read.
@@ -154,11 +159,14 @@ export const inetSocketUnit = defineFileUnit({
           const queues = ctx.state(skQueuesUnit);
           for (const packet of peekQueue(s, false)) queues.push({ id, packet });
         }
-        const diag = diagOf(st, family, proto).get(d.st.ino);
+        // TCP_CORK and TCP_NODELAY of a socket not connected (a connection's are in its tcp_stream_entry).
+        const tcpOpts = type === SOCK.STREAM && state !== TCP_STATE.ESTABLISHED
+          ? { cork: getInt(s, SOL.TCP, TCP.CORK) !== 0, nodelay: getInt(s, SOL.TCP, TCP.NODELAY) !== 0 } : undefined;
         return {
           id, ino: d.st.ino, family, type, proto, state, src_port: local.port, dst_port: peer.port, flags: d.flags,
           backlog: state === TCP_STATE.LISTEN ? diag?.wqueue ?? 128 : 0, src_addr: local.words, dst_addr: peer.words,
           fown: NO_FOWN, opts: dumpSockOpts(s, ctx.state(skQueuesUnit).some((q) => q.id === id), `fd ${d.fd} of pid ${d.pid}: inet socket ${d.st.ino}`), v6only: family === AF.INET6 ? getInt(s, SOL.IPV6, IPV6_V6ONLY) !== 0 : undefined,
+          shutdown: shutdown || undefined, tcp_opts: tcpOpts,
         };
       } finally {
         if (!keep) sysTry('close', s);
@@ -180,6 +188,8 @@ export const inetSocketUnit = defineFileUnit({
         return fd;
       }
       restoreSockOpts(t, fd, e.opts);
+      if (e.tcp_opts?.nodelay) t.call('setsockopt', fd, SOL.TCP, TCP.NODELAY, inBuf(abi.i32s([1])), 4);
+      if (e.tcp_opts?.cork) t.call('setsockopt', fd, SOL.TCP, TCP.CORK, inBuf(abi.i32s([1])), 4);
       if (e.family === AF.INET6 && e.v6only) t.call('setsockopt', fd, SOL.IPV6, IPV6_V6ONLY, inBuf(abi.i32s([1])), 4);
       const bound = e.src_port !== 0 || (e.src_addr ?? []).some((w) => w !== 0);
       if (bound) {
@@ -194,6 +204,7 @@ export const inetSocketUnit = defineFileUnit({
       }
       const queued = ctx.loaded(skQueuesUnit).get(e.id) ?? [];
       if (queued.length) requeueDatagrams(ctx.warnings, e, queued);
+      restoreShutdown(t, fd, e.shutdown, `${e.type === SOCK.STREAM ? 'TCP' : 'UDP'} socket ${e.ino}`);
       return fd;
     },
     describe(k) {

@@ -8,13 +8,13 @@ import * as fs from 'node:fs';
 import { sysTry, abi } from '../sys';
 import { inBuf, outBuf } from '../compel/remote';
 import { StasisError, ErrorCodes } from '../errors';
-import { FD_TYPES, NO_FOWN, USK } from '../images/criu';
+import { FD_TYPES, NO_FOWN, USK, SK_SHUTDOWN } from '../images/criu';
 import type { Msg } from '../images/schema';
 import { defineFileUnit } from '../unit/unit';
 import type { DumpCtx } from '../unit/dump-ctx';
 import type { RestoreCtx, TaskRestore } from '../unit/restore-ctx';
 import { unixSockets, type UnixDiag } from '../proc/sockdiag';
-import { grabSocket, getInt, dumpSockOpts, restoreSockOpts } from './sockopts';
+import { grabSocket, getInt, dumpSockOpts, restoreSockOpts, restoreShutdown } from './sockopts';
 import { peekQueue, sendAll, skQueuesUnit } from './sockqueue';
 import { park, fetchFd, fileId, filesUnit } from './files';
 
@@ -96,6 +96,14 @@ function pairEnd(ctx: RestoreCtx, tr: TaskRestore, e: Usk, byIno: Map<number, Us
       const s = grabSocket(tr.task.pid, other);
       try { for (const q of queued) sendAll(s, q.data); } finally { sysTry('close', s); }
     }
+    // Shut once both queues are full again. A stream or seqpacket end shut
+    // for reading makes its peer shut for writing too (the kernel's rule; a
+    // socket shut before it connected has a peer without it: that peer comes
+    // back with it, which changes nothing it can do: writes fail either way).
+    for (const [ino, end] of [[e.ino, a], [e.peer, b]] as const) {
+      const u = byIno.get(ino);
+      if (u) restoreShutdown(t, end, u.shutdown, `unix socket ${ino}`);
+    }
     have = pairs.get(e.ino)!;
   }
   return have.pid === tr.img.pid ? t.callNum('dup', have.fd) : fetchFd(t, have.pid, have.fd);
@@ -140,7 +148,8 @@ export const unixSocketUnit = defineFileUnit({
         const state = listening ? STATE.LISTEN : u.peer ? STATE.ESTABLISHED : STATE.CLOSE;
         if (!listening) {
           const queues = ctx.state(skQueuesUnit);
-          for (const packet of peekQueue(s, type === SOCK.STREAM, `fd ${d.fd} of pid ${d.pid}: unix socket ${d.st.ino}`)) queues.push({ id, packet: { data: packet.data } });
+          const endAtZero = type === SOCK.SEQPACKET && (u.shutdown & SK_SHUTDOWN.READ) !== 0;
+          for (const packet of peekQueue(s, type === SOCK.STREAM, `fd ${d.fd} of pid ${d.pid}: unix socket ${d.st.ino}`, endAtZero)) queues.push({ id, packet: { data: packet.data } });
         }
         st.socks.set(d.st.ino, { pid: d.pid, fd: d.fd, peer: u.peer, type });
         return {
@@ -160,6 +169,7 @@ export const unixSocketUnit = defineFileUnit({
         restoreSockOpts(t, fd, e.opts);
         const a = sockaddrUn(peer.name);
         t.call('connect', fd, inBuf(a), a.length);
+        restoreShutdown(t, fd, e.shutdown, `unix socket ${e.ino}`);
         return fd;
       }
       if (e.peer) {
@@ -179,6 +189,7 @@ export const unixSocketUnit = defineFileUnit({
         t.call('bind', fd, inBuf(a), a.length);
       }
       if (e.state === STATE.LISTEN) t.call('listen', fd, e.backlog);
+      restoreShutdown(t, fd, e.shutdown, `unix socket ${e.ino}`);
       return fd;
     },
     describe: (u) => `unix ${printableName(u.name)}${u.state === STATE.LISTEN ? ' listening' : u.peer ? ` peer ${u.peer}` : ''}`,

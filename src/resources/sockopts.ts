@@ -5,8 +5,9 @@ import { sys, sysTry, addressOf, pidfdOpen, pidfdGetfd, abi } from '../sys';
 import { inBuf, linked, type RemoteTask } from '../compel/remote';
 import { StasisError, ErrorCodes } from '../errors';
 import type { Msg } from '../images/schema';
+import { SK_SHUTDOWN } from '../images/criu';
 
-const { SOL, SO, TCP, IPPROTO, TIMEVAL, LINGER, SOCK_FPROG, SOCK_FILTER_SIZE, SOCK_BUF_LOCK, IFNAMSIZ } = abi;
+const { SOL, SO, TCP, IPPROTO, TIMEVAL, LINGER, SOCK_FPROG, SOCK_FILTER_SIZE, SOCK_BUF_LOCK, IFNAMSIZ, SHUT, ERRNO } = abi;
 
 /** The task's socket, as an fd of ours (same socket). Close it when done. */
 export function grabSocket(pid: number, fd: number): number {
@@ -134,4 +135,20 @@ export function restoreSockOpts(t: RemoteTask, fd: number, o: Msg<'sk_opts_entry
     const code = inBuf(prog);
     t.call('setsockopt', fd, SOL.SOCKET, SO.ATTACH_FILTER, linked(SOCK_FPROG.size, [code], (at) => SOCK_FPROG.encode({ len: o.so_filter!.length, filter: at(code) })), SOCK_FPROG.size);
   }
+}
+
+/** sk_shutdown bits (as sock_diag and the image have them: 1 receive, 2 send) → shutdown()'s how. */
+const SHUT_HOW: Record<number, number> = { [SK_SHUTDOWN.READ]: SHUT.RD, [SK_SHUTDOWN.WRITE]: SHUT.WR, [SK_SHUTDOWN.BOTH]: SHUT.RDWR };
+
+/**
+ * The directions the program shut down (`bits`: sk_shutdown), shut again.
+ * After any queued data went back in: a receiver shut for reading takes no
+ * more. An unconnected inet socket keeps the bits but answers ENOTCONN.
+ */
+export function restoreShutdown(t: RemoteTask, fd: number, bits: number | undefined, what: string): void {
+  if (!bits) return;
+  const how = SHUT_HOW[bits];
+  if (how === undefined) throw new StasisError(ErrorCodes.BAD_IMAGE, `${what}: shutdown state ${bits} is not one of sk_shutdown's`);
+  const r = t.callRaw('shutdown', fd, how);
+  if (r < 0n && r !== BigInt(-ERRNO.ENOTCONN)) throw new StasisError(ErrorCodes.RESTORE_FAILED, `${what}: shutdown(${how}) failed (errno ${-r})`);
 }

@@ -17,9 +17,12 @@ export interface Packet { data: Buffer; addr?: Buffer }
  * stream, one per datagram (with its source address) otherwise. The peek
  * offset is the socket's own: it is set back to "off" (-1) afterwards.
  * Files passed in a message (SCM_RIGHTS) are refused (`what` names the
- * socket): they cannot be queued again from here.
+ * socket): they cannot be queued again from here. `endAtZero`: a read of
+ * nothing ends the queue, as on a byte stream; so it is on a seqpacket socket
+ * shut for reading, which answers 0 (end of file) once nothing is left, where
+ * others say EAGAIN. (An empty message queued there reads as that end too.)
  */
-export function peekQueue(fd: number, stream: boolean, what = 'a socket'): Packet[] {
+export function peekQueue(fd: number, stream: boolean, what = 'a socket', endAtZero = false): Packet[] {
   const out: Packet[] = [];
   const buf = Buffer.alloc(1 << 17);
   const addr = Buffer.alloc(128);
@@ -39,7 +42,7 @@ export function peekQueue(fd: number, stream: boolean, what = 'a socket'): Packe
       if (passed || h.flags & MSG.CTRUNC) {
         throw new StasisError(ErrorCodes.UNSUPPORTED, `${what}: its queue holds ${passed || 'some'} file descriptor(s) in flight (SCM_RIGHTS); not supported`);
       }
-      if (n === 0 && stream) break;
+      if (n === 0 && (stream || endAtZero)) break;
       const a = h.namelen;
       out.push({ data: Buffer.from(buf.subarray(0, n)), addr: !stream && a > 2 ? Buffer.from(addr.subarray(0, a)) : undefined });
     }

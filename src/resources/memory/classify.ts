@@ -74,6 +74,18 @@ export function madvOf(vmFlags: string[]): bigint {
   return madv;
 }
 
+/**
+ * mmap() flags a VMA's VmFlags add to its kind's: locked ('lo'), no swap
+ * reserved ('nr', MAP_NORESERVE), droppable ('dp', MAP_DROPPABLE: a mapping
+ * type of its own, in place of MAP_PRIVATE).
+ */
+export function mapFlagsOf(flags: number, vmFlags: string[]): number {
+  if (vmFlags.includes('lo')) flags |= MAP.LOCKED;
+  if (vmFlags.includes('nr')) flags |= MAP.NORESERVE;
+  if (vmFlags.includes('dp')) flags = (flags & ~MAP.PRIVATE) | MAP.DROPPABLE;
+  return flags;
+}
+
 /** VmFlags of every VMA in smaps text, by start address. */
 export function parseVmFlags(smaps: string): Map<bigint, string[]> {
   const out = new Map<bigint, string[]>();

@@ -11,12 +11,12 @@ import { StasisError, ErrorCodes } from '../../errors';
 import type { DumpCtx, ProcessDump, RawImage } from '../../unit/dump-ctx';
 import { regFileEntry } from '../regfile';
 import { dumpMemfdInode, memfdFileId } from '../memfd';
-import { classify, wanted, parseVmFlags, madvOf, type ClassifiedVma } from './classify';
+import { classify, wanted, parseVmFlags, madvOf, mapFlagsOf, type ClassifiedVma } from './classify';
 import type { PageRanges, ParentImages } from './parent';
 import type { ProcTracking } from './track';
 import { pagePlan } from './incremental';
 
-const { MAP, PAGE_SIZE, PROT, O, PAGE_IS, UIO_MAXIOV } = abi;
+const { PAGE_SIZE, PROT, O, PAGE_IS, UIO_MAXIOV } = abi;
 
 /** What the parasite tells of each process (brk is not in /proc), and what it found of write tracking. */
 export interface MmFacts { brk: bigint; dumpable: number; thpDisabled: boolean; track?: ProcTracking }
@@ -228,7 +228,7 @@ function vmaEntries(ctx: DumpCtx, pid: number, vmas: ClassifiedVma[]): Msg<'vma_
     const madv = madvOf(vf);
     return {
       start: cv.vma.start, end: cv.vma.end, pgoff: cv.vma.pgoff, shmid, prot: cv.vma.prot,
-      flags: cv.flags | (vf.includes('lo') ? MAP.LOCKED : 0), status: cv.status, fd: -1n, madv: madv || undefined,
+      flags: mapFlagsOf(cv.flags, vf), status: cv.status, fd: -1n, madv: madv || undefined,
     };
   });
 }
