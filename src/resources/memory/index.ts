@@ -35,7 +35,7 @@ export const memoryUnit = defineUnit<MemoryDump, Map<number, LoadedMm>, Reprotec
   validate: validateMemory,
   restoreState: () => new Map(),
   restorePhases: [
-    { name: 'address-space', after: ['close-inherited'], each: (ctx, tr, l, st) => restoreAddressSpace(ctx, tr, l.get(tr.img.pid)!, st) },
+    { name: 'address-space', after: ['close-inherited'], each: (ctx, tr, l, st) => restoreAddressSpace(ctx, tr, l.get(tr.img.pid)!, st, l) },
     { name: 'pages', after: ['address-space'], each: (ctx, tr, l) => restorePages(ctx, tr, l.get(tr.img.pid)!) },
     // Writable-for-filling VMAs go back to their protection once filled.
     { name: 'protections', after: ['pages'], each: (_ctx, tr, _l, st) => restoreProtections(tr, st) },

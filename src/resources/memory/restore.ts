@@ -13,6 +13,7 @@ import { fileEntry } from '../files';
 import { openMemfd } from '../memfd';
 import { checkRegFile } from '../regfile';
 import type { LoadedMm } from './load';
+import { sharedAnonFds } from './shared-anon';
 import { chunkBuffers, CHUNK_PAGES } from './dump';
 
 const { MAP, PROT, PAGE_SIZE, O, MADV, PR, PR_SET_MM, PRCTL_MM_MAP, AT_FDCWD, u64s } = abi;
@@ -30,7 +31,7 @@ function needsPages(m: LoadedMm, start: bigint, end: bigint): boolean {
  * pages are mapped writable first and put back to their protection after
  * the pages are in (restoreProtections).
  */
-export function restoreAddressSpace(ctx: RestoreCtx, tr: TaskRestore, m: LoadedMm, reprotect: Reprotect): void {
+export function restoreAddressSpace(ctx: RestoreCtx, tr: TaskRestore, m: LoadedMm, reprotect: Reprotect, all: Map<number, LoadedMm>): void {
   const t = tr.task;
   const mine: { start: bigint; len: bigint; prot: number }[] = [];
   reprotect.set(tr.img.pid, mine);
@@ -39,6 +40,7 @@ export function restoreAddressSpace(ctx: RestoreCtx, tr: TaskRestore, m: LoadedM
   const fds = new Map<Msg<'vma_entry'>, number>();
   try {
     openMapped(ctx, tr, vmas, fds);
+    sharedAnonFds(ctx, tr, all, vmas, fds);
     // Every mapping in one batch (independent calls): one stop on the trampoline.
     const maps = vmas.map((v) => {
       const fill = !(v.status & VMA.FILE_SHARED) && needsPages(m, v.start, v.end);
@@ -47,7 +49,7 @@ export function restoreAddressSpace(ctx: RestoreCtx, tr: TaskRestore, m: LoadedM
       const flags = (v.flags & ~(MAP.FIXED | MAP.LOCKED)) | MAP.FIXED_NOREPLACE;
       const fd = fds.get(v);
       if (prot !== v.prot) mine.push({ start: v.start, len: v.end - v.start, prot: v.prot });
-      return fd === undefined ? ['mmap', v.start, v.end - v.start, prot, flags | MAP.ANONYMOUS, -1, 0] as const : ['mmap', v.start, v.end - v.start, prot, flags, fd, v.pgoff] as const;
+      return fd === undefined ? ['mmap', v.start, v.end - v.start, prot, flags | MAP.ANONYMOUS, -1, 0] as const : ['mmap', v.start, v.end - v.start, prot, flags & ~MAP.ANONYMOUS, fd, v.pgoff] as const;
     });
     for (const r of t.callMany(maps.map((c) => [...c]))) {
       if (r < 0n && r > -4096n) throw new SyscallError('remote mmap', Number(-r), `in task ${t.pid}`);
