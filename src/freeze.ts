@@ -15,6 +15,8 @@ export interface FrozenProcess {
   threads: number[];
   /** The process was stopped by job control when we seized it. */
   stopped: boolean;
+  /** The signal that stopped it (SIGSTOP, SIGTSTP, SIGTTIN, SIGTTOU), when stopped. */
+  stopSignal?: number;
   /** Parent inside the dumped tree (0 for the root). */
   ppid: number;
 }
@@ -37,7 +39,7 @@ export function checkDumpable(pid: number): void {
 }
 
 /** Wait for the stop that follows INTERRUPT; pass through signals that got there first. */
-function waitInterruptStop(tid: number): 'running' | 'stopped' | 'gone' {
+function waitInterruptStop(tid: number): 'running' | 'gone' | { stopSignal: number } {
   for (let i = 0; i < 64; i++) {
     const r = tryWait4(tid);
     if (typeof r === 'number') {
@@ -47,7 +49,7 @@ function waitInterruptStop(tid: number): 'running' | 'stopped' | 'gone' {
     const ws: WaitStatus = r;
     if (ws.kind === 'exited' || ws.kind === 'signaled') return 'gone';
     if (ws.kind === 'ptrace-event' && ws.event === PTRACE_EVENT.STOP) {
-      return STOP_SIGNALS.includes(ws.signal) ? 'stopped' : 'running';
+      return STOP_SIGNALS.includes(ws.signal) ? { stopSignal: ws.signal } : 'running';
     }
     if (ws.kind === 'stopped') {
       // A signal arrived before our interrupt: let the task have it (as it would
@@ -68,7 +70,7 @@ function waitInterruptStop(tid: number): 'running' | 'stopped' | 'gone' {
 export function freezeProcess(pid: number): FrozenProcess {
   checkDumpable(pid);
   const seized: number[] = [];
-  let stopped = false;
+  let stopSignal: number | undefined;
   try {
     for (;;) {
       let tids: number[];
@@ -103,7 +105,7 @@ export function freezeProcess(pid: number): FrozenProcess {
           if (tid === pid) throw new StasisError(ErrorCodes.TASK_DIED, `process ${pid} exited while being seized`);
           continue;
         }
-        if (st === 'stopped') stopped = true;
+        if (typeof st === 'object') stopSignal ??= st.stopSignal;
       }
     }
   } catch (e) {
@@ -111,7 +113,7 @@ export function freezeProcess(pid: number): FrozenProcess {
     throw e;
   }
   seized.sort((a, b) => (a === pid ? -1 : b === pid ? 1 : a - b));
-  return { pid, threads: seized, stopped, ppid: 0 };
+  return { pid, threads: seized, stopped: stopSignal !== undefined, stopSignal, ppid: 0 };
 }
 
 function underSeccomp(tid: number): boolean {

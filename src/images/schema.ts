@@ -38,7 +38,7 @@ const messages = {
     signals_s: 'optional signal_queue_entry 10', old_seccomp_mode: 'optional seccomp_mode 11',
     old_seccomp_filter: 'optional uint32 12', loginuid: 'optional uint32 13', oom_score_adj: 'optional int32 14',
     sigactions: 'repeated sa_entry 15', child_subreaper: 'optional bool 18', blk_sigset_extended: 'optional uint64 20',
-    membarrier_registration_mask: 'optional uint32 22',
+    stop_signo: 'optional uint32 21', membarrier_registration_mask: 'optional uint32 22',
   },
   task_timers_entry: {
     real: 'required itimer_entry 1', virt: 'required itimer_entry 2', prof: 'required itimer_entry 3',
@@ -312,6 +312,7 @@ export const NEWER_UPSTREAM: Readonly<Record<string, string>> = {
   'thread_core_entry.cg_set': 'optional uint32 16',
   'cg_controller_entry.is_threaded': 'optional bool 3',
   'memfd_inode_entry.mode': 'optional uint32 9',
+  'task_core_entry.stop_signo': 'optional uint32 21',
 };
 
 export type MsgName = keyof typeof messages;

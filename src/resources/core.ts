@@ -128,6 +128,7 @@ function dumpCore(pd: ProcessDump, facts: CoreFacts): void {
   }
   Object.assign((pd.core.get(pd.pid)!.tc ??= {}), {
     task_state: pd.frozen.stopped ? TASK_STATE.STOPPED : TASK_STATE.ALIVE,
+    stop_signo: pd.frozen.stopSignal,
     exit_code: 0,
     personality: readNum(`/proc/${pd.pid}/personality`, 16) ?? 0,
     flags: pd.stat.flags,

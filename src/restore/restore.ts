@@ -8,6 +8,7 @@
 import * as fs from 'node:fs';
 import { abi, ptrace, tryKill } from '../sys';
 import { StasisError, ErrorCodes } from '../errors';
+import { readStat, readStatus } from '../proc/proc';
 import { RemoteTask, TRAMPOLINE_PAGES } from '../compel/remote';
 import { clone, killAndReap } from '../compel/clone';
 import { VMA, TASK_STATE } from '../images/criu';
@@ -100,9 +101,31 @@ function finish(ctx: RestoreCtx, tr: TaskRestore): void {
   ctx.step('registers');
   const ours = (vtid: number) => tr.threads.get(vtid)!.pid;
   for (const th of tr.img.threads) restoreRegisters(ours(th.tid), th.core, tr.xsaveSize);
-  if (tr.img.threads[0].core.tc?.task_state === TASK_STATE.STOPPED) tryKill(pid, SIG.SIGSTOP);
+  if (tr.img.threads[0].core.tc?.task_state === TASK_STATE.STOPPED) tryKill(pid, stopSignal(pid, tr.img.threads[0].core.tc.stop_signo));
   ctx.step('detach');
   for (const th of tr.img.threads) ptrace.detach(ours(th.tid), 0);
+}
+
+/**
+ * The signal to stop a restored process with: the one that stopped it (its
+ * parent's waitid reports it) when that one stops it now, else SIGSTOP,
+ * which always does. SIGTSTP, SIGTTIN and SIGTTOU do nothing blocked, caught
+ * or ignored, and are dropped in a process group that looks orphaned (its
+ * parents' groups are checked up the chain, not its other members').
+ */
+function stopSignal(pid: number, sig: number | undefined): number {
+  if (!sig || sig === SIG.SIGSTOP || sig < 1 || sig > 64) return SIG.SIGSTOP;
+  const status = readStatus(pid);
+  const bit = 1n << BigInt(sig - 1);
+  for (const k of ['SigBlk', 'SigIgn', 'SigCgt']) if (BigInt(`0x${status.get(k) ?? '0'}`) & bit) return SIG.SIGSTOP;
+  const me = readStat(pid);
+  for (let p = me.ppid, hops = 0; p > 0 && hops < 64; hops++) {
+    let up;
+    try { up = readStat(p); } catch { break; }
+    if (up.pgrp !== me.pgrp) return up.session === me.session ? sig : SIG.SIGSTOP;
+    p = up.ppid;
+  }
+  return SIG.SIGSTOP;
 }
 
 function killAll(ctx: RestoreCtx, extra: number[]): void {
