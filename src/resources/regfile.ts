@@ -27,7 +27,8 @@ type RegEntry = Msg<'reg_file_entry'>;
 export const GHOST_LIMIT = 1 << 20;
 
 /** A ghost's contents: whole, or (a sparse file) its data extents only, as criu's chunks. */
-interface Ghost { origId: number; remapId: number; entry: Msg<'ghost_file_entry'>; data: Buffer; chunks?: { off: number; data: Buffer }[] }
+/** `alias`: another open file description of a ghost already kept (same inode): a remap entry only. */
+interface Ghost { origId: number; remapId: number; entry: Msg<'ghost_file_entry'>; data: Buffer; chunks?: { off: number; data: Buffer }[]; alias?: boolean }
 
 /**
  * The file entry for `path` opened with `flags`, shared by every user of the
@@ -97,19 +98,31 @@ function readGhost(via: string, size: number): { data: Buffer; chunks?: { off: n
 }
 
 function dumpGhost(ctx: DumpCtx, d: FdDesc, id: number, ghosts: Ghost[]): RegEntry {
+  const name = d.link.slice(0, -' (deleted)'.length);
+  // Still linked elsewhere (the path it was opened by was removed, another
+  // hard link remains): a copy would be another file than that one.
+  if (d.st.nlink > 0) {
+    throw new StasisError(ErrorCodes.UNSUPPORTED, `fd ${d.fd} of pid ${d.pid}: ${d.link} still has ${d.st.nlink} hard link(s) under other names; not supported`);
+  }
+  // One inode, however many open file descriptions: one ghost file, re-made once.
+  const same = ghosts.find((g) => !g.alias && g.entry.dev === d.st.dev && g.entry.ino === BigInt(d.st.ino));
+  if (same) {
+    ghosts.push({ ...same, origId: id, alias: true });
+    return regEntry(id, name, d.flags, d.info.pos, `/proc/${d.pid}/fd/${d.fd}`);
+  }
   const limit = ctx.opts.ghostLimit ?? GHOST_LIMIT;
   if (d.st.size > limit) {
     throw new StasisError(ErrorCodes.UNSUPPORTED, `fd ${d.fd} of pid ${d.pid}: deleted file ${d.link} holds ${d.st.size} bytes, over the ghost limit of ${limit} (--ghost-limit)`);
   }
   const { data, chunks } = readGhost(`/proc/${d.pid}/fd/${d.fd}`, d.st.size);
   ghosts.push({
-    origId: id, remapId: ghosts.length + 1, data, chunks,
+    origId: id, remapId: ghosts.filter((g) => !g.alias).length + 1, data, chunks,
     entry: {
       uid: d.st.uid, gid: d.st.gid, mode: d.st.mode, dev: d.st.dev, ino: BigInt(d.st.ino), size: BigInt(d.st.size), chunks: chunks !== undefined,
       atim: timeval(d.st.atimeMs), mtim: timeval(d.st.mtimeMs),
     },
   });
-  return regEntry(id, d.link.slice(0, -' (deleted)'.length), d.flags, d.info.pos, `/proc/${d.pid}/fd/${d.fd}`);
+  return regEntry(id, name, d.flags, d.info.pos, `/proc/${d.pid}/fd/${d.fd}`);
 }
 
 /**
@@ -172,6 +185,7 @@ export const regFileUnit = defineFileUnit({
     name: 'ghost-files', after: ['files'], before: ['write-files'],
     once(ctx, st) {
       for (const g of st.ghosts) {
+        if (g.alias) continue;
         ctx.write(`ghost-file-${g.remapId}.img`, 'GHOST_FILE', g.chunks
           ? [{ msg: 'ghost_file_entry', entry: g.entry }, ...g.chunks.map((c) => ({ msg: 'ghost_chunk_entry' as const, entry: { len: BigInt(c.data.length), off: BigInt(c.off) }, payload: c.data }))]
           : [{ msg: 'ghost_file_entry', entry: g.entry, payload: g.data }]);
