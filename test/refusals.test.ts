@@ -33,6 +33,7 @@ const CASES: [kind: string, message: RegExp][] = [
   ['ptmx', /character device \/dev\/ptmx is not supported yet/],
   ['deleted-mapping', /mapping of a deleted file \(.*\/mapped\) is not supported yet/],
   ['tcp-close-wait', /TCP connection in state CLOSE_WAIT .* is not supported/],
+  ['shmem-private', /^stasis: VMA [0-9a-f]+-[0-9a-f]+: private mapping of shared anonymous memory \(a MAP_SHARED\|MAP_ANONYMOUS object mapped again with MAP_PRIVATE\) is not supported yet$/],
   ['deleted-linked', /^stasis: fd 3 of pid \d+: \/.*\/opened \(deleted\) still has 1 hard link\(s\) under other names; not supported$/],
   ['tcp-shut-rd', /^stasis: fd \d+ of pid \d+: TCP connection \(port \d+ ↔ \d+\) shut down in a direction \(shutdown\(\)\); not supported$/],
   ['sched-deadline', /^stasis: thread (\d+) of pid \1 runs under scheduling policy SCHED_DEADLINE; not supported$/],

@@ -47,7 +47,11 @@ export function classify(v: Vma): ClassifiedVma {
   // MAP_SHARED|MAP_ANONYMOUS shows as the deleted /dev/zero shmem file.
   if (v.path === '/dev/zero' && v.deleted) {
     if (v.shared) return { ...base, status: VMA.AREA_REGULAR | VMA.ANON_SHARED, flags: MAP.SHARED | MAP.ANONYMOUS, policy: 'shared-anon' };
-    return { ...base, status: VMA.AREA_REGULAR | VMA.ANON_PRIVATE, flags: MAP.PRIVATE | MAP.ANONYMOUS, policy: 'anon' };
+    // Private anonymous memory has no path: this is such an object's file
+    // (through map_files or an fd) mapped MAP_PRIVATE, reading through to
+    // the object where not copied. Restored as plain anonymous memory, it
+    // would no longer see the object's later writes.
+    throw unsupported(v, 'private mapping of shared anonymous memory (a MAP_SHARED|MAP_ANONYMOUS object mapped again with MAP_PRIVATE)');
   }
   if (v.path.startsWith('/SYSV')) throw unsupported(v, 'System V shared memory');
   if (v.path.startsWith('/memfd:')) {

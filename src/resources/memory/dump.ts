@@ -208,8 +208,7 @@ function dumpPages(ctx: DumpCtx, pid: number, vmas: ClassifiedVma[], pagesFile: 
 }
 
 /** vma_entry of each VMA; file mappings and memfds get their file entries. */
-function vmaEntries(ctx: DumpCtx, pid: number, vmas: ClassifiedVma[]): Msg<'vma_entry'>[] {
-  const vmFlags = parseVmFlags(fs.readFileSync(`/proc/${pid}/smaps`, 'utf8'));
+function vmaEntries(ctx: DumpCtx, pid: number, vmas: ClassifiedVma[], vmFlags: Map<bigint, string[]>): Msg<'vma_entry'>[] {
   return vmas.map((cv) => {
     let shmid = 0n;
     const vf = vmFlags.get(cv.vma.start) ?? [];
@@ -246,6 +245,10 @@ export function dumpPagemap(ctx: DumpCtx, pd: ProcessDump, vmas: ClassifiedVma[]
 export function dumpMemory(ctx: DumpCtx, pd: ProcessDump, facts: MmFacts, parent?: ParentImages): void {
   const pid = pd.pid;
   const vmas = readMaps(pid).map(classify);
+  const vmFlags = parseVmFlags(fs.readFileSync(`/proc/${pid}/smaps`, 'utf8'));
+  // MAP_DROPPABLE memory may be dropped by the kernel at any time: not
+  // carried (as criu), it comes back zero.
+  for (const cv of vmas) if (vmFlags.get(cv.vma.start)?.includes('dp')) cv.policy = 'none';
   dumpPagemap(ctx, pd, vmas, pagePlan(parent, pd, vmas, facts.track));
   const st = pd.stat;
   let exeFileId = 0;
@@ -256,7 +259,7 @@ export function dumpMemory(ctx: DumpCtx, pd: ProcessDump, facts: MmFacts, parent
     mm_start_code: st.startCode, mm_end_code: st.endCode, mm_start_data: st.startData, mm_end_data: st.endData,
     mm_start_stack: st.startStack, mm_start_brk: st.startBrk, mm_brk: facts.brk,
     mm_arg_start: st.argStart, mm_arg_end: st.argEnd, mm_env_start: st.envStart, mm_env_end: st.envEnd,
-    exe_file_id: exeFileId, mm_saved_auxv: readAuxv(pid), vmas: vmaEntries(ctx, pid, vmas), dumpable: facts.dumpable,
+    exe_file_id: exeFileId, mm_saved_auxv: readAuxv(pid), vmas: vmaEntries(ctx, pid, vmas, vmFlags), dumpable: facts.dumpable,
     thp_disabled: facts.thpDisabled || undefined,
   };
   ctx.write(`mm-${pd.vpid}.img`, 'MM', parts('mm_entry', [mm]));
