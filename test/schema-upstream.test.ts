@@ -47,7 +47,9 @@ test('every field of every message we declare is CRIU\'s: name, number, label, t
   const up = upstream();
   const problems: string[] = [];
   for (const name of Object.keys(SCHEMA.messages) as MsgName[]) {
-    const theirs = up.messages[name];
+    // A message newer than this pycriu: every field of it is in NEWER_UPSTREAM, compared below.
+    const newerMessage = describeMessage(name).every((f) => NEWER_UPSTREAM[`${name}.${f.name}`]);
+    const theirs = up.messages[name] ?? (newerMessage ? {} : undefined);
     if (!theirs) { problems.push(`${name}: no such message upstream`); continue; }
     for (const f of describeMessage(name)) {
       const t = theirs[f.name];

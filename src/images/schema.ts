@@ -301,8 +301,9 @@ export const EXTENSIONS: Readonly<Record<string, string>> = {
 
 /**
  * CRIU fields newer than the pycriu the tests compare with (Debian's 3.17),
- * as CRIU 4.2's images/*.proto declares them; the schema test checks our
- * declaration against these and that pycriu has no other field there.
+ * as CRIU 4.2's images/*.proto declares them (a whole message when all its
+ * fields are here: tcp_opts_entry); the schema test checks our declaration
+ * against these and that pycriu has no other field there.
  */
 export const NEWER_UPSTREAM: Readonly<Record<string, string>> = {
   'creds_entry.no_new_privs': 'optional uint32 18',
@@ -313,6 +314,12 @@ export const NEWER_UPSTREAM: Readonly<Record<string, string>> = {
   'cg_controller_entry.is_threaded': 'optional bool 3',
   'memfd_inode_entry.mode': 'optional uint32 9',
   'task_core_entry.stop_signo': 'optional uint32 21',
+  'inet_sk_entry.tcp_opts': 'optional tcp_opts_entry 20',
+  'tcp_opts_entry.cork': 'optional bool 1',
+  'tcp_opts_entry.nodelay': 'optional bool 2',
+  'tcp_opts_entry.keepcnt': 'optional uint32 3',
+  'tcp_opts_entry.keepidle': 'optional uint32 4',
+  'tcp_opts_entry.keepintvl': 'optional uint32 5',
 };
 
 export type MsgName = keyof typeof messages;
