@@ -12,7 +12,7 @@ import { DIGEST_FILE } from '../images/digest-name';
 import { openLog, closeLog, setLogLevel, log } from '../log';
 import { LOGGING, usageError, type CommandSpec, type OptionSpec, type Values } from './options';
 import type { CgroupMode } from '../resources/ns/cgroup';
-import { PAGE_SERVER_OPTIONS, pageServerOf, pageServerCmd } from './transfer';
+import { PAGE_SERVER_OPTIONS, pageServerOf, pageServerCmd, migrateCmd, migrateReceiveCmd } from './transfer';
 
 /** Milliseconds spent loading the modules of the command run (for --timings). */
 export const loading = { ms: 0 };
@@ -350,4 +350,4 @@ const netlockCmd: Command = {
   },
 };
 
-export const COMMANDS: Command[] = [preDumpCmd, dumpCmd, restoreCmd, showCmd, checkImagesCmd, checkCmd, demoCmd, netlockCmd, pageServerCmd];
+export const COMMANDS: Command[] = [preDumpCmd, dumpCmd, restoreCmd, showCmd, checkImagesCmd, checkCmd, demoCmd, netlockCmd, pageServerCmd, migrateCmd, migrateReceiveCmd];

@@ -102,3 +102,68 @@ export const pageServerCmd: AsyncCommand = {
     return 0;
   },
 };
+
+/** HOST:PORT (numeric; [v6]:PORT). */
+function hostPort(s: string): { address: string; port: number } {
+  const m = /^(.*):(\d+)$/.exec(s);
+  if (!m) usageError(`--to '${s}' is not HOST:PORT`);
+  return { address: numericAddress(m[1], '--to'), port: portOf(Number(m[2]), '--to port', false) };
+}
+
+export const migrateCmd: AsyncCommand = {
+  name: 'migrate',
+  usage: 'stasis migrate -t PID --to HOST:PORT [--rounds K] [--tcp-established]',
+  summary: 'Move process PID and its descendants to the stasis migrate-receive at HOST:PORT over TCP: K pre-dumps while they run, the final dump, restore there; the tree here is killed only once the receiver holds the verified checkpoint. Prints the downtime.',
+  options: [
+    { long: 'tree', short: 't', type: 'int', arg: 'PID', what: 'pid', help: 'the root of the tree to move' },
+    { long: 'to', type: 'string', arg: 'HOST:PORT', help: 'the receiver (numeric address)' },
+    { long: 'rounds', type: 'int', arg: 'K', help: 'pre-dumps before the final dump (default 1)' },
+    { long: 'tcp-established', type: 'flag', help: 'take established TCP connections (TCP_REPAIR)' },
+    { long: 'external', type: 'string', multiple: true, arg: 'net[INODE]:KEY', help: 'as dump --external: e.g. the tree\'s network namespace, joined there (migrate-receive --join-ns)' },
+    { long: 'images-dir', short: 'D', type: 'string', arg: 'DIR', help: 'keep the local images here (default: a temporary directory, removed after a success)' },
+    { long: 'json', type: 'flag', help: 'print the result as one JSON object on stdout' },
+  ],
+  run(v) {
+    const pid = v.tree as number | undefined;
+    if (pid === undefined || pid <= 0) usageError('migrate needs -t PID');
+    const to = str(v, 'to');
+    if (!to) usageError('migrate needs --to HOST:PORT');
+    const rounds = (v.rounds as number | undefined) ?? 1;
+    const { migrate } = require('../pageserver/migrate') as typeof import('../pageserver/migrate');
+    const r = migrate(pid, {
+      to: hostPort(to), rounds, tcpEstablished: flag(v, 'tcp-established'), external: (v.external as string[] | undefined) ?? [],
+      workDir: str(v, 'images-dir'), say: (l) => console.error(l),
+    });
+    if (flag(v, 'json')) fs.writeSync(1, JSON.stringify(r) + '\n');
+    const fin = r.rounds.at(-1)!;
+    console.error(`migrated pid ${pid} to ${to} (restored pid ${r.restoredPid}) after ${r.rounds.length - 1} pre-dump(s); final dump ${fin.pages} pages; downtime ${r.downtimeMs.toFixed(1)} ms (frozen here → running there)`);
+    return 0;
+  },
+};
+
+export const migrateReceiveCmd: AsyncCommand = {
+  name: 'migrate-receive',
+  usage: 'stasis migrate-receive -D DIR --port PORT [--address ADDR] [--join-ns net:PATH]',
+  summary: 'Receive one stasis migrate over TCP into DIR (DIR/1.., DIR/final), verify each round, restore the tree here and exit.',
+  options: [
+    { long: 'images-dir', short: 'D', type: 'string', arg: 'DIR', help: 'where the rounds go (a fresh directory; created 0700)' },
+    { long: 'address', type: 'string', arg: 'ADDR', help: 'numeric IP address to listen on (default 0.0.0.0)' },
+    { long: 'port', type: 'int', arg: 'PORT', help: 'port to listen on (0: any; the line printed when listening tells which)' },
+    { long: 'join-ns', type: 'string', multiple: true, arg: 'net:PATH', help: 'as restore --join-ns: restore the tree into this network namespace' },
+    { long: 'json', type: 'flag', help: 'print the result as one JSON object on stdout' },
+  ],
+  run(v) {
+    const dir = str(v, 'images-dir');
+    if (!dir) usageError('migrate-receive needs -D DIR');
+    const address = numericAddress(str(v, 'address') ?? '0.0.0.0', '--address');
+    const port = portOf(v.port, '--port', true);
+    const { migrateReceive } = require('../pageserver/migrate') as typeof import('../pageserver/migrate');
+    const r = migrateReceive({
+      dir, address, port, joinNs: (v['join-ns'] as string[] | undefined) ?? [], say: (l) => console.error(l),
+      onListening: (p) => fs.writeSync(1, `stasis migrate-receive: listening on ${address.includes(':') ? `[${address}]` : address}:${p}\n`),
+    });
+    if (flag(v, 'json')) fs.writeSync(1, JSON.stringify(r) + '\n');
+    console.error(`migrate-receive: restored pid ${r.restoredPid} from ${r.peer} in ${r.restoreMs?.toFixed(1)} ms`);
+    return 0;
+  },
+};

@@ -42,7 +42,11 @@ function lost(where: string, what: string, e: unknown): StasisError {
 export class PageXfer {
   private opened = 0;
   private closed = false;
-  private constructor(readonly fd: number, readonly where: string) {}
+  /** `owned`: the connection is ours to end; else the caller's (criu's ps_socket: a migration's stream goes on). */
+  private constructor(readonly fd: number, readonly where: string, private readonly owned = true) {}
+
+  /** Over a connection the caller made and keeps. */
+  static over(fd: number, where: string): PageXfer { return new PageXfer(fd, where, false); }
 
   static connect(to: TcpEndpoint): PageXfer {
     const where = `${to.address}:${to.port}`;
@@ -88,7 +92,7 @@ export class PageXfer {
   abort(): void {
     if (this.closed) return;
     this.closed = true;
-    try { fs.closeSync(this.fd); } catch { /* gone anyway */ }
+    if (this.owned) try { fs.closeSync(this.fd); } catch { /* gone anyway */ }
   }
 }
 
@@ -146,7 +150,9 @@ export class RemotePages {
 
 /** Connect to the page server the dump is asked to use (before the freeze). */
 export function connectPageServer(ctx: DumpCtx): void {
-  if (ctx.opts.pageServer && !ctx.pageXfer) ctx.pageXfer = PageXfer.connect(ctx.opts.pageServer);
+  const ps = ctx.opts.pageServer;
+  if (!ps || ctx.pageXfer) return;
+  ctx.pageXfer = 'fd' in ps ? PageXfer.over(ps.fd, ps.where) : PageXfer.connect(ps);
 }
 
 /** Every page sent: the receiver confirms it has written them (before the local commit, and before any kill). */

@@ -42,6 +42,12 @@ function setTimeouts(fd: number, ms: number): void {
   sys('setsockopt', fd, SOL.SOCKET, SO.RCVTIMEO, addressOf(tv), tv.length);
 }
 
+/** A longer (or shorter) wait for answers on a connected socket. */
+export function setRecvTimeout(fd: number, ms: number): void {
+  const tv = TIMEVAL.encode({ sec: Math.floor(ms / 1000), usec: (ms % 1000) * 1000 });
+  sys('setsockopt', fd, SOL.SOCKET, SO.RCVTIMEO, addressOf(tv), tv.length);
+}
+
 export function setIntOpt(fd: number, level: number, opt: number, v: number): void {
   const b = Buffer.alloc(4);
   b.writeInt32LE(v);

@@ -41,7 +41,7 @@ export interface DumpOptions {
   /** Failure injection for tests: "phase" or "phase:kill" (STASIS_FAIL_AT). */
   failAt?: string;
   /** Send the pages to this page server (criu --page-server --address --port); the other images are written in `dir`. */
-  pageServer?: { address: string; port: number };
+  pageServer?: { address: string; port: number } | { fd: number; where: string };
   /** Called at the named points an orchestrator waits for (criu's notify scripts); throwing aborts the dump. */
   notify?: NotifyHook;
 }
