@@ -103,6 +103,11 @@ export const pageServerCmd: AsyncCommand = {
   },
 };
 
+function lockMethod(m: string | undefined): 'nftables' | 'iptables' | 'skip' | undefined {
+  if (m !== undefined && !['nftables', 'iptables', 'skip'].includes(m)) usageError(`invalid --network-lock '${m}' (nftables, iptables or skip)`);
+  return m as 'nftables' | 'iptables' | 'skip' | undefined;
+}
+
 /** HOST:PORT (numeric; [v6]:PORT). */
 function hostPort(s: string): { address: string; port: number } {
   const m = /^(.*):(\d+)$/.exec(s);
@@ -119,6 +124,7 @@ export const migrateCmd: AsyncCommand = {
     { long: 'to', type: 'string', arg: 'HOST:PORT', help: 'the receiver (numeric address)' },
     { long: 'rounds', type: 'int', arg: 'K', help: 'pre-dumps before the final dump (default 1)' },
     { long: 'tcp-established', type: 'flag', help: 'take established TCP connections (TCP_REPAIR)' },
+    { long: 'network-lock', type: 'string', arg: 'METHOD', help: 'as dump\'s: nftables, iptables or skip (no lock: the peers of the connections must stay silent until the restore)' },
     { long: 'external', type: 'string', multiple: true, arg: 'net[INODE]:KEY', help: 'as dump --external: e.g. the tree\'s network namespace, joined there (migrate-receive --join-ns)' },
     { long: 'images-dir', short: 'D', type: 'string', arg: 'DIR', help: 'keep the local images here (default: a temporary directory, removed after a success)' },
     { long: 'json', type: 'flag', help: 'print the result as one JSON object on stdout' },
@@ -131,7 +137,7 @@ export const migrateCmd: AsyncCommand = {
     const rounds = (v.rounds as number | undefined) ?? 1;
     const { migrate } = require('../pageserver/migrate') as typeof import('../pageserver/migrate');
     const r = migrate(pid, {
-      to: hostPort(to), rounds, tcpEstablished: flag(v, 'tcp-established'), external: (v.external as string[] | undefined) ?? [],
+      to: hostPort(to), rounds, tcpEstablished: flag(v, 'tcp-established'), networkLock: lockMethod(str(v, 'network-lock')), external: (v.external as string[] | undefined) ?? [],
       workDir: str(v, 'images-dir'), say: (l) => console.error(l),
     });
     if (flag(v, 'json')) fs.writeSync(1, JSON.stringify(r) + '\n');

@@ -72,6 +72,8 @@ export interface MigrateOptions {
   /** Pre-dumps before the final dump. */
   rounds: number;
   tcpEstablished?: boolean;
+  /** As dump's (skip: no lock; needed when the tree's network namespace is external). */
+  networkLock?: 'nftables' | 'iptables' | 'skip';
   /** criu --external (e.g. the tree's network namespace: net[INODE]:KEY). */
   external?: string[];
   /** Where the local images go (default: a new directory under the system's temporary one, removed after a success). */
@@ -131,7 +133,7 @@ export function migrate(pid: number, o: MigrateOptions): MigrateResult {
     send(fd, where, frame('R', Buffer.from(FINAL)));
     let tFreeze = 0n;
     const r = dump(pid, {
-      dir: path.join(work, FINAL), leaveRunning: false, tcpEstablished: o.tcpEstablished, external: o.external,
+      dir: path.join(work, FINAL), leaveRunning: false, tcpEstablished: o.tcpEstablished, external: o.external, networkLock: o.networkLock,
       prevImagesDir: o.rounds ? `../${o.rounds}` : undefined, pageServer: ps,
       notify(point) {
         if (point === 'pre-dump') tFreeze = process.hrtime.bigint();
