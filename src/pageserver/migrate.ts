@@ -259,7 +259,7 @@ function receiveRound(fd: number, where: string, o: ReceiveOptions, name: string
       else throw new StasisError(ErrorCodes.BAD_IMAGE, `migration ${where}: unexpected frame '${f.type}'`);
       names.push(file);
     }
-    if (fs.existsSync(target)) throw new StasisError(ErrorCodes.USAGE, `${target} exists already (migrate into a fresh directory)`);
+    if (fs.existsSync(target)) throw new StasisError(ErrorCodes.IO_ERROR, `${target} exists already (migrate into a fresh directory)`);
     fs.renameSync(staging, target);
     fs.chmodSync(target, 0o700);
     verifyImages(target);
