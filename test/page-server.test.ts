@@ -10,7 +10,7 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { Fixture, initHarness, runStasis, describeCli, tmpDir, restoreDetached, loadDumpedMemory, STASIS, type CliResult } from './harness';
+import { Fixture, initHarness, runStasis, describeCli, tmpDir, restoreDetached, loadDumpedMemory, reap, STASIS, type CliResult } from './harness';
 import { tryKill, abi } from '../src/sys';
 
 const PE_PARENT = 1;
@@ -212,4 +212,26 @@ test('a page server whose sender goes away keeps nothing and exits 1; bad comman
   assert.deepEqual(fs.readFileSync(path.join(d2, FIRST_PAGES)), Buffer.alloc(8192, 9));
   const mem = loadDumpedMemory(d2, 42);
   assert.deepEqual(mem.entries.map((e) => [e.vaddr, e.nrPages, e.flags]), [[0x10000n, 2, 4]]);
+});
+
+test('page-server -d: in the background once listening (pid printed and in --pidfile); a dump -R into it; it exits when the session ends', async () => {
+  const fx = await start();
+  const recv = path.join(root, 'daemon-recv'), pidfile = path.join(root, 'daemon.pid');
+  const r = await runStasisAsync(['page-server', '-D', recv, '--address', '127.0.0.1', '--port', '0', '-d', '--pidfile', pidfile]);
+  assert.equal(r.status, 0, describeCli(r));
+  const m = /^stasis page-server: listening on 127\.0\.0\.1:(\d+) pid (\d+)$/.exec(r.stdout.trim());
+  assert.ok(m, r.stdout);
+  const pid = Number(m[2]);
+  assert.equal(fs.readFileSync(pidfile, 'utf8'), `${pid}\n`);
+  assert.ok(fs.existsSync(`/proc/${pid}`), 'the daemon runs');
+  assert.deepEqual(files(recv), [], 'nothing in its directory while it waits');
+  ok(runStasis(['dump', '-t', String(fx.pid), '-D', path.join(root, 'daemon-local'), '-R', '--page-server', '--address', '127.0.0.1', '--port', m[1]]), 'dump -R --page-server');
+  const st = await reap(pid, 30000);
+  assert.equal(st.kind, 'exited');
+  assert.equal(st.code, 0);
+  assert.deepEqual(files(recv), [`pagemap-${fx.pid}.img`, FIRST_PAGES]);
+  assert.ok(fx.alive, '-R: the tree goes on');
+  await step(fx);
+  const { log } = await fx.terminate();
+  assert.match(log, /^PASS$/m, log);
 });

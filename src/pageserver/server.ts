@@ -186,7 +186,10 @@ export interface PageServerResult extends SessionResult { dir: string; peer: str
 export function runPageServer(o: PageServerOptions): PageServerResult {
   const parentDir = o.prevImagesDir === undefined ? undefined : path.resolve(o.dir, o.prevImagesDir);
   if (parentDir !== undefined && !fs.existsSync(parentDir)) throw new StasisError(ErrorCodes.USAGE, `--prev-images-dir ${o.prevImagesDir}: ${parentDir} does not exist`);
-  const staging = stagingIn(o.dir, '.stasis-page-server-');
+  // The directory is checked (and made) before listening; the staging directory only once a sender is here
+  // (a page server killed while it waits leaves nothing behind).
+  fs.rmdirSync(stagingIn(o.dir, '.stasis-page-server-'));
+  let staging = '';
   let sk = -1;
   try {
     const l = tcpListen({ address: o.address, port: o.port });
@@ -196,6 +199,7 @@ export function runPageServer(o: PageServerOptions): PageServerResult {
     } finally {
       fs.closeSync(l.fd);
     }
+    staging = stagingIn(o.dir, '.stasis-page-server-');
     const peer = peerName(sk);
     const res = servePages(sk, staging, peer, parentDir, (r) => moveInto(staging, o.dir, r.files));
     // As criu's: wait for the sender to close first (the TIME_WAIT is then its own).
@@ -203,6 +207,6 @@ export function runPageServer(o: PageServerOptions): PageServerResult {
     return { ...res, dir: o.dir, peer };
   } finally {
     if (sk >= 0) fs.closeSync(sk);
-    fs.rmSync(staging, { recursive: true, force: true });
+    if (staging) fs.rmSync(staging, { recursive: true, force: true });
   }
 }
