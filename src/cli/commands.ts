@@ -12,6 +12,7 @@ import { DIGEST_FILE } from '../images/digest-name';
 import { openLog, closeLog, setLogLevel, log } from '../log';
 import { LOGGING, usageError, type CommandSpec, type OptionSpec, type Values } from './options';
 import type { CgroupMode } from '../resources/ns/cgroup';
+import { PAGE_SERVER_OPTIONS, pageServerOf, pageServerCmd, migrateCmd, migrateReceiveCmd } from './transfer';
 
 /** Milliseconds spent loading the modules of the command run (for --timings). */
 export const loading = { ms: 0 };
@@ -40,7 +41,7 @@ const mod = {
 };
 
 export interface Command extends CommandSpec {
-  run(values: Values, positionals: string[]): number;
+  run(values: Values, positionals: string[]): number | Promise<number>;
 }
 
 function str(v: Values, k: string): string | undefined { return v[k] as string | undefined; }
@@ -144,6 +145,7 @@ const dumpCmd: Command = {
     { long: 'external', type: 'string', multiple: true, arg: 'mnt[MOUNTPOINT]:KEY|net[INODE]:KEY', help: 'not carried, named KEY for the restore: a mount of the tree\'s mount namespace (bound from what KEY is mapped to), or its network namespace (joined)' },
     ...INCREMENTAL,
     { long: 'track-mem', type: 'flag', help: 'with -R: keep tracking memory changes, for a next dump or pre-dump made on this one' },
+    ...PAGE_SERVER_OPTIONS,
     TIMINGS,
     ...LOGGING,
   ],
@@ -153,7 +155,7 @@ const dumpCmd: Command = {
       dir, leaveRunning: flag(v, 'leave-running'), tcpEstablished: flag(v, 'tcp-established'), fileLocks: flag(v, 'file-locks'),
       ghostLimit: v['ghost-limit'] as number | undefined, shellJob: flag(v, 'shell-job'), extUnixSk: flag(v, 'ext-unix-sk'),
       external: list(v, 'external'), networkLock: networkLock(v), failAt: process.env.STASIS_FAIL_AT || undefined,
-      prevImagesDir: str(v, 'prev-images-dir'), trackMem: flag(v, 'track-mem'),
+      prevImagesDir: str(v, 'prev-images-dir'), trackMem: flag(v, 'track-mem'), pageServer: pageServerOf(v),
     });
     log.info(dumpSummary(r, flag(v, 'leave-running')));
     const timings = withStartup(r.timings);
@@ -175,11 +177,12 @@ const preDumpCmd: Command = {
     { long: 'images-dir', short: 'D', type: 'string', arg: 'DIR', help: 'where to write the images (created 0700)' },
     ...INCREMENTAL,
     { long: 'track-mem', type: 'flag', help: 'accepted for criu compatibility: a pre-dump always tracks memory changes' },
+    ...PAGE_SERVER_OPTIONS,
     ...LOGGING,
   ],
   run(v) {
     const { pid, dir } = treeAndDir(v, 'pre-dump');
-    const r = mod.predump().preDump(pid, { dir, prevImagesDir: str(v, 'prev-images-dir'), failAt: process.env.STASIS_FAIL_AT || undefined });
+    const r = mod.predump().preDump(pid, { dir, prevImagesDir: str(v, 'prev-images-dir'), failAt: process.env.STASIS_FAIL_AT || undefined, pageServer: pageServerOf(v) });
     const line = dumpSummary(r, true).replace(/^dumped/, 'pre-dumped');
     log.info(line);
     if (flag(v, 'json')) printJson(r);
@@ -347,4 +350,4 @@ const netlockCmd: Command = {
   },
 };
 
-export const COMMANDS: Command[] = [preDumpCmd, dumpCmd, restoreCmd, showCmd, checkImagesCmd, checkCmd, demoCmd, netlockCmd];
+export const COMMANDS: Command[] = [preDumpCmd, dumpCmd, restoreCmd, showCmd, checkImagesCmd, checkCmd, demoCmd, netlockCmd, pageServerCmd, migrateCmd, migrateReceiveCmd];

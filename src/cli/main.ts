@@ -51,7 +51,7 @@ export async function main(argv: string[]): Promise<number> {
       console.log(formatHelp(cmd));
       return 0;
     }
-    return cmd.run(values, positionals);
+    return await cmd.run(values, positionals);
   } catch (e) {
     return reportError(e, json);
   } finally {

@@ -19,6 +19,7 @@ import { netlockInventory } from '../resources/netlock';
 import { parasitePhase } from './parasite-session';
 import { remoteCalls } from '../compel/parasite';
 import { log, timed, ordered } from '../log';
+import { finishPageServer, dropPageServer } from '../pageserver/client';
 
 const { KCMP } = abi;
 
@@ -149,6 +150,8 @@ export function dump(pid: number, opts: DumpOptions): DumpResult {
       ctx.step(p.name);
       timed(timings, p.name, () => runPhase(ctx, p));
     }
+    // Pages sent to a page server are written there before the checkpoint is committed here.
+    if (ctx.pageXfer) timed(timings, 'page-server', () => finishPageServer(ctx));
     ctx.step('commit');
     timed(timings, 'commit', () => out.commit((s) => ctx.step(s)));
     // The orchestrator may still refuse (the images stay; the tree goes on, as criu's).
@@ -159,6 +162,7 @@ export function dump(pid: number, opts: DumpOptions): DumpResult {
     // A tree that goes on gets its network back before it runs again.
     if (netLocked && !(done && !opts.leaveRunning)) try { opts.notify!('network-unlock'); } catch (e) { unlockError = e; }
     timed(timings, done && !opts.leaveRunning ? 'kill' : 'release', () => finishDump(ctx, tree, done));
+    dropPageServer(ctx);
     out.close();
   }
   if (unlockError) throw unlockError;

@@ -23,6 +23,7 @@ import { pagePlan, writeTracking } from '../resources/memory/incremental';
 import { inspect, type DumpResult } from './dump';
 import { parasitePhase } from './parasite-session';
 import { log, timed } from '../log';
+import { finishPageServer, dropPageServer } from '../pageserver/client';
 
 export type PreDumpOptions = Omit<DumpOptions, 'leaveRunning' | 'preDump'>;
 
@@ -78,10 +79,12 @@ export function preDump(pid: number, o: PreDumpOptions): DumpResult {
     ctx.step('memory-track');
     writeTracking(ctx, ctx.state(memoryUnit));
     ctx.write('inventory.img', 'INVENTORY', parts('inventory_entry', [{ img_version: IMG_VERSION, fdinfo_per_id: true, ns_per_id: true, lsmtype: 0 }]));
+    if (ctx.pageXfer) timed(timings, 'page-server', () => finishPageServer(ctx));
     ctx.step('commit');
     timed(timings, 'commit', () => out.commit((s) => ctx.step(s)));
     imagesBytes = out.bytesWritten;
   } finally {
+    dropPageServer(ctx);
     out.close();
   }
   return {

@@ -238,6 +238,11 @@ export class DigestBuilder {
     this.whole.set(name, { name, size: data.length, sha256: sha256(data) });
   }
 
+  /** A file hashed elsewhere (sent to a page server). */
+  addEntry(e: DigestEntry): void {
+    this.whole.set(e.name, { ...e });
+  }
+
   /** A file written piecewise (appended) at `stagedPath`. */
   addRaw(name: string, stagedPath: string): RawHash {
     const r = new RawHash(this, name, stagedPath);

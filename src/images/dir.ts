@@ -213,6 +213,11 @@ export class DumpDir {
     return new RawImageOut(fd, this.finalPath(file), this.digest.addRaw(file, this.stagedPath(file)));
   }
 
+  /** A file of the checkpoint a page server writes: listed in the digest as sent, never present here. */
+  remote(file: string, size: number, sha256: string): void {
+    this.digest.addEntry({ name: file, size, sha256 });
+  }
+
   /** A symbolic link in the checkpoint (criu's `parent`): moved into place with the files. */
   symlink(name: string, target: string): void {
     try { fs.symlinkSync(target, this.stagedPath(name)); } catch (e) { throw ioError(this.finalPath(name), 'create link', e); }

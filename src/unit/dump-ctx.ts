@@ -40,6 +40,8 @@ export interface DumpOptions {
   preDump?: boolean;
   /** Failure injection for tests: "phase" or "phase:kill" (STASIS_FAIL_AT). */
   failAt?: string;
+  /** Send the pages to this page server (criu --page-server --address --port); the other images are written in `dir`. */
+  pageServer?: { address: string; port: number } | { fd: number; where: string };
   /** Called at the named points an orchestrator waits for (criu's notify scripts); throwing aborts the dump. */
   notify?: NotifyHook;
 }
@@ -63,6 +65,8 @@ export interface ImageSink {
   create(file: string): RawImage;
   /** A symbolic link (criu's `parent` link to the previous images directory); not hashed: what it names is pinned by a file that is. */
   symlink(name: string, target: string): void;
+  /** A file of the checkpoint written elsewhere (by a page server): listed in the digest with the size and SHA-256 of what was sent. */
+  remote(file: string, size: number, sha256: string): void;
 }
 
 /** A raw image being written; `close` never throws (a problem shows at commit). */
@@ -126,6 +130,8 @@ export class DumpCtx {
   /** Milliseconds per step, by name; sub-steps as "step.part" (the parasite's, by unit). */
   readonly timings: Record<string, number> = {};
   private nextPagesId = 1;
+  /** The page server connection (opts.pageServer), from before the freeze until the images are complete. */
+  pageXfer?: import('../pageserver/client').PageXfer;
   private readonly states = new UnitStates((u) => u.dumpState?.(this));
 
   constructor(readonly opts: DumpOptions, readonly out: ImageSink) {}

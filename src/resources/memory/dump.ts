@@ -15,6 +15,7 @@ import { classify, wanted, parseVmFlags, madvOf, mapFlagsOf, type ClassifiedVma 
 import type { PageRanges, ParentImages } from './parent';
 import type { ProcTracking } from './track';
 import { pagePlan } from './incremental';
+import type { RemotePages } from '../../pageserver/client';
 
 const { PAGE_SIZE, PROT, O, PAGE_IS, UIO_MAXIOV } = abi;
 
@@ -67,8 +68,15 @@ class PageCopier {
   private cv: ClassifiedVma | undefined;
   private readonly data = chunkBuffers().data;
 
-  constructor(private readonly ctx: DumpCtx, private readonly pid: number, private readonly memFd: number, private readonly out: RawImage,
-    private readonly entries: Msg<'pagemap_entry'>[], private readonly running: boolean) {}
+  /** `remote`: the pages go to a page server (pageserver/client.ts), not into `out`. */
+  constructor(private readonly ctx: DumpCtx, private readonly pid: number, private readonly memFd: number, private readonly out: RawImage | undefined,
+    private readonly entries: Msg<'pagemap_entry'>[], private readonly running: boolean, private readonly remote?: RemotePages) {}
+
+  /** A run of pages the parent images hold (PE_PARENT). */
+  parent(vaddr: bigint, nr: number): void {
+    this.entries.push({ vaddr, nr_pages: nr, flags: PE.PARENT });
+    this.remote?.parent(vaddr, nr);
+  }
 
   add(cv: ClassifiedVma, addr: bigint, pages: number): void {
     if (this.cv !== cv) this.flush();
@@ -117,7 +125,7 @@ class PageCopier {
     const skipZero = this.cv!.policy === 'anon';
     let off = 0; // in the gathered data
     let wStart = 0, wEnd = 0; // a span of it to write in one go
-    const writeSpan = () => { if (wEnd > wStart) this.out.write(this.data, wStart, wEnd - wStart); wStart = wEnd = 0; };
+    const writeSpan = () => { if (wEnd > wStart) this.out!.write(this.data, wStart, wEnd - wStart); wStart = wEnd = 0; };
     for (let i = 0; i < this.addrs.length && off < got; i++) {
       const pages = Math.floor(Math.min(this.lens[i], got - off) / PAGE_SIZE);
       let k = 0;
@@ -126,16 +134,21 @@ class PageCopier {
         let m = k + 1;
         while (m < pages && !(skipZero && isZeroPage(this.data, off + m * PAGE_SIZE))) m++;
         const from = off + k * PAGE_SIZE, to = off + m * PAGE_SIZE;
-        if (wEnd !== from) { writeSpan(); wStart = from; }
-        wEnd = to;
-        this.entries.push({ vaddr: this.addrs[i] + BigInt(k) * PAGE, nr_pages: m - k, flags: PE.PRESENT });
+        const vaddr = this.addrs[i] + BigInt(k) * PAGE;
+        if (this.remote) this.remote.present(vaddr, m - k, this.data, from);
+        else {
+          if (wEnd !== from) { writeSpan(); wStart = from; }
+          wEnd = to;
+        }
+        this.entries.push({ vaddr, nr_pages: m - k, flags: PE.PRESENT });
         this.ctx.pagesCount += m - k;
         this.ctx.pagesBytes += (m - k) * PAGE_SIZE;
         k = m;
       }
       off += this.lens[i];
     }
-    writeSpan();
+    if (this.remote) this.remote.send();
+    else writeSpan();
     this.addrs = [];
     this.lens = [];
     this.used = 0;
@@ -143,7 +156,7 @@ class PageCopier {
 }
 
 /** A tracked VMA: its scanned regions, each written (copied), or unwritten and split between the parent and copies. */
-function trackedPages(cv: ClassifiedVma, t: { regions: PageRegion[]; parent: PageRanges }, copier: PageCopier, entries: Msg<'pagemap_entry'>[]): void {
+function trackedPages(cv: ClassifiedVma, t: { regions: PageRegion[]; parent: PageRanges }, copier: PageCopier): void {
   let pi = 0;
   for (const r of t.regions) {
     const c = r.categories;
@@ -157,7 +170,7 @@ function trackedPages(cv: ClassifiedVma, t: { regions: PageRegion[]; parent: Pag
       while (pi < ranges.length && ranges[pi][1] <= p) pi++;
       const inParent = pi < ranges.length && ranges[pi][0] <= p;
       const to = Math.min(end, inParent ? ranges[pi][1] : pi < ranges.length ? ranges[pi][0] : end);
-      if (inParent) entries.push({ vaddr: BigInt(p) * PAGE, nr_pages: to - p, flags: PE.PARENT });
+      if (inParent) copier.parent(BigInt(p) * PAGE, to - p);
       else copier.add(cv, BigInt(p) * PAGE, to - p);
       p = to;
     }
@@ -183,22 +196,22 @@ function untrackedPages(cv: ClassifiedVma, pmFd: number, copier: PageCopier): vo
 }
 
 /** Copy the wanted pages of every VMA into pages-N.img (or refer them to the parent); returns the pagemap entries. */
-function dumpPages(ctx: DumpCtx, pid: number, vmas: ClassifiedVma[], pagesFile: string, plan: PagePlan = {}): Msg<'pagemap_entry'>[] {
+function dumpPages(ctx: DumpCtx, pid: number, vmas: ClassifiedVma[], pagesFile: string, plan: PagePlan = {}, remote?: RemotePages): Msg<'pagemap_entry'>[] {
   const entries: Msg<'pagemap_entry'>[] = [];
   const pmFd = fs.openSync(`/proc/${pid}/pagemap`, 'r');
   const memFd = fs.openSync(`/proc/${pid}/mem`, 'r');
-  const out = ctx.out.create(pagesFile);
-  const copier = new PageCopier(ctx, pid, memFd, out, entries, plan.running ?? false);
+  const out = remote ? undefined : ctx.out.create(pagesFile);
+  const copier = new PageCopier(ctx, pid, memFd, out, entries, plan.running ?? false, remote);
   try {
     for (const cv of vmas) {
       if (cv.policy === 'none') continue;
       const t = plan.tracked?.get(cv.vma.start);
-      if (t) trackedPages(cv, t, copier, entries);
+      if (t) trackedPages(cv, t, copier);
       else untrackedPages(cv, pmFd, copier);
     }
     copier.flush();
   } finally {
-    out.close();
+    out?.close();
     fs.closeSync(memFd);
     fs.closeSync(pmFd);
   }
@@ -234,8 +247,14 @@ function vmaEntries(ctx: DumpCtx, pid: number, vmas: ClassifiedVma[], vmFlags: M
 
 /** pages-N.img and pagemap-PID.img of a process (a pre-dump writes only these). */
 export function dumpPagemap(ctx: DumpCtx, pd: ProcessDump, vmas: ClassifiedVma[], plan: PagePlan): void {
-  const pagesId = ctx.allocPagesId();
-  const pages = dumpPages(ctx, pd.pid, vmas, `pages-${pagesId}.img`, plan);
+  // With a page server the pages go there; the receiver names the pages file.
+  const remote = ctx.pageXfer?.open(pd.vpid);
+  const pagesId = remote ? remote.pagesId : ctx.allocPagesId();
+  const pages = dumpPages(ctx, pd.pid, vmas, `pages-${pagesId}.img`, plan, remote);
+  if (remote) {
+    const sent = remote.finish();
+    ctx.out.remote(remote.pagesFile, sent.size, sent.sha256);
+  }
   // Written whole (hashed from memory like ctx.write's), encoded by the fast path.
   const f = ctx.out.create(`pagemap-${pd.vpid}.img`);
   try { f.write(encodePagemap(pagesId, pages)); } finally { f.close(); }

@@ -5,6 +5,7 @@ import { abi } from '../../sys';
 import { defineUnit } from '../../unit/unit';
 import { dumpMemory, type MmFacts } from './dump';
 import { prepareTracking, trackParasite, writeTracking, type MemoryDump } from './incremental';
+import { connectPageServer } from '../../pageserver/client';
 import { loadMemory, validateMemory, type LoadedMm } from './load';
 import { restoreAddressSpace, restorePages, restoreProtections, restoreAdvice, restoreMm, type Reprotect } from './restore';
 
@@ -16,7 +17,8 @@ const { PR } = abi;
 export const memoryUnit = defineUnit<MemoryDump, Map<number, LoadedMm>, Reprotect>({
   name: 'memory',
   dumpState: () => ({ facts: new Map<number, MmFacts>() }),
-  prepare: prepareTracking,
+  // The parent checked, then the page server reached: both before the freeze.
+  prepare: (ctx, st) => { prepareTracking(ctx, st); connectPageServer(ctx); },
   parasite(ctx, pd, t, st) {
     st.facts.set(pd.pid, {
       brk: t.call('brk', 0),
