@@ -2,7 +2,8 @@
 // pages are copied in on faults (user and kernel ones: a read() into lazy
 // memory) and streamed meanwhile; the server exits when all are in. The lazy
 // fixture (64 MiB of patterned memory, a region with holes, two threads with
-// memory of their own, a child process) checks every byte itself.
+// memory of their own, a child process) checks every byte itself, also after
+// it dropped, moved and forked lazy memory before it was all in.
 // STASIS_LAZY_HOLD=PATH holds the streaming (not the faults) until PATH
 // exists: pages are then certainly missing while we look.
 import { test, before, after } from 'node:test';
@@ -101,6 +102,10 @@ test('restore -d --lazy-pages: the command returns, pages are missing while the 
     assert.equal(hasUffd(x), false, `no userfaultfd in ${x}: the server has the only copy`);
     assert.equal(tracer(x), server, `${x}'s leader is traced by the server (EXITKILL)`);
   }
+  // While pages are missing: pages dropped (must read zero, not image data), a region moved
+  // (its pages follow it), a fork whose child reads both (served through its own userfaultfd).
+  tryKill(fx.pid, abi.SIG.SIGWINCH);
+  await fx.waitLog(/^MUTATED fork=ok$/m, 30000);
   fs.writeFileSync(hold, '');
   const st = await reap(server, 60000);
   assert.deepEqual([st.kind, st.kind === 'exited' ? st.code : st.signal], ['exited', 0], 'the server exits 0 when every page is in');
