@@ -72,7 +72,7 @@ test('restore --lazy-pages (not detached): the tree runs, a read() into lazy mem
   let stderr = '';
   cli.stderr.on('data', (d: Buffer) => { stderr += d.toString(); });
   const exited = new Promise<number | null>((resolve) => cli.on('exit', (code) => resolve(code)));
-  await waitFor('the restore', () => /^restored pid \d+/m.test(stderr) || /stasis: /.test(stderr), 60000);
+  await waitFor('the restore', () => /^lazy pages: /m.test(stderr) || /stasis: /.test(stderr), 60000);
   assert.match(stderr, new RegExp(`^restored pid ${fx.pid} and 1 descendant`, 'm'), stderr);
   assert.equal(serverOf(stderr), cli.pid, 'the command itself serves');
   const p = await probe(fx);
@@ -138,4 +138,23 @@ test('a killed lazy-pages server takes the restored tree with it (no process run
   const cs = await reap(child, 10000);
   assert.deepEqual([cs.kind, cs.kind === 'signaled' ? cs.signal : -1], ['signaled', abi.SIG.SIGKILL], 'the restored child is killed');
   assert.doesNotMatch(fx.log(), /SCAN bad|^FAIL|^PASS/m, 'nothing ran on zero pages');
+});
+
+test('a lazy-pages server that cannot read its images kills the restored tree', async () => {
+  const { fx, dir, child } = await dumped('bad-image');
+  const hold = path.join(root, 'hold-bad-image');
+  const { r } = restoreDetached(dir, ['--lazy-pages'], { STASIS_LAZY_HOLD: hold });
+  fx.restored();
+  const server = serverOf(r.stderr);
+  assert.equal((await probe(fx)).read, 'ok');
+  // The pages files lose their contents under the server (same inode: its open fds see it).
+  for (const f of fs.readdirSync(dir).filter((n) => /^pages-\d+\.img$/.test(n))) fs.truncateSync(path.join(dir, f), 0);
+  fs.writeFileSync(hold, '');
+  const s = await reap(server, 30000);
+  assert.deepEqual([s.kind, s.kind === 'exited' ? s.code : -1], ['exited', 1], 'the server fails');
+  const st = await fx.reap(10000);
+  assert.deepEqual([st.kind, st.kind === 'signaled' ? st.signal : -1], ['signaled', abi.SIG.SIGKILL], 'the restored root is killed');
+  const cs = await reap(child, 10000);
+  assert.deepEqual([cs.kind, cs.kind === 'signaled' ? cs.signal : -1], ['signaled', abi.SIG.SIGKILL], 'the restored child is killed');
+  assert.doesNotMatch(fx.log(), /^FAIL|^PASS/m);
 });

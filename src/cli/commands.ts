@@ -242,7 +242,7 @@ const restoreCmd: Command = {
     reportRestored(v, dir, { ...r, lazy: r.lazy?.toJSON() });
     r.lazy?.serve(process.env.STASIS_LAZY_HOLD);
     if (flag(v, 'restore-detached')) return 0;
-    const st = r.lazy?.exits.get(r.pid) ?? mod.tree().waitRestored(r.pid);
+    const st = mod.tree().waitRestored(r.pid); // the server never reaps it
     if (flag(v, 'json')) printJson({ exit: st });
     return st.signal !== undefined ? 128 + st.signal : st.code ?? 0;
   },

@@ -32,7 +32,7 @@
 //   traced: their pid is unknown to us, so a server death leaves them with
 //   zero pages where the image had data. Documented limit.
 import * as fs from 'node:fs';
-import { abi, sysTry, addressOf, tryWait4, tryKill, isGroupStop, uffdCopy, uffdZeropage, uffdWake, uffdUnregister } from '../sys';
+import { abi, sysTry, addressOf, tryWait4, tryKill, isGroupStop, decodeStatus, type WaitStatus, uffdCopy, uffdZeropage, uffdWake, uffdUnregister } from '../sys';
 import { StasisError, ErrorCodes, SyscallError } from '../errors';
 import type { LazyJob, LazyProc, Seg } from '../resources/memory/lazy';
 import { log } from '../log';
@@ -87,6 +87,22 @@ function exitedUnreaped(pid: number): boolean {
   return r === 0 && si.pid === pid && (si.code === CLD.EXITED || si.code === CLD.KILLED || si.code === CLD.DUMPED);
 }
 
+/**
+ * What stopped our own child, taken without ever reaping it: its exit is
+ * left to its wait (restore without -d), or to whoever adopts it. A stop is
+ * taken with waitid(WSTOPPED), which never reports exits.
+ */
+function ownChildEvent(pid: number): WaitStatus | number {
+  if (exitedUnreaped(pid)) return { kind: 'exited', pid, code: -1 };
+  siginfo.fill(0);
+  const r = sysTry('waitid', P_PID, pid, addressOf(siginfo), WAIT.WUNTRACED | WAIT.WNOHANG | WAIT.__WALL, 0);
+  if (r < 0) return r;
+  const si = SIGINFO_CHLD.decode(siginfo);
+  if (si.pid !== pid) return { kind: 'none' };
+  // si_status of a stop is wait4's status >> 8 (the signal, and a ptrace event above it).
+  return decodeStatus(pid, ((si.status & 0xffff) << 8) | 0x7f);
+}
+
 interface Served { proc: LazyProc; regs: Range[]; gone: boolean }
 
 export interface LazyStats { processes: number; pages: number; faultPages: number; streamedPages: number; forks: number }
@@ -97,8 +113,6 @@ export class LazyServer {
   private readonly traced = new Set<number>();
   /** Every process to kill if we fail (the job's; forked children are unknown). */
   private readonly pids: number[];
-  /** Exit statuses of traced processes seen while serving (the root's, for restore without -d). */
-  readonly exits = new Map<number, { code?: number; signal?: number }>();
   readonly stats: LazyStats;
   private readonly faults: { s: Served; addr: bigint }[] = [];
   private readonly buf = Buffer.allocUnsafe(CHUNK);
@@ -136,9 +150,10 @@ export class LazyServer {
         if (streaming) this.streamOne(active);
       }
     } catch (e) {
-      // Never leave the tree to run on holes: killed before our fds go.
+      // Never leave the tree to run on holes: killed before our fds go. Not waited for:
+      // our exit hands the dead tracees to their parents as the kernel does (exit_ptrace).
       for (const pid of this.pids) tryKill(pid, SIG.SIGKILL);
-      this.close();
+      this.abandon();
       throw e;
     }
     this.close();
@@ -265,14 +280,11 @@ export class LazyServer {
   private watchTracees(): void {
     for (const pid of [...this.traced]) {
       for (;;) {
-        // Our own child's exit is not taken here (its parent's wait, or whoever adopts it, reaps it).
-        if (pid === this.child && exitedUnreaped(pid)) { this.traced.delete(pid); break; }
-        const ws = tryWait4(pid, WAIT.WNOHANG);
+        const ws = pid === this.child ? ownChildEvent(pid) : tryWait4(pid, WAIT.WNOHANG);
         if (typeof ws === 'number') { this.traced.delete(pid); break; }
         if (ws.kind === 'none' || ws.kind === 'continued') break;
         if (ws.kind === 'exited' || ws.kind === 'signaled') {
           this.traced.delete(pid);
-          this.exits.set(pid, ws.kind === 'exited' ? { code: ws.code } : { signal: ws.signal });
           break;
         }
         if (ws.kind === 'stopped') sysTry('ptrace', PTRACE.CONT, pid, 0, ws.signal);
@@ -307,9 +319,11 @@ export class LazyServer {
   private detach(pid: number): void {
     if (sysTry('ptrace', PTRACE.INTERRUPT, pid, 0, 0) < 0) return;
     for (;;) {
-      const ws = tryWait4(pid, 0);
+      // Our own child: polled (its exit is not ours to take), the others waited for.
+      const ws = pid === this.child ? ownChildEvent(pid) : tryWait4(pid, 0);
       if (typeof ws === 'number') return;
-      if (ws.kind === 'exited' || ws.kind === 'signaled') { this.exits.set(pid, ws.kind === 'exited' ? { code: ws.code } : { signal: ws.signal }); return; }
+      if (ws.kind === 'none') continue;
+      if (ws.kind === 'exited' || ws.kind === 'signaled') return;
       if (ws.kind === 'stopped') { sysTry('ptrace', PTRACE.DETACH, pid, 0, ws.signal); return; } // a signal: delivered on the way out
       if (ws.kind === 'ptrace-event') { sysTry('ptrace', PTRACE.DETACH, pid, 0, 0); return; } // our interrupt, or a group stop it stays in
     }
