@@ -292,28 +292,28 @@ type RestoredReport = Omit<RestoreResult, 'lazy'> & { lazy?: { bytes: number; se
 
 function restoreFrom(v: Values, dir: string, lazy: boolean): RestoreResult {
   return mod.restore().restore({
-      dir, detach: flag(v, 'restore-detached'), skipFileCheck: flag(v, 'skip-file-check'), shellJob: flag(v, 'shell-job'),
-      fileLocks: flag(v, 'file-locks'), anyOwner: flag(v, 'allow-foreign-images'), root: str(v, 'root'), external: list(v, 'external'), inheritFd: list(v, 'inherit-fd'), joinNs: list(v, 'join-ns'), manageCgroups: cgroupMode(str(v, 'manage-cgroups')),
-      networkLock: networkLock(v), failAt: process.env.STASIS_FAIL_AT || undefined,
-      verify: !flag(v, 'no-verify'), lazyPages: lazy,
-    });
+    dir, detach: flag(v, 'restore-detached'), skipFileCheck: flag(v, 'skip-file-check'), shellJob: flag(v, 'shell-job'),
+    fileLocks: flag(v, 'file-locks'), anyOwner: flag(v, 'allow-foreign-images'), root: str(v, 'root'), external: list(v, 'external'), inheritFd: list(v, 'inherit-fd'), joinNs: list(v, 'join-ns'), manageCgroups: cgroupMode(str(v, 'manage-cgroups')),
+    networkLock: networkLock(v), failAt: process.env.STASIS_FAIL_AT || undefined,
+    verify: !flag(v, 'no-verify'), lazyPages: lazy,
+  });
 }
 
 function reportRestored(v: Values, dir: string, r: RestoredReport): number {
-    const pidfile = str(v, 'pidfile');
-    if (pidfile) fs.writeFileSync(path.isAbsolute(pidfile) ? pidfile : path.join(dir, pidfile), `${r.pid}\n`);
-    for (const w of r.warnings) { console.error(`stasis: warning: ${w}`); log.warn(w); }
-    log.info(restoreSummary(r));
-    // The detached server's timings already have its start-up in front.
-    const timings = 'start-up' in r.timings ? r.timings : withStartup(r.timings);
-    if (flag(v, 'json')) printJson({ ...r, timings });
-    else {
-      if (flag(v, 'timings')) console.error(formatTimings('restore', timings, r.ms, r.remoteCalls, r.remoteStops));
-      console.error(restoreSummary(r));
-      if (r.lazy) console.error(`lazy pages: ${MiB(r.lazy.bytes)} MiB to serve, by pid ${r.lazy.server}`);
-    }
-    closeLog();
-    return 0;
+  const pidfile = str(v, 'pidfile');
+  if (pidfile) fs.writeFileSync(path.isAbsolute(pidfile) ? pidfile : path.join(dir, pidfile), `${r.pid}\n`);
+  for (const w of r.warnings) { console.error(`stasis: warning: ${w}`); log.warn(w); }
+  log.info(restoreSummary(r));
+  // The detached server's timings already have its start-up in front.
+  const timings = 'start-up' in r.timings ? r.timings : withStartup(r.timings);
+  if (flag(v, 'json')) printJson({ ...r, timings });
+  else {
+    if (flag(v, 'timings')) console.error(formatTimings('restore', timings, r.ms, r.remoteCalls, r.remoteStops));
+    console.error(restoreSummary(r));
+    if (r.lazy) console.error(`lazy pages: ${MiB(r.lazy.bytes)} MiB to serve, by pid ${r.lazy.server}`);
+  }
+  closeLog();
+  return 0;
 }
 
 const showCmd: Command = {
