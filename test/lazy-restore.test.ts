@@ -46,6 +46,11 @@ function hasUffd(pid: number): boolean {
   });
 }
 
+function taskState(pid: number, tid: string): string {
+  const s = fs.readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+  return s.slice(s.lastIndexOf(')') + 2, s.lastIndexOf(')') + 3);
+}
+
 function tracer(pid: number): number {
   return Number(/^TracerPid:\s*(\d+)/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))![1]);
 }
@@ -102,6 +107,11 @@ test('restore -d --lazy-pages: the command returns, pages are missing while the 
     assert.equal(hasUffd(x), false, `no userfaultfd in ${x}: the server has the only copy`);
     assert.equal(tracer(x), server, `${x}'s leader is traced by the server (EXITKILL)`);
   }
+  // Job control passes through the server's tracing: stopped (every thread), continued, answering again.
+  tryKill(fx.pid, abi.SIG.SIGSTOP);
+  await waitFor('the threads to stop', () => fs.readdirSync(`/proc/${fx.pid}/task`).every((t) => /^[Tt]$/.test(taskState(fx.pid, t))), 10000);
+  tryKill(fx.pid, abi.SIG.SIGCONT);
+  assert.equal((await probe(fx)).read, 'ok', 'it runs again after SIGCONT');
   // While pages are missing: pages dropped (must read zero, not image data), a region moved
   // (its pages follow it), a fork whose child reads both (served through its own userfaultfd).
   tryKill(fx.pid, abi.SIG.SIGWINCH);
