@@ -109,7 +109,7 @@ export function dumpSummary(r: DumpResult, leaveRunning: boolean): string {
     `images ${MiB(r.imagesBytes)} MiB; ${leaveRunning ? 'left running' : 'killed'}`;
 }
 
-export function restoreSummary(r: RestoreResult): string {
+export function restoreSummary(r: Pick<RestoreResult, 'pid' | 'processes' | 'ms'>): string {
   return `restored pid ${r.pid}${r.processes > 1 ? ` and ${r.processes - 1} descendant(s)` : ''} in ${r.ms.toFixed(1)} ms`;
 }
 
@@ -218,36 +218,106 @@ const restoreCmd: Command = {
     { long: 'inherit-fd', type: 'string', multiple: true, arg: 'fd[N]:KEY', help: 'our fd N is what the images name KEY: a network namespace dumped as external, or a pipe (pipe:[INODE]) given to the tree in its place, as criu' },
     { long: 'join-ns', type: 'string', multiple: true, arg: 'net:PATH|net:PID', help: 'restore the tree into this existing network namespace' },
     { long: 'no-verify', type: 'flag', help: `do not check the images against their digest (${DIGEST_FILE}) first (images made by criu have none)` },
+    { long: 'lazy-pages', type: 'flag', help: 'let the tree run before its private memory is in: pages are copied on first touch (userfaultfd) and streamed in meanwhile; stasis serves them until all are in (with -d, from a detached process that exits then)' },
     TIMINGS,
     ...LOGGING,
   ],
   run(v) {
     const dir = str(v, 'images-dir');
     if (!dir) usageError('restore needs -D DIR');
+    const lazy = flag(v, 'lazy-pages');
+    const reportFd = process.env[LAZY_REPORT_ENV] ? Number(process.env[LAZY_REPORT_ENV]) : undefined;
+    if (lazy && flag(v, 'restore-detached') && reportFd === undefined) return reportRestored(v, dir, lazyDetached());
     startLog(v, dir, false);
-    const r = mod.restore().restore({
-      dir, detach: flag(v, 'restore-detached'), skipFileCheck: flag(v, 'skip-file-check'), shellJob: flag(v, 'shell-job'),
-      fileLocks: flag(v, 'file-locks'), anyOwner: flag(v, 'allow-foreign-images'), root: str(v, 'root'), external: list(v, 'external'), inheritFd: list(v, 'inherit-fd'), joinNs: list(v, 'join-ns'), manageCgroups: cgroupMode(str(v, 'manage-cgroups')),
-      networkLock: networkLock(v), failAt: process.env.STASIS_FAIL_AT || undefined,
-      verify: !flag(v, 'no-verify'),
-    });
-    const pidfile = str(v, 'pidfile');
-    if (pidfile) fs.writeFileSync(path.isAbsolute(pidfile) ? pidfile : path.join(dir, pidfile), `${r.pid}\n`);
-    for (const w of r.warnings) { console.error(`stasis: warning: ${w}`); log.warn(w); }
-    log.info(restoreSummary(r));
-    const timings = withStartup(r.timings);
-    if (flag(v, 'json')) printJson({ ...r, timings });
-    else {
-      if (flag(v, 'timings')) console.error(formatTimings('restore', timings, r.ms, r.remoteCalls, r.remoteStops));
-      console.error(restoreSummary(r));
+    let r: RestoreResult;
+    try {
+      r = restoreFrom(v, dir, lazy);
+    } catch (e) {
+      if (reportFd !== undefined) report(reportFd, { error: { code: (e as StasisError).code ?? ErrorCodes.INTERNAL, message: (e as Error).message } });
+      throw e;
     }
-    closeLog();
+    if (reportFd !== undefined) {
+      // The detached server: the command that started us prints the result and exits; we serve.
+      report(reportFd, { ...r, timings: withStartup(r.timings) });
+      r.lazy?.serve(process.env.STASIS_LAZY_HOLD);
+      return 0;
+    }
+    reportRestored(v, dir, { ...r, lazy: r.lazy?.toJSON() });
+    r.lazy?.serve(process.env.STASIS_LAZY_HOLD);
     if (flag(v, 'restore-detached')) return 0;
-    const st = mod.tree().waitRestored(r.pid);
+    const st = mod.tree().waitRestored(r.pid); // the server never reaps it
     if (flag(v, 'json')) printJson({ exit: st });
     return st.signal !== undefined ? 128 + st.signal : st.code ?? 0;
   },
 };
+
+/** Environment of the detached lazy-pages server: the fd where it reports the restore's result (a JSON line). */
+const LAZY_REPORT_ENV = 'STASIS_LAZY_REPORT_FD';
+
+function report(fd: number, o: unknown): void {
+  fs.writeSync(fd, JSON.stringify(o) + '\n');
+  fs.closeSync(fd);
+}
+
+/**
+ * restore -d --lazy-pages: the command must return while the pages are still
+ * being served. The whole restore runs in a detached copy of this command
+ * (its own session, stdio on /dev/null): it is the tracer of the restored
+ * leaders from the first moment to the last (their EXITKILL guard, see
+ * restore/lazy-server.ts), reports the result on a pipe, then serves until
+ * every page is in and exits. We print that result and return.
+ */
+function lazyDetached(): RestoredReport {
+  const { spawn } = require('node:child_process') as typeof import('node:child_process');
+  const { pipe } = require('../sys') as typeof import('../sys');
+  const p = pipe();
+  let out = '';
+  try {
+    const child = spawn(process.execPath, [...process.execArgv, process.argv[1], ...process.argv.slice(2)], {
+      detached: true, stdio: ['ignore', 'ignore', 'ignore', p.w], env: { ...process.env, [LAZY_REPORT_ENV]: '3' },
+    });
+    child.unref();
+    fs.closeSync(p.w);
+    const b = Buffer.alloc(65536);
+    for (let n; (n = fs.readSync(p.r, b, 0, b.length, null)) > 0;) out += b.toString('utf8', 0, n);
+  } finally {
+    fs.closeSync(p.r);
+  }
+  let o: (RestoredReport & { error?: { code: string; message: string } }) | undefined;
+  try { o = JSON.parse(out); } catch { o = undefined; }
+  if (!o) throw new StasisError(ErrorCodes.RESTORE_FAILED, 'the lazy-pages server exited before reporting the restore');
+  if (o.error) throw new StasisError(o.error.code as never, o.error.message);
+  return o;
+}
+
+/** What a restore reports (a RestoreResult, or its JSON form from the detached server). */
+type RestoredReport = Omit<RestoreResult, 'lazy'> & { lazy?: { bytes: number; server: number } };
+
+function restoreFrom(v: Values, dir: string, lazy: boolean): RestoreResult {
+  return mod.restore().restore({
+    dir, detach: flag(v, 'restore-detached'), skipFileCheck: flag(v, 'skip-file-check'), shellJob: flag(v, 'shell-job'),
+    fileLocks: flag(v, 'file-locks'), anyOwner: flag(v, 'allow-foreign-images'), root: str(v, 'root'), external: list(v, 'external'), inheritFd: list(v, 'inherit-fd'), joinNs: list(v, 'join-ns'), manageCgroups: cgroupMode(str(v, 'manage-cgroups')),
+    networkLock: networkLock(v), failAt: process.env.STASIS_FAIL_AT || undefined,
+    verify: !flag(v, 'no-verify'), lazyPages: lazy,
+  });
+}
+
+function reportRestored(v: Values, dir: string, r: RestoredReport): number {
+  const pidfile = str(v, 'pidfile');
+  if (pidfile) fs.writeFileSync(path.isAbsolute(pidfile) ? pidfile : path.join(dir, pidfile), `${r.pid}\n`);
+  for (const w of r.warnings) { console.error(`stasis: warning: ${w}`); log.warn(w); }
+  log.info(restoreSummary(r));
+  // The detached server's timings already have its start-up in front.
+  const timings = 'start-up' in r.timings ? r.timings : withStartup(r.timings);
+  if (flag(v, 'json')) printJson({ ...r, timings });
+  else {
+    if (flag(v, 'timings')) console.error(formatTimings('restore', timings, r.ms, r.remoteCalls, r.remoteStops));
+    console.error(restoreSummary(r));
+    if (r.lazy) console.error(`lazy pages: ${MiB(r.lazy.bytes)} MiB to serve, by pid ${r.lazy.server}`);
+  }
+  closeLog();
+  return 0;
+}
 
 const showCmd: Command = {
   name: 'show',

@@ -29,6 +29,8 @@ import { startStub, prepareStub } from './stub';
 import { createTree } from './tree';
 import { timed, ordered } from '../log';
 import { remoteCalls } from '../compel/parasite';
+import { armLazy } from '../resources/memory/lazy';
+import { LazyServer } from './lazy-server';
 
 const { SIG, PTRACE_O, PAGE_SIZE, ALL_SIGNALS, SYSCALL_INSN, CLONE } = abi;
 
@@ -68,6 +70,8 @@ export interface RestoreResult {
   /** Remote system calls run in the stub and the new tasks, and the stops they took (a batch runs several in one). */
   remoteCalls: number;
   remoteStops: number;
+  /** --lazy-pages: the pages still to copy, served by `lazy.serve()` (the tree runs meanwhile). */
+  lazy?: LazyServer;
 }
 
 /** A `syscall` instruction in the task's [vdso], for the calls that outlive the trampoline. */
@@ -84,7 +88,7 @@ function findSyscallInsn(pid: number, vmas: Msg<'vma_entry'>[]): bigint {
   throw new StasisError(ErrorCodes.RESTORE_FAILED, `no syscall instruction in the [vdso] of task ${pid}`);
 }
 
-function finish(ctx: RestoreCtx, tr: TaskRestore): void {
+function finish(ctx: RestoreCtx, tr: TaskRestore, keepTraced: boolean): void {
   const pid = tr.task.pid;
   for (const t of tr.threads.values()) t.cure();
   // The trampoline cannot unmap itself and then trap: run the last calls on
@@ -103,7 +107,16 @@ function finish(ctx: RestoreCtx, tr: TaskRestore): void {
   for (const th of tr.img.threads) restoreRegisters(ours(th.tid), th.core, tr.xsaveSize);
   if (tr.img.threads[0].core.tc?.task_state === TASK_STATE.STOPPED) tryKill(pid, stopSignal(pid, tr.img.threads[0].core.tc.stop_signo));
   ctx.step('detach');
-  for (const th of tr.img.threads) ptrace.detach(ours(th.tid), 0);
+  for (const th of tr.img.threads) {
+    const tid = ours(th.tid);
+    if (keepTraced && th.tid === tr.img.pid) {
+      // Lazy pages: the leader stays ours until its pages are in, so that our death kills it (lazy-server.ts).
+      ptrace.setOptions(tid, PTRACE_O.EXITKILL);
+      ptrace.cont(tid, 0);
+    } else {
+      ptrace.detach(tid, 0);
+    }
+  }
 }
 
 /**
@@ -183,6 +196,7 @@ export function restore(opts: RestoreOptions): RestoreResult {
     opts.notify?.('pre-restore');
     const stub = timed(timings, 'stub', () => startStub());
     let ok = false;
+    let lazy: LazyServer | undefined;
     const run = (p: BoundPhase) => { ctx.step(p.name); timed(timings, p.name, () => runPhase(ctx, p)); };
     try {
       ctx.step('stub');
@@ -210,11 +224,15 @@ export function restore(opts: RestoreOptions): RestoreResult {
       opts.notify?.('post-restore', rootPid);
       opts.notify?.('network-unlock');
       opts.notify?.('pre-resume');
+      // Lazy pages: registered last, when no remote call of ours can fault on them any more.
+      if (opts.lazyPages) lazy = new LazyServer(timed(timings, 'lazy-arm', () => armLazy(ctx, mm)), root.task.pid);
+      const keep = new Set(lazy?.tracedPids ?? []);
       // Children first: a parent let go first could act on (or wait for) a child not yet finished.
-      timed(timings, 'finish', () => { for (const tr of [...ctx.tasks.values()].reverse()) finish(ctx, tr); });
+      timed(timings, 'finish', () => { for (const tr of [...ctx.tasks.values()].reverse()) finish(ctx, tr, keep.has(tr.task.pid)); });
       ok = true;
     } catch (e) {
       killAll(ctx, [stub]);
+      lazy?.abandon();
       throw e;
     } finally {
       cleanup(ctx, ok);
@@ -224,7 +242,7 @@ export function restore(opts: RestoreOptions): RestoreResult {
     const ms = Number(process.hrtime.bigint() - t0) / 1e6;
     // Our ids (the outer ones when the tree has a pid namespace of its own).
     const pids = ckpt.processes.map((p) => ctx.tasks.get(p.pid)!.task.pid);
-    return { pid: pids[0], pids, processes: ckpt.processes.length, ms, warnings: ctx.warnings, timings: ordered(timings), remoteCalls: remoteCalls.count - calls0, remoteStops: remoteCalls.stops - stops0 };
+    return { pid: pids[0], pids, processes: ckpt.processes.length, ms, warnings: ctx.warnings, timings: ordered(timings), remoteCalls: remoteCalls.count - calls0, remoteStops: remoteCalls.stops - stops0, lazy };
   } finally {
     lock.close();
   }

@@ -5,7 +5,7 @@ import { sys, sysTry } from './call';
 import { addressOf } from './native';
 import {
   UFFD_API, UFFDIO_IOC, UFFDIO_API_ARG, UFFDIO_REGISTER_ARG, UFFDIO_WRITEPROTECT_ARG, UFFDIO_REGISTER_MODE,
-  UFFDIO_WRITEPROTECT_MODE, UFFDIO_RANGE, PAGEMAP_SCAN, PM_SCAN_ARG, PAGE_REGION,
+  UFFDIO_WRITEPROTECT_MODE, UFFDIO_RANGE, PAGEMAP_SCAN, PM_SCAN_ARG, PAGE_REGION, UFFDIO_COPY_ARG, UFFDIO_ZEROPAGE_ARG,
 } from './abi';
 
 /** UFFDIO_API: enable `features` (once per userfaultfd); returns what the kernel offers. */
@@ -19,6 +19,43 @@ export function uffdApi(fd: number, features: number): bigint {
 export function uffdRegisterWp(fd: number, start: bigint, len: bigint): number {
   const b = UFFDIO_REGISTER_ARG.encode({ start, len, mode: UFFDIO_REGISTER_MODE.WP });
   return sysTry('ioctl', fd, UFFDIO_IOC.REGISTER, addressOf(b));
+}
+
+/** UFFDIO_REGISTER in missing mode (lazy restore); returns -errno. */
+export function uffdRegisterMissing(fd: number, start: bigint, len: bigint): number {
+  const b = UFFDIO_REGISTER_ARG.encode({ start, len, mode: UFFDIO_REGISTER_MODE.MISSING });
+  return sysTry('ioctl', fd, UFFDIO_IOC.REGISTER, addressOf(b));
+}
+
+const copyArg = Buffer.alloc(UFFDIO_COPY_ARG.size);
+/**
+ * UFFDIO_COPY of `len` bytes at `src` (our address) to `dst` in the
+ * userfaultfd's mm. Returns bytes copied (> 0, maybe fewer than asked: the
+ * kernel stops at a page already there) or -errno for the first page
+ * (EEXIST: there; EAGAIN: an event must be read first; ENOENT/ESRCH: gone).
+ */
+export function uffdCopy(fd: number, dst: bigint, src: bigint, len: number): number {
+  UFFDIO_COPY_ARG.encode({ dst, src, len, mode: 0, copy: 0 }, copyArg);
+  const r = sysTry('ioctl', fd, UFFDIO_IOC.COPY, addressOf(copyArg));
+  const copied = Number(copyArg.readBigInt64LE(UFFDIO_COPY_ARG.offsets.copy));
+  if (r === 0) return len;
+  // The ioctl failed before the copy field was written (EFAULT on the argument...).
+  return copied !== 0 ? copied : r;
+}
+
+/** UFFDIO_ZEROPAGE over [start, start+len): bytes zeroed or -errno (as uffdCopy). */
+export function uffdZeropage(fd: number, start: bigint, len: number): number {
+  const b = UFFDIO_ZEROPAGE_ARG.encode({ start, len, mode: 0, zeropage: 0 });
+  const r = sysTry('ioctl', fd, UFFDIO_IOC.ZEROPAGE, addressOf(b));
+  const done = Number(b.readBigInt64LE(UFFDIO_ZEROPAGE_ARG.offsets.zeropage));
+  if (r === 0) return len;
+  return done !== 0 ? done : r;
+}
+
+/** UFFDIO_WAKE: wake threads waiting on faults in the range (after an EEXIST nobody else woke them for). */
+export function uffdWake(fd: number, start: bigint, len: bigint): number {
+  const b = UFFDIO_RANGE.encode({ start, len });
+  return sysTry('ioctl', fd, UFFDIO_IOC.WAKE, addressOf(b));
 }
 
 /** UFFDIO_UNREGISTER (clears the range's write protection too); -errno on failure. */

@@ -32,6 +32,8 @@ export interface RestoreOptions {
   cgroupRoots?: import('../resources/ns/cgroup').CgroupRoot[];
   /** Verify every file against the checkpoint's digest first (default true). */
   verify?: boolean;
+  /** criu --lazy-pages: private anonymous memory is served on demand (userfaultfd) and streamed in after the tree runs. */
+  lazyPages?: boolean;
   /** Failure injection for tests (STASIS_FAIL_AT=phase or phase:kill). */
   failAt?: string;
   /** Called at the named points an orchestrator waits for (see NotifyHook); throwing aborts the restore. */

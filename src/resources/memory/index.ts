@@ -8,6 +8,7 @@ import { prepareTracking, trackParasite, writeTracking, type MemoryDump } from '
 import { connectPageServer } from '../../pageserver/client';
 import { loadMemory, validateMemory, type LoadedMm } from './load';
 import { restoreAddressSpace, restorePages, restoreProtections, restoreAdvice, restoreMm, type Reprotect } from './restore';
+import { openLazy, dropLazy, splitSources } from './lazy';
 
 export { classify, type ClassifiedVma } from './classify';
 export type { LoadedMm, PagemapRun } from './load';
@@ -38,7 +39,10 @@ export const memoryUnit = defineUnit<MemoryDump, Map<number, LoadedMm>, Reprotec
   restoreState: () => new Map(),
   restorePhases: [
     { name: 'address-space', after: ['close-inherited'], each: (ctx, tr, l, st) => restoreAddressSpace(ctx, tr, l.get(tr.img.pid)!, st, l) },
-    { name: 'pages', after: ['address-space'], each: (ctx, tr, l) => restorePages(ctx, tr, l.get(tr.img.pid)!) },
+    // --lazy-pages: private anonymous pages are left to the server (lazy.ts).
+    { name: 'pages', after: ['address-space'], each: (ctx, tr, l) => { const m = l.get(tr.img.pid)!; restorePages(ctx, tr, m, ctx.opts.lazyPages ? splitSources(m).eager : m.sources); } },
+    // Before creds: a userfaultfd serving kernel faults needs privilege in the task.
+    { name: 'lazy-open', after: ['address-space'], each: (ctx, tr, l) => openLazy(ctx, tr, l.get(tr.img.pid)!) },
     // Writable-for-filling VMAs go back to their protection once filled.
     { name: 'protections', after: ['pages'], each: (_ctx, tr, _l, st) => restoreProtections(tr, st) },
     // Advice such as DONTFORK or HUGEPAGE may split VMAs: on the final ones; mlock once pages are in.
@@ -46,4 +50,5 @@ export const memoryUnit = defineUnit<MemoryDump, Map<number, LoadedMm>, Reprotec
     // PR_SET_MM_MAP checks its addresses against existing VMAs.
     { name: 'mm', after: ['address-space'], each: (ctx, tr, l) => restoreMm(ctx, tr, l.get(tr.img.pid)!) },
   ],
+  cleanup: (ctx, _st, ok) => { if (!ok) dropLazy(ctx); },
 });

@@ -12,7 +12,7 @@ import type { RestoreCtx, TaskRestore } from '../../unit/restore-ctx';
 import { fileEntry } from '../files';
 import { openMemfd } from '../memfd';
 import { checkRegFile } from '../regfile';
-import type { LoadedMm } from './load';
+import type { LoadedMm, PageSource } from './load';
 import { sharedAnonFds } from './shared-anon';
 import { chunkBuffers, CHUNK_PAGES } from './dump';
 
@@ -86,15 +86,15 @@ function openMapped(ctx: RestoreCtx, tr: TaskRestore, vmas: Msg<'vma_entry'>[], 
  * Fill pages through /proc/PID/mem (works whatever the protection), from
  * pages-N.img of this checkpoint or of its parents (PE_PARENT entries).
  */
-export function restorePages(ctx: RestoreCtx, tr: TaskRestore, m: LoadedMm): void {
-  if (m.pagemap.length === 0) return;
+export function restorePages(ctx: RestoreCtx, tr: TaskRestore, m: LoadedMm, sources: PageSource[] = m.sources): void {
+  if (sources.length === 0) return;
   // Fault big runs in with one call rather than a page fault per page.
-  for (const e of m.pagemap) if (e.nrPages >= 16) tr.task.callRaw('madvise', e.vaddr, BigInt(e.nrPages) * PAGE, MADV.POPULATE_WRITE);
+  for (const e of sources) if (e.nrPages >= 16) tr.task.callRaw('madvise', e.vaddr, BigInt(e.nrPages) * PAGE, MADV.POPULATE_WRITE);
   const files = new Map<string, number>();
   const memFd = fs.openSync(`/proc/${tr.task.pid}/mem`, 'r+');
   const buf = chunkBuffers().data;
   try {
-    for (const src of m.sources) {
+    for (const src of sources) {
       const pagesPath = src.images.path(src.pagesFile);
       let inFd = files.get(pagesPath);
       if (inFd === undefined) files.set(pagesPath, (inFd = src.images.open(src.pagesFile)));

@@ -1,4 +1,5 @@
 // Signals, sigaction flags, sigevent notification kinds.
+import { struct } from './struct';
 export const SIG = {
   SIGHUP: 1, SIGINT: 2, SIGQUIT: 3, SIGILL: 4, SIGTRAP: 5, SIGABRT: 6, SIGBUS: 7, SIGFPE: 8,
   SIGKILL: 9, SIGUSR1: 10, SIGSEGV: 11, SIGUSR2: 12, SIGPIPE: 13, SIGALRM: 14, SIGTERM: 15,
@@ -17,3 +18,8 @@ export const SIGEV = { SIGNAL: 0, NONE: 1, THREAD: 2, THREAD_ID: 4 } as const;
 /** Every signal, as a 64-bit mask. */
 export const ALL_SIGNALS = 0xffffffffffffffffn;
 export function sigBit(sig: number): bigint { return 1n << BigInt(sig - 1); }
+
+/** The start of a siginfo_t as waitid() fills it for a child (SIGCHLD fields); the whole is SIGINFO_SIZE. */
+export const SIGINFO_CHLD = struct({ signo: 'i32', errno: 'i32', code: 'i32', pad: 'i32', pid: 'i32', uid: 'u32', status: 'i32' });
+/** si_code of SIGCHLD. */
+export const CLD = { EXITED: 1, KILLED: 2, DUMPED: 3, TRAPPED: 4, STOPPED: 5, CONTINUED: 6 } as const;

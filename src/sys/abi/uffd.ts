@@ -17,6 +17,7 @@ const ior = (type: number, nr: number, size: number) => ioc(IOC_READ, type, nr, 
 export const UFFD_USER_MODE_ONLY = 1;
 export const UFFD_API = 0xaa;
 export const UFFD_FEATURE = {
+  EVENT_FORK: 1 << 1, EVENT_REMAP: 1 << 2, EVENT_REMOVE: 1 << 3, EVENT_UNMAP: 1 << 6,
   WP_HUGETLBFS_SHMEM: 1 << 12, WP_UNPOPULATED: 1 << 13, WP_ASYNC: 1 << 15,
 } as const;
 /** Set by the kernel in ctx->features once UFFDIO_API is done (shows in fdinfo's API line). */
@@ -33,13 +34,25 @@ export const UFFDIO_REGISTER_ARG = struct({ start: 'u64', len: 'u64', mode: 'u64
 /** struct uffdio_writeprotect: range, mode. */
 export const UFFDIO_WRITEPROTECT_ARG = struct({ start: 'u64', len: 'u64', mode: 'u64' });
 
+/** struct uffdio_copy: dst, src, len, mode; copy (out: bytes copied, or -errno). */
+export const UFFDIO_COPY_ARG = struct({ dst: 'u64', src: 'u64', len: 'u64', mode: 'u64', copy: 'i64' });
+/** struct uffdio_zeropage: range, mode; zeropage (out: bytes zeroed, or -errno). */
+export const UFFDIO_ZEROPAGE_ARG = struct({ start: 'u64', len: 'u64', mode: 'u64', zeropage: 'i64' });
+/** struct uffd_msg (packed, 32 bytes): event, then the argument union at 8. */
+export const UFFD_MSG = struct({ event: 'u8', reserved1: 'u8', reserved2: 'u16', reserved3: 'u32', a0: 'u64', a1: 'u64', a2: 'u64' });
 const UFFDIO = 0xaa;
 export const UFFDIO_IOC = {
   API: iowr(UFFDIO, 0x3f, UFFDIO_API_ARG.size),
   REGISTER: iowr(UFFDIO, 0x00, UFFDIO_REGISTER_ARG.size),
   UNREGISTER: ior(UFFDIO, 0x01, UFFDIO_RANGE.size),
   WRITEPROTECT: iowr(UFFDIO, 0x06, UFFDIO_WRITEPROTECT_ARG.size),
+  WAKE: ior(UFFDIO, 0x02, UFFDIO_RANGE.size),
+  COPY: iowr(UFFDIO, 0x03, UFFDIO_COPY_ARG.size),
+  ZEROPAGE: iowr(UFFDIO, 0x04, UFFDIO_ZEROPAGE_ARG.size),
 } as const;
+
+/** uffd_msg.event; arguments: PAGEFAULT (flags, address), FORK (ufd: u32 at a0), REMAP (from, to, len), REMOVE/UNMAP (start, end). */
+export const UFFD_EVENT = { PAGEFAULT: 0x12, FORK: 0x13, REMAP: 0x14, REMOVE: 0x15, UNMAP: 0x16 } as const;
 
 /** PAGE_IS_* categories of PAGEMAP_SCAN. */
 export const PAGE_IS = {

@@ -1,0 +1,331 @@
+// Lazy restore (--lazy-pages), the serving side. The tree runs; its private
+// anonymous pages are copied in by UFFDIO_COPY: at once for a page a thread
+// faults on (a small cluster from there), and all the others streamed in
+// large chunks meanwhile. One loop serves every process (poll on all the
+// userfaultfds, non-blocking reads); it ends when every page is in, then
+// unregisters and closes each userfaultfd (a page never dumped then reads
+// zero through the kernel's own fault path, as it would have anyway).
+//
+// The task's own changes to lazy memory come as events, read before any copy
+// can go on (the kernel fails UFFDIO_COPY with EAGAIN while one is pending):
+// MADV_DONTNEED (REMOVE) and munmap (UNMAP) take the range off the list,
+// mremap (REMAP) moves it, fork (FORK) gives a new userfaultfd for the
+// child, served from what its parent still lacked.
+//
+// If the server fails, the tree must not run on with holes. A userfaultfd
+// whose last reference goes (our close, or our death) is unregistered by the
+// kernel and its waiting faults resolve as zero pages: silent corruption. So:
+// - an error here (image read, unexpected ioctl failure): SIGKILL every
+//   process of the job, by pid, before our fds are closed;
+// - our own death (SIGKILL included): each lazy process's leader stays
+//   traced by us with PTRACE_O_EXITKILL from the restore on (never detached
+//   until its pages are in), so the kernel kills it when we exit. Its signals
+//   and job-control stops are passed on (CONT with the signal, LISTEN for a
+//   group stop). The kernel closes our files before it sends the EXITKILL
+//   kills (do_exit: exit_files, then exit_notify), so a thread woken by that
+//   release may in principle run a few instructions on a zero page before
+//   its SIGKILL arrives; a dup of the userfaultfd left in the task would
+//   close that window (faults would hang until the kill) but is an fd the
+//   program would see and that nobody could close after us without ptrace:
+//   not done.
+// - children forked during the lazy period are served (FORK events) but not
+//   traced: their pid is unknown to us, so a server death leaves them with
+//   zero pages where the image had data. Documented limit.
+import * as fs from 'node:fs';
+import { abi, sysTry, addressOf, tryWait4, tryKill, isGroupStop, decodeStatus, type WaitStatus, uffdCopy, uffdZeropage, uffdWake, uffdUnregister } from '../sys';
+import { StasisError, ErrorCodes, SyscallError } from '../errors';
+import type { LazyJob, LazyProc, Seg } from '../resources/memory/lazy';
+import { log } from '../log';
+
+const { ERRNO, PAGE_SIZE, POLL, POLLFD, UFFD_MSG, UFFD_EVENT, PTRACE, SIG, WAIT, P_PID, SIGINFO_CHLD, SIGINFO_SIZE, CLD } = abi;
+const PAGE = BigInt(PAGE_SIZE);
+/** Background copies: big chunks (one read, one ioctl). */
+const CHUNK = 4 << 20;
+/** On a fault: the page and up to this many bytes after it, within its run. */
+const FAULT_CLUSTER = 16 * PAGE_SIZE;
+const MSGS = 64;
+/** Without streaming (held), how long a poll waits before looking at the tracees again. */
+const IDLE_MS = 20;
+
+type Range = { start: bigint; end: bigint; off: number; fd: number };
+
+/** Remove [a, b) from sorted, disjoint ranges; the pieces removed go to `cut` (if given). */
+export function cutRanges<T extends Range>(xs: T[], a: bigint, b: bigint, cut?: T[]): void {
+  // The first range ending after a.
+  let lo = 0, hi = xs.length;
+  while (lo < hi) { const mid = (lo + hi) >> 1; if (xs[mid].end <= a) lo = mid + 1; else hi = mid; }
+  let i = lo;
+  while (i < xs.length && xs[i].start < b) {
+    const x = xs[i];
+    const s = x.start > a ? x.start : a;
+    const e = x.end < b ? x.end : b;
+    cut?.push({ ...x, start: s, end: e, off: x.off + Number(s - x.start) });
+    const left = x.start < a ? { ...x, end: a } : undefined;
+    const right = x.end > b ? { ...x, start: b, off: x.off + Number(b - x.start) } : undefined;
+    const repl = [left, right].filter((r): r is T => r !== undefined);
+    xs.splice(i, 1, ...repl);
+    i += repl.length;
+  }
+}
+
+/** Insert ranges (disjoint from those there) keeping the order. */
+function insertRanges<T extends Range>(xs: T[], add: T[]): void {
+  for (const r of add) {
+    let lo = 0, hi = xs.length;
+    while (lo < hi) { const mid = (lo + hi) >> 1; if (xs[mid].start < r.start) lo = mid + 1; else hi = mid; }
+    xs.splice(lo, 0, r);
+  }
+}
+
+const siginfo = Buffer.alloc(SIGINFO_SIZE);
+/** Has `pid` (our child) exited? Asked without reaping it (waitid WNOWAIT; wait4 has no such flag). */
+function exitedUnreaped(pid: number): boolean {
+  siginfo.fill(0);
+  const r = sysTry('waitid', P_PID, pid, addressOf(siginfo), WAIT.WEXITED | WAIT.WNOHANG | WAIT.WNOWAIT | WAIT.__WALL, 0);
+  // si_pid stays 0 when nothing is to report; a tracer is told of stops even without WUNTRACED (CLD_TRAPPED).
+  const si = SIGINFO_CHLD.decode(siginfo);
+  return r === 0 && si.pid === pid && (si.code === CLD.EXITED || si.code === CLD.KILLED || si.code === CLD.DUMPED);
+}
+
+/**
+ * What stopped our own child, taken without ever reaping it: its exit is
+ * left to its wait (restore without -d), or to whoever adopts it. A stop is
+ * taken with waitid(WSTOPPED), which never reports exits.
+ */
+function ownChildEvent(pid: number): WaitStatus | number {
+  if (exitedUnreaped(pid)) return { kind: 'exited', pid, code: -1 };
+  siginfo.fill(0);
+  const r = sysTry('waitid', P_PID, pid, addressOf(siginfo), WAIT.WUNTRACED | WAIT.WNOHANG | WAIT.__WALL, 0);
+  if (r < 0) return r;
+  const si = SIGINFO_CHLD.decode(siginfo);
+  if (si.pid !== pid) return { kind: 'none' };
+  // si_status of a stop is wait4's status >> 8 (the signal, and a ptrace event above it).
+  return decodeStatus(pid, ((si.status & 0xffff) << 8) | 0x7f);
+}
+
+interface Served { proc: LazyProc; regs: Range[]; gone: boolean }
+
+export interface LazyStats { processes: number; pages: number; faultPages: number; streamedPages: number; forks: number }
+
+export class LazyServer {
+  private readonly served: Served[];
+  /** Leaders we trace (EXITKILL), by our pid. */
+  private readonly traced = new Set<number>();
+  /** Every process to kill if we fail (the job's; forked children are unknown). */
+  private readonly pids: number[];
+  readonly stats: LazyStats;
+  private readonly faults: { s: Served; addr: bigint }[] = [];
+  private readonly buf = Buffer.allocUnsafe(CHUNK);
+  private readonly msgs = Buffer.alloc(MSGS * UFFD_MSG.size);
+  private next = 0;
+
+  /** `child`: the one process that is our own child (the root, CLONE_PARENT): its exit is left for its wait. */
+  constructor(private readonly job: LazyJob, private readonly child = 0) {
+    this.served = job.procs.map((proc) => ({ proc, regs: proc.ranges.map(([start, end]) => ({ start, end, off: 0, fd: -1 })), gone: false }));
+    this.pids = job.procs.map((p) => p.pid);
+    for (const pid of this.pids) this.traced.add(pid);
+    const pages = job.procs.reduce((n, p) => n + p.segs.reduce((k, s) => k + Number((s.end - s.start) / PAGE), 0), 0);
+    this.stats = { processes: job.procs.length, pages, faultPages: 0, streamedPages: 0, forks: 0 };
+  }
+
+  /** Processes whose leader must stay traced (EXITKILL) until the server is done. */
+  get tracedPids(): number[] { return this.pids; }
+
+  toJSON(): LazyStats & { bytes: number; server: number } { return { ...this.stats, bytes: this.stats.pages * PAGE_SIZE, server: process.pid }; }
+
+  /**
+   * Serve until every page is in. `hold`: a path; streaming waits until it
+   * exists (faults are served meanwhile) — a test hook, to look at the tree
+   * while pages are certainly missing.
+   */
+  serve(hold?: string): LazyStats {
+    try {
+      for (;;) {
+        const active = this.served.filter((s) => !s.gone && s.proc.segs.length > 0);
+        if (!active.length) break;
+        const streaming = hold === undefined || fs.existsSync(hold);
+        this.poll(active, streaming ? 0 : IDLE_MS);
+        this.serveFaults();
+        this.watchTracees();
+        if (streaming) this.streamOne(active);
+      }
+    } catch (e) {
+      // Never leave the tree to run on holes: killed before our fds go. Not waited for:
+      // our exit hands the dead tracees to their parents as the kernel does (exit_ptrace).
+      for (const pid of this.pids) tryKill(pid, SIG.SIGKILL);
+      this.abandon();
+      throw e;
+    }
+    this.close();
+    log.info(`lazy pages: ${this.stats.faultPages} copied on faults, ${this.stats.streamedPages} streamed, ${this.stats.forks} fork(s) followed`);
+    return this.stats;
+  }
+
+  private poll(active: Served[], ms: number): void {
+    const pfds = Buffer.alloc(active.length * POLLFD.size);
+    active.forEach((s, i) => POLLFD.encode({ fd: s.proc.uffd, events: POLL.IN }, pfds.subarray(i * POLLFD.size)));
+    const n = sysTry('poll', addressOf(pfds), active.length, ms);
+    if (n === -ERRNO.EINTR || n === 0) return;
+    if (n < 0) throw new SyscallError('poll', -n, 'userfaultfds');
+    active.forEach((s, i) => { if (POLLFD.decode(pfds.subarray(i * POLLFD.size)).revents) this.drain(s); });
+  }
+
+  /** Read every message pending on a userfaultfd: events applied now, faults queued. */
+  private drain(s: Served): void {
+    for (;;) {
+      const n = sysTry('read', s.proc.uffd, addressOf(this.msgs), this.msgs.length);
+      if (n === -ERRNO.EAGAIN) return;
+      if (n === -ERRNO.EINTR) continue;
+      if (n < 0) throw new SyscallError('read', -n, `userfaultfd of ${s.proc.pid || 'a forked child'}`);
+      for (let o = 0; o + UFFD_MSG.size <= n; o += UFFD_MSG.size) this.message(s, UFFD_MSG.decode(this.msgs.subarray(o, o + UFFD_MSG.size)));
+      if (n < this.msgs.length) return;
+    }
+  }
+
+  private message(s: Served, m: ReturnType<typeof UFFD_MSG.decode>): void {
+    const segs = s.proc.segs as Range[];
+    switch (m.event) {
+      case UFFD_EVENT.PAGEFAULT: this.faults.push({ s, addr: m.a1 & ~(PAGE - 1n) }); break;
+      case UFFD_EVENT.REMOVE: cutRanges(segs, m.a0, m.a1); break; // dropped by the task: zero from now on
+      case UFFD_EVENT.UNMAP: cutRanges(segs, m.a0, m.a1); cutRanges(s.regs, m.a0, m.a1); break;
+      case UFFD_EVENT.REMAP: {
+        const [from, to, len] = [m.a0, m.a1, m.a2];
+        for (const xs of [segs, s.regs]) {
+          const moved: Range[] = [];
+          cutRanges(xs, from, from + len, moved);
+          cutRanges(xs, to, to + len);
+          insertRanges(xs, moved.map((r) => ({ ...r, start: r.start - from + to, end: r.end - from + to })));
+        }
+        break;
+      }
+      case UFFD_EVENT.FORK: {
+        // The child lacks what its parent lacked at the fork (copies were held off meanwhile: EAGAIN).
+        const child: LazyProc = { pid: 0, uffd: Number(m.a0 & 0xffffffffn), ranges: s.regs.map((r) => [r.start, r.end]), segs: s.proc.segs.map((x) => ({ ...x })) };
+        this.served.push({ proc: child, regs: s.regs.map((r) => ({ ...r })), gone: false });
+        this.stats.forks++;
+        break;
+      }
+      default: throw new StasisError(ErrorCodes.INTERNAL, `userfaultfd: unexpected event 0x${m.event.toString(16)}`);
+    }
+  }
+
+  private serveFaults(): void {
+    while (this.faults.length) {
+      const { s, addr } = this.faults.shift()!;
+      if (!s.gone) this.fault(s, addr);
+    }
+  }
+
+  private fault(s: Served, page: bigint): void {
+    for (;;) {
+      const segs = s.proc.segs;
+      let lo = 0, hi = segs.length;
+      while (lo < hi) { const mid = (lo + hi) >> 1; if (segs[mid].end <= page) lo = mid + 1; else hi = mid; }
+      const seg = lo < segs.length && segs[lo].start <= page ? segs[lo] : undefined;
+      let r: 'done' | 'again';
+      if (seg) {
+        const len = Math.min(FAULT_CLUSTER, Number(seg.end - page));
+        r = this.copy(s, seg, page, len);
+        if (r === 'done') this.stats.faultPages += len / PAGE_SIZE;
+      } else {
+        // Never dumped (or dropped since): a zero page.
+        const z = uffdZeropage(s.proc.uffd, page, PAGE_SIZE);
+        r = z === -ERRNO.EAGAIN ? 'again' : 'done';
+        if (z === -ERRNO.EEXIST) uffdWake(s.proc.uffd, page, PAGE);
+        else if (z === -ERRNO.ESRCH) s.gone = true;
+        else if (z < 0 && z !== -ERRNO.EAGAIN && z !== -ERRNO.ENOENT) throw new SyscallError('ioctl', -z, `UFFDIO_ZEROPAGE at ${page.toString(16)}`);
+      }
+      if (r === 'done') return;
+      this.drain(s); // an event is pending: it may change what is where
+    }
+  }
+
+  /**
+   * Copy [start, start+len) of `seg` in, exactly: the kernel stops at a page
+   * already there (EEXIST: filled by a fault's copy, skipped) and reports how
+   * far it got. 'again': an event must be read first (what was copied so far
+   * is off the list).
+   */
+  private copy(s: Served, seg: Seg, start: bigint, len: number): 'done' | 'again' {
+    const off = seg.off + Number(start - seg.start);
+    const got = fs.readSync(seg.fd, this.buf, 0, len, off);
+    if (got !== len) throw new StasisError(ErrorCodes.BAD_IMAGE, `lazy pages: short read of ${len} bytes at offset ${off} of a pages file (got ${got})`);
+    const segs = s.proc.segs as Range[];
+    let done = 0;
+    while (done < len) {
+      const at = start + BigInt(done);
+      const r = uffdCopy(s.proc.uffd, at, addressOf(this.buf) + BigInt(done), len - done);
+      if (r > 0) { done += r; continue; }
+      if (r === -ERRNO.EEXIST) { uffdWake(s.proc.uffd, at, PAGE); done += PAGE_SIZE; continue; }
+      if (r === -ERRNO.EAGAIN) { cutRanges(segs, start, at); return 'again'; }
+      if (r === -ERRNO.ESRCH) { s.gone = true; return 'done'; } // its mm is gone (exit, exec)
+      // Not mapped or not registered any more (an unmap whose event we read): nothing to fill.
+      if (r === -ERRNO.ENOENT) break;
+      throw new SyscallError('ioctl', -r, `UFFDIO_COPY of ${len - done} bytes at ${at.toString(16)} in ${s.proc.pid || 'a forked child'}`);
+    }
+    cutRanges(segs, start, start + BigInt(len));
+    return 'done';
+  }
+
+  private streamOne(active: Served[]): void {
+    const s = active[this.next++ % active.length];
+    if (s.gone || !s.proc.segs.length) return;
+    const seg = s.proc.segs[0];
+    const len = Math.min(CHUNK, Number(seg.end - seg.start));
+    if (this.copy(s, seg, seg.start, len) === 'again') this.drain(s);
+    else this.stats.streamedPages += len / PAGE_SIZE;
+  }
+
+  /** Pass on what stops our tracees (signals, job control); note who exited. */
+  private watchTracees(): void {
+    for (const pid of [...this.traced]) {
+      for (;;) {
+        const ws = pid === this.child ? ownChildEvent(pid) : tryWait4(pid, WAIT.WNOHANG);
+        if (typeof ws === 'number') { this.traced.delete(pid); break; }
+        if (ws.kind === 'none' || ws.kind === 'continued') break;
+        if (ws.kind === 'exited' || ws.kind === 'signaled') {
+          this.traced.delete(pid);
+          break;
+        }
+        if (ws.kind === 'stopped') sysTry('ptrace', PTRACE.CONT, pid, 0, ws.signal);
+        else if (isGroupStop(ws)) sysTry('ptrace', PTRACE.LISTEN, pid, 0, 0);
+        else sysTry('ptrace', PTRACE.CONT, pid, 0, 0);
+      }
+    }
+  }
+
+  /** The restore failed after arming (its tasks are killed): our fds go, nothing else. */
+  abandon(): void {
+    for (const s of this.served) fs.closeSync(s.proc.uffd);
+    this.served.length = 0;
+    for (const fd of this.job.files) fs.closeSync(fd);
+    this.job.files.length = 0;
+    this.traced.clear();
+  }
+
+  /** Unregister and close every userfaultfd (the task's mm then holds no reference to them), let the leaders go. */
+  private close(): void {
+    for (const s of this.served) {
+      for (const r of s.regs) uffdUnregister(s.proc.uffd, r.start, r.end - r.start);
+      fs.closeSync(s.proc.uffd);
+    }
+    this.served.length = 0;
+    for (const fd of this.job.files) fs.closeSync(fd);
+    this.job.files.length = 0;
+    for (const pid of this.traced) this.detach(pid);
+    this.traced.clear();
+  }
+
+  private detach(pid: number): void {
+    if (sysTry('ptrace', PTRACE.INTERRUPT, pid, 0, 0) < 0) return;
+    for (;;) {
+      // Our own child: polled (its exit is not ours to take), the others waited for.
+      const ws = pid === this.child ? ownChildEvent(pid) : tryWait4(pid, 0);
+      if (typeof ws === 'number') return;
+      if (ws.kind === 'none') continue;
+      if (ws.kind === 'exited' || ws.kind === 'signaled') return;
+      if (ws.kind === 'stopped') { sysTry('ptrace', PTRACE.DETACH, pid, 0, ws.signal); return; } // a signal: delivered on the way out
+      if (ws.kind === 'ptrace-event') { sysTry('ptrace', PTRACE.DETACH, pid, 0, 0); return; } // our interrupt, or a group stop it stays in
+    }
+  }
+}
