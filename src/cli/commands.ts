@@ -10,6 +10,7 @@ import type { RestoreResult } from '../restore/restore';
 import type { ImagesReport } from '../images/digest';
 import { DIGEST_FILE } from '../images/digest-name';
 import { openLog, closeLog, setLogLevel, log } from '../log';
+import { withProgress } from '../progress';
 import { LOGGING, usageError, type CommandSpec, type OptionSpec, type Values } from './options';
 import type { CgroupMode } from '../resources/ns/cgroup';
 
@@ -112,6 +113,19 @@ export function restoreSummary(r: RestoreResult): string {
   return `restored pid ${r.pid}${r.processes > 1 ? ` and ${r.processes - 1} descendant(s)` : ''} in ${r.ms.toFixed(1)} ms`;
 }
 
+/** Bytes of the checkpoint's image files (its digest's listing, or its .img files), for the final line. */
+function imagesSize(dir: string): number {
+  let n = 0;
+  try {
+    for (const f of fs.readdirSync(dir)) {
+      if (!f.endsWith('.img') && !f.startsWith('stasis-')) continue;
+      const st = fs.lstatSync(path.join(dir, f));
+      if (st.isFile()) n += st.size;
+    }
+  } catch { /* the line is informative only */ }
+  return n;
+}
+
 const INCREMENTAL: OptionSpec[] = [
   { long: 'prev-images-dir', type: 'string', arg: 'DIR', help: 'the previous pre-dump or dump (relative to -D, as in criu): pages unchanged since are referred to it (a `parent` link), not copied' },
 ];
@@ -149,12 +163,12 @@ const dumpCmd: Command = {
   ],
   run(v) {
     const { pid, dir } = treeAndDir(v, 'dump');
-    const r = mod.dump().dump(pid, {
+    const r = withProgress('dump', flag(v, 'json'), () => mod.dump().dump(pid, {
       dir, leaveRunning: flag(v, 'leave-running'), tcpEstablished: flag(v, 'tcp-established'), fileLocks: flag(v, 'file-locks'),
       ghostLimit: v['ghost-limit'] as number | undefined, shellJob: flag(v, 'shell-job'), extUnixSk: flag(v, 'ext-unix-sk'),
       external: list(v, 'external'), networkLock: networkLock(v), failAt: process.env.STASIS_FAIL_AT || undefined,
       prevImagesDir: str(v, 'prev-images-dir'), trackMem: flag(v, 'track-mem'),
-    });
+    }));
     log.info(dumpSummary(r, flag(v, 'leave-running')));
     const timings = withStartup(r.timings);
     if (flag(v, 'json')) printJson({ ...r, timings });
@@ -179,7 +193,7 @@ const preDumpCmd: Command = {
   ],
   run(v) {
     const { pid, dir } = treeAndDir(v, 'pre-dump');
-    const r = mod.predump().preDump(pid, { dir, prevImagesDir: str(v, 'prev-images-dir'), failAt: process.env.STASIS_FAIL_AT || undefined });
+    const r = withProgress('pre-dump', flag(v, 'json'), () => mod.predump().preDump(pid, { dir, prevImagesDir: str(v, 'prev-images-dir'), failAt: process.env.STASIS_FAIL_AT || undefined }));
     const line = dumpSummary(r, true).replace(/^dumped/, 'pre-dumped');
     log.info(line);
     if (flag(v, 'json')) printJson(r);
@@ -222,12 +236,12 @@ const restoreCmd: Command = {
     const dir = str(v, 'images-dir');
     if (!dir) usageError('restore needs -D DIR');
     startLog(v, dir, false);
-    const r = mod.restore().restore({
+    const r = withProgress('restore', flag(v, 'json'), () => mod.restore().restore({
       dir, detach: flag(v, 'restore-detached'), skipFileCheck: flag(v, 'skip-file-check'), shellJob: flag(v, 'shell-job'),
       fileLocks: flag(v, 'file-locks'), anyOwner: flag(v, 'allow-foreign-images'), root: str(v, 'root'), external: list(v, 'external'), inheritFd: list(v, 'inherit-fd'), joinNs: list(v, 'join-ns'), manageCgroups: cgroupMode(str(v, 'manage-cgroups')),
       networkLock: networkLock(v), failAt: process.env.STASIS_FAIL_AT || undefined,
       verify: !flag(v, 'no-verify'),
-    });
+    }));
     const pidfile = str(v, 'pidfile');
     if (pidfile) fs.writeFileSync(path.isAbsolute(pidfile) ? pidfile : path.join(dir, pidfile), `${r.pid}\n`);
     for (const w of r.warnings) { console.error(`stasis: warning: ${w}`); log.warn(w); }
@@ -236,7 +250,7 @@ const restoreCmd: Command = {
     if (flag(v, 'json')) printJson({ ...r, timings });
     else {
       if (flag(v, 'timings')) console.error(formatTimings('restore', timings, r.ms, r.remoteCalls, r.remoteStops));
-      console.error(restoreSummary(r));
+      console.error(`${restoreSummary(r)}; images ${MiB(imagesSize(dir))} MiB`);
     }
     closeLog();
     if (flag(v, 'restore-detached')) return 0;

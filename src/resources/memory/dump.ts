@@ -15,6 +15,7 @@ import { classify, wanted, parseVmFlags, madvOf, type ClassifiedVma } from './cl
 import type { PageRanges, ParentImages } from './parent';
 import type { ProcTracking } from './track';
 import { pagePlan } from './incremental';
+import { progress } from '../../progress';
 
 const { MAP, PAGE_SIZE, PROT, O, PAGE_IS, UIO_MAXIOV } = abi;
 
@@ -136,6 +137,7 @@ class PageCopier {
       off += this.lens[i];
     }
     writeSpan();
+    progress.addDone(Math.floor(got / PAGE_SIZE));
     this.addrs = [];
     this.lens = [];
     this.used = 0;
@@ -157,7 +159,7 @@ function trackedPages(cv: ClassifiedVma, t: { regions: PageRegion[]; parent: Pag
       while (pi < ranges.length && ranges[pi][1] <= p) pi++;
       const inParent = pi < ranges.length && ranges[pi][0] <= p;
       const to = Math.min(end, inParent ? ranges[pi][1] : pi < ranges.length ? ranges[pi][0] : end);
-      if (inParent) entries.push({ vaddr: BigInt(p) * PAGE, nr_pages: to - p, flags: PE.PARENT });
+      if (inParent) { entries.push({ vaddr: BigInt(p) * PAGE, nr_pages: to - p, flags: PE.PARENT }); progress.addDone(to - p); }
       else copier.add(cv, BigInt(p) * PAGE, to - p);
       p = to;
     }
@@ -182,9 +184,15 @@ function untrackedPages(cv: ClassifiedVma, pmFd: number, copier: PageCopier): vo
   }
 }
 
+/** Resident pages of a process (statm), the progress line's estimate of what a dump reads. */
+function residentPages(pid: number): number {
+  try { return Number(fs.readFileSync(`/proc/${pid}/statm`, 'latin1').split(' ')[1]) || 0; } catch { return 0; }
+}
+
 /** Copy the wanted pages of every VMA into pages-N.img (or refer them to the parent); returns the pagemap entries. */
 function dumpPages(ctx: DumpCtx, pid: number, vmas: ClassifiedVma[], pagesFile: string, plan: PagePlan = {}): Msg<'pagemap_entry'>[] {
   const entries: Msg<'pagemap_entry'>[] = [];
+  if (progress.active) progress.addTotal(residentPages(pid));
   const pmFd = fs.openSync(`/proc/${pid}/pagemap`, 'r');
   const memFd = fs.openSync(`/proc/${pid}/mem`, 'r');
   const out = ctx.out.create(pagesFile);

@@ -14,6 +14,7 @@ import { openMemfd } from '../memfd';
 import { checkRegFile } from '../regfile';
 import type { LoadedMm } from './load';
 import { chunkBuffers, CHUNK_PAGES } from './dump';
+import { progress } from '../../progress';
 
 const { MAP, PROT, PAGE_SIZE, O, MADV, PR, PR_SET_MM, PRCTL_MM_MAP, AT_FDCWD, u64s } = abi;
 const PAGE = BigInt(PAGE_SIZE);
@@ -91,6 +92,7 @@ export function restorePages(ctx: RestoreCtx, tr: TaskRestore, m: LoadedMm): voi
   const files = new Map<string, number>();
   const memFd = fs.openSync(`/proc/${tr.task.pid}/mem`, 'r+');
   const buf = chunkBuffers().data;
+  progress.addTotal(m.sources.reduce((a, src) => a + src.nrPages, 0));
   try {
     for (const src of m.sources) {
       const pagesPath = src.images.path(src.pagesFile);
@@ -106,6 +108,7 @@ export function restorePages(ctx: RestoreCtx, tr: TaskRestore, m: LoadedMm): voi
         const wrote = fs.writeSync(memFd, buf, 0, len, Number(at));
         if (wrote !== len) throw new StasisError(ErrorCodes.RESTORE_FAILED, `short write of pages at ${at.toString(16)}`);
         done += n;
+        progress.addDone(n);
       }
     }
   } finally {
