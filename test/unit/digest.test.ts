@@ -137,3 +137,57 @@ test('a raw file hashed while it is written: small ones at close, big ones by th
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('a big raw file written from shared buffers is hashed from memory; a buffer reused after settle; ordinary buffers copied', () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'stasis-digest-unit-'));
+  try {
+    const b = new DigestBuilder();
+    const p = path.join(dir, 'pages-1.img');
+    const fd = fs.openSync(p, 'w');
+    const raw = b.addRaw('pages-1.img', p);
+    // A ring of two 3 MiB buffers on one SharedArrayBuffer, as the page copier's.
+    const sab = new SharedArrayBuffer(6 << 20);
+    const ring = [Buffer.from(sab, 0, 3 << 20), Buffer.from(sab, 3 << 20, 3 << 20)];
+    const marks = [0, 0];
+    const h = crypto.createHash('sha256');
+    let pos = 0;
+    const write = (data: Buffer) => {
+      fs.writeSync(fd, data, 0, data.length, pos);
+      pos += data.length;
+      h.update(data);
+      raw.advance(data.length, data);
+    };
+    for (let i = 0; i < 12; i++) {
+      const slot = i % 2;
+      raw.settle(marks[slot]);
+      // Fill the buffer anew: were it still being hashed, the digest would come out wrong.
+      const len = [3 << 20, 12345, 1 << 20][i % 3];
+      crypto.randomFillSync(ring[slot], 0, len);
+      write(ring[slot].subarray(0, len));
+      marks[slot] = raw.mark();
+      if (i === 7) write(crypto.randomBytes(5000)); // an ordinary buffer in between
+    }
+    raw.settle(raw.mark());
+    fs.closeSync(fd);
+    raw.finish(pos);
+    assert.ok(b.worker, 'hashed by the thread');
+    assert.ok(raw.mark() > 0, 'from memory: spans were posted');
+    assert.deepEqual(b.entries(), [{ name: 'pages-1.img', size: pos, sha256: h.digest('hex') }]);
+    assert.equal(sha256(fs.readFileSync(p)), b.entries()[0].sha256, 'the same as the file');
+    b.close();
+
+    // A file that became big through ordinary buffers stays read back (no spans).
+    const b2 = new DigestBuilder();
+    const p2 = path.join(dir, 'other.img');
+    const data = crypto.randomBytes(9 << 20);
+    fs.writeFileSync(p2, data);
+    const raw2 = b2.addRaw('other.img', p2);
+    raw2.advance(data.length, data);
+    assert.equal(raw2.mark(), 0);
+    raw2.finish(data.length);
+    assert.deepEqual(b2.entries(), [{ name: 'other.img', size: data.length, sha256: sha256(data) }]);
+    b2.close();
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -32,6 +32,29 @@ export function chunkBuffers(): { pmBuf: Buffer; data: Buffer } {
   return (chunkBufs ??= { pmBuf: Buffer.allocUnsafe(CHUNK_PAGES * 8), data: Buffer.allocUnsafe(CHUNK_PAGES * PAGE_SIZE) });
 }
 
+/**
+ * The page copier's buffers: a ring of chunks on one SharedArrayBuffer. The
+ * digest thread hashes what is written from them straight from this memory
+ * (no reading back), while the next chunks are read; a chunk is reused once
+ * its data is hashed (RawImage.settle).
+ */
+const RING = 3;
+interface Slot { buf: Buffer; /** What was last written from it, and through which file. */ written?: { out: RawImage; mark: number } }
+let ring: Slot[] | undefined;
+let nextSlot = 0;
+/** The next chunk buffer, once what was written from it is hashed (by any process's copier, this dump or an earlier one). */
+function takeSlot(): Slot {
+  ring ??= (() => {
+    const sab = new SharedArrayBuffer(RING * CHUNK_PAGES * PAGE_SIZE);
+    return Array.from({ length: RING }, (_, i) => ({ buf: Buffer.from(sab, i * CHUNK_PAGES * PAGE_SIZE, CHUNK_PAGES * PAGE_SIZE) }));
+  })();
+  const slot = ring[nextSlot];
+  nextSlot = (nextSlot + 1) % RING;
+  if (slot.written) slot.written.out.settle(slot.written.mark);
+  slot.written = undefined;
+  return slot;
+}
+
 function isZeroPage(buf: Buffer, off: number): boolean {
   // Most non-zero pages differ in their first word: check it before memcmp.
   if (buf.readBigUInt64LE(off) !== 0n) return false;
@@ -66,7 +89,9 @@ class PageCopier {
   private lens: number[] = [];
   private used = 0;
   private cv: ClassifiedVma | undefined;
-  private readonly data = chunkBuffers().data;
+  /** The chunk buffer in use (see takeSlot). */
+  private slot: Slot | undefined;
+  private data: Buffer = Buffer.alloc(0);
 
   constructor(private readonly ctx: DumpCtx, private readonly pid: number, private readonly memFd: number, private readonly out: RawImage,
     private readonly entries: Msg<'pagemap_entry'>[], private readonly running: boolean) {}
@@ -114,6 +139,8 @@ class PageCopier {
 
   flush(): void {
     if (!this.addrs.length) return;
+    this.slot = takeSlot();
+    this.data = this.slot.buf;
     const got = this.read();
     const skipZero = this.cv!.policy === 'anon';
     let off = 0; // in the gathered data
@@ -138,6 +165,7 @@ class PageCopier {
     }
     writeSpan();
     progress.addDone(Math.floor(got / PAGE_SIZE));
+    this.slot.written = { out: this.out, mark: this.out.mark() };
     this.addrs = [];
     this.lens = [];
     this.used = 0;
