@@ -39,14 +39,21 @@ export function chunkBuffers(): { pmBuf: Buffer; data: Buffer } {
  * its data is hashed (RawImage.settle).
  */
 const RING = 3;
-interface Slot { buf: Buffer; /** What was last written from it, and through which file. */ written?: { out: RawImage; mark: number } }
+interface Slot {
+  buf: Buffer;
+  /** The same memory as 32-bit words (a page's first words checked without a BigInt per page). */
+  words: Int32Array;
+  /** What was last written from it, and through which file. */
+  written?: { out: RawImage; mark: number };
+}
 let ring: Slot[] | undefined;
 let nextSlot = 0;
 /** The next chunk buffer, once what was written from it is hashed (by any process's copier, this dump or an earlier one). */
 function takeSlot(): Slot {
   ring ??= (() => {
     const sab = new SharedArrayBuffer(RING * CHUNK_PAGES * PAGE_SIZE);
-    return Array.from({ length: RING }, (_, i) => ({ buf: Buffer.from(sab, i * CHUNK_PAGES * PAGE_SIZE, CHUNK_PAGES * PAGE_SIZE) }));
+    const at = (i: number) => i * CHUNK_PAGES * PAGE_SIZE;
+    return Array.from({ length: RING }, (_, i) => ({ buf: Buffer.from(sab, at(i), CHUNK_PAGES * PAGE_SIZE), words: new Int32Array(sab, at(i), CHUNK_PAGES * PAGE_SIZE / 4) }));
   })();
   const slot = ring[nextSlot];
   nextSlot = (nextSlot + 1) % RING;
@@ -55,9 +62,9 @@ function takeSlot(): Slot {
   return slot;
 }
 
-function isZeroPage(buf: Buffer, off: number): boolean {
-  // Most non-zero pages differ in their first word: check it before memcmp.
-  if (buf.readBigUInt64LE(off) !== 0n) return false;
+function isZeroPage(buf: Buffer, words: Int32Array, off: number): boolean {
+  // Most non-zero pages differ in their first words: check them before memcmp.
+  if ((words[off >> 2] | words[(off >> 2) + 1]) !== 0) return false;
   return buf.compare(ZERO_PAGE, 0, PAGE_SIZE, off, off + PAGE_SIZE) === 0;
 }
 
@@ -150,9 +157,9 @@ class PageCopier {
       const pages = Math.floor(Math.min(this.lens[i], got - off) / PAGE_SIZE);
       let k = 0;
       while (k < pages) {
-        if (skipZero && isZeroPage(this.data, off + k * PAGE_SIZE)) { k++; continue; }
+        if (skipZero && isZeroPage(this.data, this.slot.words, off + k * PAGE_SIZE)) { k++; continue; }
         let m = k + 1;
-        while (m < pages && !(skipZero && isZeroPage(this.data, off + m * PAGE_SIZE))) m++;
+        while (m < pages && !(skipZero && isZeroPage(this.data, this.slot.words, off + m * PAGE_SIZE))) m++;
         const from = off + k * PAGE_SIZE, to = off + m * PAGE_SIZE;
         if (wEnd !== from) { writeSpan(); wStart = from; }
         wEnd = to;
