@@ -12,7 +12,7 @@ import { parentPort, workerData, type MessagePort } from 'node:worker_threads';
 
 interface Job { fd: number; hash: crypto.Hash; pos: number; fed: boolean }
 type Message = { id: number; path: string; fed?: number } | { id: number; upto: number; last: boolean }
-  | { id: number; sab: SharedArrayBuffer; off: number; len: number };
+  | { id: number; at: number; sab: SharedArrayBuffer; off: number; len: number };
 
 const { ctl: sab, port } = workerData as { ctl: SharedArrayBuffer; port: MessagePort };
 /** [0]: results posted, [1]: chunks hashed, [2]: spans of memory hashed or dropped. */
@@ -53,6 +53,7 @@ parentPort!.on('message', (m: Message) => {
     if ('sab' in m) {
       try {
         if (!job) return; // it failed earlier: reported then
+        if (m.at !== job.pos) throw new Error(`bytes from ${m.at} came from memory, ${job.pos} were hashed`);
         job.hash.update(Buffer.from(m.sab, m.off, m.len));
         job.pos += m.len;
       } finally {
@@ -61,7 +62,6 @@ parentPort!.on('message', (m: Message) => {
       return;
     }
     if (!job) return; // it failed earlier: reported then
-    if (job.fed && job.pos !== m.upto) throw new Error(`hashed ${job.pos} bytes from memory, ${m.upto} were written`);
     advance(job, m.upto);
     if (m.last) {
       jobs.delete(m.id);

@@ -18,8 +18,9 @@
 // its big raw files (pages) in a worker thread while it goes on writing them
 // (digest-worker.ts). What is written from a SharedArrayBuffer (the page
 // copier's ring of chunk buffers) is hashed by the thread straight from that
-// memory, the writer waiting (settle) before it reuses a buffer; other big
-// files are read back from the page cache.
+// memory, the writer waiting (settle) before it reuses a buffer, or writing
+// from an ordinary one meanwhile; what is written from ordinary buffers is
+// read back from the page cache.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as crypto from 'node:crypto';
@@ -107,8 +108,7 @@ const POST_EVERY = 8 << 20;
 const STALL_MS = 60000;
 
 type WorkerResult = { id: number; size: number; sha256: string } | { id: number; error: string };
-/** Copies of data written from ordinary buffers into a file hashed from memory: in flight at most this much. */
-const COPY_LIMIT = 64 << 20;
+
 
 /** The hashing thread: started on the first big file, fed file names and lengths. */
 class HashWorker {
@@ -141,9 +141,14 @@ class HashWorker {
   }
 
   /** Hash `data` (on a SharedArrayBuffer, unchanged until spansHashed() passes the number returned) as the next bytes of job `id`. */
-  span(id: number, data: Buffer): number {
-    this.worker.postMessage({ id, sab: data.buffer, off: data.byteOffset, len: data.length });
+  span(id: number, at: number, data: Buffer): number {
+    this.worker.postMessage({ id, at, sab: data.buffer, off: data.byteOffset, len: data.length });
     return ++this.spansPosted;
+  }
+
+  /** Whether the first `n` spans posted are hashed (or dropped), without waiting. */
+  spansDone(n: number): boolean {
+    return Atomics.load(this.ctl, 2) >= n;
   }
 
   /** Wait until the first `n` spans posted are hashed (or dropped with their job's error). */
@@ -207,10 +212,8 @@ export class RawHash {
   private finished = false;
   /** The job takes this file's bytes as spans of memory (from the position it was started at). */
   private fed = false;
-  /** The last span of this file posted (its number for HashWorker.waitSpans), and copies in flight. */
+  /** The last span of this file posted (its number for HashWorker.waitSpans). */
   private lastSpan = 0;
-  private copies: { span: number; len: number }[] = [];
-  private copied = 0;
   isExternal = false;
 
   constructor(private readonly owner: DigestBuilder, readonly name: string, private readonly stagedPath: string) {}
@@ -236,29 +239,15 @@ export class RawHash {
     if (this.job === undefined) return;
     const w = this.owner.worker!;
     if (this.fed) {
-      if (data === undefined || data.length !== n) throw new StasisError(ErrorCodes.INTERNAL, `${this.name}: hashed from memory, but ${n} bytes came without their data`);
-      if (data.buffer instanceof SharedArrayBuffer) this.lastSpan = w.span(this.job, data);
-      else this.copy(w, data);
+      // From shared memory: hashed from there. Otherwise read back from the file (the job's bytes stay in order).
+      if (data !== undefined && data.length === n && data.buffer instanceof SharedArrayBuffer) this.lastSpan = w.span(this.job, before, data);
+      else w.upto(this.job, this.written, false);
       this.posted = this.written;
       return;
     }
     if (this.written - this.posted >= POST_EVERY) {
       w.upto(this.job, this.written, false);
       this.posted = this.written;
-    }
-  }
-
-  /** Data from an ordinary buffer into a file hashed from memory: a shared copy (bounded in flight). */
-  private copy(w: HashWorker, data: Buffer): void {
-    const c = Buffer.from(new SharedArrayBuffer(data.length));
-    data.copy(c);
-    this.lastSpan = w.span(this.job!, c);
-    this.copies.push({ span: this.lastSpan, len: c.length });
-    this.copied += c.length;
-    while (this.copied > COPY_LIMIT) {
-      const first = this.copies.shift()!;
-      w.waitSpans(first.span);
-      this.copied -= first.len;
     }
   }
 
@@ -269,6 +258,11 @@ export class RawHash {
   settle(mark: number): void {
     // No worker any more: its checkpoint was committed (or failed); what it still reads is no longer wanted.
     if (mark > 0) this.owner.worker?.waitSpans(mark);
+  }
+
+  /** Whether settle(mark) would return at once. */
+  settled(mark: number): boolean {
+    return mark === 0 || !this.owner.worker || this.owner.worker.spansDone(mark);
   }
 
   /** The file is closed (never throws: a problem is reported by the digest). */

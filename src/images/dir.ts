@@ -283,6 +283,9 @@ export class RawImageOut {
   /** Wait until what was written up to `mark` is hashed, so its (shared) buffers may change. */
   settle(mark: number): void { this.hash.settle(mark); }
 
+  /** Whether settle(mark) would return at once. */
+  settled(mark: number): boolean { return this.hash.settled(mark); }
+
   /** The fd for a writer we do not see (see RawImage): then no write() here, the file is hashed whole at close. */
   handOver(): number {
     if (this.pos) throw new StasisError(ErrorCodes.INTERNAL, `${this.path}: handed over after writes`);

@@ -79,6 +79,8 @@ export interface RawImage {
    */
   mark(): number;
   settle(mark: number): void;
+  /** Whether settle(mark) would return at once. */
+  settled(mark: number): boolean;
   close(): void;
 }
 

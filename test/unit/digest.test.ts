@@ -138,7 +138,7 @@ test('a raw file hashed while it is written: small ones at close, big ones by th
   }
 });
 
-test('a big raw file written from shared buffers is hashed from memory; a buffer reused after settle; ordinary buffers copied', () => {
+test('a big raw file written from shared buffers is hashed from memory; a buffer reused after settle; ordinary buffers between read back', () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'stasis-digest-unit-'));
   try {
     const b = new DigestBuilder();
@@ -168,6 +168,7 @@ test('a big raw file written from shared buffers is hashed from memory; a buffer
       if (i === 7) write(crypto.randomBytes(5000)); // an ordinary buffer in between
     }
     raw.settle(raw.mark());
+    assert.ok(raw.settled(raw.mark()) && raw.settled(0));
     fs.closeSync(fd);
     raw.finish(pos);
     assert.ok(b.worker, 'hashed by the thread');

@@ -48,7 +48,13 @@ interface Slot {
 }
 let ring: Slot[] | undefined;
 let nextSlot = 0;
-/** The next chunk buffer, once what was written from it is hashed (by any process's copier, this dump or an earlier one). */
+let plain: Slot | undefined;
+/**
+ * The next chunk buffer of the ring once what was written from it is hashed
+ * (by any process's copier, this dump or an earlier one); while the digest
+ * thread is behind, an ordinary buffer instead, whose data the thread reads
+ * back from the file: the copy never waits for the hashing.
+ */
 function takeSlot(): Slot {
   ring ??= (() => {
     const sab = new SharedArrayBuffer(RING * CHUNK_PAGES * PAGE_SIZE);
@@ -56,8 +62,11 @@ function takeSlot(): Slot {
     return Array.from({ length: RING }, (_, i) => ({ buf: Buffer.from(sab, at(i), CHUNK_PAGES * PAGE_SIZE), words: new Int32Array(sab, at(i), CHUNK_PAGES * PAGE_SIZE / 4) }));
   })();
   const slot = ring[nextSlot];
+  if (slot.written && !slot.written.out.settled(slot.written.mark)) {
+    const data = chunkBuffers().data;
+    return (plain ??= { buf: data, words: new Int32Array(data.buffer, data.byteOffset, data.length >> 2) });
+  }
   nextSlot = (nextSlot + 1) % RING;
-  if (slot.written) slot.written.out.settle(slot.written.mark);
   slot.written = undefined;
   return slot;
 }
@@ -172,7 +181,7 @@ class PageCopier {
     }
     writeSpan();
     progress.addDone(Math.floor(got / PAGE_SIZE));
-    this.slot.written = { out: this.out, mark: this.out.mark() };
+    if (this.slot !== plain) this.slot.written = { out: this.out, mark: this.out.mark() };
     this.addrs = [];
     this.lens = [];
     this.used = 0;
