@@ -1,8 +1,6 @@
 // The dump's hashing thread (see digest.ts): for each job, a file being
-// written by the dump, it hashes what has been written so far, on another
-// core than the dump's: read back from the page cache, or (a fed job) straight
-// from the SharedArrayBuffer the dump wrote it from, each span counted in
-// ctl[2] once hashed so that the dump may reuse its buffer. The dump's
+// written by the dump, it reads what has been written so far back from the
+// page cache and hashes it, on another core than the dump's. The dump's
 // thread is blocked in synchronous calls most of the time, so results go back
 // through a MessagePort it can read synchronously, with a shared counter it
 // can wait on.
@@ -10,12 +8,11 @@ import * as fs from 'node:fs';
 import * as crypto from 'node:crypto';
 import { parentPort, workerData, type MessagePort } from 'node:worker_threads';
 
-interface Job { fd: number; hash: crypto.Hash; pos: number; fed: boolean }
-type Message = { id: number; path: string; fed?: number } | { id: number; upto: number; last: boolean }
-  | { id: number; at: number; sab: SharedArrayBuffer; off: number; len: number };
+interface Job { fd: number; hash: crypto.Hash; pos: number }
+type Message = { id: number; path: string } | { id: number; upto: number; last: boolean };
 
 const { ctl: sab, port } = workerData as { ctl: SharedArrayBuffer; port: MessagePort };
-/** [0]: results posted, [1]: chunks hashed, [2]: spans of memory hashed or dropped. */
+/** [0]: results posted, [1]: chunks hashed. */
 const ctl = new Int32Array(sab);
 const jobs = new Map<number, Job>();
 const buf = Buffer.allocUnsafe(4 << 20);
@@ -36,29 +33,11 @@ function advance(job: Job, upto: number): void {
   }
 }
 
-function spanDone(): void {
-  Atomics.add(ctl, 2, 1);
-  Atomics.notify(ctl, 2);
-}
-
 parentPort!.on('message', (m: Message) => {
   const job = jobs.get(m.id);
   try {
     if ('path' in m) {
-      const j: Job = { fd: fs.openSync(m.path, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW), hash: crypto.createHash('sha256'), pos: 0, fed: m.fed !== undefined };
-      jobs.set(m.id, j);
-      if (m.fed) advance(j, m.fed);
-      return;
-    }
-    if ('sab' in m) {
-      try {
-        if (!job) return; // it failed earlier: reported then
-        if (m.at !== job.pos) throw new Error(`bytes from ${m.at} came from memory, ${job.pos} were hashed`);
-        job.hash.update(Buffer.from(m.sab, m.off, m.len));
-        job.pos += m.len;
-      } finally {
-        spanDone();
-      }
+      jobs.set(m.id, { fd: fs.openSync(m.path, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW), hash: crypto.createHash('sha256'), pos: 0 });
       return;
     }
     if (!job) return; // it failed earlier: reported then

@@ -15,12 +15,8 @@
 //   ...
 //
 // Hashing 1 GiB of pages costs about a second of one core: the dump hashes
-// its big raw files (pages) in a worker thread while it goes on writing them
-// (digest-worker.ts). What is written from a SharedArrayBuffer (the page
-// copier's ring of chunk buffers) is hashed by the thread straight from that
-// memory, the writer waiting (settle) before it reuses a buffer, or writing
-// from an ordinary one meanwhile; what is written from ordinary buffers is
-// read back from the page cache.
+// its big raw files (pages) in a worker thread that reads each file back from
+// the page cache while the dump goes on writing it (digest-worker.ts).
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as crypto from 'node:crypto';
@@ -109,20 +105,17 @@ const STALL_MS = 60000;
 
 type WorkerResult = { id: number; size: number; sha256: string } | { id: number; error: string };
 
-
 /** The hashing thread: started on the first big file, fed file names and lengths. */
 class HashWorker {
   private readonly worker: Worker;
   private readonly port: MessagePort;
-  /** [0]: results posted, [1]: chunks hashed (a heartbeat), [2]: spans of memory hashed (or dropped). */
+  /** [0]: results posted, [1]: chunks hashed (a heartbeat). */
   private readonly ctl: Int32Array;
-  /** Spans of memory posted (ctl[2] catches up with it). */
-  spansPosted = 0;
   private readonly results = new Map<number, WorkerResult>();
   private nextId = 1;
 
   constructor() {
-    const sab = new SharedArrayBuffer(12);
+    const sab = new SharedArrayBuffer(8);
     this.ctl = new Int32Array(sab);
     const { port1, port2 } = new MessageChannel();
     const file = path.join(__dirname, 'digest-worker.js');
@@ -133,41 +126,10 @@ class HashWorker {
     this.port = port1;
   }
 
-  /** A job on `file`; `fed`: its bytes from `upto` on come as spans of memory (span()), the ones before are read back. */
-  start(file: string, fed?: { upto: number }): number {
+  start(file: string): number {
     const id = this.nextId++;
-    this.worker.postMessage({ id, path: file, fed: fed?.upto });
+    this.worker.postMessage({ id, path: file });
     return id;
-  }
-
-  /** Hash `data` (on a SharedArrayBuffer, unchanged until spansHashed() passes the number returned) as the next bytes of job `id`. */
-  span(id: number, at: number, data: Buffer): number {
-    this.worker.postMessage({ id, at, sab: data.buffer, off: data.byteOffset, len: data.length });
-    return ++this.spansPosted;
-  }
-
-  /** Whether the first `n` spans posted are hashed (or dropped), without waiting. */
-  spansDone(n: number): boolean {
-    return Atomics.load(this.ctl, 2) >= n;
-  }
-
-  /** Wait until the first `n` spans posted are hashed (or dropped with their job's error). */
-  waitSpans(n: number): void {
-    this.waitFor(() => Atomics.load(this.ctl, 2) >= n);
-  }
-
-  /** Block until `done()`, watching the thread's heartbeat. */
-  private waitFor(done: () => boolean): void {
-    let beat = Atomics.load(this.ctl, 1) + Atomics.load(this.ctl, 2);
-    let since = Date.now();
-    for (;;) {
-      const seen = Atomics.load(this.ctl, 2);
-      if (done()) return;
-      Atomics.wait(this.ctl, 2, seen, 1000);
-      const b = Atomics.load(this.ctl, 1) + Atomics.load(this.ctl, 2);
-      if (b !== beat) { beat = b; since = Date.now(); }
-      else if (Date.now() - since > STALL_MS) throw new StasisError(ErrorCodes.INTERNAL, `the digest thread hashed nothing for ${STALL_MS / 1000} s`);
-    }
   }
 
   /** Bytes [0, upto) of job `id` are written; `last`: that is all of it. */
@@ -177,7 +139,7 @@ class HashWorker {
 
   /** Wait for the result of job `id` (the dump's thread blocks: it has nothing else to do then). */
   result(id: number): WorkerResult {
-    let beat = Atomics.load(this.ctl, 1) + Atomics.load(this.ctl, 2);
+    let beat = Atomics.load(this.ctl, 1);
     let since = Date.now();
     for (;;) {
       const posted = Atomics.load(this.ctl, 0);
@@ -188,7 +150,7 @@ class HashWorker {
       const r = this.results.get(id);
       if (r) return r;
       Atomics.wait(this.ctl, 0, posted, 1000);
-      const b = Atomics.load(this.ctl, 1) + Atomics.load(this.ctl, 2);
+      const b = Atomics.load(this.ctl, 1);
       if (b !== beat) { beat = b; since = Date.now(); }
       else if (Date.now() - since > STALL_MS) throw new StasisError(ErrorCodes.INTERNAL, `the digest thread hashed nothing for ${STALL_MS / 1000} s`);
     }
@@ -210,10 +172,6 @@ export class RawHash {
   private result: { size: number; sha256: string } | undefined;
   private error: string | undefined;
   private finished = false;
-  /** The job takes this file's bytes as spans of memory (from the position it was started at). */
-  private fed = false;
-  /** The last span of this file posted (its number for HashWorker.waitSpans). */
-  private lastSpan = 0;
   isExternal = false;
 
   constructor(private readonly owner: DigestBuilder, readonly name: string, private readonly stagedPath: string) {}
@@ -221,48 +179,17 @@ export class RawHash {
   /** Written by someone we do not see: hashed whole at close. */
   external(): void { this.isExternal = true; }
 
-  /**
-   * `n` more bytes were appended, `data` if given (n bytes): data on a
-   * SharedArrayBuffer may then be hashed from memory, after this returns
-   * (see settle()).
-   */
-  advance(n: number, data?: Buffer): void {
-    const before = this.written;
+  /** `n` more bytes were appended. */
+  advance(n: number): void {
     this.written += n;
     if (this.job === undefined && !this.inline && this.written >= WORKER_THRESHOLD) {
-      const shared = data !== undefined && data.length === n && data.buffer instanceof SharedArrayBuffer;
-      this.job = this.owner.startJob(this.stagedPath, shared ? { upto: before } : undefined);
+      this.job = this.owner.startJob(this.stagedPath);
       this.inline = this.job === undefined;
-      this.fed = shared && this.job !== undefined;
-      if (this.fed) this.posted = before;
     }
-    if (this.job === undefined) return;
-    const w = this.owner.worker!;
-    if (this.fed) {
-      // From shared memory: hashed from there. Otherwise read back from the file (the job's bytes stay in order).
-      if (data !== undefined && data.length === n && data.buffer instanceof SharedArrayBuffer) this.lastSpan = w.span(this.job, before, data);
-      else w.upto(this.job, this.written, false);
-      this.posted = this.written;
-      return;
-    }
-    if (this.written - this.posted >= POST_EVERY) {
-      w.upto(this.job, this.written, false);
+    if (this.job !== undefined && this.written - this.posted >= POST_EVERY) {
+      this.owner.worker!.upto(this.job, this.written, false);
       this.posted = this.written;
     }
-  }
-
-  /** A mark of what was written so far (for settle). */
-  mark(): number { return this.lastSpan; }
-
-  /** Wait until the data written up to `mark` has been hashed: its buffers may be changed then. */
-  settle(mark: number): void {
-    // No worker any more: its checkpoint was committed (or failed); what it still reads is no longer wanted.
-    if (mark > 0) this.owner.worker?.waitSpans(mark);
-  }
-
-  /** Whether settle(mark) would return at once. */
-  settled(mark: number): boolean {
-    return mark === 0 || !this.owner.worker || this.owner.worker.spansDone(mark);
   }
 
   /** The file is closed (never throws: a problem is reported by the digest). */
@@ -319,7 +246,7 @@ export class DigestBuilder {
   }
 
   /** A job for the worker; undefined if no thread can be started (the file is then hashed at close). */
-  startJob(stagedPath: string, fed?: { upto: number }): number | undefined {
+  startJob(stagedPath: string): number | undefined {
     if (this.noWorker) return undefined;
     try {
       this.worker ??= new HashWorker();
@@ -327,7 +254,7 @@ export class DigestBuilder {
       this.noWorker = true;
       return undefined;
     }
-    return this.worker.start(stagedPath, fed);
+    return this.worker.start(stagedPath);
   }
 
   /** Every file's entry (waits for the worker). */

@@ -274,17 +274,8 @@ export class RawImageOut {
       throw ioError(this.path, 'write', e);
     }
     this.pos += len;
-    this.hash.advance(len, data.subarray(off, off + len));
+    this.hash.advance(len);
   }
-
-  /** A mark of what was written so far: data written from a SharedArrayBuffer may be hashed after write() returns. */
-  mark(): number { return this.hash.mark(); }
-
-  /** Wait until what was written up to `mark` is hashed, so its (shared) buffers may change. */
-  settle(mark: number): void { this.hash.settle(mark); }
-
-  /** Whether settle(mark) would return at once. */
-  settled(mark: number): boolean { return this.hash.settled(mark); }
 
   /** The fd for a writer we do not see (see RawImage): then no write() here, the file is hashed whole at close. */
   handOver(): number {

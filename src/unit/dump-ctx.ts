@@ -72,15 +72,6 @@ export interface RawImage {
   write(data: Buffer, off?: number, len?: number): void;
   /** The fd, for a writer stasis does not see (a child's stdout): the file is then hashed whole at close. */
   handOver(): number;
-  /**
-   * Data written from a SharedArrayBuffer may be hashed from that memory
-   * after write() returns: mark() what was written, and settle(mark) before
-   * changing those buffers. Ordinary buffers are free again at once.
-   */
-  mark(): number;
-  settle(mark: number): void;
-  /** Whether settle(mark) would return at once. */
-  settled(mark: number): boolean;
   close(): void;
 }
 

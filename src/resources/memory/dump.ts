@@ -32,43 +32,11 @@ export function chunkBuffers(): { pmBuf: Buffer; data: Buffer } {
   return (chunkBufs ??= { pmBuf: Buffer.allocUnsafe(CHUNK_PAGES * 8), data: Buffer.allocUnsafe(CHUNK_PAGES * PAGE_SIZE) });
 }
 
-/**
- * The page copier's buffers: a ring of chunks on one SharedArrayBuffer. The
- * digest thread hashes what is written from them straight from this memory
- * (no reading back), while the next chunks are read; a chunk is reused once
- * its data is hashed (RawImage.settle).
- */
-const RING = 3;
-interface Slot {
-  buf: Buffer;
-  /** The same memory as 32-bit words (a page's first words checked without a BigInt per page). */
-  words: Int32Array;
-  /** What was last written from it, and through which file. */
-  written?: { out: RawImage; mark: number };
-}
-let ring: Slot[] | undefined;
-let nextSlot = 0;
-let plain: Slot | undefined;
-/**
- * The next chunk buffer of the ring once what was written from it is hashed
- * (by any process's copier, this dump or an earlier one); while the digest
- * thread is behind, an ordinary buffer instead, whose data the thread reads
- * back from the file: the copy never waits for the hashing.
- */
-function takeSlot(): Slot {
-  ring ??= (() => {
-    const sab = new SharedArrayBuffer(RING * CHUNK_PAGES * PAGE_SIZE);
-    const at = (i: number) => i * CHUNK_PAGES * PAGE_SIZE;
-    return Array.from({ length: RING }, (_, i) => ({ buf: Buffer.from(sab, at(i), CHUNK_PAGES * PAGE_SIZE), words: new Int32Array(sab, at(i), CHUNK_PAGES * PAGE_SIZE / 4) }));
-  })();
-  const slot = ring[nextSlot];
-  if (slot.written && !slot.written.out.settled(slot.written.mark)) {
-    const data = chunkBuffers().data;
-    return (plain ??= { buf: data, words: new Int32Array(data.buffer, data.byteOffset, data.length >> 2) });
-  }
-  nextSlot = (nextSlot + 1) % RING;
-  slot.written = undefined;
-  return slot;
+/** The chunk buffer as 32-bit words (a page's first words checked without a BigInt per page). */
+let chunkWords: Int32Array | undefined;
+function words(): Int32Array {
+  const data = chunkBuffers().data;
+  return (chunkWords ??= new Int32Array(data.buffer, data.byteOffset, data.length >> 2));
 }
 
 function isZeroPage(buf: Buffer, words: Int32Array, off: number): boolean {
@@ -105,9 +73,8 @@ class PageCopier {
   private lens: number[] = [];
   private used = 0;
   private cv: ClassifiedVma | undefined;
-  /** The chunk buffer in use (see takeSlot). */
-  private slot: Slot | undefined;
-  private data: Buffer = Buffer.alloc(0);
+  private readonly data = chunkBuffers().data;
+  private readonly words = words();
 
   constructor(private readonly ctx: DumpCtx, private readonly pid: number, private readonly memFd: number, private readonly out: RawImage,
     private readonly entries: Msg<'pagemap_entry'>[], private readonly running: boolean) {}
@@ -155,8 +122,6 @@ class PageCopier {
 
   flush(): void {
     if (!this.addrs.length) return;
-    this.slot = takeSlot();
-    this.data = this.slot.buf;
     const got = this.read();
     const skipZero = this.cv!.policy === 'anon';
     let off = 0; // in the gathered data
@@ -166,9 +131,9 @@ class PageCopier {
       const pages = Math.floor(Math.min(this.lens[i], got - off) / PAGE_SIZE);
       let k = 0;
       while (k < pages) {
-        if (skipZero && isZeroPage(this.data, this.slot.words, off + k * PAGE_SIZE)) { k++; continue; }
+        if (skipZero && isZeroPage(this.data, this.words, off + k * PAGE_SIZE)) { k++; continue; }
         let m = k + 1;
-        while (m < pages && !(skipZero && isZeroPage(this.data, this.slot.words, off + m * PAGE_SIZE))) m++;
+        while (m < pages && !(skipZero && isZeroPage(this.data, this.words, off + m * PAGE_SIZE))) m++;
         const from = off + k * PAGE_SIZE, to = off + m * PAGE_SIZE;
         if (wEnd !== from) { writeSpan(); wStart = from; }
         wEnd = to;
@@ -181,7 +146,6 @@ class PageCopier {
     }
     writeSpan();
     progress.addDone(Math.floor(got / PAGE_SIZE));
-    if (this.slot !== plain) this.slot.written = { out: this.out, mark: this.out.mark() };
     this.addrs = [];
     this.lens = [];
     this.used = 0;
