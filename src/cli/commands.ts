@@ -113,7 +113,7 @@ export function restoreSummary(r: RestoreResult): string {
   return `restored pid ${r.pid}${r.processes > 1 ? ` and ${r.processes - 1} descendant(s)` : ''} in ${r.ms.toFixed(1)} ms`;
 }
 
-/** Bytes of the checkpoint's image files (its digest's listing, or its .img files), for the final line. */
+/** Bytes of the checkpoint's files (its .img files and stasis-* files: digest, tracking, pin), for the final line. */
 function imagesSize(dir: string): number {
   let n = 0;
   try {
