@@ -150,6 +150,10 @@ async function runCase(name: string, fx: Fixture, work: string): Promise<void> {
   }
   console.log(`  stasis dump phases: ${phaseMedians(samples.stasis, 'phases')}`);
   console.log(`  stasis restore phases: ${phaseMedians(samples.stasis, 'rphases')}`);
+  if (BEFORE) {
+    console.log(`  before dump phases: ${phaseMedians(samples.before, 'phases')}`);
+    console.log(`  before restore phases: ${phaseMedians(samples.before, 'rphases')}`);
+  }
 }
 
 async function main(): Promise<void> {

@@ -2,6 +2,7 @@
 // restore after the fact (-o FILE, -v0..-v4 as criu). Levels: 1 errors,
 // 2 warnings (default), 3 steps with timings, 4 everything.
 import * as fs from 'node:fs';
+import { progress } from './progress';
 
 export const LOG_LEVELS = { ERROR: 1, WARN: 2, INFO: 3, DEBUG: 4 } as const;
 
@@ -54,9 +55,11 @@ export function tally<T>(timings: Record<string, number>, name: string, f: () =>
 export function timed<T>(timings: Record<string, number>, name: string, f: () => T): T {
   const s = process.hrtime.bigint();
   log.info(`${name} ...`);
+  progress.enter(name);
   try {
     return f();
   } finally {
+    progress.leave();
     const ms = Number(process.hrtime.bigint() - s) / 1e6;
     timings[name] = (timings[name] ?? 0) + ms;
     log.info(`${name} done in ${ms.toFixed(1)} ms`);

@@ -116,7 +116,11 @@ test('--timings: each step of a dump and a restore in ms (the parasite\'s by uni
     const j = runStasis(['dump', '-t', String(fx.pid), '-D', dir2, '--json', '-R']);
     assert.equal(j.status, 0, describeCli(j));
     const dr = JSON.parse(j.stdout);
-    checkBreakdown(dr.timings, dr.ms, ['start-up', 'modules', 'check', 'open', 'freeze', 'inspect'], 'release');
+    // -R: the tree goes on before the commit (the hashing's end, the moves), not after it.
+    checkBreakdown(dr.timings, dr.ms, ['start-up', 'modules', 'check', 'open', 'freeze', 'inspect'], 'commit');
+    const top = topLevel(dr.timings).map(([k]) => k);
+    assert.equal(top.indexOf('release'), top.length - 2, `release right before commit: ${top.join(' ')}`);
+    assert.ok(dr.frozenMs <= dr.ms - dr.timings.commit + 0.01, `frozen ${dr.frozenMs} ms ends before the commit`);
     const parasite = partsOf(dr.timings, 'parasite');
     assert.deepEqual(parasite.slice(0, 2).map(([k]) => k), ['parasite.prepare', 'parasite.scratch']);
     for (const unit of ['core', 'memory', 'signals', 'timers', 'creds']) assert.ok(`parasite.${unit}` in dr.timings, `parasite part ${unit}`);

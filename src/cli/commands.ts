@@ -10,6 +10,7 @@ import type { RestoreResult } from '../restore/restore';
 import type { ImagesReport } from '../images/digest';
 import { DIGEST_FILE } from '../images/digest-name';
 import { openLog, closeLog, setLogLevel, log } from '../log';
+import { withProgress } from '../progress';
 import { LOGGING, usageError, type CommandSpec, type OptionSpec, type Values } from './options';
 import type { CgroupMode } from '../resources/ns/cgroup';
 import { PAGE_SERVER_OPTIONS, pageServerOf, pageServerCmd, migrateCmd, migrateReceiveCmd } from './transfer';
@@ -113,6 +114,19 @@ export function restoreSummary(r: Pick<RestoreResult, 'pid' | 'processes' | 'ms'
   return `restored pid ${r.pid}${r.processes > 1 ? ` and ${r.processes - 1} descendant(s)` : ''} in ${r.ms.toFixed(1)} ms`;
 }
 
+/** Bytes of the checkpoint's files (its .img files and stasis-* files: digest, tracking, pin), for the final line. */
+function imagesSize(dir: string): number {
+  let n = 0;
+  try {
+    for (const f of fs.readdirSync(dir)) {
+      if (!f.endsWith('.img') && !f.startsWith('stasis-')) continue;
+      const st = fs.lstatSync(path.join(dir, f));
+      if (st.isFile()) n += st.size;
+    }
+  } catch { /* the line is informative only */ }
+  return n;
+}
+
 const INCREMENTAL: OptionSpec[] = [
   { long: 'prev-images-dir', type: 'string', arg: 'DIR', help: 'the previous pre-dump or dump (relative to -D, as in criu): pages unchanged since are referred to it (a `parent` link), not copied' },
 ];
@@ -151,12 +165,12 @@ const dumpCmd: Command = {
   ],
   run(v) {
     const { pid, dir } = treeAndDir(v, 'dump');
-    const r = mod.dump().dump(pid, {
+    const r = withProgress('dump', flag(v, 'json'), () => mod.dump().dump(pid, {
       dir, leaveRunning: flag(v, 'leave-running'), tcpEstablished: flag(v, 'tcp-established'), fileLocks: flag(v, 'file-locks'),
       ghostLimit: v['ghost-limit'] as number | undefined, shellJob: flag(v, 'shell-job'), extUnixSk: flag(v, 'ext-unix-sk'),
       external: list(v, 'external'), networkLock: networkLock(v), failAt: process.env.STASIS_FAIL_AT || undefined,
       prevImagesDir: str(v, 'prev-images-dir'), trackMem: flag(v, 'track-mem'), pageServer: pageServerOf(v),
-    });
+    }));
     log.info(dumpSummary(r, flag(v, 'leave-running')));
     const timings = withStartup(r.timings);
     if (flag(v, 'json')) printJson({ ...r, timings });
@@ -182,7 +196,7 @@ const preDumpCmd: Command = {
   ],
   run(v) {
     const { pid, dir } = treeAndDir(v, 'pre-dump');
-    const r = mod.predump().preDump(pid, { dir, prevImagesDir: str(v, 'prev-images-dir'), failAt: process.env.STASIS_FAIL_AT || undefined, pageServer: pageServerOf(v) });
+    const r = withProgress('pre-dump', flag(v, 'json'), () => mod.predump().preDump(pid, { dir, prevImagesDir: str(v, 'prev-images-dir'), failAt: process.env.STASIS_FAIL_AT || undefined, pageServer: pageServerOf(v) }));
     const line = dumpSummary(r, true).replace(/^dumped/, 'pre-dumped');
     log.info(line);
     if (flag(v, 'json')) printJson(r);
@@ -231,7 +245,7 @@ const restoreCmd: Command = {
     startLog(v, dir, false);
     let r: RestoreResult;
     try {
-      r = restoreFrom(v, dir, lazy);
+      r = withProgress('restore', flag(v, 'json'), () => restoreFrom(v, dir, lazy));
     } catch (e) {
       if (reportFd !== undefined) report(reportFd, { error: { code: (e as StasisError).code ?? ErrorCodes.INTERNAL, message: (e as Error).message } });
       throw e;
@@ -312,7 +326,7 @@ function reportRestored(v: Values, dir: string, r: RestoredReport): number {
   if (flag(v, 'json')) printJson({ ...r, timings });
   else {
     if (flag(v, 'timings')) console.error(formatTimings('restore', timings, r.ms, r.remoteCalls, r.remoteStops));
-    console.error(restoreSummary(r));
+    console.error(`${restoreSummary(r)}; images ${MiB(imagesSize(dir))} MiB`);
     if (r.lazy) console.error(`lazy pages: ${MiB(r.lazy.bytes)} MiB to serve, by pid ${r.lazy.server}`);
   }
   closeLog();

@@ -89,10 +89,6 @@ const areas = new Map<number, CodeArea>();
 
 let blockCode: SelfRestoreCode | undefined;
 
-function tgidOf(pid: number): number {
-  return Number(readStatus(pid).get('Tgid') ?? pid);
-}
-
 /** Write into the task through /proc/PID/mem (FOLL_FORCE: the vdso is read-only), else word by word. */
 function writeTask(a: CodeArea, addr: bigint, data: Buffer): void {
   try {
@@ -179,17 +175,19 @@ export class Parasite {
    */
   static prepare(pid: number, opts: ParasiteOptions = {}): Parasite {
     if (opts.codeAddr === undefined && (opts.mode === undefined || opts.mode === 'self-restoring')) {
-      const tgid = tgidOf(pid);
+      // /proc/PID/status read once: the thread group and the seccomp mode.
+      const status = readStatus(pid);
+      const tgid = Number(status.get('Tgid') ?? pid);
       const regs = ptrace.getRegs(pid);
       const mask = ptrace.getSigMask(pid);
       const area = areas.get(tgid) ?? openArea(tgid);
-      if (area) return Parasite.selfRestoring(pid, area, regs, mask, opts);
+      if (area) return Parasite.selfRestoring(pid, area, regs, mask, opts, status);
       if (opts.mode === 'self-restoring') throw new StasisError(ErrorCodes.PARASITE, `task ${pid} has no room in its [vdso] for self-restoring code`);
     }
     return Parasite.legacy(pid, opts);
   }
 
-  private static selfRestoring(pid: number, area: CodeArea, regs: Regs, mask: bigint, opts: ParasiteOptions): Parasite {
+  private static selfRestoring(pid: number, area: CodeArea, regs: Regs, mask: bigint, opts: ParasiteOptions, status: Map<string, string>): Parasite {
     const k = area.owner.indexOf(null);
     if (k < 0) throw new StasisError(ErrorCodes.INTERNAL, `task ${pid}: more than ${BLOCKS} parasites at once in process ${area.tgid}`);
     const p = new Parasite(pid, regs, mask, area.blocks[k], 0n, 'self-restoring');
@@ -198,7 +196,7 @@ export class Parasite {
     area.owner[k] = p;
     try {
       // PTRACE_SETOPTIONS replaces every option: a task under seccomp keeps its filters suspended for our calls.
-      const seccomp = Number(readStatus(pid).get('Seccomp') ?? 0) !== 0 ? PTRACE_O.SUSPEND_SECCOMP : 0;
+      const seccomp = Number(status.get('Seccomp') ?? 0) !== 0 ? PTRACE_O.SUSPEND_SECCOMP : 0;
       ptrace.setOptions(pid, PTRACE_O.TRACESYSGOOD | seccomp | (opts.extraOptions ?? 0));
       const block = Buffer.from(area.code.bytes);
       selfRestoreData(regs, mask, area.scratch, area.scratchLen).copy(block, area.code.dataOffset);

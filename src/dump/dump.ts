@@ -128,6 +128,8 @@ export function dump(pid: number, opts: DumpOptions): DumpResult {
   const calls0 = remoteCalls.count, stops0 = remoteCalls.stops;
   let tree: FrozenProcess[] = [];
   let tFrozen = t0;
+  let tReleased = t0;
+  let released = false;
   let done = false;
   let imagesBytes = 0;
   let netLocked = false;
@@ -152,6 +154,13 @@ export function dump(pid: number, opts: DumpOptions): DumpResult {
     }
     // Pages sent to a page server are written there before the checkpoint is committed here.
     if (ctx.pageXfer) timed(timings, 'page-server', () => finishPageServer(ctx));
+    if (opts.leaveRunning && !opts.notify) {
+      // -R (no orchestrator to tell first): everything is read, so the tree
+      // goes on now; the digest's last hashing and the commit follow while it
+      // runs (if they fail, the tree runs on, as -R asked, without images).
+      released = true;
+      try { timed(timings, 'release', () => finishDump(ctx, tree, true)); } finally { tReleased = process.hrtime.bigint(); }
+    }
     ctx.step('commit');
     timed(timings, 'commit', () => out.commit((s) => ctx.step(s)));
     // The orchestrator may still refuse (the images stay; the tree goes on, as criu's).
@@ -161,7 +170,10 @@ export function dump(pid: number, opts: DumpOptions): DumpResult {
   } finally {
     // A tree that goes on gets its network back before it runs again.
     if (netLocked && !(done && !opts.leaveRunning)) try { opts.notify!('network-unlock'); } catch (e) { unlockError = e; }
-    timed(timings, done && !opts.leaveRunning ? 'kill' : 'release', () => finishDump(ctx, tree, done));
+    if (!released) {
+      timed(timings, done && !opts.leaveRunning ? 'kill' : 'release', () => finishDump(ctx, tree, done));
+      tReleased = process.hrtime.bigint();
+    }
     dropPageServer(ctx);
     out.close();
   }
@@ -169,7 +181,7 @@ export function dump(pid: number, opts: DumpOptions): DumpResult {
   const t1 = process.hrtime.bigint();
   return {
     pid, processes: tree.length, threads: tree.reduce((a, p) => a + p.threads.length, 0), pages: ctx.pagesCount, bytes: ctx.pagesBytes,
-    ms: Number(t1 - t0) / 1e6, frozenMs: Number(t1 - tFrozen) / 1e6, imagesBytes, timings: ordered(timings), remoteCalls: remoteCalls.count - calls0, remoteStops: remoteCalls.stops - stops0,
+    ms: Number(t1 - t0) / 1e6, frozenMs: Number(tReleased - tFrozen) / 1e6, imagesBytes, timings: ordered(timings), remoteCalls: remoteCalls.count - calls0, remoteStops: remoteCalls.stops - stops0,
   };
 }
 

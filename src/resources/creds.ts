@@ -96,6 +96,27 @@ function load(ld: Loading): Loaded {
  * are ours (kept across exec, but for KEEP_CAPS).
  */
 export function restorerCreds(): Creds {
+  return execedCreds(readStatus(process.pid), prctl(PR.GET_SECUREBITS)) ?? startedCreds();
+}
+
+/**
+ * What an exec by a process with `status` and `secbits` gives a program
+ * without file capabilities or set-id bits (the stub), when that is simple:
+ * root in every uid (SECBIT_NOROOT clear), no no_new_privs, not traced.
+ * Then (capabilities(7), the kernel's cap_bprm_creds_from_file) permitted
+ * and effective become the bounding set | inheritable | ambient, saved and fs
+ * ids follow the effective ones; everything else stays. Otherwise undefined
+ * (a started program is asked: startedCreds).
+ */
+export function execedCreds(status: Map<string, string>, secbits: number): Creds | undefined {
+  const c = credsFromStatus(status, secbits & ~SECBIT.KEEP_CAPS);
+  if (c.uids.some((u) => u !== 0) || secbits & SECBIT.NOROOT || c.nnp || (status.get('TracerPid') ?? '0') !== '0') return undefined;
+  const prm = c.bnd | c.inh | c.amb;
+  return { ...c, gids: [c.gids[0], c.gids[1], c.gids[1], c.gids[1]], prm, eff: prm };
+}
+
+/** The credentials of a program we start, read from it. */
+export function startedCreds(): Creds {
   const r = spawnSync('/bin/cat', ['/proc/self/status'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
   if (r.status !== 0) throw new StasisError(ErrorCodes.RESTORE_FAILED, `could not read the credentials of a started program: ${r.error?.message ?? r.stderr}`);
   const st = new Map(r.stdout.split('\n').map((l) => [l.slice(0, l.indexOf(':')), l.slice(l.indexOf(':') + 1).trim()] as [string, string]));

@@ -16,6 +16,7 @@ import type { PageRanges, ParentImages } from './parent';
 import type { ProcTracking } from './track';
 import { pagePlan } from './incremental';
 import type { RemotePages } from '../../pageserver/client';
+import { progress } from '../../progress';
 
 const { PAGE_SIZE, PROT, O, PAGE_IS, UIO_MAXIOV } = abi;
 
@@ -32,9 +33,16 @@ export function chunkBuffers(): { pmBuf: Buffer; data: Buffer } {
   return (chunkBufs ??= { pmBuf: Buffer.allocUnsafe(CHUNK_PAGES * 8), data: Buffer.allocUnsafe(CHUNK_PAGES * PAGE_SIZE) });
 }
 
-function isZeroPage(buf: Buffer, off: number): boolean {
-  // Most non-zero pages differ in their first word: check it before memcmp.
-  if (buf.readBigUInt64LE(off) !== 0n) return false;
+/** The chunk buffer as 32-bit words (a page's first words checked without a BigInt per page). */
+let chunkWords: Int32Array | undefined;
+function words(): Int32Array {
+  const data = chunkBuffers().data;
+  return (chunkWords ??= new Int32Array(data.buffer, data.byteOffset, data.length >> 2));
+}
+
+function isZeroPage(buf: Buffer, words: Int32Array, off: number): boolean {
+  // Most non-zero pages differ in their first words: check them before memcmp.
+  if ((words[off >> 2] | words[(off >> 2) + 1]) !== 0) return false;
   return buf.compare(ZERO_PAGE, 0, PAGE_SIZE, off, off + PAGE_SIZE) === 0;
 }
 
@@ -67,6 +75,7 @@ class PageCopier {
   private used = 0;
   private cv: ClassifiedVma | undefined;
   private readonly data = chunkBuffers().data;
+  private readonly words = words();
 
   /** `remote`: the pages go to a page server (pageserver/client.ts), not into `out`. */
   constructor(private readonly ctx: DumpCtx, private readonly pid: number, private readonly memFd: number, private readonly out: RawImage | undefined,
@@ -130,9 +139,9 @@ class PageCopier {
       const pages = Math.floor(Math.min(this.lens[i], got - off) / PAGE_SIZE);
       let k = 0;
       while (k < pages) {
-        if (skipZero && isZeroPage(this.data, off + k * PAGE_SIZE)) { k++; continue; }
+        if (skipZero && isZeroPage(this.data, this.words, off + k * PAGE_SIZE)) { k++; continue; }
         let m = k + 1;
-        while (m < pages && !(skipZero && isZeroPage(this.data, off + m * PAGE_SIZE))) m++;
+        while (m < pages && !(skipZero && isZeroPage(this.data, this.words, off + m * PAGE_SIZE))) m++;
         const from = off + k * PAGE_SIZE, to = off + m * PAGE_SIZE;
         const vaddr = this.addrs[i] + BigInt(k) * PAGE;
         if (this.remote) this.remote.present(vaddr, m - k, this.data, from);
@@ -149,6 +158,7 @@ class PageCopier {
     }
     if (this.remote) this.remote.send();
     else writeSpan();
+    progress.addDone(Math.floor(got / PAGE_SIZE));
     this.addrs = [];
     this.lens = [];
     this.used = 0;
@@ -170,7 +180,7 @@ function trackedPages(cv: ClassifiedVma, t: { regions: PageRegion[]; parent: Pag
       while (pi < ranges.length && ranges[pi][1] <= p) pi++;
       const inParent = pi < ranges.length && ranges[pi][0] <= p;
       const to = Math.min(end, inParent ? ranges[pi][1] : pi < ranges.length ? ranges[pi][0] : end);
-      if (inParent) copier.parent(BigInt(p) * PAGE, to - p);
+      if (inParent) { copier.parent(BigInt(p) * PAGE, to - p); progress.addDone(to - p); }
       else copier.add(cv, BigInt(p) * PAGE, to - p);
       p = to;
     }
@@ -195,9 +205,15 @@ function untrackedPages(cv: ClassifiedVma, pmFd: number, copier: PageCopier): vo
   }
 }
 
+/** Resident pages of a process (statm), the progress line's estimate of what a dump reads. */
+function residentPages(pid: number): number {
+  try { return Number(fs.readFileSync(`/proc/${pid}/statm`, 'latin1').split(' ')[1]) || 0; } catch { return 0; }
+}
+
 /** Copy the wanted pages of every VMA into pages-N.img (or refer them to the parent); returns the pagemap entries. */
 function dumpPages(ctx: DumpCtx, pid: number, vmas: ClassifiedVma[], pagesFile: string, plan: PagePlan = {}, remote?: RemotePages): Msg<'pagemap_entry'>[] {
   const entries: Msg<'pagemap_entry'>[] = [];
+  if (progress.active) progress.addTotal(residentPages(pid));
   const pmFd = fs.openSync(`/proc/${pid}/pagemap`, 'r');
   const memFd = fs.openSync(`/proc/${pid}/mem`, 'r');
   const out = remote ? undefined : ctx.out.create(pagesFile);

@@ -15,6 +15,7 @@ import { checkRegFile } from '../regfile';
 import type { LoadedMm, PageSource } from './load';
 import { sharedAnonFds } from './shared-anon';
 import { chunkBuffers, CHUNK_PAGES } from './dump';
+import { progress } from '../../progress';
 
 const { MAP, PROT, PAGE_SIZE, O, MADV, PR, PR_SET_MM, PRCTL_MM_MAP, AT_FDCWD, u64s } = abi;
 const PAGE = BigInt(PAGE_SIZE);
@@ -93,6 +94,7 @@ export function restorePages(ctx: RestoreCtx, tr: TaskRestore, m: LoadedMm, sour
   const files = new Map<string, number>();
   const memFd = fs.openSync(`/proc/${tr.task.pid}/mem`, 'r+');
   const buf = chunkBuffers().data;
+  progress.addTotal(m.sources.reduce((a, src) => a + src.nrPages, 0));
   try {
     for (const src of sources) {
       const pagesPath = src.images.path(src.pagesFile);
@@ -108,6 +110,7 @@ export function restorePages(ctx: RestoreCtx, tr: TaskRestore, m: LoadedMm, sour
         const wrote = fs.writeSync(memFd, buf, 0, len, Number(at));
         if (wrote !== len) throw new StasisError(ErrorCodes.RESTORE_FAILED, `short write of pages at ${at.toString(16)}`);
         done += n;
+        progress.addDone(n);
       }
     }
   } finally {
