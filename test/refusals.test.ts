@@ -37,6 +37,9 @@ const CASES: [kind: string, message: RegExp][] = [
   ['deleted-linked', /^stasis: fd 3 of pid \d+: \/.*\/opened \(deleted\) still has 1 hard link\(s\) under other names; not supported$/],
   ['tcp-shut-rd', /^stasis: fd \d+ of pid \d+: TCP connection \(port \d+ ↔ \d+\) shut down in a direction \(shutdown\(\)\); not supported$/],
   ['sched-deadline', /^stasis: thread (\d+) of pid \1 runs under scheduling policy SCHED_DEADLINE; not supported$/],
+  // Queued data goes back through a sender of ours, so through the filter; a locked filter cannot be set again.
+  ['filter-queued', /^stasis: fd \d+ of pid \d+: unix socket \d+ has a socket filter \(SO_ATTACH_FILTER\) and queued data; not supported$/],
+  ['filter-locked', /^stasis: fd \d+ of pid \d+: unix socket \d+ has its socket filter locked \(SO_LOCK_FILTER\); not supported$/],
   ['thp-except-advised', /^stasis: pid \d+ disabled transparent huge pages except where advised \(PR_THP_DISABLE_EXCEPT_ADVISED\); images only carry on\/off: not supported$/],
 ];
 
