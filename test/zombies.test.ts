@@ -40,3 +40,30 @@ test('a parent with five zombies (exit codes, signals, own group, own session): 
     await fx.kill();
   }
 });
+
+// What cannot be made again is refused, the tree left running: a zombie whose
+// status says it dumped core, and one that leads the group of a live sibling.
+for (const [mode, message] of [
+  ['core', /^stasis: pid (\d+) \(zombie\), a zombie, dumped core as it ended \(the core-dumped bit of its wait status, which stasis does not make again\); not supported$/],
+  ['leader', /^stasis: pid (\d+) \(zombie\) is a zombie that still leads the process group of pid \d+; not supported$/],
+] as const) {
+  test(`refused: a zombie ${mode === 'core' ? 'that dumped core' : 'leading a live sibling\'s group'}; the tree runs on`, async () => {
+    const fx = await Fixture.start('zombie', { args: [mode] });
+    try {
+      const child = Number(fx.manifest.values.get('CHILD')![0]);
+      assert.equal(procState(child), 'Z');
+      const dir = path.join(root, `refused-${mode}`);
+      const r = runStasis(['dump', '-t', String(fx.pid), '-D', dir]);
+      assert.equal(r.status, 1, describeCli(r));
+      const m = r.stderr.trim().match(message);
+      assert.ok(m, r.stderr);
+      assert.equal(Number(m[1]), child);
+      assert.ok(!fs.existsSync(path.join(dir, 'inventory.img')), 'no checkpoint');
+      assert.equal(procState(child), 'Z', 'still a zombie');
+      const { log } = await fx.terminate();
+      assert.match(log, /^PASS$/m, log);
+    } finally {
+      await fx.kill();
+    }
+  });
+}

@@ -4,6 +4,7 @@
 // whose core says TASK_DEAD with the wait status; nothing else exists of it.
 // Restore re-creates each as a child of its parent that exits at once the way
 // it did (src/restore/zombies.ts), so the parent's wait finds what it would have.
+import { abi } from '../sys';
 import { StasisError, ErrorCodes } from '../errors';
 import { readStatus, innermostId } from '../proc/proc';
 import { parts } from '../images/image';
@@ -11,7 +12,7 @@ import { MARCH, TASK_STATE } from '../images/criu';
 import type { FoundZombie } from '../freeze';
 import type { DumpCtx, ProcessDump, ZombieDump } from '../unit/dump-ctx';
 
-/** Their ids as the tree sees them; a zombie that leads a group or session others are in is refused. */
+/** Their ids as the tree sees them; a zombie that leads a group or session others are in, or dumped core, is refused. */
 export function inspectZombies(found: readonly FoundZombie[], pds: readonly ProcessDump[]): ZombieDump[] {
   const zs = found.map((z): ZombieDump => {
     const status = readStatus(z.pid);
@@ -20,6 +21,8 @@ export function inspectZombies(found: readonly FoundZombie[], pds: readonly Proc
   for (const z of zs) {
     const parent = pds.find((p) => p.pid === z.ppid)!;
     const member = pds.find((p) => p.vpgid === z.vpid || p.vsid === z.vpid);
+    // Only a real core dump sets it: stasis would have to write one again, where the task's cwd and core_pattern say.
+    if (z.exitCode & abi.WSTATUS.CORE_DUMPED) throw new StasisError(ErrorCodes.ZOMBIE, `pid ${z.pid} (${z.comm}), a zombie, dumped core as it ended (the core-dumped bit of its wait status, which stasis does not make again); not supported`);
     if (member) throw new StasisError(ErrorCodes.ZOMBIE, `pid ${z.pid} (${z.comm}) is a zombie that still leads the ${member.vsid === z.vpid ? 'session' : 'process group'} of pid ${member.pid}; not supported`);
     if (z.vsid !== parent.vsid && z.vsid !== z.vpid) throw new StasisError(ErrorCodes.ZOMBIE, `pid ${z.pid} (${z.comm}), a zombie, is in session ${z.vsid}, neither its own nor its parent's; not supported`);
     if (z.vpgid !== z.vpid && !pds.some((p) => p.vpgid === z.vpgid)) throw new StasisError(ErrorCodes.ZOMBIE, `pid ${z.pid} (${z.comm}), a zombie, is in process group ${z.vpgid}, which has no live member in the tree; not supported`);

@@ -1,8 +1,8 @@
 // Zombies of the tree (see dump/zombies.ts): each is forked by its restored
 // parent, joins its group or session, and ends at once the way it ended —
 // exit_group with its code, or killed by its signal (not dumping core: it is
-// made non-dumpable first, as criu does; the core-dumped bit of the status is
-// lost). Its parent's wait then finds it. We trace it (auto-attached at the
+// made non-dumpable first, as criu does; one that dumped core is refused at
+// dump). Its parent's wait then finds it. We trace it (auto-attached at the
 // fork), so we see its end first; the kernel then leaves it to its parent.
 import { abi, ptrace, wait4, tryKill } from '../sys';
 import { RemoteTask, inBuf } from '../compel/remote';
@@ -11,7 +11,7 @@ import { StasisError, ErrorCodes } from '../errors';
 import type { RestoreCtx } from '../unit/restore-ctx';
 import type { ZombieImage } from '../unit/checkpoint';
 
-const { SYS, PR, KSIGACTION } = abi;
+const { SYS, PR, KSIGACTION, WSTATUS } = abi;
 
 /** After the live tree exists with its groups: every zombie made and dead. */
 export function createZombies(ctx: RestoreCtx): void {
@@ -27,7 +27,7 @@ export function createZombies(ctx: RestoreCtx): void {
 }
 
 function end(t: RemoteTask, z: ZombieImage): void {
-  const sig = z.exitCode & 0x7f;
+  const sig = z.exitCode & WSTATUS.SIG_MASK;
   if (sig) {
     t.call('prctl', PR.SET_DUMPABLE, 0, 0, 0, 0);
     // Its default action (SIGKILL's cannot be changed, nor needs to be).
@@ -43,7 +43,7 @@ function end(t: RemoteTask, z: ZombieImage): void {
     const ws = wait4(t.pid);
     if (ws.kind === 'exited' || ws.kind === 'signaled') {
       const got = ws.kind === 'exited' ? ws.code << 8 : ws.signal;
-      if (got !== (z.exitCode & ~0x80)) throw new StasisError(ErrorCodes.RESTORE_FAILED, `zombie ${z.pid} ended with status ${got}, not ${z.exitCode}`);
+      if (got !== (z.exitCode & ~WSTATUS.CORE_DUMPED)) throw new StasisError(ErrorCodes.RESTORE_FAILED, `zombie ${z.pid} ended with status ${got}, not ${z.exitCode}`);
       return;
     }
     // Its signal, on the way to it (signal-delivery-stop); anything else (exit event): on.

@@ -23,6 +23,8 @@ export const PTRACE_PEEKSIGINFO_SHARED = 1;
 /** ELF note types for PTRACE_GETREGSET. */
 export const NT = { PRSTATUS: 1, PRFPREG: 2, X86_XSTATE: 0x202 } as const;
 
+/** Parts of a wait status (wait(2)'s int): termination signal, and the bit saying it dumped core (WCOREDUMP). */
+export const WSTATUS = { SIG_MASK: 0x7f, CORE_DUMPED: 0x80 } as const;
 export const WAIT = { WNOHANG: 1, WUNTRACED: 2, WEXITED: 4, WCONTINUED: 8, WNOWAIT: 0x01000000, __WALL: 0x40000000 } as const;
 export const P_PID = 1;
 export const P_PIDFD = 3;
