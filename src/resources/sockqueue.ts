@@ -6,9 +6,9 @@ import { sys, sysTry, addressOf, abi } from '../sys';
 import { StasisError, ErrorCodes, errnoName } from '../errors';
 import { defineUnit } from '../unit/unit';
 import { filesUnit } from './files';
-import { setIntLocal } from './sockopts';
+import { getInt, setIntLocal } from './sockopts';
 
-const { MSG, SOL, SO, ERRNO, MSGHDR, CMSGHDR, IOVEC, SCM_RIGHTS, readI32s } = abi;
+const { MSG, SOL, SO, ERRNO, MSGHDR, CMSGHDR, IOVEC, SCM_RIGHTS, SCM_CREDENTIALS, readI32s } = abi;
 
 export interface Packet { data: Buffer; addr?: Buffer }
 
@@ -20,7 +20,9 @@ export interface Packet { data: Buffer; addr?: Buffer }
  * socket): they cannot be queued again from here. `endAtZero`: a read of
  * nothing ends the queue, as on a byte stream; so it is on a seqpacket socket
  * shut for reading, which answers 0 (end of file) once nothing is left, where
- * others say EAGAIN. (An empty message queued there reads as that end too.)
+ * others say EAGAIN. An empty message queued there reads as 0 too: told apart
+ * by the credentials each queued message carries (SCM_CREDENTIALS, given
+ * while SO_PASSCRED is on, set for the peek), which the end has none of.
  */
 export function peekQueue(fd: number, stream: boolean, what = 'a socket', endAtZero = false): Packet[] {
   const out: Packet[] = [];
@@ -29,6 +31,8 @@ export function peekQueue(fd: number, stream: boolean, what = 'a socket', endAtZ
   const ctl = Buffer.alloc(512);
   const iov = IOVEC.encode({ base: addressOf(buf), len: BigInt(buf.length) });
   sys('setsockopt', fd, SOL.SOCKET, SO.PEEK_OFF, addressOf(Buffer.from([0, 0, 0, 0])), 4);
+  const credsOn = endAtZero && !getInt(fd, SOL.SOCKET, SO.PASSCRED);
+  if (credsOn) setIntLocal(fd, SOL.SOCKET, SO.PASSCRED, 1);
   try {
     for (;;) {
       const hdr = MSGHDR.encode({ name: addressOf(addr), namelen: addr.length, iov: addressOf(iov), iovlen: 1n, control: addressOf(ctl), controllen: BigInt(ctl.length), flags: 0 });
@@ -38,24 +42,28 @@ export function peekQueue(fd: number, stream: boolean, what = 'a socket', endAtZ
         throw new StasisError(ErrorCodes.UNSUPPORTED, `peeking a socket queue: ${errnoName(-n)}`);
       }
       const h = MSGHDR.decode(hdr);
-      const passed = passedFds(ctl, Number(h.controllen));
+      const { passed, creds } = controls(ctl, Number(h.controllen));
       if (passed || h.flags & MSG.CTRUNC) {
         throw new StasisError(ErrorCodes.UNSUPPORTED, `${what}: its queue holds ${passed || 'some'} file descriptor(s) in flight (SCM_RIGHTS); not supported`);
       }
-      if (n === 0 && (stream || endAtZero)) break;
+      if (n === 0 && (stream || (endAtZero && !creds))) break;
       const a = h.namelen;
       out.push({ data: Buffer.from(buf.subarray(0, n)), addr: !stream && a > 2 ? Buffer.from(addr.subarray(0, a)) : undefined });
     }
   } finally {
     setIntLocal(fd, SOL.SOCKET, SO.PEEK_OFF, -1);
+    if (credsOn) setIntLocal(fd, SOL.SOCKET, SO.PASSCRED, 0);
   }
   if (stream && out.length > 1) return [{ data: Buffer.concat(out.map((x) => x.data)) }];
   return out;
 }
 
-/** How many fds SCM_RIGHTS messages in `ctl` passed us (a peek installs them): each closed again. */
-function passedFds(ctl: Buffer, len: number): number {
-  let count = 0;
+/**
+ * How many fds SCM_RIGHTS messages in `ctl` passed us (a peek installs them:
+ * each closed again), and whether it held credentials (SCM_CREDENTIALS).
+ */
+function controls(ctl: Buffer, len: number): { passed: number; creds: boolean } {
+  let count = 0, creds = false;
   for (let off = 0; off + CMSGHDR.size <= len;) {
     const c = CMSGHDR.decode(ctl, off);
     if (Number(c.len) < CMSGHDR.size) break;
@@ -64,9 +72,10 @@ function passedFds(ctl: Buffer, len: number): number {
       for (const x of fds) sysTry('close', x);
       count += fds.length;
     }
+    if (c.level === SOL.SOCKET && c.type === SCM_CREDENTIALS) creds = true;
     off += Math.ceil(Number(c.len) / 8) * 8;
   }
-  return count;
+  return { passed: count, creds };
 }
 
 /** Send `data` on our fd to `to` (a raw sockaddr) or to its peer. */
