@@ -19,6 +19,7 @@ import type { RestoreCtx } from '../unit/restore-ctx';
 import { fileId, filesUnit } from './files';
 import { namespacesUnit } from './ns/namespaces';
 import { treeMounts } from './ns/mnt';
+import { treeProcFile, checkTreeProcFile } from './procfiles';
 
 const { O } = abi;
 type RegEntry = Msg<'reg_file_entry'>;
@@ -216,6 +217,9 @@ export const regFileUnit = defineFileUnit({
     field: 'reg',
     match: (d) => !d.link.startsWith('/memfd:') && !d.link.startsWith('anon_inode:') && (d.st.isFile() || d.st.isDirectory() || (d.st.isCharacterDevice() && HARMLESS_CHR.has(d.link))),
     dump(ctx, d, id, st) {
+      // A file of /proc naming a process of the tree (a namespace fd too): re-opened by path.
+      const proc = treeProcFile(ctx, d);
+      if (proc) return regEntry(id, proc, d.flags, d.info.pos, `/proc/${d.pid}/fd/${d.fd}`);
       // Its inode is a regular file, on the mqueue filesystem: nothing a path re-opens.
       if (d.st.isFile() && isMqueue(`/proc/${d.pid}/fd/${d.fd}`)) throw new StasisError(ErrorCodes.UNSUPPORTED, `fd ${d.fd} of pid ${d.pid}: ${d.link} is a POSIX message queue; not supported`);
       // Its path is re-opened in the tree's mount namespace: a file on a mount
@@ -231,8 +235,9 @@ export const regFileUnit = defineFileUnit({
       return regEntry(id, d.link, d.flags, d.info.pos, `/proc/${d.pid}/fd/${d.fd}`);
     },
     validate(e, where, ld, l) {
+      if (l.ghosts.has(e.id) || checkTreeProcFile(e.name, where, ld.processes)) return;
       // Paths in a mount namespace of the tree's own are checked once it exists (open).
-      if (!l.ghosts.has(e.id) && !ld.loaded(namespacesUnit).has('mnt')) checkRegFile(e, where, ld.opts.skipFileCheck ?? false);
+      if (!ld.loaded(namespacesUnit).has('mnt')) checkRegFile(e, where, ld.opts.skipFileCheck ?? false);
     },
     open(ctx, tr, e, st, l) {
       const flags = e.flags & ~(O.CREAT | O.EXCL | O.TRUNC | O.NOCTTY);
@@ -240,7 +245,8 @@ export const regFileUnit = defineFileUnit({
       const fd = tr.task.open(ghost !== undefined ? ghostPath(ctx, e, ghost, st.made).slice(ctx.fsRoot.length) : e.name, flags);
       // With a mount namespace of its own the file could not be checked before: now, through the task's fd.
       if (ctx.fsRoot && ghost === undefined) checkRegFile({ ...e, name: `/proc/${tr.task.pid}/fd/${fd}` }, `fd of ${e.name}`, ctx.opts.skipFileCheck ?? false);
-      tr.task.call('lseek', fd, e.pos, abi.SEEK.SET);
+      // Not at 0 only: some files cannot seek (a namespace fd says ESPIPE).
+      if (e.pos) tr.task.call('lseek', fd, e.pos, abi.SEEK.SET);
       return fd;
     },
     describe: (e) => e.name,

@@ -34,6 +34,8 @@ export const MEMBARRIER_CMD = {
 export const NS_GET_USERNS = 0xb701;
 /** statfs f_type of the mqueue filesystem (POSIX message queues). */
 export const MQUEUE_MAGIC = 0x19800202;
+/** statfs f_type of nsfs (the files behind /proc/PID/ns/*). */
+export const NSFS_MAGIC = 0x6e736673;
 /** ioctl on a namespace fd: its kind, as a CLONE_NEW* flag. */
 export const NS_GET_NSTYPE = 0xb703;
 /** An unset /proc/PID/loginuid ((uid_t)-1). */
