@@ -1,26 +1,20 @@
 // fs-PID.img: cwd, root and umask.
-import * as fs from 'node:fs';
-import { abi } from '../sys';
 import { cstr } from '../compel/remote';
 import { parts, type Msg } from '../images/image';
 import { FD_TYPES } from '../images/criu';
 import { StasisError, ErrorCodes } from '../errors';
 import { defineUnit } from '../unit/unit';
-import { regFileEntry } from './regfile';
+import { dirEntry, ghostFor } from './regfile';
 import { filesUnit, fileEntry } from './files';
 
-const { O } = abi;
 
 export const fsUnit = defineUnit({
   name: 'fs',
   dumpPhases: [{
     name: 'fs', after: ['parasite'], before: ['write-files'],
     each(ctx, pd) {
-      const dirFlags = O.RDONLY | O.DIRECTORY;
-      const cwd = fs.readlinkSync(`/proc/${pd.pid}/cwd`);
-      const root = fs.readlinkSync(`/proc/${pd.pid}/root`);
-      const cwdId = regFileEntry(ctx, cwd, dirFlags, { statPath: `/proc/${pd.pid}/cwd` });
-      const rootId = regFileEntry(ctx, root, dirFlags, { statPath: `/proc/${pd.pid}/root` });
+      const cwdId = dirEntry(ctx, pd.pid, 'cwd');
+      const rootId = dirEntry(ctx, pd.pid, 'root');
       const umask = parseInt(pd.status.get('Umask') ?? '22', 8);
       ctx.write(`fs-${pd.vpid}.img`, 'FS', parts('fs_entry', [{ cwd_id: cwdId, root_id: rootId, umask }]));
     },
@@ -44,10 +38,12 @@ export const fsUnit = defineUnit({
     each(ctx, tr, l) {
       const t = tr.task;
       const e = l.get(tr.img.pid)!;
-      const root = fileEntry(ctx, e.root_id).reg!.name;
-      const cwd = fileEntry(ctx, e.cwd_id).reg!.name;
+      // A deleted one comes back as the ghost made for it (removed again at the end).
+      const path = (id: number) => { const r = fileEntry(ctx, id).reg!; return ghostFor(ctx, r)?.slice(ctx.fsRoot.length) ?? r.name; };
+      const root = path(e.root_id);
+      // Both paths as seen from the root it has now: the cwd first, as it may be outside the new root.
+      t.call('chdir', cstr(path(e.cwd_id)));
       if (root !== '/') t.call('chroot', cstr(root));
-      t.call('chdir', cstr(cwd));
       t.call('umask', e.umask ?? 0o22);
     },
   }],

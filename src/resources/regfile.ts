@@ -5,7 +5,8 @@
 // A file deleted while open (a "ghost") has its contents put in
 // ghost-file-N.img (up to the ghost limit) and remap-fpath.img maps its file
 // id to it; restore re-creates it, opens it for every user, and unlinks it
-// again.
+// again. A deleted directory (an open one, or a cwd) is a ghost too: always
+// empty, so made again exactly, then removed.
 import * as fs from 'node:fs';
 import { abi, sysTry } from '../sys';
 
@@ -21,7 +22,7 @@ import { namespacesUnit } from './ns/namespaces';
 import { treeMounts } from './ns/mnt';
 import { treeProcFile, checkTreeProcFile } from './procfiles';
 
-const { O } = abi;
+const { O, S_IF } = abi;
 type RegEntry = Msg<'reg_file_entry'>;
 
 /** Default --ghost-limit, as criu's. */
@@ -98,32 +99,63 @@ function readGhost(via: string, size: number): { data: Buffer; chunks?: { off: n
   }
 }
 
-function dumpGhost(ctx: DumpCtx, d: FdDesc, id: number, ghosts: Ghost[]): RegEntry {
-  const name = d.link.slice(0, -' (deleted)'.length);
+const DELETED = ' (deleted)';
+const isDir = (mode: number | undefined): boolean => ((mode ?? 0) & S_IF.MT) === S_IF.DIR;
+
+/**
+ * A deleted file or directory `link` ("… (deleted)"), reached through `via`
+ * (/proc/PID/fd/N or /proc/PID/cwd), as a ghost; `what` names its user.
+ */
+function dumpGhost(ctx: DumpCtx, g: { link: string; via: string; st: fs.Stats; flags: number; pos: bigint; what: string }, id: number, ghosts: Ghost[]): RegEntry {
+  const name = g.link.slice(0, -DELETED.length);
+  const { st } = g;
   // Still linked elsewhere (the path it was opened by was removed, another
   // hard link remains): a copy would be another file than that one.
-  if (d.st.nlink > 0) {
-    throw new StasisError(ErrorCodes.UNSUPPORTED, `fd ${d.fd} of pid ${d.pid}: ${d.link} still has ${d.st.nlink} hard link(s) under other names; not supported`);
+  if (st.nlink > 0 && !st.isDirectory()) {
+    throw new StasisError(ErrorCodes.UNSUPPORTED, `${g.what}: ${g.link} still has ${st.nlink} hard link(s) under other names; not supported`);
   }
   // One inode, however many open file descriptions: one ghost file, re-made once.
-  const same = ghosts.find((g) => !g.alias && g.entry.dev === d.st.dev && g.entry.ino === BigInt(d.st.ino));
+  const same = ghosts.find((x) => !x.alias && x.entry.dev === st.dev && x.entry.ino === BigInt(st.ino));
   if (same) {
     ghosts.push({ ...same, origId: id, alias: true });
-    return regEntry(id, name, d.flags, d.info.pos, `/proc/${d.pid}/fd/${d.fd}`);
+    return regEntry(id, name, g.flags, g.pos, g.via);
   }
   const limit = ctx.opts.ghostLimit ?? GHOST_LIMIT;
-  if (d.st.size > limit) {
-    throw new StasisError(ErrorCodes.UNSUPPORTED, `fd ${d.fd} of pid ${d.pid}: deleted file ${d.link} holds ${d.st.size} bytes, over the ghost limit of ${limit} (--ghost-limit)`);
+  if (st.size > limit && !st.isDirectory()) {
+    throw new StasisError(ErrorCodes.UNSUPPORTED, `${g.what}: deleted file ${g.link} holds ${st.size} bytes, over the ghost limit of ${limit} (--ghost-limit)`);
   }
-  const { data, chunks } = readGhost(`/proc/${d.pid}/fd/${d.fd}`, d.st.size);
+  // A deleted directory is empty: nothing but its inode's attributes.
+  const { data, chunks } = st.isDirectory() ? { data: Buffer.alloc(0), chunks: undefined } : readGhost(g.via, st.size);
   ghosts.push({
-    origId: id, remapId: ghosts.filter((g) => !g.alias).length + 1, data, chunks,
+    origId: id, remapId: ghosts.filter((x) => !x.alias).length + 1, data, chunks,
     entry: {
-      uid: d.st.uid, gid: d.st.gid, mode: d.st.mode, dev: d.st.dev, ino: BigInt(d.st.ino), size: BigInt(d.st.size), chunks: chunks !== undefined,
-      atim: timeval(d.st.atimeMs), mtim: timeval(d.st.mtimeMs),
+      uid: st.uid, gid: st.gid, mode: st.mode, dev: st.dev, ino: BigInt(st.ino), chunks: chunks !== undefined,
+      ...(st.isDirectory() ? {} : { size: BigInt(st.size) }),
+      atim: timeval(st.atimeMs), mtim: timeval(st.mtimeMs),
     },
   });
-  return regEntry(id, name, d.flags, d.info.pos, `/proc/${d.pid}/fd/${d.fd}`);
+  return regEntry(id, name, g.flags, g.pos, g.via);
+}
+
+/**
+ * The file id of a directory a process is in (cwd or root, `link` as
+ * /proc/PID/`which` reads), a ghost when it was deleted.
+ */
+export function dirEntry(ctx: DumpCtx, pid: number, which: 'cwd' | 'root'): number {
+  const link = fs.readlinkSync(`/proc/${pid}/${which}`);
+  const via = `/proc/${pid}/${which}`;
+  const flags = O.RDONLY | O.DIRECTORY;
+  if (!link.endsWith(DELETED)) return regFileEntry(ctx, link, flags, { statPath: via });
+  const st = fs.statSync(via);
+  return fileId(ctx, `ghost-dir:${st.dev}:${st.ino}`, (id) => ({
+    type: FD_TYPES.REG, id, reg: dumpGhost(ctx, { link, via, st, flags, pos: 0n, what: `the ${which} of pid ${pid}` }, id, ctx.state(regFileUnit).ghosts),
+  }));
+}
+
+/** The path a ghost file or directory was made again at (made now if not yet), for file id `id`; undefined for other files. */
+export function ghostFor(ctx: RestoreCtx, e: RegEntry): string | undefined {
+  const ghost = ctx.loaded(regFileUnit).ghosts.get(e.id);
+  return ghost === undefined ? undefined : ghostPath(ctx, e, ghost, ctx.state(regFileUnit).made);
 }
 
 /**
@@ -137,6 +169,7 @@ function ghostPath(ctx: RestoreCtx, e: RegEntry, ghostId: number, made: Map<numb
   const cur = new ImageCursor(ctx.ckpt.images.path(file), ctx.ckpt.images.raw(file), 'GHOST_FILE');
   if (cur.done) throw new StasisError(ErrorCodes.BAD_IMAGE, `${ctx.ckpt.images.path(file)}: empty`);
   const entry = cur.entry('ghost_file_entry');
+  if (isDir(entry.mode)) return ghostDir(ctx, e, entry, ghostId, made);
   // Whole contents after the entry, or chunks (an entry, then its bytes) of a sparse file.
   const chunks: { off: number; data: Buffer }[] = [];
   if (!entry.chunks) chunks.push({ off: 0, data: cur.bytes(cur.rest) });
@@ -148,9 +181,7 @@ function ghostPath(ctx: RestoreCtx, e: RegEntry, ghostId: number, made: Map<numb
     }
   }
   const g = { entry };
-  // In the tree's own mount namespace when it has one.
-  let path = ctx.fsRoot + e.name;
-  if (fs.existsSync(path)) path = `${path}.stasis-ghost-${process.pid}-${ghostId}`;
+  const path = freePath(ctx, e, ghostId);
   const fd = fs.openSync(path, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, g.entry.mode & 0o7777);
   made.set(ghostId, path);
   try {
@@ -164,6 +195,39 @@ function ghostPath(ctx: RestoreCtx, e: RegEntry, ghostId: number, made: Map<numb
     fs.closeSync(fd);
   }
   return path;
+}
+
+/** Where a ghost is made: its old path when free (in the tree's own mount namespace when it has one), else beside it. */
+function freePath(ctx: RestoreCtx, e: RegEntry, ghostId: number): string {
+  const path = ctx.fsRoot + e.name;
+  return fs.existsSync(path) ? `${path}.stasis-ghost-${process.pid}-${ghostId}` : path;
+}
+
+/** A deleted directory made again (empty, as it was), with its owner, mode and times. */
+function ghostDir(ctx: RestoreCtx, e: RegEntry, entry: Msg<'ghost_file_entry'>, ghostId: number, made: Map<number, string>): string {
+  const path = freePath(ctx, e, ghostId);
+  fs.mkdirSync(path, entry.mode & 0o7777);
+  made.set(ghostId, path);
+  fs.chownSync(path, entry.uid, entry.gid);
+  fs.chmodSync(path, entry.mode & 0o7777);
+  if (entry.mtim) fs.utimesSync(path, seconds(entry.atim ?? entry.mtim), seconds(entry.mtim));
+  return path;
+}
+
+/**
+ * Ghosts made again are removed (`dirsOnly`: the directories). A directory
+ * with rmdir: only if empty, as it was made, so nothing of anyone else's
+ * goes with it.
+ */
+function removeGhosts(made: Map<number, string>, dirsOnly: boolean): void {
+  for (const [id, p] of made) {
+    let dir: boolean;
+    try { dir = fs.lstatSync(p).isDirectory(); } catch { made.delete(id); continue; }
+    if (dir) fs.rmdirSync(p);
+    else if (dirsOnly) continue;
+    else fs.rmSync(p, { force: true });
+    made.delete(id);
+  }
 }
 
 /** Whether a file is on the mqueue filesystem (POSIX message queues). */
@@ -210,8 +274,10 @@ export const regFileUnit = defineFileUnit({
     return { ghosts };
   },
   restoreState: () => ({ made: new Map<number, string>() }),
+  // Ghost directories go before anything runs: a process let run could make a file in one, and it would stay.
+  restorePhases: [{ name: 'ghost-dirs-gone', after: ['fs', 'files'], once: (_ctx, _l, st) => removeGhosts(st.made, true) }],
   // Re-created deleted files are deleted again, success or not.
-  cleanup(_ctx, st) { for (const p of st.made.values()) fs.rmSync(p, { force: true }); },
+  cleanup(_ctx, st) { removeGhosts(st.made, false); },
   file: {
     type: FD_TYPES.REG,
     field: 'reg',
@@ -230,8 +296,10 @@ export const regFileUnit = defineFileUnit({
       if (own && !own.has(d.info.mntId) && !(d.st.isCharacterDevice() && HARMLESS_CHR.has(d.link)) && !sameFileInside(d.pid, d.link, d.st)) {
         throw new StasisError(ErrorCodes.UNSUPPORTED, `fd ${d.fd} of pid ${d.pid}: ${d.link} is on a mount outside the tree's mount namespace (mount ${d.info.mntId}); not supported`);
       }
-      if (d.link.endsWith(' (deleted)') && d.st.isFile()) return dumpGhost(ctx, d, id, st.ghosts);
-      if (d.link.endsWith(' (deleted)')) throw new StasisError(ErrorCodes.UNSUPPORTED, `fd ${d.fd} of pid ${d.pid}: ${d.link} is deleted and not a regular file; not supported`);
+      if (d.link.endsWith(DELETED) && (d.st.isFile() || d.st.isDirectory())) {
+        return dumpGhost(ctx, { link: d.link, via: `/proc/${d.pid}/fd/${d.fd}`, st: d.st, flags: d.flags, pos: d.info.pos, what: `fd ${d.fd} of pid ${d.pid}` }, id, st.ghosts);
+      }
+      if (d.link.endsWith(DELETED)) throw new StasisError(ErrorCodes.UNSUPPORTED, `fd ${d.fd} of pid ${d.pid}: ${d.link} is deleted and not a regular file; not supported`);
       return regEntry(id, d.link, d.flags, d.info.pos, `/proc/${d.pid}/fd/${d.fd}`);
     },
     validate(e, where, ld, l) {
