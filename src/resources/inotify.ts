@@ -59,11 +59,14 @@ export const inotifyUnit = defineFileUnit({
     match: (d) => d.link === 'anon_inode:inotify',
     dump(_ctx, d, id) {
       const wd: Msg<'inotify_wd_entry'>[] = parseInotifyWatches(d.info.raw).map((w) => {
+        const path = pathOfHandle(w.sdev, w.handleType, w.handle);
+        // A path re-opens another file; a ghost made again would send the watch events of its removal.
+        if (path.endsWith(' (deleted)')) throw new StasisError(ErrorCodes.UNSUPPORTED, `fd ${d.fd} of pid ${d.pid}: inotify watch ${w.wd} is on a deleted file (${path}); not supported`);
         const words: bigint[] = [];
         for (let i = 0; i < w.handle.length; i += 8) { const b = Buffer.alloc(8); w.handle.copy(b, 0, i, i + 8); words.push(b.readBigUInt64LE(0)); }
         return {
           id, i_ino: w.ino, mask: w.mask, ignored_mask: w.ignoredMask, s_dev: w.sdev, wd: w.wd,
-          f_handle: { bytes: w.handle.length, type: w.handleType, handle: words, path: pathOfHandle(w.sdev, w.handleType, w.handle) },
+          f_handle: { bytes: w.handle.length, type: w.handleType, handle: words, path },
         };
       });
       return { id, flags: d.flags, fown: NO_FOWN, wd };
