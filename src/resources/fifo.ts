@@ -8,7 +8,7 @@ import { abi } from '../sys';
 import { StasisError, ErrorCodes } from '../errors';
 import { FD_TYPES } from '../images/criu';
 import { defineFileUnit } from '../unit/unit';
-import { regFileEntry } from './regfile';
+import { regFileEntry, ghostFifoEntry, ghostFor, regFileUnit } from './regfile';
 import { park, fileEntry } from './files';
 import { namespacesUnit } from './ns/namespaces';
 import { readPipeData, fillPipe, writePipeData, loadPipeData, type PipeData } from './pipes';
@@ -17,7 +17,7 @@ const { O, F } = abi;
 
 export const fifoUnit = defineFileUnit({
   name: 'fifo',
-  loadAfter: ['namespaces'],
+  loadAfter: ['namespaces', 'regular files'],
   dumpState: () => new Map<number, PipeData>(),
   dumpPhases: [{
     name: 'fifo-data', after: ['files'],
@@ -32,7 +32,8 @@ export const fifoUnit = defineFileUnit({
     match: (d) => d.st.isFIFO() && !d.link.startsWith('pipe:'),
     dump(ctx, d, id, st) {
       if (!st.has(d.st.ino)) st.set(d.st.ino, readPipeData(d.pid, d.fd));
-      const regfId = regFileEntry(ctx, d.link, d.flags, { key: `fifo-path:${d.flags}:${d.link}` });
+      // A deleted one: made again as a ghost, opened, removed again.
+      const regfId = d.link.endsWith(' (deleted)') ? ghostFifoEntry(ctx, d) : regFileEntry(ctx, d.link, d.flags, { key: `fifo-path:${d.flags}:${d.link}` });
       return { id, pipe_id: d.st.ino, regf_id: regfId };
     },
     check(e, where) {
@@ -41,13 +42,15 @@ export const fifoUnit = defineFileUnit({
     validate(e, where, ld) {
       const reg = fileEntry(ld, e.regf_id!).reg;
       if (!reg) throw new StasisError(ErrorCodes.BAD_IMAGE, `${where}: FIFO path entry ${e.regf_id} is not a path`);
+      if (ld.loaded(regFileUnit).ghosts.has(e.regf_id!)) return; // made again
       if (ld.loaded(namespacesUnit).has('mnt')) return; // in the tree's own mount namespace: opened there
       let st: fs.Stats;
       try { st = fs.statSync(reg.name); } catch { throw new StasisError(ErrorCodes.FILE_CHANGED, `${where}: FIFO ${reg.name} no longer exists`); }
       if (!st.isFIFO()) throw new StasisError(ErrorCodes.FILE_CHANGED, `${where}: ${reg.name} is no longer a FIFO`);
     },
     open(ctx, tr, e, keepers, l) {
-      const reg = fileEntry(ctx, e.regf_id!).reg!;
+      const e0 = fileEntry(ctx, e.regf_id!).reg!;
+      const reg = { ...e0, name: ghostFor(ctx, e0)?.slice(ctx.fsRoot.length) ?? e0.name };
       const t = tr.task;
       const have = keepers.get(e.pipe_id);
       if (!have || have.pid !== tr.img.pid) {

@@ -8,7 +8,7 @@
 // again. A deleted directory (an open one, or a cwd) is a ghost too: always
 // empty, so made again exactly, then removed.
 import * as fs from 'node:fs';
-import { abi, sysTry } from '../sys';
+import { abi, sys, sysTry, addressOf } from '../sys';
 
 const { SEEK } = abi;
 import { parts, ImageCursor, type Msg } from '../images/image';
@@ -101,6 +101,7 @@ function readGhost(via: string, size: number): { data: Buffer; chunks?: { off: n
 
 const DELETED = ' (deleted)';
 const isDir = (mode: number | undefined): boolean => ((mode ?? 0) & S_IF.MT) === S_IF.DIR;
+const isFifo = (mode: number | undefined): boolean => ((mode ?? 0) & S_IF.MT) === S_IF.FIFO;
 
 /**
  * A deleted file or directory `link` ("… (deleted)"), reached through `via`
@@ -124,13 +125,14 @@ function dumpGhost(ctx: DumpCtx, g: { link: string; via: string; st: fs.Stats; f
   if (st.size > limit && !st.isDirectory()) {
     throw new StasisError(ErrorCodes.UNSUPPORTED, `${g.what}: deleted file ${g.link} holds ${st.size} bytes, over the ghost limit of ${limit} (--ghost-limit)`);
   }
-  // A deleted directory is empty: nothing but its inode's attributes.
-  const { data, chunks } = st.isDirectory() ? { data: Buffer.alloc(0), chunks: undefined } : readGhost(g.via, st.size);
+  // A deleted directory is empty, a FIFO's queue is the fifo unit's: nothing but the inode's attributes.
+  const bare = st.isDirectory() || st.isFIFO();
+  const { data, chunks } = bare ? { data: Buffer.alloc(0), chunks: undefined } : readGhost(g.via, st.size);
   ghosts.push({
     origId: id, remapId: ghosts.filter((x) => !x.alias).length + 1, data, chunks,
     entry: {
       uid: st.uid, gid: st.gid, mode: st.mode, dev: st.dev, ino: BigInt(st.ino), chunks: chunks !== undefined,
-      ...(st.isDirectory() ? {} : { size: BigInt(st.size) }),
+      ...(bare ? {} : { size: BigInt(st.size) }),
       atim: timeval(st.atimeMs), mtim: timeval(st.mtimeMs),
     },
   });
@@ -152,6 +154,13 @@ export function dirEntry(ctx: DumpCtx, pid: number, which: 'cwd' | 'root'): numb
   }));
 }
 
+/** The file id of a deleted FIFO's path (fd `d`, opened with its flags), as a ghost. */
+export function ghostFifoEntry(ctx: DumpCtx, d: FdDesc): number {
+  return fileId(ctx, `ghost-fifo:${d.flags}:${d.st.dev}:${d.st.ino}`, (id) => ({
+    type: FD_TYPES.REG, id, reg: dumpGhost(ctx, { link: d.link, via: `/proc/${d.pid}/fd/${d.fd}`, st: d.st, flags: d.flags, pos: 0n, what: `fd ${d.fd} of pid ${d.pid}` }, id, ctx.state(regFileUnit).ghosts),
+  }));
+}
+
 /** The path a ghost file or directory was made again at (made now if not yet), for file id `id`; undefined for other files. */
 export function ghostFor(ctx: RestoreCtx, e: RegEntry): string | undefined {
   const ghost = ctx.loaded(regFileUnit).ghosts.get(e.id);
@@ -169,7 +178,7 @@ function ghostPath(ctx: RestoreCtx, e: RegEntry, ghostId: number, made: Map<numb
   const cur = new ImageCursor(ctx.ckpt.images.path(file), ctx.ckpt.images.raw(file), 'GHOST_FILE');
   if (cur.done) throw new StasisError(ErrorCodes.BAD_IMAGE, `${ctx.ckpt.images.path(file)}: empty`);
   const entry = cur.entry('ghost_file_entry');
-  if (isDir(entry.mode)) return ghostDir(ctx, e, entry, ghostId, made);
+  if (isDir(entry.mode) || isFifo(entry.mode)) return ghostNode(ctx, e, entry, ghostId, made);
   // Whole contents after the entry, or chunks (an entry, then its bytes) of a sparse file.
   const chunks: { off: number; data: Buffer }[] = [];
   if (!entry.chunks) chunks.push({ off: 0, data: cur.bytes(cur.rest) });
@@ -203,10 +212,11 @@ function freePath(ctx: RestoreCtx, e: RegEntry, ghostId: number): string {
   return fs.existsSync(path) ? `${path}.stasis-ghost-${process.pid}-${ghostId}` : path;
 }
 
-/** A deleted directory made again (empty, as it was), with its owner, mode and times. */
-function ghostDir(ctx: RestoreCtx, e: RegEntry, entry: Msg<'ghost_file_entry'>, ghostId: number, made: Map<number, string>): string {
+/** A deleted directory (empty, as it was) or FIFO made again, with its owner, mode and times. */
+function ghostNode(ctx: RestoreCtx, e: RegEntry, entry: Msg<'ghost_file_entry'>, ghostId: number, made: Map<number, string>): string {
   const path = freePath(ctx, e, ghostId);
-  fs.mkdirSync(path, entry.mode & 0o7777);
+  if (isDir(entry.mode)) fs.mkdirSync(path, entry.mode & 0o7777);
+  else sys('mknodat', abi.AT_FDCWD, addressOf(Buffer.from(`${path}\0`)), S_IF.FIFO | (entry.mode & 0o7777), 0);
   made.set(ghostId, path);
   fs.chownSync(path, entry.uid, entry.gid);
   fs.chmodSync(path, entry.mode & 0o7777);

@@ -17,7 +17,7 @@ export const LOCK_TYPE = { RDLCK: 0, WRLCK: 1, UNLCK: 2 } as const;
 /** flock(2) operations. */
 export const LOCK = { SH: 1, EX: 2, NB: 4, UN: 8 } as const;
 /** File type bits of st_mode (inode(7)). */
-export const S_IF = { MT: 0o170000, DIR: 0o040000, REG: 0o100000 } as const;
+export const S_IF = { MT: 0o170000, DIR: 0o040000, REG: 0o100000, FIFO: 0o010000 } as const;
 export const SEEK = { SET: 0, CUR: 1, END: 2, DATA: 3, HOLE: 4 } as const;
 export const F_OWNER = { TID: 0, PID: 1, PGRP: 2 } as const;
 export const MFD = { CLOEXEC: 1, ALLOW_SEALING: 2, HUGETLB: 4, NOEXEC_SEAL: 8, EXEC: 0x10 } as const;
