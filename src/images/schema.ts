@@ -171,8 +171,9 @@ const messages = {
     proto: 'required uint32 5', state: 'required uint32 6', src_port: 'required uint32 7', dst_port: 'required uint32 8',
     flags: 'required uint32 9', backlog: 'required uint32 10', src_addr: 'repeated uint32 11', dst_addr: 'repeated uint32 12',
     fown: 'required fown_entry 13', opts: 'required sk_opts_entry 14', v6only: 'optional bool 15',
-    shutdown: 'optional sk_shutdown 19', tcp_opts: 'optional tcp_opts_entry 20',
+    ip_opts: 'optional ip_opts_entry 16', shutdown: 'optional sk_shutdown 19', tcp_opts: 'optional tcp_opts_entry 20',
   },
+  ip_opts_entry: { freebind: 'optional bool 1', pktinfo: 'optional bool 5', tos: 'optional uint32 6', ttl: 'optional uint32 7' },
   tcp_opts_entry: {
     cork: 'optional bool 1', nodelay: 'optional bool 2', keepcnt: 'optional uint32 3', keepidle: 'optional uint32 4',
     keepintvl: 'optional uint32 5',
@@ -320,6 +321,9 @@ export const NEWER_UPSTREAM: Readonly<Record<string, string>> = {
   'tcp_opts_entry.keepcnt': 'optional uint32 3',
   'tcp_opts_entry.keepidle': 'optional uint32 4',
   'tcp_opts_entry.keepintvl': 'optional uint32 5',
+  'ip_opts_entry.pktinfo': 'optional bool 5',
+  'ip_opts_entry.tos': 'optional uint32 6',
+  'ip_opts_entry.ttl': 'optional uint32 7',
 };
 
 export type MsgName = keyof typeof messages;

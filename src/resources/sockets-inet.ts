@@ -2,10 +2,10 @@
 // port, backlog and options; UDP sockets bound or connected, with their
 // queued datagrams; established TCP connections with --tcp-established
 // (tcp-stream.ts).
-import { sys, sysTry, addressOf, abi } from '../sys';
+import { sys, sysTry, addressOf, abi, pollOne } from '../sys';
 import { inBuf } from '../compel/remote';
 import { StasisError, ErrorCodes } from '../errors';
-import { FD_TYPES, NO_FOWN } from '../images/criu';
+import { FD_TYPES, NO_FOWN, SK_SHUTDOWN } from '../images/criu';
 import type { Msg } from '../images/schema';
 import { defineFileUnit } from '../unit/unit';
 import { inetSockets, type InetDiag } from '../proc/sockdiag';
@@ -13,6 +13,7 @@ import { grabSocket, getInt, sockName, dumpSockOpts, restoreSockOpts, restoreShu
 import { sendAll, peekQueue, skQueuesUnit, type Packet } from './sockqueue';
 import { repairOn, repairOff, dumpTcpStream, loadTcpStream, restoreTcpStream, type RepairSocket } from './tcp-stream';
 import { lockConnection, connOf } from './netlock';
+import { dumpIpOpts, restoreIpOpts } from './ipopts';
 
 const { AF, SOCK, SOL, SO, IPPROTO, IPV6_V6ONLY, TCP, TCP_STATE, TCP_INFO_HEAD, SOCKADDR_IN, SOCKADDR_IN6 } = abi;
 const STATE_NAMES = Object.fromEntries(Object.entries(TCP_STATE).map(([k, v]) => [v, k]));
@@ -51,6 +52,16 @@ interface DumpState {
 interface RestoreState {
   /** Our copies of restored connections, in repair mode until the tasks are about to run. */
   repair: RepairSocket[];
+}
+
+/**
+ * Shutdown bits of a socket sock_diag does not list (a TCP socket whose
+ * connection ended and whose port went to TIME_WAIT): one that reads the end
+ * of input (POLLRDHUP) is taken as shut both ways, as such an end leaves it
+ * (writing fails the same either way).
+ */
+function endedBits(s: number): number {
+  return pollOne(s, abi.POLL.RDHUP, 0) & abi.POLL.RDHUP ? SK_SHUTDOWN.BOTH : 0;
 }
 
 function diagOf(st: DumpState, family: number, proto: number): Map<number, InetDiag> {
@@ -131,7 +142,7 @@ export const inetSocketUnit = defineFileUnit({
         const peer = parseAddr(peerRaw);
         let state: number;
         const diag = diagOf(st, family, proto).get(d.st.ino);
-        const shutdown = diag?.shutdown ?? 0;
+        const shutdown = diag ? diag.shutdown : endedBits(s);
         if (type === SOCK.STREAM) {
           const info = Buffer.alloc(TCP_INFO_HEAD.size), len = Buffer.alloc(4);
           len.writeUInt32LE(info.length);
@@ -166,7 +177,7 @@ export const inetSocketUnit = defineFileUnit({
           id, ino: d.st.ino, family, type, proto, state, src_port: local.port, dst_port: peer.port, flags: d.flags,
           backlog: state === TCP_STATE.LISTEN ? diag?.wqueue ?? 128 : 0, src_addr: local.words, dst_addr: peer.words,
           fown: NO_FOWN, opts: dumpSockOpts(s, ctx.state(skQueuesUnit).some((q) => q.id === id), `fd ${d.fd} of pid ${d.pid}: inet socket ${d.st.ino}`), v6only: family === AF.INET6 ? getInt(s, SOL.IPV6, IPV6_V6ONLY) !== 0 : undefined,
-          shutdown: shutdown || undefined, tcp_opts: tcpOpts,
+          shutdown: shutdown || undefined, tcp_opts: tcpOpts, ip_opts: dumpIpOpts(s),
         };
       } finally {
         if (!keep) sysTry('close', s);
@@ -191,10 +202,20 @@ export const inetSocketUnit = defineFileUnit({
       if (e.tcp_opts?.nodelay) t.call('setsockopt', fd, SOL.TCP, TCP.NODELAY, inBuf(abi.i32s([1])), 4);
       if (e.tcp_opts?.cork) t.call('setsockopt', fd, SOL.TCP, TCP.CORK, inBuf(abi.i32s([1])), 4);
       if (e.family === AF.INET6 && e.v6only) t.call('setsockopt', fd, SOL.IPV6, IPV6_V6ONLY, inBuf(abi.i32s([1])), 4);
+      restoreIpOpts(t, fd, e.ip_opts);
       const bound = e.src_port !== 0 || (e.src_addr ?? []).some((w) => w !== 0);
       if (bound) {
         const a = makeSockaddr(e.family, e.src_port, e.src_addr ?? []);
+        // A TCP connection that ended (closed, shut both ways) left its port to
+        // TIME_WAIT sockets: bound in repair mode, which takes it regardless.
+        const ended = e.type === SOCK.STREAM && e.state === TCP_STATE.CLOSE && !!e.shutdown;
+        if (ended) t.call('setsockopt', fd, SOL.TCP, TCP.REPAIR, inBuf(abi.i32s([1])), 4);
         const r = t.callRaw('bind', fd, inBuf(a), a.length);
+        if (ended) {
+          // Leaving repair mode resets the reuse flag.
+          t.call('setsockopt', fd, SOL.TCP, TCP.REPAIR, inBuf(abi.i32s([0])), 4);
+          if (e.opts.reuseaddr) t.call('setsockopt', fd, SOL.SOCKET, SO.REUSEADDR, inBuf(abi.i32s([1])), 4);
+        }
         if (r < 0n) throw new StasisError(ErrorCodes.RESTORE_FAILED, `cannot bind ${e.type === SOCK.STREAM ? 'TCP' : 'UDP'} port ${e.src_port} again (errno ${-r}): is it in use?`);
       }
       if (e.state === TCP_STATE.LISTEN) t.call('listen', fd, e.backlog);

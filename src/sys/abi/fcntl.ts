@@ -31,5 +31,5 @@ export const TFD_IOC_SET_TICKS = 0x40085400;
 export const SFD_NONBLOCK = 0o4000;
 export const IN_NONBLOCK = 0o4000;
 /** poll(2) events. */
-export const POLL = { IN: 0x1, ERR: 0x8, HUP: 0x10 } as const;
+export const POLL = { IN: 0x1, ERR: 0x8, HUP: 0x10, RDHUP: 0x2000 } as const;
 export const EPOLL_CTL = { ADD: 1, DEL: 2, MOD: 3 } as const;

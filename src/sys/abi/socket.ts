@@ -14,6 +14,8 @@ export const SO = {
 export const SOCK_BUF_LOCK = { SNDBUF: 1, RCVBUF: 2 } as const;
 export const IFNAMSIZ = 16;
 export const IPV6_V6ONLY = 26;
+/** IPPROTO_IP (SOL_IP) options carried in ip_opts_entry. */
+export const IP = { TOS: 1, TTL: 2, PKTINFO: 8, FREEBIND: 15 } as const;
 export const TCP = {
   NODELAY: 1, MAXSEG: 2, CORK: 3, KEEPIDLE: 4, KEEPINTVL: 5, KEEPCNT: 6, SYNCNT: 7, LINGER2: 8, DEFER_ACCEPT: 9,
   WINDOW_CLAMP: 10, INFO: 11, QUICKACK: 12, CONGESTION: 13, USER_TIMEOUT: 18, REPAIR: 19, REPAIR_QUEUE: 20,
