@@ -14,7 +14,7 @@ let root: string;
 before(() => { initHarness(); root = tmpDir('zombies'); });
 after(() => fs.rmSync(root, { recursive: true, force: true }));
 
-test('a parent with five zombies (exit codes, signals, own group, own session): restored, its waits find each as it was', async () => {
+test('a parent with six zombies (exit codes, signals incl. SIGKILL, own group, own session): restored, its waits find each as it was', async () => {
   const fx = await Fixture.start('zombie');
   try {
     const first = Number(fx.manifest.values.get('CHILD')![0]);
@@ -24,10 +24,10 @@ test('a parent with five zombies (exit codes, signals, own group, own session): 
     assert.equal(d.status, 0, describeCli(d));
     await fx.reap();
     const tree = readImage(dir, 'pstree.img', 'PSTREE', 'pstree_entry');
-    assert.equal(tree.length, 6, 'the parent and five zombies');
+    assert.equal(tree.length, 7, 'the parent and six zombies');
     const states = tree.slice(1).map((e) => readImage(dir, `core-${e.pid}.img`, 'CORE', 'core_entry')[0].tc!);
-    assert.deepEqual(states.map((tc) => tc.task_state), Array(5).fill(TASK_STATE.DEAD));
-    assert.deepEqual(states.map((tc) => tc.exit_code), [7 << 8, 10 /* SIGUSR1 */, 11 /* SIGSEGV */, 3 << 8, 0]);
+    assert.deepEqual(states.map((tc) => tc.task_state), Array(6).fill(TASK_STATE.DEAD));
+    assert.deepEqual(states.map((tc) => tc.exit_code), [7 << 8, 10 /* SIGUSR1 */, 9 /* SIGKILL */, 11 /* SIGSEGV */, 3 << 8, 0]);
     // Its zombies came to us (the subreaper) when it was killed: ours to reap, freeing their pids.
     await waitGone(tree.map((e) => e.pid), 5000);
     restoreDetached(dir);

@@ -34,11 +34,17 @@ function end(t: RemoteTask, z: ZombieImage): void {
     if (sig !== abi.SIG.SIGKILL) t.call('rt_sigaction', sig, inBuf(KSIGACTION.encode({ handler: 0n, flags: 0n, restorer: 0n, mask: 0n })), 0, 8);
     ptrace.setSigMask(t.pid, 0n);
     tryKill(t.pid, sig);
+    // SIGKILL takes it at once: nothing to continue, only its end to wait for.
+    if (sig === abi.SIG.SIGKILL) { awaitEnd(t, z); return; }
   } else {
     const regs = ptrace.getRegs(t.pid);
     ptrace.setRegs(t.pid, { ...regs, rax: BigInt(SYS.exit_group), orig_rax: -1n, rdi: BigInt((z.exitCode >> 8) & 0xff), rip: t.trampoline!.code });
   }
   ptrace.cont(t.pid, 0);
+  awaitEnd(t, z);
+}
+
+function awaitEnd(t: RemoteTask, z: ZombieImage): void {
   for (;;) {
     const ws = wait4(t.pid);
     if (ws.kind === 'exited' || ws.kind === 'signaled') {
