@@ -74,18 +74,33 @@ export interface RestoreResult {
   lazy?: LazyServer;
 }
 
-/** A `syscall` instruction in the task's [vdso], for the calls that outlive the trampoline. */
+/**
+ * A `syscall` instruction for the calls that outlive the trampoline: in the
+ * task's [vdso], or (a task that unmapped it) in any other executable mapping
+ * (the bytes need not start an instruction of the program: we run only them).
+ */
 function findSyscallInsn(pid: number, vmas: Msg<'vma_entry'>[]): bigint {
-  const v = vmas.find((x) => x.status & VMA.AREA_VDSO);
-  if (v) {
-    const len = Number(v.end - v.start);
-    const b = Buffer.alloc(len);
-    const fd = fs.openSync(`/proc/${pid}/mem`, 'r');
-    try { fs.readSync(fd, b, 0, len, Number(v.start)); } finally { fs.closeSync(fd); }
-    const i = b.indexOf(SYSCALL_INSN);
-    if (i >= 0) return v.start + BigInt(i);
+  const vdso = vmas.filter((x) => x.status & VMA.AREA_VDSO);
+  // File mappings only: anonymous pages may still be on their way (lazy restore), and a read would wait on them.
+  const exec = vmas.filter((x) => (x.status & (VMA.FILE_PRIVATE | VMA.FILE_SHARED)) && (x.prot & abi.PROT.EXEC) && (x.prot & abi.PROT.READ));
+  const fd = fs.openSync(`/proc/${pid}/mem`, 'r');
+  try {
+    const chunk = Buffer.alloc(1 << 20);
+    for (const v of [...vdso, ...exec]) {
+      // Chunks overlap by a byte, so an instruction across a boundary is found.
+      for (let at = v.start; at < v.end - 1n; at += BigInt(chunk.length - 1)) {
+        const len = Number(v.end - at < BigInt(chunk.length) ? v.end - at : BigInt(chunk.length));
+        let n: number;
+        try { n = fs.readSync(fd, chunk, 0, len, Number(at)); } catch { break; } // not readable from here
+        const i = chunk.subarray(0, n).indexOf(SYSCALL_INSN);
+        if (i >= 0) return at + BigInt(i);
+        if (n < len) break;
+      }
+    }
+  } finally {
+    fs.closeSync(fd);
   }
-  throw new StasisError(ErrorCodes.RESTORE_FAILED, `no syscall instruction in the [vdso] of task ${pid}`);
+  throw new StasisError(ErrorCodes.RESTORE_FAILED, `no syscall instruction in the [vdso] or any executable mapping of task ${pid}`);
 }
 
 function finish(ctx: RestoreCtx, tr: TaskRestore, keepTraced: boolean): void {

@@ -150,6 +150,11 @@ export function moveVdso(t: RemoteTask, dumpedVmas: Msg<'vma_entry'>[]): void {
   const want = dumpedVmas.filter((v) => v.status & (VMA.AREA_VDSO | VMA.AREA_VVAR))
     .map((v) => ({ start: v.start, end: v.end, status: v.status }));
   live.sort((a, b) => (a.start < b.start ? -1 : 1));
+  // The dumped task had unmapped them all (as a program may): so ours go.
+  if (want.length === 0) {
+    t.callAll(live.map((v) => ['munmap', v.start, v.end - v.start]));
+    return;
+  }
   const same = want.length === live.length && want.every((v, i) => v.end - v.start === live[i].end - live[i].start &&
     ((v.status & VMA.AREA_VDSO) !== 0) === (live[i].name === '[vdso]'));
   if (!same) {
