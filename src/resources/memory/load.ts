@@ -171,7 +171,7 @@ function parentPagemap(ld: Loading, level: number, pid: number): Pagemap | null 
     let pages = 0;
     for (const e of runs) {
       if (e.vaddr % PAGE !== 0n || e.vaddr < prevEnd || e.nrPages <= 0) throw bad(where, `entry at ${e.vaddr.toString(16)} is unaligned, empty, out of order or overlapping`);
-      if (e.flags & PE.LAZY || !(e.flags & (PE.PRESENT | PE.PARENT))) throw bad(where, `entry at ${e.vaddr.toString(16)}: flags ${e.flags} not supported`);
+      if ((e.flags & PE.LAZY && !(e.flags & PE.PRESENT)) || !(e.flags & (PE.PRESENT | PE.PARENT))) throw bad(where, `entry at ${e.vaddr.toString(16)}: flags ${e.flags} not supported`);
       prevEnd = e.vaddr + BigInt(e.nrPages) * PAGE;
       if (e.flags & PE.PRESENT) pages += e.nrPages;
     }
