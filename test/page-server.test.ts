@@ -212,6 +212,15 @@ test('a page server whose sender goes away keeps nothing and exits 1; bad comman
   assert.deepEqual(fs.readFileSync(path.join(d2, FIRST_PAGES)), Buffer.alloc(8192, 9));
   const mem = loadDumpedMemory(d2, 42);
   assert.deepEqual(mem.entries.map((e) => [e.vaddr, e.nrPages, e.flags]), [[0x10000n, 2, 4]]);
+  // As criu 4.2 sends private anonymous pages: PE_PRESENT|PE_LAZY (6), data following; kept as sent.
+  const d3 = path.join(root, 'criu-lazy-flag');
+  r = await send(d3, [iov(4, 0, 0n, dst), iov(ADD_PRESENT, 1, 0x10000n, dst), Buffer.alloc(4096, 1), iov((6 << 16) | 6, 2, 0x20000n, dst), Buffer.alloc(8192, 2), iov(0x1023, 0, 0n, 0n)]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.deepEqual(fs.readFileSync(path.join(d3, FIRST_PAGES)), Buffer.concat([Buffer.alloc(4096, 1), Buffer.alloc(8192, 2)]));
+  assert.deepEqual(loadDumpedMemory(d3, 42).entries.map((e) => [e.vaddr, e.nrPages, e.flags]), [[0x10000n, 1, 4], [0x20000n, 2, 6]]);
+  // PE_LAZY alone (pages left on a lazy source) has nothing to receive: refused.
+  r = await send(path.join(root, 'lazy-only'), [iov(4, 0, 0n, dst), iov((2 << 16) | 6, 1, 0x10000n, dst)]);
+  assert.match(r.stderr, /pagemap entry flags 2 not supported/);
 });
 
 test('page-server -d: in the background once listening (pid printed and in --pidfile); a dump -R into it; it exits when the session ends', async () => {

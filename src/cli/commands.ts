@@ -13,7 +13,7 @@ import { openLog, closeLog, setLogLevel, log } from '../log';
 import { withProgress } from '../progress';
 import { LOGGING, usageError, type CommandSpec, type OptionSpec, type Values } from './options';
 import type { CgroupMode } from '../resources/ns/cgroup';
-import { PAGE_SERVER_OPTIONS, pageServerOf, pageServerCmd, migrateCmd, migrateReceiveCmd } from './transfer';
+import { PAGE_SERVER_OPTIONS, pageServerOf, lazySourceOf, lazyRemoteOf, pageServerCmd, migrateCmd, migrateReceiveCmd } from './transfer';
 
 /** Milliseconds spent loading the modules of the command run (for --timings). */
 export const loading = { ms: 0 };
@@ -160,16 +160,23 @@ const dumpCmd: Command = {
     ...INCREMENTAL,
     { long: 'track-mem', type: 'flag', help: 'with -R: keep tracking memory changes, for a next dump or pre-dump made on this one' },
     ...PAGE_SERVER_OPTIONS,
+    { long: 'lazy-pages', type: 'flag', help: 'post-copy: leave private anonymous pages out of the images and serve them from the frozen tree on --address/--port to `restore --lazy-pages --page-server`; the tree is killed once the restorer has them all, let go if the transfer fails' },
     TIMINGS,
     ...LOGGING,
   ],
   run(v) {
     const { pid, dir } = treeAndDir(v, 'dump');
+    const lazy = lazySourceOf(v);
+    const lazyPages = lazy && {
+      ...lazy,
+      onListening: (port: number) => console.error(`stasis dump: lazy pages served on ${lazy.address}:${port}`),
+      onConnected: (peer: string) => log.info(`lazy pages: restorer ${peer} connected`),
+    };
     const r = withProgress('dump', flag(v, 'json'), () => mod.dump().dump(pid, {
       dir, leaveRunning: flag(v, 'leave-running'), tcpEstablished: flag(v, 'tcp-established'), fileLocks: flag(v, 'file-locks'),
       ghostLimit: v['ghost-limit'] as number | undefined, shellJob: flag(v, 'shell-job'), extUnixSk: flag(v, 'ext-unix-sk'),
       external: list(v, 'external'), networkLock: networkLock(v), failAt: process.env.STASIS_FAIL_AT || undefined,
-      prevImagesDir: str(v, 'prev-images-dir'), trackMem: flag(v, 'track-mem'), pageServer: pageServerOf(v),
+      prevImagesDir: str(v, 'prev-images-dir'), trackMem: flag(v, 'track-mem'), pageServer: pageServerOf(v), lazyPages,
     }));
     log.info(dumpSummary(r, flag(v, 'leave-running')));
     const timings = withStartup(r.timings);
@@ -233,6 +240,9 @@ const restoreCmd: Command = {
     { long: 'join-ns', type: 'string', multiple: true, arg: 'net:PATH|net:PID', help: 'restore the tree into this existing network namespace' },
     { long: 'no-verify', type: 'flag', help: `do not check the images against their digest (${DIGEST_FILE}) first (images made by criu have none)` },
     { long: 'lazy-pages', type: 'flag', help: 'let the tree run before its private memory is in: pages are copied on first touch (userfaultfd) and streamed in meanwhile; stasis serves them until all are in (with -d, from a detached process that exits then)' },
+    { long: 'page-server', type: 'flag', help: 'with --lazy-pages: post-copy, the pages the images leave out are fetched from `dump --lazy-pages` at --address/--port' },
+    { long: 'address', type: 'string', arg: 'ADDR', help: 'with --page-server: the dump\'s numeric IP address' },
+    { long: 'port', type: 'int', arg: 'PORT', help: 'with --page-server: the dump\'s port' },
     TIMINGS,
     ...LOGGING,
   ],
@@ -308,11 +318,23 @@ function lazyDetached(): RestoredReport {
 type RestoredReport = Omit<RestoreResult, 'lazy'> & { lazy?: { bytes: number; server: number } };
 
 function restoreFrom(v: Values, dir: string, lazy: boolean): RestoreResult {
+  // Post-copy: the source is reached before anything is made (the connection is the lazy server's from then on).
+  const to = lazyRemoteOf(v);
+  const lazyRemote = to && (require('../pageserver/lazy-client') as typeof import('../pageserver/lazy-client')).LazyRemote.connect(to);
+  try {
+    return restoreWith(v, dir, lazy, lazyRemote);
+  } catch (e) {
+    lazyRemote?.drop();
+    throw e;
+  }
+}
+
+function restoreWith(v: Values, dir: string, lazy: boolean, lazyRemote: import('../pageserver/lazy-client').LazyRemote | undefined): RestoreResult {
   return mod.restore().restore({
     dir, detach: flag(v, 'restore-detached'), skipFileCheck: flag(v, 'skip-file-check'), shellJob: flag(v, 'shell-job'),
     fileLocks: flag(v, 'file-locks'), anyOwner: flag(v, 'allow-foreign-images'), root: str(v, 'root'), external: list(v, 'external'), inheritFd: list(v, 'inherit-fd'), joinNs: list(v, 'join-ns'), manageCgroups: cgroupMode(str(v, 'manage-cgroups')),
     networkLock: networkLock(v), failAt: process.env.STASIS_FAIL_AT || undefined,
-    verify: !flag(v, 'no-verify'), lazyPages: lazy,
+    verify: !flag(v, 'no-verify'), lazyPages: lazy, lazyRemote,
   });
 }
 

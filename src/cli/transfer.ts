@@ -33,13 +33,33 @@ export function portOf(v: unknown, what: string, zeroOk: boolean): number {
 /** criu's --page-server --address A --port N of dump and pre-dump. */
 export const PAGE_SERVER_OPTIONS: OptionSpec[] = [
   { long: 'page-server', type: 'flag', help: 'send the pages to a page server (stasis or criu page-server) at --address/--port; the other images are written in DIR' },
-  { long: 'address', type: 'string', arg: 'ADDR', help: 'with --page-server: its numeric IP address' },
-  { long: 'port', type: 'int', arg: 'PORT', help: 'with --page-server: its port' },
+  { long: 'address', type: 'string', arg: 'ADDR', help: 'with --page-server: its numeric IP address; with dump --lazy-pages: where to listen (default 0.0.0.0)' },
+  { long: 'port', type: 'int', arg: 'PORT', help: 'with --page-server: its port; with dump --lazy-pages: the port to serve on (0: any, printed)' },
 ];
+
+/** dump --lazy-pages --port N [--address A]: where the dump serves the pages it leaves out (post-copy). */
+export function lazySourceOf(v: Values): { address: string; port: number } | undefined {
+  if (!flag(v, 'lazy-pages')) return undefined;
+  if (flag(v, 'page-server')) usageError('--lazy-pages serves the pages itself: it does not go with --page-server');
+  return { address: numericAddress(str(v, 'address') ?? '0.0.0.0', '--address'), port: portOf(v.port, '--port', true) };
+}
+
+/** restore --lazy-pages --page-server --address A --port N: where the lazy pages are fetched from (post-copy). */
+export function lazyRemoteOf(v: Values): { address: string; port: number } | undefined {
+  if (!flag(v, 'page-server')) {
+    if (v.address !== undefined || v.port !== undefined) usageError('--address and --port go with --page-server');
+    return undefined;
+  }
+  if (!flag(v, 'lazy-pages')) usageError('restore --page-server needs --lazy-pages (the pages are fetched as the tree runs)');
+  const a = str(v, 'address');
+  if (!a) usageError('--page-server needs --address');
+  return { address: numericAddress(a, '--address'), port: portOf(v.port, '--port', false) };
+}
 
 /** The page server a dump or pre-dump sends to, from its options. */
 export function pageServerOf(v: Values): { address: string; port: number } | undefined {
   if (!flag(v, 'page-server')) {
+    if (flag(v, 'lazy-pages')) return undefined; // its --address/--port: lazySourceOf
     if (v.address !== undefined || v.port !== undefined) usageError('--address and --port go with --page-server');
     return undefined;
   }

@@ -20,6 +20,7 @@ import { parasitePhase } from './parasite-session';
 import { remoteCalls } from '../compel/parasite';
 import { log, timed, ordered } from '../log';
 import { finishPageServer, dropPageServer } from '../pageserver/client';
+import type { LazyServeStats } from '../pageserver/lazy-source';
 
 const { KCMP } = abi;
 
@@ -43,6 +44,8 @@ export interface DumpResult {
   /** Remote system calls run in the tree's tasks, and the stops they took (a batch runs several in one). */
   remoteCalls: number;
   remoteStops: number;
+  /** --lazy-pages: what was served to the restorer before the tree was killed. */
+  lazy?: LazyServeStats;
 }
 
 interface BoundPhase extends DumpPhase<unknown> { unit?: AnyUnit }
@@ -134,6 +137,7 @@ export function dump(pid: number, opts: DumpOptions): DumpResult {
   let imagesBytes = 0;
   let netLocked = false;
   let unlockError: unknown;
+  let lazy: LazyServeStats | undefined;
   try {
     ctx.step('start');
     // What can be refused without touching the tree (a bad parent images directory...).
@@ -167,6 +171,8 @@ export function dump(pid: number, opts: DumpOptions): DumpResult {
     opts.notify?.('post-dump');
     done = true;
     imagesBytes = out.bytesWritten;
+    // The images are complete: the directory is let go (its lock too) for a restorer on this machine.
+    if (ctx.lazySource) { out.close(); lazy = serveLazy(ctx, timings, () => { done = false; }); }
   } finally {
     // A tree that goes on gets its network back before it runs again.
     if (netLocked && !(done && !opts.leaveRunning)) try { opts.notify!('network-unlock'); } catch (e) { unlockError = e; }
@@ -175,14 +181,36 @@ export function dump(pid: number, opts: DumpOptions): DumpResult {
       tReleased = process.hrtime.bigint();
     }
     dropPageServer(ctx);
+    ctx.lazySource?.close();
     out.close();
   }
   if (unlockError) throw unlockError;
   const t1 = process.hrtime.bigint();
   return {
     pid, processes: tree.length, threads: tree.reduce((a, p) => a + p.threads.length, 0), pages: ctx.pagesCount, bytes: ctx.pagesBytes,
-    ms: Number(t1 - t0) / 1e6, frozenMs: Number(tReleased - tFrozen) / 1e6, imagesBytes, timings: ordered(timings), remoteCalls: remoteCalls.count - calls0, remoteStops: remoteCalls.stops - stops0,
+    ms: Number(t1 - t0) / 1e6, frozenMs: Number(tReleased - tFrozen) / 1e6, imagesBytes, timings: ordered(timings), remoteCalls: remoteCalls.count - calls0, remoteStops: remoteCalls.stops - stops0, lazy,
   };
+}
+
+/**
+ * dump --lazy-pages: the images are complete but for the lazy pages; serve
+ * them from the frozen tree until the restorer has them all (then the tree is
+ * killed, as after any dump). If the transfer breaks off, the restored copy
+ * dies with its server (it never runs on holes), so the tree here is let go:
+ * it is then the only one left, and runs on with all its memory.
+ */
+function serveLazy(ctx: DumpCtx, timings: Record<string, number>, failed: () => void): LazyServeStats {
+  const o = ctx.opts.lazyPages!;
+  log.info(`lazy pages: ${ctx.lazySource!.pages} pages to serve on port ${ctx.lazySource!.port}`);
+  // Said once the images are complete: a restorer may start from then on.
+  o.onListening?.(ctx.lazySource!.port);
+  try {
+    return timed(timings, 'lazy-serve', () => ctx.lazySource!.serve(o.onConnected));
+  } catch (e) {
+    failed();
+    const why = (e as Error).message;
+    throw new StasisError((e as StasisError).code ?? ErrorCodes.IO_ERROR, `${why}; the tree runs on here (the restored copy is killed by its lazy-pages server)`);
+  }
 }
 
 /** Kill the tree (a complete dump without -R) or let it go; units tidy up around that. */

@@ -248,6 +248,8 @@ export class DumpDir {
 
   /** Drop the staging directory (after commit: gone; after a failure: everything), the hashing thread and the lock. */
   close(): void {
+    if (this.isClosed) return;
+    this.isClosed = true;
     try {
       this.digest.close();
       fs.closeSync(this.stagingFd);
@@ -256,6 +258,8 @@ export class DumpDir {
       fs.closeSync(this.fd);
     }
   }
+
+  private isClosed = false;
 
   get committed(): boolean { return this.done; }
 

@@ -6,6 +6,7 @@
 // the field numbers come from the schema.
 import { SCHEMA, type Msg } from './schema';
 import { encodeImage } from './image';
+import { StasisError, ErrorCodes } from '../errors';
 
 const F = SCHEMA.messages.pagemap_entry;
 const num = (spec: string) => Number(spec.split(' ')[2]);
@@ -33,7 +34,7 @@ function varint(b: Buffer, at: number, v: number): number {
 export function encodePagemap(pagesId: number, entries: Msg<'pagemap_entry'>[]): Buffer {
   const headPart = { msg: 'pagemap_head' as const, entry: { pages_id: pagesId } };
   // What the fast path does not write (never made by stasis): the generic encoder.
-  if (entries.some((e) => e.in_parent !== undefined || e.vaddr >= 1n << 53n || e.vaddr < 0n)) {
+  if (entries.some((e) => e.in_parent !== undefined || e.nr_pages64 !== undefined || e.vaddr >= 1n << 53n || e.vaddr < 0n)) {
     return encodeImage('PAGEMAP', [headPart, ...entries.map((entry) => ({ msg: 'pagemap_entry' as const, entry }))]);
   }
   const head = encodeImage('PAGEMAP', [headPart]);
@@ -55,3 +56,15 @@ export function encodePagemap(pagesId: number, entries: Msg<'pagemap_entry'>[]):
   }
   return b.subarray(0, at);
 }
+
+/**
+ * An entry's page count: CRIU 4.x writes it in field 5 (uint64, with field 2
+ * left 0), older CRIUs and stasis in field 2 (criu reads field 2 when 5 is
+ * absent). A count beyond what a 64-bit address space holds is refused.
+ */
+export function pagemapPages(e: Msg<'pagemap_entry'>, where: string): number {
+  if (e.nr_pages64 === undefined) return e.nr_pages;
+  if (e.nr_pages64 > MAX_PAGES) throw new StasisError(ErrorCodes.BAD_IMAGE, `${where}: entry at ${e.vaddr.toString(16)} counts ${e.nr_pages64} pages`);
+  return Number(e.nr_pages64);
+}
+const MAX_PAGES = 1n << 52n;

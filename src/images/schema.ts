@@ -118,6 +118,9 @@ const messages = {
   pagemap_head: { pages_id: 'required uint32 1' },
   pagemap_entry: {
     vaddr: 'required uint64 1', nr_pages: 'required uint32 2', in_parent: 'optional bool 3', flags: 'optional uint32 4',
+    // CRIU 4.x: the count as uint64 (its name there is nr_pages, field 2's compat_nr_pages, which it writes 0).
+    // Read through pagemapPages() (images/pagemap.ts); stasis writes field 2 only, which every criu reads.
+    nr_pages64: 'optional uint64 5',
   },
   fs_entry: { cwd_id: 'required uint32 1', root_id: 'required uint32 2', umask: 'optional uint32 3' },
   fdinfo_entry: {
@@ -324,6 +327,8 @@ export const NEWER_UPSTREAM: Readonly<Record<string, string>> = {
   'ip_opts_entry.pktinfo': 'optional bool 5',
   'ip_opts_entry.tos': 'optional uint32 6',
   'ip_opts_entry.ttl': 'optional uint32 7',
+  // CRIU 4.2 names it nr_pages (and field 2 compat_nr_pages; Debian's pycriu: field 2 nr_pages).
+  'pagemap_entry.nr_pages64': 'optional uint64 5',
 };
 
 export type MsgName = keyof typeof messages;

@@ -138,14 +138,15 @@ export function servePages(fd: number, into: string, peer: string, parentDir: st
 /** One ADD_F: checked (open pagemap, flags, alignment, address order), recorded, its data received. */
 function addRun(cur: OpenMap | undefined, pi: { nr_pages: bigint; vaddr: bigint; dst_id: bigint }, flags: number, peer: string, res: SessionResult, data: (len: number) => void): void {
   if (!cur || cur.dstId !== pi.dst_id) throw bad(peer, 'pages for a pagemap that is not open');
-  if (flags !== PE.PRESENT && flags !== PE.PARENT) throw bad(peer, `pagemap entry flags ${flags} not supported`);
+  // criu marks the pages a lazy restore could take as PE_LAZY, with PE_PRESENT when their data is sent (always, without --lazy-pages).
+  if (flags !== PE.PRESENT && flags !== PE.PARENT && flags !== (PE.PRESENT | PE.LAZY)) throw bad(peer, `pagemap entry flags ${flags} not supported`);
   if (pi.nr_pages === 0n || pi.nr_pages > BigInt(MAX_RUN_PAGES)) throw bad(peer, `bad page count ${pi.nr_pages}`);
   if (pi.vaddr % PAGE !== 0n || pi.vaddr < cur.end) throw bad(peer, `pages at ${pi.vaddr.toString(16)} out of order or not page-aligned`);
   if (flags === PE.PARENT && !cur.hasParent) throw bad(peer, `process ${cur.vpid}: pages in the parent, but there are no parent images here (--prev-images-dir)`);
   const nr = Number(pi.nr_pages);
   cur.entries.push({ vaddr: pi.vaddr, nr_pages: nr, flags });
   cur.end = pi.vaddr + pi.nr_pages * PAGE;
-  if (flags === PE.PRESENT) {
+  if (flags & PE.PRESENT) {
     data(nr * PAGE_SIZE);
     res.pages += nr;
     res.bytes += nr * PAGE_SIZE;

@@ -13,6 +13,7 @@ import { defineFileUnit } from '../unit/unit';
 import type { DumpCtx } from '../unit/dump-ctx';
 import type { RestoreCtx, TaskRestore } from '../unit/restore-ctx';
 import { fileId, park, fetchFd, filesUnit } from './files';
+import { pagemapPages } from '../images/pagemap';
 
 const { O, F, MFD, PAGE_SIZE, SEEK } = abi;
 const ZERO = Buffer.alloc(PAGE_SIZE);
@@ -148,7 +149,7 @@ export const memfdUnit = defineFileUnit({
         const pagesFile = `pages-${pm.head.pages_id}.img`;
         let fileOff = 0;
         const pages = pm.entries.map((e) => {
-          const p = { offset: Number(e.vaddr), len: e.nr_pages * PAGE_SIZE, fileOff };
+          const p = { offset: Number(e.vaddr), len: pagemapPages(e, ld.images.path(pmFile)) * PAGE_SIZE, fileOff };
           fileOff += p.len;
           return p;
         });

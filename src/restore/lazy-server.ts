@@ -157,6 +157,9 @@ export class LazyServer {
       throw e;
     }
     this.close();
+    // Post-copy: only now may the source kill its tree (nothing more is needed of it).
+    const problem = this.job.reader.finish();
+    if (problem) log.warn(`lazy pages: every page is in, but telling the source failed: ${problem}`);
     log.info(`lazy pages: ${this.stats.faultPages} copied on faults, ${this.stats.streamedPages} streamed, ${this.stats.forks} fork(s) followed`);
     return this.stats;
   }
@@ -247,9 +250,7 @@ export class LazyServer {
    * is off the list).
    */
   private copy(s: Served, seg: Seg, start: bigint, len: number): 'done' | 'again' {
-    const off = seg.off + Number(start - seg.start);
-    const got = fs.readSync(seg.fd, this.buf, 0, len, off);
-    if (got !== len) throw new StasisError(ErrorCodes.BAD_IMAGE, `lazy pages: short read of ${len} bytes at offset ${off} of a pages file (got ${got})`);
+    this.job.reader.read(seg, start, this.buf, len);
     const segs = s.proc.segs as Range[];
     let done = 0;
     while (done < len) {
@@ -296,6 +297,7 @@ export class LazyServer {
 
   /** The restore failed after arming (its tasks are killed): our fds go, nothing else. */
   abandon(): void {
+    this.job.reader.drop();
     for (const s of this.served) fs.closeSync(s.proc.uffd);
     this.served.length = 0;
     for (const fd of this.job.files) fs.closeSync(fd);

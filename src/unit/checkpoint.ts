@@ -44,6 +44,12 @@ export interface LoadOptions {
   anyOwner?: boolean;
   /** The verified digest (images/digest.ts): read only the files it lists; parent images are verified too. */
   listing?: DigestListing;
+  /**
+   * Post-copy (restore --lazy-pages --page-server): the connection to the
+   * source's lazy pages server; pagemap entries PE_LAZY (pages not in the
+   * images) are fetched from it. Without it such entries are refused.
+   */
+  lazyRemote?: import('../pageserver/lazy-client').LazyRemote;
 }
 
 /** What a unit's load and validate hooks see. */

@@ -42,6 +42,12 @@ export interface DumpOptions {
   failAt?: string;
   /** Send the pages to this page server (criu --page-server --address --port); the other images are written in `dir`. */
   pageServer?: { address: string; port: number } | { fd: number; where: string };
+  /**
+   * Post-copy (criu dump --lazy-pages --address --port): private anonymous
+   * pages are not written but served from the frozen tree to the restorer
+   * (pageserver/lazy-source.ts); the tree is killed once it has them all.
+   */
+  lazyPages?: { address: string; port: number; /** The images are complete, the pages served from now on (on `port`). */ onListening?: (port: number) => void; onConnected?: (peer: string) => void };
   /** Called at the named points an orchestrator waits for (criu's notify scripts); throwing aborts the dump. */
   notify?: NotifyHook;
 }
@@ -132,6 +138,8 @@ export class DumpCtx {
   private nextPagesId = 1;
   /** The page server connection (opts.pageServer), from before the freeze until the images are complete. */
   pageXfer?: import('../pageserver/client').PageXfer;
+  /** dump --lazy-pages: the server of the pages left out, listening from before the freeze. */
+  lazySource?: import('../pageserver/lazy-source').LazySourceServer;
   private readonly states = new UnitStates((u) => u.dumpState?.(this));
 
   constructor(readonly opts: DumpOptions, readonly out: ImageSink) {}

@@ -34,6 +34,8 @@ export interface RestoreOptions {
   verify?: boolean;
   /** criu --lazy-pages: private anonymous memory is served on demand (userfaultfd) and streamed in after the tree runs. */
   lazyPages?: boolean;
+  /** With lazyPages: fetch the pages the images leave out (PE_LAZY) from the source's server (see LoadOptions). */
+  lazyRemote?: import('../pageserver/lazy-client').LazyRemote;
   /** Failure injection for tests (STASIS_FAIL_AT=phase or phase:kill). */
   failAt?: string;
   /** Called at the named points an orchestrator waits for (see NotifyHook); throwing aborts the restore. */

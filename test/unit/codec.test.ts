@@ -6,6 +6,7 @@ import { encodeImage, decodeImage, parts } from '../../src/images/image';
 import { MAGIC, IMG_COMMON_MAGIC } from '../../src/images/magic';
 import type { Msg } from '../../src/images/schema';
 import { StasisError } from '../../src/errors';
+import { pagemapPages } from '../../src/images/pagemap';
 
 test('every scalar kind round-trips, extremes included', () => {
   const e: Msg<'posix_timer_entry'> = {
@@ -79,4 +80,22 @@ test('image framing: header, length-prefixed entries, payloads; damage is refuse
   const huge = Buffer.from(two);
   huge.writeUInt32LE(0xffffffff, 8);
   assert.throws(() => decodeImage('x', huge, 'FS', 'fs_entry'), /needs 4294967295 bytes/);
+});
+
+test('pagemap entries as CRIU 4.2 writes them (count in field 5, field 2 zero) and as older ones (field 2 only)', () => {
+  // (Entries only: the head is another message.)
+  const img = encodeImage('PAGEMAP', [
+    ...parts('pagemap_entry', [
+      { vaddr: 0x400000n, nr_pages: 0, nr_pages64: 5n, flags: 4 },
+      { vaddr: 0x800000n, nr_pages: 7, flags: 2 },
+      { vaddr: 0x900000n, nr_pages: 0, nr_pages64: 1n << 40n },
+    ]),
+  ]);
+  const es = decodeImage('pagemap-1.img', img, 'PAGEMAP', 'pagemap_entry');
+  assert.deepEqual(es.map((e) => e.nr_pages64), [5n, undefined, 1n << 40n]);
+  assert.deepEqual(es.slice(0, 2).map((e) => pagemapPages(e, 'pagemap-1.img')), [5, 7]);
+  assert.equal(pagemapPages(es[2], 'pagemap-1.img'), 2 ** 40);
+  assert.throws(() => pagemapPages({ vaddr: 0x1000n, nr_pages: 0, nr_pages64: 1n << 60n }, 'pagemap-9.img'), (e: unknown) => e instanceof StasisError && /^pagemap-9\.img: entry at 1000 counts 1152921504606846976 pages$/.test(e.message));
+  // Field 5 is written on its wire number: the bytes of entry 1 carry tag (5 << 3) | varint.
+  assert.ok(encode('pagemap_entry', { vaddr: 0n, nr_pages: 0, nr_pages64: 5n }).includes(Buffer.from([5 << 3, 5])));
 });

@@ -17,6 +17,7 @@ import type { ProcTracking } from './track';
 import { pagePlan } from './incremental';
 import type { RemotePages } from '../../pageserver/client';
 import { progress } from '../../progress';
+import { isLazyVma } from './lazy';
 
 const { PAGE_SIZE, PROT, O, PAGE_IS, UIO_MAXIOV } = abi;
 
@@ -57,6 +58,8 @@ function isZeroPage(buf: Buffer, words: Int32Array, off: number): boolean {
 export interface PagePlan {
   tracked?: Map<bigint, { regions: PageRegion[]; parent: PageRanges }>;
   running?: boolean;
+  /** dump --lazy-pages: VMAs (by start) whose pages are not copied but served later (lazy-source.ts), and where each run goes. */
+  lazy?: { starts: Set<bigint>; add(vaddr: bigint, n: number): void };
 }
 
 const PAGE = BigInt(PAGE_SIZE);
@@ -205,6 +208,29 @@ function untrackedPages(cv: ClassifiedVma, pmFd: number, copier: PageCopier): vo
   }
 }
 
+/** A lazy VMA (dump --lazy-pages): its wanted pages listed PE_LAZY, not read (served from the frozen task later). */
+function lazyPages(cv: ClassifiedVma, pmFd: number, entries: Msg<'pagemap_entry'>[], lazy: NonNullable<PagePlan['lazy']>): void {
+  const { pmBuf } = chunkBuffers();
+  for (let chunk = cv.vma.start; chunk < cv.vma.end; chunk += BigInt(CHUNK_BYTES)) {
+    const chunkEnd = chunk + BigInt(CHUNK_BYTES) < cv.vma.end ? chunk + BigInt(CHUNK_BYTES) : cv.vma.end;
+    const pm = readPagemap(pmFd, chunk, chunkEnd, pmBuf);
+    const n = pm.length / 8;
+    let i = 0;
+    while (i < n) {
+      if (!wanted(cv.policy, pm.readBigUInt64LE(i * 8))) { i++; continue; }
+      let j = i + 1;
+      while (j < n && wanted(cv.policy, pm.readBigUInt64LE(j * 8))) j++;
+      const vaddr = chunk + BigInt(i) * PAGE;
+      const last = entries[entries.length - 1];
+      if (last && last.flags === PE.LAZY && last.vaddr + BigInt(last.nr_pages) * PAGE === vaddr) last.nr_pages += j - i;
+      else entries.push({ vaddr, nr_pages: j - i, flags: PE.LAZY });
+      lazy.add(vaddr, j - i);
+      progress.addDone(j - i);
+      i = j;
+    }
+  }
+}
+
 /** Resident pages of a process (statm), the progress line's estimate of what a dump reads. */
 function residentPages(pid: number): number {
   try { return Number(fs.readFileSync(`/proc/${pid}/statm`, 'latin1').split(' ')[1]) || 0; } catch { return 0; }
@@ -221,6 +247,7 @@ function dumpPages(ctx: DumpCtx, pid: number, vmas: ClassifiedVma[], pagesFile: 
   try {
     for (const cv of vmas) {
       if (cv.policy === 'none') continue;
+      if (plan.lazy?.starts.has(cv.vma.start)) { copier.flush(); lazyPages(cv, pmFd, entries, plan.lazy); continue; }
       const t = plan.tracked?.get(cv.vma.start);
       if (t) trackedPages(cv, t, copier);
       else untrackedPages(cv, pmFd, copier);
@@ -284,7 +311,11 @@ export function dumpMemory(ctx: DumpCtx, pd: ProcessDump, facts: MmFacts, parent
   // MAP_DROPPABLE memory may be dropped by the kernel at any time: not
   // carried (as criu), it comes back zero.
   for (const cv of vmas) if (vmFlags.get(cv.vma.start)?.includes('dp')) cv.policy = 'none';
-  dumpPagemap(ctx, pd, vmas, pagePlan(parent, pd, vmas, facts.track));
+  const vmaList = vmaEntries(ctx, pid, vmas, vmFlags);
+  const plan = pagePlan(parent, pd, vmas, facts.track);
+  const src = ctx.lazySource;
+  if (src) plan.lazy = { starts: new Set(vmaList.filter(isLazyVma).map((v) => v.start)), add: (vaddr, n) => src.add(pd.vpid, pid, vaddr, n) };
+  dumpPagemap(ctx, pd, vmas, plan);
   const st = pd.stat;
   let exeFileId = 0;
   try {
@@ -294,7 +325,7 @@ export function dumpMemory(ctx: DumpCtx, pd: ProcessDump, facts: MmFacts, parent
     mm_start_code: st.startCode, mm_end_code: st.endCode, mm_start_data: st.startData, mm_end_data: st.endData,
     mm_start_stack: st.startStack, mm_start_brk: st.startBrk, mm_brk: facts.brk,
     mm_arg_start: st.argStart, mm_arg_end: st.argEnd, mm_env_start: st.envStart, mm_env_end: st.envEnd,
-    exe_file_id: exeFileId, mm_saved_auxv: readAuxv(pid), vmas: vmaEntries(ctx, pid, vmas, vmFlags), dumpable: facts.dumpable,
+    exe_file_id: exeFileId, mm_saved_auxv: readAuxv(pid), vmas: vmaList, dumpable: facts.dumpable,
     thp_disabled: facts.thpDisabled || undefined,
   };
   ctx.write(`mm-${pd.vpid}.img`, 'MM', parts('mm_entry', [mm]));

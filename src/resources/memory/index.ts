@@ -6,6 +6,7 @@ import { defineUnit } from '../../unit/unit';
 import { dumpMemory, type MmFacts } from './dump';
 import { prepareTracking, trackParasite, writeTracking, type MemoryDump } from './incremental';
 import { connectPageServer } from '../../pageserver/client';
+import { listenLazy } from '../../pageserver/lazy-source';
 import { loadMemory, validateMemory, type LoadedMm } from './load';
 import { restoreAddressSpace, restorePages, restoreProtections, restoreAdvice, restoreMm, type Reprotect } from './restore';
 import { openLazy, dropLazy, splitSources } from './lazy';
@@ -19,7 +20,7 @@ export const memoryUnit = defineUnit<MemoryDump, Map<number, LoadedMm>, Reprotec
   name: 'memory',
   dumpState: () => ({ facts: new Map<number, MmFacts>() }),
   // The parent checked, then the page server reached: both before the freeze.
-  prepare: (ctx, st) => { prepareTracking(ctx, st); connectPageServer(ctx); },
+  prepare: (ctx, st) => { prepareTracking(ctx, st); connectPageServer(ctx); listenLazy(ctx); },
   parasite(ctx, pd, t, st) {
     st.facts.set(pd.pid, {
       brk: t.call('brk', 0),

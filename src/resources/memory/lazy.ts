@@ -30,6 +30,7 @@ import { VMA } from '../../images/criu';
 import { StasisError, ErrorCodes, SyscallError } from '../../errors';
 import type { RestoreCtx, TaskRestore } from '../../unit/restore-ctx';
 import type { LoadedMm, PageSource } from './load';
+import { pageReader, type PageReader, type PageRun } from '../../restore/page-source';
 
 const { O, MAP, PAGE_SIZE, UFFD_FEATURE, PAGE_IS } = abi;
 const PAGE = BigInt(PAGE_SIZE);
@@ -37,8 +38,8 @@ const PAGE = BigInt(PAGE_SIZE);
 /** The events we need to follow the task's own changes to its lazy memory. */
 export const LAZY_FEATURES = UFFD_FEATURE.EVENT_FORK | UFFD_FEATURE.EVENT_REMAP | UFFD_FEATURE.EVENT_REMOVE | UFFD_FEATURE.EVENT_UNMAP;
 
-/** A run of lazy pages still to copy: [start, end) of the task, from `fd` at `off`. */
-export interface Seg { start: bigint; end: bigint; fd: number; off: number }
+/** A run of lazy pages still to copy: [start, end) of the task, from `fd` at `off` (fd < 0: from the source's server, as `vpid`: post-copy). */
+export interface Seg { start: bigint; end: bigint; fd: number; off: number; vpid?: number }
 
 /** One process's lazy memory, handed to the server. */
 export interface LazyProc {
@@ -56,6 +57,8 @@ export interface LazyJob {
   procs: LazyProc[];
   /** Pages files opened for the server (closed by it). */
   files: number[];
+  /** Where the pages are read (restore/page-source.ts). */
+  reader: PageReader;
 }
 
 export function isLazyVma(v: Msg<'vma_entry'>): boolean {
@@ -124,14 +127,14 @@ export function dropLazy(ctx: RestoreCtx): void {
 }
 
 /** Write sources into the task through /proc/PID/mem (present pages, or a VMA the kernel would not register). */
-function writeNow(pid: number, srcs: PageSource[], fdOf: (s: PageSource) => number): void {
+function writeNow(pid: number, srcs: PageSource[], runOf: (s: PageSource) => PageRun, reader: PageReader): void {
   if (!srcs.length) return;
   const mem = fs.openSync(`/proc/${pid}/mem`, 'r+');
   try {
     for (const s of srcs) {
       const len = s.nrPages * PAGE_SIZE;
       const b = Buffer.allocUnsafe(len);
-      if (fs.readSync(fdOf(s), b, 0, len, s.fileOff) !== len) throw new StasisError(ErrorCodes.BAD_IMAGE, `${s.images.path(s.pagesFile)}: short read at offset ${s.fileOff}`);
+      reader.read(runOf(s), s.vaddr, b, len);
       if (fs.writeSync(mem, b, 0, len, Number(s.vaddr)) !== len) throw new StasisError(ErrorCodes.RESTORE_FAILED, `short write of pages at ${s.vaddr.toString(16)} in ${pid}`);
     }
   } finally {
@@ -159,7 +162,7 @@ function cutOut(srcs: PageSource[], a: bigint, b: bigint, cut: PageSource[]): Pa
  * tasks are let go.
  */
 export function armLazy(ctx: RestoreCtx, mms: Map<number, LoadedMm>): LazyJob {
-  const job: LazyJob = { procs: [], files: [] };
+  const job: LazyJob = { procs: [], files: [], reader: pageReader(ctx.opts.lazyRemote) };
   const files = new Map<string, number>();
   const fdOf = (s: PageSource) => {
     const p = s.images.path(s.pagesFile);
@@ -167,6 +170,8 @@ export function armLazy(ctx: RestoreCtx, mms: Map<number, LoadedMm>): LazyJob {
     if (fd === undefined) { files.set(p, (fd = s.images.open(s.pagesFile))); job.files.push(fd); }
     return fd;
   };
+  // Post-copy pages (s.remote): read from the source's server; a virtual offset (the address) keeps runs mergeable.
+  const runOf = (s: PageSource): PageRun => (s.remote !== undefined ? { start: s.vaddr, fd: -1, off: Number(s.vaddr), vpid: s.remote } : { start: s.vaddr, fd: fdOf(s), off: s.fileOff });
   const ours = opened.get(ctx) ?? new Map<number, number>();
   try {
     for (const [vpid, uffd] of ours) {
@@ -189,14 +194,14 @@ export function armLazy(ctx: RestoreCtx, mms: Map<number, LoadedMm>): LazyJob {
       } finally {
         fs.closeSync(pm);
       }
-      writeNow(pid, now, fdOf);
+      writeNow(pid, now, runOf, job.reader);
       const segs: Seg[] = [];
       for (const s of todo) {
-        const fd = fdOf(s);
+        const { fd, off, vpid } = runOf(s);
         const end = s.vaddr + BigInt(s.nrPages) * PAGE;
         const last = segs[segs.length - 1];
-        if (last && last.end === s.vaddr && last.fd === fd && last.off + Number(last.end - last.start) === s.fileOff) last.end = end;
-        else segs.push({ start: s.vaddr, end, fd, off: s.fileOff });
+        if (last && last.end === s.vaddr && last.fd === fd && last.off + Number(last.end - last.start) === off) last.end = end;
+        else segs.push({ start: s.vaddr, end, fd, off, ...(vpid !== undefined ? { vpid } : {}) });
       }
       job.procs.push({ pid, uffd, ranges: registered, segs });
     }

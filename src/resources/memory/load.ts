@@ -12,13 +12,19 @@ import { openParents, type ChainLink } from '../../images/chain';
 import { filesUnit } from '../files';
 import { checkRegFile } from '../regfile';
 import { namespacesUnit } from '../ns/namespaces';
+import { pagemapPages } from '../../images/pagemap';
+import { isLazyVma } from './lazy';
 
 const PAGE = BigInt(abi.PAGE_SIZE);
 
 export interface PagemapRun { vaddr: bigint; nrPages: number; flags: number }
 
 /** Where pages to restore are: a run of pages of a pages file (of this checkpoint or of a parent). */
-export interface PageSource { vaddr: bigint; nrPages: number; images: ImageReader; pagesFile: string; fileOff: number }
+export interface PageSource {
+  vaddr: bigint; nrPages: number; images: ImageReader; pagesFile: string; fileOff: number;
+  /** Post-copy: not in pagesFile but on the source's lazy pages server, as process `remote` (its pid in the images). */
+  remote?: number;
+}
 
 export interface LoadedMm {
   mm: Msg<'mm_entry'>;
@@ -52,14 +58,27 @@ function checkVmas(file: string, vmas: Msg<'vma_entry'>[], files: ReadonlyMap<nu
   }
 }
 
+/**
+ * A PE_LAZY entry without PE_PRESENT (dump --lazy-pages): its pages are on the
+ * source's server, fetched by a lazy restore from it; it must lie in one lazy
+ * VMA (what the restore leaves to the lazy server).
+ */
+function lazyOnServer(ld: Loading, file: string, e: PagemapRun, vmas: Msg<'vma_entry'>[]): void {
+  const at = e.vaddr.toString(16);
+  if (!ld.opts.lazyRemote) throw bad(file, `entry at ${at}: its pages are on the dump's lazy pages server (dump --lazy-pages): restore with --lazy-pages --page-server --address A --port N`);
+  const end = e.vaddr + BigInt(e.nrPages) * PAGE;
+  const v = vmas.find((x) => x.start <= e.vaddr && end <= x.end);
+  if (!v || !isLazyVma(v)) throw bad(file, `lazy entry at ${at} is not inside one private anonymous VMA`);
+}
+
 function checkPagemap(ld: Loading, file: string, pagesFile: string, entries: PagemapRun[], vmas: Msg<'vma_entry'>[]): void {
   let pages = 0;
   let vi = 0;
   let prevEnd = 0n;
   for (const e of entries) {
     if (e.vaddr % PAGE !== 0n) throw bad(file, `entry at ${e.vaddr.toString(16)} is not page-aligned`);
-    if (e.flags & PE.LAZY) throw bad(file, `entry at ${e.vaddr.toString(16)}: lazy pages are not supported`);
-    if (!(e.flags & (PE.PRESENT | PE.PARENT))) throw bad(file, `entry at ${e.vaddr.toString(16)} is neither present nor in the parent (flags ${e.flags})`);
+    if (e.flags & PE.LAZY && !(e.flags & PE.PRESENT)) lazyOnServer(ld, file, e, vmas);
+    else if (!(e.flags & (PE.PRESENT | PE.PARENT))) throw bad(file, `entry at ${e.vaddr.toString(16)} is neither present nor in the parent (flags ${e.flags})`);
     if (e.vaddr < prevEnd) throw bad(file, `entry at ${e.vaddr.toString(16)} is out of order or overlaps the previous one`);
     const end = e.vaddr + BigInt(e.nrPages) * PAGE;
     prevEnd = end;
@@ -88,7 +107,7 @@ export function loadMemory(ld: Loading): Map<number, LoadedMm> {
     const pmFile = `pagemap-${p.pid}.img`;
     const pm = ld.images.withHead(pmFile, 'PAGEMAP', 'pagemap_head', 'pagemap_entry');
     const pagesFile = `pages-${pm.head.pages_id}.img`;
-    const pagemap = pm.entries.map((e) => ({ vaddr: e.vaddr, nrPages: e.nr_pages, flags: e.flags ?? PE.PRESENT }));
+    const pagemap = pm.entries.map((e) => ({ vaddr: e.vaddr, nrPages: pagemapPages(e, ld.images.path(pmFile)), flags: e.flags ?? PE.PRESENT }));
     checkPagemap(ld, ld.images.path(pmFile), pagesFile, pagemap, mm.vmas ?? []);
     out.set(p.pid, { mm, pagemap, pagesFile, sources: pageSources(ld, p.pid, { images: ld.images, pagesFile, runs: pagemap }) });
   }
@@ -147,12 +166,12 @@ function parentPagemap(ld: Loading, level: number, pid: number): Pagemap | null 
   if (images.exists(file)) {
     const where = images.path(file);
     const r = images.withHead(file, 'PAGEMAP', 'pagemap_head', 'pagemap_entry');
-    const runs = r.entries.map((e) => ({ vaddr: e.vaddr, nrPages: e.nr_pages, flags: e.flags ?? PE.PRESENT }));
+    const runs = r.entries.map((e) => ({ vaddr: e.vaddr, nrPages: pagemapPages(e, where), flags: e.flags ?? PE.PRESENT }));
     let prevEnd = 0n;
     let pages = 0;
     for (const e of runs) {
       if (e.vaddr % PAGE !== 0n || e.vaddr < prevEnd || e.nrPages <= 0) throw bad(where, `entry at ${e.vaddr.toString(16)} is unaligned, empty, out of order or overlapping`);
-      if (e.flags & PE.LAZY || !(e.flags & (PE.PRESENT | PE.PARENT))) throw bad(where, `entry at ${e.vaddr.toString(16)}: flags ${e.flags} not supported`);
+      if ((e.flags & PE.LAZY && !(e.flags & PE.PRESENT)) || !(e.flags & (PE.PRESENT | PE.PARENT))) throw bad(where, `entry at ${e.vaddr.toString(16)}: flags ${e.flags} not supported`);
       prevEnd = e.vaddr + BigInt(e.nrPages) * PAGE;
       if (e.flags & PE.PRESENT) pages += e.nrPages;
     }
@@ -184,6 +203,8 @@ function pageSources(ld: Loading, pid: number, pm: Pagemap, level = -1, from?: b
     if (from !== undefined && s > covered!) break; // a hole in what the parent must have: reported below
     if (e.flags & PE.PRESENT) {
       out.push({ vaddr: s, nrPages: Number((end - s) / PAGE), images: pm.images, pagesFile: pm.pagesFile, fileOff: offs[i] + Number(s - e.vaddr) });
+    } else if (e.flags & PE.LAZY) {
+      out.push({ vaddr: s, nrPages: Number((end - s) / PAGE), images: pm.images, pagesFile: pm.pagesFile, fileOff: -1, remote: pid });
     } else {
       out.push(...inParent(ld, pid, level + 1, s, end, pm));
     }

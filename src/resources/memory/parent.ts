@@ -10,6 +10,7 @@ import { checkDirTrust } from '../../images/dir';
 import { openParents } from '../../images/chain';
 import { PE } from '../../images/criu';
 import { TRACK_FILE, parseTrack, type TrackRecord } from './track';
+import { pagemapPages } from '../../images/pagemap';
 
 const PAGE_SHIFT = 12n;
 
@@ -49,12 +50,13 @@ export function parentPages(p: ParentImages, vpid: number): PageRanges | undefin
   const out: PageRanges = [];
   for (const e of pm.entries) {
     const flags = e.flags ?? PE.PRESENT;
-    if (!(flags & (PE.PRESENT | PE.PARENT)) || e.nr_pages <= 0) continue;
+    const nr = pagemapPages(e, p.images.path(file));
+    if (!(flags & (PE.PRESENT | PE.PARENT)) || nr <= 0) continue;
     const first = Number(e.vaddr >> PAGE_SHIFT);
     const last = out[out.length - 1];
     if (last && first < last[1]) throw new StasisError(ErrorCodes.BAD_IMAGE, `${p.images.path(file)}: entries out of order`);
-    if (last && last[1] === first) last[1] += e.nr_pages;
-    else out.push([first, first + e.nr_pages]);
+    if (last && last[1] === first) last[1] += nr;
+    else out.push([first, first + nr]);
   }
   return out;
 }

@@ -16,6 +16,7 @@ import { defineUnit } from '../../unit/unit';
 import type { DumpCtx } from '../../unit/dump-ctx';
 import type { Loading } from '../../unit/checkpoint';
 import { namespacesUnit } from './namespaces';
+import { pagemapPages } from '../../images/pagemap';
 
 const { IPC, MSGCTL, MSG_FLAG, SEMCTL, SHMCTL, SHM_FLAG, IPC64_PERM, MSQID64_DS, SEMID64_DS, SHMID64_DS, IPC_INFO_SIZE, PAGE_SIZE, ERRNO } = abi;
 type Desc = Msg<'ipc_desc_entry'>;
@@ -146,7 +147,7 @@ function loadIpc(ld: Loading, nsid: number): Loaded {
     const data = ld.images.raw(`pages-${pm.head.pages_id}.img`);
     let off = 0;
     const pages = pm.entries.map((e) => {
-      const len = e.nr_pages * PAGE_SIZE;
+      const len = pagemapPages(e, ld.images.path(`pagemap-shmem-${entry.desc.id}.img`)) * PAGE_SIZE;
       if (off + len > data.length || Number(e.vaddr) + len > Number(entry.size) + PAGE_SIZE) throw new StasisError(ErrorCodes.BAD_IMAGE, `${ld.images.path(`pagemap-shmem-${entry.desc.id}.img`)}: pages beyond the segment or the pages file`);
       const p = { offset: Number(e.vaddr), data: data.subarray(off, off + len) };
       off += len;
