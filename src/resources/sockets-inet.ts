@@ -64,6 +64,18 @@ function endedBits(s: number): number {
   return pollOne(s, abi.POLL.RDHUP, 0) & abi.POLL.RDHUP ? SK_SHUTDOWN.BOTH : 0;
 }
 
+/**
+ * An ended connection comes back as a closed socket shut both ways: data it
+ * still holds to read, or an error not yet reported (a reset), would be lost.
+ */
+function refuseEndedLeftovers(s: number, what: string): void {
+  const inq = Buffer.alloc(4);
+  if (sysTry('ioctl', s, abi.SIOC.INQ, addressOf(inq)) === 0 && inq.readInt32LE(0) > 0) {
+    throw new StasisError(ErrorCodes.UNSUPPORTED, `${what} still holds ${inq.readInt32LE(0)} byte(s) to read; not supported`);
+  }
+  if (pollOne(s, 0, 0) & abi.POLL.ERR) throw new StasisError(ErrorCodes.UNSUPPORTED, `${what} has an error not yet reported (a reset?); not supported`);
+}
+
 function diagOf(st: DumpState, family: number, proto: number): Map<number, InetDiag> {
   const k = `${family}/${proto}`;
   let m = st.diag.get(k);
@@ -162,6 +174,8 @@ export const inetSocketUnit = defineFileUnit({
             dumpTcpStream(ctx, d.st.ino, s);
           } else if (state === TCP_STATE.ESTABLISHED) {
             throw new StasisError(ErrorCodes.UNSUPPORTED, `fd ${d.fd} of pid ${d.pid}: established TCP connection (port ${local.port} ↔ ${peer.port}); dump with --tcp-established to take it`);
+          } else if (state === TCP_STATE.CLOSE && shutdown) {
+            refuseEndedLeftovers(s, `fd ${d.fd} of pid ${d.pid}: TCP connection that ended (port ${local.port})`);
           } else if (state !== TCP_STATE.LISTEN && state !== TCP_STATE.CLOSE) {
             throw new StasisError(ErrorCodes.UNSUPPORTED, `fd ${d.fd} of pid ${d.pid}: TCP connection in state ${STATE_NAMES[state] ?? state} (port ${local.port} ↔ ${peer.port}) is not supported`);
           }
