@@ -162,6 +162,11 @@ export const inetSocketUnit = defineFileUnit({
             dumpTcpStream(ctx, d.st.ino, s);
           } else if (state === TCP_STATE.ESTABLISHED) {
             throw new StasisError(ErrorCodes.UNSUPPORTED, `fd ${d.fd} of pid ${d.pid}: established TCP connection (port ${local.port} ↔ ${peer.port}); dump with --tcp-established to take it`);
+          } else if (state === TCP_STATE.LISTEN && diag?.rqueue) {
+            // Connections in its accept queue have no fd: a new listener would
+            // not have them (their peers reset, what they sent lost). criu too
+            // refuses them unless told to skip them (tcp_skip_in_flight).
+            throw new StasisError(ErrorCodes.UNSUPPORTED, `fd ${d.fd} of pid ${d.pid}: listening TCP socket (port ${local.port}) has ${diag.rqueue} connection(s) not yet accepted; not supported`);
           } else if (state !== TCP_STATE.LISTEN && state !== TCP_STATE.CLOSE) {
             throw new StasisError(ErrorCodes.UNSUPPORTED, `fd ${d.fd} of pid ${d.pid}: TCP connection in state ${STATE_NAMES[state] ?? state} (port ${local.port} ↔ ${peer.port}) is not supported`);
           }
