@@ -9,6 +9,7 @@ import { FD_TYPES, NO_FOWN, SK_SHUTDOWN } from '../images/criu';
 import type { Msg } from '../images/schema';
 import { defineFileUnit } from '../unit/unit';
 import { inetSockets, type InetDiag } from '../proc/sockdiag';
+import { inNamespaceOf } from '../proc/ns';
 import { grabSocket, getInt, sockName, dumpSockOpts, restoreSockOpts, restoreShutdown, setIntLocal } from './sockopts';
 import { sendAll, peekQueue, skQueuesUnit, type Packet } from './sockqueue';
 import { repairOn, repairOff, dumpTcpStream, loadTcpStream, restoreTcpStream, type RepairSocket } from './tcp-stream';
@@ -64,10 +65,11 @@ function endedBits(s: number): number {
   return pollOne(s, abi.POLL.RDHUP, 0) & abi.POLL.RDHUP ? SK_SHUTDOWN.BOTH : 0;
 }
 
-function diagOf(st: DumpState, family: number, proto: number): Map<number, InetDiag> {
+/** The sockets of pid's network namespace (the tree's: nested ones are refused). */
+function diagOf(st: DumpState, pid: number, family: number, proto: number): Map<number, InetDiag> {
   const k = `${family}/${proto}`;
   let m = st.diag.get(k);
-  if (!m) { m = inetSockets(family, proto); st.diag.set(k, m); }
+  if (!m) { m = inNamespaceOf(pid, 'net', () => inetSockets(family, proto)); st.diag.set(k, m); }
   return m;
 }
 
@@ -141,7 +143,7 @@ export const inetSocketUnit = defineFileUnit({
         const peerRaw = sockName(s, true);
         const peer = parseAddr(peerRaw);
         let state: number;
-        const diag = diagOf(st, family, proto).get(d.st.ino);
+        const diag = diagOf(st, d.pid, family, proto).get(d.st.ino);
         const shutdown = diag ? diag.shutdown : endedBits(s);
         if (type === SOCK.STREAM) {
           const info = Buffer.alloc(TCP_INFO_HEAD.size), len = Buffer.alloc(4);
