@@ -46,7 +46,9 @@ function sockaddrUn(name: Buffer): Buffer {
 }
 
 export function printableName(name: Buffer): string {
-  return name.length && name[0] === 0 ? `@${name.subarray(1).toString()}` : name.toString();
+  const text = name.length && name[0] === 0 ? `@${name.subarray(1).toString()}` : name.toString();
+  // Abstract names may hold any byte (often trailing NULs): escaped, to stay one line.
+  return text.replace(/[\x00-\x1f\x7f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
 }
 
 /**
