@@ -58,6 +58,7 @@ const CASES: [kind: string, message: RegExp][] = [
   ['mnt-propagation', /^stasis: pid \d+'s mount \/.*\/shared propagates to or from mounts outside its namespace \(peer group \d+\); not supported$/],
   ['mnt-outside', /^stasis: fd 3 of pid \d+: \/.*\/hidden\/file is on a mount outside the tree's mount namespace \(mount \d+\); not supported$/],
   ['netns-bridge', /^stasis: pid \d+'s network namespace has link stasis-br0 of kind bridge; only loopback and veth are supported$/],
+  ['veth-elsewhere', /^stasis: pid \d+'s veth stasis-v0 has its other end in a network namespace other than ours; not supported$/],
   ['raw-inet', /^stasis: fd 3 of pid \d+: inet socket type 3 protocol 1 is not supported yet$/],
   ['deleted-dir', /^stasis: fd 3 of pid \d+: \/.*\/gone \(deleted\) is deleted and not a regular file; not supported$/],
   ['epoll-moved', /^stasis: epoll fd 3 of pid \d+ watches a file no longer open as fd 4; not supported$/],
