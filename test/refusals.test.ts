@@ -57,6 +57,7 @@ const CASES: [kind: string, message: RegExp][] = [
   ['pidns-not-init', /^stasis: pid \d+ is in a pid namespace of its own but is not its init \(pid 2 there\): dump the init of the namespace$/],
   ['mnt-propagation', /^stasis: pid \d+'s mount \/.*\/shared propagates to or from mounts outside its namespace \(peer group \d+\); not supported$/],
   ['mnt-outside', /^stasis: fd 3 of pid \d+: \/.*\/hidden\/file is on a mount outside the tree's mount namespace \(mount \d+\); not supported$/],
+  ['mnt-ramfs', /^stasis: pid \d+'s mount namespace: mount \/.*\/ramfs \(device \d+:\d+, \/\) is neither mounted here nor a filesystem that can be made anew$/],
   ['netns-bridge', /^stasis: pid \d+'s network namespace has link stasis-br0 of kind bridge; only loopback and veth are supported$/],
   ['veth-elsewhere', /^stasis: pid \d+'s veth stasis-v0 has its other end in a network namespace other than ours; not supported$/],
   ['raw-inet', /^stasis: fd 3 of pid \d+: inet socket type 3 protocol 1 is not supported yet$/],
