@@ -64,11 +64,14 @@ const CASES: [kind: string, message: RegExp][] = [
   ['epoll-moved', /^stasis: epoll fd 3 of pid \d+ watches a file no longer open as fd 4; not supported$/],
 ];
 
-/** Every process below pid (its threads' children), depth first. */
+/** Every process below pid (its threads' children), depth first; one gone meanwhile has none. */
 function descendants(pid: number): number[] {
   const out: number[] = [];
-  for (const tid of fs.readdirSync(`/proc/${pid}/task`)) {
-    for (const c of fs.readFileSync(`/proc/${pid}/task/${tid}/children`, 'utf8').split(' ').filter(Boolean).map(Number)) {
+  const read = (f: string) => { try { return fs.readFileSync(f, 'utf8'); } catch { return ''; } };
+  let tids: string[] = [];
+  try { tids = fs.readdirSync(`/proc/${pid}/task`); } catch { /* gone */ }
+  for (const tid of tids) {
+    for (const c of read(`/proc/${pid}/task/${tid}/children`).split(' ').filter(Boolean).map(Number)) {
       out.push(c, ...descendants(c));
     }
   }
