@@ -2,11 +2,11 @@
 // process, without SIGSTOP, so job-control state is kept and interrupted
 // syscalls restart correctly on release.
 import * as fs from 'node:fs';
-import { ptrace, tryWait4, abi, tryKill, describeWait, type WaitStatus } from './sys';
+import { ptrace, tryWait4, abi, tryKill, describeWait, kcmp, type WaitStatus } from './sys';
 import { listTasks, listChildren, readStat, PF_KTHREAD, type Stat } from './proc/proc';
 import { StasisError, ErrorCodes, SyscallError } from './errors';
 
-const { SIG, PTRACE_EVENT, WAIT, PTRACE_O } = abi;
+const { SIG, PTRACE_EVENT, WAIT, PTRACE_O, KCMP } = abi;
 const STOP_SIGNALS: number[] = [SIG.SIGSTOP, SIG.SIGTSTP, SIG.SIGTTIN, SIG.SIGTTOU];
 
 export interface FrozenProcess {
@@ -69,6 +69,7 @@ function waitInterruptStop(tid: number): 'running' | 'gone' | { stopSignal: numb
  */
 export function freezeProcess(pid: number): FrozenProcess {
   checkDumpable(pid);
+  checkNoVmChild(pid);
   const seized: number[] = [];
   let stopSignal: number | undefined;
   try {
@@ -114,6 +115,22 @@ export function freezeProcess(pid: number): FrozenProcess {
   }
   seized.sort((a, b) => (a === pid ? -1 : b === pid ? 1 : a - b));
   return { pid, threads: seized, stopped: stopSignal !== undefined, stopSignal, ppid: 0 };
+}
+
+/**
+ * A process waiting in vfork() does not stop for PTRACE_INTERRUPT until its
+ * child execs or exits: the dump would wait for ever. So a child sharing its
+ * address space is refused before it is seized (as checkNotShared in
+ * dump/dump.ts would refuse it later: the same line).
+ */
+function checkNoVmChild(pid: number): void {
+  let children: number[];
+  try { children = listChildren(pid); } catch { return; } // gone: seizing it says so
+  for (const child of children) {
+    let same = false;
+    try { same = kcmp(pid, child, KCMP.VM) === 0; } catch { /* gone meanwhile */ }
+    if (same) throw new StasisError(ErrorCodes.UNSUPPORTED, `processes ${pid} and ${child} share their address space (vfork or clone without CLONE_THREAD); not supported yet`);
+  }
 }
 
 function underSeccomp(tid: number): boolean {

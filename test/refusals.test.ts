@@ -41,20 +41,60 @@ const CASES: [kind: string, message: RegExp][] = [
   ['filter-queued', /^stasis: fd \d+ of pid \d+: unix socket \d+ has a socket filter \(SO_ATTACH_FILTER\) and queued data; not supported$/],
   ['filter-locked', /^stasis: fd \d+ of pid \d+: unix socket \d+ has its socket filter locked \(SO_LOCK_FILTER\); not supported$/],
   ['thp-except-advised', /^stasis: pid \d+ disabled transparent huge pages except where advised \(PR_THP_DISABLE_EXCEPT_ADVISED\); images only carry on\/off: not supported$/],
+  // Connections not yet accepted (the fixture accepts them at its end: still there, with their data).
+  ['tcp-accept-queue', /^stasis: fd 3 of pid \d+: listening TCP socket \(port \d+\) has 1 connection\(s\) not yet accepted; not supported$/],
+  // sock_diag tells the sockets of the namespace that asks: asked in the tree's.
+  ['netns-tcp-accept-queue', /^stasis: fd 3 of pid \d+: listening TCP socket \(port \d+\) has 1 connection\(s\) not yet accepted; not supported$/],
+  ['unix-accept-queue', /^stasis: fd 3 of pid \d+: listening unix socket @stasis-refuse-\d+ has 1 connection\(s\) not yet accepted; not supported yet$/],
+  ['unix-connecting', /^stasis: fd 3 of pid \d+: unix socket \d+ is connected to a listener that has not accepted it yet \(outside the dumped tree or not\); not supported$/],
+  // Processes sharing what only threads share.
+  ['share-vm', /^stasis: processes (\d+) and \d+ share their address space \(vfork or clone without CLONE_THREAD\); not supported yet$/],
+  ['share-files', /^stasis: processes (\d+) and \d+ share their fd table \(vfork or clone without CLONE_THREAD\); not supported yet$/],
+  ['share-fs', /^stasis: processes (\d+) and \d+ share their cwd\/root \(CLONE_FS\) \(vfork or clone without CLONE_THREAD\); not supported yet$/],
+  ['vfork', /^stasis: processes \d+ and \d+ share their address space \(vfork or clone without CLONE_THREAD\); not supported yet$/],
+  ['seccomp-notif', /^stasis: thread (\d+) has a seccomp filter that hands syscalls to a user-space listener \(SECCOMP_RET_USER_NOTIF\); not supported$/],
+  ['nested-uts', /^stasis: pid \d+ is in another UTS namespace than the root \d+ of the tree \(nested namespaces\); not supported$/],
+  ['pidns-not-init', /^stasis: pid \d+ is in a pid namespace of its own but is not its init \(pid 2 there\): dump the init of the namespace$/],
+  ['mnt-propagation', /^stasis: pid \d+'s mount \/.*\/shared propagates to or from mounts outside its namespace \(peer group \d+\); not supported$/],
+  ['mnt-outside', /^stasis: fd 3 of pid \d+: \/.*\/hidden\/file is on a mount outside the tree's mount namespace \(mount \d+\); not supported$/],
+  ['mnt-ramfs', /^stasis: pid \d+'s mount namespace: mount \/.*\/ramfs \(device \d+:\d+, \/\) is neither mounted here nor a filesystem that can be made anew$/],
+  ['netns-bridge', /^stasis: pid \d+'s network namespace has link stasis-br0 of kind bridge; only loopback and veth are supported$/],
+  ['veth-elsewhere', /^stasis: pid \d+'s veth stasis-v0 has its other end in a network namespace other than ours; not supported$/],
+  ['raw-inet', /^stasis: fd 3 of pid \d+: inet socket type 3 protocol 1 is not supported yet$/],
+  ['epoll-moved', /^stasis: epoll fd 3 of pid \d+ watches a file no longer open as fd 4; not supported$/],
 ];
+
+/** Every process below pid (its threads' children), depth first; one gone meanwhile has none. */
+function descendants(pid: number): number[] {
+  const out: number[] = [];
+  const read = (f: string) => { try { return fs.readFileSync(f, 'utf8'); } catch { return ''; } };
+  let tids: string[] = [];
+  try { tids = fs.readdirSync(`/proc/${pid}/task`); } catch { /* gone */ }
+  for (const tid of tids) {
+    for (const c of read(`/proc/${pid}/task/${tid}/children`).split(' ').filter(Boolean).map(Number)) {
+      out.push(c, ...descendants(c));
+    }
+  }
+  return out;
+}
 
 for (const [kind, message] of CASES) {
   test(`refused: ${kind}`, async () => {
     const fx = await Fixture.start('refuse', { args: [kind], extraFds: true });
     try {
-      const r = runStasis(['dump', '-t', String(fx.pid), '-D', path.join(root, kind)]);
+      // Some kinds are dumped from another process of the fixture's (TARGET).
+      const pid = Number(fx.manifest.values.get('TARGET')?.[0] ?? fx.pid);
+      const r = runStasis(['dump', '-t', String(pid), '-D', path.join(root, kind)]);
       assert.equal(r.status, 1, describeCli(r));
       const lines = r.stderr.trim().split('\n');
       assert.equal(lines.length, 1, `one line: ${r.stderr}`);
       assert.match(lines[0], message);
       assert.ok(!fs.existsSync(path.join(root, kind, 'inventory.img')), 'no checkpoint');
-      await waitFor('untraced', () => tracerPid(fx.pid) === 0, 2000, 5);
-      assert.ok(fx.alive && !/^[tT]$/.test(procState(fx.pid)), 'still running');
+      // The whole tree let go, none of it stopped.
+      const tree = [pid, ...descendants(pid)];
+      await waitFor('untraced', () => tree.every((p) => tracerPid(p) === 0), 2000, 5);
+      for (const p of tree) assert.ok(!/^[tTZX]$/.test(procState(p)), `${p} still running`);
+      assert.ok(fx.alive, 'still running');
       const { log } = await fx.terminate();
       assert.match(log, /^PASS$/m, `${kind}: the process is whole:\n${log}`);
     } finally {

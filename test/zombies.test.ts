@@ -6,7 +6,7 @@ import { test, before, after } from 'node:test';
 import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { Fixture, initHarness, runStasis, describeCli, tmpDir, restoreDetached, procState, waitGone } from './harness';
+import { Fixture, initHarness, runStasis, describeCli, tmpDir, restoreDetached, procState, waitGone, waitFor, tracerPid } from './harness';
 import { readImage } from '../src/images/image';
 import { TASK_STATE } from '../src/images/criu';
 
@@ -46,8 +46,11 @@ test('a parent with six zombies (exit codes, signals incl. SIGKILL, own group, o
 for (const [mode, message] of [
   ['core', /^stasis: pid (\d+) \(zombie\), a zombie, dumped core as it ended \(the core-dumped bit of its wait status, which stasis does not make again\); not supported$/],
   ['leader', /^stasis: pid (\d+) \(zombie\) is a zombie that still leads the process group of pid \d+; not supported$/],
+  ['session', /^stasis: pid (\d+) \(zombie\), a zombie, is in session \d+, neither its own nor its parent's; not supported$/],
+  ['group', /^stasis: pid (\d+) \(zombie\), a zombie, is in process group \d+, which has no live member in the tree; not supported$/],
 ] as const) {
-  test(`refused: a zombie ${mode === 'core' ? 'that dumped core' : 'leading a live sibling\'s group'}; the tree runs on`, async () => {
+  const what = { core: 'that dumped core', leader: 'leading a live sibling\'s group', session: 'in a session its parent left', group: 'in a group its parent left' }[mode];
+  test(`refused: a zombie ${what}; the tree runs on`, async () => {
     const fx = await Fixture.start('zombie', { args: [mode] });
     try {
       const child = Number(fx.manifest.values.get('CHILD')![0]);
@@ -60,6 +63,7 @@ for (const [mode, message] of [
       assert.equal(Number(m[1]), child);
       assert.ok(!fs.existsSync(path.join(dir, 'inventory.img')), 'no checkpoint');
       assert.equal(procState(child), 'Z', 'still a zombie');
+      await waitFor('untraced', () => tracerPid(fx.pid) === 0, 2000, 5);
       const { log } = await fx.terminate();
       assert.match(log, /^PASS$/m, log);
     } finally {

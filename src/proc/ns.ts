@@ -57,3 +57,12 @@ export function inNamespace<T>(pid: number, kind: 'net' | 'ipc' | 'uts' | 'cgrou
     fs.closeSync(ours);
   }
 }
+
+/**
+ * Run `f` in `pid`'s namespace of `kind` when it is not ours (inNamespace),
+ * else here. For what answers per namespace: sock_diag tells only the
+ * sockets of the namespace that asks.
+ */
+export function inNamespaceOf<T>(pid: number, kind: 'net' | 'ipc' | 'uts' | 'cgroup', f: () => T): T {
+  return nsId(pid, kind) === nsId('self', kind) ? f() : inNamespace(pid, kind, f);
+}

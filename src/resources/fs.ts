@@ -4,6 +4,7 @@ import { parts, type Msg } from '../images/image';
 import { FD_TYPES } from '../images/criu';
 import { StasisError, ErrorCodes } from '../errors';
 import { defineUnit } from '../unit/unit';
+import type { RestoreCtx } from '../unit/restore-ctx';
 import { dirEntry, ghostFor } from './regfile';
 import { filesUnit, fileEntry } from './files';
 
@@ -33,18 +34,30 @@ export const fsUnit = defineUnit({
     }
     return out;
   },
-  restorePhases: [{
-    name: 'fs',
-    each(ctx, tr, l) {
-      const t = tr.task;
-      const e = l.get(tr.img.pid)!;
-      // A deleted one comes back as the ghost made for it (removed again at the end).
-      const path = (id: number) => { const r = fileEntry(ctx, id).reg!; return ghostFor(ctx, r)?.slice(ctx.fsRoot.length) ?? r.name; };
-      const root = path(e.root_id);
-      // Both paths as seen from the root it has now: the cwd first, as it may be outside the new root.
-      t.call('chdir', cstr(path(e.cwd_id)));
-      if (root !== '/') t.call('chroot', cstr(root));
-      t.call('umask', e.umask ?? 0o22);
+  restorePhases: [
+    {
+      // The cwd before anything is opened, as paths were read from outside any chroot.
+      name: 'fs',
+      each(ctx, tr, l) {
+        const e = l.get(tr.img.pid)!;
+        tr.task.call('chdir', cstr(dirPath(ctx, e.cwd_id)));
+        tr.task.call('umask', e.umask ?? 0o22);
+      },
     },
-  }],
+    {
+      // The root once every path is open (a file of the task may lie outside its root,
+      // as may its cwd, which chroot leaves where it is).
+      name: 'chroot', after: ['fs', 'files', 'files-cleanup'], before: ['threads'],
+      each(ctx, tr, l) {
+        const root = dirPath(ctx, l.get(tr.img.pid)!.root_id);
+        if (root !== '/') tr.task.call('chroot', cstr(root));
+      },
+    },
+  ],
 });
+
+/** A directory's path for the task: a deleted one comes back as the ghost made for it (removed again at the end). */
+function dirPath(ctx: RestoreCtx, id: number): string {
+  const r = fileEntry(ctx, id).reg!;
+  return ghostFor(ctx, r)?.slice(ctx.fsRoot.length) ?? r.name;
+}

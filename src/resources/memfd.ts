@@ -29,6 +29,8 @@ export function memfdName(link: string): string {
 export function dumpMemfdInode(ctx: DumpCtx, ino: number, link: string, via: string): void {
   const st0 = ctx.state(memfdUnit);
   if (st0.some((m) => m.inode_id === BigInt(ino))) return;
+  // Huge pages (MFD_HUGETLB): made again as a plain memfd it would be another kind of file.
+  if (fs.statfsSync(via).type === abi.HUGETLBFS_MAGIC) throw new StasisError(ErrorCodes.UNSUPPORTED, `${link}: a memfd of huge pages (MFD_HUGETLB); not supported`);
   const fd = fs.openSync(via, 'r');
   let seals = 0;
   let data: Buffer;

@@ -121,6 +121,10 @@ function dumpGhost(ctx: DumpCtx, g: { link: string; via: string; st: fs.Stats; f
     ghosts.push({ ...same, origId: id, alias: true });
     return regEntry(id, name, g.flags, g.pos, g.via);
   }
+  // A directory of /proc, sysfs, a cgroup...: a kernel object, not something mkdir makes again.
+  if (st.isDirectory() && abi.KERNEL_OBJECT_FS_MAGICS.includes(fs.statfsSync(g.via).type)) {
+    throw new StasisError(ErrorCodes.UNSUPPORTED, `${g.what}: ${g.link} is a removed directory of a kernel filesystem (/proc of an ended process, a removed cgroup...); not supported`);
+  }
   const limit = ctx.opts.ghostLimit ?? GHOST_LIMIT;
   if (st.size > limit && !st.isDirectory()) {
     throw new StasisError(ErrorCodes.UNSUPPORTED, `${g.what}: deleted file ${g.link} holds ${st.size} bytes, over the ghost limit of ${limit} (--ghost-limit)`);

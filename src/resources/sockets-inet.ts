@@ -9,6 +9,7 @@ import { FD_TYPES, NO_FOWN, SK_SHUTDOWN } from '../images/criu';
 import type { Msg } from '../images/schema';
 import { defineFileUnit } from '../unit/unit';
 import { inetSockets, type InetDiag } from '../proc/sockdiag';
+import { inNamespaceOf } from '../proc/ns';
 import { grabSocket, getInt, sockName, dumpSockOpts, restoreSockOpts, restoreShutdown, setIntLocal } from './sockopts';
 import { sendAll, peekQueue, skQueuesUnit, type Packet } from './sockqueue';
 import { repairOn, repairOff, dumpTcpStream, loadTcpStream, restoreTcpStream, type RepairSocket } from './tcp-stream';
@@ -64,10 +65,23 @@ function endedBits(s: number): number {
   return pollOne(s, abi.POLL.RDHUP, 0) & abi.POLL.RDHUP ? SK_SHUTDOWN.BOTH : 0;
 }
 
-function diagOf(st: DumpState, family: number, proto: number): Map<number, InetDiag> {
+/**
+ * An ended connection comes back as a closed socket shut both ways: data it
+ * still holds to read, or an error not yet reported (a reset), would be lost.
+ */
+function refuseEndedLeftovers(s: number, what: string): void {
+  const inq = Buffer.alloc(4);
+  if (sysTry('ioctl', s, abi.SIOC.INQ, addressOf(inq)) === 0 && inq.readInt32LE(0) > 0) {
+    throw new StasisError(ErrorCodes.UNSUPPORTED, `${what} still holds ${inq.readInt32LE(0)} byte(s) to read; not supported`);
+  }
+  if (pollOne(s, 0, 0) & abi.POLL.ERR) throw new StasisError(ErrorCodes.UNSUPPORTED, `${what} has an error not yet reported (a reset?); not supported`);
+}
+
+/** The sockets of pid's network namespace (the tree's: nested ones are refused). */
+function diagOf(st: DumpState, pid: number, family: number, proto: number): Map<number, InetDiag> {
   const k = `${family}/${proto}`;
   let m = st.diag.get(k);
-  if (!m) { m = inetSockets(family, proto); st.diag.set(k, m); }
+  if (!m) { m = inNamespaceOf(pid, 'net', () => inetSockets(family, proto)); st.diag.set(k, m); }
   return m;
 }
 
@@ -141,7 +155,7 @@ export const inetSocketUnit = defineFileUnit({
         const peerRaw = sockName(s, true);
         const peer = parseAddr(peerRaw);
         let state: number;
-        const diag = diagOf(st, family, proto).get(d.st.ino);
+        const diag = diagOf(st, d.pid, family, proto).get(d.st.ino);
         const shutdown = diag ? diag.shutdown : endedBits(s);
         if (type === SOCK.STREAM) {
           const info = Buffer.alloc(TCP_INFO_HEAD.size), len = Buffer.alloc(4);
@@ -162,6 +176,13 @@ export const inetSocketUnit = defineFileUnit({
             dumpTcpStream(ctx, d.st.ino, s);
           } else if (state === TCP_STATE.ESTABLISHED) {
             throw new StasisError(ErrorCodes.UNSUPPORTED, `fd ${d.fd} of pid ${d.pid}: established TCP connection (port ${local.port} ↔ ${peer.port}); dump with --tcp-established to take it`);
+          } else if (state === TCP_STATE.CLOSE && shutdown) {
+            refuseEndedLeftovers(s, `fd ${d.fd} of pid ${d.pid}: TCP connection that ended (port ${local.port})`);
+          } else if (state === TCP_STATE.LISTEN && diag?.rqueue) {
+            // Connections in its accept queue have no fd: a new listener would
+            // not have them (their peers reset, what they sent lost). criu too
+            // refuses them unless told to skip them (tcp_skip_in_flight).
+            throw new StasisError(ErrorCodes.UNSUPPORTED, `fd ${d.fd} of pid ${d.pid}: listening TCP socket (port ${local.port}) has ${diag.rqueue} connection(s) not yet accepted; not supported`);
           } else if (state !== TCP_STATE.LISTEN && state !== TCP_STATE.CLOSE) {
             throw new StasisError(ErrorCodes.UNSUPPORTED, `fd ${d.fd} of pid ${d.pid}: TCP connection in state ${STATE_NAMES[state] ?? state} (port ${local.port} ↔ ${peer.port}) is not supported`);
           }

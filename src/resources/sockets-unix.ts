@@ -14,6 +14,7 @@ import { defineFileUnit } from '../unit/unit';
 import type { DumpCtx } from '../unit/dump-ctx';
 import type { RestoreCtx, TaskRestore } from '../unit/restore-ctx';
 import { unixSockets, type UnixDiag } from '../proc/sockdiag';
+import { inNamespaceOf } from '../proc/ns';
 import { grabSocket, getInt, dumpSockOpts, restoreSockOpts, restoreShutdown } from './sockopts';
 import { peekQueue, sendAll, skQueuesUnit } from './sockqueue';
 import { park, fetchFd, fileId, filesUnit } from './files';
@@ -29,7 +30,8 @@ interface DumpState {
   socks: Map<number, { pid: number; fd: number; peer: number; type: number }>;
 }
 
-function diagOf(st: DumpState): Map<number, UnixDiag> { return (st.diag ??= unixSockets()); }
+/** The unix sockets of pid's network namespace (the tree's: nested ones are refused). */
+function diagOf(st: DumpState, pid: number): Map<number, UnixDiag> { return (st.diag ??= inNamespaceOf(pid, 'net', unixSockets)); }
 
 function isUnix(pid: number, fd: number): boolean {
   const s = grabSocket(pid, fd);
@@ -44,7 +46,9 @@ function sockaddrUn(name: Buffer): Buffer {
 }
 
 export function printableName(name: Buffer): string {
-  return name.length && name[0] === 0 ? `@${name.subarray(1).toString()}` : name.toString();
+  const text = name.length && name[0] === 0 ? `@${name.subarray(1).toString()}` : name.toString();
+  // Abstract names may hold any byte (often trailing NULs): escaped, to stay one line.
+  return text.replace(/[\x00-\x1f\x7f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
 }
 
 /**
@@ -56,7 +60,7 @@ export function printableName(name: Buffer): string {
 function checkPeers(ctx: DumpCtx, st: DumpState): void {
   for (const [ino, u] of st.socks) {
     if (!u.peer || st.socks.has(u.peer)) continue;
-    const peer = diagOf(st).get(u.peer);
+    const peer = diagOf(st, ctx.processes[0].pid).get(u.peer);
     if (ctx.opts.extUnixSk && u.type !== SOCK.STREAM && peer?.name.length) {
       fileId(ctx, `unix-extern:${u.peer}`, (id) => ({
         type: FD_TYPES.UNIXSK, id,
@@ -133,7 +137,7 @@ export const unixSocketUnit = defineFileUnit({
     field: 'usk',
     match: (d) => d.st.isSocket() && isUnix(d.pid, d.fd),
     dump(ctx, d, id, st) {
-      const u = diagOf(st).get(d.st.ino);
+      const u = diagOf(st, d.pid).get(d.st.ino);
       if (!u) throw new StasisError(ErrorCodes.UNSUPPORTED, `fd ${d.fd} of pid ${d.pid}: unix socket ${d.st.ino} not found by sock_diag`);
       // A connection still waiting in a listener's accept queue has no socket
       // file yet: sock_diag shows it as connected with peer 0.

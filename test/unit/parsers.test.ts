@@ -10,6 +10,7 @@ import { parseInotifyWatches } from '../../src/resources/inotify';
 import { parseTimespec } from '../../src/resources/timerfd';
 import { classify, wanted, parseVmFlags, madvOf } from '../../src/resources/memory/classify';
 import { regsForImage } from '../../src/resources/core';
+import { printableName } from '../../src/resources/sockets-unix';
 import { credsEntry } from '../../src/resources/creds';
 import { VMA } from '../../src/images/criu';
 import { abi, type Regs } from '../../src/sys';
@@ -133,4 +134,10 @@ test('credentials from /proc status lines', () => {
   assert.deepEqual(c.cap_eff, [0xffffffff, 0x1ff]);
   assert.deepEqual(c.cap_bnd, [0, 0]);
   assert.equal(c.secbits, 0x2f);
+});
+
+test('unix socket names in messages: abstract with @, any control byte escaped (one line)', () => {
+  assert.equal(printableName(Buffer.from('/run/x.sock')), '/run/x.sock');
+  assert.equal(printableName(Buffer.from('\0stasis-1\0\0\n')), '@stasis-1\\x00\\x00\\x0a');
+  assert.equal(printableName(Buffer.alloc(0)), '');
 });

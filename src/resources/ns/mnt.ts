@@ -13,6 +13,7 @@ import { abi, pidfdOpen, pidfdGetfd, sysTry } from '../../sys';
 import { cstr, type RemoteTask } from '../../compel/remote';
 import { withHelperTask } from '../../compel/helper-task';
 import { parseMountInfo, kdev, optionalField, type MountInfo } from '../../proc/mountinfo';
+import { nsId } from '../../proc/ns';
 import { parts, type Msg, type ImageReader } from '../../images/image';
 import { StasisError, ErrorCodes, SyscallError } from '../../errors';
 import { defineUnit } from '../../unit/unit';
@@ -52,6 +53,27 @@ function parentsFirst(info: MountInfo[]): MountInfo[] {
 
 interface DumpState { mounts: Mnt[]; tmpfs: Map<number, { mountpoint: string; fd?: number }> }
 
+/**
+ * The peer groups (shared and master) of the mounts of every mount namespace
+ * but `pid`'s: ours, and those of every process outside it (one view each).
+ * Not ours only: a container's mounts may be peers of its runtime's.
+ */
+function groupsOutside(pid: number): Set<number> {
+  const seen = new Set<number | undefined>([nsId(pid, 'mnt')]);
+  const out = new Set<number>();
+  for (const who of ['self', ...fs.readdirSync('/proc').filter((e) => /^\d+$/.test(e))]) {
+    const ns = nsId(who === 'self' ? 'self' : Number(who), 'mnt');
+    if (ns === undefined || seen.has(ns)) continue;
+    seen.add(ns);
+    let text: string;
+    try { text = fs.readFileSync(`/proc/${who}/mountinfo`, 'utf8'); } catch { continue; } // gone meanwhile
+    for (const m of parseMountInfo(text)) {
+      for (const g of [optionalField(m, 'shared'), optionalField(m, 'master')]) if (g !== undefined) out.add(g);
+    }
+  }
+  return out;
+}
+
 function scan(pid: number, st: DumpState, external: Map<string, string>): void {
   const info = parseMountInfo(fs.readFileSync(`/proc/${pid}/mountinfo`, 'utf8'));
   st.mounts = parentsFirst(info).map(mntEntry);
@@ -61,10 +83,10 @@ function scan(pid: number, st: DumpState, external: Map<string, string>): void {
     m.ext_mount = true;
     m.ext_key = key;
   }
-  // Propagation shared with our own mounts would be cut at restore: refused.
-  const ours = new Set(parseMountInfo(fs.readFileSync('/proc/self/mountinfo', 'utf8')).flatMap((m) => [optionalField(m, 'shared'), optionalField(m, 'master')]).filter((x) => x !== undefined));
+  // Propagation shared with mounts of any other namespace would be cut at restore: refused.
+  const outside = groupsOutside(pid);
   for (const m of st.mounts) {
-    const g = [m.shared_id, m.master_id].find((x) => x !== undefined && ours.has(x));
+    const g = [m.shared_id, m.master_id].find((x) => x !== undefined && outside.has(x));
     if (g !== undefined) throw new StasisError(ErrorCodes.UNSUPPORTED, `pid ${pid}'s mount ${m.mountpoint} propagates to or from mounts outside its namespace (peer group ${g}); not supported`);
   }
   const plans = planMounts(st.mounts, hostMounts(), { dumping: true });

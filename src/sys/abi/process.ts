@@ -34,6 +34,14 @@ export const MEMBARRIER_CMD = {
 export const NS_GET_USERNS = 0xb701;
 /** statfs f_type of the mqueue filesystem (POSIX message queues). */
 export const MQUEUE_MAGIC = 0x19800202;
+/** statfs f_type of hugetlbfs (MFD_HUGETLB memfds too) and of procfs. */
+export const HUGETLBFS_MAGIC = 0x958458f6;
+export const PROC_SUPER_MAGIC = 0x9fa0;
+/** statfs f_type of filesystems whose directories are kernel objects (mkdir there makes a cgroup, or fails). */
+export const KERNEL_OBJECT_FS_MAGICS: readonly number[] = [
+  0x9fa0 /* proc */, 0x62656572 /* sysfs */, 0x27e0eb /* cgroup */, 0x63677270 /* cgroup2 */, 0x64626720 /* debugfs */,
+  0x74726163 /* tracefs */, 0xcafe4a11 /* bpf */, 0x62656570 /* configfs */, 0x73636673 /* securityfs */, 0x1cd1 /* devpts */,
+];
 /** statfs f_type of nsfs (the files behind /proc/PID/ns/*). */
 export const NSFS_MAGIC = 0x6e736673;
 /** ioctl on a namespace fd: its kind, as a CLONE_NEW* flag. */
