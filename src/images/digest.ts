@@ -470,6 +470,9 @@ function checkAll(images: ImageReader, stop: boolean, deferChunks = false): { li
   return { listing, files };
 }
 
+/** Chunks a lazy reader has checked ahead of it on the pool: two per thread keep them busy. */
+const READ_AHEAD = 2 * HashPool.defaultThreads();
+
 /**
  * Chunks a lazy restore checks when it first reads from them: each read of a
  * chunked file goes through range() (or data(), for a file read whole) before
@@ -480,12 +483,26 @@ export class DeferredChunks {
   private readonly done = new Map<string, Uint8Array>();
   private readonly entries = new Map<string, DigestEntry>();
   private buf: Buffer | undefined;
+  /** Threads checking chunks ahead of the reader (null: none could be started). */
+  private pool: HashPool | undefined | null;
+  /** Chunks handed to the pool, by file: chunk → job. */
+  private readonly ahead = new Map<string, Map<number, number>>();
+  /**
+   * Our own fd of each file the pool reads: never a caller's, which could be
+   * closed and its number reused while a job is pending. Closed once every
+   * chunk of the file is checked (no job can be pending then).
+   */
+  private readonly fds = new Map<string, number>();
 
   constructor(private readonly images: ImageReader, private readonly where: string, es: DigestEntry[]) {
     for (const e of es) { this.entries.set(e.name, e); this.done.set(e.name, new Uint8Array(e.chunks!.length)); }
   }
 
-  /** Check the chunks of `name` that [off, off+len) touches, reading them from our open `fd`. */
+  /**
+   * Check the chunks of `name` that [off, off+len) touches, reading them from
+   * our open `fd`; then hand the next few to the pool (a lazy server streams
+   * in file order: they are then checked by the time it reads them).
+   */
   range(name: string, fd: number, off: number, len: number): void {
     const e = this.entries.get(name);
     if (!e || len <= 0) return;
@@ -493,17 +510,50 @@ export class DeferredChunks {
     const last = Math.min(e.chunks!.length - 1, Math.floor((off + len - 1) / e.chunk!));
     for (let k = Math.floor(off / e.chunk!); k <= last; k++) {
       if (done[k]) continue;
-      const from = k * e.chunk!;
-      const n = Math.min(e.chunk!, e.size - from);
-      const b = (this.buf && this.buf.length >= n) ? this.buf : (this.buf = Buffer.allocUnsafe(e.chunk!));
-      let got = 0;
-      try {
-        while (got < n) { const r = fs.readSync(fd, b, got, n - got, from + got); if (r === 0) break; got += r; }
-      } catch (err) {
-        throw new StasisError(ErrorCodes.IO_ERROR, `${this.images.path(name)}: cannot read: ${describeIoError(err)}`);
-      }
-      this.judge(e, k, got === n ? b.subarray(0, n) : undefined);
+      if (!this.fromPool(e, k)) this.judge(e, k, this.readChunk(e, fd, k));
       done[k] = 1;
+    }
+    this.readAhead(e, last + 1);
+    const own = this.fds.get(name);
+    if (own !== undefined && done.every((x) => x === 1)) { fs.closeSync(own); this.fds.delete(name); }
+  }
+
+  /** Chunk k as the pool hashed it, if it was handed over and read (else false: checked here). */
+  private fromPool(e: DigestEntry, k: number): boolean {
+    const q = this.ahead.get(e.name);
+    const job = q?.get(k);
+    if (job === undefined) return false;
+    q!.delete(k);
+    const r = this.pool!.result(job);
+    if ('error' in r) return false; // read again here, for the exact error
+    if (r.sha256 !== e.chunks![k]) throw new StasisError(ErrorCodes.CORRUPT, `${chunkMismatch(this.images.path(e.name), this.where, e, k)}: the checkpoint is damaged`);
+    return true;
+  }
+
+  private readChunk(e: DigestEntry, fd: number, k: number): Buffer | undefined {
+    const from = k * e.chunk!;
+    const n = Math.min(e.chunk!, e.size - from);
+    const b = (this.buf && this.buf.length >= n) ? this.buf : (this.buf = Buffer.allocUnsafe(e.chunk!));
+    let got = 0;
+    try {
+      while (got < n) { const r = fs.readSync(fd, b, got, n - got, from + got); if (r === 0) break; got += r; }
+    } catch (err) {
+      throw new StasisError(ErrorCodes.IO_ERROR, `${this.images.path(e.name)}: cannot read: ${describeIoError(err)}`);
+    }
+    return got === n ? b.subarray(0, n) : undefined;
+  }
+
+  private readAhead(e: DigestEntry, from: number): void {
+    const done = this.done.get(e.name)!;
+    if (e.size < POOL_THRESHOLD || from >= done.length) return;
+    if (this.pool === undefined) this.pool = startPool() ?? null;
+    if (!this.pool) return;
+    let q = this.ahead.get(e.name);
+    if (!q) this.ahead.set(e.name, (q = new Map()));
+    let fd = this.fds.get(e.name);
+    if (fd === undefined) this.fds.set(e.name, (fd = this.images.open(e.name)));
+    for (let k = from; k < Math.min(done.length, from + READ_AHEAD); k++) {
+      if (!done[k] && !q.has(k)) q.set(k, this.pool.submit({ fd }, k * e.chunk!, Math.min(e.chunk!, e.size - k * e.chunk!)));
     }
   }
 
@@ -515,7 +565,8 @@ export class DeferredChunks {
     for (let k = 0; k < done.length; k++) {
       if (done[k]) continue;
       const from = k * e.chunk!;
-      this.judge(e, k, data.length === e.size ? data.subarray(from, Math.min(e.size, from + e.chunk!)) : undefined);
+      // A chunk handed to the pool is taken from there (nothing of it left pending).
+      if (!this.fromPool(e, k)) this.judge(e, k, data.length === e.size ? data.subarray(from, Math.min(e.size, from + e.chunk!)) : undefined);
       done[k] = 1;
     }
   }
