@@ -246,7 +246,7 @@ export class DumpDir {
     this.done = true;
   }
 
-  /** Drop the staging directory (after commit: gone; after a failure: everything), the hashing thread and the lock. */
+  /** Drop the staging directory (after commit: gone; after a failure: everything), the hashing threads and the lock. */
   close(): void {
     if (this.isClosed) return;
     this.isClosed = true;
