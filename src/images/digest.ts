@@ -295,7 +295,8 @@ export class DigestBuilder {
   /** The hashing threads, started on first use; undefined if none can be started (files are then hashed at close). */
   pool(): HashPool | undefined {
     if (this.hashPool || this.noPool) return this.hashPool;
-    try { this.hashPool = new HashPool(); } catch { this.noPool = true; }
+    // The dump's thread goes on copying pages meanwhile: a core is left to it.
+    try { this.hashPool = new HashPool(HashPool.defaultThreads(1)); } catch { this.noPool = true; }
     return this.hashPool;
   }
 
@@ -433,8 +434,8 @@ function checkChunked(images: ImageReader, es: DigestEntry[], where: string, che
   }
 }
 
-function startPool(): HashPool | undefined {
-  try { return new HashPool(); } catch { return undefined; }
+function startPool(threads?: number): HashPool | undefined {
+  try { return new HashPool(threads); } catch { return undefined; }
 }
 
 /**
@@ -471,7 +472,7 @@ function checkAll(images: ImageReader, stop: boolean, deferChunks = false): { li
 }
 
 /** Chunks a lazy reader has checked ahead of it on the pool: two per thread keep them busy. */
-const READ_AHEAD = 2 * HashPool.defaultThreads();
+const READ_AHEAD = 2 * HashPool.defaultThreads(1);
 
 /**
  * Chunks a lazy restore checks when it first reads from them: each read of a
@@ -546,7 +547,8 @@ export class DeferredChunks {
   private readAhead(e: DigestEntry, from: number): void {
     const done = this.done.get(e.name)!;
     if (e.size < POOL_THRESHOLD || from >= done.length) return;
-    if (this.pool === undefined) this.pool = startPool() ?? null;
+    // The server goes on copying meanwhile: a core is left to it.
+    if (this.pool === undefined) this.pool = startPool(HashPool.defaultThreads(1)) ?? null;
     if (!this.pool) return;
     let q = this.ahead.get(e.name);
     if (!q) this.ahead.set(e.name, (q = new Map()));

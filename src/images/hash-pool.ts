@@ -1,5 +1,6 @@
 // The digest's hashing threads: a small pool of workers (digest-worker.ts),
-// one per core (at most MAX_THREADS), each hashing whole chunks of files
+// one per core (at most MAX_THREADS; a dump leaves one core to its copy),
+// each hashing whole chunks of files
 // (digest.ts: a pages file's digest is a list of per-chunk SHA-256s, so its
 // chunks are independent and can be hashed by several threads at once, in
 // any order). Jobs go to the thread with the fewest outstanding ones. The
@@ -44,8 +45,13 @@ export class HashPool {
     }
   }
 
-  static defaultThreads(): number {
-    return Math.max(1, Math.min(MAX_THREADS, os.availableParallelism?.() ?? os.cpus().length));
+  /**
+   * One thread per core, less `reserve` cores left to a thread that works
+   * meanwhile (a dump's or lazy server's copy): more runnable threads than
+   * cores only take time from that one. At least one.
+   */
+  static defaultThreads(reserve = 0): number {
+    return Math.max(1, Math.min(MAX_THREADS, (os.availableParallelism?.() ?? os.cpus().length) - reserve));
   }
 
   /** Hash [off, off+len) of the file at `file` (opened by the thread) or of our open `fd`; returns the job's id. */
