@@ -13,7 +13,7 @@ import {
   rewriteImage, ROOT, type CliResult,
 } from './harness';
 import { restore } from '../src/restore/restore';
-import { checkImages, parseDigest, DIGEST_FILE } from '../src/images/digest';
+import { checkImages, parseDigest, formatDigest, DIGEST_FILE, CHUNK_SIZE } from '../src/images/digest';
 import { parts } from '../src/images/image';
 import { FL_KIND } from '../src/images/criu';
 import { ErrorCodes, StasisError } from '../src/errors';
@@ -89,13 +89,22 @@ function rng(seed: number): () => number {
   };
 }
 
-test('the digest lists every file of the checkpoint with its size and SHA-256; crit ignores it', () => {
-  const listing = parseDigest(DIGEST_FILE, fs.readFileSync(path.join(base, DIGEST_FILE)));
+test('the digest lists every file of the checkpoint with its size and SHA-256 (pages files per 4 MiB chunk); crit ignores it', () => {
+  const raw = fs.readFileSync(path.join(base, DIGEST_FILE), 'latin1');
+  assert.equal(raw.split('\n')[0], 'stasis-digest 2 sha256');
+  const listing = parseDigest(DIGEST_FILE, Buffer.from(raw, 'latin1'));
   const files = fs.readdirSync(base).filter((f) => f !== DIGEST_FILE).sort();
   assert.deepEqual([...listing.keys()].sort(), files);
+  const hash = (b: Buffer) => crypto.createHash('sha256').update(b).digest('hex');
   for (const f of files) {
     const data = fs.readFileSync(path.join(base, f));
-    assert.deepEqual(listing.get(f), { name: f, size: data.length, sha256: crypto.createHash('sha256').update(data).digest('hex') }, f);
+    if (f.startsWith('pages-')) {
+      const sums: string[] = [];
+      for (let o = 0; o < data.length; o += CHUNK_SIZE) sums.push(hash(data.subarray(o, Math.min(data.length, o + CHUNK_SIZE))));
+      assert.deepEqual(listing.get(f), { name: f, size: data.length, chunk: CHUNK_SIZE, chunks: sums }, f);
+    } else {
+      assert.deepEqual(listing.get(f), { name: f, size: data.length, sha256: hash(data) }, f);
+    }
   }
   assert.ok(files.includes('inventory.img') && files.includes(`core-${fx.pid}.img`) && files.includes('pages-1.img'));
   assert.match(crit(['x', base, 'ps']), new RegExp(`^\\s*${fx.pid}\\s+\\d+\\s+\\d+\\s+counter$`, 'm'));
@@ -211,8 +220,10 @@ test('the library: restore rejects a damaged checkpoint with STASIS_CORRUPT; ver
   // The digest says other contents (the images themselves are good: verify: false restores them).
   const digest = path.join(d, DIGEST_FILE);
   const text = fs.readFileSync(digest, 'latin1');
-  const line = text.split('\n').find((l) => l.endsWith(' pages-1.img'))!;
-  const hash = line.split(' ')[1];
+  // pages-1.img is listed per chunk: its first chunk's SHA-256 is on the line after its own.
+  const lines = text.split('\n');
+  const hash = lines[lines.findIndex((l) => l.endsWith(' pages-1.img')) + 1].slice(1);
+  assert.match(hash, /^[0-9a-f]{64}$/);
   fs.writeFileSync(digest, text.replace(hash, (hash[0] === '0' ? '1' : '0') + hash.slice(1)), 'latin1');
   const lib = await import('../src/index');
   await assert.rejects(lib.restore({ imagesDir: d }), (e: StasisError) => {
@@ -244,12 +255,14 @@ test('a 48 MiB checkpoint (its pages hashed by the dump\'s hashing thread): dige
     const listing = parseDigest(DIGEST_FILE, fs.readFileSync(path.join(d, DIGEST_FILE)));
     const data = fs.readFileSync(pages);
     assert.ok(data.length >= 48 << 20, `${data.length} bytes of pages`);
-    assert.deepEqual(listing.get('pages-1.img'), { name: 'pages-1.img', size: data.length, sha256: crypto.createHash('sha256').update(data).digest('hex') });
+    const sums: string[] = [];
+    for (let o = 0; o < data.length; o += CHUNK_SIZE) sums.push(crypto.createHash('sha256').update(data.subarray(o, Math.min(data.length, o + CHUNK_SIZE))).digest('hex'));
+    assert.deepEqual(listing.get('pages-1.img'), { name: 'pages-1.img', size: data.length, chunk: CHUNK_SIZE, chunks: sums });
     const fd = fs.openSync(pages, 'r+');
     try {
       const at = (data.length >> 1) + 12345;
       fs.writeSync(fd, Buffer.from([data[at] ^ 0x40]), 0, 1, at);
-      assertOneLine(runStasis(['restore', '-D', d, '-d']), new RegExp(`^stasis: ${escapeRe(pages)}: contents do not match their SHA-256 in ${escapeRe(path.join(d, DIGEST_FILE))}: the checkpoint is damaged \\(--no-verify restores it anyway\\)$`), 'a flip in the big pages file');
+      assertOneLine(runStasis(['restore', '-D', d, '-d']), new RegExp(`^stasis: ${escapeRe(pages)}: contents do not match their SHA-256 in ${escapeRe(path.join(d, DIGEST_FILE))} \\(chunk ${Math.floor(at / CHUNK_SIZE)}, bytes ${Math.floor(at / CHUNK_SIZE) * CHUNK_SIZE} to ${Math.min(data.length, (Math.floor(at / CHUNK_SIZE) + 1) * CHUNK_SIZE)}\\): the checkpoint is damaged \\(--no-verify restores it anyway\\)$`), 'a flip in the big pages file');
       reapZombies();
       assert.ok(!fs.existsSync(`/proc/${big.pid}`), 'nothing created');
       fs.writeSync(fd, Buffer.from([data[at]]), 0, 1, at);
@@ -265,6 +278,32 @@ test('a 48 MiB checkpoint (its pages hashed by the dump\'s hashing thread): dige
   } finally {
     await big.kill();
   }
+});
+
+test('a checkpoint with a version 1 digest (older stasis: every file whole) still verifies, refuses a flip, restores, lazily too', async () => {
+  const d = copyBase();
+  const hash = (b: Buffer) => crypto.createHash('sha256').update(b).digest('hex');
+  const files = fs.readdirSync(d).filter((f) => f !== DIGEST_FILE);
+  const v1 = formatDigest(files.map((f) => { const b = fs.readFileSync(path.join(d, f)); return { name: f, size: b.length, sha256: hash(b) }; }), 1);
+  fs.writeFileSync(path.join(d, DIGEST_FILE), v1);
+  assert.equal(v1.toString('latin1').split('\n')[0], 'stasis-digest 1 sha256');
+  assert.ok(checkImages(d).ok);
+  const pages = path.join(d, 'pages-1.img');
+  const data = fs.readFileSync(pages);
+  const at = data.length - 100;
+  const fd = fs.openSync(pages, 'r+');
+  try {
+    fs.writeSync(fd, Buffer.from([data[at] ^ 0x02]), 0, 1, at);
+    for (const lazy of [[], ['--lazy-pages']]) {
+      assertOneLine(runStasis(['restore', '-D', d, '-d', ...lazy]), new RegExp(`^stasis: ${escapeRe(pages)}: contents do not match their SHA-256 in ${escapeRe(path.join(d, DIGEST_FILE))}: the checkpoint is damaged`), `a flip under a v1 digest ${lazy.join(' ')}`);
+      assertNothingCreated(`v1 flip ${lazy.join(' ')}`);
+    }
+    fs.writeSync(fd, Buffer.from([data[at]]), 0, 1, at);
+  } finally {
+    fs.closeSync(fd);
+  }
+  await assertRestores(d, 'v1 digest');
+  await assertRestores(d, 'v1 digest, lazily', ['--lazy-pages']);
 });
 
 test('after all that, the good checkpoint restores and the counter passes its self-check', async () => {

@@ -168,3 +168,37 @@ test('a lazy-pages server that cannot read its images kills the restored tree', 
   assert.deepEqual([cs.kind, cs.kind === 'signaled' ? cs.signal : -1], ['signaled', abi.SIG.SIGKILL], 'the restored child is killed');
   assert.doesNotMatch(fx.log(), /^FAIL|^PASS/m);
 });
+
+test('a damaged page chunk: the tree runs (other images checked up front), the server refuses the chunk before copying any of it and kills the tree', async () => {
+  const { fx, dir, child } = await dumped('bad-chunk');
+  // One byte in the middle of the largest pages file: the main region, untouched until streamed.
+  const pages = fs.readdirSync(dir).filter((n) => /^pages-\d+\.img$/.test(n)).map((n) => path.join(dir, n)).sort((a, b) => fs.statSync(b).size - fs.statSync(a).size)[0];
+  const at = Math.floor(fs.statSync(pages).size / 2) + 12345;
+  const fd = fs.openSync(pages, 'r+');
+  try {
+    const b = Buffer.alloc(1);
+    fs.readSync(fd, b, 0, 1, at);
+    b[0] ^= 0x01;
+    fs.writeSync(fd, b, 0, 1, at);
+  } finally { fs.closeSync(fd); }
+  // An eager restore refuses it before anything is created.
+  const eager = runStasis(['restore', '-D', dir, '-d']);
+  assert.equal(eager.status, 1, describeCli(eager));
+  assert.match(eager.stderr, new RegExp(`^stasis: ${pages.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}: contents do not match their SHA-256 in .*stasis-digest \\(chunk \\d+, bytes \\d+ to \\d+\\): the checkpoint is damaged`, 'm'));
+  assert.ok(!fs.existsSync(`/proc/${fx.pid}`), 'nothing created');
+  const hold = path.join(root, 'hold-bad-chunk');
+  const logFile = path.join(root, 'bad-chunk.log');
+  const { r } = restoreDetached(dir, ['--lazy-pages', '-o', logFile, '-v4'], { STASIS_LAZY_HOLD: hold });
+  fx.restored();
+  const server = serverOf(r.stderr);
+  assert.equal((await probe(fx)).read, 'ok', 'the tree runs before the damaged chunk is read');
+  fs.writeFileSync(hold, '');
+  const s = await reap(server, 60000);
+  assert.deepEqual([s.kind, s.kind === 'exited' ? s.code : -1], ['exited', 1], 'the server fails');
+  const st = await fx.reap(10000);
+  assert.deepEqual([st.kind, st.kind === 'signaled' ? st.signal : -1], ['signaled', abi.SIG.SIGKILL], 'the restored root is killed');
+  const cs = await reap(child, 10000);
+  assert.deepEqual([cs.kind, cs.kind === 'signaled' ? cs.signal : -1], ['signaled', abi.SIG.SIGKILL], 'the restored child is killed');
+  assert.doesNotMatch(fx.log(), /^FAIL|^PASS/m);
+  assert.match(fs.readFileSync(logFile, 'utf8'), /contents do not match their SHA-256 in .*\(chunk \d+, bytes \d+ to \d+\): the checkpoint is damaged/);
+});

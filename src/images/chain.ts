@@ -54,9 +54,10 @@ export interface ChainLink {
 /**
  * The parents of `dir`, nearest first, each checked (see the top of this
  * file). `verify`: each parent's files against its digest and the pin of its
- * child (`images` is then limited to the files its digest lists).
+ * child (`images` is then limited to the files its digest lists); `deferChunks`:
+ * their pages files' chunks as they are read (lazy restore).
  */
-export function openParents(dir: string, opts: { anyOwner?: boolean; verify: boolean }): ChainLink[] {
+export function openParents(dir: string, opts: { anyOwner?: boolean; verify: boolean; deferChunks?: boolean }): ChainLink[] {
   const out: ChainLink[] = [];
   const seen = new Set<string>([fs.realpathSync(dir)]);
   for (let child = dir, parent = parentDirOf(dir); parent !== undefined; child = parent, parent = parentDirOf(parent)) {
@@ -67,7 +68,7 @@ export function openParents(dir: string, opts: { anyOwner?: boolean; verify: boo
     if (out.length >= MAX_CHAIN) throw bad(`${dir}: more than ${MAX_CHAIN} parent images directories`);
     let images: ImageReader;
     if (opts.verify) {
-      const listing = verifyImages(parent, opts.anyOwner);
+      const listing = verifyImages(parent, opts.anyOwner, opts.deferChunks);
       const childImages = new ImageReader(child, opts.anyOwner ? null : undefined);
       checkPin(childImages, parent);
       images = new ImageReader(parent, opts.anyOwner ? null : undefined, listing);

@@ -8,35 +8,55 @@
 //
 // The digest is a text file, canonical (one form for one content: sorted,
 // no leading zeros, lower-case hex, one final newline), so that a change of
-// any bit of it is refused too:
+// any bit of it is refused too. Version 2:
 //
-//   stasis-digest 1 sha256
-//   SIZE SHA256 NAME
-//   ...
+//   stasis-digest 2 sha256
+//   SIZE SHA256 NAME          a file hashed whole
+//   SIZE *CHUNK NAME          a file hashed per chunk of CHUNK bytes (pages-*.img),
+//    SHA256                   then one line per chunk (a space first), in order:
+//    ...                      ceil(SIZE / CHUNK) of them, the last one shorter
 //
-// Hashing 1 GiB of pages costs about a second of one core: the dump hashes
-// its big raw files (pages) in a worker thread that reads each file back from
-// the page cache while the dump goes on writing it (digest-worker.ts).
+// Version 1 (`stasis-digest 1 sha256`, whole lines only) is still read.
+//
+// Why chunks: one SHA-256 stream is one core (~1.6 GB/s here with SHA-NI),
+// which made the digest the bottleneck of a big dump and of a restore's
+// check. A pages file's chunks are independent, so the dump hashes them on
+// a pool of threads (hash-pool.ts) while it goes on writing, the restore
+// checks them the same way, and a lazy restore checks each chunk when it
+// first reads from it (DeferredChunks), before any of it reaches the task.
 import * as fs from 'node:fs';
-import * as path from 'node:path';
 import * as crypto from 'node:crypto';
-import { Worker, MessageChannel, receiveMessageOnPort, type MessagePort } from 'node:worker_threads';
 import { StasisError, ErrorCodes } from '../errors';
 import { abi } from '../sys';
 import { ImageReader, describeIoError } from './image';
+import { HashPool, type ChunkResult } from './hash-pool';
 
 /** The digest's name in the images directory. */
 import { DIGEST_FILE } from './digest-name';
 
 export { DIGEST_FILE };
-const HEADER = 'stasis-digest 1 sha256';
+const HEADERS = { 1: 'stasis-digest 1 sha256', 2: 'stasis-digest 2 sha256' } as const;
+export type DigestVersion = keyof typeof HEADERS;
 /** Names a checkpoint's files may have: no path, no leading dot (staging dirs), ASCII. */
 const NAME_RE = /^[A-Za-z0-9_][A-Za-z0-9._-]*$/;
-const LINE_RE = /^(0|[1-9][0-9]{0,15}) ([0-9a-f]{64}) (.+)$/;
+const NUM = '(0|[1-9][0-9]{0,15})';
+const LINE_RE = new RegExp(`^${NUM} (?:([0-9a-f]{64})|\\*([1-9][0-9]{0,15})) (.+)$`);
+const CHUNK_LINE_RE = /^ ([0-9a-f]{64})$/;
 
-export interface DigestEntry { name: string; size: number; sha256: string }
-/** A parsed digest: its entries by file name. */
-export type DigestListing = ReadonlyMap<string, DigestEntry>;
+/**
+ * The chunk size of pages files: a lazy restore's first read in a chunk
+ * hashes all of it (4 MiB: ~3 ms), and the dump's tail at commit is about one
+ * chunk per thread; below ~1 MiB the per-job overhead and the digest's size
+ * grow (a line per chunk). 4 MiB is also the lazy server's streaming unit.
+ */
+export const CHUNK_SIZE = 4 << 20;
+/** Chunks of at most this (a multiple of the page size) are read. */
+const MAX_CHUNK = 1 << 30;
+
+/** A file hashed whole (`sha256`) or per chunk (`chunk` bytes each, their SHA-256s in `chunks`). */
+export interface DigestEntry { name: string; size: number; sha256?: string; chunk?: number; chunks?: string[] }
+/** A parsed digest: its entries by file name; `deferred`: chunks a lazy restore checks as it reads them. */
+export type DigestListing = ReadonlyMap<string, DigestEntry> & { deferred?: DeferredChunks };
 
 function corrupt(msg: string): StasisError {
   return new StasisError(ErrorCodes.CORRUPT, msg);
@@ -46,32 +66,60 @@ export function sha256(data: Buffer): string {
   return crypto.createHash('sha256').update(data).digest('hex');
 }
 
-/** The digest file's bytes for `entries`. */
-export function formatDigest(entries: Iterable<DigestEntry>): Buffer {
-  const sorted = [...entries].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
-  return Buffer.from([HEADER, ...sorted.map((e) => `${e.size} ${e.sha256} ${e.name}`)].join('\n') + '\n', 'latin1');
+/** Number of chunks of a chunked entry. */
+export function chunkCount(size: number, chunk: number): number {
+  return Math.ceil(size / chunk);
 }
 
-/** Parse a digest strictly; `where` (its path) names it in errors. */
+function validChunk(chunk: number): boolean {
+  return Number.isSafeInteger(chunk) && chunk > 0 && chunk <= MAX_CHUNK && chunk % abi.PAGE_SIZE === 0;
+}
+
+/** The digest file's bytes for `entries` (version 1 only for files hashed whole: tests of old checkpoints). */
+export function formatDigest(entries: Iterable<DigestEntry>, version: DigestVersion = 2): Buffer {
+  const sorted = [...entries].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  const lines: string[] = [HEADERS[version]];
+  for (const e of sorted) {
+    if (e.chunks) {
+      if (version === 1) throw new StasisError(ErrorCodes.INTERNAL, `${e.name}: a version 1 digest has no chunks`);
+      lines.push(`${e.size} *${e.chunk} ${e.name}`, ...e.chunks.map((c) => ` ${c}`));
+    } else {
+      lines.push(`${e.size} ${e.sha256} ${e.name}`);
+    }
+  }
+  return Buffer.from(lines.join('\n') + '\n', 'latin1');
+}
+
+/** Parse a digest (version 1 or 2) strictly; `where` (its path) names it in errors. */
 export function parseDigest(where: string, buf: Buffer): Map<string, DigestEntry> {
   const lines = buf.toString('latin1').split('\n');
   if (lines.pop() !== '') throw corrupt(`${where}: damaged (does not end with a newline)`);
-  if (lines[0] !== HEADER) throw corrupt(`${where}: not a stasis digest, or damaged (first line is not '${HEADER}')`);
+  const version = lines[0] === HEADERS[2] ? 2 : lines[0] === HEADERS[1] ? 1 : 0;
+  if (!version) throw corrupt(`${where}: not a stasis digest, or damaged (first line is not '${HEADERS[2]}' or '${HEADERS[1]}')`);
   const out = new Map<string, DigestEntry>();
   let prev = '';
   for (let i = 1; i < lines.length; i++) {
     const m = LINE_RE.exec(lines[i]);
     const size = m ? Number(m[1]) : NaN;
-    if (!m || !Number.isSafeInteger(size) || !NAME_RE.test(m[3]) || m[3] === DIGEST_FILE) {
-      throw corrupt(`${where}: line ${i + 1} is damaged (not 'SIZE SHA256 NAME')`);
+    const chunk = m?.[3] !== undefined ? Number(m[3]) : undefined;
+    if (!m || !Number.isSafeInteger(size) || !NAME_RE.test(m[4]) || m[4] === DIGEST_FILE || (chunk !== undefined && (version === 1 || !validChunk(chunk)))) {
+      throw corrupt(`${where}: line ${i + 1} is damaged (not 'SIZE SHA256 NAME'${version === 2 ? " or 'SIZE *CHUNK NAME'" : ''})`);
     }
-    if (m[3] <= prev) throw corrupt(`${where}: line ${i + 1} is damaged (${m[3]} out of order or listed twice)`);
-    prev = m[3];
-    out.set(m[3], { name: m[3], size, sha256: m[2] });
+    const name = m[4];
+    if (name <= prev) throw corrupt(`${where}: line ${i + 1} is damaged (${name} out of order or listed twice)`);
+    prev = name;
+    if (chunk === undefined) { out.set(name, { name, size, sha256: m[2] }); continue; }
+    const chunks: string[] = [];
+    for (let k = chunkCount(size, chunk); k > 0; k--) {
+      const c = CHUNK_LINE_RE.exec(lines[++i] ?? '');
+      if (!c) throw corrupt(`${where}: line ${i + 1} is damaged (${name} lists ${chunkCount(size, chunk)} chunks, not ' SHA256' here)`);
+      chunks.push(c[1]);
+    }
+    out.set(name, { name, size, chunk, chunks });
   }
   if (out.size === 0) throw corrupt(`${where}: damaged (lists no files)`);
   // Belt and braces: the canonical form of what was read is what was read.
-  if (!formatDigest(out.values()).equals(buf)) throw corrupt(`${where}: damaged (not in canonical form)`);
+  if (!formatDigest(out.values(), version).equals(buf)) throw corrupt(`${where}: damaged (not in canonical form)`);
   return out;
 }
 
@@ -96,118 +144,111 @@ export function hashFd(fd: number): { size: number; sha256: string } {
 
 // ---------------------------------------------------------------- writing
 
-/** Raw files smaller than this are hashed by reading them back at close; bigger ones by the worker. */
-const WORKER_THRESHOLD = 8 << 20;
-/** The worker is told how far a file is written every this many bytes. */
-const POST_EVERY = 8 << 20;
-/** A worker that hashed nothing for this long is taken for dead. */
-const STALL_MS = 60000;
+/** Pages files (pages-N.img: memory, memfds, SysV shm) are hashed per chunk; every other file whole. */
+export function isChunked(name: string): boolean {
+  return name.startsWith('pages-');
+}
 
-type WorkerResult = { id: number; size: number; sha256: string } | { id: number; error: string };
-
-/** The hashing thread: started on the first big file, fed file names and lengths. */
-class HashWorker {
-  private readonly worker: Worker;
-  private readonly port: MessagePort;
-  /** [0]: results posted, [1]: chunks hashed (a heartbeat). */
-  private readonly ctl: Int32Array;
-  private readonly results = new Map<number, WorkerResult>();
-  private nextId = 1;
-
-  constructor() {
-    const sab = new SharedArrayBuffer(8);
-    this.ctl = new Int32Array(sab);
-    const { port1, port2 } = new MessageChannel();
-    const file = path.join(__dirname, 'digest-worker.js');
-    // A missing file would only show as a worker error event, which this blocked thread never sees.
-    if (!fs.existsSync(file)) throw new Error(`${file} is missing`);
-    this.worker = new Worker(file, { workerData: { ctl: sab, port: port2 }, transferList: [port2] });
-    this.worker.unref();
-    this.port = port1;
+/** Hash chunks of `len` bytes from `fd` at `off`, each CHUNK bytes (the last shorter), on this thread. */
+function hashChunksFd(fd: number, off: number, len: number, chunk: number): string[] {
+  const b = (readBuf ??= Buffer.allocUnsafe(READ_CHUNK));
+  const out: string[] = [];
+  for (let at = off; at < off + len; at += chunk) {
+    const h = crypto.createHash('sha256');
+    const end = Math.min(off + len, at + chunk);
+    for (let pos = at; pos < end; ) {
+      const n = fs.readSync(fd, b, 0, Math.min(b.length, end - pos), pos);
+      if (n === 0) throw new Error(`the file ends at ${pos} bytes, ${end} were expected`);
+      h.update(n === b.length ? b : b.subarray(0, n));
+      pos += n;
+    }
+    out.push(h.digest('hex'));
   }
+  return out;
+}
 
-  start(file: string): number {
-    const id = this.nextId++;
-    this.worker.postMessage({ id, path: file });
-    return id;
-  }
+/** Per-chunk SHA-256 of data arriving in order (a page server's sender: it sees every byte it sends). */
+export class ChunkedHasher {
+  private readonly sums: string[] = [];
+  private hash = crypto.createHash('sha256');
+  private inChunk = 0;
+  private size = 0;
 
-  /** Bytes [0, upto) of job `id` are written; `last`: that is all of it. */
-  upto(id: number, upto: number, last: boolean): void {
-    this.worker.postMessage({ id, upto, last });
-  }
+  constructor(private readonly chunk = CHUNK_SIZE) {}
 
-  /** Wait for the result of job `id` (the dump's thread blocks: it has nothing else to do then). */
-  result(id: number): WorkerResult {
-    let beat = Atomics.load(this.ctl, 1);
-    let since = Date.now();
-    for (;;) {
-      const posted = Atomics.load(this.ctl, 0);
-      for (let m = receiveMessageOnPort(this.port); m; m = receiveMessageOnPort(this.port)) {
-        const r = m.message as WorkerResult;
-        this.results.set(r.id, r);
-      }
-      const r = this.results.get(id);
-      if (r) return r;
-      Atomics.wait(this.ctl, 0, posted, 1000);
-      const b = Atomics.load(this.ctl, 1);
-      if (b !== beat) { beat = b; since = Date.now(); }
-      else if (Date.now() - since > STALL_MS) throw new StasisError(ErrorCodes.INTERNAL, `the digest thread hashed nothing for ${STALL_MS / 1000} s`);
+  update(data: Buffer): void {
+    for (let o = 0; o < data.length; ) {
+      const n = Math.min(data.length - o, this.chunk - this.inChunk);
+      this.hash.update(n === data.length ? data : data.subarray(o, o + n));
+      o += n;
+      this.inChunk += n;
+      this.size += n;
+      if (this.inChunk === this.chunk) { this.sums.push(this.hash.digest('hex')); this.hash = crypto.createHash('sha256'); this.inChunk = 0; }
     }
   }
 
-  close(): void {
-    this.port.close();
-    void this.worker.terminate();
+  /** The entry of file `name` (the hasher is done). */
+  finish(name: string): DigestEntry {
+    if (this.inChunk) this.sums.push(this.hash.digest('hex'));
+    this.inChunk = 0;
+    return { name, size: this.size, chunk: this.chunk, chunks: this.sums };
   }
 }
+
+/** Below this many bytes of a pages file its chunks are hashed at close, on the dump's thread (no pool started). */
+const POOL_THRESHOLD = 8 << 20;
 
 /** One raw file being written: how far, and who hashes it. */
 export class RawHash {
   private written = 0;
-  private posted = 0;
-  private job: number | undefined;
-  /** No worker to be had: hash at close. */
-  private inline = false;
-  private result: { size: number; sha256: string } | undefined;
+  private readonly chunked: boolean;
+  /** Chunked, through the pool: job ids of the chunks handed over so far. */
+  private readonly jobs: number[] = [];
+  private result: DigestEntry | undefined;
   private error: string | undefined;
   private finished = false;
   isExternal = false;
 
-  constructor(private readonly owner: DigestBuilder, readonly name: string, private readonly stagedPath: string) {}
+  constructor(private readonly owner: DigestBuilder, readonly name: string, private readonly stagedPath: string, private readonly chunk = CHUNK_SIZE) {
+    this.chunked = isChunked(name);
+  }
 
-  /** Written by someone we do not see: hashed whole at close. */
+  /** Written by someone we do not see: hashed at close. */
   external(): void { this.isExternal = true; }
 
-  /** `n` more bytes were appended. */
+  /** `n` more bytes were appended: every chunk complete now goes to the pool (past the threshold). */
   advance(n: number): void {
     this.written += n;
-    if (this.job === undefined && !this.inline && this.written >= WORKER_THRESHOLD) {
-      this.job = this.owner.startJob(this.stagedPath);
-      this.inline = this.job === undefined;
+    if (this.chunked && !this.isExternal && (this.jobs.length || this.written >= POOL_THRESHOLD)) this.submitUpTo(Math.floor(this.written / this.chunk));
+  }
+
+  /** Hand chunks [jobs.length, upTo) to the pool; false if there is none. */
+  private submitUpTo(upTo: number): boolean {
+    const pool = this.owner.pool();
+    if (!pool) return false;
+    for (let k = this.jobs.length; k < upTo; k++) {
+      const off = k * this.chunk;
+      this.jobs.push(pool.submit({ path: this.stagedPath }, off, Math.min(this.chunk, this.written - off)));
     }
-    if (this.job !== undefined && this.written - this.posted >= POST_EVERY) {
-      this.owner.worker!.upto(this.job, this.written, false);
-      this.posted = this.written;
-    }
+    return true;
   }
 
   /** The file is closed (never throws: a problem is reported by the digest). */
   finish(size: number): void {
     if (this.finished) return;
     this.finished = true;
-    if (this.isExternal && size >= 0) this.advance(size);
+    if (this.isExternal && size >= 0) this.written = size;
     if (size !== this.written) {
       this.error = `${size} bytes on disk but ${this.written} written through the images directory`;
       return;
     }
-    if (this.job !== undefined) {
-      this.owner.worker!.upto(this.job, this.written, true);
-      return;
-    }
+    if (this.chunked && (this.jobs.length || size >= POOL_THRESHOLD) && this.submitUpTo(chunkCount(size, this.chunk))) return;
     try {
       const fd = fs.openSync(this.stagedPath, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | abi.O.CLOEXEC);
-      try { this.result = hashFd(fd); } finally { fs.closeSync(fd); }
+      try {
+        if (this.chunked) this.result = { name: this.name, size, chunk: this.chunk, chunks: hashChunksFd(fd, 0, size, this.chunk) };
+        else { const h = hashFd(fd); this.result = { name: this.name, size: h.size, sha256: h.sha256 }; }
+      } finally { fs.closeSync(fd); }
     } catch (e) {
       this.error = describeIoError(e);
     }
@@ -215,14 +256,15 @@ export class RawHash {
 
   entry(): DigestEntry {
     if (!this.finished) throw new StasisError(ErrorCodes.INTERNAL, `${this.name} is still open when the checkpoint is committed`);
-    if (!this.error && !this.result && this.job !== undefined) {
-      const r = this.owner.worker!.result(this.job);
-      if ('error' in r) this.error = r.error;
-      else this.result = r;
+    if (!this.error && !this.result && this.jobs.length) {
+      const rs = this.jobs.map((id) => this.owner.pool()!.result(id));
+      const bad = rs.find((r): r is ChunkResult & { error: string } => 'error' in r);
+      if (bad) this.error = bad.error;
+      else this.result = { name: this.name, size: this.written, chunk: this.chunk, chunks: rs.map((r) => (r as { sha256: string }).sha256) };
     }
     if (this.error || !this.result) throw new StasisError(ErrorCodes.IO_ERROR, `cannot hash ${this.name}: ${this.error}`);
     if (this.result.size !== this.written) throw new StasisError(ErrorCodes.INTERNAL, `${this.name}: hashed ${this.result.size} bytes of ${this.written}`);
-    return { name: this.name, size: this.result.size, sha256: this.result.sha256 };
+    return this.result;
   }
 }
 
@@ -230,8 +272,8 @@ export class RawHash {
 export class DigestBuilder {
   private readonly whole = new Map<string, DigestEntry>();
   private readonly raw: RawHash[] = [];
-  worker: HashWorker | undefined;
-  private noWorker = false;
+  private hashPool: HashPool | undefined;
+  private noPool = false;
 
   /** A file written whole from memory. */
   addWhole(name: string, data: Buffer): void {
@@ -244,32 +286,31 @@ export class DigestBuilder {
   }
 
   /** A file written piecewise (appended) at `stagedPath`. */
-  addRaw(name: string, stagedPath: string): RawHash {
-    const r = new RawHash(this, name, stagedPath);
+  addRaw(name: string, stagedPath: string, chunk?: number): RawHash {
+    const r = new RawHash(this, name, stagedPath, chunk);
     this.raw.push(r);
     return r;
   }
 
-  /** A job for the worker; undefined if no thread can be started (the file is then hashed at close). */
-  startJob(stagedPath: string): number | undefined {
-    if (this.noWorker) return undefined;
-    try {
-      this.worker ??= new HashWorker();
-    } catch {
-      this.noWorker = true;
-      return undefined;
-    }
-    return this.worker.start(stagedPath);
+  /** The hashing threads, started on first use; undefined if none can be started (files are then hashed at close). */
+  pool(): HashPool | undefined {
+    if (this.hashPool || this.noPool) return this.hashPool;
+    // The dump's thread goes on copying pages meanwhile: a core is left to it.
+    try { this.hashPool = new HashPool(HashPool.defaultThreads(1)); } catch { this.noPool = true; }
+    return this.hashPool;
   }
 
-  /** Every file's entry (waits for the worker). */
+  /** Whether the threads were used (tests). */
+  get threaded(): boolean { return this.hashPool !== undefined; }
+
+  /** Every file's entry (waits for the threads). */
   entries(): DigestEntry[] {
     return [...this.whole.values(), ...this.raw.map((r) => r.entry())];
   }
 
   close(): void {
-    this.worker?.close();
-    this.worker = undefined;
+    this.hashPool?.close();
+    this.hashPool = undefined;
   }
 }
 
@@ -327,7 +368,7 @@ function openListed(images: ImageReader, e: DigestEntry, where: string, check: F
   }
 }
 
-/** Size first (cheap), then contents. */
+/** Size first (cheap), then contents of a file hashed whole (chunked ones: checkChunked). */
 function checkFile(images: ImageReader, e: DigestEntry, where: string, check: FileCheck, hash: boolean): void {
   const fd = openListed(images, e, where, check);
   if (fd === undefined) return;
@@ -345,31 +386,210 @@ function checkFile(images: ImageReader, e: DigestEntry, where: string, check: Fi
   }
 }
 
+function chunkMismatch(p: string, where: string, e: DigestEntry, k: number): string {
+  const from = k * e.chunk!;
+  return `${p}: contents do not match their SHA-256 in ${where} (chunk ${k}, bytes ${from} to ${Math.min(e.size, from + e.chunk!)})`;
+}
+
+/**
+ * The chunks of chunked files, checked together: on the pool's threads when
+ * there is enough to hash (this thread waits), else here. Results are
+ * judged in file order, so the problem reported is the first one.
+ */
+function checkChunked(images: ImageReader, es: DigestEntry[], where: string, checks: Map<string, FileCheck>): void {
+  const total = es.reduce((n, e) => n + e.size, 0);
+  const pool = total >= POOL_THRESHOLD ? startPool() : undefined;
+  const open: { e: DigestEntry; fd: number; jobs: number[] }[] = [];
+  try {
+    for (const e of es) {
+      const fd = openListed(images, e, where, checks.get(e.name)!);
+      if (fd === undefined) continue;
+      const jobs: number[] = [];
+      if (pool) for (let k = 0; k < e.chunks!.length; k++) jobs.push(pool.submit({ fd }, k * e.chunk!, Math.min(e.chunk!, e.size - k * e.chunk!)));
+      open.push({ e, fd, jobs });
+    }
+    for (const { e, fd, jobs } of open) {
+      const check = checks.get(e.name)!;
+      const p = images.path(e.name);
+      let sums: string[];
+      try {
+        if (pool) {
+          const rs = jobs.map((id) => pool.result(id));
+          const bad = rs.find((r): r is ChunkResult & { error: string } => 'error' in r);
+          if (bad) throw Object.assign(new Error(bad.error), { code: bad.error });
+          sums = rs.map((r) => (r as { sha256: string }).sha256);
+        } else {
+          sums = hashChunksFd(fd, 0, e.size, e.chunk!);
+        }
+      } catch (err) {
+        Object.assign(check, { ok: false, code: ErrorCodes.IO_ERROR, problem: `${p}: cannot read: ${describeIoError(err)}` });
+        continue;
+      }
+      const k = sums.findIndex((s, i) => s !== e.chunks![i]);
+      if (k >= 0) Object.assign(check, { ok: false, code: ErrorCodes.CORRUPT, problem: chunkMismatch(p, where, e, k) });
+    }
+  } finally {
+    for (const { fd } of open) fs.closeSync(fd);
+    pool?.close();
+  }
+}
+
+function startPool(threads?: number): HashPool | undefined {
+  try { return new HashPool(threads); } catch { return undefined; }
+}
+
 /**
  * Check every file the digest lists against it: `stop` (restore) throws the
  * first problem; otherwise every file is checked and reported. Every file's
  * size is checked before any is hashed: a short file is found at once.
+ * `deferChunks`: the chunks of chunked files are left to whoever reads them
+ * (the listing's `deferred`), their sizes checked now.
  */
-function checkAll(images: ImageReader, stop: boolean): { listing: Map<string, DigestEntry>; files: FileCheck[] } {
-  const listing = readListing(images);
+function checkAll(images: ImageReader, stop: boolean, deferChunks = false): { listing: Map<string, DigestEntry> & { deferred?: DeferredChunks }; files: FileCheck[] } {
+  const listing: Map<string, DigestEntry> & { deferred?: DeferredChunks } = readListing(images);
   const where = images.path(DIGEST_FILE);
   const files: FileCheck[] = [...listing.values()].map((e) => ({ name: e.name, size: e.size, ok: true }));
-  for (const hash of [false, true]) {
-    for (const check of files) {
-      if (!check.ok) continue;
-      checkFile(images, listing.get(check.name)!, where, check, hash);
-      if (!check.ok && stop) {
-        const hint = check.code === ErrorCodes.CORRUPT ? ': the checkpoint is damaged (--no-verify restores it anyway)' : '';
-        throw new StasisError(check.code!, check.problem! + hint);
-      }
-    }
+  const byName = new Map(files.map((f) => [f.name, f]));
+  const fail = (check: FileCheck): void => {
+    if (check.ok || !stop) return;
+    const hint = check.code === ErrorCodes.CORRUPT ? ': the checkpoint is damaged (--no-verify restores it anyway)' : '';
+    throw new StasisError(check.code!, check.problem! + hint);
+  };
+  for (const check of files) { checkFile(images, listing.get(check.name)!, where, check, false); fail(check); }
+  const chunked = [...listing.values()].filter((e) => e.chunks);
+  if (deferChunks) {
+    if (chunked.length) listing.deferred = new DeferredChunks(images, where, chunked);
+  } else {
+    checkChunked(images, chunked, where, byName);
+    for (const e of chunked) fail(byName.get(e.name)!);
+  }
+  for (const check of files) {
+    if (!check.ok || listing.get(check.name)!.chunks) continue;
+    checkFile(images, listing.get(check.name)!, where, check, true);
+    fail(check);
   }
   return { listing, files };
 }
 
-/** Verify a checkpoint before a restore: throws the first problem; returns the listing to read by. */
-export function verifyImages(dir: string, anyOwner = false): DigestListing {
-  return checkAll(new ImageReader(dir, anyOwner ? null : undefined), true).listing;
+/** Chunks a lazy reader has checked ahead of it on the pool: two per thread keep them busy. */
+const READ_AHEAD = 2 * HashPool.defaultThreads(1);
+
+/**
+ * Chunks a lazy restore checks when it first reads from them: each read of a
+ * chunked file goes through range() (or data(), for a file read whole) before
+ * any of what it read is used; a chunk that does not match is refused
+ * (STASIS_CORRUPT) and one that does is not hashed again.
+ */
+export class DeferredChunks {
+  private readonly done = new Map<string, Uint8Array>();
+  private readonly entries = new Map<string, DigestEntry>();
+  private buf: Buffer | undefined;
+  /** Threads checking chunks ahead of the reader (null: none could be started). */
+  private pool: HashPool | undefined | null;
+  /** Chunks handed to the pool, by file: chunk → job. */
+  private readonly ahead = new Map<string, Map<number, number>>();
+  /**
+   * Our own fd of each file the pool reads: never a caller's, which could be
+   * closed and its number reused while a job is pending. Closed once every
+   * chunk of the file is checked (no job can be pending then).
+   */
+  private readonly fds = new Map<string, number>();
+
+  constructor(private readonly images: ImageReader, private readonly where: string, es: DigestEntry[]) {
+    for (const e of es) { this.entries.set(e.name, e); this.done.set(e.name, new Uint8Array(e.chunks!.length)); }
+  }
+
+  /**
+   * Check the chunks of `name` that [off, off+len) touches, reading them from
+   * our open `fd`; then hand the next few to the pool (a lazy server streams
+   * in file order: they are then checked by the time it reads them).
+   */
+  range(name: string, fd: number, off: number, len: number): void {
+    const e = this.entries.get(name);
+    if (!e || len <= 0) return;
+    const done = this.done.get(name)!;
+    const last = Math.min(e.chunks!.length - 1, Math.floor((off + len - 1) / e.chunk!));
+    for (let k = Math.floor(off / e.chunk!); k <= last; k++) {
+      if (done[k]) continue;
+      if (!this.fromPool(e, k)) this.judge(e, k, this.readChunk(e, fd, k));
+      done[k] = 1;
+    }
+    this.readAhead(e, last + 1);
+    const own = this.fds.get(name);
+    if (own !== undefined && done.every((x) => x === 1)) { fs.closeSync(own); this.fds.delete(name); }
+  }
+
+  /** Chunk k as the pool hashed it, if it was handed over and read (else false: checked here). */
+  private fromPool(e: DigestEntry, k: number): boolean {
+    const q = this.ahead.get(e.name);
+    const job = q?.get(k);
+    if (job === undefined) return false;
+    q!.delete(k);
+    const r = this.pool!.result(job);
+    if ('error' in r) return false; // read again here, for the exact error
+    if (r.sha256 !== e.chunks![k]) throw new StasisError(ErrorCodes.CORRUPT, `${chunkMismatch(this.images.path(e.name), this.where, e, k)}: the checkpoint is damaged`);
+    return true;
+  }
+
+  private readChunk(e: DigestEntry, fd: number, k: number): Buffer | undefined {
+    const from = k * e.chunk!;
+    const n = Math.min(e.chunk!, e.size - from);
+    const b = (this.buf && this.buf.length >= n) ? this.buf : (this.buf = Buffer.allocUnsafe(e.chunk!));
+    let got = 0;
+    try {
+      while (got < n) { const r = fs.readSync(fd, b, got, n - got, from + got); if (r === 0) break; got += r; }
+    } catch (err) {
+      throw new StasisError(ErrorCodes.IO_ERROR, `${this.images.path(e.name)}: cannot read: ${describeIoError(err)}`);
+    }
+    return got === n ? b.subarray(0, n) : undefined;
+  }
+
+  private readAhead(e: DigestEntry, from: number): void {
+    const done = this.done.get(e.name)!;
+    if (e.size < POOL_THRESHOLD || from >= done.length) return;
+    // The server goes on copying meanwhile: a core is left to it.
+    if (this.pool === undefined) this.pool = startPool(HashPool.defaultThreads(1)) ?? null;
+    if (!this.pool) return;
+    let q = this.ahead.get(e.name);
+    if (!q) this.ahead.set(e.name, (q = new Map()));
+    let fd = this.fds.get(e.name);
+    if (fd === undefined) this.fds.set(e.name, (fd = this.images.open(e.name)));
+    for (let k = from; k < Math.min(done.length, from + READ_AHEAD); k++) {
+      if (!done[k] && !q.has(k)) q.set(k, this.pool.submit({ fd }, k * e.chunk!, Math.min(e.chunk!, e.size - k * e.chunk!)));
+    }
+  }
+
+  /** Check every chunk of `name` not checked yet against `data`, the whole file as read. */
+  data(name: string, data: Buffer): void {
+    const e = this.entries.get(name);
+    if (!e) return;
+    const done = this.done.get(name)!;
+    for (let k = 0; k < done.length; k++) {
+      if (done[k]) continue;
+      const from = k * e.chunk!;
+      // A chunk handed to the pool is taken from there (nothing of it left pending).
+      if (!this.fromPool(e, k)) this.judge(e, k, data.length === e.size ? data.subarray(from, Math.min(e.size, from + e.chunk!)) : undefined);
+      done[k] = 1;
+    }
+  }
+
+  /** Whether every chunk was checked (tests). */
+  get complete(): boolean { return [...this.done.values()].every((d) => d.every((x) => x === 1)); }
+
+  private judge(e: DigestEntry, k: number, data: Buffer | undefined): void {
+    const p = this.images.path(e.name);
+    if (!data) throw new StasisError(ErrorCodes.CORRUPT, `${p}: shorter than the ${e.size} bytes ${this.where} lists: the checkpoint is damaged`);
+    if (sha256(data) !== e.chunks![k]) throw new StasisError(ErrorCodes.CORRUPT, `${chunkMismatch(p, this.where, e, k)}: the checkpoint is damaged`);
+  }
+}
+
+/**
+ * Verify a checkpoint before a restore: throws the first problem; returns
+ * the listing to read by. `deferChunks` (lazy restore): chunked files are
+ * checked as they are read, through the listing's `deferred`.
+ */
+export function verifyImages(dir: string, anyOwner = false, deferChunks = false): DigestListing {
+  return checkAll(new ImageReader(dir, anyOwner ? null : undefined), true, deferChunks).listing;
 }
 
 /** `stasis check-images`: every file checked; a missing or damaged digest throws. */

@@ -17,7 +17,7 @@ import { flock, LOCK, geteuid, getegid } from '../sys';
 import { abi } from '../sys';
 import { StasisError, ErrorCodes } from '../errors';
 import { encodeImage, openNew, writeAll, ioError, type Part } from './image';
-import { DigestBuilder, DIGEST_FILE, formatDigest, parseDigest, type RawHash } from './digest';
+import { DigestBuilder, DIGEST_FILE, formatDigest, parseDigest, type RawHash, type DigestEntry } from './digest';
 import type { ImageKind } from './magic';
 
 const STAGING_PREFIX = '.stasis-staging-';
@@ -214,8 +214,8 @@ export class DumpDir {
   }
 
   /** A file of the checkpoint a page server writes: listed in the digest as sent, never present here. */
-  remote(file: string, size: number, sha256: string): void {
-    this.digest.addEntry({ name: file, size, sha256 });
+  remote(entry: DigestEntry): void {
+    this.digest.addEntry(entry);
   }
 
   /** A symbolic link in the checkpoint (criu's `parent`): moved into place with the files. */
@@ -246,7 +246,7 @@ export class DumpDir {
     this.done = true;
   }
 
-  /** Drop the staging directory (after commit: gone; after a failure: everything), the hashing thread and the lock. */
+  /** Drop the staging directory (after commit: gone; after a failure: everything), the hashing threads and the lock. */
   close(): void {
     if (this.isClosed) return;
     this.isClosed = true;

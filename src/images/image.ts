@@ -142,6 +142,16 @@ export class ImageReader {
     return fd;
   }
 
+  /**
+   * Before [off, off+len) of `file`, read through our `fd`, is used: its
+   * chunks checked against the digest if their check was left to the reader
+   * (lazy restore: digest.ts DeferredChunks); otherwise they were checked
+   * before the restore began and this does nothing.
+   */
+  verifyRange(file: string, fd: number, off: number, len: number): void {
+    this.listing?.deferred?.range(file, fd, off, len);
+  }
+
   /** The size of an image file, opened as `open` does (a raw file read later is checked now). */
   size(file: string): number {
     const fd = this.open(file);
@@ -151,8 +161,11 @@ export class ImageReader {
   raw(file: string): Buffer {
     const fd = this.open(file);
     try {
-      return fs.readFileSync(fd);
+      const data = fs.readFileSync(fd);
+      this.listing?.deferred?.data(file, data);
+      return data;
     } catch (e) {
+      if (e instanceof StasisError) throw e;
       throw badImage(this.path(file), `cannot read: ${describeIoError(e)}`);
     } finally {
       fs.closeSync(fd);

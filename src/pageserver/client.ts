@@ -9,7 +9,7 @@
 // Integrity: the receiver's files are listed in the sender's digest. The
 // sender knows their names (the receiver numbers pages files from 0x10001 in
 // the order opened) and their bytes: pages-N.img is the page data sent, in
-// order (hashed as it is sent), pagemap-PID.img the entries sent, encoded as
+// order (hashed per chunk as it is sent), pagemap-PID.img the entries sent, encoded as
 // its own copy. Copying the receiver's files next to the sender's makes a
 // checkpoint that verifies end to end (what reached the receiver's disk is
 // what was read from the task); the sender's directory alone is refused at
@@ -20,11 +20,11 @@
 // are met before the copies gathered ahead of them are read, so they wait in
 // a queue and go out just before the first copy above them.
 import * as fs from 'node:fs';
-import * as crypto from 'node:crypto';
 import { StasisError, ErrorCodes } from '../errors';
 import { abi } from '../sys';
 import { tcpConnect, readFull, writeFull, type TcpEndpoint } from '../sys/tcp';
 import { PE } from '../images/criu';
+import { ChunkedHasher, type DigestEntry } from '../images/digest';
 import type { DumpCtx } from '../unit/dump-ctx';
 import { PS, PS_FIRST_PAGES_ID, encodeCmd, iov, pidDstId } from './protocol';
 
@@ -101,8 +101,7 @@ export class RemotePages {
   private readonly parents: { vaddr: bigint; n: number }[] = [];
   private pi = 0;
   private bufs: Buffer[] = [];
-  private readonly hash = crypto.createHash('sha256');
-  private size = 0;
+  private readonly hash = new ChunkedHasher();
 
   constructor(private readonly x: PageXfer, private readonly dstId: bigint, private readonly vpid: number, readonly pagesId: number, readonly hasParent: boolean) {}
 
@@ -129,7 +128,6 @@ export class RemotePages {
     const slice = data.subarray(off, off + n * PAGE_SIZE);
     this.bufs.push(iov(encodeCmd(PS.IOV_ADD_F, PE.PRESENT), { nr_pages: n, vaddr, dst_id: this.dstId }), slice);
     this.hash.update(slice);
-    this.size += slice.length;
   }
 
   /** Send what is gathered (before the data buffer is reused). */
@@ -140,11 +138,11 @@ export class RemotePages {
     this.x.send(bufs, `sending the pages of ${this.vpid}`);
   }
 
-  /** Everything of this process sent: the pages file's size and SHA-256, as the receiver will have it. */
-  finish(): { size: number; sha256: string } {
+  /** Everything of this process sent: the pages file's digest entry (size, per-chunk SHA-256s), as the receiver will have it. */
+  finish(): DigestEntry {
     this.parentsBelow(undefined);
     this.send();
-    return { size: this.size, sha256: this.hash.digest('hex') };
+    return this.hash.finish(this.pagesFile);
   }
 }
 

@@ -19,8 +19,12 @@ export interface PageReader {
   drop(): void;
 }
 
-/** Pages from the images' files, and (if given) the source's server. */
-export function pageReader(remote?: LazyRemote): PageReader {
+/**
+ * Pages from the images' files, and (if given) the source's server. `check`:
+ * called before a file's bytes are read for a copy (the digest's chunks a lazy
+ * restore checks as it reads: a mismatch throws, and the server kills the tree).
+ */
+export function pageReader(remote?: LazyRemote, check?: (fd: number, off: number, len: number) => void): PageReader {
   return {
     read(run, at, buf, len) {
       const off = run.off + Number(at - run.start);
@@ -29,6 +33,7 @@ export function pageReader(remote?: LazyRemote): PageReader {
         remote.read(run.vpid, at, buf, 0, len);
         return;
       }
+      check?.(run.fd, off, len);
       const got = fs.readSync(run.fd, buf, 0, len, off);
       if (got !== len) throw new StasisError(ErrorCodes.BAD_IMAGE, `lazy pages: short read of ${len} bytes at offset ${off} of a pages file (got ${got})`);
     },

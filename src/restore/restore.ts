@@ -191,8 +191,9 @@ export function restore(opts: RestoreOptions): RestoreResult {
   const lock = lockForReading(opts.dir);
   try {
     const timings: Record<string, number> = {};
-    // Every file against the digest before anything is read for real (--no-verify: not).
-    const listing = opts.verify === false ? undefined : timed(timings, 'verify', () => verifyImages(opts.dir, opts.anyOwner));
+    // Every file against the digest before anything is read for real (--no-verify: not);
+    // lazily, the pages files' chunks as they are read (DeferredChunks), before any reaches a task.
+    const listing = opts.verify === false ? undefined : timed(timings, 'verify', () => verifyImages(opts.dir, opts.anyOwner, opts.lazyPages));
     const ckpt = timed(timings, 'load', () => loadCheckpoint(opts.dir, { ...opts, listing }, UNITS, timings));
     timed(timings, 'validate', () => validateCheckpoint(ckpt, UNITS, timings));
     // In a pid namespace of its own, the tree's ids are free by construction.

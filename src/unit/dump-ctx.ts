@@ -5,6 +5,7 @@ import type { Stat } from '../proc/proc';
 import type { Msg } from '../images/schema';
 import type { ImageKind } from '../images/magic';
 import type { Part } from '../images/image';
+import type { DigestEntry } from '../images/digest';
 import { injectFailure } from '../errors';
 import { UnitStates, type Unit, type AnyUnit } from './unit';
 
@@ -71,8 +72,8 @@ export interface ImageSink {
   create(file: string): RawImage;
   /** A symbolic link (criu's `parent` link to the previous images directory); not hashed: what it names is pinned by a file that is. */
   symlink(name: string, target: string): void;
-  /** A file of the checkpoint written elsewhere (by a page server): listed in the digest with the size and SHA-256 of what was sent. */
-  remote(file: string, size: number, sha256: string): void;
+  /** A file of the checkpoint written elsewhere (by a page server): listed in the digest with the size and SHA-256s of what was sent. */
+  remote(entry: DigestEntry): void;
 }
 
 /** A raw image being written; `close` never throws (a problem shows at commit). */

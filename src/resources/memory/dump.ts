@@ -295,8 +295,7 @@ export function dumpPagemap(ctx: DumpCtx, pd: ProcessDump, vmas: ClassifiedVma[]
   const pagesId = remote ? remote.pagesId : ctx.allocPagesId();
   const pages = dumpPages(ctx, pd.pid, vmas, `pages-${pagesId}.img`, plan, remote);
   if (remote) {
-    const sent = remote.finish();
-    ctx.out.remote(remote.pagesFile, sent.size, sent.sha256);
+    ctx.out.remote(remote.finish());
   }
   // Written whole (hashed from memory like ctx.write's), encoded by the fast path.
   const f = ctx.out.create(`pagemap-${pd.vpid}.img`);

@@ -162,12 +162,15 @@ function cutOut(srcs: PageSource[], a: bigint, b: bigint, cut: PageSource[]): Pa
  * tasks are let go.
  */
 export function armLazy(ctx: RestoreCtx, mms: Map<number, LoadedMm>): LazyJob {
-  const job: LazyJob = { procs: [], files: [], reader: pageReader(ctx.opts.lazyRemote) };
+  // Every byte read from a pages file is checked against the digest first (chunks left to the reader: lazy).
+  const byFd = new Map<number, PageSource>();
+  const check = (fd: number, off: number, len: number) => { const s = byFd.get(fd); s?.images.verifyRange(s.pagesFile, fd, off, len); };
+  const job: LazyJob = { procs: [], files: [], reader: pageReader(ctx.opts.lazyRemote, check) };
   const files = new Map<string, number>();
   const fdOf = (s: PageSource) => {
     const p = s.images.path(s.pagesFile);
     let fd = files.get(p);
-    if (fd === undefined) { files.set(p, (fd = s.images.open(s.pagesFile))); job.files.push(fd); }
+    if (fd === undefined) { files.set(p, (fd = s.images.open(s.pagesFile))); job.files.push(fd); byFd.set(fd, s); }
     return fd;
   };
   // Post-copy pages (s.remote): read from the source's server; a virtual offset (the address) keeps runs mergeable.

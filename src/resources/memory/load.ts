@@ -149,7 +149,7 @@ const chains = new WeakMap<Loading, { links: ChainLink[]; maps: Map<string, Page
 function chainOf(ld: Loading): { links: ChainLink[]; maps: Map<string, Pagemap | null> } {
   let c = chains.get(ld);
   if (!c) {
-    c = { links: openParents(ld.dir, { anyOwner: ld.opts.anyOwner, verify: ld.opts.listing !== undefined }), maps: new Map() };
+    c = { links: openParents(ld.dir, { anyOwner: ld.opts.anyOwner, verify: ld.opts.listing !== undefined, deferChunks: ld.opts.listing?.deferred !== undefined }), maps: new Map() };
     chains.set(ld, c);
   }
   return c;

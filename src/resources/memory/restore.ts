@@ -106,6 +106,7 @@ export function restorePages(ctx: RestoreCtx, tr: TaskRestore, m: LoadedMm, sour
         const fileOff = src.fileOff + done * PAGE_SIZE;
         const got = fs.readSync(inFd, buf, 0, len, fileOff);
         if (got !== len) throw new StasisError(ErrorCodes.BAD_IMAGE, `${pagesPath}: short read at offset ${fileOff}`);
+        src.images.verifyRange(src.pagesFile, inFd, fileOff, len);
         const at = src.vaddr + BigInt(done) * PAGE;
         const wrote = fs.writeSync(memFd, buf, 0, len, Number(at));
         if (wrote !== len) throw new StasisError(ErrorCodes.RESTORE_FAILED, `short write of pages at ${at.toString(16)}`);
