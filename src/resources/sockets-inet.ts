@@ -3,7 +3,7 @@
 // queued datagrams; established TCP connections with --tcp-established
 // (tcp-stream.ts).
 import { sys, sysTry, addressOf, abi, pollOne } from '../sys';
-import { inBuf } from '../compel/remote';
+import { inBuf, type RemoteTask } from '../compel/remote';
 import { StasisError, ErrorCodes } from '../errors';
 import { FD_TYPES, NO_FOWN, SK_SHUTDOWN } from '../images/criu';
 import type { Msg } from '../images/schema';
@@ -63,6 +63,15 @@ interface RestoreState {
  */
 function endedBits(s: number): number {
   return pollOne(s, abi.POLL.RDHUP, 0) & abi.POLL.RDHUP ? SK_SHUTDOWN.BOTH : 0;
+}
+
+/** bind() with IP_FREEBIND on for it only; a warning says the address is on no interface here. */
+function bindFree(t: RemoteTask, fd: number, a: Buffer, warnings: string[], what: string): bigint {
+  t.call('setsockopt', fd, SOL.IP, abi.IP.FREEBIND, inBuf(abi.i32s([1])), 4);
+  const r = t.callRaw('bind', fd, inBuf(a), a.length);
+  t.call('setsockopt', fd, SOL.IP, abi.IP.FREEBIND, inBuf(abi.i32s([0])), 4);
+  if (r === 0n) warnings.push(`socket bound to ${what}, an address on no interface here (IP_FREEBIND for the bind)`);
+  return r;
 }
 
 /**
@@ -231,7 +240,10 @@ export const inetSocketUnit = defineFileUnit({
         // TIME_WAIT sockets: bound in repair mode, which takes it regardless.
         const ended = e.type === SOCK.STREAM && e.state === TCP_STATE.CLOSE && !!e.shutdown;
         if (ended) t.call('setsockopt', fd, SOL.TCP, TCP.REPAIR, inBuf(abi.i32s([1])), 4);
-        const r = t.callRaw('bind', fd, inBuf(a), a.length);
+        let r = t.callRaw('bind', fd, inBuf(a), a.length);
+        // An address on no interface here: bound as IP_FREEBIND lets it be (the
+        // program may have bound it that way and turned the option off since).
+        if (r === BigInt(-abi.ERRNO.EADDRNOTAVAIL) && !e.ip_opts?.freebind) r = bindFree(t, fd, a, ctx.warnings, inetAddr(e.family, e.src_addr, e.src_port));
         if (ended) {
           // Leaving repair mode resets the reuse flag.
           t.call('setsockopt', fd, SOL.TCP, TCP.REPAIR, inBuf(abi.i32s([0])), 4);
