@@ -3,7 +3,7 @@
 // syscalls restart correctly on release.
 import * as fs from 'node:fs';
 import { ptrace, tryWait4, abi, tryKill, describeWait, kcmp, type WaitStatus } from './sys';
-import { listTasks, listChildren, readStat, PF_KTHREAD, type Stat } from './proc/proc';
+import { listTasks, listChildren, readStat, readStatus, PF_KTHREAD, type Stat } from './proc/proc';
 import { StasisError, ErrorCodes, SyscallError } from './errors';
 
 const { SIG, PTRACE_EVENT, WAIT, PTRACE_O, KCMP } = abi;
@@ -106,7 +106,10 @@ export function freezeProcess(pid: number): FrozenProcess {
           if (tid === pid) throw new StasisError(ErrorCodes.TASK_DIED, `process ${pid} exited while being seized`);
           continue;
         }
-        if (typeof st === 'object') stopSignal ??= st.stopSignal;
+        if (typeof st === 'object') {
+          stopSignal ??= st.stopSignal;
+          drainStopSignals(pid, tid, st.stopSignal);
+        }
       }
     }
   } catch (e) {
@@ -130,6 +133,44 @@ function checkNoVmChild(pid: number): void {
     let same = false;
     try { same = kcmp(pid, child, KCMP.VM) === 0; } catch { /* gone meanwhile */ }
     if (same) throw new StasisError(ErrorCodes.UNSUPPORTED, `processes ${pid} and ${child} share their address space (vfork or clone without CLONE_THREAD); not supported yet`);
+  }
+}
+
+/** Stop signals pending for the thread (its own and its process's) that would stop it, by number. */
+function pendingStops(tid: number): number[] {
+  let status: Map<string, string>;
+  try { status = readStatus(tid); } catch { return []; }
+  const mask = (k: string) => BigInt(`0x${status.get(k) ?? '0'}`);
+  const blocked = mask('SigBlk');
+  const out: number[] = [];
+  for (const k of ['SigPnd', 'ShdPnd']) {
+    for (const sig of STOP_SIGNALS) {
+      const bit = 1n << BigInt(sig - 1);
+      // SIGSTOP cannot be blocked; the others only stop when delivered.
+      if (mask(k) & bit && (sig === SIG.SIGSTOP || !(blocked & bit))) out.push(sig);
+    }
+  }
+  return out;
+}
+
+/**
+ * A thread stopped by job control may have more stop signals queued (a
+ * second SIGSTOP...). The first remote call would run into them. Let the
+ * kernel take each (a signal-delivery stop) and drop it, as CRIU does: a
+ * stopped process loses nothing by it (it is stopped already, and SIGCONT
+ * would flush them anyway); it is stopped again on release or restore. Only
+ * stop signals are pending here, so each resume ends in the next one's stop.
+ */
+function drainStopSignals(pid: number, tid: number, stopSignal: number): void {
+  for (let left = pendingStops(tid).length, i = 0; left > 0; left--, i++) {
+    ptrace.cont(tid, 0);
+    const r = tryWait4(tid);
+    const ws = typeof r === 'number' ? undefined : r;
+    if (ws?.kind === 'ptrace-event') { left++; if (i < 64) continue; }
+    if (ws?.kind === 'stopped' && STOP_SIGNALS.includes(ws.signal)) continue;
+    // Not what was queued: put the stop back as it was and give up.
+    tryKill(pid, stopSignal);
+    throw new StasisError(ErrorCodes.UNEXPECTED_STOP, `tid ${tid}: ${ws ? describeWait(ws) : 'gone'} while taking its queued stop signals`);
   }
 }
 

@@ -132,7 +132,7 @@ const messages = {
     sgfd: 'optional signalfd_entry 10', tfd: 'optional timerfd_entry 12', ify: 'optional inotify_file_entry 13',
     usk: 'optional unix_sk_entry 16',
     fifo: 'optional fifo_entry 17', pipe: 'optional pipe_entry 18', tty: 'optional tty_file_entry 19',
-    memfd: 'optional memfd_file_entry 20',
+    memfd: 'optional memfd_file_entry 20', pidfd: 'optional pidfd_entry 22',
   },
   tty_file_entry: { id: 'required uint32 1', tty_info_id: 'required uint32 2', flags: 'required uint32 3', fown: 'required fown_entry 4', regf_id: 'optional uint32 6' },
   fh_entry: { bytes: 'required uint32 1', type: 'required uint32 2', handle: 'repeated uint64 3', path: 'optional string 4', mnt_id: 'optional uint32 5' },
@@ -147,6 +147,7 @@ const messages = {
     name: 'required string 1', uid: 'required uint32 2', gid: 'required uint32 3', size: 'required uint64 4',
     shmid: 'required uint32 5', seals: 'required uint32 6', inode_id: 'required uint64 7', mode: 'optional uint32 9',
   },
+  pidfd_entry: { id: 'required uint32 1', ino: 'required uint32 2', flags: 'required uint32 3', nspid: 'required int32 4', fown: 'required fown_entry 5' },
   eventfd_file_entry: { id: 'required uint32 1', flags: 'required uint32 2', fown: 'required fown_entry 3', counter: 'required uint64 4' },
   eventpoll_tfd_entry: {
     id: 'required uint32 1', tfd: 'required uint32 2', events: 'required uint32 3', data: 'required uint64 4',
@@ -285,7 +286,7 @@ const enums = {
   fd_types: {
     UND: 0, REG: 1, PIPE: 2, FIFO: 3, INETSK: 4, UNIXSK: 5, EVENTFD: 6, EVENTPOLL: 7, INOTIFY: 8, SIGNALFD: 9,
     PACKETSK: 10, TTY: 11, FANOTIFY: 12, NETLINKSK: 13, NS: 14, TUNF: 15, EXT: 16, TIMERFD: 17, MEMFD: 18,
-    BPFMAP: 19, CTL_TTY: 65534, AUTOFS_PIPE: 65535,
+    BPFMAP: 19, PIDFD: 20, CTL_TTY: 65534, AUTOFS_PIPE: 65535,
   },
   ...RPC_ENUMS,
 } as const;
@@ -311,6 +312,12 @@ export const EXTENSIONS: Readonly<Record<string, string>> = {
  */
 export const NEWER_UPSTREAM: Readonly<Record<string, string>> = {
   'creds_entry.no_new_privs': 'optional uint32 18',
+  'file_entry.pidfd': 'optional pidfd_entry 22',
+  'pidfd_entry.id': 'required uint32 1',
+  'pidfd_entry.ino': 'required uint32 2',
+  'pidfd_entry.flags': 'required uint32 3',
+  'pidfd_entry.nspid': 'required int32 4',
+  'pidfd_entry.fown': 'required fown_entry 5',
   'creds_entry.cap_amb': 'repeated uint32 19',
   'task_core_entry.membarrier_registration_mask': 'optional uint32 22',
   'netns_entry.ipv4_sysctl': 'repeated sysctl_entry 10',

@@ -15,6 +15,7 @@ import { credsUnit } from './creds';
 import { pipeUnit } from './pipes';
 import { fifoUnit } from './fifo';
 import { eventfdUnit } from './eventfd';
+import { pidfdUnit } from './pidfd';
 import { eventpollUnit } from './eventpoll';
 import { signalfdUnit } from './signalfd';
 import { timerfdUnit } from './timerfd';
@@ -38,7 +39,7 @@ import { netlockUnit } from './netlock';
 
 export const UNITS: readonly AnyUnit[] = [
   coreUnit, credsUnit, memoryUnit, filesUnit, fsUnit, signalsUnit, timersUnit, rlimitsUnit,
-  regFileUnit, memfdUnit, pipeUnit, fifoUnit, eventfdUnit, eventpollUnit, signalfdUnit, timerfdUnit, inotifyUnit, ttyUnit,
+  regFileUnit, memfdUnit, pipeUnit, fifoUnit, eventfdUnit, pidfdUnit, eventpollUnit, signalfdUnit, timerfdUnit, inotifyUnit, ttyUnit,
   skQueuesUnit, inetSocketUnit, unixSocketUnit, fileLocksUnit, netlockUnit,
   namespacesUnit, utsUnit, timeUnit, ipcUnit, mntUnit, netUnit, cgroupUnit, seccompUnit, schedUnit, taskMiscUnit,
 ];

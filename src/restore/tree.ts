@@ -5,7 +5,7 @@ import { abi, ptrace, wait4 } from '../sys';
 import { RemoteTask } from '../compel/remote';
 import { cloneChild } from '../compel/clone';
 import type { RestoreCtx, TaskRestore } from '../unit/restore-ctx';
-import { memoryUnit } from '../resources/memory';
+import { memoryUnit, premapForChildren, adoptInherited } from '../resources/memory';
 import { moveVdso } from './stub';
 import { createZombies } from './zombies';
 
@@ -14,14 +14,20 @@ const { ALL_SIGNALS } = abi;
 export function createTree(ctx: RestoreCtx, root: TaskRestore): void {
   const procs = ctx.ckpt.processes;
   const mm = ctx.loaded(memoryUnit);
+  const reprotect = ctx.state(memoryUnit);
   const make = (tr: TaskRestore) => {
     if (tr.img.sid === tr.img.pid) tr.task.call('setsid');
-    for (const child of procs.filter((x) => x.ppid === tr.img.pid && x !== procs[0])) {
+    const children = procs.filter((x) => x.ppid === tr.img.pid && x !== procs[0]);
+    // Private memory the children share copy-on-write is in the parent before they are forked.
+    premapForChildren(ctx, tr, children, mm, reprotect);
+    for (const child of children) {
       const host = cloneChild(tr.task, child.pid, ctx.ownPidNs);
       ptrace.setSigMask(host, ALL_SIGNALS);
       const t = RemoteTask.onTrampoline(host, tr.task.trampoline!);
       const ctr: TaskRestore = { img: child, task: t, threads: new Map([[child.pid, t]]), xsaveSize: root.xsaveSize };
       ctx.tasks.set(child.pid, ctr);
+      // Before its vdso moves: what it inherited but does not have may lie there.
+      adoptInherited(ctx, tr, ctr, mm, reprotect);
       // A child that exec'd elsewhere had its vdso elsewhere.
       moveVdso(t, mm.get(child.pid)!.mm.vmas ?? []);
       make(ctr);

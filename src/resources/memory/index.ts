@@ -10,6 +10,9 @@ import { listenLazy } from '../../pageserver/lazy-source';
 import { loadMemory, validateMemory, type LoadedMm } from './load';
 import { restoreAddressSpace, restorePages, restoreProtections, restoreAdvice, restoreMm, type Reprotect } from './restore';
 import { openLazy, dropLazy, splitSources } from './lazy';
+import { clipSources, heldVmas } from './inherit';
+
+export { premapForChildren, adoptInherited } from './inherit';
 
 export { classify, type ClassifiedVma } from './classify';
 export type { LoadedMm, PagemapRun } from './load';
@@ -41,7 +44,8 @@ export const memoryUnit = defineUnit<MemoryDump, Map<number, LoadedMm>, Reprotec
   restorePhases: [
     { name: 'address-space', after: ['close-inherited'], each: (ctx, tr, l, st) => restoreAddressSpace(ctx, tr, l.get(tr.img.pid)!, st, l) },
     // --lazy-pages: private anonymous pages are left to the server (lazy.ts).
-    { name: 'pages', after: ['address-space'], each: (ctx, tr, l) => { const m = l.get(tr.img.pid)!; restorePages(ctx, tr, m, ctx.opts.lazyPages ? splitSources(m).eager : m.sources); } },
+    // Pages of VMAs inherited from the parent are in already (inherit.ts).
+    { name: 'pages', after: ['address-space'], each: (ctx, tr, l) => { const m = l.get(tr.img.pid)!; restorePages(ctx, tr, m, ctx.opts.lazyPages ? splitSources(m).eager : clipSources(m.sources, heldVmas(ctx, tr.img.pid), false)); } },
     // Before creds: a userfaultfd serving kernel faults needs privilege in the task.
     { name: 'lazy-open', after: ['address-space'], each: (ctx, tr, l) => openLazy(ctx, tr, l.get(tr.img.pid)!) },
     // Writable-for-filling VMAs go back to their protection once filled.

@@ -14,6 +14,7 @@ import { openMemfd } from '../memfd';
 import { checkRegFile } from '../regfile';
 import type { LoadedMm, PageSource } from './load';
 import { sharedAnonFds } from './shared-anon';
+import { heldVmas } from './inherit';
 import { chunkBuffers, CHUNK_PAGES } from './dump';
 import { progress } from '../../progress';
 
@@ -28,16 +29,23 @@ function needsPages(m: LoadedMm, start: bigint, end: bigint): boolean {
 }
 
 /**
- * Map every dumped VMA at its address, with its flags. VMAs that will get
- * pages are mapped writable first and put back to their protection after
- * the pages are in (restoreProtections).
+ * Map every dumped VMA at its address, with its flags, but those the task
+ * already has from its parent (inherit.ts). VMAs that will get pages are
+ * mapped writable first and put back to their protection after the pages are
+ * in (restoreProtections).
  */
 export function restoreAddressSpace(ctx: RestoreCtx, tr: TaskRestore, m: LoadedMm, reprotect: Reprotect, all: Map<number, LoadedMm>): void {
-  const t = tr.task;
-  const mine: { start: bigint; len: bigint; prot: number }[] = [];
-  reprotect.set(tr.img.pid, mine);
+  const held = heldVmas(ctx, tr.img.pid);
   // [vdso]/[vvar] moved with the stub, [vsyscall] fixed.
-  const vmas = (m.mm.vmas ?? []).filter((v) => !(v.status & (VMA.AREA_VDSO | VMA.AREA_VVAR | VMA.AREA_VSYSCALL)));
+  const vmas = (m.mm.vmas ?? []).filter((v) => !(v.status & (VMA.AREA_VDSO | VMA.AREA_VVAR | VMA.AREA_VSYSCALL)) && !held.has(v));
+  mapVmas(ctx, tr, m, vmas, reprotect, all);
+}
+
+/** Map these VMAs of the task (none of them mapped yet), noting in `reprotect` those mapped writable to be filled. */
+export function mapVmas(ctx: RestoreCtx, tr: TaskRestore, m: LoadedMm, vmas: Msg<'vma_entry'>[], reprotect: Reprotect, all: Map<number, LoadedMm>): void {
+  const t = tr.task;
+  let mine = reprotect.get(tr.img.pid);
+  if (!mine) reprotect.set(tr.img.pid, (mine = []));
   const fds = new Map<Msg<'vma_entry'>, number>();
   try {
     openMapped(ctx, tr, vmas, fds);
@@ -49,7 +57,7 @@ export function restoreAddressSpace(ctx: RestoreCtx, tr: TaskRestore, m: LoadedM
       // Locking (mlock) comes after the pages are in: see restoreAdvice.
       const flags = (v.flags & ~(MAP.FIXED | MAP.LOCKED)) | MAP.FIXED_NOREPLACE;
       const fd = fds.get(v);
-      if (prot !== v.prot) mine.push({ start: v.start, len: v.end - v.start, prot: v.prot });
+      if (prot !== v.prot) mine!.push({ start: v.start, len: v.end - v.start, prot: v.prot });
       return fd === undefined ? ['mmap', v.start, v.end - v.start, prot, flags | MAP.ANONYMOUS, -1, 0] as const : ['mmap', v.start, v.end - v.start, prot, flags & ~MAP.ANONYMOUS, fd, v.pgoff] as const;
     });
     for (const r of t.callMany(maps.map((c) => [...c]))) {
@@ -83,6 +91,9 @@ function openMapped(ctx: RestoreCtx, tr: TaskRestore, vmas: Msg<'vma_entry'>[], 
   }
 }
 
+/** Address spaces whose pages the progress line counts already (an inherited part comes in first, inherit.ts). */
+const counted = new WeakSet<LoadedMm>();
+
 /**
  * Fill pages through /proc/PID/mem (works whatever the protection), from
  * pages-N.img of this checkpoint or of its parents (PE_PARENT entries).
@@ -94,7 +105,8 @@ export function restorePages(ctx: RestoreCtx, tr: TaskRestore, m: LoadedMm, sour
   const files = new Map<string, number>();
   const memFd = fs.openSync(`/proc/${tr.task.pid}/mem`, 'r+');
   const buf = chunkBuffers().data;
-  progress.addTotal(m.sources.reduce((a, src) => a + src.nrPages, 0));
+  if (!counted.has(m)) progress.addTotal(m.sources.reduce((a, src) => a + src.nrPages, 0));
+  counted.add(m);
   try {
     for (const src of sources) {
       const pagesPath = src.images.path(src.pagesFile);
