@@ -4,7 +4,7 @@
 // CRIU's), and what the memory unit's image cannot say (a THP mode other
 // than on/off, dumpable 2) refused at dump.
 import * as fs from 'node:fs';
-import { spawnSync } from 'node:child_process';
+import { childProcess } from '../node-lazy';
 import { abi, sysTry, prctl } from '../sys';
 import { inBuf } from '../compel/remote';
 import { readStatus } from '../proc/proc';
@@ -48,7 +48,7 @@ function oomSettable(v: number): boolean {
   if (capEff() & (1n << BigInt(CAP.SYS_RESOURCE))) return true;
   const own = readProcNum('/proc/self/oom_score_adj') ?? 0;
   if (v >= own) return true;
-  const r = spawnSync('/bin/sh', ['-c', `echo ${v} > /proc/self/oom_score_adj`], { stdio: 'ignore' });
+  const r = childProcess().spawnSync('/bin/sh', ['-c', `echo ${v} > /proc/self/oom_score_adj`], { stdio: 'ignore' });
   return r.status === 0;
 }
 

@@ -6,7 +6,7 @@
 // rebuilt. Its exe link is the memfd, which no restored process maps: the
 // kernel lets each restored task switch its exe link away from it.
 import * as fs from 'node:fs';
-import { spawnSync } from 'node:child_process';
+import { childProcess } from '../node-lazy';
 import { abi, ptrace, wait4, setChildSubreaper, describeWait, sys, addressOf, getpid } from '../sys';
 import { Parasite } from '../compel/parasite';
 import { RemoteTask, TRAMPOLINE_PAGES, trampolineAt } from '../compel/remote';
@@ -61,7 +61,7 @@ export function startStub(): number {
   const mfd = stubMemfd();
   let r;
   try {
-    r = spawnSync('/bin/sh', ['-c', `exec </dev/null 2>/dev/null; /proc/self/fd/${STUB_FD} >/dev/null & echo $!`], {
+    r = childProcess().spawnSync('/bin/sh', ['-c', `exec </dev/null 2>/dev/null; /proc/self/fd/${STUB_FD} >/dev/null & echo $!`], {
       encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe', mfd.fd],
     });
   } finally {
