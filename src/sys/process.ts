@@ -1,6 +1,7 @@
 // Cross-process memory, pidfds, kcmp, signals, prctl and friends.
-import { addressOf } from './native';
+import { addressOf, posixSpawn, type SpawnFds } from './native';
 import { sys, sysTry } from './call';
+import { SyscallError } from '../errors';
 import { IOVEC, PR, LOCK, UIO_MAXIOV, TIOCGWINSZ, WINSIZE } from './abi';
 
 const iovLocal = Buffer.alloc(IOVEC.size);
@@ -94,4 +95,14 @@ export function terminalColumns(fd: number): number | undefined {
   const b = Buffer.alloc(WINSIZE.size);
   if (sysTry('ioctl', fd, TIOCGWINSZ, addressOf(b)) < 0) return undefined;
   return WINSIZE.decode(b).cols;
+}
+
+/**
+ * Start `path` as our child by posix_spawn (see native.ts): no shell, no
+ * fork of this process, no child Node's reaper would wait for.
+ */
+export function spawnDirect(path: string, argv: string[], fds: SpawnFds): number {
+  const r = posixSpawn(path, argv, fds);
+  if (r < 0) throw new SyscallError('posix_spawn', -r, path);
+  return r;
 }
