@@ -141,7 +141,8 @@ export function prepareStub(stub: number, allDumpedVmas: Msg<'vma_entry'>[], roo
   if (rseq.abiPointer !== 0n) t.call('rseq', rseq.abiPointer, rseq.abiSize, RSEQ_FLAG_UNREGISTER, rseq.signature);
 
   t.callAll(stubMaps.filter((v) => v.start !== tramp && !isSpecial(v.path) && v.path !== '[vsyscall]').map((v) => ['munmap', v.start, v.end - v.start]));
-  moveVdso(t, rootVmas);
+  // The maps read above still hold: munmap of the others moved no vdso/vvar.
+  moveVdso(t, rootVmas, stubMaps);
   return t;
 }
 
@@ -149,10 +150,13 @@ function isSpecial(path: string): boolean {
   return path === '[vdso]' || path === '[vvar]' || path === '[vvar_vclock]';
 }
 
-/** Move the task's [vvar]/[vvar_vclock]/[vdso] to where the dumped task had them. */
-export function moveVdso(t: RemoteTask, dumpedVmas: Msg<'vma_entry'>[]): void {
+/**
+ * Move the task's [vvar]/[vvar_vclock]/[vdso] to where the dumped task had
+ * them; `maps`: the task's, when just read.
+ */
+export function moveVdso(t: RemoteTask, dumpedVmas: Msg<'vma_entry'>[], maps = readMaps(t.pid)): void {
   const tramp = t.trampoline!.code;
-  const live: SpecialVma[] = readMaps(t.pid).filter((v) => isSpecial(v.path)).map((v) => ({ name: v.path, start: v.start, end: v.end }));
+  const live: SpecialVma[] = maps.filter((v) => isSpecial(v.path)).map((v) => ({ name: v.path, start: v.start, end: v.end }));
   const want = dumpedVmas.filter((v) => v.status & (VMA.AREA_VDSO | VMA.AREA_VVAR))
     .map((v) => ({ start: v.start, end: v.end, status: v.status }));
   live.sort((a, b) => (a.start < b.start ? -1 : 1));
@@ -175,12 +179,11 @@ export function moveVdso(t: RemoteTask, dumpedVmas: Msg<'vma_entry'>[]): void {
   let at = tmp;
   const moved: bigint[] = [];
   for (const v of live) {
-    t.call('mremap', v.start, v.end - v.start, v.end - v.start, MREMAP.MAYMOVE | MREMAP.FIXED, at);
     moved.push(at);
     at += v.end - v.start;
   }
-  live.forEach((v, i) => {
-    t.call('mremap', moved[i], v.end - v.start, v.end - v.start, MREMAP.MAYMOVE | MREMAP.FIXED, want[i].start);
-  });
+  // One batch (one stop): the calls run in order, every first step before any second.
+  const move = (from: bigint, v: SpecialVma, to: bigint): ['mremap', ...bigint[]] => ['mremap', from, v.end - v.start, v.end - v.start, BigInt(MREMAP.MAYMOVE | MREMAP.FIXED), to];
+  t.callAll([...live.map((v, i) => move(v.start, v, moved[i])), ...live.map((v, i) => move(moved[i], v, want[i].start))]);
 }
 
