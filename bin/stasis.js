@@ -25,4 +25,9 @@ function loadMain() {
   return require('../dist/src/cli/main.js');
 }
 
-loadMain().main(process.argv.slice(2)).then((code) => { process.exitCode = code; });
+// Exit at once when the command is done: Node's own way out, once the event
+// loop is empty, tears the whole heap down first (~100 ms of a small dump's
+// wall time on a loaded machine). Output is written synchronously by then
+// (fs.writeSync; console to a file, pipe or terminal is synchronous on
+// Linux) and nothing the command started is waited for (children unref'd).
+loadMain().main(process.argv.slice(2)).then((code) => process.exit(code));

@@ -108,11 +108,12 @@ export const progress = {
 };
 
 /**
- * Run `f` with a progress line on stderr when it is a terminal and `quiet`
- * (--json) is not set; the line is erased when `f` ends, however it ends.
+ * Run `f` with a progress line on stderr when `columns` says it is a
+ * terminal that wide (0: it does not say) and undefined when it is none or
+ * with --json; the line is erased when `f` ends, however it ends.
  */
-export function withProgress<T>(verb: string, quiet: boolean, f: () => T): T {
-  if (quiet || !process.stderr.isTTY) return f();
+export function withProgress<T>(verb: string, columns: number | undefined, f: () => T): T {
+  if (columns === undefined) return f();
   const env = (name: string, dflt: number) => {
     const v = Number(process.env[name] ?? NaN);
     return Number.isFinite(v) && v >= 0 ? v : dflt;
@@ -121,7 +122,7 @@ export function withProgress<T>(verb: string, quiet: boolean, f: () => T): T {
     write: (s) => { try { fs.writeSync(2, s); } catch { /* a closed terminal never fails the dump */ } },
     delayMs: env('STASIS_PROGRESS_AFTER_MS', DELAY_MS),
     everyMs: env('STASIS_PROGRESS_EVERY_MS', EVERY_MS),
-    width: process.stderr.columns || 80,
+    width: columns || 80,
   });
   try {
     return f();

@@ -11,6 +11,7 @@ import type { ImagesReport } from '../images/digest';
 import { DIGEST_FILE } from '../images/digest-name';
 import { openLog, closeLog, setLogLevel, log } from '../log';
 import { withProgress } from '../progress';
+import { say } from './out';
 import { LOGGING, usageError, type CommandSpec, type OptionSpec, type Values } from './options';
 import type { CgroupMode } from '../resources/ns/cgroup';
 import { PAGE_SERVER_OPTIONS, pageServerOf, lazySourceOf, lazyRemoteOf, pageServerCmd, migrateCmd, migrateReceiveCmd } from './transfer';
@@ -39,7 +40,13 @@ const mod = {
   netlock: () => lazy(() => require('../resources/netlock') as typeof import('../resources/netlock')),
   predump: () => lazy(() => require('../dump/predump') as typeof import('../dump/predump')),
   chain: () => lazy(() => require('../images/chain') as typeof import('../images/chain')),
+  sys: () => lazy(() => require('../sys') as typeof import('../sys')),
 };
+
+/** The width of the terminal stderr is, for a progress line; undefined when it is none or with --json. */
+function progressColumns(v: Values): number | undefined {
+  return flag(v, 'json') ? undefined : mod.sys().terminalColumns(2);
+}
 
 export interface Command extends CommandSpec {
   run(values: Values, positionals: string[]): number | Promise<number>;
@@ -99,7 +106,7 @@ export function formatTimings(what: string, t: Record<string, number>, ms: numbe
 }
 
 function printJson(o: unknown): void {
-  process.stdout.write(JSON.stringify(o) + '\n');
+  say(1, JSON.stringify(o));
 }
 
 const MiB = (n: number) => (n / 1048576).toFixed(1);
@@ -169,10 +176,10 @@ const dumpCmd: Command = {
     const lazy = lazySourceOf(v);
     const lazyPages = lazy && {
       ...lazy,
-      onListening: (port: number) => console.error(`stasis dump: lazy pages served on ${lazy.address}:${port}`),
+      onListening: (port: number) => say(2, `stasis dump: lazy pages served on ${lazy.address}:${port}`),
       onConnected: (peer: string) => log.info(`lazy pages: restorer ${peer} connected`),
     };
-    const r = withProgress('dump', flag(v, 'json'), () => mod.dump().dump(pid, {
+    const r = withProgress('dump', progressColumns(v), () => mod.dump().dump(pid, {
       dir, leaveRunning: flag(v, 'leave-running'), tcpEstablished: flag(v, 'tcp-established'), fileLocks: flag(v, 'file-locks'),
       ghostLimit: v['ghost-limit'] as number | undefined, shellJob: flag(v, 'shell-job'), extUnixSk: flag(v, 'ext-unix-sk'),
       external: list(v, 'external'), networkLock: networkLock(v), failAt: process.env.STASIS_FAIL_AT || undefined,
@@ -182,8 +189,8 @@ const dumpCmd: Command = {
     const timings = withStartup(r.timings);
     if (flag(v, 'json')) printJson({ ...r, timings });
     else {
-      if (flag(v, 'timings')) console.error(formatTimings('dump', timings, r.ms, r.remoteCalls, r.remoteStops));
-      console.error(dumpSummary(r, flag(v, 'leave-running')));
+      if (flag(v, 'timings')) say(2, formatTimings('dump', timings, r.ms, r.remoteCalls, r.remoteStops));
+      say(2, dumpSummary(r, flag(v, 'leave-running')));
     }
     return 0;
   },
@@ -203,11 +210,11 @@ const preDumpCmd: Command = {
   ],
   run(v) {
     const { pid, dir } = treeAndDir(v, 'pre-dump');
-    const r = withProgress('pre-dump', flag(v, 'json'), () => mod.predump().preDump(pid, { dir, prevImagesDir: str(v, 'prev-images-dir'), failAt: process.env.STASIS_FAIL_AT || undefined, pageServer: pageServerOf(v) }));
+    const r = withProgress('pre-dump', progressColumns(v), () => mod.predump().preDump(pid, { dir, prevImagesDir: str(v, 'prev-images-dir'), failAt: process.env.STASIS_FAIL_AT || undefined, pageServer: pageServerOf(v) }));
     const line = dumpSummary(r, true).replace(/^dumped/, 'pre-dumped');
     log.info(line);
     if (flag(v, 'json')) printJson(r);
-    else console.error(line);
+    else say(2, line);
     return 0;
   },
 };
@@ -255,7 +262,7 @@ const restoreCmd: Command = {
     startLog(v, dir, false);
     let r: RestoreResult;
     try {
-      r = withProgress('restore', flag(v, 'json'), () => restoreFrom(v, dir, lazy));
+      r = withProgress('restore', progressColumns(v), () => restoreFrom(v, dir, lazy));
     } catch (e) {
       if (reportFd !== undefined) report(reportFd, { error: { code: (e as StasisError).code ?? ErrorCodes.INTERNAL, message: (e as Error).message } });
       throw e;
@@ -341,15 +348,15 @@ function restoreWith(v: Values, dir: string, lazy: boolean, lazyRemote: import('
 function reportRestored(v: Values, dir: string, r: RestoredReport): number {
   const pidfile = str(v, 'pidfile');
   if (pidfile) fs.writeFileSync(path.isAbsolute(pidfile) ? pidfile : path.join(dir, pidfile), `${r.pid}\n`);
-  for (const w of r.warnings) { console.error(`stasis: warning: ${w}`); log.warn(w); }
+  for (const w of r.warnings) { say(2, `stasis: warning: ${w}`); log.warn(w); }
   log.info(restoreSummary(r));
   // The detached server's timings already have its start-up in front.
   const timings = 'start-up' in r.timings ? r.timings : withStartup(r.timings);
   if (flag(v, 'json')) printJson({ ...r, timings });
   else {
-    if (flag(v, 'timings')) console.error(formatTimings('restore', timings, r.ms, r.remoteCalls, r.remoteStops));
-    console.error(`${restoreSummary(r)}; images ${MiB(imagesSize(dir))} MiB`);
-    if (r.lazy) console.error(`lazy pages: ${MiB(r.lazy.bytes)} MiB to serve, by pid ${r.lazy.server}`);
+    if (flag(v, 'timings')) say(2, formatTimings('restore', timings, r.ms, r.remoteCalls, r.remoteStops));
+    say(2, `${restoreSummary(r)}; images ${MiB(imagesSize(dir))} MiB`);
+    if (r.lazy) say(2, `lazy pages: ${MiB(r.lazy.bytes)} MiB to serve, by pid ${r.lazy.server}`);
   }
   closeLog();
   return 0;

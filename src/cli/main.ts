@@ -5,6 +5,7 @@ import { StasisError, ErrorCodes } from '../errors';
 import { closeLog, log } from '../log';
 import { COMMANDS, started } from './commands';
 import { parseCommand, formatHelp } from './options';
+import { say } from './out';
 
 export const VERSION: string = (require('../../../package.json') as { version: string }).version;
 
@@ -19,15 +20,15 @@ function topHelp(): string {
 function reportError(e: unknown, json: boolean): number {
   if (e instanceof StasisError) {
     log.error(e.message);
-    console.error(`stasis: ${e.message}`);
-    if (json) process.stdout.write(JSON.stringify({ error: { code: e.code, message: e.message } }) + '\n');
+    say(2, `stasis: ${e.message}`);
+    if (json) say(1, JSON.stringify({ error: { code: e.code, message: e.message } }));
     return e.code === ErrorCodes.USAGE ? 2 : 1;
   }
   const msg = (e as Error)?.stack ?? String(e);
   log.error(`internal error: ${msg}`);
-  console.error(`stasis: internal error: ${(e as Error)?.message ?? e} (a bug; the log file, with -o FILE -v4, tells more)`);
-  if (process.env.STASIS_DEBUG) console.error(msg);
-  if (json) process.stdout.write(JSON.stringify({ error: { code: ErrorCodes.INTERNAL, message: String((e as Error)?.message ?? e) } }) + '\n');
+  say(2, `stasis: internal error: ${(e as Error)?.message ?? e} (a bug; the log file, with -o FILE -v4, tells more)`);
+  if (process.env.STASIS_DEBUG) say(2, msg);
+  if (json) say(1, JSON.stringify({ error: { code: ErrorCodes.INTERNAL, message: String((e as Error)?.message ?? e) } }));
   return 1;
 }
 

@@ -4,8 +4,7 @@
 // no names.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { isIP } from 'node:net';
-import { spawn } from 'node:child_process';
+import { childProcess, net } from '../node-lazy';
 import { usageError, type CommandSpec, type OptionSpec, type Values } from './options';
 
 export interface AsyncCommand extends CommandSpec {
@@ -19,7 +18,7 @@ const MiB = (n: number) => (n / 1048576).toFixed(1);
 /** A numeric address (localhost: 127.0.0.1), or a usage error naming `what`. */
 export function numericAddress(a: string, what: string): string {
   const addr = a === 'localhost' ? '127.0.0.1' : a.replace(/^\[(.*)\]$/, '$1');
-  if (!isIP(addr)) usageError(`${what} '${a}' is not a numeric IP address (names are not resolved)`);
+  if (!net().isIP(addr)) usageError(`${what} '${a}' is not a numeric IP address (names are not resolved)`);
   return addr;
 }
 
@@ -71,7 +70,7 @@ export function pageServerOf(v: Values): { address: string; port: number } | und
 /** -d: run ourselves again, detached, without -d; print its readiness line and pid once it listens. */
 async function daemonize(pidfile: string | undefined): Promise<number> {
   const args = process.argv.slice(1).filter((a) => a !== '-d' && a !== '--daemon');
-  const child = spawn(process.execPath, args, { detached: true, stdio: ['ignore', 'pipe', 'ignore'] });
+  const child = childProcess().spawn(process.execPath, args, { detached: true, stdio: ['ignore', 'pipe', 'ignore'] });
   const line = await new Promise<string | undefined>((resolve) => {
     let got = '';
     child.stdout!.on('data', (d: Buffer) => {

@@ -17,7 +17,7 @@ import type { AnyUnit, DumpPhase } from '../unit/unit';
 import { UNITS } from '../resources/registry';
 import { netlockInventory } from '../resources/netlock';
 import { parasitePhase } from './parasite-session';
-import { remoteCalls } from '../compel/parasite';
+import { remoteCalls, assembleParasiteCode } from '../compel/parasite';
 import { log, timed, ordered } from '../log';
 import { finishPageServer, dropPageServer } from '../pageserver/client';
 import type { LazyServeStats } from '../pageserver/lazy-source';
@@ -144,6 +144,7 @@ export function dump(pid: number, opts: DumpOptions): DumpResult {
     for (const u of UNITS) u.prepare?.(ctx, ctx.state(u));
     const zombies: FoundZombie[] = [];
     opts.notify?.('pre-dump');
+    assembleParasiteCode(); // not while frozen
     tree = timed(timings, 'freeze', () => freezeTree(pid, zombies));
     tFrozen = process.hrtime.bigint();
     log.info(`frozen: ${tree.map((p) => `${p.pid} (${p.threads.length} thread${p.threads.length > 1 ? 's' : ''})`).join(', ')}`);

@@ -9,7 +9,7 @@
 // criu's pre-dump), stasis-track (which userfaultfd each process holds), the
 // parent link and its pin, and the digest. Not restorable by itself (no
 // pstree.img): a dump made on it is.
-import { remoteCalls } from '../compel/parasite';
+import { remoteCalls, assembleParasiteCode } from '../compel/parasite';
 import { checkDumpable, freezeTree, release, type FrozenProcess } from '../freeze';
 import { readMaps } from '../proc/proc';
 import { parts } from '../images/image';
@@ -57,6 +57,7 @@ export function preDump(pid: number, o: PreDumpOptions): DumpResult {
     ctx.step('start');
     memoryUnit.prepare!(ctx, ctx.state(memoryUnit));
     const tf = process.hrtime.bigint();
+    assembleParasiteCode(); // not while frozen
     tree = timed(timings, 'freeze', () => freezeTree(pid));
     let copy: ToCopy[];
     try {

@@ -10,7 +10,7 @@
 // all (re-create pids, reach those uids and capabilities) and refuses
 // otherwise, naming what is missing.
 import * as fs from 'node:fs';
-import { spawnSync } from 'node:child_process';
+import { childProcess } from '../node-lazy';
 import { abi, prctl, sysTry } from '../sys';
 import { readStatus } from '../proc/proc';
 import { inBuf, type RemoteTask } from '../compel/remote';
@@ -117,7 +117,7 @@ export function execedCreds(status: Map<string, string>, secbits: number): Creds
 
 /** The credentials of a program we start, read from it. */
 export function startedCreds(): Creds {
-  const r = spawnSync('/bin/cat', ['/proc/self/status'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  const r = childProcess().spawnSync('/bin/cat', ['/proc/self/status'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
   if (r.status !== 0) throw new StasisError(ErrorCodes.RESTORE_FAILED, `could not read the credentials of a started program: ${r.error?.message ?? r.stderr}`);
   const st = new Map(r.stdout.split('\n').map((l) => [l.slice(0, l.indexOf(':')), l.slice(l.indexOf(':') + 1).trim()] as [string, string]));
   return credsFromStatus(st, prctl(PR.GET_SECUREBITS) & ~SECBIT.KEEP_CAPS);

@@ -13,7 +13,8 @@
 // Nothing else is ever touched (no flush, no other table or chain).
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { childProcess } from '../node-lazy';
 import { pipe, waitReadable, sysTry } from '../sys';
 import { StasisError, ErrorCodes } from '../errors';
 
@@ -58,7 +59,7 @@ function inNs(netns: NetNs, cmd: string, args: string[]): [string, string[]] {
 }
 
 function run(cmd: string, args: string[], input?: string, netns?: NetNs): { ok: boolean; missing: boolean; out: string; err: string } {
-  const r = spawnSync(...inNs(netns, cmd, args), { input, encoding: 'utf8', timeout: 60000, stdio: ['pipe', 'pipe', 'pipe'] });
+  const r = childProcess().spawnSync(...inNs(netns, cmd, args), { input, encoding: 'utf8', timeout: 60000, stdio: ['pipe', 'pipe', 'pipe'] });
   const missing = (r.error as NodeJS.ErrnoException | undefined)?.code === 'ENOENT';
   const err = r.error ? r.error.message : (r.stderr ?? '').trim().split('\n')[0] ?? '';
   return { ok: !r.error && r.status === 0, missing, out: r.stdout ?? '', err };
@@ -125,7 +126,7 @@ export class NftSession {
     let child: ChildProcess;
     try {
       // HOME: nft -i keeps a history in $HOME/.nft.history; ours goes nowhere.
-      child = spawn(...inNs(netns, 'nft', ['-i']), { stdio: [inp.r, out.w, out.w], env: { ...process.env, HOME: '/dev/null' } });
+      child = childProcess().spawn(...inNs(netns, 'nft', ['-i']), { stdio: [inp.r, out.w, out.w], env: { ...process.env, HOME: '/dev/null' } });
     } finally {
       sysTry('close', inp.r);
       sysTry('close', out.w);
@@ -237,7 +238,7 @@ export class Watchdog {
     const p = pipe();
     try {
       const clear = inNs(netns, process.execPath, [STASIS_BIN, 'netlock', '--clear', '--id', id]).flat();
-      const child = spawn('/bin/sh', ['-c', 'read -r w || exec "$@" >/dev/null 2>&1', 'stasis-netlock-watchdog', ...clear],
+      const child = childProcess().spawn('/bin/sh', ['-c', 'read -r w || exec "$@" >/dev/null 2>&1', 'stasis-netlock-watchdog', ...clear],
         { detached: true, stdio: [p.r, 'ignore', 'ignore'] });
       // Kept referenced: once disarmed it exits at once, and our event loop reaps it before we exit.
       child.on('error', () => { /* no sh: the documented clear is left */ });

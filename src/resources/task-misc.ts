@@ -4,11 +4,11 @@
 // CRIU's), and what the memory unit's image cannot say (a THP mode other
 // than on/off, dumpable 2) refused at dump.
 import * as fs from 'node:fs';
-import { spawnSync } from 'node:child_process';
+import { childProcess } from '../node-lazy';
 import { abi, sysTry, prctl } from '../sys';
 import { inBuf } from '../compel/remote';
 import { readStatus } from '../proc/proc';
-import { StasisError, ErrorCodes, errnoName } from '../errors';
+import { StasisError, ErrorCodes, SyscallError, errnoName } from '../errors';
 import { defineUnit } from '../unit/unit';
 import type { Loading } from '../unit/checkpoint';
 import type { TaskRestore } from '../unit/restore-ctx';
@@ -48,7 +48,7 @@ function oomSettable(v: number): boolean {
   if (capEff() & (1n << BigInt(CAP.SYS_RESOURCE))) return true;
   const own = readProcNum('/proc/self/oom_score_adj') ?? 0;
   if (v >= own) return true;
-  const r = spawnSync('/bin/sh', ['-c', `echo ${v} > /proc/self/oom_score_adj`], { stdio: 'ignore' });
+  const r = childProcess().spawnSync('/bin/sh', ['-c', `echo ${v} > /proc/self/oom_score_adj`], { stdio: 'ignore' });
   return r.status === 0;
 }
 
@@ -94,15 +94,19 @@ function restoreLoginuid(tr: TaskRestore): void {
 export const taskMiscUnit = defineUnit({
   name: 'task-misc',
   parasite(_ctx, pd, t) {
-    const thp = t.callNum('prctl', PR.GET_THP_DISABLE, 0, 0, 0, 0);
+    // One batch (one stop of the frozen task); membarrier's answer may be an error, looked at below.
+    const rs = t.callMany([['prctl', PR.GET_THP_DISABLE, 0, 0, 0, 0], ['prctl', PR.GET_DUMPABLE, 0, 0, 0, 0], ['membarrier', MEMBARRIER_CMD.GET_REGISTRATIONS, 0, 0]]);
+    const [thp, dumpable] = rs.slice(0, 2).map((r, i) => {
+      if (r < 0n && r > -4096n) throw new SyscallError('remote prctl', Number(-r), `${i ? 'GET_DUMPABLE' : 'GET_THP_DISABLE'} in task ${t.pid}`);
+      return Number(r);
+    });
     if (thp & PR_THP_DISABLE_EXCEPT_ADVISED) {
       throw new StasisError(ErrorCodes.UNSUPPORTED, `pid ${pd.pid} disabled transparent huge pages except where advised (PR_THP_DISABLE_EXCEPT_ADVISED); images only carry on/off: not supported`);
     }
-    const dumpable = t.callNum('prctl', PR.GET_DUMPABLE, 0, 0, 0, 0);
     if (dumpable !== 0 && dumpable !== 1) {
       throw new StasisError(ErrorCodes.UNSUPPORTED, `pid ${pd.pid} has dumpable ${dumpable} (fs.suid_dumpable after a credentials change), which cannot be set again: not supported`);
     }
-    const mask = membarrierRegistrations((cmd) => Number(t.callRaw('membarrier', cmd, 0, 0)));
+    const mask = membarrierRegistrations((cmd) => Number(cmd === MEMBARRIER_CMD.GET_REGISTRATIONS ? rs[2] : t.callRaw('membarrier', cmd, 0, 0)));
     if (mask) pd.core.get(pd.pid)!.tc!.membarrier_registration_mask = mask;
   },
   loadAfter: ['memory'],

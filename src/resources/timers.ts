@@ -12,12 +12,12 @@ import type { TaskRestore } from '../unit/restore-ctx';
 const { ITIMER, ITIMERVAL, ITIMERSPEC, SIGEVENT, SIGEV, PR } = abi;
 
 function dumpItimers(t: RemoteTask): Msg<'task_timers_entry'> {
-  const one = (which: number): Msg<'itimer_entry'> => {
-    const v = outBuf(ITIMERVAL.size);
-    t.call('getitimer', which, v);
-    return ITIMERVAL.decode(v.data);
-  };
-  return { real: one(ITIMER.REAL), virt: one(ITIMER.VIRTUAL), prof: one(ITIMER.PROF) };
+  // The three in one batch: one stop of the frozen task instead of three.
+  const which = [ITIMER.REAL, ITIMER.VIRTUAL, ITIMER.PROF];
+  const vs = which.map(() => outBuf(ITIMERVAL.size));
+  t.callAll(which.map((w, i) => ['getitimer', w, vs[i]]));
+  const [real, virt, prof] = vs.map((v): Msg<'itimer_entry'> => ITIMERVAL.decode(v.data));
+  return { real, virt, prof };
 }
 
 interface ProcTimer { id: number; signo: number; sival: bigint; notify: number; tid: number; clock: number }

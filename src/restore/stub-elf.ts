@@ -4,7 +4,8 @@
 // link: EBUSY), no libc (no rseq to unregister, few mappings to remove).
 //
 // What it does until we seize it: close fd 3 (the memfd it was run from),
-// wait to be re-parented to stasis (its starter exits), set PR_SET_PDEATHSIG
+// make sure its parent is stasis (posix_spawn makes it so at once; a starter
+// in between would have to exit for it to be re-parented), set PR_SET_PDEATHSIG
 // to SIGKILL and check its parent once more, then pause() forever. If stasis
 // is gone at any point (its pid no longer there, or not re-parented to it
 // within 10 s) it exits: a stub never outlives the restore that started it. It also holds `syscall; int3` for the first remote call.

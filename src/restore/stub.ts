@@ -6,8 +6,7 @@
 // rebuilt. Its exe link is the memfd, which no restored process maps: the
 // kernel lets each restored task switch its exe link away from it.
 import * as fs from 'node:fs';
-import { spawnSync } from 'node:child_process';
-import { abi, ptrace, wait4, setChildSubreaper, describeWait, sys, addressOf, getpid } from '../sys';
+import { abi, ptrace, wait4, setChildSubreaper, describeWait, sys, addressOf, getpid, spawnDirect } from '../sys';
 import { Parasite } from '../compel/parasite';
 import { RemoteTask, TRAMPOLINE_PAGES, trampolineAt } from '../compel/remote';
 import { killAndReap } from '../compel/clone';
@@ -17,7 +16,7 @@ import { stubElf, STUB_FD } from './stub-elf';
 import { VMA } from '../images/criu';
 import type { Msg } from '../images/schema';
 
-const { PROT, MAP, MREMAP, PTRACE_O, PAGE_SIZE, PTRACE_EVENT, RSEQ_FLAG_UNREGISTER, MFD, ERRNO } = abi;
+const { PROT, MAP, MREMAP, PTRACE_O, PAGE_SIZE, PTRACE_EVENT, RSEQ_FLAG_UNREGISTER, MFD, ERRNO, F, O } = abi;
 const PAGE = BigInt(PAGE_SIZE);
 const TRAMP_LEN = BigInt(TRAMPOLINE_PAGES * PAGE_SIZE);
 
@@ -51,25 +50,32 @@ export function stubCode(stub: number): bigint | undefined {
 }
 
 /**
- * Start the stub as a grandchild that re-parents to us (we are a child
- * subreaper): Node's child reaper only waits for pids it spawned itself, so
- * it cannot steal this one's wait statuses. Seized at once with EXITKILL; the
- * stub itself exits if we die before that (see stub-elf.ts).
+ * Start the stub as our child by posix_spawn (no shell: sh's start and a
+ * fork of this process were ~20 ms of a small restore): it is no child that
+ * Node's reaper waits for, so its wait statuses stay ours. Seized at once
+ * with EXITKILL; the stub itself exits if we die before that (see
+ * stub-elf.ts). Its stdin, stdout and stderr are /dev/null.
  */
 export function startStub(): number {
   setChildSubreaper(true);
   const mfd = stubMemfd();
-  let r;
+  let pid: number;
   try {
-    r = spawnSync('/bin/sh', ['-c', `exec </dev/null 2>/dev/null; /proc/self/fd/${STUB_FD} >/dev/null & echo $!`], {
-      encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe', mfd.fd],
-    });
+    // dup2 onto itself would leave close-on-exec set: hand it on from another fd then.
+    const from = mfd.fd === STUB_FD ? sys('fcntl', mfd.fd, F.DUPFD_CLOEXEC, STUB_FD + 1) : mfd.fd;
+    try {
+      const devNull = (fd: number, flags: number) => ({ fd, path: '/dev/null', flags });
+      pid = spawnDirect(`/proc/self/fd/${from}`, [`/proc/self/fd/${STUB_FD}`], {
+        dup2: [{ from, to: STUB_FD }],
+        open: [devNull(0, O.RDONLY), devNull(1, O.WRONLY), devNull(2, O.WRONLY)],
+      });
+    } finally {
+      if (from !== mfd.fd) fs.closeSync(from);
+    }
+  } catch (e) {
+    throw new StasisError(ErrorCodes.RESTORE_FAILED, `could not start the restore stub: ${(e as Error).message}`);
   } finally {
     fs.closeSync(mfd.fd);
-  }
-  const pid = Number((r.stdout ?? '').trim());
-  if (r.status !== 0 || !Number.isInteger(pid) || pid <= 0) {
-    throw new StasisError(ErrorCodes.RESTORE_FAILED, `could not start the restore stub: ${r.error?.message ?? r.stderr}`);
   }
   try {
     seizeStopped(pid, PTRACE_O.TRACECLONE | PTRACE_O.TRACEFORK | PTRACE_O.EXITKILL);
@@ -135,7 +141,8 @@ export function prepareStub(stub: number, allDumpedVmas: Msg<'vma_entry'>[], roo
   if (rseq.abiPointer !== 0n) t.call('rseq', rseq.abiPointer, rseq.abiSize, RSEQ_FLAG_UNREGISTER, rseq.signature);
 
   t.callAll(stubMaps.filter((v) => v.start !== tramp && !isSpecial(v.path) && v.path !== '[vsyscall]').map((v) => ['munmap', v.start, v.end - v.start]));
-  moveVdso(t, rootVmas);
+  // The maps read above still hold: munmap of the others moved no vdso/vvar.
+  moveVdso(t, rootVmas, stubMaps);
   return t;
 }
 
@@ -143,10 +150,13 @@ function isSpecial(path: string): boolean {
   return path === '[vdso]' || path === '[vvar]' || path === '[vvar_vclock]';
 }
 
-/** Move the task's [vvar]/[vvar_vclock]/[vdso] to where the dumped task had them. */
-export function moveVdso(t: RemoteTask, dumpedVmas: Msg<'vma_entry'>[]): void {
+/**
+ * Move the task's [vvar]/[vvar_vclock]/[vdso] to where the dumped task had
+ * them; `maps`: the task's, when just read.
+ */
+export function moveVdso(t: RemoteTask, dumpedVmas: Msg<'vma_entry'>[], maps = readMaps(t.pid)): void {
   const tramp = t.trampoline!.code;
-  const live: SpecialVma[] = readMaps(t.pid).filter((v) => isSpecial(v.path)).map((v) => ({ name: v.path, start: v.start, end: v.end }));
+  const live: SpecialVma[] = maps.filter((v) => isSpecial(v.path)).map((v) => ({ name: v.path, start: v.start, end: v.end }));
   const want = dumpedVmas.filter((v) => v.status & (VMA.AREA_VDSO | VMA.AREA_VVAR))
     .map((v) => ({ start: v.start, end: v.end, status: v.status }));
   live.sort((a, b) => (a.start < b.start ? -1 : 1));
@@ -169,12 +179,11 @@ export function moveVdso(t: RemoteTask, dumpedVmas: Msg<'vma_entry'>[]): void {
   let at = tmp;
   const moved: bigint[] = [];
   for (const v of live) {
-    t.call('mremap', v.start, v.end - v.start, v.end - v.start, MREMAP.MAYMOVE | MREMAP.FIXED, at);
     moved.push(at);
     at += v.end - v.start;
   }
-  live.forEach((v, i) => {
-    t.call('mremap', moved[i], v.end - v.start, v.end - v.start, MREMAP.MAYMOVE | MREMAP.FIXED, want[i].start);
-  });
+  // One batch (one stop): the calls run in order, every first step before any second.
+  const move = (from: bigint, v: SpecialVma, to: bigint): ['mremap', ...bigint[]] => ['mremap', from, v.end - v.start, v.end - v.start, BigInt(MREMAP.MAYMOVE | MREMAP.FIXED), to];
+  t.callAll([...live.map((v, i) => move(v.start, v, moved[i])), ...live.map((v, i) => move(moved[i], v, want[i].start))]);
 }
 

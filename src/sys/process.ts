@@ -1,7 +1,8 @@
 // Cross-process memory, pidfds, kcmp, signals, prctl and friends.
-import { addressOf } from './native';
+import { addressOf, posixSpawn, type SpawnFds } from './native';
 import { sys, sysTry } from './call';
-import { IOVEC, PR, LOCK, UIO_MAXIOV } from './abi';
+import { SyscallError } from '../errors';
+import { IOVEC, PR, LOCK, UIO_MAXIOV, TIOCGWINSZ, WINSIZE } from './abi';
 
 const iovLocal = Buffer.alloc(IOVEC.size);
 const iovRemote = Buffer.alloc(IOVEC.size);
@@ -84,3 +85,24 @@ export { LOCK };
 
 export function geteuid(): number { return sys('geteuid'); }
 export function getegid(): number { return sys('getegid'); }
+
+/**
+ * The columns of the terminal `fd` is (0 when it does not say), or undefined
+ * when it is no terminal. Node's isTTY/columns would load its tty and net
+ * modules, several ms of a small dump's start-up.
+ */
+export function terminalColumns(fd: number): number | undefined {
+  const b = Buffer.alloc(WINSIZE.size);
+  if (sysTry('ioctl', fd, TIOCGWINSZ, addressOf(b)) < 0) return undefined;
+  return WINSIZE.decode(b).cols;
+}
+
+/**
+ * Start `path` as our child by posix_spawn (see native.ts): no shell, no
+ * fork of this process, no child Node's reaper would wait for.
+ */
+export function spawnDirect(path: string, argv: string[], fds: SpawnFds): number {
+  const r = posixSpawn(path, argv, fds);
+  if (r < 0) throw new SyscallError('posix_spawn', -r, path);
+  return r;
+}

@@ -7,7 +7,7 @@
 // hanging it; a reset peer fails it at once (EPIPE/ECONNRESET: Node ignores
 // SIGPIPE).
 import * as fs from 'node:fs';
-import { isIP } from 'node:net';
+import { net } from '../node-lazy';
 import { addressOf } from './native';
 import { sys, sysTry } from './call';
 import { AF, SOCK, SOL, SO, TCP, ERRNO, SOCKADDR_IN, SOCKADDR_IN6, TIMEVAL } from './abi';
@@ -17,7 +17,7 @@ export interface TcpEndpoint { address: string; port: number }
 
 /** sockaddr of a numeric IPv4 or IPv6 address. */
 function sockaddr(address: string, port: number): Buffer {
-  const v = isIP(address);
+  const v = net().isIP(address);
   if (v === 4) return SOCKADDR_IN.encode({ family: AF.INET, port, addr: Buffer.from(address.split('.').map(Number)) });
   if (v === 6) return SOCKADDR_IN6.encode({ family: AF.INET6, port, addr: ipv6Bytes(address) });
   throw new Error(`not a numeric IP address: '${address}'`);
@@ -57,7 +57,7 @@ export function setIntOpt(fd: number, level: number, opt: number, v: number): vo
 /** Connect to a numeric address; throws SyscallError (ECONNREFUSED, EINPROGRESS on timeout...). */
 export function tcpConnect(to: TcpEndpoint, timeoutMs: number): number {
   const sa = sockaddr(to.address, to.port);
-  const fd = sys('socket', isIP(to.address) === 6 ? AF.INET6 : AF.INET, SOCK.STREAM | SOCK.CLOEXEC, 0);
+  const fd = sys('socket', net().isIP(to.address) === 6 ? AF.INET6 : AF.INET, SOCK.STREAM | SOCK.CLOEXEC, 0);
   try {
     setTimeouts(fd, timeoutMs);
     for (;;) {
@@ -79,7 +79,7 @@ export function tcpConnect(to: TcpEndpoint, timeoutMs: number): number {
 /** A listening socket on `at` (port 0: the kernel picks one); returns it and the port. */
 export function tcpListen(at: TcpEndpoint): { fd: number; port: number } {
   const sa = sockaddr(at.address, at.port);
-  const fd = sys('socket', isIP(at.address) === 6 ? AF.INET6 : AF.INET, SOCK.STREAM | SOCK.CLOEXEC, 0);
+  const fd = sys('socket', net().isIP(at.address) === 6 ? AF.INET6 : AF.INET, SOCK.STREAM | SOCK.CLOEXEC, 0);
   try {
     setIntOpt(fd, SOL.SOCKET, SO.REUSEADDR, 1);
     sys('bind', fd, addressOf(sa), sa.length, 0, 0, 0, `${at.address}:${at.port}`);

@@ -6,7 +6,7 @@
 // main thread entered into the tree's namespace (setns), objects with their
 // ids (the *_next_id sysctls). POSIX message queues are not carried.
 import * as fs from 'node:fs';
-import { spawnSync } from 'node:child_process';
+import { childProcess } from '../../node-lazy';
 import { abi, sys, sysTry, addressOf, processVmReadv, processVmWritev } from '../../sys';
 import { inNamespace } from '../../proc/ns';
 import { parts, framed, ImageCursor, type Msg, type Part } from '../../images/image';
@@ -247,7 +247,7 @@ function restoreIpc(l: Loaded): void {
  */
 function posixQueues(pid: number): string[] {
   const script = 'd=$(mktemp -d) && mount -t mqueue stasis "$d" && ls -A "$d"; s=$?; umount "$d"; rmdir "$d"; exit $s';
-  const r = spawnSync('nsenter', [`--ipc=/proc/${pid}/ns/ipc`, 'unshare', '--mount', '--propagation', 'private', 'sh', '-c', script], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  const r = childProcess().spawnSync('nsenter', [`--ipc=/proc/${pid}/ns/ipc`, 'unshare', '--mount', '--propagation', 'private', 'sh', '-c', script], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
   if (r.status !== 0) throw new StasisError(ErrorCodes.UNSUPPORTED, `cannot list the POSIX message queues of pid ${pid}'s IPC namespace: ${(r.stderr || r.error?.message || '').trim()}`);
   return r.stdout.split('\n').filter(Boolean);
 }

@@ -8,7 +8,7 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { spawnSync } from 'node:child_process';
+import { childProcess } from '../../node-lazy';
 import { abi, pidfdOpen, pidfdGetfd, sysTry } from '../../sys';
 import { cstr, type RemoteTask } from '../../compel/remote';
 import { withHelperTask } from '../../compel/helper-task';
@@ -121,7 +121,7 @@ function cloneTmpfs(pid: number, st: DumpState): void {
 
 /** A tar of a detached clone of the mount (what lies under its submounts included), as criu's. */
 function tarTmpfs(fd: number, out: { fd: number; path: string }): void {
-  const r = spawnSync('tar', ['--create', '--gzip', '--no-unquote', '--no-wildcards', '--one-file-system', '--check-links', '--preserve-permissions',
+  const r = childProcess().spawnSync('tar', ['--create', '--gzip', '--no-unquote', '--no-wildcards', '--one-file-system', '--check-links', '--preserve-permissions',
     '--sparse', '--numeric-owner', '--directory', '/proc/self/fd/0', '.'], { stdio: [fd, out.fd, 'pipe'], encoding: 'utf8' });
   if (r.status !== 0) throw new StasisError(ErrorCodes.UNSUPPORTED, `cannot archive a tmpfs for ${out.path}: ${r.error?.message ?? r.stderr.trim()}`);
 }
@@ -269,7 +269,7 @@ function ensureMountpoint(t: RemoteTask, target: string, p: Plan, at: Map<number
 function untar(ctx: RestoreCtx, m: Mnt, rootPid: number, target: string): void {
   const img = ctx.ckpt.images.open(tarName(m.root_dev));
   try {
-    const r = spawnSync('tar', ['--extract', '--gzip', '--no-unquote', '--no-wildcards', '--numeric-owner', '--preserve-permissions', '--directory', `/proc/${rootPid}/root${target}`],
+    const r = childProcess().spawnSync('tar', ['--extract', '--gzip', '--no-unquote', '--no-wildcards', '--numeric-owner', '--preserve-permissions', '--directory', `/proc/${rootPid}/root${target}`],
       { stdio: [img, 'ignore', 'pipe'], encoding: 'utf8' });
     if (r.status !== 0) throw new StasisError(ErrorCodes.RESTORE_FAILED, `cannot fill tmpfs ${m.mountpoint}: ${r.error?.message ?? r.stderr.trim()}`);
   } finally {

@@ -7,7 +7,7 @@
 // other end is in our namespace gets that end again, with its name and
 // bridge (criu needs --external veth[...] for it).
 import * as fs from 'node:fs';
-import { spawnSync } from 'node:child_process';
+import { childProcess } from '../../node-lazy';
 import { inNamespace } from '../../proc/ns';
 import { parts, type Msg } from '../../images/image';
 import { StasisError, ErrorCodes } from '../../errors';
@@ -44,7 +44,7 @@ const IFF = { UP: 0x1, LOOPBACK: 0x8 } as const;
 
 /** A tool run in the network namespace of `pid` (util-linux nsenter: our own threads stay where they are). */
 function inNet(pid: number, cmd: string[], opts: { input?: number; output?: number } = {}): string {
-  const r = spawnSync('nsenter', [`--net=/proc/${pid}/ns/net`, ...cmd], {
+  const r = childProcess().spawnSync('nsenter', [`--net=/proc/${pid}/ns/net`, ...cmd], {
     stdio: [opts.input ?? 'ignore', opts.output ?? 'pipe', 'pipe'], encoding: 'utf8',
   });
   if (r.error) throw new StasisError(ErrorCodes.UNSUPPORTED, `cannot run ${cmd[0]} (${r.error.message}): the network namespace needs iproute2 and nftables`);
@@ -110,7 +110,7 @@ function dumpLinks(pid: number, links: IpLink[], ours: IpLink[]): Dev[] {
 
 function dumpNet(ctx: DumpCtx, pid: number, nsid: number): void {
   const links = JSON.parse(inNet(pid, ['ip', '-json', '-d', 'link', 'show'])) as IpLink[];
-  const ours = JSON.parse(spawnSync('ip', ['-json', '-d', 'link', 'show'], { encoding: 'utf8' }).stdout || '[]') as IpLink[];
+  const ours = JSON.parse(childProcess().spawnSync('ip', ['-json', '-d', 'link', 'show'], { encoding: 'utf8' }).stdout || '[]') as IpLink[];
   const devs = inNamespace(pid, 'net', () => dumpLinks(pid, links, ours));
   const netns: Msg<'netns_entry'> = inNamespace(pid, 'net', () => ({
     def_conf4: readConfs('/proc/sys/net/ipv4/conf/default', DEVCONFS4), all_conf4: readConfs('/proc/sys/net/ipv4/conf/all', DEVCONFS4),
@@ -210,14 +210,14 @@ function restoreNet(l: Carried, pid: number, images: Loading['images'], warn: (w
 
 /** iproute2's restore reports what already exists (kernel routes, lo's addresses) and goes on: only a hard failure counts. */
 function inNetLenient(pid: number, cmd: string[], input?: number): void {
-  const r = spawnSync('nsenter', [`--net=/proc/${pid}/ns/net`, ...cmd], { stdio: [input ?? 'ignore', 'pipe', 'pipe'], encoding: 'utf8' });
+  const r = childProcess().spawnSync('nsenter', [`--net=/proc/${pid}/ns/net`, ...cmd], { stdio: [input ?? 'ignore', 'pipe', 'pipe'], encoding: 'utf8' });
   if (r.error) throw new StasisError(ErrorCodes.RESTORE_FAILED, `cannot run ${cmd[0]}: ${r.error.message}`);
   const bad = (r.stderr ?? '').split('\n').filter((x) => x.trim() && !/File exists|already assigned|No such file or directory|Cannot find device/.test(x));
   if (r.status !== 0 && bad.length) throw new StasisError(ErrorCodes.RESTORE_FAILED, `${cmd.join(' ')} in the tree's network namespace: ${bad[0]}`);
 }
 
 function spawnOrFail(cmd: string[]): void {
-  const r = spawnSync(cmd[0], cmd.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], encoding: 'utf8' });
+  const r = childProcess().spawnSync(cmd[0], cmd.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], encoding: 'utf8' });
   if (r.status !== 0) throw new StasisError(ErrorCodes.RESTORE_FAILED, `${cmd.join(' ')}: ${(r.stderr || r.error?.message || '').trim()}`);
 }
 

@@ -33,3 +33,5 @@ export const IN_NONBLOCK = 0o4000;
 /** poll(2) events. */
 export const POLL = { IN: 0x1, ERR: 0x8, HUP: 0x10, RDHUP: 0x2000 } as const;
 export const EPOLL_CTL = { ADD: 1, DEL: 2, MOD: 3 } as const;
+/** ioctl: a terminal's window size (struct winsize); fails with ENOTTY on anything else. */
+export const TIOCGWINSZ = 0x5413;

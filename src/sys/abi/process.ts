@@ -61,3 +61,10 @@ export const SCHED = { OTHER: 0, FIFO: 1, RR: 2, BATCH: 3, IDLE: 5, DEADLINE: 6,
 export const PRIO_PROCESS = 0;
 /** Kernel thread flag in /proc/PID/stat's flags. */
 export const PF_KTHREAD = 0x00200000;
+/** glibc's posix_spawn(3) argument objects on x86-64 (opaque to us: only their sizes). */
+export const POSIX_SPAWN_FILE_ACTIONS_SIZE = 80;
+export const POSIX_SPAWNATTR_SIZE = 336;
+/** glibc's sigset_t (1024 bits), as posix_spawnattr_setsigdefault/setsigmask take it. */
+export const LIBC_SIGSET_SIZE = 128;
+/** posix_spawnattr_setflags flags (spawn.h). */
+export const POSIX_SPAWN = { SETSIGDEF: 0x04, SETSIGMASK: 0x08 } as const;

@@ -90,3 +90,5 @@ export const INET_DIAG_MSG = struct({
 export const NEW_UTSNAME = struct({
   sysname: { bytes: 65 }, nodename: { bytes: 65 }, release: { bytes: 65 }, version: { bytes: 65 }, machine: { bytes: 65 }, domainname: { bytes: 65 },
 });
+/** struct winsize (TIOCGWINSZ). */
+export const WINSIZE = struct({ rows: 'u16', cols: 'u16', xpixel: 'u16', ypixel: 'u16' });
