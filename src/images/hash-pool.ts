@@ -10,7 +10,8 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { Worker, MessageChannel, receiveMessageOnPort, type MessagePort } from 'node:worker_threads';
+import type { Worker, MessagePort } from 'node:worker_threads';
+import { workerThreads } from '../node-lazy';
 import { StasisError, ErrorCodes } from '../errors';
 
 /** More threads than this buy nothing here: the page copy and the memory bus are shared. */
@@ -38,6 +39,7 @@ export class HashPool {
     // A missing file would only show as a worker error event, which a blocked thread never sees.
     if (!fs.existsSync(file)) throw new Error(`${file} is missing`);
     for (let i = 0; i < threads; i++) {
+      const { MessageChannel, Worker } = workerThreads();
       const { port1, port2 } = new MessageChannel();
       const worker = new Worker(file, { workerData: { ctl: sab, port: port2 }, transferList: [port2] });
       worker.unref();
@@ -67,7 +69,7 @@ export class HashPool {
 
   private collect(): void {
     for (const t of this.threads) {
-      for (let m = receiveMessageOnPort(t.port); m; m = receiveMessageOnPort(t.port)) {
+      for (let m = workerThreads().receiveMessageOnPort(t.port); m; m = workerThreads().receiveMessageOnPort(t.port)) {
         const r = m.message as ChunkResult;
         this.results.set(r.id, r);
         const o = this.owner.get(r.id);
