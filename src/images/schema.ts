@@ -66,6 +66,7 @@ const messages = {
     sas: 'optional thread_sas_entry 7', pdeath_sig: 'optional uint32 8', signals_p: 'optional signal_queue_entry 9',
     creds: 'optional creds_entry 10', seccomp_mode: 'optional seccomp_mode 11', seccomp_filter: 'optional uint32 12',
     comm: 'optional string 13', blk_sigset_extended: 'optional uint64 14', rseq_entry: 'optional rseq_entry 15', cg_set: 'optional uint32 16',
+    cpu_affinity: 'repeated uint64 100', timer_slack_ns: 'optional uint64 101', ioprio: 'optional uint32 102',
   },
   creds_entry: {
     uid: 'required uint32 1', gid: 'required uint32 2', euid: 'required uint32 3', egid: 'required uint32 4',
@@ -301,6 +302,9 @@ export const EXTENSIONS: Readonly<Record<string, string>> = {
   'sk_packet_entry.addr': 'reserved upstream "for message address": the source address of a queued datagram',
   'net_device_entry.ext_peer_name': 'the name of a veth\'s other end in the dumper\'s namespace (criu needs --external veth[] instead)',
   'net_device_entry.ext_peer_master': 'the bridge that other end was attached to',
+  'thread_core_entry.cpu_affinity': 'a thread\'s CPU affinity (sched_getaffinity), the mask\'s 64-bit words: CRIU does not carry it (100+: far above CRIU 4.2\'s 16)',
+  'thread_core_entry.timer_slack_ns': 'a thread\'s timer slack (PR_GET_TIMERSLACK): CRIU does not carry it',
+  'thread_core_entry.ioprio': 'a thread\'s I/O priority (ioprio_get, class/hint/level): CRIU does not carry it',
   'inventory_entry.dump_criu_run_id': 'CRIU 4.x\'s own field 13 (images/inventory.proto), newer than Debian\'s pycriu: the id of the dump\'s network lock',
 };
 

@@ -34,6 +34,7 @@ import { netUnit } from './ns/net';
 import { cgroupUnit } from './ns/cgroup';
 import { seccompUnit } from './seccomp';
 import { schedUnit } from './sched';
+import { threadAttrsUnit } from './thread-attrs';
 import { taskMiscUnit } from './task-misc';
 import { netlockUnit } from './netlock';
 
@@ -41,7 +42,7 @@ export const UNITS: readonly AnyUnit[] = [
   coreUnit, credsUnit, memoryUnit, filesUnit, fsUnit, signalsUnit, timersUnit, rlimitsUnit,
   regFileUnit, memfdUnit, pipeUnit, fifoUnit, eventfdUnit, pidfdUnit, eventpollUnit, signalfdUnit, timerfdUnit, inotifyUnit, ttyUnit,
   skQueuesUnit, inetSocketUnit, unixSocketUnit, fileLocksUnit, netlockUnit,
-  namespacesUnit, utsUnit, timeUnit, ipcUnit, mntUnit, netUnit, cgroupUnit, seccompUnit, schedUnit, taskMiscUnit,
+  namespacesUnit, utsUnit, timeUnit, ipcUnit, mntUnit, netUnit, cgroupUnit, seccompUnit, schedUnit, threadAttrsUnit, taskMiscUnit,
 ];
 
 registerFileKinds([...UNITS]);

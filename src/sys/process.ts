@@ -2,7 +2,7 @@
 import { addressOf, posixSpawn, type SpawnFds } from './native';
 import { sys, sysTry } from './call';
 import { SyscallError } from '../errors';
-import { IOVEC, PR, LOCK, UIO_MAXIOV, TIOCGWINSZ, WINSIZE } from './abi';
+import { IOVEC, PR, LOCK, UIO_MAXIOV, TIOCGWINSZ, WINSIZE, IOPRIO, CPU_SET_BYTES, CPU_SET_WORD_BITS } from './abi';
 
 const iovLocal = Buffer.alloc(IOVEC.size);
 const iovRemote = Buffer.alloc(IOVEC.size);
@@ -105,4 +105,29 @@ export function spawnDirect(path: string, argv: string[], fds: SpawnFds): number
   const r = posixSpawn(path, argv, fds);
   if (r < 0) throw new SyscallError('posix_spawn', -r, path);
   return r;
+}
+
+/** A thread's CPU affinity as the mask's 64-bit words (CPU n: bit n % 64 of word n / 64), without zero words at the end. */
+export function schedGetAffinity(tid: number): bigint[] {
+  const buf = Buffer.alloc(CPU_SET_BYTES);
+  const n = sys('sched_getaffinity', tid, buf.length, addressOf(buf), 0, 0, 0, `thread ${tid}`);
+  const words: bigint[] = [];
+  for (let off = 0; off < n; off += CPU_SET_WORD_BITS / 8) words.push(buf.readBigUInt64LE(off));
+  while (words.length > 1 && words[words.length - 1] === 0n) words.pop();
+  return words;
+}
+
+export function schedSetAffinity(tid: number, words: readonly bigint[]): void {
+  const buf = Buffer.alloc(CPU_SET_BYTES);
+  words.forEach((w, i) => buf.writeBigUInt64LE(w, i * (CPU_SET_WORD_BITS / 8)));
+  sys('sched_setaffinity', tid, buf.length, addressOf(buf), 0, 0, 0, `thread ${tid}`);
+}
+
+/** A thread's I/O priority (class, hint and level, as ioprio_get gives them). */
+export function ioprioGet(tid: number): number {
+  return sys('ioprio_get', IOPRIO.WHO_PROCESS, tid, 0, 0, 0, 0, `thread ${tid}`);
+}
+
+export function ioprioSet(tid: number, ioprio: number): void {
+  sys('ioprio_set', IOPRIO.WHO_PROCESS, tid, ioprio, 0, 0, 0, `thread ${tid}: ioprio 0x${ioprio.toString(16)}`);
 }

@@ -59,6 +59,11 @@ export const BPF_RET_K = 0x06;
 export const SECCOMP_METADATA_SIZE = 16;
 export const SCHED = { OTHER: 0, FIFO: 1, RR: 2, BATCH: 3, IDLE: 5, DEADLINE: 6, RESET_ON_FORK: 0x40000000 } as const;
 export const PRIO_PROCESS = 0;
+/** ioprio_get/ioprio_set (linux/ioprio.h): who, and the class above the level and hint bits. */
+export const IOPRIO = { WHO_PROCESS: 1, CLASS_SHIFT: 13, CLASS: { NONE: 0, RT: 1, BE: 2, IDLE: 3 } } as const;
+/** Bytes of a CPU mask for sched_{get,set}affinity (glibc's cpu_set_t: 1024 CPUs), in 64-bit words. */
+export const CPU_SET_BYTES = 128;
+export const CPU_SET_WORD_BITS = 64;
 /** Kernel thread flag in /proc/PID/stat's flags. */
 export const PF_KTHREAD = 0x00200000;
 /** glibc's posix_spawn(3) argument objects on x86-64 (opaque to us: only their sizes). */
