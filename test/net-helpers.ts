@@ -67,14 +67,14 @@ export function dumpOk(pid: number, dir: string, extra: string[] = []): CliResul
  * descendants re-parented to us), check nothing of it is left, restore
  * detached; returns the restore's CLI result.
  */
-export async function dumpKillRestore(fx: Fixture, dir: string, opts: { tree?: number[]; dumpArgs?: string[]; between?: () => void | Promise<void> } = {}): Promise<{ dump: CliResult; restore: CliResult }> {
+export async function dumpKillRestore(fx: Fixture, dir: string, opts: { tree?: number[]; dumpArgs?: string[]; restoreArgs?: string[]; between?: () => void | Promise<void> } = {}): Promise<{ dump: CliResult; restore: CliResult }> {
   const pids = [fx.pid, ...(opts.tree ?? [])];
   const dump = dumpOk(fx.pid, dir, opts.dumpArgs);
   await fx.reap();
   await waitGone(pids, 5000);
   assert.deepEqual(descendantsOf().map((p) => `${p} ${cmdline(p)}`), [], 'nothing of the dumped tree is left');
   await opts.between?.();
-  const { pid, r } = restoreDetached(dir);
+  const { pid, r } = restoreDetached(dir, opts.restoreArgs);
   fx.restored();
   assert.equal(pid, fx.pid, 'restored under its pid');
   return { dump, restore: r };

@@ -77,3 +77,29 @@ test('affinity, timer slack and I/O priority of each thread survive a dump and r
     await fx.kill();
   }
 });
+
+// Images without these fields (an older stasis's, criu's: fields 100–102 are
+// ours) restore: the threads keep what they inherit, as criu leaves them.
+test('images without affinity, timer slack and I/O priority restore', async () => {
+  const fx = await Fixture.start('counter');
+  try {
+    const d = path.join(root, 'without');
+    await dumpKillRestore(fx, d, {
+      between: () => {
+        for (const f of fs.readdirSync(d).filter((n) => /^core-\d+\.img$/.test(n))) {
+          const core = readImage(d, f, 'CORE', 'core_entry')[0];
+          assert.ok(core.thread_core?.cpu_affinity?.length, `${f}: written by this stasis`);
+          delete core.thread_core!.cpu_affinity;
+          delete core.thread_core!.timer_slack_ns;
+          delete core.thread_core!.ioprio;
+          rewriteImage(d, f, 'CORE', parts('core_entry', [core]));
+        }
+      },
+      restoreArgs: ['--no-verify'],
+    });
+    const { log } = await fx.terminate();
+    assert.match(log, /^PASS$/m, log);
+  } finally {
+    await fx.kill();
+  }
+});

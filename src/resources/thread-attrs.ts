@@ -54,7 +54,7 @@ function load(ld: Loading): void {
       const where = ld.images.path(`core-${th.tid}.img`);
       const aff = tc?.cpu_affinity ?? [];
       if (aff.length > MAX_WORDS) throw new StasisError(ErrorCodes.BAD_IMAGE, `${where}: CPU affinity of ${aff.length * CPU_SET_WORD_BITS} CPUs; at most ${MAX_WORDS * CPU_SET_WORD_BITS} supported`);
-      if (tc?.cpu_affinity && aff.every((w) => w === 0n)) throw new StasisError(ErrorCodes.BAD_IMAGE, `${where}: empty CPU affinity`);
+      if (aff.length && aff.every((w) => w === 0n)) throw new StasisError(ErrorCodes.BAD_IMAGE, `${where}: empty CPU affinity`);
       const io = tc?.ioprio;
       if (io !== undefined && (io > IOPRIO_MAX || io >> IOPRIO.CLASS_SHIFT > IOPRIO.CLASS.IDLE)) throw new StasisError(ErrorCodes.BAD_IMAGE, `${where}: I/O priority 0x${io.toString(16)} has no valid class`);
     }
