@@ -322,7 +322,9 @@ export const regFileUnit = defineFileUnit({
       if (!ld.loaded(namespacesUnit).has('mnt')) checkRegFile(e, where, ld.opts.skipFileCheck ?? false);
     },
     open(ctx, tr, e, st, l) {
-      const flags = e.flags & ~(O.CREAT | O.EXCL | O.TRUNC | O.NOCTTY);
+      let flags = e.flags & ~(O.CREAT | O.EXCL | O.TRUNC | O.NOCTTY);
+      // Opened with O_TMPFILE (its flags keep O_DIRECTORY with it): the file made again is opened as a file.
+      if (flags & O.TMPFILE_BIT) flags &= ~(O.TMPFILE_BIT | O.DIRECTORY);
       const ghost = l.ghosts.get(e.id);
       const fd = tr.task.open(ghost !== undefined ? ghostPath(ctx, e, ghost, st.made).slice(ctx.fsRoot.length) : e.name, flags);
       // With a mount namespace of its own the file could not be checked before: now, through the task's fd.
