@@ -36,6 +36,7 @@ const CASES: [kind: string, message: RegExp][] = [
   // An ended connection comes back closed and shut both ways: nothing left to read in it.
   ['tcp-ended-data', /^stasis: fd \d+ of pid \d+: TCP connection that ended \(port \d+\) still holds 3 byte\(s\) to read; not supported$/],
   ['memfd-hugetlb', /^stasis: \/memfd:huge \(deleted\): a memfd of huge pages \(MFD_HUGETLB\); not supported$/],
+  ['deleted-dir-nested', /^stasis: fd \d+ of pid \d+: \/.*\/outer\/inner \(deleted\) was in \/.*\/outer, removed too; not supported$/],
   ['cwd-proc-dead', /^stasis: the cwd of pid \d+: \/proc\/\d+ \(deleted\) is a removed directory of a kernel filesystem \(\/proc of an ended process, a removed cgroup\.\.\.\); not supported$/],
   ['shmem-private', /^stasis: VMA [0-9a-f]+-[0-9a-f]+: private mapping of shared anonymous memory \(a MAP_SHARED\|MAP_ANONYMOUS object mapped again with MAP_PRIVATE\) is not supported yet$/],
   ['deleted-linked', /^stasis: fd 3 of pid \d+: \/.*\/opened \(deleted\) still has 1 hard link\(s\) under other names; not supported$/],

@@ -121,6 +121,11 @@ function dumpGhost(ctx: DumpCtx, g: { link: string; via: string; st: fs.Stats; f
     ghosts.push({ ...same, origId: id, alias: true });
     return regEntry(id, name, g.flags, g.pos, g.via);
   }
+  // Made again where it was: a directory it was in, removed too, is not made for it.
+  const parent = name.slice(0, name.lastIndexOf('/')) || '/';
+  // Seen from the task's root (its mount namespace may be its own).
+  const taskRoot = g.via.replace(/\/(fd\/\d+|cwd|root)$/, '/root');
+  if (!fs.existsSync(taskRoot + parent)) throw new StasisError(ErrorCodes.UNSUPPORTED, `${g.what}: ${g.link} was in ${parent}, removed too; not supported`);
   // A directory of /proc, sysfs, a cgroup...: a kernel object, not something mkdir makes again.
   if (st.isDirectory() && abi.KERNEL_OBJECT_FS_MAGICS.includes(fs.statfsSync(g.via).type)) {
     throw new StasisError(ErrorCodes.UNSUPPORTED, `${g.what}: ${g.link} is a removed directory of a kernel filesystem (/proc of an ended process, a removed cgroup...); not supported`);
