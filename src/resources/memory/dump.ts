@@ -190,8 +190,8 @@ function trackedPages(cv: ClassifiedVma, t: { regions: PageRegion[]; parent: Pag
   }
 }
 
-/** An untracked VMA: the wanted pages as pagemap tells, all copied. */
-function untrackedPages(cv: ClassifiedVma, pmFd: number, copier: PageCopier): void {
+/** Each run of pages of the VMA that pagemap says its policy wants, in address order: (first page's address, count). */
+function wantedRuns(cv: ClassifiedVma, pmFd: number, each: (vaddr: bigint, pages: number) => void): void {
   const { pmBuf } = chunkBuffers();
   for (let chunk = cv.vma.start; chunk < cv.vma.end; chunk += BigInt(CHUNK_BYTES)) {
     const chunkEnd = chunk + BigInt(CHUNK_BYTES) < cv.vma.end ? chunk + BigInt(CHUNK_BYTES) : cv.vma.end;
@@ -202,33 +202,26 @@ function untrackedPages(cv: ClassifiedVma, pmFd: number, copier: PageCopier): vo
       if (!wanted(cv.policy, pm.readBigUInt64LE(i * 8))) { i++; continue; }
       let j = i + 1;
       while (j < n && wanted(cv.policy, pm.readBigUInt64LE(j * 8))) j++;
-      copier.add(cv, chunk + BigInt(i) * PAGE, j - i);
+      each(chunk + BigInt(i) * PAGE, j - i);
       i = j;
     }
   }
 }
 
+/** An untracked VMA: the wanted pages as pagemap tells, all copied. */
+function untrackedPages(cv: ClassifiedVma, pmFd: number, copier: PageCopier): void {
+  wantedRuns(cv, pmFd, (vaddr, n) => copier.add(cv, vaddr, n));
+}
+
 /** A lazy VMA (dump --lazy-pages): its wanted pages listed PE_LAZY, not read (served from the frozen task later). */
 function lazyPages(cv: ClassifiedVma, pmFd: number, entries: Msg<'pagemap_entry'>[], lazy: NonNullable<PagePlan['lazy']>): void {
-  const { pmBuf } = chunkBuffers();
-  for (let chunk = cv.vma.start; chunk < cv.vma.end; chunk += BigInt(CHUNK_BYTES)) {
-    const chunkEnd = chunk + BigInt(CHUNK_BYTES) < cv.vma.end ? chunk + BigInt(CHUNK_BYTES) : cv.vma.end;
-    const pm = readPagemap(pmFd, chunk, chunkEnd, pmBuf);
-    const n = pm.length / 8;
-    let i = 0;
-    while (i < n) {
-      if (!wanted(cv.policy, pm.readBigUInt64LE(i * 8))) { i++; continue; }
-      let j = i + 1;
-      while (j < n && wanted(cv.policy, pm.readBigUInt64LE(j * 8))) j++;
-      const vaddr = chunk + BigInt(i) * PAGE;
-      const last = entries[entries.length - 1];
-      if (last && last.flags === PE.LAZY && last.vaddr + BigInt(last.nr_pages) * PAGE === vaddr) last.nr_pages += j - i;
-      else entries.push({ vaddr, nr_pages: j - i, flags: PE.LAZY });
-      lazy.add(vaddr, j - i);
-      progress.addDone(j - i);
-      i = j;
-    }
-  }
+  wantedRuns(cv, pmFd, (vaddr, n) => {
+    const last = entries[entries.length - 1];
+    if (last && last.flags === PE.LAZY && last.vaddr + BigInt(last.nr_pages) * PAGE === vaddr) last.nr_pages += n;
+    else entries.push({ vaddr, nr_pages: n, flags: PE.LAZY });
+    lazy.add(vaddr, n);
+    progress.addDone(n);
+  });
 }
 
 /** Resident pages of a process (statm), the progress line's estimate of what a dump reads. */
