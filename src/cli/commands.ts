@@ -300,15 +300,18 @@ function report(fd: number, o: unknown): void {
  */
 function lazyDetached(): RestoredReport {
   const { spawn } = require('node:child_process') as typeof import('node:child_process');
-  const { pipe } = require('../sys') as typeof import('../sys');
+  const { pipe, pidfdOpen, pollOne, abi } = require('../sys') as typeof import('../sys');
   const p = pipe();
   let out = '';
+  let exited = -1;
   try {
     const child = spawn(process.execPath, [...process.execArgv, process.argv[1], ...process.argv.slice(2)], {
       detached: true, stdio: ['ignore', 'ignore', 'ignore', p.w], env: { ...process.env, [LAZY_REPORT_ENV]: '3' },
     });
     child.unref();
     fs.closeSync(p.w);
+    // Our child: not reaped before our event loop runs again, so its pid is its own until then.
+    if (child.pid) exited = pidfdOpen(child.pid);
     const b = Buffer.alloc(65536);
     for (let n; (n = fs.readSync(p.r, b, 0, b.length, null)) > 0;) out += b.toString('utf8', 0, n);
   } finally {
@@ -316,6 +319,11 @@ function lazyDetached(): RestoredReport {
   }
   let o: (RestoredReport & { error?: { code: string; message: string } }) | undefined;
   try { o = JSON.parse(out); } catch { o = undefined; }
+  // A failed restore leaves nothing behind: the server (which exits once it has
+  // reported a failure) has ended before we say so.
+  if (exited >= 0) {
+    try { if (!o || o.error) pollOne(exited, abi.POLL.IN, 10000); } finally { fs.closeSync(exited); }
+  }
   if (!o) throw new StasisError(ErrorCodes.RESTORE_FAILED, 'the lazy-pages server exited before reporting the restore');
   if (o.error) throw new StasisError(o.error.code as never, o.error.message);
   return o;
