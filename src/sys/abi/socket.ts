@@ -33,3 +33,15 @@ export const SHUT = { RD: 0, WR: 1, RDWR: 2 } as const;
 export const SCM_RIGHTS = 1;
 export const SCM_CREDENTIALS = 2;
 export const SIOC = { INQ: 0x541b, OUTQ: 0x5411, OUTQNSD: 0x894b } as const;
+/** netlink and sock_diag (linux/netlink.h, linux/sock_diag.h, linux/unix_diag.h, linux/inet_diag.h). */
+export const NETLINK = { SOCK_DIAG: 4 } as const;
+export const NLM_F = { REQUEST: 1, DUMP: 0x300 } as const;
+export const NLMSG = { ERROR: 2, DONE: 3 } as const;
+export const SOCK_DIAG_BY_FAMILY = 20;
+/** Netlink messages and attributes are padded to 4 bytes. */
+export const NLMSG_ALIGNTO = 4;
+export const UDIAG_SHOW = { NAME: 1, VFS: 2, PEER: 4, ICONS: 8, RQLEN: 0x10, MEMINFO: 0x20 } as const;
+export const UNIX_DIAG = { NAME: 0, VFS: 1, PEER: 2, ICONS: 3, RQLEN: 4, MEMINFO: 5, SHUTDOWN: 6 } as const;
+export const INET_DIAG = { SHUTDOWN: 8 } as const;
+/** Every socket state (a bit per TCP_STATE value) in a sock_diag request. */
+export const DIAG_ALL_STATES = 0xffffffff;
