@@ -2,7 +2,7 @@
 // port, backlog and options; UDP sockets bound or connected, with their
 // queued datagrams; established TCP connections with --tcp-established
 // (tcp-stream.ts).
-import { sys, sysTry, addressOf, abi, pollOne } from '../sys';
+import { sys, sysTry, addressOf, abi, pollOne, ioctlInt } from '../sys';
 import { inBuf, type RemoteTask } from '../compel/remote';
 import { StasisError, ErrorCodes } from '../errors';
 import { FD_TYPES, NO_FOWN, SK_SHUTDOWN } from '../images/criu';
@@ -79,10 +79,8 @@ function bindFree(t: RemoteTask, fd: number, a: Buffer, warnings: string[], what
  * still holds to read, or an error not yet reported (a reset), would be lost.
  */
 function refuseEndedLeftovers(s: number, what: string): void {
-  const inq = Buffer.alloc(4);
-  if (sysTry('ioctl', s, abi.SIOC.INQ, addressOf(inq)) === 0 && inq.readInt32LE(0) > 0) {
-    throw new StasisError(ErrorCodes.UNSUPPORTED, `${what} still holds ${inq.readInt32LE(0)} byte(s) to read; not supported`);
-  }
+  const inq = ioctlInt(s, abi.SIOC.INQ, what);
+  if (inq > 0) throw new StasisError(ErrorCodes.UNSUPPORTED, `${what} still holds ${inq} byte(s) to read; not supported`);
   if (pollOne(s, 0, 0) & abi.POLL.ERR) throw new StasisError(ErrorCodes.UNSUPPORTED, `${what} has an error not yet reported (a reset?); not supported`);
 }
 

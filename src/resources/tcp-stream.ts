@@ -6,7 +6,7 @@
 //
 // Both halves work on stasis's own copy of the task's socket (pidfd_getfd):
 // same socket, so no remote calls are needed. TCP_REPAIR needs CAP_NET_ADMIN.
-import { sys, sysTry, addressOf, abi } from '../sys';
+import { sys, sysTry, addressOf, abi, ioctlInt } from '../sys';
 import type { Msg } from '../images/schema';
 import type { ImageReader } from '../images/image';
 import type { DumpCtx } from '../unit/dump-ctx';
@@ -19,12 +19,6 @@ function setTcp(fd: number, opt: number, v: number): void {
   const b = Buffer.alloc(4);
   b.writeInt32LE(v);
   sys('setsockopt', fd, SOL.TCP, opt, addressOf(b), 4, 0, `TCP option ${opt}`);
-}
-
-function ioctlInt(fd: number, req: number): number {
-  const b = Buffer.alloc(4);
-  sys('ioctl', fd, req, addressOf(b));
-  return b.readInt32LE(0);
 }
 
 /** Our copy of a socket held in repair mode, and the program's SO_REUSEADDR. */

@@ -6,5 +6,5 @@ export { sys, sysTry, sysBig } from './call';
 export { addressOf } from './native';
 export { pipe, waitReadable } from './pipe';
 export type { Regs } from './ptrace';
-export { socketpair, sendPacket, recvPacket, peerCred, socketType, pollOne, shutdownSocket, type Packet } from './socket';
+export { socketpair, sendPacket, recvPacket, peerCred, socketType, pollOne, shutdownSocket, ioctlInt, type Packet } from './socket';
 export * from './uffd';

@@ -111,6 +111,13 @@ export function pollOne(fd: number, events: number, timeoutMs: number): number {
   }
 }
 
+/** An ioctl that fills one int (SIOCINQ, SIOCOUTQ...): its value. */
+export function ioctlInt(fd: number, req: number, detail?: string): number {
+  const b = Buffer.alloc(4);
+  sys('ioctl', fd, req, addressOf(b), 0, 0, 0, detail ?? `fd ${fd}`);
+  return b.readInt32LE(0);
+}
+
 export function shutdownSocket(fd: number, how: number): number {
   return sysTry('shutdown', fd, how);
 }
