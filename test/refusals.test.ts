@@ -1,8 +1,8 @@
 // Everything stasis does not carry is refused at dump with one clear line,
 // and the process runs on untouched: never dumped wrongly, never dropped.
 // One entry per kind of state (README: "What is refused"); other tests cover
-// the rest of the list (zombies, tracees, file locks without
-// --file-locks, leases, established TCP without --tcp-established, unix peers
+// the rest of the list (zombies, tracees, established TCP without
+// --tcp-established, unix peers
 // outside the tree, shell-job terminals without -j, deleted files over the
 // ghost limit).
 import { test, before, after } from 'node:test';

@@ -44,6 +44,8 @@ export const NETWORK_LOCK = { IPTABLES: 0, NFTABLES: 1, SKIP: 2 } as const;
 
 /** file_lock_entry.type (CRIU's FL_* kinds). */
 export const FL_KIND = { POSIX: 1, FLOCK: 2, OFD: 4, LEASE: 8 } as const;
+/** file_lock_entry.type of a lease being broken: the type it is becoming, with this bit (criu's LEASE_BREAKING). */
+export const LEASE_BREAKING = 4;
 
 /** fown_entry with no owner (F_SETOWN not used). */
 export const NO_FOWN = { uid: 0, euid: 0, signum: 0, pid_type: 0, pid: 0 };

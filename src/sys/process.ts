@@ -52,6 +52,16 @@ export function pidfdGetfd(pidfd: number, targetfd: number): number {
   return sys('pidfd_getfd', pidfd, targetfd, 0, 0, 0, 0, `fd ${targetfd}`);
 }
 
+/** A copy of fd `fd` of process `pid` as an fd of ours (the same open file description). Close it when done. */
+export function grabFd(pid: number, fd: number): number {
+  const pidfd = pidfdOpen(pid);
+  try {
+    return pidfdGetfd(pidfd, fd);
+  } finally {
+    sysTry('close', pidfd);
+  }
+}
+
 export function kcmp(pid1: number, pid2: number, type: number, idx1 = 0, idx2 = 0): number {
   return sys('kcmp', pid1, pid2, type, idx1, idx2);
 }

@@ -26,7 +26,7 @@ export interface LoadOptions {
   skipFileCheck?: boolean;
   /** Terminal fds are allowed (they get stasis's terminal). */
   shellJob?: boolean;
-  /** Restore file locks (criu --file-locks). */
+  /** criu's --file-locks: accepted, changes nothing (locks are always restored). */
   fileLocks?: boolean;
   /** The tree's root directory here (criu --root). */
   root?: string;

@@ -26,7 +26,7 @@ export interface DumpOptions {
    * nftables, else iptables, whichever works here.
    */
   networkLock?: 'nftables' | 'iptables' | 'skip';
-  /** Take file locks (criu --file-locks); without it a process holding one is refused. */
+  /** criu's --file-locks: accepted, changes nothing (locks are always taken). */
   fileLocks?: boolean;
   /** criu's --external forms (mnt[MOUNTPOINT]:KEY: a mount bound at restore from what KEY is mapped to). */
   external?: string[];

@@ -12,7 +12,7 @@ export interface RestoreOptions {
   skipFileCheck?: boolean;
   /** A shell job: terminal fds get stasis's own terminal (criu -j). */
   shellJob?: boolean;
-  /** Restore file locks (criu --file-locks). */
+  /** criu's --file-locks: accepted, changes nothing (locks are always restored). */
   fileLocks?: boolean;
   /** As criu: ignored (with a warning) when it differs from the dump's; the dump's lock is the one removed. */
   networkLock?: 'nftables' | 'iptables' | 'skip';
