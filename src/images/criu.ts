@@ -11,6 +11,8 @@ export const VMA = {
   AREA_REGULAR: 1 << 0, AREA_STACK: 1 << 1, AREA_VSYSCALL: 1 << 2, AREA_VDSO: 1 << 3, AREA_HEAP: 1 << 5,
   FILE_PRIVATE: 1 << 6, FILE_SHARED: 1 << 7, ANON_SHARED: 1 << 8, ANON_PRIVATE: 1 << 9, AREA_SYSVIPC: 1 << 10,
   AREA_SOCKET: 1 << 11, AREA_VVAR: 1 << 12, AREA_AIORING: 1 << 13, AREA_MEMFD: 1 << 14,
+  /** Not a mapping: pages of the VMA around it made guard pages (madvise MADV_GUARD_INSTALL), listed after the VMAs. */
+  AREA_GUARD: 1 << 16,
 } as const;
 
 /** pagemap_entry.flags */

@@ -145,6 +145,8 @@ export function listFds(pid: number): number[] {
 export const PM_PRESENT = 1n << 63n;
 export const PM_SWAP = 1n << 62n;
 export const PM_FILE = 1n << 61n;
+/** A guard page (madvise MADV_GUARD_INSTALL, Linux 6.15 shows it): no page, a fault on access. */
+export const PM_GUARD = 1n << 58n;
 export function readPagemap(fd: number, start: bigint, end: bigint, into?: Buffer): Buffer {
   const n = Number((end - start) / 4096n);
   const buf = into && into.length >= n * 8 ? into.subarray(0, n * 8) : Buffer.alloc(n * 8);

@@ -4,7 +4,7 @@
 import { abi } from '../../sys';
 import { VMA } from '../../images/criu';
 import { StasisError, ErrorCodes } from '../../errors';
-import { PM_PRESENT, PM_SWAP, PM_FILE, type Vma } from '../../proc/proc';
+import { PM_PRESENT, PM_SWAP, PM_FILE, PM_GUARD, type Vma } from '../../proc/proc';
 
 const { MAP, MADV } = abi;
 
@@ -104,7 +104,8 @@ export function parseVmFlags(smaps: string): Map<bigint, string[]> {
 
 /** Whether a page with pagemap word `pm` goes into the image under `policy`. */
 export function wanted(policy: PagePolicy, pm: bigint): boolean {
-  if (policy === 'none') return false;
+  // A guard page reads as swapped but holds nothing: a fault (memory/guards.ts).
+  if (policy === 'none' || (pm & PM_GUARD) !== 0n) return false;
   // A private file page that was written is an anonymous copy; swapped ones too.
   if (policy === 'cow-copies') return ((pm & PM_PRESENT) !== 0n && (pm & PM_FILE) === 0n) || (pm & PM_SWAP) !== 0n;
   return (pm & (PM_PRESENT | PM_SWAP)) !== 0n;

@@ -18,6 +18,7 @@ import { pagePlan } from './incremental';
 import type { RemotePages } from '../../pageserver/client';
 import { progress } from '../../progress';
 import { isLazyVma } from './lazy';
+import { guardRanges, guardEntries, outsideGuards, type Range } from './guards';
 
 const { PAGE_SIZE, PROT, O, PAGE_IS, UIO_MAXIOV } = abi;
 
@@ -81,8 +82,10 @@ class PageCopier {
   private readonly words = words();
 
   /** `remote`: the pages go to a page server (pageserver/client.ts), not into `out`. */
+  /** `guards`: guard page ranges, never read (a read faults). */
   constructor(private readonly ctx: DumpCtx, private readonly pid: number, private readonly memFd: number, private readonly out: RawImage | undefined,
-    private readonly entries: Msg<'pagemap_entry'>[], private readonly running: boolean, private readonly remote?: RemotePages) {}
+    private readonly entries: Msg<'pagemap_entry'>[], private readonly running: boolean, private readonly remote: RemotePages | undefined,
+    private readonly guards: Range[]) {}
 
   /** A run of pages the parent images hold (PE_PARENT). */
   parent(vaddr: bigint, nr: number): void {
@@ -91,6 +94,14 @@ class PageCopier {
   }
 
   add(cv: ClassifiedVma, addr: bigint, pages: number): void {
+    if (this.guards.length) {
+      const runs = outsideGuards(this.guards, addr, pages);
+      if (runs.length !== 1 || runs[0][1] !== pages) { for (const [a, n] of runs) this.addRun(cv, a, n); return; }
+    }
+    this.addRun(cv, addr, pages);
+  }
+
+  private addRun(cv: ClassifiedVma, addr: bigint, pages: number): void {
     if (this.cv !== cv) this.flush();
     this.cv = cv;
     while (pages > 0) {
@@ -229,14 +240,23 @@ function residentPages(pid: number): number {
   try { return Number(fs.readFileSync(`/proc/${pid}/statm`, 'latin1').split(' ')[1]) || 0; } catch { return 0; }
 }
 
-/** Copy the wanted pages of every VMA into pages-N.img (or refer them to the parent); returns the pagemap entries. */
-function dumpPages(ctx: DumpCtx, pid: number, vmas: ClassifiedVma[], pagesFile: string, plan: PagePlan = {}, remote?: RemotePages): Msg<'pagemap_entry'>[] {
+/** Copy the wanted pages of every VMA into pages-N.img (or refer them to the parent); returns the pagemap entries and the guard pages. */
+function dumpPages(ctx: DumpCtx, pid: number, vmas: ClassifiedVma[], pagesFile: string, plan: PagePlan = {}, remote?: RemotePages): { entries: Msg<'pagemap_entry'>[]; guards: Range[] } {
   const entries: Msg<'pagemap_entry'>[] = [];
   if (progress.active) progress.addTotal(residentPages(pid));
   const pmFd = fs.openSync(`/proc/${pid}/pagemap`, 'r');
   const memFd = fs.openSync(`/proc/${pid}/mem`, 'r');
-  const out = remote ? undefined : ctx.out.create(pagesFile);
-  const copier = new PageCopier(ctx, pid, memFd, out, entries, plan.running ?? false, remote);
+  let out: RawImage | undefined;
+  let guards: Range[];
+  try {
+    guards = guardRanges(pmFd, vmas);
+    out = remote ? undefined : ctx.out.create(pagesFile);
+  } catch (e) {
+    fs.closeSync(memFd);
+    fs.closeSync(pmFd);
+    throw e;
+  }
+  const copier = new PageCopier(ctx, pid, memFd, out, entries, plan.running ?? false, remote, guards);
   try {
     for (const cv of vmas) {
       if (cv.policy === 'none') continue;
@@ -253,7 +273,7 @@ function dumpPages(ctx: DumpCtx, pid: number, vmas: ClassifiedVma[], pagesFile: 
   }
   // Parent entries were listed as met, copies as read: in address order they
   // keep the copies' order, which is their pages' order in the file.
-  return entries.sort((a, b) => (a.vaddr < b.vaddr ? -1 : a.vaddr > b.vaddr ? 1 : 0));
+  return { entries: entries.sort((a, b) => (a.vaddr < b.vaddr ? -1 : a.vaddr > b.vaddr ? 1 : 0)), guards };
 }
 
 /** vma_entry of each VMA; file mappings and memfds get their file entries. */
@@ -281,18 +301,19 @@ function vmaEntries(ctx: DumpCtx, pid: number, vmas: ClassifiedVma[], vmFlags: M
   });
 }
 
-/** pages-N.img and pagemap-PID.img of a process (a pre-dump writes only these). */
-export function dumpPagemap(ctx: DumpCtx, pd: ProcessDump, vmas: ClassifiedVma[], plan: PagePlan): void {
+/** pages-N.img and pagemap-PID.img of a process (a pre-dump writes only these); returns its guard page ranges. */
+export function dumpPagemap(ctx: DumpCtx, pd: ProcessDump, vmas: ClassifiedVma[], plan: PagePlan): Range[] {
   // With a page server the pages go there; the receiver names the pages file.
   const remote = ctx.pageXfer?.open(pd.vpid);
   const pagesId = remote ? remote.pagesId : ctx.allocPagesId();
-  const pages = dumpPages(ctx, pd.pid, vmas, `pages-${pagesId}.img`, plan, remote);
+  const { entries: pages, guards } = dumpPages(ctx, pd.pid, vmas, `pages-${pagesId}.img`, plan, remote);
   if (remote) {
     ctx.out.remote(remote.finish());
   }
   // Written whole (hashed from memory like ctx.write's), encoded by the fast path.
   const f = ctx.out.create(`pagemap-${pd.vpid}.img`);
   try { f.write(encodePagemap(pagesId, pages)); } finally { f.close(); }
+  return guards;
 }
 
 /** Dump the address space of a frozen process (pages unchanged since `parent` referred to it). */
@@ -307,7 +328,7 @@ export function dumpMemory(ctx: DumpCtx, pd: ProcessDump, facts: MmFacts, parent
   const plan = pagePlan(parent, pd, vmas, facts.track);
   const src = ctx.lazySource;
   if (src) plan.lazy = { starts: new Set(vmaList.filter(isLazyVma).map((v) => v.start)), add: (vaddr, n) => src.add(pd.vpid, pid, vaddr, n) };
-  dumpPagemap(ctx, pd, vmas, plan);
+  vmaList.push(...guardEntries(dumpPagemap(ctx, pd, vmas, plan)));
   const st = pd.stat;
   let exeFileId = 0;
   try {

@@ -14,6 +14,7 @@ import { checkRegFile } from '../regfile';
 import { namespacesUnit } from '../ns/namespaces';
 import { pagemapPages } from '../../images/pagemap';
 import { isLazyVma } from './lazy';
+import { splitGuards, type Range } from './guards';
 
 const PAGE = BigInt(abi.PAGE_SIZE);
 
@@ -33,6 +34,8 @@ export interface LoadedMm {
   pagesFile: string;
   /** Every page to restore and where it is, in address order (PE_PARENT entries resolved along the chain). */
   sources: PageSource[];
+  /** Guard page ranges (listed among the VMAs in the image, taken out of mm.vmas). */
+  guards: Range[];
 }
 
 function bad(file: string, msg: string): StasisError {
@@ -102,14 +105,16 @@ export function loadMemory(ld: Loading): Map<number, LoadedMm> {
   for (const p of ld.processes) {
     const mmFile = `mm-${p.pid}.img`;
     const mm = ld.images.one(mmFile, 'MM', 'mm_entry');
-    checkVmas(ld.images.path(mmFile), mm.vmas ?? [], files);
+    const { vmas, guards } = splitGuards(mm.vmas ?? [], (msg) => bad(ld.images.path(mmFile), msg));
+    mm.vmas = vmas;
+    checkVmas(ld.images.path(mmFile), vmas, files);
     if (mm.exe_file_id && files.get(mm.exe_file_id)?.type !== FD_TYPES.REG) throw bad(ld.images.path(mmFile), `exe file id ${mm.exe_file_id} is not a regular file of files.img`);
     const pmFile = `pagemap-${p.pid}.img`;
     const pm = ld.images.withHead(pmFile, 'PAGEMAP', 'pagemap_head', 'pagemap_entry');
     const pagesFile = `pages-${pm.head.pages_id}.img`;
     const pagemap = pm.entries.map((e) => ({ vaddr: e.vaddr, nrPages: pagemapPages(e, ld.images.path(pmFile)), flags: e.flags ?? PE.PRESENT }));
     checkPagemap(ld, ld.images.path(pmFile), pagesFile, pagemap, mm.vmas ?? []);
-    out.set(p.pid, { mm, pagemap, pagesFile, sources: pageSources(ld, p.pid, { images: ld.images, pagesFile, runs: pagemap }) });
+    out.set(p.pid, { mm, pagemap, pagesFile, sources: pageSources(ld, p.pid, { images: ld.images, pagesFile, runs: pagemap }), guards });
   }
   return out;
 }

@@ -1,6 +1,7 @@
 // Restore of an address space, in the new task: every VMA mapped at its
 // address, pages written in, protections and advice put back, and the mm
 // fields (code/data/brk/stack/args/env, auxv, exe) set in one prctl.
+import { guardCalls } from './guards';
 import * as fs from 'node:fs';
 import { abi } from '../../sys';
 import { inBuf, linked, cstr, type RemoteBuf } from '../../compel/remote';
@@ -145,6 +146,8 @@ export function restoreAdvice(tr: TaskRestore, m: LoadedMm): void {
     for (let a = 0; a < 64; a++) if ((madv >> BigInt(a)) & 1n) calls.push(['madvise', v.start, len, a]);
     if (v.flags & MAP.LOCKED) calls.push(['mlock', v.start, len]);
   }
+  // Guard pages last: their pages hold nothing, and the calls above may not touch them.
+  calls.push(...guardCalls(m.guards));
   tr.task.callAll(calls);
 }
 
