@@ -203,7 +203,8 @@ const messages = {
   },
   ghost_chunk_entry: { len: 'required uint64 1', off: 'required uint64 2' },
   remap_file_path_entry: { orig_id: 'required uint32 1', remap_id: 'required uint32 2', remap_type: 'optional remap_type 3' },
-  sk_packet_entry: { id_for: 'required uint32 1', length: 'required uint32 2', addr: 'optional bytes 3' },
+  sk_packet_entry: { id_for: 'required uint32 1', length: 'required uint32 2', addr: 'optional bytes 3', scm: 'repeated scm_entry 4' },
+  scm_entry: { type: 'required uint32 1', rights: 'repeated uint32 2' },
   fown_entry: {
     uid: 'required uint32 1', euid: 'required uint32 2', signum: 'required uint32 3', pid_type: 'required uint32 4',
     pid: 'required uint32 5',

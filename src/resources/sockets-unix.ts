@@ -16,7 +16,8 @@ import type { RestoreCtx, TaskRestore } from '../unit/restore-ctx';
 import { unixSockets, type UnixDiag } from '../proc/sockdiag';
 import { inNamespaceOf } from '../proc/ns';
 import { grabSocket, getInt, dumpSockOpts, restoreSockOpts, restoreShutdown } from './sockopts';
-import { peekQueue, sendAll, skQueuesUnit } from './sockqueue';
+import { skQueuesUnit } from './sockqueue';
+import { dumpUnixQueue, sendQueued } from './scm-rights';
 import { park, fetchFd, fileId, filesUnit } from './files';
 import { dumpSocketPerms, socketPath, restoreSocketPerms } from './unix-perms';
 
@@ -99,7 +100,7 @@ function pairEnd(ctx: RestoreCtx, tr: TaskRestore, e: Usk, byIno: Map<number, Us
       const queued = ctx.loaded(skQueuesUnit).get(u.id) ?? [];
       if (!queued.length) continue;
       const s = grabSocket(tr.task.pid, other);
-      try { for (const q of queued) sendAll(s, q.data); } finally { sysTry('close', s); }
+      try { sendQueued(ctx, tr, s, queued); } finally { sysTry('close', s); }
     }
     // Shut once both queues are full again. A stream or seqpacket end shut
     // for reading makes its peer shut for writing too (the kernel's rule; a
@@ -154,9 +155,8 @@ export const unixSocketUnit = defineFileUnit({
         // A stream or seqpacket socket never connected has no queue (recvmsg
         // says EINVAL or ENOTCONN): only a connected one is sent to.
         if (!listening && (type === SOCK.DGRAM || u.state !== STATE.CLOSE)) {
-          const queues = ctx.state(skQueuesUnit);
           const endAtZero = type === SOCK.SEQPACKET && (u.shutdown & SK_SHUTDOWN.READ) !== 0;
-          for (const packet of peekQueue(s, type === SOCK.STREAM, `fd ${d.fd} of pid ${d.pid}: unix socket ${d.st.ino}`, endAtZero)) queues.push({ id, packet: { data: packet.data } });
+          dumpUnixQueue(ctx, id, s, type, `fd ${d.fd} of pid ${d.pid}: unix socket ${d.st.ino}`, endAtZero);
         }
         st.socks.set(d.st.ino, { pid: d.pid, fd: d.fd, peer: u.peer, type });
         return {
