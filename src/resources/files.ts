@@ -79,14 +79,14 @@ function dumpFdTable(ctx: DumpCtx, pid: number, filesId: number, st: DumpState, 
  * or another process of the tree, or in flight in a socket's queue: then
  * `pid` is ours and the fd a copy the peek installed).
  */
-export function dumpFd(ctx: DumpCtx, pid: number, fd: number, st = ctx.state(filesUnit)): { id: number; type: number; flags: number } {
+export function dumpFd(ctx: DumpCtx, pid: number, fd: number, st = ctx.state(filesUnit), targetsOf?: number): { id: number; type: number; flags: number } {
   const link = fs.readlinkSync(`/proc/${pid}/fd/${fd}`);
   let fst: fs.Stats;
   try { fst = fs.statSync(`/proc/${pid}/fd/${fd}`); } catch (e) {
     throw new StasisError(ErrorCodes.UNSUPPORTED, `fd ${fd} (${link}) of pid ${pid}: cannot stat: ${(e as Error).message}`);
   }
   const info = readFdInfo(pid, fd);
-  const d: FdDesc = { pid, fd, link, st: fst, info, flags: info.flags & ~O.CLOEXEC };
+  const d: FdDesc = { pid, fd, link, st: fst, info, flags: info.flags & ~O.CLOEXEC, targetsOf };
   const unit = fileUnits.find((u) => kindOf(u).match(d));
   if (!unit) throw new StasisError(ErrorCodes.UNSUPPORTED, `fd ${fd} of pid ${pid}: ${describeFd(fst, link)} is not supported yet`);
   const kind = kindOf(unit);

@@ -25,7 +25,7 @@ interface DumpState {
 }
 
 /** The queue of a unix socket (our fd `s`, file id `id`), files in flight included, into sk-queues.img. */
-export function dumpUnixQueue(ctx: DumpCtx, id: number, s: number, type: number, what: string, endAtZero: boolean): void {
+export function dumpUnixQueue(ctx: DumpCtx, pid: number, id: number, s: number, type: number, what: string, endAtZero: boolean): void {
   const st = ctx.state(scmRightsUnit);
   const packets = peekQueue(s, type === SOCK.STREAM, what, endAtZero);
   for (const p of packets) st.fds.push(...p.fds ?? []);
@@ -34,21 +34,21 @@ export function dumpUnixQueue(ctx: DumpCtx, id: number, s: number, type: number,
   const queues = ctx.state(skQueuesUnit);
   st.inner = true;
   try {
-    for (const p of packets) queues.push({ id, packet: { data: p.data, files: p.fds?.map((fd) => flightFileId(ctx, fd, what)) } });
+    for (const p of packets) queues.push({ id, packet: { data: p.data, files: p.fds?.map((fd) => flightFileId(ctx, pid, fd, what)) } });
   } finally {
     st.inner = false;
   }
 }
 
-/** The file id of a file in flight (our fd `fd`), dumped like any other file. */
-function flightFileId(ctx: DumpCtx, fd: number, what: string): number {
+/** The file id of a file in flight (our fd `fd`; sent to a socket of `pid`), dumped like any other file. */
+function flightFileId(ctx: DumpCtx, pid: number, fd: number, what: string): number {
   const ex = Buffer.alloc(F_OWNER_EX.size);
   sys('fcntl', fd, F.GETOWN_EX, addressOf(ex));
   if (F_OWNER_EX.decode(ex).pid || sys('fcntl', fd, F.GETSIG, 0)) {
     throw new StasisError(ErrorCodes.UNSUPPORTED, `${what}: a file in flight in its queue (SCM_RIGHTS) has an owner for SIGIO (F_SETOWN, F_SETSIG); not supported`);
   }
   try {
-    return dumpFd(ctx, process.pid, fd).id;
+    return dumpFd(ctx, process.pid, fd, undefined, pid).id;
   } catch (e) {
     if (!(e instanceof StasisError)) throw e;
     throw new StasisError(e.code, `${what}: a file in flight in its queue (SCM_RIGHTS): ${e.message}`);
