@@ -30,13 +30,14 @@ export function dumpUnixQueue(ctx: DumpCtx, pid: number, id: number, s: number, 
   const packets = peekQueue(s, type === SOCK.STREAM, what, endAtZero);
   for (const p of packets) st.fds.push(...p.fds ?? []);
   const n = packets.reduce((k, p) => k + (p.fds?.length ?? 0), 0);
-  if (n && st.inner) throw new StasisError(ErrorCodes.UNSUPPORTED, `${what}: a socket in flight in another socket's queue, whose own queue holds ${n} file(s) in flight (SCM_RIGHTS); not supported`);
+  if (n && st.inner) throw new StasisError(ErrorCodes.UNSUPPORTED, `a unix socket in flight whose own queue holds ${n} file(s) in flight (SCM_RIGHTS) too; not supported`);
   const queues = ctx.state(skQueuesUnit);
+  const was = st.inner;
   st.inner = true;
   try {
     for (const p of packets) queues.push({ id, packet: { data: p.data, files: p.fds?.map((fd) => flightFileId(ctx, pid, fd, what)) } });
   } finally {
-    st.inner = false;
+    st.inner = was;
   }
 }
 

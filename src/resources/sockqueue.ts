@@ -24,10 +24,10 @@ const PEEK_BUF = 1 << 17;
 function closeAll(fds: readonly number[]): void { for (const x of fds) sysTry('close', x); }
 
 /** One peek at the socket's peek offset: bytes, source address, fds passed, whether credentials came along. */
-function peekOnce(fd: number, buf: Buffer, len = buf.length): { n: number; addr?: Buffer; flags: number; fds: number[]; creds: boolean } {
+function peekOnce(fd: number, buf: Buffer): { n: number; addr?: Buffer; flags: number; fds: number[]; creds: boolean } {
   const addr = Buffer.alloc(128);
   const ctl = Buffer.alloc(4096);
-  const iov = IOVEC.encode({ base: addressOf(buf), len: BigInt(len) });
+  const iov = IOVEC.encode({ base: addressOf(buf), len: BigInt(buf.length) });
   const hdr = MSGHDR.encode({ name: addressOf(addr), namelen: addr.length, iov: addressOf(iov), iovlen: 1n, control: addressOf(ctl), controllen: BigInt(ctl.length), flags: 0 });
   const n = sysTry('recvmsg', fd, addressOf(hdr), MSG.PEEK | MSG.DONTWAIT | MSG.CMSG_CLOEXEC);
   if (n < 0) return { n, flags: 0, fds: [], creds: false };
@@ -38,7 +38,7 @@ function peekOnce(fd: number, buf: Buffer, len = buf.length): { n: number; addr?
 
 /**
  * Everything queued on the socket, oldest first: a stream's bytes in runs
- * (cut where a message carrying files starts and ends), one packet per
+ * (one ends with each message carrying files), one packet per
  * datagram (with its source address) otherwise. The peek offset is the
  * socket's own: it is set back to "off" (-1) afterwards. Files passed in a
  * message (SCM_RIGHTS) come as fds of ours (`what` names the socket in
@@ -56,7 +56,7 @@ export function peekQueue(fd: number, stream: boolean, what = 'a socket', endAtZ
   const credsOn = endAtZero && !getInt(fd, SOL.SOCKET, SO.PASSCRED);
   if (credsOn) setIntLocal(fd, SOL.SOCKET, SO.PASSCRED, 1);
   try {
-    for (let pos = 0; ;) {
+    for (;;) {
       const p = peekOnce(fd, buf);
       if (p.n < 0) {
         if (p.n === -ERRNO.EAGAIN) break; // nothing more
@@ -74,8 +74,7 @@ export function peekQueue(fd: number, stream: boolean, what = 'a socket', endAtZ
       const data = Buffer.from(buf.subarray(0, p.n));
       if (!stream) out.push({ data, addr: p.addr, fds: p.fds.length ? p.fds : undefined });
       else if (!p.fds.length) out.push({ data });
-      else out.push(...splitStream(fd, pos, data, p.fds, what));
-      pos += p.n;
+      else out.push(streamRun(data, p.fds, what));
     }
   } catch (e) {
     for (const x of out) closeAll(x.fds ?? []);
@@ -89,27 +88,17 @@ export function peekQueue(fd: number, stream: boolean, what = 'a socket', endAtZ
 
 /**
  * A peek of a stream runs on through messages without files and stops after
- * one that carries some: those files belong to a tail of the bytes read,
- * whose start is found by peeking single bytes (each peek of a byte of that
- * message passes its files again: closed at once).
+ * one that carries some; which of the bytes read were that message's the
+ * kernel does not show (a peek of any byte before it passes its files too):
+ * the run carries the files, as one message. A run that fills the buffer may
+ * stop inside the message: its files would come twice.
  */
-function splitStream(fd: number, pos: number, data: Buffer, fds: number[], what: string): Packet[] {
+function streamRun(data: Buffer, fds: number[], what: string): Packet {
   if (data.length === PEEK_BUF) {
     closeAll(fds);
-    throw new StasisError(ErrorCodes.UNSUPPORTED, `${what}: a queued message carrying files in flight (SCM_RIGHTS) is larger than ${PEEK_BUF} bytes; not supported`);
+    throw new StasisError(ErrorCodes.UNSUPPORTED, `${what}: a queued message carrying files in flight (SCM_RIGHTS), with what precedes it, is larger than ${PEEK_BUF} bytes; not supported`);
   }
-  const one = Buffer.alloc(1);
-  let lo = 0, hi = data.length - 1; // the last byte read carries the files
-  while (lo < hi) {
-    const mid = (lo + hi) >> 1;
-    setIntLocal(fd, SOL.SOCKET, SO.PEEK_OFF, pos + mid);
-    const p = peekOnce(fd, one);
-    closeAll(p.fds);
-    if (p.fds.length) hi = mid; else lo = mid + 1;
-  }
-  setIntLocal(fd, SOL.SOCKET, SO.PEEK_OFF, pos + data.length);
-  const head: Packet[] = lo ? [{ data: data.subarray(0, lo) }] : [];
-  return [...head, { data: data.subarray(lo), fds }];
+  return { data, fds };
 }
 
 /** Neighbouring runs of a stream without files are one run. */
