@@ -156,7 +156,7 @@ export const unixSocketUnit = defineFileUnit({
         // says EINVAL or ENOTCONN): only a connected one is sent to.
         if (!listening && (type === SOCK.DGRAM || u.state !== STATE.CLOSE)) {
           const endAtZero = type === SOCK.SEQPACKET && (u.shutdown & SK_SHUTDOWN.READ) !== 0;
-          dumpUnixQueue(ctx, d.pid, id, s, type, `fd ${d.fd} of pid ${d.pid}: unix socket ${d.st.ino}`, endAtZero);
+          dumpUnixQueue(ctx, d.pid, id, s, type, `fd ${d.fd} of pid ${d.pid}: unix socket ${d.st.ino}`, endAtZero, u.peer);
         }
         st.socks.set(d.st.ino, { pid: d.pid, fd: d.fd, peer: u.peer, type });
         return {
