@@ -187,7 +187,9 @@ const messages = {
     id: 'required uint32 1', ino: 'required uint32 2', type: 'required uint32 3', state: 'required uint32 4',
     flags: 'required uint32 5', uflags: 'required uint32 6', backlog: 'required uint32 7', peer: 'required uint32 8',
     fown: 'required fown_entry 9', opts: 'required sk_opts_entry 10', name: 'required bytes 11', shutdown: 'optional sk_shutdown 12',
+    file_perms: 'optional file_perms_entry 13',
   },
+  file_perms_entry: { mode: 'required uint32 1', uid: 'required uint32 2', gid: 'required uint32 3' },
   tcp_stream_entry: {
     inq_len: 'required uint32 1', inq_seq: 'required uint32 2', outq_len: 'required uint32 3', outq_seq: 'required uint32 4',
     opt_mask: 'required uint32 5', snd_wscale: 'required uint32 6', mss_clamp: 'required uint32 7', rcv_wscale: 'optional uint32 8',
@@ -201,7 +203,8 @@ const messages = {
   },
   ghost_chunk_entry: { len: 'required uint64 1', off: 'required uint64 2' },
   remap_file_path_entry: { orig_id: 'required uint32 1', remap_id: 'required uint32 2', remap_type: 'optional remap_type 3' },
-  sk_packet_entry: { id_for: 'required uint32 1', length: 'required uint32 2', addr: 'optional bytes 3' },
+  sk_packet_entry: { id_for: 'required uint32 1', length: 'required uint32 2', addr: 'optional bytes 3', scm: 'repeated scm_entry 4' },
+  scm_entry: { type: 'required uint32 1', rights: 'repeated uint32 2' },
   fown_entry: {
     uid: 'required uint32 1', euid: 'required uint32 2', signum: 'required uint32 3', pid_type: 'required uint32 4',
     pid: 'required uint32 5',

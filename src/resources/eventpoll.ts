@@ -26,14 +26,20 @@ export const eventpollUnit = defineFileUnit({
     type: FD_TYPES.EVENTPOLL,
     field: 'epfd',
     match: (d) => d.link === 'anon_inode:[eventpoll]',
-    dump(_ctx, d, id) {
+    dump(ctx, d, id) {
       const tfd: Msg<'eventpoll_tfd_entry'>[] = [];
-      for (const t of parseEpollTargets(d.info.raw)) {
+      const targets = parseEpollTargets(d.info.raw);
+      // One in flight is made again by whichever process refills the queue: its targets must be that one's fds.
+      if (d.targetsOf && targets.length && ctx.processes.length > 1) {
+        throw new StasisError(ErrorCodes.UNSUPPORTED, `an epoll in flight watching ${targets.length} file(s), in a tree of several processes; not supported`);
+      }
+      const owner = d.targetsOf ?? d.pid;
+      for (const t of targets) {
         const slot = KCMP_EPOLL_SLOT.encode({ efd: d.fd, tfd: t.tfd, toff: 0 });
         let same = false;
-        try { same = kcmp(d.pid, d.pid, KCMP.EPOLL_TFD, t.tfd, Number(addressOf(slot))) === 0; } catch { same = false; }
+        try { same = kcmp(owner, d.pid, KCMP.EPOLL_TFD, t.tfd, Number(addressOf(slot))) === 0; } catch { same = false; }
         if (!same) {
-          throw new StasisError(ErrorCodes.UNSUPPORTED, `epoll fd ${d.fd} of pid ${d.pid} watches a file no longer open as fd ${t.tfd}; not supported`);
+          throw new StasisError(ErrorCodes.UNSUPPORTED, `epoll ${d.targetsOf ? 'in flight' : `fd ${d.fd} of pid ${d.pid}`} watches a file no longer open as fd ${t.tfd}${d.targetsOf ? ` of pid ${owner}` : ''}; not supported`);
         }
         tfd.push({ id, ...t });
       }

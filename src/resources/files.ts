@@ -50,6 +50,8 @@ interface RestoreState {
   holders: Map<number, { pid: number; fd: number }>;
   /** Temporary fds to close once every process has its files. */
   parked: { pid: number; fd: number }[];
+  /** Files made outside the fd table (in flight in a socket's queue), finished with the task's fds. */
+  late: { pid: number; id: number; fd: number }[];
 }
 
 function describeFd(st: fs.Stats, link: string): string {
@@ -65,30 +67,41 @@ function dumpFdTable(ctx: DumpCtx, pid: number, filesId: number, st: DumpState, 
   const entries: Msg<'fdinfo_entry'>[] = [];
   for (const fd of listFds(pid)) {
     if (own.includes(fd)) continue; // stasis's own (memory tracking): not the task's state
-    const link = fs.readlinkSync(`/proc/${pid}/fd/${fd}`);
-    let fst: fs.Stats;
-    try { fst = fs.statSync(`/proc/${pid}/fd/${fd}`); } catch (e) {
-      throw new StasisError(ErrorCodes.UNSUPPORTED, `fd ${fd} (${link}) of pid ${pid}: cannot stat: ${(e as Error).message}`);
-    }
-    const info = readFdInfo(pid, fd);
-    const d: FdDesc = { pid, fd, link, st: fst, info, flags: info.flags & ~O.CLOEXEC };
-    const unit = fileUnits.find((u) => kindOf(u).match(d));
-    if (!unit) throw new StasisError(ErrorCodes.UNSUPPORTED, `fd ${fd} of pid ${pid}: ${describeFd(fst, link)} is not supported yet`);
-    const kind = kindOf(unit);
-    // The same open file description behind two fds (of this or another process of the tree): one entry.
-    const twin = st.seen.find((s) => s.dev === fst.dev && s.ino === fst.ino && kcmp(s.pid, pid, KCMP.FILE, s.fd, fd) === 0);
-    const id = twin ? twin.id : fileId(ctx, `ofd:${pid}:${fd}`, (nid) => ({ type: kind.type, id: nid, [kind.field]: kind.dump(ctx, d, nid, ctx.state(unit)) }) as FileEntry);
-    if (!twin) {
-      st.seen.push({ pid, fd, dev: fst.dev, ino: fst.ino, id });
-      const fown = st.owners.get(`${pid}:${fd}`);
-      // Pushed last (entries its kind made on the way were pushed before it).
-      const entry = st.entries[st.entries.length - 1].id === id ? st.entries[st.entries.length - 1] : st.entries.find((e) => e.id === id)!;
-      const member = memberOf(entry) as { fown?: Fown } | undefined;
-      if (fown && member) member.fown = fown;
-    }
-    entries.push({ id, flags: info.flags & O.CLOEXEC ? FDINFO_CLOEXEC : 0, type: kind.type, fd });
+    const { id, type, flags } = dumpFd(ctx, pid, fd, st);
+    entries.push({ id, flags: flags & O.CLOEXEC ? FDINFO_CLOEXEC : 0, type, fd });
   }
   ctx.write(`fdinfo-${filesId}.img`, 'FDINFO', parts('fdinfo_entry', entries));
+}
+
+/**
+ * The file id of fd `fd` of `pid`: matched to its kind and dumped, or the id
+ * of the same open file description seen before (behind another fd of this
+ * or another process of the tree, or in flight in a socket's queue: then
+ * `pid` is ours and the fd a copy the peek installed).
+ */
+export function dumpFd(ctx: DumpCtx, pid: number, fd: number, st = ctx.state(filesUnit), targetsOf?: number): { id: number; type: number; flags: number } {
+  const link = fs.readlinkSync(`/proc/${pid}/fd/${fd}`);
+  let fst: fs.Stats;
+  try { fst = fs.statSync(`/proc/${pid}/fd/${fd}`); } catch (e) {
+    throw new StasisError(ErrorCodes.UNSUPPORTED, `fd ${fd} (${link}) of pid ${pid}: cannot stat: ${(e as Error).message}`);
+  }
+  const info = readFdInfo(pid, fd);
+  const d: FdDesc = { pid, fd, link, st: fst, info, flags: info.flags & ~O.CLOEXEC, targetsOf };
+  const unit = fileUnits.find((u) => kindOf(u).match(d));
+  if (!unit) throw new StasisError(ErrorCodes.UNSUPPORTED, `fd ${fd} of pid ${pid}: ${describeFd(fst, link)} is not supported yet`);
+  const kind = kindOf(unit);
+  // The same open file description behind two fds (of this or another process of the tree): one entry.
+  const twin = st.seen.find((s) => s.dev === fst.dev && s.ino === fst.ino && kcmp(s.pid, pid, KCMP.FILE, s.fd, fd) === 0);
+  const id = twin ? twin.id : fileId(ctx, `ofd:${pid}:${fd}`, (nid) => ({ type: kind.type, id: nid, [kind.field]: kind.dump(ctx, d, nid, ctx.state(unit)) }) as FileEntry);
+  if (!twin) {
+    st.seen.push({ pid, fd, dev: fst.dev, ino: fst.ino, id });
+    const fown = st.owners.get(`${pid}:${fd}`);
+    // Pushed last (entries its kind made on the way were pushed before it).
+    const entry = st.entries[st.entries.length - 1].id === id ? st.entries[st.entries.length - 1] : st.entries.find((e) => e.id === id)!;
+    const member = memberOf(entry) as { fown?: Fown } | undefined;
+    if (fown && member) member.fown = fown;
+  }
+  return { id, type: kind.type, flags: info.flags };
 }
 
 /**
@@ -257,11 +270,29 @@ function restoreFdTable(ctx: RestoreCtx, tr: TaskRestore, l: Loaded, st: Restore
       created.push({ id: fi.id, fd });
     }
   }
-  for (const c of created) {
+  for (const c of [...created, ...st.late.filter((x) => x.pid === tr.img.pid)]) {
     const f = l.files.get(c.id)!;
     const u = fileUnitOfType(f.type)!;
     kindOf(u).finish?.(ctx, tr, (f as Record<string, unknown>)[kindOf(u).field], c.fd, ctx.state(u));
   }
+}
+
+/**
+ * An fd of the task for file `id`, parked above its fd table (closed in
+ * files-cleanup): for a file that no fd of it may hold (in flight in a
+ * socket's queue). Made the first time (its holder from then on), else
+ * shared with the holder.
+ */
+export function holdFile(ctx: RestoreCtx, tr: TaskRestore, id: number): number {
+  const st = ctx.state(filesUnit);
+  const h = st.holders.get(id);
+  if (h && h.pid === tr.img.pid) return h.fd;
+  const fd = park(ctx, tr, materialize(ctx, tr, id, st));
+  if (!h) {
+    st.holders.set(id, { pid: tr.img.pid, fd });
+    st.late.push({ pid: tr.img.pid, id, fd });
+  }
+  return fd;
 }
 
 /** Copy fd `fd` of process `from` into the task (same open file description). */
@@ -306,7 +337,7 @@ export const filesUnit = defineUnit<DumpState, Loaded, RestoreState>({
       }
     }
   },
-  restoreState: () => ({ holders: new Map(), parked: [] }),
+  restoreState: () => ({ holders: new Map(), parked: [], late: [] }),
   restorePhases: [
     // The task came from the stub: drop the fds it inherited, before any of ours exist.
     { name: 'close-inherited', each: (_ctx, tr) => { tr.task.call('close_range', 0, 0xffffffff, 0); } },

@@ -22,6 +22,7 @@ import { timerfdUnit } from './timerfd';
 import { inotifyUnit } from './inotify';
 import { ttyUnit } from './tty';
 import { skQueuesUnit } from './sockqueue';
+import { scmRightsUnit } from './scm-rights';
 import { inetSocketUnit } from './sockets-inet';
 import { unixSocketUnit } from './sockets-unix';
 import { fileLocksUnit } from './file-locks';
@@ -41,7 +42,7 @@ import { netlockUnit } from './netlock';
 export const UNITS: readonly AnyUnit[] = [
   coreUnit, credsUnit, memoryUnit, filesUnit, fsUnit, signalsUnit, timersUnit, rlimitsUnit,
   regFileUnit, memfdUnit, pipeUnit, fifoUnit, eventfdUnit, pidfdUnit, eventpollUnit, signalfdUnit, timerfdUnit, inotifyUnit, ttyUnit,
-  skQueuesUnit, inetSocketUnit, unixSocketUnit, fileLocksUnit, netlockUnit,
+  skQueuesUnit, scmRightsUnit, inetSocketUnit, unixSocketUnit, fileLocksUnit, netlockUnit,
   namespacesUnit, utsUnit, timeUnit, ipcUnit, mntUnit, netUnit, cgroupUnit, seccompUnit, schedUnit, threadAttrsUnit, taskMiscUnit,
 ];
 

@@ -16,8 +16,10 @@ import type { RestoreCtx, TaskRestore } from '../unit/restore-ctx';
 import { unixSockets, type UnixDiag } from '../proc/sockdiag';
 import { inNamespaceOf } from '../proc/ns';
 import { grabSocket, getInt, dumpSockOpts, restoreSockOpts, restoreShutdown } from './sockopts';
-import { peekQueue, sendAll, skQueuesUnit } from './sockqueue';
+import { skQueuesUnit } from './sockqueue';
+import { dumpUnixQueue, sendQueued } from './scm-rights';
 import { park, fetchFd, fileId, filesUnit } from './files';
+import { dumpSocketPerms, socketPath, restoreSocketPerms } from './unix-perms';
 
 const { AF, SOCK, SOL, SO, TCP_STATE: STATE, O, F, readI32s } = abi;
 type Usk = Msg<'unix_sk_entry'>;
@@ -98,7 +100,7 @@ function pairEnd(ctx: RestoreCtx, tr: TaskRestore, e: Usk, byIno: Map<number, Us
       const queued = ctx.loaded(skQueuesUnit).get(u.id) ?? [];
       if (!queued.length) continue;
       const s = grabSocket(tr.task.pid, other);
-      try { for (const q of queued) sendAll(s, q.data); } finally { sysTry('close', s); }
+      try { sendQueued(ctx, tr, s, queued); } finally { sysTry('close', s); }
     }
     // Shut once both queues are full again. A stream or seqpacket end shut
     // for reading makes its peer shut for writing too (the kernel's rule; a
@@ -150,15 +152,17 @@ export const unixSocketUnit = defineFileUnit({
         const type = getInt(s, SOL.SOCKET, SO.TYPE);
         const listening = getInt(s, SOL.SOCKET, SO.ACCEPTCONN) !== 0;
         const state = listening ? STATE.LISTEN : u.peer ? STATE.ESTABLISHED : STATE.CLOSE;
-        if (!listening) {
-          const queues = ctx.state(skQueuesUnit);
+        // A stream or seqpacket socket never connected has no queue (recvmsg
+        // says EINVAL or ENOTCONN): only a connected one is sent to.
+        if (!listening && (type === SOCK.DGRAM || u.state !== STATE.CLOSE)) {
           const endAtZero = type === SOCK.SEQPACKET && (u.shutdown & SK_SHUTDOWN.READ) !== 0;
-          for (const packet of peekQueue(s, type === SOCK.STREAM, `fd ${d.fd} of pid ${d.pid}: unix socket ${d.st.ino}`, endAtZero)) queues.push({ id, packet: { data: packet.data } });
+          dumpUnixQueue(ctx, d.pid, id, s, type, `fd ${d.fd} of pid ${d.pid}: unix socket ${d.st.ino}`, endAtZero, u.peer);
         }
         st.socks.set(d.st.ino, { pid: d.pid, fd: d.fd, peer: u.peer, type });
         return {
           id, ino: d.st.ino, type, state, flags: d.flags, uflags: 0, backlog: listening ? u.wq : 0, peer: u.peer,
           fown: NO_FOWN, opts: dumpSockOpts(s, ctx.state(skQueuesUnit).some((q) => q.id === id), `fd ${d.fd} of pid ${d.pid}: unix socket ${d.st.ino}`), name: u.name, shutdown: u.shutdown,
+          file_perms: dumpSocketPerms(d.pid, u.name),
         };
       } finally {
         sysTry('close', s);
@@ -185,12 +189,11 @@ export const unixSocketUnit = defineFileUnit({
       restoreSockOpts(t, fd, e.opts);
       if (e.name.length) {
         // The dumped listener's socket file is still on disk: it would make bind fail.
-        if (e.name[0] !== 0) {
-          const p = e.name.toString().replace(/\0+$/, '');
-          try { if (fs.lstatSync(ctx.fsRoot + p).isSocket()) fs.unlinkSync(ctx.fsRoot + p); } catch { /* not there */ }
-        }
+        const p = socketPath(t.pid, e.name, ctx.fsRoot);
+        try { if (p && fs.lstatSync(p).isSocket()) fs.unlinkSync(p); } catch { /* not there */ }
         const a = sockaddrUn(e.name);
         t.call('bind', fd, inBuf(a), a.length);
+        restoreSocketPerms(t.pid, e.name, ctx.fsRoot, e.file_perms);
       }
       if (e.state === STATE.LISTEN) t.call('listen', fd, e.backlog);
       restoreShutdown(t, fd, e.shutdown, `unix socket ${e.ino}`);

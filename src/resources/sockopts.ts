@@ -83,12 +83,15 @@ export function dumpSockOpts(fd: number, queued = false, what = 'a socket'): Msg
   const int = (opt: number) => getInt(fd, SOL.SOCKET, opt);
   // SO_PASSCRED is unix/netlink only since 6.16.
   const passcred = getOpt(fd, SOL.SOCKET, SO.PASSCRED, 4, true);
+  const passsec = getOpt(fd, SOL.SOCKET, SO.PASSSEC, 4, true);
   return {
     so_sndbuf: int(SO.SNDBUF), so_rcvbuf: int(SO.RCVBUF),
     so_snd_tmo_sec: BigInt.asUintN(64, snd.sec), so_snd_tmo_usec: BigInt.asUintN(64, snd.usec),
     so_rcv_tmo_sec: BigInt.asUintN(64, rcv.sec), so_rcv_tmo_usec: BigInt.asUintN(64, rcv.usec),
     reuseaddr: int(SO.REUSEADDR) !== 0, so_priority: int(SO.PRIORITY),
     so_rcvlowat: int(SO.RCVLOWAT), so_passcred: passcred ? passcred.readInt32LE(0) !== 0 : false,
+    so_passsec: passsec?.readInt32LE(0) ? true : undefined, so_dontroute: int(SO.DONTROUTE) ? true : undefined,
+    so_no_check: int(SO.NO_CHECK) ? true : undefined,
     so_reuseport: int(SO.REUSEPORT) !== 0, so_broadcast: int(SO.BROADCAST) !== 0,
     so_keepalive: int(SO.KEEPALIVE) !== 0, so_oobinline: int(SO.OOBINLINE),
     so_linger: linger.onoff ? linger.linger : undefined,
@@ -111,6 +114,9 @@ export function restoreSockOpts(t: RemoteTask, fd: number, o: Msg<'sk_opts_entry
   if (o.so_broadcast) setInt(t, fd, SOL.SOCKET, SO.BROADCAST, 1);
   if (o.so_keepalive) setInt(t, fd, SOL.SOCKET, SO.KEEPALIVE, 1);
   if (o.so_passcred) setInt(t, fd, SOL.SOCKET, SO.PASSCRED, 1);
+  if (o.so_passsec) setInt(t, fd, SOL.SOCKET, SO.PASSSEC, 1);
+  if (o.so_dontroute) setInt(t, fd, SOL.SOCKET, SO.DONTROUTE, 1);
+  if (o.so_no_check) setInt(t, fd, SOL.SOCKET, SO.NO_CHECK, 1);
   if (o.so_oobinline) setInt(t, fd, SOL.SOCKET, SO.OOBINLINE, 1);
   if (o.so_priority) setInt(t, fd, SOL.SOCKET, SO.PRIORITY, o.so_priority);
   if (o.so_rcvlowat && o.so_rcvlowat !== 1) setInt(t, fd, SOL.SOCKET, SO.RCVLOWAT, o.so_rcvlowat);

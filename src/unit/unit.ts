@@ -53,6 +53,8 @@ export interface FdDesc {
   info: FdInfo;
   /** File status flags (O_ACCMODE, O_APPEND, O_NONBLOCK...), without O_CLOEXEC. */
   flags: number;
+  /** A file in flight (`pid` is ours): the process whose fd numbers an epoll's targets are. */
+  targetsOf?: number;
 }
 
 /** Members of file_entry that hold a kind's entry. */
