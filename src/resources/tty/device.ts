@@ -101,7 +101,8 @@ export function drain(fd: number): Buffer {
   for (;;) {
     if (inq(fd) === 0 && !(pollOne(fd, POLL.IN, 0) & POLL.IN)) break;
     const n = sysTry('read', fd, addressOf(chunk), chunk.length);
-    if (n === -ERRNO.EAGAIN || n === 0) break;
+    // EIO: the other end is closed (nothing more comes).
+    if (n === -ERRNO.EAGAIN || n === -ERRNO.EIO || n === 0) break;
     if (n < 0) throw new StasisError(ErrorCodes.UNSUPPORTED, `cannot read the data queued in a terminal (errno ${-n})`);
     out.push(Buffer.from(chunk.subarray(0, n)));
   }

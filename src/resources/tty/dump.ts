@@ -208,8 +208,11 @@ function dumpPty(ctx: DumpCtx, index: number, m: Master, st: TtyDumpState): void
     if (sl.index === index && sl.dev !== sst.dev) throw new StasisError(ErrorCodes.UNSUPPORTED, `fd ${sl.fd} of pid ${sl.pid}: /dev/pts/${index} of another devpts instance than the master of ${where}; not supported`);
   }
   const termios = getTermios(s), termiosLocked = getTermios(s, true), winsize = getWinsize(s);
-  const { input, output } = takeQueues(m, s, termios, packet, where);
-  st.writeback.push(() => queueBytes(m.lfd, s, termios, input, output));
+  // Registered before anything is taken: what was taken goes back even if taking the rest fails.
+  const q = { input: Buffer.alloc(0), output: Buffer.alloc(0) };
+  st.writeback.push(() => queueBytes(m.lfd, s, termios, q.input, q.output));
+  takeQueues(m, s, termios, packet, where, q);
+  const { input, output } = q;
   const common = { locked, packet_mode: packet, sid: vsid, pgrp: vpgrp, termios, termios_locked: termiosLocked, winsize, pty: { index } };
   const mst = fs.statSync(`/proc/${m.pid}/fd/${m.fd}`);
   st.infos.set(infoId(index, false), {
@@ -230,26 +233,23 @@ function dumpPty(ctx: DumpCtx, index: number, m: Master, st: TtyDumpState): void
  * empty), and what the master will read (read from our copy of the master,
  * non-blocking for the moment).
  */
-function takeQueues(m: Master, s: number, termios: Msg<'termios_entry'>, packet: boolean, where: string): { input: Buffer; output: Buffer } {
+function takeQueues(m: Master, s: number, termios: Msg<'termios_entry'>, packet: boolean, where: string, q: { input: Buffer; output: Buffer }): void {
   const fl = sys('fcntl', m.lfd, F.GETFL);
   sys('fcntl', m.lfd, F.SETFL, fl | O.NONBLOCK);
-  let output: Buffer;
   try {
     if (packet && ioctlInt(m.lfd, TIOC.INQ, 'FIONREAD') > 0) {
       throw new StasisError(ErrorCodes.UNSUPPORTED, `${where} is in packet mode with bytes queued for its master; not supported`);
     }
-    output = packet ? Buffer.alloc(0) : drain(m.lfd);
+    if (!packet) q.output = drain(m.lfd);
   } finally {
     sys('fcntl', m.lfd, F.SETFL, fl);
   }
-  let input: Buffer;
   if (isCanonical(termios)) {
     setTermios(s, plainTermios(termios, false));
-    try { input = drain(s); } finally { setTermios(s, termios); }
+    try { q.input = drain(s); } finally { setTermios(s, termios); }
   } else {
-    input = drain(s);
+    q.input = drain(s);
   }
-  return { input, output };
 }
 
 /** Once every fd is dumped: the ptys of the tree, the sessions' terminals; tty-info.img and tty-data.img. */
