@@ -9,7 +9,7 @@ import { test, before, after } from 'node:test';
 import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { initHarness, tmpDir, Fixture, runStasis, reapZombies } from './harness';
+import { initHarness, tmpDir, Fixture, runStasis, describeCli, reapZombies } from './harness';
 import { crit } from './harness/images';
 import { dumpKillRestore, dumpOk, assertOneLineError } from './net-helpers';
 
@@ -38,6 +38,31 @@ test('a pty pair: index, termios, window size, packet mode, lock and queued byte
     const { log } = await fx.terminate();
     assert.match(log, /^PASS$/m, log);
   } finally {
+    await fx.kill();
+  }
+});
+
+test('restore refused before anything exists while the pty index is taken here; restored once it is free', async () => {
+  const fx = await Fixture.start('ptypair', { extraFds: true });
+  const dir = path.join(root, 'busy');
+  const ours: number[] = [];
+  try {
+    const [a] = (fx.manifest.values.get('PTY') ?? []).map(Number);
+    await dumpKillRestore(fx, dir, {
+      between: () => {
+        // Ptys of ours until one has index a (the kernel gives the lowest free one).
+        while (!fs.existsSync(`/dev/pts/${a}`) && ours.length < 64) ours.push(fs.openSync('/dev/ptmx', fs.constants.O_RDWR | fs.constants.O_NOCTTY));
+        const r = runStasis(['restore', '-d', '-D', dir]);
+        assert.equal(r.status, 1, describeCli(r));
+        assert.match(r.stderr.trim(), new RegExp(`^stasis: .*tty-info\\.img: pty index ${a} is in use on this host \\(/dev/pts/${a} exists\\)$`));
+        assert.ok(!fs.existsSync(`/proc/${fx.pid}`), 'nothing restored');
+        for (const fd of ours.splice(0)) fs.closeSync(fd);
+      },
+    });
+    const { log } = await fx.terminate();
+    assert.match(log, /^PASS$/m, log);
+  } finally {
+    for (const fd of ours) fs.closeSync(fd);
     await fx.kill();
   }
 });

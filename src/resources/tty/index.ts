@@ -10,6 +10,7 @@ import { defineFileUnit } from '../../unit/unit';
 import type { Loading } from '../../unit/checkpoint';
 import type { RestoreCtx, TaskRestore } from '../../unit/restore-ctx';
 import { filesUnit } from '../files';
+import { namespacesUnit } from '../ns/namespaces';
 import { isTty } from './shell-job';
 import { ttyKind, infoId } from './device';
 import { newDumpState, dumpTtyFile, dumpTtys, releaseTtys, type TtyDumpState } from './dump';
@@ -74,6 +75,16 @@ export const ttyUnit = defineFileUnit<'tty', TtyDumpState, TtyLoaded, TtyRestore
   beforeRelease: (_ctx, st, how) => releaseTtys(st, !(how.done && how.kill)),
     loadAfter: ['files'],
   load: loadTtys,
+  validate(ld, l) {
+    // A pty is made again at its index: refused before anything exists when the index is taken here
+    // (in our devpts: a tree with a mount namespace of its own has its own).
+    if (ld.loaded(namespacesUnit).has('mnt')) return;
+    for (const i of l.infos.values()) {
+      if (i.type === TTY_TYPE.PTY && i.id === infoId(i.pty!.index, true) && fs.existsSync(`/dev/pts/${i.pty!.index}`)) {
+        throw new StasisError(ErrorCodes.BUSY, `${ld.images.path('tty-info.img')}: pty index ${i.pty!.index} is in use on this host (/dev/pts/${i.pty!.index} exists)`);
+      }
+    }
+  },
   restoreState: () => ({ pairs: new Map() }),
   restorePhases: [
     // The groups exist (tree.ts), the leader has its terminal: the foreground group, by the leader.

@@ -45,6 +45,8 @@ function pairFor(tr: TaskRestore, index: number, l: TtyLoaded, st: TtyRestoreSta
   if (have) return have;
   const t = tr.task;
   const held: number[] = [];
+  // A hung-up slave shows no index (its /dev/pts entry is gone): any pty does.
+  const hung = !l.infos.has(infoId(index, true));
   let m = -1;
   try {
     for (let i = 0; i < MAX_PTY_OPENS && m < 0; i++) {
@@ -52,9 +54,12 @@ function pairFor(tr: TaskRestore, index: number, l: TtyLoaded, st: TtyRestoreSta
       const ours = ourCopy(t.pid, fd);
       t.call('close', fd);
       const got = ptyIndex(ours);
-      if (got === index) m = ours;
-      else held.push(ours);
-      if (got > index) throw new StasisError(ErrorCodes.RESTORE_FAILED, `pty index ${index} (/dev/pts/${index}) is taken on this host`);
+      if (got === index || hung) {
+        m = ours;
+      } else {
+        held.push(ours);
+        if (got > index) throw new StasisError(ErrorCodes.RESTORE_FAILED, `pty index ${index} (/dev/pts/${index}) is taken on this host`);
+      }
     }
   } finally {
     for (const fd of held) sysTry('close', fd);
