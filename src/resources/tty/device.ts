@@ -2,7 +2,7 @@
 // number is, and the ioctls stasis runs on its own fds of a pty (a copy of the
 // master taken with pidfd_getfd, a slave opened from it with TIOCGPTPEER):
 // parameters, and the bytes queued in either direction, read and written back.
-import { abi, sys, sysTry, addressOf, pollOne } from '../../sys';
+import { abi, sys, sysTry, addressOf, pollOne, ioctlInt } from '../../sys';
 import { StasisError, ErrorCodes } from '../../errors';
 import type { Msg } from '../../images/schema';
 
@@ -31,13 +31,6 @@ export function ttyKind(rdev: number): { kind: TtyKind; index: number } {
 }
 
 export const infoId = (index: number, master: boolean) => index * 2 + (master ? 1 : 0);
-
-/** ioctl with an int (or struct) argument read back. */
-function ioctlInt(fd: number, req: number, what: string): number {
-  const b = Buffer.alloc(4);
-  sys('ioctl', fd, req, addressOf(b), 0, 0, 0, what);
-  return b.readInt32LE(0);
-}
 
 export function ptyIndex(master: number): number { return ioctlInt(master, TIOC.GPTN, 'TIOCGPTN'); }
 export function ptyLocked(master: number): boolean { return ioctlInt(master, TIOC.GPTLCK, 'TIOCGPTLCK') !== 0; }

@@ -7,7 +7,7 @@
 // taken by reading, so a dump that does not end with the tree killed puts
 // them back. The console and virtual consoles are re-opened by path.
 import * as fs from 'node:fs';
-import { abi, sys, sysTry, addressOf, pidfdOpen, pidfdGetfd, kcmp } from '../../sys';
+import { abi, sys, sysTry, addressOf, pidfdOpen, pidfdGetfd, kcmp, ioctlInt } from '../../sys';
 import { listFds } from '../../proc/proc';
 import { StasisError, ErrorCodes } from '../../errors';
 import { NO_FOWN, TTY_TYPE } from '../../images/criu';
@@ -176,12 +176,6 @@ const sameDev = (a: number, b: number) => abi.devMajor(a) === abi.devMajor(b) &&
 function ttyName(rdev: number): string {
   const k = ttyKind(rdev);
   return k.kind === 'slave' ? `/dev/pts/${k.index}` : `${abi.devMajor(rdev)}:${abi.devMinor(rdev)}`;
-}
-
-function ioctlInt(fd: number, req: number, what: string): number {
-  const b = Buffer.alloc(4);
-  sys('ioctl', fd, req, addressOf(b), 0, 0, 0, what);
-  return b.readInt32LE(0);
 }
 
 /** Both ends of a pty whose master is in the tree: parameters, session, queued bytes. */
