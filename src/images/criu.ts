@@ -5,6 +5,7 @@ import { SCHEMA } from './schema';
 /** fd_types (fdinfo.proto). */
 export const FD_TYPES = SCHEMA.enums.fd_types;
 export const FD_TYPE_NAMES: Record<number, string> = Object.fromEntries(Object.entries(FD_TYPES).map(([k, v]) => [v, k]));
+export const TTY_TYPE = SCHEMA.enums.TtyType;
 
 /** vma_entry.status bits (CRIU's VMA_AREA_* / VMA_* flags). */
 export const VMA = {

@@ -135,6 +135,19 @@ const messages = {
     fifo: 'optional fifo_entry 17', pipe: 'optional pipe_entry 18', tty: 'optional tty_file_entry 19',
     memfd: 'optional memfd_file_entry 20', pidfd: 'optional pidfd_entry 22',
   },
+  winsize_entry: { ws_row: 'required uint32 1', ws_col: 'required uint32 2', ws_xpixel: 'required uint32 3', ws_ypixel: 'required uint32 4' },
+  termios_entry: {
+    c_iflag: 'required uint32 1', c_oflag: 'required uint32 2', c_cflag: 'required uint32 3', c_lflag: 'required uint32 4',
+    c_line: 'required uint32 5', c_ispeed: 'required uint32 6', c_ospeed: 'required uint32 7', c_cc: 'repeated uint32 8',
+  },
+  tty_pty_entry: { index: 'required uint32 1' },
+  tty_data_entry: { tty_id: 'required uint32 1', data: 'required bytes 2' },
+  tty_info_entry: {
+    id: 'required uint32 1', type: 'required TtyType 2', locked: 'required bool 3', exclusive: 'required bool 4',
+    packet_mode: 'required bool 5', sid: 'required uint32 6', pgrp: 'required uint32 7', rdev: 'required uint32 8',
+    termios: 'optional termios_entry 9', termios_locked: 'optional termios_entry 10', winsize: 'optional winsize_entry 11',
+    pty: 'optional tty_pty_entry 12', dev: 'optional uint32 13', uid: 'optional uint32 14', gid: 'optional uint32 15',
+  },
   tty_file_entry: { id: 'required uint32 1', tty_info_id: 'required uint32 2', flags: 'required uint32 3', fown: 'required fown_entry 4', regf_id: 'optional uint32 6' },
   fh_entry: { bytes: 'required uint32 1', type: 'required uint32 2', handle: 'repeated uint64 3', path: 'optional string 4', mnt_id: 'optional uint32 5' },
   inotify_wd_entry: {
@@ -285,6 +298,7 @@ const enums = {
   remap_type: { LINKED: 0, GHOST: 1, PROCFS: 2 },
   sk_shutdown: { NONE: 0, READ: 1, WRITE: 2, BOTH: 3 },
   march: { UNKNOWN: 0, X86_64: 1, ARM: 2, AARCH64: 3, PPC64: 4, S390: 5, MIPS: 6 },
+  TtyType: { UNKNOWN: 0, PTY: 1, CONSOLE: 2, VT: 3, CTTY: 4, EXT_TTY: 5, SERIAL: 6 },
   seccomp_mode: { disabled: 0, strict: 1, filter: 2 },
   user_x86_regs_mode: { NATIVE: 1, COMPAT: 2 },
   fd_types: {

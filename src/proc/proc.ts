@@ -55,6 +55,8 @@ export function readStatus(pid: number): Map<string, string> {
 
 export interface Stat {
   pid: number; comm: string; state: string; ppid: number; pgrp: number; session: number;
+  /** The controlling terminal's device number (0: none) and its foreground process group (-1: none). */
+  ttyNr: number; tpgid: number;
   flags: number; startCode: bigint; endCode: bigint; startStack: bigint; startData: bigint;
   endData: bigint; startBrk: bigint; argStart: bigint; argEnd: bigint; envStart: bigint;
   envEnd: bigint; exitCode: number; nice: number; policy: number; rtPriority: number;
@@ -73,7 +75,7 @@ export function readStat(pid: number, tid?: number): Stat {
   const b = (i: number) => BigInt(f[i - 3]);
   return {
     pid: Number(text.slice(0, l).trim()), comm: text.slice(l + 1, r), state: f[0],
-    ppid: n(4), pgrp: n(5), session: n(6), flags: n(9), nice: n(19), policy: n(41), rtPriority: n(40),
+    ppid: n(4), pgrp: n(5), session: n(6), ttyNr: n(7), tpgid: n(8), flags: n(9), nice: n(19), policy: n(41), rtPriority: n(40),
     startCode: b(26), endCode: b(27), startStack: b(28), startData: b(45), endData: b(46),
     startBrk: b(47), argStart: b(48), argEnd: b(49), envStart: b(50), envEnd: b(51), exitCode: n(52), startTime: b(22),
   };

@@ -8,6 +8,7 @@ import type { RestoreCtx, TaskRestore } from '../unit/restore-ctx';
 import { memoryUnit, premapForChildren, adoptInherited } from '../resources/memory';
 import { moveVdso } from './stub';
 import { createZombies } from './zombies';
+import { ttyAfterSetsid } from '../resources/tty';
 
 const { ALL_SIGNALS } = abi;
 
@@ -17,6 +18,8 @@ export function createTree(ctx: RestoreCtx, root: TaskRestore): void {
   const reprotect = ctx.state(memoryUnit);
   const make = (tr: TaskRestore) => {
     if (tr.img.sid === tr.img.pid) tr.task.call('setsid');
+    // Before its children exist: they inherit its controlling terminal.
+    ttyAfterSetsid(ctx, tr);
     const children = procs.filter((x) => x.ppid === tr.img.pid && x !== procs[0]);
     // Private memory the children share copy-on-write is in the parent before they are forked.
     premapForChildren(ctx, tr, children, mm, reprotect);

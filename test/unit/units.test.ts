@@ -10,11 +10,12 @@ import { parseFdInfo } from '../../src/proc/proc';
 
 /** anon: an anonymous inode (eventfd, epoll...), whose mode has no file type bits. */
 type Kind = 'file' | 'dir' | 'fifo' | 'chr' | 'anon';
-function fd(kind: Kind, link: string): FdDesc {
+/** rdev: a character device's number, as stat(2) gives it (major << 8 | minor for small ones). */
+function fd(kind: Kind, link: string, rdev = 0): FdDesc {
   const st = {
     isFile: () => kind === 'file', isDirectory: () => kind === 'dir', isFIFO: () => kind === 'fifo',
     isCharacterDevice: () => kind === 'chr', isSocket: () => false, isBlockDevice: () => false, isSymbolicLink: () => false,
-    ino: 1, dev: 1, size: 0, mode: 0, uid: 0, gid: 0,
+    ino: 1, dev: 1, rdev, size: 0, mode: 0, uid: 0, gid: 0,
   } as unknown as fs.Stats;
   return { pid: 1, fd: 3, link, st, info: parseFdInfo('pos:\t0\nflags:\t02\n'), flags: 2 };
 }
@@ -22,7 +23,7 @@ function fd(kind: Kind, link: string): FdDesc {
 const SAMPLES: [FdDesc, string][] = [
   [fd('file', '/etc/passwd'), 'regular files'],
   [fd('dir', '/tmp'), 'regular files'],
-  [fd('chr', '/dev/null'), 'regular files'],
+  [fd('chr', '/dev/null', 0x103), 'regular files'],
   [fd('file', '/memfd:x (deleted)'), 'memfd'],
   [fd('fifo', 'pipe:[123]'), 'pipes'],
   [fd('fifo', '/tmp/fifo'), 'fifo'],
@@ -31,8 +32,12 @@ const SAMPLES: [FdDesc, string][] = [
   [fd('file', 'anon_inode:[signalfd]'), 'signalfd'],
   [fd('file', 'anon_inode:[timerfd]'), 'timerfd'],
   [fd('anon', 'anon_inode:inotify'), 'inotify'],
-  [fd('chr', '/dev/pts/3'), 'terminal'],
-  [fd('chr', '/dev/sda'), ''],
+  [fd('chr', '/dev/pts/3', 0x8803), 'terminal'],
+  [fd('chr', '/dev/pts/3 (deleted)', 0x8803), 'terminal'],
+  [fd('chr', '/dev/ptmx', 0x502), 'terminal'],
+  [fd('chr', '/dev/tty', 0x500), 'terminal'],
+  [fd('chr', '/tmp/vt', 0x405), 'terminal'],
+  [fd('chr', '/dev/sda', 0x800), ''],
   [fd('file', 'anon_inode:[fanotify]'), ''],
 ];
 

@@ -15,3 +15,4 @@ export { struct, i32s, u64s, readI32s, type Struct, type StructValue, type Struc
 export * from './ipc';
 export * from './mount';
 export * from './uffd';
+export * from './tty';
