@@ -129,7 +129,7 @@ const messages = {
   },
   file_entry: {
     type: 'required fd_types 1', id: 'required uint32 2', reg: 'optional reg_file_entry 3',
-    isk: 'optional inet_sk_entry 4', efd: 'optional eventfd_file_entry 8', epfd: 'optional eventpoll_file_entry 9',
+    isk: 'optional inet_sk_entry 4', psk: 'optional packet_sock_entry 6', nlsk: 'optional netlink_sk_entry 7', efd: 'optional eventfd_file_entry 8', epfd: 'optional eventpoll_file_entry 9',
     sgfd: 'optional signalfd_entry 10', tfd: 'optional timerfd_entry 12', ify: 'optional inotify_file_entry 13',
     usk: 'optional unix_sk_entry 16',
     fifo: 'optional fifo_entry 17', pipe: 'optional pipe_entry 18', tty: 'optional tty_file_entry 19',
@@ -190,8 +190,29 @@ const messages = {
     flags: 'required uint32 9', backlog: 'required uint32 10', src_addr: 'repeated uint32 11', dst_addr: 'repeated uint32 12',
     fown: 'required fown_entry 13', opts: 'required sk_opts_entry 14', v6only: 'optional bool 15',
     ip_opts: 'optional ip_opts_entry 16', shutdown: 'optional sk_shutdown 19', tcp_opts: 'optional tcp_opts_entry 20',
+    udplite_send_cscov: 'optional uint32 100', udplite_recv_cscov: 'optional uint32 101',
   },
-  ip_opts_entry: { freebind: 'optional bool 1', pktinfo: 'optional bool 5', tos: 'optional uint32 6', ttl: 'optional uint32 7' },
+  ip_opts_entry: { freebind: 'optional bool 1', raw: 'optional ip_opts_raw_entry 4', pktinfo: 'optional bool 5', tos: 'optional uint32 6', ttl: 'optional uint32 7' },
+  ip_opts_raw_entry: { hdrincl: 'optional bool 1', nodefrag: 'optional bool 2', checksum: 'optional bool 3', icmpv_filter: 'repeated uint32 4' },
+  packet_mclist: { index: 'required uint32 1', type: 'required uint32 2', addr: 'required bytes 3' },
+  packet_ring: {
+    block_size: 'required uint32 1', block_nr: 'required uint32 2', frame_size: 'required uint32 3', frame_nr: 'required uint32 4',
+    retire_tmo: 'required uint32 5', sizeof_priv: 'required uint32 6', features: 'required uint32 7',
+  },
+  packet_sock_entry: {
+    id: 'required uint32 1', type: 'required uint32 2', protocol: 'required uint32 3', flags: 'required uint32 4',
+    ifindex: 'required uint32 5', fown: 'required fown_entry 6', opts: 'required sk_opts_entry 7', version: 'required uint32 8',
+    reserve: 'required uint32 9', aux_data: 'required bool 10', orig_dev: 'required bool 11', vnet_hdr: 'required bool 12',
+    loss: 'required bool 13', timestamp: 'required uint32 14', copy_thresh: 'required uint32 15', mclist: 'repeated packet_mclist 16',
+    // Absent: no fanout (CRIU's default 0xffffffff).
+    fanout: 'optional uint32 17', rx_ring: 'optional packet_ring 18', tx_ring: 'optional packet_ring 19', ns_id: 'optional uint32 20',
+  },
+  netlink_sk_entry: {
+    id: 'required uint32 1', ino: 'required uint32 2', protocol: 'required uint32 3', state: 'required uint32 4',
+    flags: 'required uint32 6', portid: 'required uint32 7', groups: 'repeated uint32 8', dst_portid: 'required uint32 9',
+    dst_group: 'required uint32 10', fown: 'required fown_entry 11', opts: 'required sk_opts_entry 12', ns_id: 'optional uint32 13',
+    nl_flags: 'repeated uint32 100',
+  },
   tcp_opts_entry: {
     cork: 'optional bool 1', nodelay: 'optional bool 2', keepcnt: 'optional uint32 3', keepidle: 'optional uint32 4',
     keepintvl: 'optional uint32 5',
@@ -322,6 +343,9 @@ export const EXTENSIONS: Readonly<Record<string, string>> = {
   'thread_core_entry.cpu_affinity': 'a thread\'s CPU affinity (sched_getaffinity), the mask\'s 64-bit words: CRIU does not carry it (100+: far above CRIU 4.2\'s 16)',
   'thread_core_entry.timer_slack_ns': 'a thread\'s timer slack (PR_GET_TIMERSLACK): CRIU does not carry it',
   'thread_core_entry.ioprio': 'a thread\'s I/O priority (ioprio_get, class/hint/level): CRIU does not carry it',
+  'inet_sk_entry.udplite_send_cscov': 'a UDP-Lite socket\'s checksum coverage of what it sends (UDPLITE_SEND_CSCOV): CRIU does not carry it',
+  'inet_sk_entry.udplite_recv_cscov': 'the coverage a UDP-Lite socket asks of what it receives (UDPLITE_RECV_CSCOV): CRIU does not carry it',
+  'netlink_sk_entry.nl_flags': 'the SOL_NETLINK options set on the socket (NETLINK_PKTINFO, NETLINK_NO_ENOBUFS, NETLINK_EXT_ACK...), by option number: CRIU does not carry them',
   'inventory_entry.dump_criu_run_id': 'CRIU 4.x\'s own field 13 (images/inventory.proto), newer than Debian\'s pycriu: the id of the dump\'s network lock',
 };
 

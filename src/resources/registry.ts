@@ -25,6 +25,8 @@ import { skQueuesUnit } from './sockqueue';
 import { scmRightsUnit } from './scm-rights';
 import { inetSocketUnit } from './sockets-inet';
 import { unixSocketUnit } from './sockets-unix';
+import { packetSocketUnit } from './sockets-packet';
+import { netlinkSocketUnit } from './sockets-netlink';
 import { fileLocksUnit } from './file-locks';
 import { namespacesUnit } from './ns/namespaces';
 import { utsUnit } from './ns/uts';
@@ -42,7 +44,7 @@ import { netlockUnit } from './netlock';
 export const UNITS: readonly AnyUnit[] = [
   coreUnit, credsUnit, memoryUnit, filesUnit, fsUnit, signalsUnit, timersUnit, rlimitsUnit,
   regFileUnit, memfdUnit, pipeUnit, fifoUnit, eventfdUnit, pidfdUnit, eventpollUnit, signalfdUnit, timerfdUnit, inotifyUnit, ttyUnit,
-  skQueuesUnit, scmRightsUnit, inetSocketUnit, unixSocketUnit, fileLocksUnit, netlockUnit,
+  skQueuesUnit, scmRightsUnit, inetSocketUnit, unixSocketUnit, packetSocketUnit, netlinkSocketUnit, fileLocksUnit, netlockUnit,
   namespacesUnit, utsUnit, timeUnit, ipcUnit, mntUnit, netUnit, cgroupUnit, seccompUnit, schedUnit, threadAttrsUnit, taskMiscUnit,
 ];
 

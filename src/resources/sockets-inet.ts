@@ -1,20 +1,22 @@
 // Inet sockets (IPv4 and IPv6): listening TCP sockets with their address,
-// port, backlog and options; UDP sockets bound or connected, with their
-// queued datagrams; established TCP connections with --tcp-established
-// (tcp-stream.ts).
+// port, backlog and options; UDP and UDP-Lite sockets bound or connected,
+// with their queued datagrams; established TCP connections with
+// --tcp-established (tcp-stream.ts); ping sockets (SOCK_DGRAM ICMP/ICMPv6)
+// and raw sockets of any protocol, with their options (ipopts.ts), refused
+// with anything queued to read (no sender of ours could queue it again).
 import { sys, sysTry, addressOf, abi, pollOne, ioctlInt } from '../sys';
 import { inBuf, type RemoteTask } from '../compel/remote';
 import { StasisError, ErrorCodes } from '../errors';
 import { FD_TYPES, NO_FOWN, SK_SHUTDOWN } from '../images/criu';
 import type { Msg } from '../images/schema';
 import { defineFileUnit } from '../unit/unit';
-import { inetSockets, type InetDiag } from '../proc/sockdiag';
+import { inetSockets, procSockets, type InetDiag } from '../proc/sockdiag';
 import { inNamespaceOf } from '../proc/ns';
 import { grabSocket, getInt, sockName, dumpSockOpts, restoreSockOpts, restoreShutdown, setIntLocal } from './sockopts';
 import { sendAll, peekQueue, skQueuesUnit, type Packet } from './sockqueue';
 import { repairOn, repairOff, dumpTcpStream, loadTcpStream, restoreTcpStream, type RepairSocket } from './tcp-stream';
 import { lockConnection, connOf } from './netlock';
-import { dumpIpOpts, restoreIpOpts } from './ipopts';
+import { dumpIpOpts, restoreIpOpts, freebindOpt } from './ipopts';
 
 const { AF, SOCK, SOL, SO, IPPROTO, IPV6_V6ONLY, TCP, TCP_STATE, TCP_INFO_HEAD, SOCKADDR_IN, SOCKADDR_IN6 } = abi;
 const STATE_NAMES = Object.fromEntries(Object.entries(TCP_STATE).map(([k, v]) => [v, k]));
@@ -38,6 +40,22 @@ export function makeSockaddr(family: number, port: number, words: number[]): Buf
   const addr = Buffer.alloc(family === AF.INET ? 4 : 16);
   words.forEach((w, i) => addr.writeUInt32LE(w >>> 0, i * 4));
   return family === AF.INET ? SOCKADDR_IN.encode({ family, port, addr }) : SOCKADDR_IN6.encode({ family, port, addr });
+}
+
+/** What stasis does with an inet socket of this type and protocol (undefined: not supported). */
+type InetKind = 'tcp' | 'udp' | 'ping' | 'raw';
+function inetKind(type: number, proto: number): InetKind | undefined {
+  if (type === SOCK.STREAM && proto === IPPROTO.TCP) return 'tcp';
+  if (type === SOCK.DGRAM && (proto === IPPROTO.UDP || proto === IPPROTO.UDPLITE)) return 'udp';
+  if (type === SOCK.DGRAM && (proto === IPPROTO.ICMP || proto === abi.IPPROTO_ICMPV6)) return 'ping';
+  if (type === SOCK.RAW) return 'raw';
+  return undefined;
+}
+
+const PROTO_NAMES: Record<number, string> = { [IPPROTO.TCP]: 'tcp', [IPPROTO.UDP]: 'udp', [IPPROTO.UDPLITE]: 'udplite', [IPPROTO.ICMP]: 'icmp', [abi.IPPROTO_ICMPV6]: 'icmpv6' };
+function protoName(type: number, proto: number): string {
+  const name = PROTO_NAMES[proto] ?? `protocol ${proto}`;
+  return type === SOCK.RAW ? `raw ${name}` : inetKind(type, proto) === 'ping' ? `ping (${name})` : name;
 }
 
 function loopback(family: number): number[] {
@@ -66,10 +84,11 @@ function endedBits(s: number): number {
 }
 
 /** bind() with IP_FREEBIND on for it only; a warning says the address is on no interface here. */
-function bindFree(t: RemoteTask, fd: number, a: Buffer, warnings: string[], what: string): bigint {
-  t.call('setsockopt', fd, SOL.IP, abi.IP.FREEBIND, inBuf(abi.i32s([1])), 4);
+function bindFree(t: RemoteTask, fd: number, family: number, a: Buffer, warnings: string[], what: string): bigint {
+  const [level, opt] = freebindOpt(family);
+  t.call('setsockopt', fd, level, opt, inBuf(abi.i32s([1])), 4);
   const r = t.callRaw('bind', fd, inBuf(a), a.length);
-  t.call('setsockopt', fd, SOL.IP, abi.IP.FREEBIND, inBuf(abi.i32s([0])), 4);
+  t.call('setsockopt', fd, level, opt, inBuf(abi.i32s([0])), 4);
   if (r === 0n) warnings.push(`socket bound to ${what}, an address on no interface here (IP_FREEBIND for the bind)`);
   return r;
 }
@@ -84,12 +103,37 @@ function refuseEndedLeftovers(s: number, what: string): void {
   if (pollOne(s, 0, 0) & abi.POLL.ERR) throw new StasisError(ErrorCodes.UNSUPPORTED, `${what} has an error not yet reported (a reset?); not supported`);
 }
 
-/** The sockets of pid's network namespace (the tree's: nested ones are refused). */
-function diagOf(st: DumpState, pid: number, family: number, proto: number): Map<number, InetDiag> {
-  const k = `${family}/${proto}`;
+/**
+ * The sockets of pid's network namespace (the tree's: nested ones are
+ * refused) of one family and kind: by protocol for TCP/UDP/UDP-Lite (sock_diag),
+ * every raw or ping socket at once (from /proc).
+ */
+function diagOf(st: DumpState, pid: number, family: number, kind: InetKind, proto: number): Map<number, InetDiag> {
+  const k = `${family}/${kind === 'raw' || kind === 'ping' ? kind : proto}`;
   let m = st.diag.get(k);
-  if (!m) { m = inNamespaceOf(pid, 'net', () => inetSockets(family, proto)); st.diag.set(k, m); }
+  if (!m) {
+    m = kind === 'ping' || kind === 'raw' ? procSockets(pid, family, kind === 'ping' ? 'icmp' : 'raw') : inNamespaceOf(pid, 'net', () => inetSockets(family, proto));
+    st.diag.set(k, m);
+  }
   return m;
+}
+
+/** The peer sock_diag (or /proc) tells of a connected raw or ping socket, whose port 0 hides it from getpeername. */
+function diagPeer(family: number, diag: InetDiag): { port: number; words: number[] } {
+  const n = family === AF.INET ? 1 : 4;
+  return { port: diag.dport, words: Array.from({ length: n }, (_, i) => diag.dst.readUInt32LE(i * 4)) };
+}
+
+/** Shutdown bits of a raw or ping socket (no diag): a read end shows as POLLRDHUP, both as POLLHUP; a send end alone changes nothing it does. */
+function pollShutdown(s: number): number {
+  const ev = pollOne(s, abi.POLL.RDHUP | abi.POLL.HUP, 0);
+  return ev & abi.POLL.HUP ? SK_SHUTDOWN.BOTH : ev & abi.POLL.RDHUP ? SK_SHUTDOWN.READ : 0;
+}
+
+/** UDP-Lite's checksum coverage (0: the whole datagram), both ways. */
+function dumpCscov(s: number): { udplite_send_cscov?: number; udplite_recv_cscov?: number } {
+  const send = getInt(s, IPPROTO.UDPLITE, abi.UDPLITE_CSCOV.SEND), recv = getInt(s, IPPROTO.UDPLITE, abi.UDPLITE_CSCOV.RECV);
+  return { ...(send ? { udplite_send_cscov: send } : {}), ...(recv ? { udplite_recv_cscov: recv } : {}) };
 }
 
 /**
@@ -101,7 +145,7 @@ function requeueDatagrams(warnings: string[], e: Msg<'inet_sk_entry'>, queued: P
   const src = e.src_addr ?? [];
   const to = makeSockaddr(e.family, e.src_port, src.every((w) => w === 0) ? loopback(e.family) : src);
   for (const q of queued) {
-    const s = sys('socket', e.family, SOCK.DGRAM | SOCK.CLOEXEC, IPPROTO.UDP);
+    const s = sys('socket', e.family, SOCK.DGRAM | SOCK.CLOEXEC, e.proto);
     try {
       if (q.addr) {
         setIntLocal(s, SOL.SOCKET, SO.REUSEADDR, 1);
@@ -155,15 +199,15 @@ export const inetSocketUnit = defineFileUnit({
         const family = getInt(s, SOL.SOCKET, SO.DOMAIN);
         const type = getInt(s, SOL.SOCKET, SO.TYPE);
         const proto = getInt(s, SOL.SOCKET, SO.PROTOCOL);
-        if (!(type === SOCK.STREAM && proto === IPPROTO.TCP) && !(type === SOCK.DGRAM && proto === IPPROTO.UDP)) {
-          throw new StasisError(ErrorCodes.UNSUPPORTED, `fd ${d.fd} of pid ${d.pid}: inet socket type ${type} protocol ${proto} is not supported yet`);
-        }
+        const kind = inetKind(type, proto);
+        const what = `fd ${d.fd} of pid ${d.pid}: ${protoName(type, proto)} socket`;
+        if (!kind) throw new StasisError(ErrorCodes.UNSUPPORTED, `fd ${d.fd} of pid ${d.pid}: inet socket type ${type} protocol ${proto} is not supported yet`);
         const local = parseAddr(sockName(s, false));
         const peerRaw = sockName(s, true);
-        const peer = parseAddr(peerRaw);
+        let peer = parseAddr(peerRaw);
         let state: number;
-        const diag = diagOf(st, d.pid, family, proto).get(d.st.ino);
-        const shutdown = diag ? diag.shutdown : endedBits(s);
+        const diag = diagOf(st, d.pid, family, kind, proto).get(d.st.ino);
+        const shutdown = kind === 'ping' || kind === 'raw' ? pollShutdown(s) : diag ? diag.shutdown : endedBits(s);
         if (type === SOCK.STREAM) {
           const info = Buffer.alloc(TCP_INFO_HEAD.size), len = Buffer.alloc(4);
           len.writeUInt32LE(info.length);
@@ -193,10 +237,19 @@ export const inetSocketUnit = defineFileUnit({
           } else if (state !== TCP_STATE.LISTEN && state !== TCP_STATE.CLOSE) {
             throw new StasisError(ErrorCodes.UNSUPPORTED, `fd ${d.fd} of pid ${d.pid}: TCP connection in state ${STATE_NAMES[state] ?? state} (port ${local.port} ↔ ${peer.port}) is not supported`);
           }
-        } else {
+        } else if (kind === 'udp') {
           state = peerRaw.length ? TCP_STATE.ESTABLISHED : TCP_STATE.CLOSE;
           const queues = ctx.state(skQueuesUnit);
           for (const packet of peekQueue(s, false)) queues.push({ id, packet });
+        } else {
+          // Raw and ping sockets: what they hold came from the network (or, for
+          // ping, as the kernel's answers): no sender of ours can queue it again.
+          if (pollOne(s, abi.POLL.IN, 0) & abi.POLL.IN) throw new StasisError(ErrorCodes.UNSUPPORTED, `${what} has data queued to read; not supported`);
+          state = diag?.state === TCP_STATE.ESTABLISHED || peerRaw.length ? TCP_STATE.ESTABLISHED : TCP_STATE.CLOSE;
+          if (state === TCP_STATE.ESTABLISHED && !peerRaw.length) {
+            if (!diag) throw new StasisError(ErrorCodes.UNSUPPORTED, `${what}: connected, and its peer cannot be read`);
+            peer = diagPeer(family, diag);
+          }
         }
         // TCP_CORK and TCP_NODELAY of a socket not connected (a connection's are in its tcp_stream_entry).
         const tcpOpts = type === SOCK.STREAM && state !== TCP_STATE.ESTABLISHED
@@ -205,7 +258,8 @@ export const inetSocketUnit = defineFileUnit({
           id, ino: d.st.ino, family, type, proto, state, src_port: local.port, dst_port: peer.port, flags: d.flags,
           backlog: state === TCP_STATE.LISTEN ? diag?.wqueue ?? 128 : 0, src_addr: local.words, dst_addr: peer.words,
           fown: NO_FOWN, opts: dumpSockOpts(s, ctx.state(skQueuesUnit).some((q) => q.id === id), `fd ${d.fd} of pid ${d.pid}: inet socket ${d.st.ino}`), v6only: family === AF.INET6 ? getInt(s, SOL.IPV6, IPV6_V6ONLY) !== 0 : undefined,
-          shutdown: shutdown || undefined, tcp_opts: tcpOpts, ip_opts: dumpIpOpts(s),
+          shutdown: shutdown || undefined, tcp_opts: tcpOpts, ip_opts: dumpIpOpts(s, { family, type, proto }, what),
+          ...(kind === 'udp' && proto === IPPROTO.UDPLITE ? dumpCscov(s) : {}),
         };
       } finally {
         if (!keep) sysTry('close', s);
@@ -229,9 +283,14 @@ export const inetSocketUnit = defineFileUnit({
       restoreSockOpts(t, fd, e.opts);
       if (e.tcp_opts?.nodelay) t.call('setsockopt', fd, SOL.TCP, TCP.NODELAY, inBuf(abi.i32s([1])), 4);
       if (e.tcp_opts?.cork) t.call('setsockopt', fd, SOL.TCP, TCP.CORK, inBuf(abi.i32s([1])), 4);
-      if (e.family === AF.INET6 && e.v6only) t.call('setsockopt', fd, SOL.IPV6, IPV6_V6ONLY, inBuf(abi.i32s([1])), 4);
-      restoreIpOpts(t, fd, e.ip_opts);
-      const bound = e.src_port !== 0 || (e.src_addr ?? []).some((w) => w !== 0);
+      // A raw socket has its protocol as port: IPV6_V6ONLY is refused it (and means nothing to it).
+      if (e.family === AF.INET6 && e.v6only && e.type !== SOCK.RAW) t.call('setsockopt', fd, SOL.IPV6, IPV6_V6ONLY, inBuf(abi.i32s([1])), 4);
+      restoreIpOpts(t, fd, e, e.ip_opts);
+      if (e.udplite_send_cscov) t.call('setsockopt', fd, IPPROTO.UDPLITE, abi.UDPLITE_CSCOV.SEND, inBuf(abi.i32s([e.udplite_send_cscov])), 4);
+      if (e.udplite_recv_cscov) t.call('setsockopt', fd, IPPROTO.UDPLITE, abi.UDPLITE_CSCOV.RECV, inBuf(abi.i32s([e.udplite_recv_cscov])), 4);
+      const addrSet = (e.src_addr ?? []).some((w) => w !== 0);
+      // A raw socket's port is its protocol, taken at socket(): bound only to an address.
+      const bound = e.type === SOCK.RAW ? addrSet : e.src_port !== 0 || addrSet;
       if (bound) {
         const a = makeSockaddr(e.family, e.src_port, e.src_addr ?? []);
         // A TCP connection that ended (closed, shut both ways) left its port to
@@ -241,26 +300,26 @@ export const inetSocketUnit = defineFileUnit({
         let r = t.callRaw('bind', fd, inBuf(a), a.length);
         // An address on no interface here: bound as IP_FREEBIND lets it be (the
         // program may have bound it that way and turned the option off since).
-        if (r === BigInt(-abi.ERRNO.EADDRNOTAVAIL) && !e.ip_opts?.freebind) r = bindFree(t, fd, a, ctx.warnings, inetAddr(e.family, e.src_addr, e.src_port));
+        if (r === BigInt(-abi.ERRNO.EADDRNOTAVAIL) && !e.ip_opts?.freebind) r = bindFree(t, fd, e.family, a, ctx.warnings, inetAddr(e.family, e.src_addr, e.src_port));
         if (ended) {
           // Leaving repair mode resets the reuse flag.
           t.call('setsockopt', fd, SOL.TCP, TCP.REPAIR, inBuf(abi.i32s([0])), 4);
           if (e.opts.reuseaddr) t.call('setsockopt', fd, SOL.SOCKET, SO.REUSEADDR, inBuf(abi.i32s([1])), 4);
         }
-        if (r < 0n) throw new StasisError(ErrorCodes.RESTORE_FAILED, `cannot bind ${e.type === SOCK.STREAM ? 'TCP' : 'UDP'} port ${e.src_port} again (errno ${-r}): is it in use?`);
+        if (r < 0n) throw new StasisError(ErrorCodes.RESTORE_FAILED, `cannot bind ${protoName(e.type, e.proto)} socket to ${inetAddr(e.family, e.src_addr, e.src_port)} again (errno ${-r}): is it in use?`);
       }
       if (e.state === TCP_STATE.LISTEN) t.call('listen', fd, e.backlog);
-      if (e.type === SOCK.DGRAM && e.state === TCP_STATE.ESTABLISHED) {
+      if (e.type !== SOCK.STREAM && e.state === TCP_STATE.ESTABLISHED) {
         const a = makeSockaddr(e.family, e.dst_port, e.dst_addr ?? []);
         t.call('connect', fd, inBuf(a), a.length);
       }
       const queued = ctx.loaded(skQueuesUnit).get(e.id) ?? [];
       if (queued.length) requeueDatagrams(ctx.warnings, e, queued);
-      restoreShutdown(t, fd, e.shutdown, `${e.type === SOCK.STREAM ? 'TCP' : 'UDP'} socket ${e.ino}`);
+      restoreShutdown(t, fd, e.shutdown, `${protoName(e.type, e.proto)} socket ${e.ino}`);
       return fd;
     },
     describe(k) {
-      const proto = k.proto === IPPROTO.TCP ? 'tcp' : 'udp';
+      const proto = protoName(k.type, k.proto);
       const state = k.state === TCP_STATE.LISTEN ? ' listening' : k.state === TCP_STATE.ESTABLISHED ? ` → ${inetAddr(k.family, k.dst_addr, k.dst_port)}` : '';
       return `${proto} ${inetAddr(k.family, k.src_addr, k.src_port)}${state}`;
     },

@@ -19,6 +19,12 @@ export function grabSocket(pid: number, fd: number): number {
   }
 }
 
+/** The socket family (SO_DOMAIN) of the task's fd. */
+export function socketDomain(pid: number, fd: number): number {
+  const s = grabSocket(pid, fd);
+  try { return getInt(s, SOL.SOCKET, SO.DOMAIN); } finally { sysTry('close', s); }
+}
+
 /** getsockopt into a buffer of `len` bytes; the buffer, or undefined when the socket has no such option. */
 export function getOpt(fd: number, level: number, opt: number, len: number, optional = false): Buffer | undefined {
   const v = Buffer.alloc(len), l = Buffer.alloc(4);
@@ -76,7 +82,7 @@ export function dumpSockOpts(fd: number, queued = false, what = 'a socket'): Msg
   const dev = getOpt(fd, SOL.SOCKET, SO.BINDTODEVICE, IFNAMSIZ, true);
   const bufLock = getOpt(fd, SOL.SOCKET, SO.BUF_LOCK, 4, true)?.readInt32LE(0) ?? 0;
   // Keepalive probes' count and timing (TCP's own options; used once SO_KEEPALIVE is on, now or later).
-  const tcp = getInt(fd, SOL.SOCKET, SO.PROTOCOL) === IPPROTO.TCP;
+  const tcp = getInt(fd, SOL.SOCKET, SO.PROTOCOL) === IPPROTO.TCP && getInt(fd, SOL.SOCKET, SO.TYPE) === abi.SOCK.STREAM;
   const snd = TIMEVAL.decode(getOpt(fd, SOL.SOCKET, SO.SNDTIMEO, TIMEVAL.size)!);
   const rcv = TIMEVAL.decode(getOpt(fd, SOL.SOCKET, SO.RCVTIMEO, TIMEVAL.size)!);
   const linger = LINGER.decode(getOpt(fd, SOL.SOCKET, SO.LINGER, LINGER.size)!);

@@ -39,7 +39,7 @@ export const DEVCONFS6 = ['accept_dad', 'accept_ra', 'accept_ra_defrtr', 'accept
   'mldv2_unsolicited_report_interval', 'mtu', 'ndisc_notify', 'optimistic_dad', 'proxy_ndp', 'regen_max_retry', 'router_probe_interval',
   'router_solicitation_delay', 'router_solicitation_interval', 'router_solicitations', 'stable_secret', 'suppress_frag_ndisc',
   'temp_prefered_lft', 'temp_valid_lft', 'use_oif_addrs_only', 'use_optimistic', 'use_tempaddr'];
-const STR_CONFS = new Set(['stable_secret']);
+const STR_CONFS = new Set(['stable_secret', 'ping_group_range']);
 const IFF = { UP: 0x1, LOOPBACK: 0x8 } as const;
 
 /** A tool run in the network namespace of `pid` (util-linux nsenter: our own threads stay where they are). */
@@ -51,6 +51,9 @@ function inNet(pid: number, cmd: string[], opts: { input?: number; output?: numb
   if (r.status !== 0) throw new StasisError(ErrorCodes.UNSUPPORTED, `${cmd.join(' ')} in the tree's network namespace failed: ${(r.stderr || '').trim().split('\n')[0]}`);
   return r.stdout ?? '';
 }
+
+/** Namespace-wide ipv4 sysctls (netns_entry.ipv4_sysctl), positionally. */
+const IPV4_SYSCTLS = ['ping_group_range'];
 
 function readConfs(dir: string, names: string[]): Sysctl[] {
   return names.map((n) => {
@@ -116,6 +119,8 @@ function dumpNet(ctx: DumpCtx, pid: number, nsid: number): void {
     def_conf4: readConfs('/proc/sys/net/ipv4/conf/default', DEVCONFS4), all_conf4: readConfs('/proc/sys/net/ipv4/conf/all', DEVCONFS4),
     def_conf6: readConfs('/proc/sys/net/ipv6/conf/default', DEVCONFS6), all_conf6: readConfs('/proc/sys/net/ipv6/conf/all', DEVCONFS6),
     unix_conf: readConfs('/proc/sys/net/unix', ['max_dgram_qlen']),
+    // Who may open ping sockets (criu's list: this one only).
+    ipv4_sysctl: readConfs('/proc/sys/net/ipv4', IPV4_SYSCTLS),
   }));
   ctx.write(`netdev-${nsid}.img`, 'NETDEV', parts('net_device_entry', devs));
   ctx.write(`netns-${nsid}.img`, 'NETNS', parts('netns_entry', [netns]));
@@ -183,6 +188,7 @@ function restoreNet(l: Carried, pid: number, images: Loading['images'], warn: (w
     writeConfs('/proc/sys/net/ipv6/conf/all', DEVCONFS6, l.netns.all_conf6, warn);
     writeConfs('/proc/sys/net/ipv6/conf/default', DEVCONFS6, l.netns.def_conf6, warn);
     writeConfs('/proc/sys/net/unix', ['max_dgram_qlen'], l.netns.unix_conf, warn);
+    writeConfs('/proc/sys/net/ipv4', IPV4_SYSCTLS, l.netns.ipv4_sysctl, warn);
     for (const d of l.devs) {
       writeConfs(`/proc/sys/net/ipv4/conf/${d.name}`, DEVCONFS4, d.conf4, warn);
       writeConfs(`/proc/sys/net/ipv6/conf/${d.name}`, DEVCONFS6, d.conf6, warn);

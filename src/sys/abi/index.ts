@@ -16,3 +16,4 @@ export * from './ipc';
 export * from './mount';
 export * from './uffd';
 export * from './tty';
+export * from './socket-kinds';
