@@ -13,12 +13,14 @@ import type { Msg } from '../images/schema';
 import { defineFileUnit } from '../unit/unit';
 import { packetSockets, type PacketDiag } from '../proc/sockdiag';
 import { inNamespaceOf } from '../proc/ns';
-import { grabSocket, getInt, dumpSockOpts, restoreSockOpts, socketDomain } from './sockopts';
+import { grabSocket, getInt, getOpt, dumpSockOpts, restoreSockOpts, socketDomain } from './sockopts';
 
 const { AF, SOCK, SOL, SO, SOL_PACKET, PACKET, PDI, SOCK_PACKET } = abi;
 
 /** Fanout modes whose steering program (PACKET_FANOUT_DATA) cannot be read back. */
 const FANOUT_CBPF = 6, FANOUT_EBPF = 7;
+/** The fanout mode that is rollover itself (no flag needed). */
+const FANOUT_ROLLOVER = 3;
 
 function htons(x: number): number { return ((x & 0xff) << 8) | ((x >> 8) & 0xff); }
 
@@ -85,6 +87,11 @@ export const packetSocketUnit = defineFileUnit({
         if (type !== SOCK_PACKET) refuseUnkept(s, what);
         if (p.fanout !== undefined && [FANOUT_CBPF, FANOUT_EBPF].includes((p.fanout >> 16) & 0xff)) {
           throw new StasisError(ErrorCodes.UNSUPPORTED, `${what} is in a fanout group steered by a BPF program; not supported`);
+        }
+        // Fanout flags read back from nowhere (packet_diag and getsockopt give id and mode);
+        // rollover shows by its statistics, which only a socket with it (or in rollover mode) has.
+        if (p.fanout !== undefined && ((p.fanout >> 16) & 0xff) !== FANOUT_ROLLOVER && getOpt(s, SOL_PACKET, PACKET.ROLLOVER_STATS, abi.TPACKET_ROLLOVER_STATS_SIZE, true)) {
+          throw new StasisError(ErrorCodes.UNSUPPORTED, `${what} is in a fanout group with rollover (PACKET_FANOUT_FLAG_ROLLOVER); not supported`);
         }
         const mclist: Msg<'packet_mclist'>[] = [];
         // A membership added n times is kept n times (each drop takes one).
