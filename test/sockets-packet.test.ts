@@ -1,7 +1,8 @@
 // Packet sockets (SOCK_RAW, SOCK_DGRAM, SOCK_PACKET) in a network namespace
 // of the fixture's own: bound interface, TPACKET version, options,
 // memberships, rings and a fanout group as they were; a frame queued to read
-// is refused (nothing of ours could queue it again).
+// is refused (nothing of ours could queue it again), and so is a ring mapped
+// in memory (its frames are the kernel's pages).
 import { test, before, after } from 'node:test';
 import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
@@ -17,18 +18,23 @@ test('packet sockets: binding, version, reserve, aux data, memberships, rings an
   await fixtureRoundTrip('packetsk', path.join(root, 'images'), { extraFds: true });
 });
 
-test('a packet socket with a frame queued to read: refused with one clear line; the process runs on', async () => {
-  const fx = await Fixture.start('packetsk', { extraFds: true, args: ['queued'] });
-  try {
-    const dir = path.join(root, 'queued');
-    const r = runStasis(['dump', '-t', String(fx.pid), '-D', dir]);
-    assertOneLineError(r, /packet socket \d+ has packets queued to read; not supported/);
-    assert.ok(!fs.existsSync(path.join(dir, 'inventory.img')), 'no inventory: not a checkpoint');
-    assert.equal(tracerPid(fx.pid), 0, 'released');
-    assert.match(procState(fx.pid), /^[RS]$/, 'running');
-    const { log } = await fx.terminate();
-    assert.match(log, /^PASS$/m, log);
-  } finally {
-    await fx.kill();
-  }
-});
+for (const [what, arg, re] of [
+  ['a frame queued to read', 'queued', /packet socket \d+ has packets queued to read; not supported/],
+  ['its ring mapped in memory', 'mmap', /mapping of a socket's memory \(socket:\[\d+\]: a packet socket's rings, mmap\(\)ed\) is not supported yet/],
+] as const) {
+  test(`a packet socket with ${what}: refused with one clear line; the process runs on`, async () => {
+    const fx = await Fixture.start('packetsk', { extraFds: true, args: [arg] });
+    try {
+      const dir = path.join(root, arg);
+      const r = runStasis(['dump', '-t', String(fx.pid), '-D', dir]);
+      assertOneLineError(r, re);
+      assert.ok(!fs.existsSync(path.join(dir, 'inventory.img')), 'no inventory: not a checkpoint');
+      assert.equal(tracerPid(fx.pid), 0, 'released');
+      assert.match(procState(fx.pid), /^[RS]$/, 'running');
+      const { log } = await fx.terminate();
+      assert.match(log, /^PASS$/m, log);
+    } finally {
+      await fx.kill();
+    }
+  });
+}

@@ -60,6 +60,8 @@ export function classify(v: Vma): ClassifiedVma {
     return { ...base, status: VMA.AREA_REGULAR | VMA.AREA_MEMFD | kind, flags: v.shared ? MAP.SHARED : MAP.PRIVATE, policy: v.shared ? 'none' : 'cow-copies', memfd: true };
   }
   if (v.deleted) throw unsupported(v, `mapping of a deleted file (${v.path})`);
+  // A packet socket's rings mmap()ed (socket:[INODE]): the frames are the kernel's pages.
+  if (v.path.startsWith('socket:[')) throw unsupported(v, `mapping of a socket's memory (${v.path}: a packet socket's rings, mmap()ed)`);
   if (!v.path.startsWith('/')) throw unsupported(v, `mapping of ${v.path}`);
   if (v.shared) return { ...base, status: VMA.AREA_REGULAR | VMA.FILE_SHARED, flags: MAP.SHARED, policy: 'none', file: v.path };
   return { ...base, status: VMA.AREA_REGULAR | VMA.FILE_PRIVATE, flags: MAP.PRIVATE, policy: 'cow-copies', file: v.path };
