@@ -211,7 +211,7 @@ const messages = {
     id: 'required uint32 1', ino: 'required uint32 2', protocol: 'required uint32 3', state: 'required uint32 4',
     flags: 'required uint32 6', portid: 'required uint32 7', groups: 'repeated uint32 8', dst_portid: 'required uint32 9',
     dst_group: 'required uint32 10', fown: 'required fown_entry 11', opts: 'required sk_opts_entry 12', ns_id: 'optional uint32 13',
-    nl_flags: 'repeated uint32 100',
+    nl_flags: 'repeated uint32 100', nl_type: 'optional uint32 101',
   },
   tcp_opts_entry: {
     cork: 'optional bool 1', nodelay: 'optional bool 2', keepcnt: 'optional uint32 3', keepidle: 'optional uint32 4',
@@ -346,6 +346,7 @@ export const EXTENSIONS: Readonly<Record<string, string>> = {
   'inet_sk_entry.udplite_send_cscov': 'a UDP-Lite socket\'s checksum coverage of what it sends (UDPLITE_SEND_CSCOV): CRIU does not carry it',
   'inet_sk_entry.udplite_recv_cscov': 'the coverage a UDP-Lite socket asks of what it receives (UDPLITE_RECV_CSCOV): CRIU does not carry it',
   'netlink_sk_entry.nl_flags': 'the SOL_NETLINK options set on the socket (NETLINK_PKTINFO, NETLINK_NO_ENOBUFS, NETLINK_EXT_ACK...), by option number: CRIU does not carry them',
+  'netlink_sk_entry.nl_type': 'SOCK_DGRAM for a netlink socket opened so (absent: SOCK_RAW, all criu makes)',
   'inventory_entry.dump_criu_run_id': 'CRIU 4.x\'s own field 13 (images/inventory.proto), newer than Debian\'s pycriu: the id of the dump\'s network lock',
 };
 

@@ -56,7 +56,7 @@ export const netlinkSocketUnit = defineFileUnit({
         return {
           id, ino: d.st.ino, protocol: getInt(s, SOL.SOCKET, SO.PROTOCOL), state: peer.pid || dstGroup ? NETLINK_CONNECTED : 0,
           flags: d.flags, portid: local.pid, groups: groupsOf(s), dst_portid: peer.pid, dst_group: dstGroup,
-          fown: NO_FOWN, opts: dumpSockOpts(s, false, what), nl_flags,
+          fown: NO_FOWN, opts: dumpSockOpts(s, false, what), nl_flags, ...(type === SOCK.DGRAM ? { nl_type: type } : {}),
         };
       } finally {
         sysTry('close', s);
@@ -64,8 +64,10 @@ export const netlinkSocketUnit = defineFileUnit({
     },
     open(_ctx, tr, e) {
       const t = tr.task;
-      // The image keeps no type: SOCK_RAW (SOCK_DGRAM behaves the same).
-      const fd = t.callNum('socket', AF.NETLINK, SOCK.RAW | (e.flags & abi.O.NONBLOCK ? SOCK.NONBLOCK : 0), e.protocol);
+      // criu's image keeps no type (it makes SOCK_RAW); ours says SOCK_DGRAM where it was.
+      const type = e.nl_type ?? SOCK.RAW;
+      if (type !== SOCK.RAW && type !== SOCK.DGRAM) throw new StasisError(ErrorCodes.BAD_IMAGE, `netlink socket ${e.ino}: type ${type} is not a netlink socket's`);
+      const fd = t.callNum('socket', AF.NETLINK, type | (e.flags & abi.O.NONBLOCK ? SOCK.NONBLOCK : 0), e.protocol);
       const groups = e.groups ?? [];
       if (e.portid) {
         const a = SOCKADDR_NL.encode({ family: AF.NETLINK, pid: e.portid, groups: groups[0] ?? 0 });
