@@ -13,14 +13,12 @@ import type { Msg } from '../images/schema';
 import { defineFileUnit } from '../unit/unit';
 import { packetSockets, type PacketDiag } from '../proc/sockdiag';
 import { inNamespaceOf } from '../proc/ns';
-import { grabSocket, getInt, getOpt, dumpSockOpts, restoreSockOpts, socketDomain } from './sockopts';
+import { grabSocket, getInt, dumpSockOpts, restoreSockOpts, socketDomain } from './sockopts';
 
 const { AF, SOCK, SOL, SO, SOL_PACKET, PACKET, PDI, SOCK_PACKET } = abi;
 
 /** Fanout modes whose steering program (PACKET_FANOUT_DATA) cannot be read back. */
 const FANOUT_CBPF = 6, FANOUT_EBPF = 7;
-/** The fanout mode that is rollover itself (no flag needed). */
-const FANOUT_ROLLOVER = 3;
 
 function htons(x: number): number { return ((x & 0xff) << 8) | ((x >> 8) & 0xff); }
 
@@ -88,11 +86,6 @@ export const packetSocketUnit = defineFileUnit({
         if (p.fanout !== undefined && [FANOUT_CBPF, FANOUT_EBPF].includes((p.fanout >> 16) & 0xff)) {
           throw new StasisError(ErrorCodes.UNSUPPORTED, `${what} is in a fanout group steered by a BPF program; not supported`);
         }
-        // Fanout flags read back from nowhere (packet_diag and getsockopt give id and mode);
-        // rollover shows by its statistics, which only a socket with it (or in rollover mode) has.
-        if (p.fanout !== undefined && ((p.fanout >> 16) & 0xff) !== FANOUT_ROLLOVER && getOpt(s, SOL_PACKET, PACKET.ROLLOVER_STATS, abi.TPACKET_ROLLOVER_STATS_SIZE, true)) {
-          throw new StasisError(ErrorCodes.UNSUPPORTED, `${what} is in a fanout group with rollover (PACKET_FANOUT_FLAG_ROLLOVER); not supported`);
-        }
         const mclist: Msg<'packet_mclist'>[] = [];
         // A membership added n times is kept n times (each drop takes one).
         for (const m of p.mclist) for (let i = 0; i < Math.max(1, m.count); i++) mclist.push({ index: m.index, type: m.type, addr: Buffer.from(m.addr.subarray(0, m.alen)) });
@@ -102,7 +95,8 @@ export const packetSocketUnit = defineFileUnit({
           fown: NO_FOWN, opts: dumpSockOpts(s, false, what),
           version: i.version, reserve: i.reserve, aux_data: !!(i.flags & PDI.AUXDATA), orig_dev: !!(i.flags & PDI.ORIGDEV),
           vnet_hdr: !!(i.flags & PDI.VNETHDR), loss: !!(i.flags & PDI.LOSS), timestamp: i.tstamp, copy_thresh: i.copy_thresh,
-          mclist, fanout: p.fanout, rx_ring: ringOf(p.rx), tx_ring: ringOf(p.tx),
+          // getsockopt gives the group with its mode and flags (rollover, defrag), as setsockopt takes it; packet_diag has no flags.
+          mclist, fanout: p.fanout === undefined ? undefined : getInt(s, SOL_PACKET, PACKET.FANOUT) >>> 0, rx_ring: ringOf(p.rx), tx_ring: ringOf(p.tx),
         };
       } finally {
         sysTry('close', s);
@@ -128,7 +122,8 @@ export const packetSocketUnit = defineFileUnit({
         }
         restoreRing(t, fd, PACKET.RX_RING, e.rx_ring);
         restoreRing(t, fd, PACKET.TX_RING, e.tx_ring);
-        if (e.fanout !== undefined) setInt(t, fd, PACKET.FANOUT, e.fanout);
+        // The u32 as the int setsockopt takes (same bits: the flags are in the top byte).
+        if (e.fanout !== undefined) setInt(t, fd, PACKET.FANOUT, e.fanout | 0);
       }
       restoreSockOpts(t, fd, e.opts);
       return fd;

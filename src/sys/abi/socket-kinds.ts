@@ -25,11 +25,9 @@ export const UDPLITE_CSCOV = { SEND: 10, RECV: 11 } as const;
 export const SOL_PACKET = 263;
 export const PACKET = {
   ADD_MEMBERSHIP: 1, DROP_MEMBERSHIP: 2, RX_RING: 5, COPY_THRESH: 7, AUXDATA: 8, ORIGDEV: 9, VERSION: 10,
-  RESERVE: 12, TX_RING: 13, LOSS: 14, VNET_HDR: 15, TIMESTAMP: 17, FANOUT: 18, QDISC_BYPASS: 20, ROLLOVER_STATS: 21,
+  RESERVE: 12, TX_RING: 13, LOSS: 14, VNET_HDR: 15, TIMESTAMP: 17, FANOUT: 18, QDISC_BYPASS: 20,
   IGNORE_OUTGOING: 23,
 } as const;
-/** struct tpacket_rollover_stats: three u64 counters. */
-export const TPACKET_ROLLOVER_STATS_SIZE = 24;
 /** struct packet_mreq_max (the kernel takes it in place of packet_mreq). */
 export const PACKET_MREQ = struct({ ifindex: 'i32', type: 'u16', alen: 'u16', address: { bytes: 32 } });
 /** struct tpacket_req3 (V1/V2 rings read its first four fields). */
