@@ -164,6 +164,9 @@ const dumpCmd: Command = {
     { long: 'shell-job', short: 'j', type: 'flag', help: 'the tree runs on the shell\'s terminal (restore with -j too)' },
     { long: 'ext-unix-sk', type: 'flag', help: 'unix datagram sockets connected outside the tree: connect to the peer\'s name again on restore' },
     { long: 'external', type: 'string', multiple: true, arg: 'mnt[MOUNTPOINT]:KEY|net[INODE]:KEY', help: 'not carried, named KEY for the restore: a mount of the tree\'s mount namespace (bound from what KEY is mapped to), or its network namespace (joined)' },
+    { long: 'manage-cgroups', type: 'string', arg: 'MODE', help: 'accepted for criu\'s sake (the mode is checked): the cgroups of the tree are always dumped, with their properties; the mode matters at restore' },
+    { long: 'force-irmap', type: 'flag', help: 'accepted for criu\'s sake: inotify watches are always resolved (by file handle)' },
+    { long: 'irmap-scan-path', type: 'string', multiple: true, arg: 'DIR', help: 'accepted for criu\'s sake (see --force-irmap)' },
     ...INCREMENTAL,
     { long: 'track-mem', type: 'flag', help: 'with -R: keep tracking memory changes, for a next dump or pre-dump made on this one' },
     ...PAGE_SERVER_OPTIONS,
@@ -173,6 +176,7 @@ const dumpCmd: Command = {
   ],
   run(v) {
     const { pid, dir } = treeAndDir(v, 'dump');
+    cgroupMode(str(v, 'manage-cgroups'));
     const lazy = lazySourceOf(v);
     const lazyPages = lazy && {
       ...lazy,

@@ -36,6 +36,15 @@ test('dump options: short and long names, typed values', () => {
   assert.equal(values.json, true);
 });
 
+test('criu\'s options a zdtm test passes that change nothing here are accepted: --manage-cgroups (bare too), --force-irmap, --irmap-scan-path, --file-locks', () => {
+  const { values } = parseCommand(cmd('dump'), ['-t', '1', '-D', 'd', '--manage-cgroups', '--force-irmap', '--irmap-scan-path', '/zdtm/static', '--file-locks']);
+  assert.equal(values['manage-cgroups'], 'soft');
+  assert.equal(values['force-irmap'], true);
+  assert.deepEqual(values['irmap-scan-path'], ['/zdtm/static']);
+  assert.equal(values['file-locks'], true);
+  assert.equal(parseCommand(cmd('restore'), ['-D', 'd', '--manage-cgroups=full']).values['manage-cgroups'], 'full');
+});
+
 test('bad options are usage errors that name the problem', () => {
   usage(() => parseCommand(cmd('dump'), ['--nope']), /dump: Unknown option '--nope'/);
   usage(() => parseCommand(cmd('dump'), ['-t', 'abc']), /invalid pid 'abc'/);
