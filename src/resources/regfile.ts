@@ -99,8 +99,13 @@ export function ghostFifoEntry(ctx: DumpCtx, d: FdDesc): number {
  */
 export function mappedGhostEntry(ctx: DumpCtx, name: string, via: string, flags: number): number {
   const st = fs.statSync(via);
+  const what = `the mapping ${via.slice(via.lastIndexOf('/') + 1)} of pid ${via.split('/')[2]}`;
+  // Shared anonymous huge pages show as a deleted hugetlbfs file ("/anon_hugepage"): not a file read() can copy.
+  if (!st.isFile() || fs.statfsSync(via).type === abi.HUGETLBFS_MAGIC) {
+    throw new StasisError(ErrorCodes.UNSUPPORTED, `${what}: ${name} (deleted) is ${st.isFile() ? 'huge-page memory (hugetlbfs)' : 'not a regular file'}; not supported`);
+  }
   return fileId(ctx, `ghost-map:${flags}:${st.dev}:${st.ino}`, (id) => ({
-    type: FD_TYPES.REG, id, reg: ghostEntry(ctx, { link: name, via, st, flags, pos: 0n, what: `the mapping ${via.slice(via.lastIndexOf('/') + 1)} of pid ${via.split('/')[2]}` }, id),
+    type: FD_TYPES.REG, id, reg: ghostEntry(ctx, { link: name, via, st, flags, pos: 0n, what }, id),
   }));
 }
 

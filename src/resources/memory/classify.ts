@@ -64,6 +64,8 @@ export function classify(v: Vma): ClassifiedVma {
   // A packet socket's rings mmap()ed (socket:[INODE]): the frames are the kernel's pages.
   if (v.path.startsWith('socket:[')) throw unsupported(v, `mapping of a socket's memory (${v.path}: a packet socket's rings, mmap()ed)`);
   if (!v.path.startsWith('/')) throw unsupported(v, `mapping of ${v.path}`);
+  // Named by the kernel, not a file anyone deleted (an AIO ring is "/[aio] (deleted)").
+  if (v.deleted && v.path.startsWith('/[')) throw unsupported(v, `mapping of a deleted kernel object (${v.path})`);
   // A deleted file is mapped again from its ghost (regfile.ts), the same inode as its fds'.
   const deleted = v.deleted || undefined;
   if (v.shared) return { ...base, status: VMA.AREA_REGULAR | VMA.FILE_SHARED, flags: MAP.SHARED, policy: 'none', file: v.path, deleted };
