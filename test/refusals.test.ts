@@ -40,7 +40,7 @@ const CASES: [kind: string, message: RegExp][] = [
   ['deleted-dir-nested', /^stasis: fd \d+ of pid \d+: \/.*\/outer\/inner \(deleted\) was in \/.*\/outer, removed too; not supported$/],
   ['cwd-proc-dead', /^stasis: the cwd of pid \d+: \/proc\/\d+ \(deleted\) is a removed directory of a kernel filesystem \(\/proc of an ended process, a removed cgroup\.\.\.\); not supported$/],
   ['shmem-private', /^stasis: VMA [0-9a-f]+-[0-9a-f]+: private mapping of shared anonymous memory \(a MAP_SHARED\|MAP_ANONYMOUS object mapped again with MAP_PRIVATE\) is not supported yet$/],
-  ['deleted-linked', /^stasis: fd 3 of pid \d+: \/.*\/opened \(deleted\) still has 1 hard link\(s\) under other names; not supported$/],
+  ['deleted-linked', /^stasis: fd 3 of pid \d+: \/.*\/opened \(deleted\) still has 1 hard link\(s\) under other names, none in its directory; not supported$/],
   ['tcp-shut-rd', /^stasis: fd \d+ of pid \d+: TCP connection \(port \d+ ↔ \d+\) shut down in a direction \(shutdown\(\)\); not supported$/],
   ['sched-deadline', /^stasis: thread (\d+) of pid \1 runs under scheduling policy SCHED_DEADLINE; not supported$/],
   // Queued data goes back through a sender of ours, so through the filter; a locked filter cannot be set again.

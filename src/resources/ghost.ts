@@ -44,6 +44,34 @@ export interface Ghost { origId: number; remapId: number; entry: Msg<'ghost_file
 export interface GhostUser { name: string; via: string; st: fs.Stats; what: string; opath?: boolean }
 
 const ftype = (mode: number | undefined): number => (mode ?? 0) & S_IF.MT;
+const parentOf = (name: string): string => name.slice(0, name.lastIndexOf('/')) || '/';
+
+/** /proc/PID/root of the task a /proc/PID/... path is of: paths as that task sees them (its mount namespace may be its own). */
+const taskRoot = (via: string): string => via.replace(/\/(fd\/\d+|cwd|root|map_files\/[0-9a-f]+-[0-9a-f]+)$/, '/root');
+
+/** Directories bigger than this are not searched for another link. */
+const MAX_SCAN = 100000;
+
+/**
+ * Another name, in the directory `name` was removed from, of the inode `u`
+ * reaches (a hard link made before the removal, as a log rotation does):
+ * opening it opens the same file, and nothing on disk is made or changed.
+ */
+export function otherLink(u: GhostUser): string | undefined {
+  if (u.st.nlink === 0 || u.st.isDirectory()) return undefined;
+  const dir = parentOf(u.name);
+  let names: string[];
+  try { names = fs.readdirSync(taskRoot(u.via) + dir); } catch { return undefined; }
+  if (names.length > MAX_SCAN) return undefined;
+  for (const n of names) {
+    const p = `${dir === '/' ? '' : dir}/${n}`;
+    try {
+      const st = fs.lstatSync(taskRoot(u.via) + p);
+      if (st.ino === u.st.ino && st.dev === u.st.dev) return p;
+    } catch { /* gone meanwhile */ }
+  }
+  return undefined;
+}
 
 function timeval(ms: number): Msg<'timeval'> {
   const us = BigInt(Math.round(ms * 1000));
@@ -120,10 +148,10 @@ function nodeFields(u: GhostUser, harmless: Iterable<string>): Partial<Msg<'ghos
  */
 export function dumpGhost(ctx: DumpCtx, u: GhostUser, id: number, ghosts: Ghost[], harmless: Iterable<string>): void {
   const { st } = u;
-  // Still linked elsewhere (the path it was opened by was removed, another
-  // hard link remains): a copy would be another file than that one.
+  // Still linked elsewhere, but not in its directory (otherLink): a copy
+  // would be another file than that one.
   if (st.nlink > 0 && !st.isDirectory()) {
-    throw new StasisError(ErrorCodes.UNSUPPORTED, `${u.what}: ${u.name} (deleted) still has ${st.nlink} hard link(s) under other names; not supported`);
+    throw new StasisError(ErrorCodes.UNSUPPORTED, `${u.what}: ${u.name} (deleted) still has ${st.nlink} hard link(s) under other names, none in its directory; not supported`);
   }
   // One inode, however many open file descriptions and mappings: one ghost, made again once.
   const same = ghosts.find((x) => !x.alias && x.entry.dev === st.dev && x.entry.ino === BigInt(st.ino));
@@ -132,10 +160,8 @@ export function dumpGhost(ctx: DumpCtx, u: GhostUser, id: number, ghosts: Ghost[
     return;
   }
   // Made again where it was: a directory it was in, removed too, is not made for it.
-  const parent = u.name.slice(0, u.name.lastIndexOf('/')) || '/';
-  // Seen from the task's root (its mount namespace may be its own).
-  const taskRoot = u.via.replace(/\/(fd\/\d+|cwd|root|map_files\/[0-9a-f]+-[0-9a-f]+)$/, '/root');
-  if (!fs.existsSync(taskRoot + parent)) throw new StasisError(ErrorCodes.UNSUPPORTED, `${u.what}: ${u.name} (deleted) was in ${parent}, removed too; not supported`);
+  const parent = parentOf(u.name);
+  if (!fs.existsSync(taskRoot(u.via) + parent)) throw new StasisError(ErrorCodes.UNSUPPORTED, `${u.what}: ${u.name} (deleted) was in ${parent}, removed too; not supported`);
   // A directory of /proc, sysfs, a cgroup...: a kernel object, not something mkdir makes again.
   if (st.isDirectory() && abi.KERNEL_OBJECT_FS_MAGICS.includes(fs.statfsSync(u.via).type)) {
     throw new StasisError(ErrorCodes.UNSUPPORTED, `${u.what}: ${u.name} (deleted) is a removed directory of a kernel filesystem (/proc of an ended process, a removed cgroup...); not supported`);

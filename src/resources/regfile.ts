@@ -20,7 +20,7 @@ import { fileId, filesUnit } from './files';
 import { namespacesUnit } from './ns/namespaces';
 import { treeMounts } from './ns/mnt';
 import { treeProcFile, checkTreeProcFile } from './procfiles';
-import { dumpGhost, writeGhost, makeGhost, removeGhosts, type Ghost } from './ghost';
+import { dumpGhost, writeGhost, makeGhost, removeGhosts, otherLink, type Ghost } from './ghost';
 
 const { O } = abi;
 type RegEntry = Msg<'reg_file_entry'>;
@@ -67,7 +67,12 @@ const DELETED = ' (deleted)';
  */
 function ghostEntry(ctx: DumpCtx, g: { link: string; via: string; st: fs.Stats; flags: number; pos: bigint; what: string }, id: number): RegEntry {
   const name = g.link.endsWith(DELETED) ? g.link.slice(0, -DELETED.length) : g.link;
-  dumpGhost(ctx, { name, via: g.via, st: g.st, what: g.what, opath: (g.flags & O.PATH) !== 0 }, id, ctx.state(regFileUnit).ghosts, HARMLESS_CHR);
+  const u = { name, via: g.via, st: g.st, what: g.what, opath: (g.flags & O.PATH) !== 0 };
+  // Removed under this name, linked under another beside it: opened again
+  // by that name, the same inode (its /proc/PID/fd link then reads that name).
+  const other = otherLink(u);
+  if (other !== undefined) return regEntry(id, other, g.flags, g.pos, g.via);
+  dumpGhost(ctx, u, id, ctx.state(regFileUnit).ghosts, HARMLESS_CHR);
   return regEntry(id, name, g.flags, g.pos, g.via);
 }
 
