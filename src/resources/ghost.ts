@@ -124,7 +124,7 @@ function harmlessRdevs(paths: Iterable<string>): Set<number> {
   return out;
 }
 
-const devName = (rdev: number): string => `${Math.floor(rdev / 256) & 0xfff}:${(rdev & 0xff) | ((rdev >>> 12) & ~0xff)}`;
+const devName = (rdev: number): string => `${abi.devMajor(rdev)}:${abi.devMinor(rdev)}`;
 
 /** What is kept of a deleted inode of a kind other than a regular file, or a refusal. */
 function nodeFields(u: GhostUser, harmless: Iterable<string>): Partial<Msg<'ghost_file_entry'>> {
