@@ -20,6 +20,7 @@ import { fileId, filesUnit } from './files';
 import { namespacesUnit } from './ns/namespaces';
 import { treeMounts } from './ns/mnt';
 import { treeProcFile, checkTreeProcFile } from './procfiles';
+import { ttyKind } from './tty/device';
 import { dumpGhost, writeGhost, makeGhost, removeGhosts, otherLink, type Ghost } from './ghost';
 
 const { O } = abi;
@@ -164,7 +165,8 @@ function sameFileInside(pid: number, link: string, st: fs.Stats): boolean {
 function matches(d: FdDesc): boolean {
   if (d.link.startsWith('/memfd:') || d.link.startsWith('anon_inode:')) return false;
   if (d.flags & O.PATH) return d.link.startsWith('/');
-  const dev = d.st.isCharacterDevice() || d.st.isBlockDevice();
+  // A terminal's node, deleted or not, is the terminal's (tty/).
+  const dev = d.st.isBlockDevice() || (d.st.isCharacterDevice() && ttyKind(d.st.rdev).kind === 'other');
   return d.st.isFile() || d.st.isDirectory() || (d.st.isCharacterDevice() && HARMLESS_CHR.has(d.link)) || (dev && d.link.endsWith(DELETED));
 }
 

@@ -20,9 +20,6 @@ export const LOCK_TYPE = { RDLCK: 0, WRLCK: 1, UNLCK: 2 } as const;
 export const LOCK = { SH: 1, EX: 2, NB: 4, UN: 8 } as const;
 /** File type bits of st_mode (inode(7)). */
 export const S_IF = { MT: 0o170000, DIR: 0o040000, REG: 0o100000, FIFO: 0o010000, LNK: 0o120000, CHR: 0o020000, BLK: 0o060000, SOCK: 0o140000 } as const;
-/** A device number's major and minor (st_rdev as glibc encodes it: gnu_dev_major/gnu_dev_minor). */
-export const devMajor = (dev: number): number => Number(((BigInt(dev) >> 8n) & 0xfffn) | ((BigInt(dev) >> 32n) & ~0xfffn));
-export const devMinor = (dev: number): number => Number((BigInt(dev) & 0xffn) | ((BigInt(dev) >> 12n) & ~0xffn));
 /** Longest path the kernel takes or gives back (readlink), with its NUL. */
 export const PATH_MAX = 4096;
 export const SEEK = { SET: 0, CUR: 1, END: 2, DATA: 3, HOLE: 4 } as const;
