@@ -29,10 +29,10 @@ const CASES: [kind: string, message: RegExp][] = [
   ['packet', /socket:\[\d+\] is not supported yet/],
   ['userfaultfd', /anon_inode:\[userfaultfd\] is not supported yet/],
   ['io_uring', /anon_inode:\[io_uring\] is not supported yet/],
-  ['aio', /mapping of a deleted file \(\/\[aio\]\) is not supported yet/],
+  ['aio', /mapping of a deleted kernel object \(\/\[aio\]\) is not supported yet/],
   // A pty is carried when its master is in the tree; a slave alone is a shell job's terminal.
   ['pty-master-outside', /^stasis: fd \d+ of pid \d+ is the terminal \/dev\/pts\/\d+; dump a shell job with -j\/--shell-job$/],
-  ['deleted-mapping', /mapping of a deleted file \(.*\/mapped\) is not supported yet/],
+  ['deleted-mapping', /^stasis: the mapping [0-9a-f]+-[0-9a-f]+ of pid \d+: deleted file \/.*\/mapped \(deleted\) holds 2097152 bytes, over the ghost limit of 1048576 \(--ghost-limit\)$/],
   ['tcp-close-wait', /TCP connection in state CLOSE_WAIT .* is not supported/],
   // An ended connection comes back closed and shut both ways: nothing left to read in it.
   ['tcp-ended-data', /^stasis: fd \d+ of pid \d+: TCP connection that ended \(port \d+\) still holds 3 byte\(s\) to read; not supported$/],
@@ -40,7 +40,7 @@ const CASES: [kind: string, message: RegExp][] = [
   ['deleted-dir-nested', /^stasis: fd \d+ of pid \d+: \/.*\/outer\/inner \(deleted\) was in \/.*\/outer, removed too; not supported$/],
   ['cwd-proc-dead', /^stasis: the cwd of pid \d+: \/proc\/\d+ \(deleted\) is a removed directory of a kernel filesystem \(\/proc of an ended process, a removed cgroup\.\.\.\); not supported$/],
   ['shmem-private', /^stasis: VMA [0-9a-f]+-[0-9a-f]+: private mapping of shared anonymous memory \(a MAP_SHARED\|MAP_ANONYMOUS object mapped again with MAP_PRIVATE\) is not supported yet$/],
-  ['deleted-linked', /^stasis: fd 3 of pid \d+: \/.*\/opened \(deleted\) still has 1 hard link\(s\) under other names; not supported$/],
+  ['deleted-linked', /^stasis: fd 3 of pid \d+: \/.*\/opened \(deleted\) still has 1 hard link\(s\) under other names, none in its directory; not supported$/],
   ['tcp-shut-rd', /^stasis: fd \d+ of pid \d+: TCP connection \(port \d+ ↔ \d+\) shut down in a direction \(shutdown\(\)\); not supported$/],
   ['sched-deadline', /^stasis: thread (\d+) of pid \1 runs under scheduling policy SCHED_DEADLINE; not supported$/],
   // Queued data goes back through a sender of ours, so through the filter; a locked filter cannot be set again.

@@ -233,7 +233,8 @@ const messages = {
   },
   ghost_file_entry: {
     uid: 'required uint32 1', gid: 'required uint32 2', mode: 'required uint32 3', dev: 'optional uint32 4',
-    ino: 'optional uint64 5', atim: 'optional timeval 7', mtim: 'optional timeval 8', chunks: 'optional bool 9', size: 'optional uint64 10',
+    ino: 'optional uint64 5', rdev: 'optional uint32 6', atim: 'optional timeval 7', mtim: 'optional timeval 8', chunks: 'optional bool 9', size: 'optional uint64 10',
+    symlnk_target: 'optional string 11',
   },
   ghost_chunk_entry: { len: 'required uint64 1', off: 'required uint64 2' },
   remap_file_path_entry: { orig_id: 'required uint32 1', remap_id: 'required uint32 2', remap_type: 'optional remap_type 3' },

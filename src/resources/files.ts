@@ -87,8 +87,9 @@ export function dumpFd(ctx: DumpCtx, pid: number, fd: number, st = ctx.state(fil
   }
   const info = readFdInfo(pid, fd);
   const d: FdDesc = { pid, fd, link, st: fst, info, flags: info.flags & ~O.CLOEXEC, targetsOf };
-  const unit = fileUnits.find((u) => kindOf(u).match(d));
-  if (!unit) throw new StasisError(ErrorCodes.UNSUPPORTED, `fd ${fd} of pid ${pid}: ${describeFd(fst, link)} is not supported yet`);
+  const opath = (d.flags & O.PATH) !== 0;
+  const unit = fileUnits.find((u) => (!opath || kindOf(u).opath) && kindOf(u).match(d));
+  if (!unit) throw new StasisError(ErrorCodes.UNSUPPORTED, `fd ${fd} of pid ${pid}: ${opath ? 'O_PATH fd on ' : ''}${describeFd(fst, link)} is not supported yet`);
   const kind = kindOf(unit);
   // The same open file description behind two fds (of this or another process of the tree): one entry.
   const twin = st.seen.find((s) => s.dev === fst.dev && s.ino === fst.ino && kcmp(s.pid, pid, KCMP.FILE, s.fd, fd) === 0);
@@ -111,6 +112,8 @@ export function dumpFd(ctx: DumpCtx, pid: number, fd: number, st = ctx.state(fil
  */
 function dumpOwners(ctx: DumpCtx, pd: ProcessDump, t: RemoteTask, st: DumpState): void {
   for (const fd of listFds(pd.pid)) {
+    // An O_PATH fd has no file operations (fcntl F_GETSIG says EBADF), so no owner.
+    if (readFdInfo(pd.pid, fd).flags & O.PATH) continue;
     const signum = t.callNum('fcntl', fd, F.GETSIG, 0);
     const ex = outBuf(F_OWNER_EX.size);
     t.call('fcntl', fd, F.GETOWN_EX, ex);

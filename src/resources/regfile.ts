@@ -2,35 +2,29 @@
 // such as /dev/null, re-opened by path): reg_file_entry in files.img. Used by
 // open fds, file mappings, the exe link, cwd and root.
 //
-// A file deleted while open (a "ghost") has its contents put in
-// ghost-file-N.img (up to the ghost limit) and remap-fpath.img maps its file
-// id to it; restore re-creates it, opens it for every user, and unlinks it
-// again. A deleted directory (an open one, or a cwd) is a ghost too: always
-// empty, so made again exactly, then removed.
+// A file deleted while in use (a "ghost": ghost.ts) has its own image
+// ghost-file-N.img, and remap-fpath.img maps its file ids to it; restore
+// makes it again, opens or maps it for every user, and removes it again.
+// O_PATH fds (a path only, a symlink itself with O_NOFOLLOW) are opened again
+// the same way: nothing is opened through them.
 import * as fs from 'node:fs';
-import { abi, sys, sysTry, addressOf } from '../sys';
-
-const { SEEK } = abi;
-import { parts, ImageCursor, type Msg } from '../images/image';
+import { abi } from '../sys';
+import { parts, type Msg } from '../images/image';
 import { FD_TYPES, NO_FOWN, REMAP } from '../images/criu';
 import { StasisError, ErrorCodes } from '../errors';
 import { defineFileUnit, type FdDesc } from '../unit/unit';
 import type { DumpCtx } from '../unit/dump-ctx';
 import type { RestoreCtx } from '../unit/restore-ctx';
+import type { Loading } from '../unit/checkpoint';
 import { fileId, filesUnit } from './files';
 import { namespacesUnit } from './ns/namespaces';
 import { treeMounts } from './ns/mnt';
 import { treeProcFile, checkTreeProcFile } from './procfiles';
+import { ttyKind } from './tty/device';
+import { dumpGhost, writeGhost, makeGhost, removeGhosts, otherLink, type Ghost } from './ghost';
 
-const { O, S_IF } = abi;
+const { O } = abi;
 type RegEntry = Msg<'reg_file_entry'>;
-
-/** Default --ghost-limit, as criu's. */
-export const GHOST_LIMIT = 1 << 20;
-
-/** A ghost's contents: whole, or (a sparse file) its data extents only, as criu's chunks. */
-/** `alias`: another open file description of a ghost already kept (same inode): a remap entry only. */
-interface Ghost { origId: number; remapId: number; entry: Msg<'ghost_file_entry'>; data: Buffer; chunks?: { off: number; data: Buffer }[]; alias?: boolean }
 
 /**
  * The file entry for `path` opened with `flags`, shared by every user of the
@@ -56,7 +50,8 @@ const HARMLESS_CHR = new Set(['/dev/null', '/dev/zero', '/dev/full', '/dev/rando
 /** A file that must still be there, with the size it had. */
 export function checkRegFile(e: RegEntry, where: string, skipFileCheck: boolean): void {
   let st: fs.Stats;
-  try { st = fs.statSync(e.name); } catch {
+  // O_NOFOLLOW (an O_PATH fd on a symlink): the link itself, which may point nowhere.
+  try { st = e.flags & O.NOFOLLOW ? fs.lstatSync(e.name) : fs.statSync(e.name); } catch {
     throw new StasisError(ErrorCodes.FILE_CHANGED, `${where}: file ${e.name} no longer exists`);
   }
   if (!skipFileCheck && e.size !== undefined && st.isFile() && BigInt(st.size) !== e.size) {
@@ -64,87 +59,21 @@ export function checkRegFile(e: RegEntry, where: string, skipFileCheck: boolean)
   }
 }
 
-function timeval(ms: number): Msg<'timeval'> {
-  const us = BigInt(Math.round(ms * 1000));
-  return { tv_sec: us / 1000000n, tv_usec: us % 1000000n };
-}
-const seconds = (t: Msg<'timeval'>): number => Number(t.tv_sec) + Number(t.tv_usec) / 1e6;
-
-/** A deleted file's contents; with holes (SEEK_HOLE finds one before the end), its data extents alone. */
-function readGhost(via: string, size: number): { data: Buffer; chunks?: { off: number; data: Buffer }[] } {
-  const fd = fs.openSync(via, 'r');
-  try {
-    const read = (off: number, len: number): Buffer => {
-      const b = Buffer.alloc(len);
-      for (let got = 0; got < len;) {
-        const n = fs.readSync(fd, b, got, len - got, off + got);
-        if (n <= 0) throw new StasisError(ErrorCodes.FILE_CHANGED, `${via}: deleted file shrank while being read`);
-        got += n;
-      }
-      return b;
-    };
-    const firstHole = sysTry('lseek', fd, 0, SEEK.HOLE);
-    if (firstHole < 0 || firstHole >= size) return { data: read(0, size) };
-    const chunks: { off: number; data: Buffer }[] = [];
-    for (let off = 0; off < size;) {
-      const start = sysTry('lseek', fd, off, SEEK.DATA);
-      if (start < 0 || start >= size) break; // ENXIO: only a hole left
-      const end = Math.min(size, Math.max(sysTry('lseek', fd, start, SEEK.HOLE), start));
-      chunks.push({ off: start, data: read(start, end - start) });
-      off = end;
-    }
-    return { data: Buffer.alloc(0), chunks };
-  } finally {
-    fs.closeSync(fd);
-  }
-}
-
 const DELETED = ' (deleted)';
-const isDir = (mode: number | undefined): boolean => ((mode ?? 0) & S_IF.MT) === S_IF.DIR;
-const isFifo = (mode: number | undefined): boolean => ((mode ?? 0) & S_IF.MT) === S_IF.FIFO;
 
 /**
- * A deleted file or directory `link` ("… (deleted)"), reached through `via`
- * (/proc/PID/fd/N or /proc/PID/cwd), as a ghost; `what` names its user.
+ * A deleted file, directory, FIFO, symlink or device node `link` ("…
+ * (deleted)"), reached through `via` (/proc/PID/fd/N, /proc/PID/cwd,
+ * /proc/PID/map_files/A-B), as a ghost; `what` names its user.
  */
-function dumpGhost(ctx: DumpCtx, g: { link: string; via: string; st: fs.Stats; flags: number; pos: bigint; what: string }, id: number, ghosts: Ghost[]): RegEntry {
-  const name = g.link.slice(0, -DELETED.length);
-  const { st } = g;
-  // Still linked elsewhere (the path it was opened by was removed, another
-  // hard link remains): a copy would be another file than that one.
-  if (st.nlink > 0 && !st.isDirectory()) {
-    throw new StasisError(ErrorCodes.UNSUPPORTED, `${g.what}: ${g.link} still has ${st.nlink} hard link(s) under other names; not supported`);
-  }
-  // One inode, however many open file descriptions: one ghost file, re-made once.
-  const same = ghosts.find((x) => !x.alias && x.entry.dev === st.dev && x.entry.ino === BigInt(st.ino));
-  if (same) {
-    ghosts.push({ ...same, origId: id, alias: true });
-    return regEntry(id, name, g.flags, g.pos, g.via);
-  }
-  // Made again where it was: a directory it was in, removed too, is not made for it.
-  const parent = name.slice(0, name.lastIndexOf('/')) || '/';
-  // Seen from the task's root (its mount namespace may be its own).
-  const taskRoot = g.via.replace(/\/(fd\/\d+|cwd|root)$/, '/root');
-  if (!fs.existsSync(taskRoot + parent)) throw new StasisError(ErrorCodes.UNSUPPORTED, `${g.what}: ${g.link} was in ${parent}, removed too; not supported`);
-  // A directory of /proc, sysfs, a cgroup...: a kernel object, not something mkdir makes again.
-  if (st.isDirectory() && abi.KERNEL_OBJECT_FS_MAGICS.includes(fs.statfsSync(g.via).type)) {
-    throw new StasisError(ErrorCodes.UNSUPPORTED, `${g.what}: ${g.link} is a removed directory of a kernel filesystem (/proc of an ended process, a removed cgroup...); not supported`);
-  }
-  const limit = ctx.opts.ghostLimit ?? GHOST_LIMIT;
-  if (st.size > limit && !st.isDirectory()) {
-    throw new StasisError(ErrorCodes.UNSUPPORTED, `${g.what}: deleted file ${g.link} holds ${st.size} bytes, over the ghost limit of ${limit} (--ghost-limit)`);
-  }
-  // A deleted directory is empty, a FIFO's queue is the fifo unit's: nothing but the inode's attributes.
-  const bare = st.isDirectory() || st.isFIFO();
-  const { data, chunks } = bare ? { data: Buffer.alloc(0), chunks: undefined } : readGhost(g.via, st.size);
-  ghosts.push({
-    origId: id, remapId: ghosts.filter((x) => !x.alias).length + 1, data, chunks,
-    entry: {
-      uid: st.uid, gid: st.gid, mode: st.mode, dev: st.dev, ino: BigInt(st.ino), chunks: chunks !== undefined,
-      ...(bare ? {} : { size: BigInt(st.size) }),
-      atim: timeval(st.atimeMs), mtim: timeval(st.mtimeMs),
-    },
-  });
+function ghostEntry(ctx: DumpCtx, g: { link: string; via: string; st: fs.Stats; flags: number; pos: bigint; what: string }, id: number): RegEntry {
+  const name = g.link.endsWith(DELETED) ? g.link.slice(0, -DELETED.length) : g.link;
+  const u = { name, via: g.via, st: g.st, what: g.what, opath: (g.flags & O.PATH) !== 0 };
+  // Removed under this name, linked under another beside it: opened again
+  // by that name, the same inode (its /proc/PID/fd link then reads that name).
+  const other = otherLink(u);
+  if (other !== undefined) return regEntry(id, other, g.flags, g.pos, g.via);
+  dumpGhost(ctx, u, id, ctx.state(regFileUnit).ghosts, HARMLESS_CHR);
   return regEntry(id, name, g.flags, g.pos, g.via);
 }
 
@@ -159,14 +88,30 @@ export function dirEntry(ctx: DumpCtx, pid: number, which: 'cwd' | 'root'): numb
   if (!link.endsWith(DELETED)) return regFileEntry(ctx, link, flags, { statPath: via });
   const st = fs.statSync(via);
   return fileId(ctx, `ghost-dir:${st.dev}:${st.ino}`, (id) => ({
-    type: FD_TYPES.REG, id, reg: dumpGhost(ctx, { link, via, st, flags, pos: 0n, what: `the ${which} of pid ${pid}` }, id, ctx.state(regFileUnit).ghosts),
+    type: FD_TYPES.REG, id, reg: ghostEntry(ctx, { link, via, st, flags, pos: 0n, what: `the ${which} of pid ${pid}` }, id),
   }));
 }
 
 /** The file id of a deleted FIFO's path (fd `d`, opened with its flags), as a ghost. */
 export function ghostFifoEntry(ctx: DumpCtx, d: FdDesc): number {
   return fileId(ctx, `ghost-fifo:${d.flags}:${d.st.dev}:${d.st.ino}`, (id) => ({
-    type: FD_TYPES.REG, id, reg: dumpGhost(ctx, { link: d.link, via: `/proc/${d.pid}/fd/${d.fd}`, st: d.st, flags: d.flags, pos: 0n, what: `fd ${d.fd} of pid ${d.pid}` }, id, ctx.state(regFileUnit).ghosts),
+    type: FD_TYPES.REG, id, reg: ghostEntry(ctx, { link: d.link, via: `/proc/${d.pid}/fd/${d.fd}`, st: d.st, flags: d.flags, pos: 0n, what: `fd ${d.fd} of pid ${d.pid}` }, id),
+  }));
+}
+
+/**
+ * The file id of a mapping of a deleted file (`via`: its map_files link),
+ * opened with `flags`: its ghost, the same as an fd's on that inode.
+ */
+export function mappedGhostEntry(ctx: DumpCtx, name: string, via: string, flags: number): number {
+  const st = fs.statSync(via);
+  const what = `the mapping ${via.slice(via.lastIndexOf('/') + 1)} of pid ${via.split('/')[2]}`;
+  // Shared anonymous huge pages show as a deleted hugetlbfs file ("/anon_hugepage"): not a file read() can copy.
+  if (!st.isFile() || fs.statfsSync(via).type === abi.HUGETLBFS_MAGIC) {
+    throw new StasisError(ErrorCodes.UNSUPPORTED, `${what}: ${name} (deleted) is ${st.isFile() ? 'huge-page memory (hugetlbfs)' : 'not a regular file'}; not supported`);
+  }
+  return fileId(ctx, `ghost-map:${flags}:${st.dev}:${st.ino}`, (id) => ({
+    type: FD_TYPES.REG, id, reg: ghostEntry(ctx, { link: name, via, st, flags, pos: 0n, what }, id),
   }));
 }
 
@@ -176,77 +121,31 @@ export function ghostFor(ctx: RestoreCtx, e: RegEntry): string | undefined {
   return ghost === undefined ? undefined : ghostPath(ctx, e, ghost, ctx.state(regFileUnit).made);
 }
 
+/** Where a task opens (or maps) file `e`: its ghost if it is one (made now if not yet), else its path. */
+export function taskPath(ctx: RestoreCtx, e: RegEntry): string {
+  const ghost = ghostFor(ctx, e);
+  return ghost === undefined ? e.name : ghost.slice(ctx.fsRoot.length);
+}
+
+/** Whether file id `id` of the checkpoint is a ghost. */
+export const isGhost = (ld: Loading, id: number): boolean => ld.loaded(regFileUnit).ghosts.has(id);
+
 /**
- * Re-create a ghost file once (at its old path when that is free, else beside
- * it) for every opener; cleanup unlinks it again.
+ * Re-create a ghost once (at its old path when that is free, else beside
+ * it) for every opener; cleanup removes it again.
  */
 function ghostPath(ctx: RestoreCtx, e: RegEntry, ghostId: number, made: Map<number, string>): string {
   const have = made.get(ghostId);
   if (have) return have;
-  const file = `ghost-file-${ghostId}.img`;
-  const cur = new ImageCursor(ctx.ckpt.images.path(file), ctx.ckpt.images.raw(file), 'GHOST_FILE');
-  if (cur.done) throw new StasisError(ErrorCodes.BAD_IMAGE, `${ctx.ckpt.images.path(file)}: empty`);
-  const entry = cur.entry('ghost_file_entry');
-  if (isDir(entry.mode) || isFifo(entry.mode)) return ghostNode(ctx, e, entry, ghostId, made);
-  // Whole contents after the entry, or chunks (an entry, then its bytes) of a sparse file.
-  const chunks: { off: number; data: Buffer }[] = [];
-  if (!entry.chunks) chunks.push({ off: 0, data: cur.bytes(cur.rest) });
-  else {
-    while (!cur.done) {
-      const c = cur.entry('ghost_chunk_entry');
-      if (c.off + c.len > (entry.size ?? 0n)) throw new StasisError(ErrorCodes.BAD_IMAGE, `${ctx.ckpt.images.path(file)}: chunk at ${c.off} (${c.len} bytes) past the file's size ${entry.size}`);
-      chunks.push({ off: Number(c.off), data: cur.bytes(Number(c.len)) });
-    }
-  }
-  const g = { entry };
-  const path = freePath(ctx, e, ghostId);
-  const fd = fs.openSync(path, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, g.entry.mode & 0o7777);
-  made.set(ghostId, path);
-  try {
-    for (const c of chunks) fs.writeSync(fd, c.data, 0, c.data.length, c.off);
-    if (entry.size !== undefined) fs.ftruncateSync(fd, Number(entry.size));
-    fs.fchownSync(fd, g.entry.uid, g.entry.gid);
-    fs.fchmodSync(fd, g.entry.mode & 0o7777);
-    // Last: writing moved them. Microseconds, as the image holds them.
-    if (g.entry.mtim) fs.futimesSync(fd, seconds(g.entry.atim ?? g.entry.mtim), seconds(g.entry.mtim));
-  } finally {
-    fs.closeSync(fd);
-  }
+  // Its old path when free (in the tree's own mount namespace when it has one), else beside it.
+  const old = ctx.fsRoot + e.name;
+  const path = fs.existsSync(old) || isLink(old) ? `${old}.stasis-ghost-${process.pid}-${ghostId}` : old;
+  makeGhost(ctx, ghostId, path, made);
   return path;
 }
 
-/** Where a ghost is made: its old path when free (in the tree's own mount namespace when it has one), else beside it. */
-function freePath(ctx: RestoreCtx, e: RegEntry, ghostId: number): string {
-  const path = ctx.fsRoot + e.name;
-  return fs.existsSync(path) ? `${path}.stasis-ghost-${process.pid}-${ghostId}` : path;
-}
-
-/** A deleted directory (empty, as it was) or FIFO made again, with its owner, mode and times. */
-function ghostNode(ctx: RestoreCtx, e: RegEntry, entry: Msg<'ghost_file_entry'>, ghostId: number, made: Map<number, string>): string {
-  const path = freePath(ctx, e, ghostId);
-  if (isDir(entry.mode)) fs.mkdirSync(path, entry.mode & 0o7777);
-  else sys('mknodat', abi.AT_FDCWD, addressOf(Buffer.from(`${path}\0`)), S_IF.FIFO | (entry.mode & 0o7777), 0);
-  made.set(ghostId, path);
-  fs.chownSync(path, entry.uid, entry.gid);
-  fs.chmodSync(path, entry.mode & 0o7777);
-  if (entry.mtim) fs.utimesSync(path, seconds(entry.atim ?? entry.mtim), seconds(entry.mtim));
-  return path;
-}
-
-/**
- * Ghosts made again are removed (`dirsOnly`: the directories). A directory
- * with rmdir: only if empty, as it was made, so nothing of anyone else's
- * goes with it.
- */
-function removeGhosts(made: Map<number, string>, dirsOnly: boolean): void {
-  for (const [id, p] of made) {
-    let dir: boolean;
-    try { dir = fs.lstatSync(p).isDirectory(); } catch { made.delete(id); continue; }
-    if (dir) fs.rmdirSync(p);
-    else if (dirsOnly) continue;
-    else fs.rmSync(p, { force: true });
-    made.delete(id);
-  }
+function isLink(p: string): boolean {
+  try { return fs.lstatSync(p).isSymbolicLink(); } catch { return false; }
 }
 
 /** Whether a file is on the mqueue filesystem (POSIX message queues). */
@@ -262,18 +161,42 @@ function sameFileInside(pid: number, link: string, st: fs.Stats): boolean {
   } catch { return false; }
 }
 
+/** fds this kind carries: files, directories, stateless devices; any path held with O_PATH; deleted device nodes (refused unless stateless). */
+function matches(d: FdDesc): boolean {
+  if (d.link.startsWith('/memfd:') || d.link.startsWith('anon_inode:')) return false;
+  if (d.flags & O.PATH) return d.link.startsWith('/');
+  // A terminal's node, deleted or not, is the terminal's (tty/).
+  const dev = d.st.isBlockDevice() || (d.st.isCharacterDevice() && ttyKind(d.st.rdev).kind === 'other');
+  return d.st.isFile() || d.st.isDirectory() || (d.st.isCharacterDevice() && HARMLESS_CHR.has(d.link)) || (dev && d.link.endsWith(DELETED));
+}
+
+function dumpReg(ctx: DumpCtx, d: FdDesc, id: number): RegEntry {
+  const via = `/proc/${d.pid}/fd/${d.fd}`;
+  // A file of /proc naming a process of the tree (a namespace fd too): re-opened by path.
+  const proc = treeProcFile(ctx, d);
+  if (proc) return regEntry(id, proc, d.flags, d.info.pos, via);
+  // Its inode is a regular file, on the mqueue filesystem: nothing a path re-opens.
+  if (d.st.isFile() && isMqueue(via)) throw new StasisError(ErrorCodes.UNSUPPORTED, `fd ${d.fd} of pid ${d.pid}: ${d.link} is a POSIX message queue; not supported`);
+  // Its path is re-opened in the tree's mount namespace: a file on a mount
+  // outside it (a container's stdout on a host file) would be another file.
+  // One inherited from outside (a log opened before unshare) is fine when
+  // its path there still names the very same file.
+  const own = treeMounts(ctx);
+  if (own && !own.has(d.info.mntId) && !(d.st.isCharacterDevice() && HARMLESS_CHR.has(d.link)) && !sameFileInside(d.pid, d.link, d.st)) {
+    throw new StasisError(ErrorCodes.UNSUPPORTED, `fd ${d.fd} of pid ${d.pid}: ${d.link} is on a mount outside the tree's mount namespace (mount ${d.info.mntId}); not supported`);
+  }
+  if (d.link.endsWith(DELETED)) return ghostEntry(ctx, { link: d.link, via, st: d.st, flags: d.flags, pos: d.info.pos, what: `fd ${d.fd} of pid ${d.pid}` }, id);
+  return regEntry(id, d.link, d.flags, d.info.pos, via);
+}
+
 export const regFileUnit = defineFileUnit({
   name: 'regular files',
   dumpState: () => ({ ghosts: [] as Ghost[] }),
   dumpPhases: [{
-    name: 'ghost-files', after: ['files'], before: ['write-files'],
+    // After memory: mappings of deleted files are ghosts too.
+    name: 'ghost-files', after: ['files', 'memory'], before: ['write-files'],
     once(ctx, st) {
-      for (const g of st.ghosts) {
-        if (g.alias) continue;
-        ctx.write(`ghost-file-${g.remapId}.img`, 'GHOST_FILE', g.chunks
-          ? [{ msg: 'ghost_file_entry', entry: g.entry }, ...g.chunks.map((c) => ({ msg: 'ghost_chunk_entry' as const, entry: { len: BigInt(c.data.length), off: BigInt(c.off) }, payload: c.data }))]
-          : [{ msg: 'ghost_file_entry', entry: g.entry, payload: g.data }]);
-      }
+      for (const g of st.ghosts) if (!g.alias) writeGhost(ctx, g);
       ctx.write('remap-fpath.img', 'REMAP_FPATH', parts('remap_file_path_entry', st.ghosts.map((g) => ({ orig_id: g.origId, remap_id: g.remapId, remap_type: REMAP.GHOST }))));
     },
   }],
@@ -300,27 +223,10 @@ export const regFileUnit = defineFileUnit({
   file: {
     type: FD_TYPES.REG,
     field: 'reg',
-    match: (d) => !d.link.startsWith('/memfd:') && !d.link.startsWith('anon_inode:') && (d.st.isFile() || d.st.isDirectory() || (d.st.isCharacterDevice() && HARMLESS_CHR.has(d.link))),
-    dump(ctx, d, id, st) {
-      // A file of /proc naming a process of the tree (a namespace fd too): re-opened by path.
-      const proc = treeProcFile(ctx, d);
-      if (proc) return regEntry(id, proc, d.flags, d.info.pos, `/proc/${d.pid}/fd/${d.fd}`);
-      // Its inode is a regular file, on the mqueue filesystem: nothing a path re-opens.
-      if (d.st.isFile() && isMqueue(`/proc/${d.pid}/fd/${d.fd}`)) throw new StasisError(ErrorCodes.UNSUPPORTED, `fd ${d.fd} of pid ${d.pid}: ${d.link} is a POSIX message queue; not supported`);
-      // Its path is re-opened in the tree's mount namespace: a file on a mount
-      // outside it (a container's stdout on a host file) would be another file.
-      // One inherited from outside (a log opened before unshare) is fine when
-      // its path there still names the very same file.
-      const own = treeMounts(ctx);
-      if (own && !own.has(d.info.mntId) && !(d.st.isCharacterDevice() && HARMLESS_CHR.has(d.link)) && !sameFileInside(d.pid, d.link, d.st)) {
-        throw new StasisError(ErrorCodes.UNSUPPORTED, `fd ${d.fd} of pid ${d.pid}: ${d.link} is on a mount outside the tree's mount namespace (mount ${d.info.mntId}); not supported`);
-      }
-      if (d.link.endsWith(DELETED) && (d.st.isFile() || d.st.isDirectory())) {
-        return dumpGhost(ctx, { link: d.link, via: `/proc/${d.pid}/fd/${d.fd}`, st: d.st, flags: d.flags, pos: d.info.pos, what: `fd ${d.fd} of pid ${d.pid}` }, id, st.ghosts);
-      }
-      if (d.link.endsWith(DELETED)) throw new StasisError(ErrorCodes.UNSUPPORTED, `fd ${d.fd} of pid ${d.pid}: ${d.link} is deleted and not a regular file; not supported`);
-      return regEntry(id, d.link, d.flags, d.info.pos, `/proc/${d.pid}/fd/${d.fd}`);
-    },
+    // The only kind that carries O_PATH fds (files.ts): whatever the inode, only its path is kept.
+    opath: true,
+    match: matches,
+    dump: (ctx, d, id) => dumpReg(ctx, d, id),
     validate(e, where, ld, l) {
       if (l.ghosts.has(e.id) || checkTreeProcFile(e.name, where, ld.processes)) return;
       // Paths in a mount namespace of the tree's own are checked once it exists (open).
@@ -334,11 +240,10 @@ export const regFileUnit = defineFileUnit({
       const fd = tr.task.open(ghost !== undefined ? ghostPath(ctx, e, ghost, st.made).slice(ctx.fsRoot.length) : e.name, flags);
       // With a mount namespace of its own the file could not be checked before: now, through the task's fd.
       if (ctx.fsRoot && ghost === undefined) checkRegFile({ ...e, name: `/proc/${tr.task.pid}/fd/${fd}` }, `fd of ${e.name}`, ctx.opts.skipFileCheck ?? false);
-      // Not at 0 only: some files cannot seek (a namespace fd says ESPIPE).
-      if (e.pos) tr.task.call('lseek', fd, e.pos, abi.SEEK.SET);
+      // Not at 0 only: some files cannot seek (a namespace fd says ESPIPE; an O_PATH fd, EBADF).
+      if (e.pos && !(e.flags & O.PATH)) tr.task.call('lseek', fd, e.pos, abi.SEEK.SET);
       return fd;
     },
     describe: (e) => e.name,
   },
 });
-

@@ -71,6 +71,8 @@ export interface FileKind<F extends FileField, D, L, R> {
   /** file_entry member holding this kind's entry */
   field: F;
   match(d: FdDesc): boolean;
+  /** fds opened with O_PATH (a path only, no file operations) go to the kinds saying so, and only there. */
+  opath?: boolean;
   /** The member entry for a new file id. */
   dump(ctx: DumpCtx, d: FdDesc, id: number, st: D): FileMsg<F>;
   /** Structural checks while loading (no host access). */

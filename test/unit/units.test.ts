@@ -7,6 +7,7 @@ import type * as fs from 'node:fs';
 import { UNITS } from '../../src/resources/registry';
 import type { FdDesc } from '../../src/unit/unit';
 import { parseFdInfo } from '../../src/proc/proc';
+import { abi } from '../../src/sys';
 
 /** anon: an anonymous inode (eventfd, epoll...), whose mode has no file type bits. */
 type Kind = 'file' | 'dir' | 'fifo' | 'chr' | 'anon';
@@ -38,6 +39,8 @@ const SAMPLES: [FdDesc, string][] = [
   [fd('chr', '/dev/tty', 0x500), 'terminal'],
   [fd('chr', '/tmp/vt', 0x405), 'terminal'],
   [fd('chr', '/dev/sda', 0x800), ''],
+  // A deleted device node: a ghost (refused at dump unless its device is stateless); a terminal's is the terminal's.
+  [fd('chr', '/tmp/node (deleted)', 0x103), 'regular files'],
   [fd('file', 'anon_inode:[fanotify]'), ''],
 ];
 
@@ -47,6 +50,16 @@ test('every fd is matched by at most one kind of file', () => {
     const matching = kinds.filter((u) => u.file!.match(d)).map((u) => u.name);
     assert.deepEqual(matching, want ? [want] : [], `${d.link}: matched by ${matching.join(', ') || 'none'}`);
   }
+});
+
+test('an O_PATH fd goes to the one kind taking O_PATH fds, whatever its inode', () => {
+  const opath = UNITS.filter((u) => u.file?.opath);
+  assert.deepEqual(opath.map((u) => u.name), ['regular files']);
+  for (const kind of ['file', 'dir', 'fifo', 'chr'] as const) {
+    const d = { ...fd(kind, '/tmp/x'), flags: abi.O.PATH };
+    assert.ok(opath[0].file!.match(d), kind);
+  }
+  assert.ok(!opath[0].file!.match({ ...fd('fifo', 'pipe:[7]'), flags: abi.O.PATH }), 'no path to open again');
 });
 
 test('unit names are unique, kinds have distinct fd types and fields', () => {

@@ -23,6 +23,8 @@ export interface ClassifiedVma {
   policy: PagePolicy;
   /** Path of the backing file for file mappings. */
   file?: string;
+  /** The file was deleted: it is carried as a ghost. */
+  deleted?: boolean;
   memfd?: boolean;
 }
 
@@ -59,12 +61,15 @@ export function classify(v: Vma): ClassifiedVma {
     const kind = v.shared ? VMA.FILE_SHARED : VMA.FILE_PRIVATE;
     return { ...base, status: VMA.AREA_REGULAR | VMA.AREA_MEMFD | kind, flags: v.shared ? MAP.SHARED : MAP.PRIVATE, policy: v.shared ? 'none' : 'cow-copies', memfd: true };
   }
-  if (v.deleted) throw unsupported(v, `mapping of a deleted file (${v.path})`);
   // A packet socket's rings mmap()ed (socket:[INODE]): the frames are the kernel's pages.
   if (v.path.startsWith('socket:[')) throw unsupported(v, `mapping of a socket's memory (${v.path}: a packet socket's rings, mmap()ed)`);
   if (!v.path.startsWith('/')) throw unsupported(v, `mapping of ${v.path}`);
-  if (v.shared) return { ...base, status: VMA.AREA_REGULAR | VMA.FILE_SHARED, flags: MAP.SHARED, policy: 'none', file: v.path };
-  return { ...base, status: VMA.AREA_REGULAR | VMA.FILE_PRIVATE, flags: MAP.PRIVATE, policy: 'cow-copies', file: v.path };
+  // Named by the kernel, not a file anyone deleted (an AIO ring is "/[aio] (deleted)").
+  if (v.deleted && v.path.startsWith('/[')) throw unsupported(v, `mapping of a deleted kernel object (${v.path})`);
+  // A deleted file is mapped again from its ghost (regfile.ts), the same inode as its fds'.
+  const deleted = v.deleted || undefined;
+  if (v.shared) return { ...base, status: VMA.AREA_REGULAR | VMA.FILE_SHARED, flags: MAP.SHARED, policy: 'none', file: v.path, deleted };
+  return { ...base, status: VMA.AREA_REGULAR | VMA.FILE_PRIVATE, flags: MAP.PRIVATE, policy: 'cow-copies', file: v.path, deleted };
 }
 
 /** madvise() advice that shows in smaps VmFlags (two-letter names), as criu keeps it in vma_entry.madv. */

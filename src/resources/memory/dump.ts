@@ -9,7 +9,7 @@ import { PE } from '../../images/criu';
 import { encodePagemap } from '../../images/pagemap';
 import { StasisError, ErrorCodes } from '../../errors';
 import type { DumpCtx, ProcessDump, RawImage } from '../../unit/dump-ctx';
-import { regFileEntry } from '../regfile';
+import { regFileEntry, mappedGhostEntry } from '../regfile';
 import { dumpMemfdInode, memfdFileId } from '../memfd';
 import { classify, wanted, parseVmFlags, madvOf, mapFlagsOf, type ClassifiedVma } from './classify';
 import type { PageRanges, ParentImages } from './parent';
@@ -290,7 +290,7 @@ function vmaEntries(ctx: DumpCtx, pid: number, vmas: ClassifiedVma[], vmFlags: M
     } else if (cv.file) {
       // Stat through map_files: the path is the task's view (its own mount namespace maybe).
       const via = `/proc/${pid}/map_files/${cv.vma.start.toString(16)}-${cv.vma.end.toString(16)}`;
-      shmid = BigInt(regFileEntry(ctx, cv.file, mode, { statPath: via }));
+      shmid = BigInt(cv.deleted ? mappedGhostEntry(ctx, cv.file, via, mode) : regFileEntry(ctx, cv.file, mode, { statPath: via }));
     }
     else if (cv.policy === 'shared-anon') shmid = BigInt(cv.vma.inode);
     const madv = madvOf(vf);

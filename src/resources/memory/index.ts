@@ -34,7 +34,7 @@ export const memoryUnit = defineUnit<MemoryDump, Map<number, LoadedMm>, Reprotec
     // The parent link and pin, and what this dump armed for the next one.
     { name: 'memory-track', after: ['memory'], once: (ctx, st) => writeTracking(ctx, st) },
   ],
-  loadAfter: ['files', 'memfd', 'namespaces'],
+  loadAfter: ['files', 'regular files', 'memfd', 'namespaces'],
   load: loadMemory,
   validate: validateMemory,
   restoreState: () => new Map(),

@@ -10,7 +10,7 @@ import type { Loading } from '../../unit/checkpoint';
 import type { ImageReader } from '../../images/image';
 import { openParents, type ChainLink } from '../../images/chain';
 import { filesUnit } from '../files';
-import { checkRegFile } from '../regfile';
+import { checkRegFile, isGhost } from '../regfile';
 import { namespacesUnit } from '../ns/namespaces';
 import { pagemapPages } from '../../images/pagemap';
 import { isLazyVma } from './lazy';
@@ -127,7 +127,8 @@ export function validateMemory(ld: Loading, l: Map<number, LoadedMm>): void {
   for (const [pid, m] of l) {
     const where = ld.images.path(`mm-${pid}.img`);
     for (const v of m.mm.vmas ?? []) {
-      if (!(v.status & (VMA.FILE_PRIVATE | VMA.FILE_SHARED)) || v.status & VMA.AREA_MEMFD) continue;
+      // Ghosts (deleted files) are made by the restore itself.
+      if (!(v.status & (VMA.FILE_PRIVATE | VMA.FILE_SHARED)) || v.status & VMA.AREA_MEMFD || isGhost(ld, Number(v.shmid))) continue;
       checkRegFile(files.get(Number(v.shmid))!.reg!, `${where}: VMA ${v.start.toString(16)}-${v.end.toString(16)}`, ld.opts.skipFileCheck ?? false);
     }
     if (m.mm.exe_file_id) checkRegFile(files.get(m.mm.exe_file_id)!.reg!, `${where}: exe`, true);

@@ -12,7 +12,7 @@ import { StasisError, ErrorCodes } from '../../errors';
 import type { RestoreCtx, TaskRestore } from '../../unit/restore-ctx';
 import { fileEntry } from '../files';
 import { openMemfd } from '../memfd';
-import { checkRegFile } from '../regfile';
+import { checkRegFile, taskPath, ghostFor } from '../regfile';
 import type { LoadedMm, PageSource } from './load';
 import { sharedAnonFds } from './shared-anon';
 import { heldVmas } from './inherit';
@@ -78,7 +78,7 @@ function openMapped(ctx: RestoreCtx, tr: TaskRestore, vmas: Msg<'vma_entry'>[], 
     const reg = fileEntry(ctx, Number(v.shmid)).reg!;
     // As the file was opened: a shared mapping's later mprotect(PROT_WRITE) depends on it.
     const writable = (v.status & VMA.FILE_SHARED) !== 0 && ((v.prot & PROT.WRITE) !== 0 || (reg.flags & O.ACCMODE) === O.RDWR);
-    return ['openat', AT_FDCWD, cstr(reg.name), writable ? O.RDWR : O.RDONLY, 0];
+    return ['openat', AT_FDCWD, cstr(taskPath(ctx, reg)), writable ? O.RDWR : O.RDONLY, 0];
   }));
   let failed: bigint | undefined;
   regular.forEach((v, i) => { if (opened[i] >= 0n) fds.set(v, Number(opened[i])); else failed ??= opened[i]; });
@@ -87,6 +87,7 @@ function openMapped(ctx: RestoreCtx, tr: TaskRestore, vmas: Msg<'vma_entry'>[], 
   if (ctx.fsRoot) {
     for (const v of regular) {
       const f = fileEntry(ctx, Number(v.shmid));
+      if (ghostFor(ctx, f.reg!) !== undefined) continue; // made by us just now
       checkRegFile({ ...f.reg!, name: `/proc/${t.pid}/fd/${fds.get(v)}` }, `mapping of ${f.reg!.name}`, ctx.opts.skipFileCheck ?? false);
     }
   }

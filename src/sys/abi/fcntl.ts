@@ -19,7 +19,9 @@ export const LOCK_TYPE = { RDLCK: 0, WRLCK: 1, UNLCK: 2 } as const;
 /** flock(2) operations. */
 export const LOCK = { SH: 1, EX: 2, NB: 4, UN: 8 } as const;
 /** File type bits of st_mode (inode(7)). */
-export const S_IF = { MT: 0o170000, DIR: 0o040000, REG: 0o100000, FIFO: 0o010000 } as const;
+export const S_IF = { MT: 0o170000, DIR: 0o040000, REG: 0o100000, FIFO: 0o010000, LNK: 0o120000, CHR: 0o020000, BLK: 0o060000, SOCK: 0o140000 } as const;
+/** Longest path the kernel takes or gives back (readlink), with its NUL. */
+export const PATH_MAX = 4096;
 export const SEEK = { SET: 0, CUR: 1, END: 2, DATA: 3, HOLE: 4 } as const;
 export const F_OWNER = { TID: 0, PID: 1, PGRP: 2 } as const;
 export const MFD = { CLOEXEC: 1, ALLOW_SEALING: 2, HUGETLB: 4, NOEXEC_SEAL: 8, EXEC: 0x10 } as const;
