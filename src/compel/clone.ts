@@ -88,8 +88,8 @@ export function clone(t: RemoteTask, spec: CloneSpec, ours: (r: number) => numbe
 }
 
 /** Children: clone3 in their restored parent (a fork: SIGCHLD on exit, as usual). */
-export function cloneChild(parent: RemoteTask, vpid: number, ownPidNs: boolean): number {
-  return clone(parent, { flags: 0, exitSignal: SIG.SIGCHLD, setTid: [vpid] }, ownPidNs ? (r) => childByVpid(parent.pid, r) : undefined);
+export function cloneChild(parent: RemoteTask, vpid: number, ownPidNs: boolean, flags = 0): number {
+  return clone(parent, { flags, exitSignal: SIG.SIGCHLD, setTid: [vpid] }, ownPidNs ? (r) => childByVpid(parent.pid, r) : undefined);
 }
 
 /** Threads: clone3 in the restored leader, sharing everything a thread shares; driven through the same trampoline. */
