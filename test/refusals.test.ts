@@ -22,7 +22,6 @@ const CASES: [kind: string, message: RegExp][] = [
   ['ns-time', /has unshared a time namespace its children would enter \(time \(for its children\) namespace \d+\); not supported/],
   ['fanotify', /anon_inode:\[fanotify\] is not supported yet/],
   ['sysv-shm', /System V shared memory is not supported yet/],
-  ['pidfd-dead', /^stasis: fd 3 of pid \d+: pidfd of a process that has exited; not supported$/],
   ['mqueue-fd', /^stasis: fd 3 of pid \d+: \/stasis-refuse \(deleted\) is a POSIX message queue; not supported$/],
   ['mqueue-ns', /^stasis: pid \d+'s IPC namespace holds POSIX message queues \(stasis-refuse\); not supported$/],
   ['netlink', /socket:\[\d+\] is not supported yet/],
