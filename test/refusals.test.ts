@@ -28,7 +28,6 @@ const CASES: [kind: string, message: RegExp][] = [
   ['packet', /socket:\[\d+\] is not supported yet/],
   ['userfaultfd', /anon_inode:\[userfaultfd\] is not supported yet/],
   ['io_uring', /anon_inode:\[io_uring\] is not supported yet/],
-  ['aio', /mapping of a deleted file \(\/\[aio\]\) is not supported yet/],
   // A pty is carried when its master is in the tree; a slave alone is a shell job's terminal.
   ['pty-master-outside', /^stasis: fd \d+ of pid \d+ is the terminal \/dev\/pts\/\d+; dump a shell job with -j\/--shell-job$/],
   ['deleted-mapping', /mapping of a deleted file \(.*\/mapped\) is not supported yet/],
