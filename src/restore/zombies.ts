@@ -11,7 +11,7 @@ import { StasisError, ErrorCodes } from '../errors';
 import type { RestoreCtx, TaskRestore } from '../unit/restore-ctx';
 import type { ZombieImage } from '../unit/checkpoint';
 
-const { SYS, PR, KSIGACTION, WSTATUS } = abi;
+const { SYS, PR, KSIGACTION, WSTATUS, WAIT } = abi;
 
 /** After the live tree exists with its groups: every zombie made and dead. */
 export function createZombies(ctx: RestoreCtx): void {
@@ -32,7 +32,7 @@ export function createZombies(ctx: RestoreCtx): void {
     for (const [pgid, h] of helpers) {
       end(h.t, { pid: pgid, ppid: h.parent.img.pid, pgid, sid: h.parent.img.sid, exitCode: 0 });
       // Its parent reaps it: no trace of it is left, its pid is free again.
-      h.parent.task.call('wait4', pgid, 0, 0, 0);
+      h.parent.task.call('wait4', pgid, 0, WAIT.__WALL, 0);
       helpers.delete(pgid);
     }
   } finally {
@@ -48,11 +48,12 @@ function orphanGroup(ctx: RestoreCtx, pgid: number): boolean {
 /**
  * A group whose leader is gone, left with zombies only: a helper child of
  * the zombie's parent takes the leader's id and makes the group, the zombies
- * join it, then the helper ends and its parent reaps it (criu makes such
- * helpers too). The group lives on in its zombies.
+ * join it, then the helper ends (no exit signal) and its parent reaps it (criu
+ * makes such helpers too). The group lives on in its zombies.
  */
 function groupHelper(ctx: RestoreCtx, parent: TaskRestore, pgid: number): { t: RemoteTask; parent: TaskRestore } {
-  const t = RemoteTask.onTrampoline(cloneChild(parent.task, pgid, ctx.ownPidNs), parent.task.trampoline!);
+  // No exit signal: its end leaves no SIGCHLD pending in the parent.
+  const t = RemoteTask.onTrampoline(cloneChild(parent.task, pgid, ctx.ownPidNs, 0, 0), parent.task.trampoline!);
   t.call('setpgid', 0, 0);
   return { t, parent };
 }
