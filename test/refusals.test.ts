@@ -53,7 +53,6 @@ const CASES: [kind: string, message: RegExp][] = [
   ['unix-connecting', /^stasis: fd 3 of pid \d+: unix socket \d+ is connected to a listener that has not accepted it yet \(outside the dumped tree or not\); not supported$/],
   // Processes sharing what only threads share.
   ['share-vm', /^stasis: processes (\d+) and \d+ share their address space \(vfork or clone without CLONE_THREAD\); not supported yet$/],
-  ['share-files', /^stasis: processes (\d+) and \d+ share their fd table \(vfork or clone without CLONE_THREAD\); not supported yet$/],
   ['share-fs', /^stasis: processes (\d+) and \d+ share their cwd\/root \(CLONE_FS\) \(vfork or clone without CLONE_THREAD\); not supported yet$/],
   ['vfork', /^stasis: processes \d+ and \d+ share their address space \(vfork or clone without CLONE_THREAD\); not supported yet$/],
   ['seccomp-notif', /^stasis: thread (\d+) has a seccomp filter that hands syscalls to a user-space listener \(SECCOMP_RET_USER_NOTIF\); not supported$/],
@@ -65,7 +64,6 @@ const CASES: [kind: string, message: RegExp][] = [
   ['netns-bridge', /^stasis: pid \d+'s network namespace has link stasis-br0 of kind bridge; only loopback and veth are supported$/],
   ['veth-elsewhere', /^stasis: pid \d+'s veth stasis-v0 has its other end in a network namespace other than ours; not supported$/],
   ['raw-inet', /^stasis: fd 3 of pid \d+: inet socket type 3 protocol 1 is not supported yet$/],
-  ['epoll-moved', /^stasis: epoll fd 3 of pid \d+ watches a file no longer open as fd 4; not supported$/],
 ];
 
 /** Every process below pid (its threads' children), depth first; one gone meanwhile has none. */
