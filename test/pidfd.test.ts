@@ -1,7 +1,7 @@
 // pidfds of processes of the tree (a child, a grandchild, the process
 // itself, non-blocking) are pidfds of the same processes after restore: they
 // signal them, poll their exit and wait for them. A pidfd of a process that
-// has exited and been reaped is refused at dump.
+// has exited and been reaped: test/pidfd-dead.test.ts.
 import { test, before, after } from 'node:test';
 import * as fs from 'node:fs';
 import * as path from 'node:path';

@@ -22,14 +22,12 @@ const CASES: [kind: string, message: RegExp][] = [
   ['ns-time', /has unshared a time namespace its children would enter \(time \(for its children\) namespace \d+\); not supported/],
   ['fanotify', /anon_inode:\[fanotify\] is not supported yet/],
   ['sysv-shm', /System V shared memory is not supported yet/],
-  ['pidfd-dead', /^stasis: fd 3 of pid \d+: pidfd of a process that has exited; not supported$/],
   ['mqueue-fd', /^stasis: fd 3 of pid \d+: \/stasis-refuse \(deleted\) is a POSIX message queue; not supported$/],
   ['mqueue-ns', /^stasis: pid \d+'s IPC namespace holds POSIX message queues \(stasis-refuse\); not supported$/],
   ['netlink', /socket:\[\d+\] is not supported yet/],
   ['packet', /socket:\[\d+\] is not supported yet/],
   ['userfaultfd', /anon_inode:\[userfaultfd\] is not supported yet/],
   ['io_uring', /anon_inode:\[io_uring\] is not supported yet/],
-  ['aio', /mapping of a deleted kernel object \(\/\[aio\]\) is not supported yet/],
   // A pty is carried when its master is in the tree; a slave alone is a shell job's terminal.
   ['pty-master-outside', /^stasis: fd \d+ of pid \d+ is the terminal \/dev\/pts\/\d+; dump a shell job with -j\/--shell-job$/],
   ['deleted-mapping', /^stasis: the mapping [0-9a-f]+-[0-9a-f]+ of pid \d+: deleted file \/.*\/mapped \(deleted\) holds 2097152 bytes, over the ghost limit of 1048576 \(--ghost-limit\)$/],
@@ -55,7 +53,6 @@ const CASES: [kind: string, message: RegExp][] = [
   ['unix-connecting', /^stasis: fd 3 of pid \d+: unix socket \d+ is connected to a listener that has not accepted it yet \(outside the dumped tree or not\); not supported$/],
   // Processes sharing what only threads share.
   ['share-vm', /^stasis: processes (\d+) and \d+ share their address space \(vfork or clone without CLONE_THREAD\); not supported yet$/],
-  ['share-files', /^stasis: processes (\d+) and \d+ share their fd table \(vfork or clone without CLONE_THREAD\); not supported yet$/],
   ['share-fs', /^stasis: processes (\d+) and \d+ share their cwd\/root \(CLONE_FS\) \(vfork or clone without CLONE_THREAD\); not supported yet$/],
   ['vfork', /^stasis: processes \d+ and \d+ share their address space \(vfork or clone without CLONE_THREAD\); not supported yet$/],
   ['seccomp-notif', /^stasis: thread (\d+) has a seccomp filter that hands syscalls to a user-space listener \(SECCOMP_RET_USER_NOTIF\); not supported$/],
@@ -67,7 +64,6 @@ const CASES: [kind: string, message: RegExp][] = [
   ['netns-bridge', /^stasis: pid \d+'s network namespace has link stasis-br0 of kind bridge; only loopback and veth are supported$/],
   ['veth-elsewhere', /^stasis: pid \d+'s veth stasis-v0 has its other end in a network namespace other than ours; not supported$/],
   ['raw-inet', /^stasis: fd 3 of pid \d+: inet socket type 3 protocol 1 is not supported yet$/],
-  ['epoll-moved', /^stasis: epoll fd 3 of pid \d+ watches a file no longer open as fd 4; not supported$/],
 ];
 
 /** Every process below pid (its threads' children), depth first; one gone meanwhile has none. */

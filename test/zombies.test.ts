@@ -47,7 +47,7 @@ for (const [mode, message] of [
   ['core', /^stasis: pid (\d+) \(zombie\), a zombie, dumped core as it ended \(the core-dumped bit of its wait status, which stasis does not make again\); not supported$/],
   ['leader', /^stasis: pid (\d+) \(zombie\) is a zombie that still leads the process group of pid \d+; not supported$/],
   ['session', /^stasis: pid (\d+) \(zombie\), a zombie, is in session \d+, neither its own nor its parent's; not supported$/],
-  ['group', /^stasis: pid (\d+) \(zombie\), a zombie, is in process group \d+, which has no live member in the tree; not supported$/],
+  ['group', /^stasis: pid (\d+) \(zombie\), a zombie, is in process group \d+, which has no live member in the tree, and whose id is pid \d+ of the tree; not supported$/],
 ] as const) {
   const what = { core: 'that dumped core', leader: 'leading a live sibling\'s group', session: 'in a session its parent left', group: 'in a group its parent left' }[mode];
   test(`refused: a zombie ${what}; the tree runs on`, async () => {

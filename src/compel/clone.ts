@@ -87,9 +87,9 @@ export function clone(t: RemoteTask, spec: CloneSpec, ours: (r: number) => numbe
   throw new StasisError(ErrorCodes.RESTORE_FAILED, `new task ${pid} did not stop`);
 }
 
-/** Children: clone3 in their restored parent (a fork: SIGCHLD on exit, as usual). */
-export function cloneChild(parent: RemoteTask, vpid: number, ownPidNs: boolean): number {
-  return clone(parent, { flags: 0, exitSignal: SIG.SIGCHLD, setTid: [vpid] }, ownPidNs ? (r) => childByVpid(parent.pid, r) : undefined);
+/** Children: clone3 in their restored parent (a fork: SIGCHLD on exit, as usual, unless `exitSignal` says otherwise). */
+export function cloneChild(parent: RemoteTask, vpid: number, ownPidNs: boolean, flags = 0, exitSignal: number = SIG.SIGCHLD): number {
+  return clone(parent, { flags, exitSignal, setTid: [vpid] }, ownPidNs ? (r) => childByVpid(parent.pid, r) : undefined);
 }
 
 /** Threads: clone3 in the restored leader, sharing everything a thread shares; driven through the same trampoline. */

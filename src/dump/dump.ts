@@ -50,16 +50,29 @@ export interface DumpResult {
 
 interface BoundPhase extends DumpPhase<unknown> { unit?: AnyUnit }
 
-/** Processes sharing an mm, fd table or fs struct without being threads (vfork, CLONE_VM...) are not supported. */
+/**
+ * Processes sharing an mm, fs struct or signal handlers without being threads
+ * (vfork, CLONE_VM...) are not supported. An fd table shared with the parent
+ * (clone(CLONE_FILES) without CLONE_THREAD) is: both get one files_id, and
+ * restore clones the child with CLONE_FILES, as criu does. Sharing with any
+ * other process (the parent left the table since) is refused.
+ */
 function checkNotShared(pds: ProcessDump[]): void {
   for (let i = 0; i < pds.length; i++) {
     for (let j = 0; j < i; j++) {
-      for (const [type, what] of [[KCMP.VM, 'address space'], [KCMP.FILES, 'fd table'], [KCMP.FS, 'cwd/root (CLONE_FS)'], [KCMP.SIGHAND, 'signal handlers']] as const) {
+      for (const [type, what] of [[KCMP.VM, 'address space'], [KCMP.FS, 'cwd/root (CLONE_FS)'], [KCMP.SIGHAND, 'signal handlers']] as const) {
         if (kcmp(pds[i].pid, pds[j].pid, type) === 0) {
           throw new StasisError(ErrorCodes.UNSUPPORTED, `processes ${pds[j].pid} and ${pds[i].pid} share their ${what} (vfork or clone without CLONE_THREAD); not supported yet`);
         }
       }
     }
+    const sharer = pds.slice(0, i).find((p) => kcmp(pds[i].pid, p.pid, KCMP.FILES) === 0);
+    if (!sharer) continue;
+    const parent = pds.find((p) => p.pid === pds[i].frozen.ppid);
+    if (!parent || parent.ids.files_id !== sharer.ids.files_id) {
+      throw new StasisError(ErrorCodes.UNSUPPORTED, `processes ${sharer.pid} and ${pds[i].pid} share their fd table, which ${pds[i].pid}'s parent does not share; not supported yet`);
+    }
+    pds[i].ids.files_id = sharer.ids.files_id;
   }
 }
 

@@ -12,7 +12,12 @@ import { MARCH, TASK_STATE } from '../images/criu';
 import type { FoundZombie } from '../freeze';
 import type { DumpCtx, ProcessDump, ZombieDump } from '../unit/dump-ctx';
 
-/** Their ids as the tree sees them; a zombie that leads a group or session others are in, or dumped core, is refused. */
+/**
+ * Their ids as the tree sees them; a zombie that leads a group or session
+ * others are in, or dumped core, is refused, and so is one in a group with no
+ * live member whose id is a pid of the tree (a group whose leader is gone is
+ * made again at restore by a helper process with its id).
+ */
 export function inspectZombies(found: readonly FoundZombie[], pds: readonly ProcessDump[]): ZombieDump[] {
   const zs = found.map((z): ZombieDump => {
     const status = readStatus(z.pid);
@@ -25,7 +30,9 @@ export function inspectZombies(found: readonly FoundZombie[], pds: readonly Proc
     if (z.exitCode & abi.WSTATUS.CORE_DUMPED) throw new StasisError(ErrorCodes.ZOMBIE, `pid ${z.pid} (${z.comm}), a zombie, dumped core as it ended (the core-dumped bit of its wait status, which stasis does not make again); not supported`);
     if (member) throw new StasisError(ErrorCodes.ZOMBIE, `pid ${z.pid} (${z.comm}) is a zombie that still leads the ${member.vsid === z.vpid ? 'session' : 'process group'} of pid ${member.pid}; not supported`);
     if (z.vsid !== parent.vsid && z.vsid !== z.vpid) throw new StasisError(ErrorCodes.ZOMBIE, `pid ${z.pid} (${z.comm}), a zombie, is in session ${z.vsid}, neither its own nor its parent's; not supported`);
-    if (z.vpgid !== z.vpid && !pds.some((p) => p.vpgid === z.vpgid)) throw new StasisError(ErrorCodes.ZOMBIE, `pid ${z.pid} (${z.comm}), a zombie, is in process group ${z.vpgid}, which has no live member in the tree; not supported`);
+    // A group with no live member is made again by a helper with its id (restore/zombies.ts): that id must be free.
+    const holder = pds.find((p) => p.vpid === z.vpgid) ?? zs.find((x) => x.vpid === z.vpgid && x !== z);
+    if (z.vpgid !== z.vpid && !pds.some((p) => p.vpgid === z.vpgid) && holder) throw new StasisError(ErrorCodes.ZOMBIE, `pid ${z.pid} (${z.comm}), a zombie, is in process group ${z.vpgid}, which has no live member in the tree, and whose id is pid ${holder.pid} of the tree; not supported`);
   }
   return zs;
 }

@@ -109,8 +109,9 @@ const messages = {
     mm_brk: 'required uint64 7', mm_arg_start: 'required uint64 8', mm_arg_end: 'required uint64 9',
     mm_env_start: 'required uint64 10', mm_env_end: 'required uint64 11', exe_file_id: 'required uint32 12',
     mm_saved_auxv: 'repeated uint64 13', vmas: 'repeated vma_entry 14', dumpable: 'optional int32 15',
-    thp_disabled: 'optional bool 17',
+    aios: 'repeated aio_ring_entry 16', thp_disabled: 'optional bool 17',
   },
+  aio_ring_entry: { id: 'required uint64 1', nr_req: 'required uint32 2', ring_len: 'required uint32 3' },
   vma_entry: {
     start: 'required uint64 1', end: 'required uint64 2', pgoff: 'required uint64 3', shmid: 'required uint64 4',
     prot: 'required uint32 5', flags: 'required uint32 6', status: 'required uint32 7', fd: 'required sint64 8',

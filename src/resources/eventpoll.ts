@@ -1,8 +1,10 @@
 // epoll: the interest list (target fd, events, data) from fdinfo. A target is
 // named by its fd number when it was added; kcmp(KCMP_EPOLL_TFD) confirms
-// that number still holds that file. Targets are added back once every fd of
-// the task is in place.
+// that number still holds that file, or finds the fd that does now (see
+// findTarget). Targets are added back once every fd of the task is in place.
+import * as fs from 'node:fs';
 import { abi, kcmp, addressOf } from '../sys';
+import { listFds } from '../proc/proc';
 import { inBuf } from '../compel/remote';
 import { StasisError, ErrorCodes } from '../errors';
 import { FD_TYPES, NO_FOWN } from '../images/criu';
@@ -20,6 +22,31 @@ export function parseEpollTargets(raw: string): { tfd: number; events: number; d
   return out;
 }
 
+/**
+ * The fd of `owner` (the process holding the epoll, or for one in flight the
+ * process that will refill its queue) that holds the file a target watches. A target is named by
+ * the fd number it was added with (and its rank `toff` among targets added
+ * with that number, which then held other files); when that fd has been closed
+ * or reused since, the file is looked for among the other fds of the process
+ * (kcmp KCMP_EPOLL_TFD, as criu does) and the target is saved under that fd:
+ * restore adds it back so (its events and data as they were; only the number
+ * it is known by in the interest list changes). A file open nowhere else in
+ * the process is refused.
+ */
+function findTarget(owner: number, epollPid: number, efd: number, t: { tfd: number; inode: bigint }, toff: number, what: string): number {
+  const slot = KCMP_EPOLL_SLOT.encode({ efd, tfd: t.tfd, toff });
+  const holds = (fd: number) => {
+    try { return kcmp(owner, epollPid, KCMP.EPOLL_TFD, fd, Number(addressOf(slot))) === 0; } catch { return false; }
+  };
+  if (holds(t.tfd)) return t.tfd;
+  for (const fd of listFds(owner)) {
+    let ino: bigint;
+    try { ino = fs.statSync(`/proc/${owner}/fd/${fd}`, { bigint: true }).ino; } catch { continue; }
+    if (ino === t.inode && holds(fd)) return fd;
+  }
+  throw new StasisError(ErrorCodes.UNSUPPORTED, `${what} watches a file no longer open as fd ${t.tfd} nor as any other fd of ${owner === epollPid ? 'the process' : `pid ${owner}`}; not supported`);
+}
+
 export const eventpollUnit = defineFileUnit({
   name: 'epoll',
   file: {
@@ -27,22 +54,17 @@ export const eventpollUnit = defineFileUnit({
     field: 'epfd',
     match: (d) => d.link === 'anon_inode:[eventpoll]',
     dump(ctx, d, id) {
-      const tfd: Msg<'eventpoll_tfd_entry'>[] = [];
       const targets = parseEpollTargets(d.info.raw);
       // One in flight is made again by whichever process refills the queue: its targets must be that one's fds.
       if (d.targetsOf && targets.length && ctx.processes.length > 1) {
         throw new StasisError(ErrorCodes.UNSUPPORTED, `an epoll in flight watching ${targets.length} file(s), in a tree of several processes; not supported`);
       }
       const owner = d.targetsOf ?? d.pid;
-      for (const t of targets) {
-        const slot = KCMP_EPOLL_SLOT.encode({ efd: d.fd, tfd: t.tfd, toff: 0 });
-        let same = false;
-        try { same = kcmp(owner, d.pid, KCMP.EPOLL_TFD, t.tfd, Number(addressOf(slot))) === 0; } catch { same = false; }
-        if (!same) {
-          throw new StasisError(ErrorCodes.UNSUPPORTED, `epoll ${d.targetsOf ? 'in flight' : `fd ${d.fd} of pid ${d.pid}`} watches a file no longer open as fd ${t.tfd}${d.targetsOf ? ` of pid ${owner}` : ''}; not supported`);
-        }
-        tfd.push({ id, ...t });
-      }
+      const what = d.targetsOf ? 'epoll in flight' : `epoll fd ${d.fd} of pid ${d.pid}`;
+      const tfd: Msg<'eventpoll_tfd_entry'>[] = targets.map((t, i) => ({ id, ...t, tfd: findTarget(owner, d.pid, d.fd, t, targets.slice(0, i).filter((x) => x.tfd === t.tfd).length, what) }));
+      // Each now names the file at its fd: two with one number would be one file added twice.
+      const twice = tfd.find((t, i) => tfd.findIndex((x) => x.tfd === t.tfd) !== i);
+      if (twice) throw new StasisError(ErrorCodes.UNSUPPORTED, `${what} watches the file of fd ${twice.tfd} under two fd numbers, one since closed; not supported`);
       return { id, flags: d.flags, fown: NO_FOWN, tfd };
     },
     open: (_ctx, tr, e) => tr.task.callNum('epoll_create1', e.flags & O.CLOEXEC),

@@ -12,7 +12,7 @@ import { StasisError, ErrorCodes } from '../errors';
 import { defineUnit, type AnyUnit, type FdDesc, type FileKind } from '../unit/unit';
 import type { DumpCtx, ProcessDump } from '../unit/dump-ctx';
 import type { RestoreCtx, TaskRestore } from '../unit/restore-ctx';
-import type { Loading } from '../unit/checkpoint';
+import type { Loading, ProcessImage } from '../unit/checkpoint';
 import { outBuf, inBuf, type RemoteTask } from '../compel/remote';
 import { giveFd } from '../compel/give-fd';
 
@@ -106,6 +106,23 @@ export function dumpFd(ctx: DumpCtx, pid: number, fd: number, st = ctx.state(fil
 }
 
 /**
+ * An fd table shared by several processes (clone(CLONE_FILES)) is one
+ * fdinfo image, dumped with the first of them; stasis's own fds in any of
+ * them are in it.
+ */
+function dumpSharedOnce(ctx: DumpCtx, pd: ProcessDump, st: DumpState): void {
+  const sharers = ctx.processes.filter((p) => p.ids.files_id === pd.ids.files_id);
+  if (sharers[0] !== pd) return;
+  dumpFdTable(ctx, pd.pid, pd.ids.files_id, st, sharers.flatMap((p) => p.ownFds ?? []));
+}
+
+/** The process whose fd table `tr` shares (its parent, cloned with CLONE_FILES), if any. */
+export function sharesFdTableOf(ctx: RestoreCtx | Loading, img: ProcessImage): number | undefined {
+  const parent = ('ckpt' in ctx ? ctx.ckpt : ctx).processes.find((p) => p.pid === img.ppid);
+  return parent && parent.ids.files_id === img.ids.files_id ? parent.pid : undefined;
+}
+
+/**
  * Who gets SIGIO (or the F_SETSIG signal) from each fd: the owner (a thread,
  * process or group, as the tree sees it: it must be of the tree) and the
  * credentials it was set with, which the kernel checks when it signals.
@@ -191,8 +208,14 @@ function loadFiles(ld: Loading): Loaded {
     files.set(f.id, f);
   }
   const fdinfo = new Map<number, Msg<'fdinfo_entry'>[]>();
+  const tables = new Set<number>();
   for (const p of ld.processes) {
     const name = `fdinfo-${p.ids.files_id}.img`;
+    // A table shared (files_id) is so with the parent only: restore clones the child with CLONE_FILES.
+    if (tables.has(p.ids.files_id) && sharesFdTableOf(ld, p) === undefined) {
+      throw new StasisError(ErrorCodes.BAD_IMAGE, `${ld.images.path(`ids-${p.pid}.img`)}: pid ${p.pid} shares fd table ${p.ids.files_id} with a process other than its parent`);
+    }
+    tables.add(p.ids.files_id);
     const fds = ld.images.read(name, 'FDINFO', 'fdinfo_entry');
     const numbers = new Set<number>();
     for (const fd of fds) {
@@ -326,7 +349,7 @@ export const filesUnit = defineUnit<DumpState, Loaded, RestoreState>({
   dumpState: () => ({ entries: [], keys: new Map(), lastId: 0, seen: [], owners: new Map() }),
   parasite: dumpOwners,
   dumpPhases: [
-    { name: 'files', after: ['parasite'], each: (ctx, pd, st) => dumpFdTable(ctx, pd.pid, pd.ids.files_id, st, pd.ownFds) },
+    { name: 'files', after: ['parasite'], each: (ctx, pd, st) => dumpSharedOnce(ctx, pd, st) },
     // Everything that names file entries (mappings, cwd, sockets' peers...) comes before.
     { name: 'write-files', after: ['files'], once: (ctx, st) => ctx.write('files.img', 'FILES', parts('file_entry', [...st.entries].sort((a, b) => a.id - b.id))) },
   ],
@@ -343,10 +366,11 @@ export const filesUnit = defineUnit<DumpState, Loaded, RestoreState>({
   restoreState: () => ({ holders: new Map(), parked: [], late: [] }),
   restorePhases: [
     // The task came from the stub: drop the fds it inherited, before any of ours exist.
-    { name: 'close-inherited', each: (_ctx, tr) => { tr.task.call('close_range', 0, 0xffffffff, 0); } },
+    // A table shared with the parent is the parent's: emptied and filled there.
+    { name: 'close-inherited', each: (ctx, tr) => { if (sharesFdTableOf(ctx, tr.img) === undefined) tr.task.call('close_range', 0, 0xffffffff, 0); } },
     // close_range() here must not close fds the mapping phases still use;
     // paths open relative to the restored cwd/root.
-    { name: 'files', after: ['close-inherited', 'address-space', 'mm', 'fs'], each: (ctx, tr, l, st) => restoreFdTable(ctx, tr, l, st) },
+    { name: 'files', after: ['close-inherited', 'address-space', 'mm', 'fs'], each: (ctx, tr, l, st) => { if (sharesFdTableOf(ctx, tr.img) === undefined) restoreFdTable(ctx, tr, l, st); } },
     { name: 'fd-owners', after: ['files', 'threads'], each: (ctx, tr, _l, st) => restoreOwners(ctx, tr, st) },
     // Fds parked in their creator go once every process has its fds.
     {

@@ -64,14 +64,15 @@ function loadZombie(images: ImageReader, t: Msg<'pstree_entry'>, core: Msg<'core
   return { pid: t.pid, ppid: t.ppid, pgid: t.pgid, sid: t.sid, exitCode: code };
 }
 
-/** Zombies: each a child of a live process of the tree, in its session (or leading its own) and in a group that exists. */
+/** Zombies: each a child of a live process of the tree, in its session (or leading its own) and in a group that exists or can be made (restore/zombies.ts). */
 function checkZombies(file: string, procs: ProcessImage[], zombies: ZombieImage[]): void {
   const byPid = new Map(procs.map((x) => [x.pid, x]));
   for (const z of zombies) {
     const parent = byPid.get(z.ppid);
     if (!parent) throw bad(file, `zombie ${z.pid}: parent ${z.ppid} is not a live process of the tree`);
     if (z.sid !== z.pid && z.sid !== parent.sid) throw bad(file, `zombie ${z.pid}: session ${z.sid} is neither its own nor its parent's; not supported`);
-    if (z.pgid !== z.pid && !procs.some((x) => x.pgid === z.pgid)) throw bad(file, `zombie ${z.pid}: process group ${z.pgid} has no live member`);
+    // A group with no live member is made again by a helper with its id: a free one.
+    if (z.pgid !== z.pid && !procs.some((x) => x.pgid === z.pgid) && (byPid.has(z.pgid) || zombies.some((x) => x.pid === z.pgid))) throw bad(file, `zombie ${z.pid}: process group ${z.pgid} has no live member, and its id is a pid of the tree`);
     if (procs.some((x) => x.pgid === z.pid || x.sid === z.pid)) throw bad(file, `zombie ${z.pid} leads a group or session of live processes; not supported`);
   }
 }

@@ -10,7 +10,7 @@ import { moveVdso } from './stub';
 import { createZombies } from './zombies';
 import { ttyAfterSetsid } from '../resources/tty';
 
-const { ALL_SIGNALS } = abi;
+const { ALL_SIGNALS, CLONE } = abi;
 
 export function createTree(ctx: RestoreCtx, root: TaskRestore): void {
   const procs = ctx.ckpt.processes;
@@ -24,7 +24,8 @@ export function createTree(ctx: RestoreCtx, root: TaskRestore): void {
     // Private memory the children share copy-on-write is in the parent before they are forked.
     premapForChildren(ctx, tr, children, mm, reprotect);
     for (const child of children) {
-      const host = cloneChild(tr.task, child.pid, ctx.ownPidNs);
+      // A child sharing its parent's fd table (clone(CLONE_FILES)) is made so: its fds are the parent's.
+      const host = cloneChild(tr.task, child.pid, ctx.ownPidNs, child.ids.files_id === tr.img.ids.files_id ? CLONE.FILES : 0);
       ptrace.setSigMask(host, ALL_SIGNALS);
       const t = RemoteTask.onTrampoline(host, tr.task.trampoline!);
       const ctr: TaskRestore = { img: child, task: t, threads: new Map([[child.pid, t]]), xsaveSize: root.xsaveSize };

@@ -61,6 +61,8 @@ export function classify(v: Vma): ClassifiedVma {
     const kind = v.shared ? VMA.FILE_SHARED : VMA.FILE_PRIVATE;
     return { ...base, status: VMA.AREA_REGULAR | VMA.AREA_MEMFD | kind, flags: v.shared ? MAP.SHARED : MAP.PRIVATE, policy: v.shared ? 'none' : 'cow-copies', memfd: true };
   }
+  // An AIO completion ring (io_setup): its pages dumped, the ring made again by io_setup (aio.ts).
+  if (v.path === '/[aio]' && v.deleted && v.shared) return { ...base, status: VMA.AREA_AIORING, flags: MAP.SHARED, policy: 'anon' };
   // A packet socket's rings mmap()ed (socket:[INODE]): the frames are the kernel's pages.
   if (v.path.startsWith('socket:[')) throw unsupported(v, `mapping of a socket's memory (${v.path}: a packet socket's rings, mmap()ed)`);
   if (!v.path.startsWith('/')) throw unsupported(v, `mapping of ${v.path}`);

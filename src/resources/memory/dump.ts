@@ -11,6 +11,7 @@ import { StasisError, ErrorCodes } from '../../errors';
 import type { DumpCtx, ProcessDump, RawImage } from '../../unit/dump-ctx';
 import { regFileEntry, mappedGhostEntry } from '../regfile';
 import { dumpMemfdInode, memfdFileId } from '../memfd';
+import { aioRings } from './aio';
 import { classify, wanted, parseVmFlags, madvOf, mapFlagsOf, type ClassifiedVma } from './classify';
 import type { PageRanges, ParentImages } from './parent';
 import type { ProcTracking } from './track';
@@ -328,6 +329,8 @@ export function dumpMemory(ctx: DumpCtx, pd: ProcessDump, facts: MmFacts, parent
   const plan = pagePlan(parent, pd, vmas, facts.track);
   const src = ctx.lazySource;
   if (src) plan.lazy = { starts: new Set(vmaList.filter(isLazyVma).map((v) => v.start)), add: (vaddr, n) => src.add(pd.vpid, pid, vaddr, n) };
+  // Before the pages: reading an AIO ring faults in what the kernel wrote there unseen by pagemap.
+  const aios = aioRings(pid, vmas);
   vmaList.push(...guardEntries(dumpPagemap(ctx, pd, vmas, plan)));
   const st = pd.stat;
   let exeFileId = 0;
@@ -339,7 +342,7 @@ export function dumpMemory(ctx: DumpCtx, pd: ProcessDump, facts: MmFacts, parent
     mm_start_stack: st.startStack, mm_start_brk: st.startBrk, mm_brk: facts.brk,
     mm_arg_start: st.argStart, mm_arg_end: st.argEnd, mm_env_start: st.envStart, mm_env_end: st.envEnd,
     exe_file_id: exeFileId, mm_saved_auxv: readAuxv(pid), vmas: vmaList, dumpable: facts.dumpable,
-    thp_disabled: facts.thpDisabled || undefined,
+    thp_disabled: facts.thpDisabled || undefined, aios,
   };
   ctx.write(`mm-${pd.vpid}.img`, 'MM', parts('mm_entry', [mm]));
 }

@@ -11,6 +11,7 @@ import { loadMemory, validateMemory, type LoadedMm } from './load';
 import { restoreAddressSpace, restorePages, restoreProtections, restoreAdvice, restoreMm, type Reprotect } from './restore';
 import { openLazy, dropLazy, splitSources } from './lazy';
 import { clipSources, heldVmas } from './inherit';
+import { restoreAioRings } from './aio';
 
 export { premapForChildren, adoptInherited } from './inherit';
 
@@ -45,6 +46,8 @@ export const memoryUnit = defineUnit<MemoryDump, Map<number, LoadedMm>, Reprotec
     { name: 'pages', after: ['address-space'], each: (ctx, tr, l) => { const m = l.get(tr.img.pid)!; restorePages(ctx, tr, m, ctx.opts.lazyPages ? splitSources(m).eager : clipSources(m.sources, heldVmas(ctx, tr.img.pid), false)); } },
     // Before creds: a userfaultfd serving kernel faults needs privilege in the task.
     { name: 'lazy-open', after: ['address-space'], each: (ctx, tr, l) => openLazy(ctx, tr, l.get(tr.img.pid)!) },
+    // AIO rings over their filled stand-ins, before protections (aio.ts).
+    { name: 'aio-rings', after: ['pages'], before: ['protections'], each: (_ctx, tr, l) => restoreAioRings(tr, l.get(tr.img.pid)!) },
     // Writable-for-filling VMAs go back to their protection once filled.
     { name: 'protections', after: ['pages'], each: (_ctx, tr, _l, st) => restoreProtections(tr, st) },
     // Advice such as DONTFORK or HUGEPAGE may split VMAs: on the final ones; mlock once pages are in.

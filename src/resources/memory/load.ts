@@ -42,7 +42,11 @@ function bad(file: string, msg: string): StasisError {
   return new StasisError(ErrorCodes.BAD_IMAGE, `${file}: ${msg}`);
 }
 
-function checkVmas(file: string, vmas: Msg<'vma_entry'>[], files: ReadonlyMap<number, Msg<'file_entry'>>): void {
+function checkVmas(file: string, vmas: Msg<'vma_entry'>[], files: ReadonlyMap<number, Msg<'file_entry'>>, aios: Msg<'aio_ring_entry'>[] = []): void {
+  for (const a of aios) {
+    const v = vmas.find((x) => x.start === a.id);
+    if (!v || !(v.status & VMA.AREA_AIORING) || v.end - v.start !== BigInt(a.ring_len) || a.ring_len % Number(PAGE) !== 0) throw bad(file, `AIO ring at ${a.id.toString(16)} (${a.ring_len} bytes) is not an AIO ring VMA of that size`);
+  }
   let prevEnd = 0n;
   for (const v of vmas) {
     const range = `VMA ${v.start.toString(16)}-${v.end.toString(16)}`;
@@ -55,7 +59,9 @@ function checkVmas(file: string, vmas: Msg<'vma_entry'>[], files: ReadonlyMap<nu
       if (!f) throw bad(file, `${range} maps file id ${v.shmid}, absent from files.img`);
       const want = v.status & VMA.AREA_MEMFD ? FD_TYPES.MEMFD : FD_TYPES.REG;
       if (f.type !== want) throw bad(file, `${range}: file id ${v.shmid} is not a ${want === FD_TYPES.MEMFD ? 'memfd' : 'regular file'}`);
-    } else if (v.status & (VMA.AREA_SYSVIPC | VMA.AREA_SOCKET | VMA.AREA_AIORING)) {
+    } else if (v.status & VMA.AREA_AIORING) {
+      if (!aios.some((a) => a.id === v.start)) throw bad(file, `${range}: an AIO ring without its aio_ring_entry`);
+    } else if (v.status & (VMA.AREA_SYSVIPC | VMA.AREA_SOCKET)) {
       throw bad(file, `${range}: unsupported mapping kind (status 0x${v.status.toString(16)})`);
     }
   }
@@ -107,7 +113,7 @@ export function loadMemory(ld: Loading): Map<number, LoadedMm> {
     const mm = ld.images.one(mmFile, 'MM', 'mm_entry');
     const { vmas, guards } = splitGuards(mm.vmas ?? [], (msg) => bad(ld.images.path(mmFile), msg));
     mm.vmas = vmas;
-    checkVmas(ld.images.path(mmFile), vmas, files);
+    checkVmas(ld.images.path(mmFile), vmas, files, mm.aios ?? []);
     if (mm.exe_file_id && files.get(mm.exe_file_id)?.type !== FD_TYPES.REG) throw bad(ld.images.path(mmFile), `exe file id ${mm.exe_file_id} is not a regular file of files.img`);
     const pmFile = `pagemap-${p.pid}.img`;
     const pm = ld.images.withHead(pmFile, 'PAGEMAP', 'pagemap_head', 'pagemap_entry');

@@ -42,6 +42,7 @@ import { StasisError, ErrorCodes } from '../../errors';
 import type { RemoteTask } from '../../compel/remote';
 import type { ProcessDump } from '../../unit/dump-ctx';
 import type { ClassifiedVma } from './classify';
+import { VMA } from '../../images/criu';
 
 const { O, F, UFFD_FEATURE, UFFD_FEATURE_INITIALIZED, UFFD_USER_MODE_ONLY, PM_SCAN, PAGE_IS, ERRNO } = abi;
 
@@ -111,7 +112,8 @@ function ourUffds(pid: number): { fd: number; ino: number }[] {
 
 /** Private VMAs: written only through this mm's page tables. */
 export function trackable(cv: ClassifiedVma): boolean {
-  return cv.policy === 'anon' || cv.policy === 'cow-copies';
+  // The kernel's writes to an AIO ring leave no written-page trace: always copied whole.
+  return (cv.policy === 'anon' || cv.policy === 'cow-copies') && !(cv.status & VMA.AREA_AIORING);
 }
 
 /**

@@ -37,6 +37,10 @@ export const RLIMIT_NAMES = [
   'MSGQUEUE', 'NICE', 'RTPRIO', 'RTTIME',
 ] as const;
 
+/** AIO: the ring's magic and header version (fs/aio.c), iocb opcodes. */
+export const AIO_RING_MAGIC = 0xa10a10a1;
+export const IOCB_CMD = { PREAD: 0, PWRITE: 1 } as const;
+
 export const KCMP = { FILE: 0, VM: 1, FILES: 2, FS: 3, SIGHAND: 4, IO: 5, SYSVSEM: 6, EPOLL_TFD: 7 } as const;
 
 export const CLONE = {

@@ -40,6 +40,15 @@ export const CLONE_ARGS = struct({
 export const POLLFD = struct({ fd: 'i32', events: 'u16', revents: 'u16' });
 /** struct epoll_event: packed on x86-64. */
 export const EPOLL_EVENT = struct({ events: 'u32', data: 'u64' }, { packed: true });
+/** struct aio_ring: the header of an AIO completion ring (io_setup), io_events follow. */
+export const AIO_RING = struct({ id: 'u32', nr: 'u32', head: 'u32', tail: 'u32', magic: 'u32', compat_features: 'u32', incompat_features: 'u32', header_length: 'u32' });
+/** struct io_event */
+export const IO_EVENT = struct({ data: 'u64', obj: 'u64', res: 'i64', res2: 'i64' });
+/** struct iocb (little-endian x86-64 layout: aio_key before aio_rw_flags) */
+export const IOCB = struct({
+  aio_data: 'u64', aio_key: 'u32', aio_rw_flags: 'u32', aio_lio_opcode: 'u16', aio_reqprio: 'u16', aio_fildes: 'u32',
+  aio_buf: 'u64', aio_nbytes: 'u64', aio_offset: 'i64', aio_reserved2: 'u64', aio_flags: 'u32', aio_resfd: 'u32',
+});
 /** struct kcmp_epoll_slot */
 export const KCMP_EPOLL_SLOT = struct({ efd: 'u32', tfd: 'u32', toff: 'u32' });
 /** struct file_handle header (handle bytes follow). */

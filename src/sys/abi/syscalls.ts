@@ -17,7 +17,7 @@ export const SYS = {
   sched_setparam: 142, sched_getparam: 143, sched_setscheduler: 144, sched_getscheduler: 145, mlock: 149,
   pivot_root: 155, prctl: 157, arch_prctl: 158, setrlimit: 160, chroot: 161, mount: 165, umount2: 166,
   sethostname: 170, setdomainname: 171, gettid: 186, tkill: 200, futex: 202, sched_setaffinity: 203,
-  sched_getaffinity: 204, io_setup: 206, io_destroy: 207, getdents64: 217, set_tid_address: 218,
+  sched_getaffinity: 204, io_setup: 206, io_destroy: 207, io_submit: 209, getdents64: 217, set_tid_address: 218,
   restart_syscall: 219, timer_create: 222, timer_settime: 223, timer_gettime: 224, timer_getoverrun: 225,
   timer_delete: 226, clock_gettime: 228, clock_nanosleep: 230, exit_group: 231, epoll_ctl: 233,
   tgkill: 234, mq_open: 240, waitid: 247, ioprio_set: 251, ioprio_get: 252, inotify_add_watch: 254,
