@@ -16,6 +16,7 @@ import { grabSocket, getInt, sockName, dumpSockOpts, restoreSockOpts, restoreShu
 import { sendAll, peekQueue, skQueuesUnit, type Packet } from './sockqueue';
 import { repairOn, repairOff, dumpTcpStream, loadTcpStream, restoreTcpStream, type RepairSocket } from './tcp-stream';
 import { lockConnection, connOf } from './netlock';
+import { carriedConnection, closingRefusal } from './tcp-closing';
 import { dumpIpOpts, restoreIpOpts, freebindOpt } from './ipopts';
 
 const { AF, SOCK, SOL, SO, IPPROTO, IPV6_V6ONLY, TCP, TCP_STATE, TCP_INFO_HEAD, SOCKADDR_IN, SOCKADDR_IN6 } = abi;
@@ -213,10 +214,16 @@ export const inetSocketUnit = defineFileUnit({
           len.writeUInt32LE(info.length);
           sys('getsockopt', s, SOL.TCP, TCP.INFO, addressOf(info), addressOf(len));
           state = TCP_INFO_HEAD.decode(info).state;
-          if (state === TCP_STATE.ESTABLISHED && shutdown) {
-            throw new StasisError(ErrorCodes.UNSUPPORTED, `fd ${d.fd} of pid ${d.pid}: TCP connection (port ${local.port} ↔ ${peer.port}) shut down in a direction (shutdown()); not supported`);
+          const conn = `TCP connection (port ${local.port} ↔ ${peer.port})`;
+          const refusal = closingRefusal(state);
+          if (refusal) {
+            throw new StasisError(ErrorCodes.UNSUPPORTED, `fd ${d.fd} of pid ${d.pid}: ${conn} in state ${STATE_NAMES[state] ?? state}: ${refusal}; not supported`);
           }
-          if (state === TCP_STATE.ESTABLISHED && ctx.opts.tcpEstablished) {
+          // A shutdown that sent nothing (SHUT_RD alone) leaves it ESTABLISHED.
+          if (state === TCP_STATE.ESTABLISHED && shutdown) {
+            throw new StasisError(ErrorCodes.UNSUPPORTED, `fd ${d.fd} of pid ${d.pid}: ${conn} shut down in a direction (shutdown()); not supported`);
+          }
+          if (carriedConnection(state) && ctx.opts.tcpEstablished) {
             // Locked first: in repair mode the socket still takes (and acks) data,
             // which would be lost once its queues are read.
             lockConnection(ctx, connOf(family, local, peer));
@@ -224,9 +231,10 @@ export const inetSocketUnit = defineFileUnit({
             // peer sees nothing) or is let go again (then repair mode is left).
             st.repair.push(repairOn(s));
             keep = true;
-            dumpTcpStream(ctx, d.st.ino, s);
-          } else if (state === TCP_STATE.ESTABLISHED) {
-            throw new StasisError(ErrorCodes.UNSUPPORTED, `fd ${d.fd} of pid ${d.pid}: established TCP connection (port ${local.port} ↔ ${peer.port}); dump with --tcp-established to take it`);
+            dumpTcpStream(ctx, d.st.ino, s, state);
+          } else if (carriedConnection(state)) {
+            const how = state === TCP_STATE.ESTABLISHED ? 'established' : `closing (${STATE_NAMES[state]})`;
+            throw new StasisError(ErrorCodes.UNSUPPORTED, `fd ${d.fd} of pid ${d.pid}: ${how} TCP connection (port ${local.port} ↔ ${peer.port}); dump with --tcp-established to take it`);
           } else if (state === TCP_STATE.CLOSE && shutdown) {
             refuseEndedLeftovers(s, `fd ${d.fd} of pid ${d.pid}: TCP connection that ended (port ${local.port})`);
           } else if (state === TCP_STATE.LISTEN && diag?.rqueue) {
@@ -252,7 +260,7 @@ export const inetSocketUnit = defineFileUnit({
           }
         }
         // TCP_CORK and TCP_NODELAY of a socket not connected (a connection's are in its tcp_stream_entry).
-        const tcpOpts = type === SOCK.STREAM && state !== TCP_STATE.ESTABLISHED
+        const tcpOpts = type === SOCK.STREAM && !carriedConnection(state)
           ? { cork: getInt(s, SOL.TCP, TCP.CORK) !== 0, nodelay: getInt(s, SOL.TCP, TCP.NODELAY) !== 0 } : undefined;
         return {
           id, ino: d.st.ino, family, type, proto, state, src_port: local.port, dst_port: peer.port, flags: d.flags,
@@ -267,13 +275,19 @@ export const inetSocketUnit = defineFileUnit({
     },
     open(ctx, tr, e, st) {
       const t = tr.task;
+      if (e.type === SOCK.STREAM && closingRefusal(e.state)) {
+        throw new StasisError(ErrorCodes.UNSUPPORTED, `TCP socket ${e.ino} in state ${STATE_NAMES[e.state] ?? e.state}: ${closingRefusal(e.state)}; not supported`);
+      }
       const fd = t.callNum('socket', e.family, e.type | (e.flags & abi.O.NONBLOCK ? SOCK.NONBLOCK : 0), e.proto);
-      if (e.type === SOCK.STREAM && e.state === TCP_STATE.ESTABLISHED) {
+      const what = `TCP connection ${e.ino} (port ${e.src_port} ↔ ${e.dst_port})`;
+      if (e.type === SOCK.STREAM && carriedConnection(e.state)) {
         const stream = loadTcpStream(ctx.ckpt.images, e.ino);
         const s = grabSocket(tr.task.pid, fd);
         try {
           restoreSockOpts(t, fd, e.opts);
-          st.repair.push(restoreTcpStream(s, stream, makeSockaddr(e.family, e.src_port, e.src_addr ?? []), makeSockaddr(e.family, e.dst_port, e.dst_addr ?? []), e.opts));
+          st.repair.push(restoreTcpStream(s, stream, makeSockaddr(e.family, e.src_port, e.src_addr ?? []), makeSockaddr(e.family, e.dst_port, e.dst_addr ?? []), e.opts, e.state, what));
+          // Our FIN is back (restoreTcpStream); a read side shut as well is a flag only.
+          if (e.state !== TCP_STATE.ESTABLISHED && (e.shutdown ?? 0) & SK_SHUTDOWN.READ) sys('shutdown', s, abi.SHUT.RD, 0, 0, 0, 0, what);
         } catch (err) {
           sysTry('close', s);
           throw err;

@@ -12,6 +12,7 @@ import type { ImageReader } from '../images/image';
 import type { DumpCtx } from '../unit/dump-ctx';
 import { StasisError, ErrorCodes } from '../errors';
 import { getInt, getOpt, setIntLocal } from './sockopts';
+import { withoutFin, sendQueueStart, restoreFin } from './tcp-closing';
 
 const { SOL, SO, TCP, TCP_REPAIR_QUEUE: QUEUE, TCPOPT, TCPI_OPT, SIOC, MSG, TCP_INFO_HEAD, TCP_REPAIR_WINDOW, TCP_REPAIR_OPT } = abi;
 
@@ -51,11 +52,10 @@ export function tcpStreamFile(ino: number): string {
   return `tcp-stream-${ino.toString(16)}.img`;
 }
 
-/** Dump one established connection (our copy `fd`, already in repair mode). */
-export function dumpTcpStream(ctx: DumpCtx, ino: number, fd: number): void {
+/** Dump one connection, established or with our FIN queued (our copy `fd`, already in repair mode). */
+export function dumpTcpStream(ctx: DumpCtx, ino: number, fd: number, state: number): void {
   const inqLen = ioctlInt(fd, SIOC.INQ);
-  const outqLen = ioctlInt(fd, SIOC.OUTQ);
-  const unsqLen = ioctlInt(fd, SIOC.OUTQNSD);
+  const { outq: outqLen, unsq: unsqLen } = withoutFin(state, ioctlInt(fd, SIOC.OUTQ), ioctlInt(fd, SIOC.OUTQNSD));
   setTcp(fd, TCP.REPAIR_QUEUE, QUEUE.RECV);
   const inqSeq = getInt(fd, SOL.TCP, TCP.QUEUE_SEQ) >>> 0;
   setTcp(fd, TCP.REPAIR_QUEUE, QUEUE.SEND);
@@ -101,7 +101,7 @@ function sendQueue(fd: number, queue: number, data: Buffer): void {
  * queued data, windows. It stays in repair mode (sending nothing) until the
  * network lock is gone and the tasks are about to run: then repairOff().
  */
-export function restoreTcpStream(fd: number, s: { entry: Msg<'tcp_stream_entry'>; payload: Buffer }, local: Buffer, peer: Buffer, sk: Msg<'sk_opts_entry'>): RepairSocket {
+export function restoreTcpStream(fd: number, s: { entry: Msg<'tcp_stream_entry'>; payload: Buffer }, local: Buffer, peer: Buffer, sk: Msg<'sk_opts_entry'>, state: number, what: string): RepairSocket {
   const e = s.entry;
   const rs = repairOn(fd);
   rs.reuse = sk.reuseaddr ? 1 : 0;
@@ -113,7 +113,7 @@ export function restoreTcpStream(fd: number, s: { entry: Msg<'tcp_stream_entry'>
   setTcp(fd, TCP.REPAIR_QUEUE, QUEUE.RECV);
   setTcp(fd, TCP.QUEUE_SEQ, (e.inq_seq - e.inq_len) | 0);
   setTcp(fd, TCP.REPAIR_QUEUE, QUEUE.SEND);
-  setTcp(fd, TCP.QUEUE_SEQ, (e.outq_seq - e.outq_len) | 0);
+  setTcp(fd, TCP.QUEUE_SEQ, sendQueueStart(state, e));
   // In repair mode the local port may be shared with the listener it was accepted from.
   sys('bind', fd, addressOf(local), local.length, 0, 0, 0, 'TCP repair bind');
   sys('connect', fd, addressOf(peer), peer.length, 0, 0, 0, 'TCP repair connect');
@@ -142,5 +142,6 @@ export function restoreTcpStream(fd: number, s: { entry: Msg<'tcp_stream_entry'>
   }
   if (e.nodelay) setTcp(fd, TCP.NODELAY, 1);
   if (e.cork) setTcp(fd, TCP.CORK, 1);
+  restoreFin(fd, state, unsent, what);
   return rs;
 }
