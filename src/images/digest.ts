@@ -495,8 +495,15 @@ export class DeferredChunks {
    */
   private readonly fds = new Map<string, number>();
 
-  constructor(private readonly images: ImageReader, private readonly where: string, es: DigestEntry[]) {
-    for (const e of es) { this.entries.set(e.name, e); this.done.set(e.name, new Uint8Array(e.chunks!.length)); }
+  /** `done`: chunks already checked, by file (another process's progress, taken over). */
+  constructor(private readonly images: ImageReader, private readonly where: string, es: DigestEntry[], done?: ReadonlyMap<string, ArrayLike<number>>) {
+    for (const e of es) { this.entries.set(e.name, e); this.done.set(e.name, Uint8Array.from(done?.get(e.name) ?? new Uint8Array(e.chunks!.length))); }
+  }
+
+  /** File `name`'s entry and which chunks are checked so far (undefined: not a deferred file). */
+  progress(name: string): { entry: DigestEntry; done: number[]; where: string } | undefined {
+    const e = this.entries.get(name);
+    return e && { entry: e, done: [...this.done.get(name)!], where: this.where };
   }
 
   /**

@@ -152,6 +152,9 @@ export class ImageReader {
     this.listing?.deferred?.range(file, fd, off, len);
   }
 
+  /** The chunks left to the reader to check (lazy restore), if any: handed over with the pages (restore/lazy-handover.ts). */
+  get deferred(): import('./digest').DeferredChunks | undefined { return this.listing?.deferred; }
+
   /** The size of an image file, opened as `open` does (a raw file read later is checked now). */
   size(file: string): number {
     const fd = this.open(file);
