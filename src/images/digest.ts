@@ -508,10 +508,12 @@ export class DeferredChunks {
 
   /**
    * Check the chunks of `name` that [off, off+len) touches, reading them from
-   * our open `fd`; then hand the next few to the pool (a lazy server streams
-   * in file order: they are then checked by the time it reads them).
+   * our open `fd`; then, `ahead` (a lazy server streaming, in file order),
+   * hand the next few to the pool: they are then checked by the time it
+   * reads them. Not before: starting the pool's threads and their hashing
+   * would only slow down the restore and the tree's first faults.
    */
-  range(name: string, fd: number, off: number, len: number): void {
+  range(name: string, fd: number, off: number, len: number, ahead = false): void {
     const e = this.entries.get(name);
     if (!e || len <= 0) return;
     const done = this.done.get(name)!;
@@ -521,7 +523,7 @@ export class DeferredChunks {
       if (!this.fromPool(e, k)) this.judge(e, k, this.readChunk(e, fd, k));
       done[k] = 1;
     }
-    this.readAhead(e, last + 1);
+    if (ahead) this.readAhead(e, last + 1);
     const own = this.fds.get(name);
     if (own !== undefined && done.every((x) => x === 1)) { fs.closeSync(own); this.fds.delete(name); }
   }

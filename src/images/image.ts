@@ -148,8 +148,8 @@ export class ImageReader {
    * (lazy restore: digest.ts DeferredChunks); otherwise they were checked
    * before the restore began and this does nothing.
    */
-  verifyRange(file: string, fd: number, off: number, len: number): void {
-    this.listing?.deferred?.range(file, fd, off, len);
+  verifyRange(file: string, fd: number, off: number, len: number, ahead = false): void {
+    this.listing?.deferred?.range(file, fd, off, len, ahead);
   }
 
   /** The chunks left to the reader to check (lazy restore), if any: handed over with the pages (restore/lazy-handover.ts). */

@@ -85,7 +85,7 @@ function receive(sock: number): { tag: string; body: string; fds: number[] } | u
 export function serveUntilHeir(server: LazyServer, h: Heir, hold?: string): LazyStats | 'handover' {
   try {
     let heirReady = false;
-    const side = { fd: h.sock, ready: () => {
+    const side = { fd: h.sock, faultsOnly: true, ready: () => {
       const m = receive(h.sock);
       if (m?.tag === 'R') return (heirReady = true);
       log.warn('lazy pages: the heir exited before it was ready; served by the restore command to the end');
@@ -152,7 +152,7 @@ export function runHeir(sock: number, hold: string | undefined, anyOwner: boolea
     checks.set(fds[f.fd], { d, name: f.name });
   }
   const remote = h.remote && LazyRemote.adopt(fds[h.remote.fd], h.remote.where);
-  const reader = pageReader(remote, (fd, off, len) => { const c = checks.get(fd); c?.d.range(c.name, fd, off, len); });
+  const reader = pageReader(remote, (fd, off, len, streaming) => { const c = checks.get(fd); c?.d.range(c.name, fd, off, len, streaming); });
   const server = LazyServer.adopt(h.server, fds, reader);
   if (!send(sock, 'G')) {
     // Nothing let go yet: the restore command still traces the tree and serves it.

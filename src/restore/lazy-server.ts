@@ -47,6 +47,12 @@ const FAULT_CLUSTER = 16 * PAGE_SIZE;
 const MSGS = 64;
 /** Without streaming (held), how long a poll waits before looking at the tracees again. */
 const IDLE_MS = 20;
+/**
+ * Without streaming while a handover is awaited: the same, shorter. A signal
+ * to a leader we trace waits in its signal-delivery stop until we pass it
+ * on, and the tree has just started (the probe of a service, say).
+ */
+const SIDE_MS = 2;
 
 type Range = { start: bigint; end: bigint; off: number; fd: number };
 
@@ -150,15 +156,18 @@ export class LazyServer {
    * while pages are certainly missing. `side`: an fd polled alongside (the
    * other end of a handover: lazy-handover.ts, fd < 0: none now); when it
    * is readable, with every fault read so far served, `ready()` is called:
-   * true stops serving ('handover').
+   * true stops serving ('handover'). `faultsOnly`: no streaming while the
+   * side is polled (the restore command waiting for its heir leaves the
+   * cores to the tree and the heir's start).
    */
-  serve(hold?: string, side?: { fd: number; ready(): boolean }): LazyStats | 'handover' {
+  serve(hold?: string, side?: { fd: number; ready(): boolean; faultsOnly?: boolean }): LazyStats | 'handover' {
     try {
       for (;;) {
         const active = this.served.filter((s) => !s.gone && s.proc.segs.length > 0);
         if (!active.length) break;
-        const streaming = hold === undefined || fs.existsSync(hold);
-        const sideReady = this.poll(active, streaming ? 0 : IDLE_MS, side && side.fd >= 0 ? side.fd : undefined);
+        const polled = side && side.fd >= 0 ? side.fd : undefined;
+        const streaming = (hold === undefined || fs.existsSync(hold)) && !(polled !== undefined && side!.faultsOnly);
+        const sideReady = this.poll(active, streaming ? 0 : polled !== undefined ? SIDE_MS : IDLE_MS, polled);
         this.serveFaults();
         this.watchTracees();
         if (sideReady && side!.ready()) return 'handover';
@@ -268,8 +277,8 @@ export class LazyServer {
    * far it got. 'again': an event must be read first (what was copied so far
    * is off the list).
    */
-  private copy(s: Served, seg: Seg, start: bigint, len: number): 'done' | 'again' {
-    this.job.reader.read(seg, start, this.buf, len);
+  private copy(s: Served, seg: Seg, start: bigint, len: number, streaming = false): 'done' | 'again' {
+    this.job.reader.read(seg, start, this.buf, len, streaming);
     const segs = s.proc.segs as Range[];
     let done = 0;
     while (done < len) {
@@ -292,7 +301,7 @@ export class LazyServer {
     if (s.gone || !s.proc.segs.length) return;
     const seg = s.proc.segs[0];
     const len = Math.min(CHUNK, Number(seg.end - seg.start));
-    if (this.copy(s, seg, seg.start, len) === 'again') this.drain(s);
+    if (this.copy(s, seg, seg.start, len, true) === 'again') this.drain(s);
     else this.stats.streamedPages += len / PAGE_SIZE;
   }
 

@@ -168,7 +168,7 @@ function cutOut(srcs: PageSource[], a: bigint, b: bigint, cut: PageSource[]): Pa
 export function armLazy(ctx: RestoreCtx, mms: Map<number, LoadedMm>): LazyJob {
   // Every byte read from a pages file is checked against the digest first (chunks left to the reader: lazy).
   const byFd = new Map<number, PageSource>();
-  const check = (fd: number, off: number, len: number) => { const s = byFd.get(fd); s?.images.verifyRange(s.pagesFile, fd, off, len); };
+  const check = (fd: number, off: number, len: number, streaming: boolean) => { const s = byFd.get(fd); s?.images.verifyRange(s.pagesFile, fd, off, len, streaming); };
   const job: LazyJob = { procs: [], files: [], reader: pageReader(ctx.opts.lazyRemote, check), pagesFiles: [], remote: ctx.opts.lazyRemote };
   const files = new Map<string, number>();
   const fdOf = (s: PageSource) => {
