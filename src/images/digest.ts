@@ -47,7 +47,7 @@ const CHUNK_LINE_RE = /^ ([0-9a-f]{64})$/;
  * The chunk size of pages files: a lazy restore's first read in a chunk
  * hashes all of it (4 MiB: ~3 ms), and the dump's tail at commit is about one
  * chunk per thread; below ~1 MiB the per-job overhead and the digest's size
- * grow (a line per chunk). 4 MiB is also the lazy server's streaming unit.
+ * grow (a line per chunk). The lazy server streams in 1 MiB pieces (a chunk is hashed once, at its first).
  */
 export const CHUNK_SIZE = 4 << 20;
 /** Chunks of at most this (a multiple of the page size) are read. */

@@ -40,8 +40,11 @@ import { log } from '../log';
 
 const { ERRNO, PAGE_SIZE, POLL, POLLFD, UFFD_MSG, UFFD_EVENT, PTRACE, PTRACE_O, SIG, WAIT, P_PID, SIGINFO_CHLD, SIGINFO_SIZE, CLD } = abi;
 const PAGE = BigInt(PAGE_SIZE);
-/** Background copies: big chunks (one read, one ioctl). */
-const CHUNK = 4 << 20;
+/**
+ * Background copies: big chunks (one read, one ioctl), not so big that a
+ * fault arriving meanwhile waits long (it is served between two).
+ */
+const CHUNK = 1 << 20;
 /** On a fault: the page and up to this many bytes after it, within its run. */
 const FAULT_CLUSTER = 16 * PAGE_SIZE;
 const MSGS = 64;
