@@ -528,13 +528,19 @@ export class DeferredChunks {
     if (own !== undefined && done.every((x) => x === 1)) { fs.closeSync(own); this.fds.delete(name); }
   }
 
-  /** Chunk k as the pool hashed it, if it was handed over and read (else false: checked here). */
+  /**
+   * Chunk k as the pool hashed it, if it was handed over and is hashed (else
+   * false: checked here). Never waited for: a thread still starting, or
+   * behind, would hold up a fault the lazy server has to serve now (a result
+   * that comes later stays unread: a few bytes per chunk at most).
+   */
   private fromPool(e: DigestEntry, k: number): boolean {
     const q = this.ahead.get(e.name);
     const job = q?.get(k);
     if (job === undefined) return false;
     q!.delete(k);
-    const r = this.pool!.result(job);
+    const r = this.pool!.tryResult(job);
+    if (!r) return false;
     if ('error' in r) return false; // read again here, for the exact error
     if (r.sha256 !== e.chunks![k]) throw new StasisError(ErrorCodes.CORRUPT, `${chunkMismatch(this.images.path(e.name), this.where, e, k)}: the checkpoint is damaged`);
     return true;

@@ -19,6 +19,7 @@
 // our detaching may wait on); if the heir dies before K, the tree is killed here.
 // If the heir dies before G, nothing passed: we serve on ourselves.
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import { abi, socketpair, sendPacket, recvPacket, pidfdOpen, pollOne, tryKill } from '../sys';
 import { StasisError, ErrorCodes } from '../errors';
 import { log, logFd, logLevel, adoptLog } from '../log';
@@ -36,7 +37,15 @@ export interface Heir { pid: number; sock: number; pidfd: number }
 
 /** A pages file as handed over: its fd (an index into the fds), where it is, its digest progress. */
 interface HandedFile { fd: number; dir: string; name: string; check?: { entry: DigestEntry; done: number[]; where: string } }
-interface Handed { server: HandoverState; files: HandedFile[]; remote?: { fd: number; where: string }; log?: { fd: number; level: number } }
+interface Handed { server: HandoverState; files: HandedFile[]; remote?: { fd: number; where: string }; log?: { fd: number; level: number }; nice: number }
+
+/**
+ * How much nicer the heir starts than we are: on a busy machine its start-up
+ * would otherwise take CPU from the restore and from the tree's first steps,
+ * which are what the time to answer is made of (on idle cores it changes
+ * nothing). It takes our priority back when it takes over.
+ */
+const HEIR_NICER = 10;
 
 /** Start the heir: this command again (same arguments), detached, with the socket as fd 3 (named by `env`). */
 export function spawnHeir(env: string): Heir {
@@ -48,6 +57,7 @@ export function spawnHeir(env: string): Heir {
     });
     child.unref();
     if (!child.pid) throw new StasisError(ErrorCodes.RESTORE_FAILED, 'cannot start the lazy-pages server');
+    try { os.setPriority(child.pid, Math.min(19, os.getPriority() + HEIR_NICER)); } catch { /* only slower */ }
     // Our child: not reaped before our event loop runs again, so its pid is its own until then.
     return { pid: child.pid, sock: ours, pidfd: pidfdOpen(child.pid) };
   } catch (e) {
@@ -107,7 +117,7 @@ function handOver(server: LazyServer, h: Heir): boolean {
   const { state, fds } = server.handoverState();
   const { pagesFiles, remote } = server.sources;
   const files: HandedFile[] = pagesFiles.map(({ fd, images, name }) => ({ fd: fds.indexOf(fd), dir: images.dir, name, check: images.deferred?.progress(name) }));
-  const handed: Handed = { server: state, files };
+  const handed: Handed = { server: state, files, nice: os.getPriority() };
   if (remote && remote.socket >= 0) handed.remote = { fd: fds.push(remote.socket) - 1, where: remote.where };
   const lf = logFd();
   if (lf !== undefined) handed.log = { fd: fds.push(lf) - 1, level: logLevel() };
@@ -124,9 +134,12 @@ function handOver(server: LazyServer, h: Heir): boolean {
   // The heir serves from now on (the faults our detaching may wait for, too).
   const pids = server.letGo();
   if (!send(h.sock, 'D', pids) || receive(h.sock)?.tag !== 'K') {
+    // Killed before our copies of the userfaultfds go: no thread runs on with a zero page.
     for (const pid of state.pids) tryKill(pid, SIG.SIGKILL);
+    server.abandon();
     throw new StasisError(ErrorCodes.RESTORE_FAILED, 'lazy pages: the server exited while taking over; the restored tree was killed');
   }
+  server.abandon();
   log.info(`lazy pages: handed over to pid ${h.pid}`);
   return true;
 }
@@ -145,6 +158,8 @@ export function runHeir(sock: number, hold: string | undefined, anyOwner: boolea
   const h = JSON.parse(text) as Handed;
   const fds = head.fds;
   if (h.log) adoptLog(fds[h.log.fd], h.log.level);
+  // The server of a running tree: back to the restore command's priority.
+  try { os.setPriority(h.nice); } catch (e) { log.warn(`lazy pages: cannot take the priority ${h.nice} back: ${(e as Error).message}`); }
   const checks = new Map<number, { d: DeferredChunks; name: string }>();
   for (const f of h.files) {
     if (!f.check) continue;

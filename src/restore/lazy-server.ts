@@ -56,6 +56,8 @@ const IDLE_MS = 20;
  * on, and the tree has just started (the probe of a service, say).
  */
 const SIDE_MS = 2;
+/** What one idle step checks ahead (the digest's chunk: digest.ts CHUNK_SIZE). */
+const VERIFY_AHEAD = 4 << 20;
 
 type Range = { start: bigint; end: bigint; off: number; fd: number };
 
@@ -170,9 +172,11 @@ export class LazyServer {
         if (!active.length) break;
         const polled = side && side.fd >= 0 ? side.fd : undefined;
         const streaming = (hold === undefined || fs.existsSync(hold)) && !(polled !== undefined && side!.faultsOnly);
-        const sideReady = this.poll(active, streaming ? 0 : polled !== undefined ? SIDE_MS : IDLE_MS, polled);
+        const { sideReady, events } = this.poll(active, streaming ? 0 : polled !== undefined ? SIDE_MS : IDLE_MS, polled);
         this.serveFaults();
         this.watchTracees();
+        // Waiting for the heir, nothing to serve: check the pages' next chunk, so that a fault there costs no hashing.
+        if (!streaming && polled !== undefined && !events && !sideReady) this.verifyAhead(active);
         if (sideReady && side!.ready()) return 'handover';
         if (streaming) this.streamOne(active);
       }
@@ -191,17 +195,39 @@ export class LazyServer {
     return this.stats;
   }
 
-  /** Wait up to `ms` for faults and events (read at once); true if `extra` is readable (or hung up). */
-  private poll(active: Served[], ms: number, extra?: number): boolean {
+  /** Wait up to `ms` for faults and events (read at once); `sideReady` if `extra` is readable (or hung up). */
+  private poll(active: Served[], ms: number, extra?: number): { sideReady: boolean; events: number } {
     const n0 = active.length + (extra === undefined ? 0 : 1);
     const pfds = Buffer.alloc(n0 * POLLFD.size);
     active.forEach((s, i) => POLLFD.encode({ fd: s.proc.uffd, events: POLL.IN }, pfds.subarray(i * POLLFD.size)));
     if (extra !== undefined) POLLFD.encode({ fd: extra, events: POLL.IN }, pfds.subarray(active.length * POLLFD.size));
     const n = sysTry('poll', addressOf(pfds), n0, ms);
-    if (n === -ERRNO.EINTR || n === 0) return false;
+    if (n === -ERRNO.EINTR || n === 0) return { sideReady: false, events: 0 };
     if (n < 0) throw new SyscallError('poll', -n, 'userfaultfds');
     active.forEach((s, i) => { if (POLLFD.decode(pfds.subarray(i * POLLFD.size)).revents) this.drain(s); });
-    return extra !== undefined && POLLFD.decode(pfds.subarray(active.length * POLLFD.size)).revents !== 0;
+    return { sideReady: extra !== undefined && POLLFD.decode(pfds.subarray(active.length * POLLFD.size)).revents !== 0, events: n };
+  }
+
+  /** Where verifyAhead goes on: process, run, offset in it (a hint: the lists change under it). */
+  private readonly ahead = { proc: 0, seg: 0, at: 0n };
+
+  /** Check the next digest chunk of the pages still to copy (a chunk once checked is not hashed again). */
+  private verifyAhead(active: Served[]): void {
+    const a = this.ahead;
+    for (let tries = 0; tries < active.length; tries++) {
+      const segs = active[a.proc % active.length].proc.segs;
+      while (a.seg < segs.length && (segs[a.seg].fd < 0 || a.at >= segs[a.seg].end)) { a.seg++; a.at = 0n; }
+      if (a.seg < segs.length) {
+        const seg = segs[a.seg];
+        const at = a.at > seg.start ? a.at : seg.start;
+        const len = Math.min(VERIFY_AHEAD, Number(seg.end - at));
+        // A chunk that does not match is refused when it is read (its pages never reach the task): not now.
+        try { this.job.reader.verify?.(seg, at, len); } catch { a.seg++; a.at = 0n; return; }
+        a.at = at + BigInt(len);
+        return;
+      }
+      a.proc++; a.seg = 0; a.at = 0n;
+    }
   }
 
   /** Read every message pending on a userfaultfd: events applied now, faults queued. */
@@ -366,16 +392,16 @@ export class LazyServer {
   }
 
   /**
-   * Handed over: the leaders let go (the heir seizes them) and our copies of
-   * the fds closed — not unregistered: the heir's copies keep the
-   * userfaultfds, the pages files and the source's connection alive. Returns
-   * the pids let go.
+   * Handing over: the leaders let go (the heir seizes them). Our copies of
+   * the fds stay open until the heir says it has seized them (then
+   * abandon(): closed, not unregistered — the heir's copies keep the
+   * userfaultfds, the pages files and the source's connection alive).
+   * Returns the pids let go.
    */
   letGo(): number[] {
     const pids = [...this.traced];
     for (const pid of pids) this.detach(pid);
     this.traced.clear();
-    this.abandon();
     return pids;
   }
 

@@ -13,6 +13,8 @@ export interface PageRun { start: bigint; fd: number; off: number; vpid?: number
 export interface PageReader {
   /** `len` bytes of the run's pages from `at` into `buf` (from 0); throws if they cannot all be had. `streaming`: in order, more to follow. */
   read(run: PageRun, at: bigint, buf: Buffer, len: number, streaming?: boolean): void;
+  /** Check the pages [at, at+len) of a run against the digest ahead of their read, if that is left to the reader (files only). */
+  verify?(run: PageRun, at: bigint, len: number): void;
   /** Every page is in: tell the source (post-copy); returns a problem to report, if any. */
   finish(): string | undefined;
   /** Failure: drop the source (post-copy: without telling it all is in). */
@@ -36,6 +38,9 @@ export function pageReader(remote?: LazyRemote, check?: (fd: number, off: number
       check?.(run.fd, off, len, streaming);
       const got = fs.readSync(run.fd, buf, 0, len, off);
       if (got !== len) throw new StasisError(ErrorCodes.BAD_IMAGE, `lazy pages: short read of ${len} bytes at offset ${off} of a pages file (got ${got})`);
+    },
+    verify(run, at, len) {
+      if (run.fd >= 0) check?.(run.fd, run.off + Number(at - run.start), len, false);
     },
     finish: () => remote?.finish(),
     drop: () => remote?.drop(),
