@@ -520,7 +520,7 @@ export class DeferredChunks {
     const last = Math.min(e.chunks!.length - 1, Math.floor((off + len - 1) / e.chunk!));
     for (let k = Math.floor(off / e.chunk!); k <= last; k++) {
       if (done[k]) continue;
-      if (!this.fromPool(e, k)) this.judge(e, k, this.readChunk(e, fd, k));
+      if (!this.fromPool(e, k, ahead)) this.judge(e, k, this.readChunk(e, fd, k));
       done[k] = 1;
     }
     if (ahead) this.readAhead(e, last + 1);
@@ -530,16 +530,17 @@ export class DeferredChunks {
 
   /**
    * Chunk k as the pool hashed it, if it was handed over and is hashed (else
-   * false: checked here). Never waited for: a thread still starting, or
-   * behind, would hold up a fault the lazy server has to serve now (a result
-   * that comes later stays unread: a few bytes per chunk at most).
+   * false: checked here). Waited for only by the streaming (`wait`): a
+   * thread still starting, or behind, must not hold up a fault the lazy
+   * server has to serve now (a result that comes later stays unread: a few
+   * bytes per chunk at most).
    */
-  private fromPool(e: DigestEntry, k: number): boolean {
+  private fromPool(e: DigestEntry, k: number, wait = false): boolean {
     const q = this.ahead.get(e.name);
     const job = q?.get(k);
     if (job === undefined) return false;
     q!.delete(k);
-    const r = this.pool!.tryResult(job);
+    const r = wait ? this.pool!.result(job) : this.pool!.tryResult(job);
     if (!r) return false;
     if ('error' in r) return false; // read again here, for the exact error
     if (r.sha256 !== e.chunks![k]) throw new StasisError(ErrorCodes.CORRUPT, `${chunkMismatch(this.images.path(e.name), this.where, e, k)}: the checkpoint is damaged`);
