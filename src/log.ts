@@ -22,6 +22,19 @@ export function openLog(file: string, verbosity: number): void {
 
 export function setLogLevel(verbosity: number): void { level = verbosity; }
 
+/** The open log file's fd, if any (handed to the process that goes on with the command: restore/lazy-handover.ts). */
+export function logFd(): number | undefined { return fd; }
+
+/** The log's verbosity. */
+export function logLevel(): number { return level; }
+
+/** Log into an fd already open on the log file (another process's, passed to us). */
+export function adoptLog(logFd: number, verbosity: number): void {
+  closeLog();
+  fd = logFd;
+  level = verbosity;
+}
+
 export function closeLog(): void {
   if (fd !== undefined) fs.closeSync(fd);
   fd = undefined;

@@ -41,6 +41,7 @@ const mod = {
   predump: () => lazy(() => require('../dump/predump') as typeof import('../dump/predump')),
   chain: () => lazy(() => require('../images/chain') as typeof import('../images/chain')),
   sys: () => lazy(() => require('../sys') as typeof import('../sys')),
+  handover: () => lazy(() => require('../restore/lazy-handover') as typeof import('../restore/lazy-handover')),
 };
 
 /** The width of the terminal stderr is, for a progress line; undefined when it is none or with --json. */
@@ -263,20 +264,23 @@ const restoreCmd: Command = {
     const dir = str(v, 'images-dir');
     if (!dir) usageError('restore needs -D DIR');
     const lazy = flag(v, 'lazy-pages');
-    const reportFd = process.env[LAZY_REPORT_ENV] ? Number(process.env[LAZY_REPORT_ENV]) : undefined;
-    if (lazy && flag(v, 'restore-detached') && reportFd === undefined) return reportRestored(v, dir, lazyDetached());
+    const heirFd = process.env[HEIR_ENV];
+    if (heirFd !== undefined) return mod.handover().runHeir(Number(heirFd), process.env.STASIS_LAZY_HOLD, flag(v, 'allow-foreign-images'));
+    // -d --lazy-pages: the process that serves once we return starts now, and loads while we restore.
+    const heir = lazy && flag(v, 'restore-detached') ? mod.handover().spawnHeir(HEIR_ENV) : undefined;
     startLog(v, dir, false);
     let r: RestoreResult;
     try {
       r = withProgress('restore', progressColumns(v), () => restoreFrom(v, dir, lazy));
     } catch (e) {
-      if (reportFd !== undefined) report(reportFd, { error: { code: (e as StasisError).code ?? ErrorCodes.INTERNAL, message: (e as Error).message } });
+      if (heir) mod.handover().dismissHeir(heir);
       throw e;
     }
-    if (reportFd !== undefined) {
-      // The detached server: the command that started us prints the result and exits; we serve.
-      report(reportFd, { ...r, timings: withStartup(r.timings) });
-      r.lazy?.serve(process.env.STASIS_LAZY_HOLD);
+    if (heir) {
+      // The tree runs, served by us until the heir takes over (restore/lazy-handover.ts); then we return.
+      reportRestored(v, dir, { ...r, lazy: { ...r.lazy!.toJSON(), server: heir.pid } }, true);
+      mod.handover().serveUntilHeir(r.lazy!, heir, process.env.STASIS_LAZY_HOLD);
+      closeLog();
       return 0;
     }
     reportRestored(v, dir, { ...r, lazy: r.lazy?.toJSON() });
@@ -288,54 +292,10 @@ const restoreCmd: Command = {
   },
 };
 
-/** Environment of the detached lazy-pages server: the fd where it reports the restore's result (a JSON line). */
-const LAZY_REPORT_ENV = 'STASIS_LAZY_REPORT_FD';
+/** Set in the environment of the heir of a restore -d --lazy-pages (restore/lazy-handover.ts): its socket's fd. */
+const HEIR_ENV = 'STASIS_LAZY_HEIR_FD';
 
-function report(fd: number, o: unknown): void {
-  fs.writeSync(fd, JSON.stringify(o) + '\n');
-  fs.closeSync(fd);
-}
-
-/**
- * restore -d --lazy-pages: the command must return while the pages are still
- * being served. The whole restore runs in a detached copy of this command
- * (its own session, stdio on /dev/null): it is the tracer of the restored
- * leaders from the first moment to the last (their EXITKILL guard, see
- * restore/lazy-server.ts), reports the result on a pipe, then serves until
- * every page is in and exits. We print that result and return.
- */
-function lazyDetached(): RestoredReport {
-  const { spawn } = require('node:child_process') as typeof import('node:child_process');
-  const { pipe, pidfdOpen, pollOne, abi } = require('../sys') as typeof import('../sys');
-  const p = pipe();
-  let out = '';
-  let exited = -1;
-  try {
-    const child = spawn(process.execPath, [...process.execArgv, process.argv[1], ...process.argv.slice(2)], {
-      detached: true, stdio: ['ignore', 'ignore', 'ignore', p.w], env: { ...process.env, [LAZY_REPORT_ENV]: '3' },
-    });
-    child.unref();
-    fs.closeSync(p.w);
-    // Our child: not reaped before our event loop runs again, so its pid is its own until then.
-    if (child.pid) exited = pidfdOpen(child.pid);
-    const b = Buffer.alloc(65536);
-    for (let n; (n = fs.readSync(p.r, b, 0, b.length, null)) > 0;) out += b.toString('utf8', 0, n);
-  } finally {
-    fs.closeSync(p.r);
-  }
-  let o: (RestoredReport & { error?: { code: string; message: string } }) | undefined;
-  try { o = JSON.parse(out); } catch { o = undefined; }
-  // A failed restore leaves nothing behind: the server (which exits once it has
-  // reported a failure) has ended before we say so.
-  if (exited >= 0) {
-    try { if (!o || o.error) pollOne(exited, abi.POLL.IN, 10000); } finally { fs.closeSync(exited); }
-  }
-  if (!o) throw new StasisError(ErrorCodes.RESTORE_FAILED, 'the lazy-pages server exited before reporting the restore');
-  if (o.error) throw new StasisError(o.error.code as never, o.error.message);
-  return o;
-}
-
-/** What a restore reports (a RestoreResult, or its JSON form from the detached server). */
+/** What a restore reports (a RestoreResult, with the lazy server as JSON). */
 type RestoredReport = Omit<RestoreResult, 'lazy'> & { lazy?: { bytes: number; server: number } };
 
 function restoreFrom(v: Values, dir: string, lazy: boolean): RestoreResult {
@@ -359,20 +319,19 @@ function restoreWith(v: Values, dir: string, lazy: boolean, lazyRemote: import('
   });
 }
 
-function reportRestored(v: Values, dir: string, r: RestoredReport): number {
+function reportRestored(v: Values, dir: string, r: RestoredReport, keepLog = false): number {
   const pidfile = str(v, 'pidfile');
   if (pidfile) fs.writeFileSync(path.isAbsolute(pidfile) ? pidfile : path.join(dir, pidfile), `${r.pid}\n`);
   for (const w of r.warnings) { say(2, `stasis: warning: ${w}`); log.warn(w); }
   log.info(restoreSummary(r));
-  // The detached server's timings already have its start-up in front.
-  const timings = 'start-up' in r.timings ? r.timings : withStartup(r.timings);
+  const timings = withStartup(r.timings);
   if (flag(v, 'json')) printJson({ ...r, timings });
   else {
     if (flag(v, 'timings')) say(2, formatTimings('restore', timings, r.ms, r.remoteCalls, r.remoteStops));
     say(2, `${restoreSummary(r)}; images ${MiB(imagesSize(dir))} MiB`);
     if (r.lazy) say(2, `lazy pages: ${MiB(r.lazy.bytes)} MiB to serve, by pid ${r.lazy.server}`);
   }
-  closeLog();
+  if (!keepLog) closeLog();
   return 0;
 }
 

@@ -136,12 +136,13 @@ function hostPort(s: string): { address: string; port: number } {
 
 export const migrateCmd: AsyncCommand = {
   name: 'migrate',
-  usage: 'stasis migrate -t PID --to HOST:PORT [--rounds K] [--tcp-established]',
+  usage: 'stasis migrate -t PID --to HOST:PORT [--rounds K | --lazy] [--tcp-established]',
   summary: 'Move process PID and its descendants to the stasis migrate-receive at HOST:PORT over TCP: K pre-dumps while they run, the final dump, restore there; the tree here is killed only once the receiver holds the verified checkpoint. Prints the downtime.',
   options: [
     { long: 'tree', short: 't', type: 'int', arg: 'PID', what: 'pid', help: 'the root of the tree to move' },
     { long: 'to', type: 'string', arg: 'HOST:PORT', help: 'the receiver (numeric address)' },
-    { long: 'rounds', type: 'int', arg: 'K', help: 'pre-dumps before the final dump (default 1)' },
+    { long: 'rounds', type: 'int', arg: 'K', help: 'pre-dumps before the final dump (default 1; 0 with --lazy)' },
+    { long: 'lazy', type: 'flag', help: 'post-copy: the tree runs there at once and pulls its private memory from here (on fault, and streamed) while the tree here stays frozen; killed here once every page is there (no pre-dumps)' },
     { long: 'tcp-established', type: 'flag', help: 'take established TCP connections (TCP_REPAIR)' },
     { long: 'network-lock', type: 'string', arg: 'METHOD', help: 'as dump\'s: nftables, iptables or skip (no lock: the peers of the connections must stay silent until the restore)' },
     { long: 'external', type: 'string', multiple: true, arg: 'net[INODE]:KEY', help: 'as dump --external: e.g. the tree\'s network namespace, joined there (migrate-receive --join-ns)' },
@@ -153,14 +154,20 @@ export const migrateCmd: AsyncCommand = {
     if (pid === undefined || pid <= 0) usageError('migrate needs -t PID');
     const to = str(v, 'to');
     if (!to) usageError('migrate needs --to HOST:PORT');
-    const rounds = (v.rounds as number | undefined) ?? 1;
+    const lazy = flag(v, 'lazy');
+    const rounds = (v.rounds as number | undefined) ?? (lazy ? 0 : 1);
+    if (lazy && rounds) usageError('--lazy makes no pre-dumps: it does not go with --rounds');
     const { migrate } = require('../pageserver/migrate') as typeof import('../pageserver/migrate');
     const r = migrate(pid, {
       to: hostPort(to), rounds, tcpEstablished: flag(v, 'tcp-established'), networkLock: lockMethod(str(v, 'network-lock')), external: (v.external as string[] | undefined) ?? [],
-      workDir: str(v, 'images-dir'), say: (l) => console.error(l),
+      workDir: str(v, 'images-dir'), say: (l) => console.error(l), lazy,
     });
     if (flag(v, 'json')) fs.writeSync(1, JSON.stringify(r) + '\n');
     const fin = r.rounds.at(-1)!;
+    if (r.lazy) {
+      console.error(`migrated pid ${pid} to ${to} (restored pid ${r.restoredPid}) post-copy: final dump ${fin.pages} pages, ${r.lazy.pages} pulled after the restore in ${r.lazy.requests} requests; downtime ${r.downtimeMs.toFixed(1)} ms (frozen here → running there)`);
+      return 0;
+    }
     console.error(`migrated pid ${pid} to ${to} (restored pid ${r.restoredPid}) after ${r.rounds.length - 1} pre-dump(s); final dump ${fin.pages} pages; downtime ${r.downtimeMs.toFixed(1)} ms (frozen here → running there)`);
     return 0;
   },
@@ -188,7 +195,7 @@ export const migrateReceiveCmd: AsyncCommand = {
       onListening: (p) => fs.writeSync(1, `stasis migrate-receive: listening on ${address.includes(':') ? `[${address}]` : address}:${p}\n`),
     });
     if (flag(v, 'json')) fs.writeSync(1, JSON.stringify(r) + '\n');
-    console.error(`migrate-receive: restored pid ${r.restoredPid} from ${r.peer} in ${r.restoreMs?.toFixed(1)} ms`);
+    console.error(`migrate-receive: restored pid ${r.restoredPid} from ${r.peer} in ${r.restoreMs?.toFixed(1)} ms${r.lazyPages !== undefined ? `; every lazy page in (${r.lazyPages} pulled)` : ''}`);
     return 0;
   },
 };

@@ -47,7 +47,7 @@ const CHUNK_LINE_RE = /^ ([0-9a-f]{64})$/;
  * The chunk size of pages files: a lazy restore's first read in a chunk
  * hashes all of it (4 MiB: ~3 ms), and the dump's tail at commit is about one
  * chunk per thread; below ~1 MiB the per-job overhead and the digest's size
- * grow (a line per chunk). 4 MiB is also the lazy server's streaming unit.
+ * grow (a line per chunk). The lazy server streams in 1 MiB pieces (a chunk is hashed once, at its first).
  */
 export const CHUNK_SIZE = 4 << 20;
 /** Chunks of at most this (a multiple of the page size) are read. */
@@ -495,37 +495,53 @@ export class DeferredChunks {
    */
   private readonly fds = new Map<string, number>();
 
-  constructor(private readonly images: ImageReader, private readonly where: string, es: DigestEntry[]) {
-    for (const e of es) { this.entries.set(e.name, e); this.done.set(e.name, new Uint8Array(e.chunks!.length)); }
+  /** `done`: chunks already checked, by file (another process's progress, taken over). */
+  constructor(private readonly images: ImageReader, private readonly where: string, es: DigestEntry[], done?: ReadonlyMap<string, ArrayLike<number>>) {
+    for (const e of es) { this.entries.set(e.name, e); this.done.set(e.name, Uint8Array.from(done?.get(e.name) ?? new Uint8Array(e.chunks!.length))); }
+  }
+
+  /** File `name`'s entry and which chunks are checked so far (undefined: not a deferred file). */
+  progress(name: string): { entry: DigestEntry; done: number[]; where: string } | undefined {
+    const e = this.entries.get(name);
+    return e && { entry: e, done: [...this.done.get(name)!], where: this.where };
   }
 
   /**
    * Check the chunks of `name` that [off, off+len) touches, reading them from
-   * our open `fd`; then hand the next few to the pool (a lazy server streams
-   * in file order: they are then checked by the time it reads them).
+   * our open `fd`; then, `ahead` (a lazy server streaming, in file order),
+   * hand the next few to the pool: they are then checked by the time it
+   * reads them. Not before: starting the pool's threads and their hashing
+   * would only slow down the restore and the tree's first faults.
    */
-  range(name: string, fd: number, off: number, len: number): void {
+  range(name: string, fd: number, off: number, len: number, ahead = false): void {
     const e = this.entries.get(name);
     if (!e || len <= 0) return;
     const done = this.done.get(name)!;
     const last = Math.min(e.chunks!.length - 1, Math.floor((off + len - 1) / e.chunk!));
     for (let k = Math.floor(off / e.chunk!); k <= last; k++) {
       if (done[k]) continue;
-      if (!this.fromPool(e, k)) this.judge(e, k, this.readChunk(e, fd, k));
+      if (!this.fromPool(e, k, ahead)) this.judge(e, k, this.readChunk(e, fd, k));
       done[k] = 1;
     }
-    this.readAhead(e, last + 1);
+    if (ahead) this.readAhead(e, last + 1);
     const own = this.fds.get(name);
     if (own !== undefined && done.every((x) => x === 1)) { fs.closeSync(own); this.fds.delete(name); }
   }
 
-  /** Chunk k as the pool hashed it, if it was handed over and read (else false: checked here). */
-  private fromPool(e: DigestEntry, k: number): boolean {
+  /**
+   * Chunk k as the pool hashed it, if it was handed over and is hashed (else
+   * false: checked here). Waited for only by the streaming (`wait`): a
+   * thread still starting, or behind, must not hold up a fault the lazy
+   * server has to serve now (a result that comes later stays unread: a few
+   * bytes per chunk at most).
+   */
+  private fromPool(e: DigestEntry, k: number, wait = false): boolean {
     const q = this.ahead.get(e.name);
     const job = q?.get(k);
     if (job === undefined) return false;
     q!.delete(k);
-    const r = this.pool!.result(job);
+    const r = wait ? this.pool!.result(job) : this.pool!.tryResult(job);
+    if (!r) return false;
     if ('error' in r) return false; // read again here, for the exact error
     if (r.sha256 !== e.chunks![k]) throw new StasisError(ErrorCodes.CORRUPT, `${chunkMismatch(this.images.path(e.name), this.where, e, k)}: the checkpoint is damaged`);
     return true;

@@ -95,6 +95,14 @@ export class HashPool {
     }
   }
 
+  /** Job `id`'s result if it has come (taken: asked once), else undefined: never waits. */
+  tryResult(id: number): ChunkResult | undefined {
+    this.collect();
+    const r = this.results.get(id);
+    if (r) this.results.delete(id);
+    return r;
+  }
+
   close(): void {
     for (const t of this.threads) {
       t.port.close();

@@ -148,9 +148,12 @@ export class ImageReader {
    * (lazy restore: digest.ts DeferredChunks); otherwise they were checked
    * before the restore began and this does nothing.
    */
-  verifyRange(file: string, fd: number, off: number, len: number): void {
-    this.listing?.deferred?.range(file, fd, off, len);
+  verifyRange(file: string, fd: number, off: number, len: number, ahead = false): void {
+    this.listing?.deferred?.range(file, fd, off, len, ahead);
   }
+
+  /** The chunks left to the reader to check (lazy restore), if any: handed over with the pages (restore/lazy-handover.ts). */
+  get deferred(): import('./digest').DeferredChunks | undefined { return this.listing?.deferred; }
 
   /** The size of an image file, opened as `open` does (a raw file read later is checked now). */
   size(file: string): number {

@@ -39,6 +39,12 @@ export class LazyRemote {
     }
   }
 
+  /** The connection's fd (-1 once closed), for a handover to another server (restore/lazy-handover.ts). */
+  get socket(): number { return this.fd; }
+
+  /** A connection another process made, passed to us (its fd ours now). */
+  static adopt(fd: number, where: string): LazyRemote { return new LazyRemote(fd, where); }
+
   private lost(what: string, e?: unknown): StasisError {
     const why = e ? ` (${(e as NodeJS.ErrnoException).code === 'EAGAIN' ? `no answer for ${TRANSFER_TIMEOUT_MS / 1000} s` : (e as NodeJS.ErrnoException).code ?? (e as Error).message})` : '';
     return new StasisError(ErrorCodes.IO_ERROR, `lazy pages server ${this.where}: ${what}${why}`);

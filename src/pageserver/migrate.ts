@@ -8,6 +8,17 @@
 // DIR/final and answers with the restored pid; the source prints the
 // downtime: from the freeze of the final dump to the tree running there.
 //
+// --lazy (post-copy): no pre-dumps; the final dump leaves the private
+// anonymous pages out (dump --lazy-pages) and serves them from the frozen
+// tree on a port of its own; the other images go over as files (a round 'P':
+// no page session), and X names that port. The receiver restores at once,
+// the tree runs there and pulls the missing pages on fault and in the
+// background (restore --lazy-pages --page-server); its answer K comes then,
+// with the restore's own duration (the downtime: freeze to X, plus that).
+// The source kills its tree when the receiver has every page; if the
+// transfer breaks off before, the copy is killed there and the tree here
+// runs on (post-copy's own guarantees: lazy-source.ts, restore/lazy-server.ts).
+//
 // What loses nothing: the source kills its tree only once the receiver has
 // the whole final checkpoint and has verified it (the dump's post-dump point:
 // images complete, tree still frozen); until then any failure (connection,
@@ -20,9 +31,11 @@
 //
 // Frames after a round's page session: 1 byte type, u32 length, payload.
 //   R name        a round begins (its page session follows)
+//   P name        a round without pages: a post-copy final dump (--lazy)
 //   F name\0data  a file of the round;  L name\0target  a symbolic link
 //   E             round complete: the receiver moves it into place, verifies, answers
-//   X             restore DIR/final; answered with the restored pid
+//   X [json]      restore DIR/final; answered with the restored pid ({"lazyPort": N}: post-copy
+//                 from the source's address on port N)
 //   K text / N text   the receiver's answer: done / refused (the reason)
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -37,7 +50,7 @@ const FINAL = 'final';
 /** How long the source waits for the receiver's restore. */
 const RESTORE_TIMEOUT_MS = 600_000;
 
-type FrameType = 'R' | 'F' | 'L' | 'E' | 'X' | 'K' | 'N';
+type FrameType = 'R' | 'P' | 'F' | 'L' | 'E' | 'X' | 'K' | 'N';
 
 function frame(type: FrameType, payload: Buffer = Buffer.alloc(0)): Buffer[] {
   const h = Buffer.alloc(5);
@@ -78,6 +91,8 @@ export interface MigrateOptions {
   external?: string[];
   /** Where the local images go (default: a new directory under the system's temporary one, removed after a success). */
   workDir?: string;
+  /** Post-copy: the tree runs there before its private memory is there (no pre-dumps then). */
+  lazy?: boolean;
   /** Progress lines. */
   say?: (line: string) => void;
 }
@@ -87,8 +102,10 @@ export interface MigrateResult {
   /** The restored root's pid there. */
   restoredPid: number;
   rounds: { name: string; pages: number; ms: number; frozenMs: number }[];
-  /** From the freeze of the final dump to the tree running there (our clock: the answer's arrival). */
+  /** From the freeze of the final dump to the tree running there (our clock: the answer's arrival; --lazy: see the top). */
   downtimeMs: number;
+  /** --lazy: the pages the tree there pulled after it started. */
+  lazy?: { pages: number; requests: number };
 }
 
 function sendDir(fd: number, where: string, dir: string): void {
@@ -121,6 +138,9 @@ export function migrate(pid: number, o: MigrateOptions): MigrateResult {
   }
   const ps = { fd, where };
   const rounds: MigrateResult['rounds'] = [];
+  if (o.lazy) {
+    try { return migrateLazy(pid, o, fd, where, work); } finally { fs.closeSync(fd); }
+  }
   try {
     for (let i = 1; i <= o.rounds; i++) {
       send(fd, where, frame('R', Buffer.from(String(i))));
@@ -157,6 +177,43 @@ export function migrate(pid: number, o: MigrateOptions): MigrateResult {
   }
 }
 
+/** --lazy: the final dump serves its lazy pages to the restore there, which runs the tree at once (see the top). */
+function migrateLazy(pid: number, o: MigrateOptions, fd: number, where: string, work: string): MigrateResult {
+  const { dump } = require('../dump/dump') as typeof import('../dump/dump');
+  if (o.rounds) throw new StasisError(ErrorCodes.USAGE, 'migrate --lazy makes no pre-dumps (--rounds 0): the pages follow the restore');
+  const dir = path.join(work, FINAL);
+  send(fd, where, frame('P', Buffer.from(FINAL)));
+  let tFreeze = 0n, tAsked = 0n;
+  let askFailed: unknown;
+  const r = dump(pid, {
+    dir, leaveRunning: false, tcpEstablished: o.tcpEstablished, external: o.external, networkLock: o.networkLock,
+    lazyPages: {
+      address: o.to.address.includes(':') ? '::' : '0.0.0.0', port: 0,
+      // The images are complete and verified there: the restore may start (its first request comes on our port).
+      onListening: (port) => {
+        try { send(fd, where, frame('X', Buffer.from(JSON.stringify({ lazyPort: port })))); tAsked = process.hrtime.bigint(); } catch (e) { askFailed = e; }
+      },
+    },
+    notify(point) {
+      if (point === 'pre-dump') tFreeze = process.hrtime.bigint();
+      // Images complete, tree frozen: they go over and are verified there; a refusal lets the tree go on.
+      if (point === 'post-dump') {
+        sendDir(fd, where, dir);
+        answer(fd, where, 'the final checkpoint');
+      }
+    },
+  });
+  if (askFailed) throw askFailed;
+  // Every page is there (the dump killed the tree on the receiver's CLOSE); its answer came long before.
+  const restored = JSON.parse(answer(fd, where, 'the restore')) as { pid: number; ms: number };
+  const downtimeMs = Number(tAsked - tFreeze) / 1e6 + restored.ms;
+  if (!o.workDir) fs.rmSync(work, { recursive: true, force: true });
+  return {
+    pid, restoredPid: restored.pid, rounds: [{ name: FINAL, pages: r.pages, ms: r.ms, frozenMs: r.frozenMs }], downtimeMs,
+    lazy: { pages: r.lazy?.pages ?? 0, requests: r.lazy?.requests ?? 0 },
+  };
+}
+
 /**
  * On one machine the killed root may linger as a zombie until its parent
  * reaps it, holding the pid the restore there needs: wait for that a while
@@ -180,7 +237,18 @@ export interface ReceiveOptions {
   say?: (line: string) => void;
 }
 
-export interface ReceiveResult { peer: string; rounds: string[]; restoredPid?: number; restoreMs?: number }
+export interface ReceiveResult { peer: string; rounds: string[]; restoredPid?: number; restoreMs?: number; lazyPages?: number }
+
+/** X's payload: post-copy from the source's address (the migration's peer) on the port it names, or none. */
+function lazySourceOf(payload: Buffer, peer: string, where: string): import('./lazy-client').LazyRemote | undefined {
+  if (!payload.length) return undefined;
+  let port: unknown;
+  try { port = (JSON.parse(payload.toString()) as { lazyPort?: unknown }).lazyPort; } catch { port = undefined; }
+  if (!Number.isInteger(port) || (port as number) <= 0 || (port as number) > 65535) throw new StasisError(ErrorCodes.BAD_IMAGE, `migration ${where}: bad restore request`);
+  const address = peer.replace(/:\d+$/, '').replace(/^\[(.*)\]$/, '$1');
+  const { LazyRemote } = require('./lazy-client') as typeof import('./lazy-client');
+  return LazyRemote.connect({ address, port: port as number });
+}
 
 /** Serve one migration: rounds into DIR/<round>, then the restore of DIR/final. */
 export function migrateReceive(o: ReceiveOptions): ReceiveResult {
@@ -202,21 +270,30 @@ export function migrateReceive(o: ReceiveOptions): ReceiveResult {
         if (res.restoredPid !== undefined) return res; // the source ended the session
         throw e;
       }
-      if (f.type === 'R') {
+      if (f.type === 'R' || f.type === 'P') {
         const name = f.payload.toString();
-        if (!/^(\d+|final)$/.test(name) || res.rounds.includes(name)) throw new StasisError(ErrorCodes.BAD_IMAGE, `migration ${where}: bad round '${name}'`);
-        receiveRound(fd, where, o, name, res.rounds.at(-1));
+        if (!/^(\d+|final)$/.test(name) || res.rounds.includes(name) || (f.type === 'P' && name !== FINAL)) throw new StasisError(ErrorCodes.BAD_IMAGE, `migration ${where}: bad round '${name}'`);
+        receiveRound(fd, where, o, name, res.rounds.at(-1), f.type === 'P');
         res.rounds.push(name);
         o.say?.(`migrate-receive: ${name === 'final' ? 'final dump' : `pre-dump ${name}`} received and verified`);
       } else if (f.type === 'X') {
         if (!res.rounds.includes('final')) throw new StasisError(ErrorCodes.BAD_IMAGE, `migration ${where}: restore asked before the final dump`);
         const { restore } = require('../restore/restore') as typeof import('../restore/restore');
+        const t0 = process.hrtime.bigint();
+        const lazyRemote = lazySourceOf(f.payload, peer, where);
         try {
-          const r = restore({ dir: path.join(o.dir, 'final'), detach: true, joinNs: o.joinNs, verify: true });
+          const r = restore({ dir: path.join(o.dir, 'final'), detach: true, joinNs: o.joinNs, verify: true, lazyPages: lazyRemote !== undefined, lazyRemote });
           res.restoredPid = r.pid;
           res.restoreMs = r.ms;
-          send(fd, where, frame('K', Buffer.from(JSON.stringify({ pid: r.pid, ms: r.ms }))));
+          send(fd, where, frame('K', Buffer.from(JSON.stringify({ pid: r.pid, ms: Number(process.hrtime.bigint() - t0) / 1e6 }))));
+          if (r.lazy) {
+            o.say?.(`migrate-receive: restored pid ${r.pid}; pulling ${(r.lazy.toJSON().bytes / 1048576).toFixed(1)} MiB of lazy pages from ${where.slice(5)}`);
+            const st = r.lazy.serve(process.env.STASIS_LAZY_HOLD) as { faultPages: number; streamedPages: number };
+            res.lazyPages = st.faultPages + st.streamedPages;
+            return res;
+          }
         } catch (e) {
+          lazyRemote?.drop();
           res.restoredPid = -1; // refused below, once
           refuse(e);
           throw e;
@@ -233,12 +310,12 @@ export function migrateReceive(o: ReceiveOptions): ReceiveResult {
 }
 
 /** One round: its page session, its files, then moved into DIR/<name> and verified (answered K or N). */
-function receiveRound(fd: number, where: string, o: ReceiveOptions, name: string, prev: string | undefined): void {
+function receiveRound(fd: number, where: string, o: ReceiveOptions, name: string, prev: string | undefined, noPages = false): void {
   const { verifyImages } = require('../images/digest') as typeof import('../images/digest');
   const staging = stagingIn(o.dir, '.stasis-migrate-');
   const target = path.join(o.dir, name);
   try {
-    const pages = servePages(fd, staging, where, prev === undefined ? undefined : path.join(o.dir, prev));
+    const pages = noPages ? { files: [] as string[] } : servePages(fd, staging, where, prev === undefined ? undefined : path.join(o.dir, prev));
     const names = [...pages.files];
     for (;;) {
       const f = readFrame(fd, where);

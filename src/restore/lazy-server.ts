@@ -35,17 +35,29 @@ import * as fs from 'node:fs';
 import { abi, sysTry, addressOf, tryWait4, tryKill, isGroupStop, decodeStatus, type WaitStatus, uffdCopy, uffdZeropage, uffdWake, uffdUnregister } from '../sys';
 import { StasisError, ErrorCodes, SyscallError } from '../errors';
 import type { LazyJob, LazyProc, Seg } from '../resources/memory/lazy';
+import type { PageReader } from './page-source';
 import { log } from '../log';
 
-const { ERRNO, PAGE_SIZE, POLL, POLLFD, UFFD_MSG, UFFD_EVENT, PTRACE, SIG, WAIT, P_PID, SIGINFO_CHLD, SIGINFO_SIZE, CLD } = abi;
+const { ERRNO, PAGE_SIZE, POLL, POLLFD, UFFD_MSG, UFFD_EVENT, PTRACE, PTRACE_O, SIG, WAIT, P_PID, SIGINFO_CHLD, SIGINFO_SIZE, CLD } = abi;
 const PAGE = BigInt(PAGE_SIZE);
-/** Background copies: big chunks (one read, one ioctl). */
-const CHUNK = 4 << 20;
+/**
+ * Background copies: big chunks (one read, one ioctl), not so big that a
+ * fault arriving meanwhile waits long (it is served between two).
+ */
+const CHUNK = 1 << 20;
 /** On a fault: the page and up to this many bytes after it, within its run. */
 const FAULT_CLUSTER = 16 * PAGE_SIZE;
 const MSGS = 64;
 /** Without streaming (held), how long a poll waits before looking at the tracees again. */
 const IDLE_MS = 20;
+/**
+ * Without streaming while a handover is awaited: the same, shorter. A signal
+ * to a leader we trace waits in its signal-delivery stop until we pass it
+ * on, and the tree has just started (the probe of a service, say).
+ */
+const SIDE_MS = 2;
+/** What one idle step checks ahead (the digest's chunk: digest.ts CHUNK_SIZE). */
+const VERIFY_AHEAD = 4 << 20;
 
 type Range = { start: bigint; end: bigint; off: number; fd: number };
 
@@ -105,6 +117,16 @@ function ownChildEvent(pid: number): WaitStatus | number {
 
 interface Served { proc: LazyProc; regs: Range[]; gone: boolean }
 
+/** A range as handed over: hex addresses, fd as an index into the fds passed along. */
+export interface HandoverRange { start: string; end: string; off: number; fd: number; vpid?: number }
+export interface HandoverState {
+  procs: { pid: number; uffd: number; gone: boolean; regs: HandoverRange[]; segs: HandoverRange[] }[];
+  files: number[];
+  traced: number[];
+  pids: number[];
+  stats: LazyStats;
+}
+
 export interface LazyStats { processes: number; pages: number; faultPages: number; streamedPages: number; forks: number }
 
 export class LazyServer {
@@ -136,17 +158,26 @@ export class LazyServer {
   /**
    * Serve until every page is in. `hold`: a path; streaming waits until it
    * exists (faults are served meanwhile) — a test hook, to look at the tree
-   * while pages are certainly missing.
+   * while pages are certainly missing. `side`: an fd polled alongside (the
+   * other end of a handover: lazy-handover.ts, fd < 0: none now); when it
+   * is readable, with every fault read so far served, `ready()` is called:
+   * true stops serving ('handover'). `faultsOnly`: no streaming while the
+   * side is polled (the restore command waiting for its heir leaves the
+   * cores to the tree and the heir's start).
    */
-  serve(hold?: string): LazyStats {
+  serve(hold?: string, side?: { fd: number; ready(): boolean; faultsOnly?: boolean }): LazyStats | 'handover' {
     try {
       for (;;) {
         const active = this.served.filter((s) => !s.gone && s.proc.segs.length > 0);
         if (!active.length) break;
-        const streaming = hold === undefined || fs.existsSync(hold);
-        this.poll(active, streaming ? 0 : IDLE_MS);
+        const polled = side && side.fd >= 0 ? side.fd : undefined;
+        const streaming = (hold === undefined || fs.existsSync(hold)) && !(polled !== undefined && side!.faultsOnly);
+        const { sideReady, events } = this.poll(active, streaming ? 0 : polled !== undefined ? SIDE_MS : IDLE_MS, polled);
         this.serveFaults();
         this.watchTracees();
+        // Waiting for the heir, nothing to serve: check the pages' next chunk, so that a fault there costs no hashing.
+        if (!streaming && polled !== undefined && !events && !sideReady) this.verifyAhead(active);
+        if (sideReady && side!.ready()) return 'handover';
         if (streaming) this.streamOne(active);
       }
     } catch (e) {
@@ -164,13 +195,39 @@ export class LazyServer {
     return this.stats;
   }
 
-  private poll(active: Served[], ms: number): void {
-    const pfds = Buffer.alloc(active.length * POLLFD.size);
+  /** Wait up to `ms` for faults and events (read at once); `sideReady` if `extra` is readable (or hung up). */
+  private poll(active: Served[], ms: number, extra?: number): { sideReady: boolean; events: number } {
+    const n0 = active.length + (extra === undefined ? 0 : 1);
+    const pfds = Buffer.alloc(n0 * POLLFD.size);
     active.forEach((s, i) => POLLFD.encode({ fd: s.proc.uffd, events: POLL.IN }, pfds.subarray(i * POLLFD.size)));
-    const n = sysTry('poll', addressOf(pfds), active.length, ms);
-    if (n === -ERRNO.EINTR || n === 0) return;
+    if (extra !== undefined) POLLFD.encode({ fd: extra, events: POLL.IN }, pfds.subarray(active.length * POLLFD.size));
+    const n = sysTry('poll', addressOf(pfds), n0, ms);
+    if (n === -ERRNO.EINTR || n === 0) return { sideReady: false, events: 0 };
     if (n < 0) throw new SyscallError('poll', -n, 'userfaultfds');
     active.forEach((s, i) => { if (POLLFD.decode(pfds.subarray(i * POLLFD.size)).revents) this.drain(s); });
+    return { sideReady: extra !== undefined && POLLFD.decode(pfds.subarray(active.length * POLLFD.size)).revents !== 0, events: n };
+  }
+
+  /** Where verifyAhead goes on: process, run, offset in it (a hint: the lists change under it). */
+  private readonly ahead = { proc: 0, seg: 0, at: 0n };
+
+  /** Check the next digest chunk of the pages still to copy (a chunk once checked is not hashed again). */
+  private verifyAhead(active: Served[]): void {
+    const a = this.ahead;
+    for (let tries = 0; tries < active.length; tries++) {
+      const segs = active[a.proc % active.length].proc.segs;
+      while (a.seg < segs.length && (segs[a.seg].fd < 0 || a.at >= segs[a.seg].end)) { a.seg++; a.at = 0n; }
+      if (a.seg < segs.length) {
+        const seg = segs[a.seg];
+        const at = a.at > seg.start ? a.at : seg.start;
+        const len = Math.min(VERIFY_AHEAD, Number(seg.end - at));
+        // A chunk that does not match is refused when it is read (its pages never reach the task): not now.
+        try { this.job.reader.verify?.(seg, at, len); } catch { a.seg++; a.at = 0n; return; }
+        a.at = at + BigInt(len);
+        return;
+      }
+      a.proc++; a.seg = 0; a.at = 0n;
+    }
   }
 
   /** Read every message pending on a userfaultfd: events applied now, faults queued. */
@@ -249,8 +306,8 @@ export class LazyServer {
    * far it got. 'again': an event must be read first (what was copied so far
    * is off the list).
    */
-  private copy(s: Served, seg: Seg, start: bigint, len: number): 'done' | 'again' {
-    this.job.reader.read(seg, start, this.buf, len);
+  private copy(s: Served, seg: Seg, start: bigint, len: number, streaming = false): 'done' | 'again' {
+    this.job.reader.read(seg, start, this.buf, len, streaming);
     const segs = s.proc.segs as Range[];
     let done = 0;
     while (done < len) {
@@ -273,7 +330,7 @@ export class LazyServer {
     if (s.gone || !s.proc.segs.length) return;
     const seg = s.proc.segs[0];
     const len = Math.min(CHUNK, Number(seg.end - seg.start));
-    if (this.copy(s, seg, seg.start, len) === 'again') this.drain(s);
+    if (this.copy(s, seg, seg.start, len, true) === 'again') this.drain(s);
     else this.stats.streamedPages += len / PAGE_SIZE;
   }
 
@@ -293,6 +350,59 @@ export class LazyServer {
         else sysTry('ptrace', PTRACE.CONT, pid, 0, 0);
       }
     }
+  }
+
+  /**
+   * What another server needs to go on where we stop (lazy-handover.ts): every
+   * process's ranges and pages still to copy, the fds in `fds` order (each
+   * named by its index there), the leaders traced, the counts so far.
+   */
+  handoverState(): { state: HandoverState; fds: number[] } {
+    const fds: number[] = [];
+    const idx = (fd: number) => { const i = fds.indexOf(fd); return i >= 0 ? i : fds.push(fd) - 1; };
+    const range = (r: Range | Seg) => ({ start: r.start.toString(16), end: r.end.toString(16), off: r.off, fd: r.fd < 0 ? -1 : idx(r.fd), ...('vpid' in r && r.vpid !== undefined ? { vpid: r.vpid } : {}) });
+    const files = this.job.files.map((fd) => idx(fd));
+    const procs = this.served.map((s) => ({ pid: s.proc.pid, uffd: idx(s.proc.uffd), gone: s.gone, regs: s.regs.map(range), segs: s.proc.segs.map(range) }));
+    return { state: { procs, files, traced: [...this.traced], pids: this.pids, stats: this.stats }, fds };
+  }
+
+  /** Where the pages come from (the pages files and their images, the source's server), for a handover. */
+  get sources(): Pick<LazyJob, 'pagesFiles' | 'remote'> { return this.job; }
+
+  /** A server going on from another's handoverState, with our copies of its fds. */
+  static adopt(st: HandoverState, fds: number[], reader: PageReader): LazyServer {
+    const big = (x: string) => BigInt(`0x${x}`);
+    const seg = (r: HandoverRange): Seg => ({ start: big(r.start), end: big(r.end), off: r.off, fd: r.fd < 0 ? -1 : fds[r.fd], ...(r.vpid !== undefined ? { vpid: r.vpid } : {}) });
+    const procs: LazyProc[] = st.procs.map((p) => ({ pid: p.pid, uffd: fds[p.uffd], ranges: p.regs.map((r) => [big(r.start), big(r.end)]), segs: p.segs.map(seg) }));
+    const server = new LazyServer({ procs, files: st.files.map((i) => fds[i]), reader, pagesFiles: [] });
+    server.served.forEach((s, i) => { s.gone = st.procs[i].gone; s.regs = st.procs[i].regs.map(seg); });
+    server.pids.splice(0, server.pids.length, ...st.pids);
+    server.traced.clear();
+    Object.assign(server.stats, st.stats);
+    return server;
+  }
+
+  /** Take over the tracing (EXITKILL) of the leaders another server let go; one gone meanwhile is skipped. */
+  seize(pids: number[]): void {
+    for (const pid of pids) {
+      const r = sysTry('ptrace', PTRACE.SEIZE, pid, 0, PTRACE_O.EXITKILL);
+      if (r === 0) this.traced.add(pid);
+      else if (r !== -ERRNO.ESRCH) throw new SyscallError('ptrace', -r, `PTRACE_SEIZE of ${pid}`);
+    }
+  }
+
+  /**
+   * Handing over: the leaders let go (the heir seizes them). Our copies of
+   * the fds stay open until the heir says it has seized them (then
+   * abandon(): closed, not unregistered — the heir's copies keep the
+   * userfaultfds, the pages files and the source's connection alive).
+   * Returns the pids let go.
+   */
+  letGo(): number[] {
+    const pids = [...this.traced];
+    for (const pid of pids) this.detach(pid);
+    this.traced.clear();
+    return pids;
   }
 
   /** The restore failed after arming (its tasks are killed): our fds go, nothing else. */

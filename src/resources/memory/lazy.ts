@@ -30,6 +30,7 @@ import { VMA } from '../../images/criu';
 import { StasisError, ErrorCodes, SyscallError } from '../../errors';
 import type { RestoreCtx, TaskRestore } from '../../unit/restore-ctx';
 import type { LoadedMm, PageSource } from './load';
+import type { ImageReader } from '../../images/image';
 import { pageReader, type PageReader, type PageRun } from '../../restore/page-source';
 
 const { O, MAP, PAGE_SIZE, UFFD_FEATURE, PAGE_IS } = abi;
@@ -59,6 +60,9 @@ export interface LazyJob {
   files: number[];
   /** Where the pages are read (restore/page-source.ts). */
   reader: PageReader;
+  /** What the reader reads, for a handover to another server (restore/lazy-handover.ts): each file's images and name, the source's server. */
+  pagesFiles: { fd: number; images: ImageReader; name: string }[];
+  remote?: import('../../pageserver/lazy-client').LazyRemote;
 }
 
 export function isLazyVma(v: Msg<'vma_entry'>): boolean {
@@ -164,13 +168,18 @@ function cutOut(srcs: PageSource[], a: bigint, b: bigint, cut: PageSource[]): Pa
 export function armLazy(ctx: RestoreCtx, mms: Map<number, LoadedMm>): LazyJob {
   // Every byte read from a pages file is checked against the digest first (chunks left to the reader: lazy).
   const byFd = new Map<number, PageSource>();
-  const check = (fd: number, off: number, len: number) => { const s = byFd.get(fd); s?.images.verifyRange(s.pagesFile, fd, off, len); };
-  const job: LazyJob = { procs: [], files: [], reader: pageReader(ctx.opts.lazyRemote, check) };
+  const check = (fd: number, off: number, len: number, streaming: boolean) => { const s = byFd.get(fd); s?.images.verifyRange(s.pagesFile, fd, off, len, streaming); };
+  const job: LazyJob = { procs: [], files: [], reader: pageReader(ctx.opts.lazyRemote, check), pagesFiles: [], remote: ctx.opts.lazyRemote };
   const files = new Map<string, number>();
   const fdOf = (s: PageSource) => {
     const p = s.images.path(s.pagesFile);
     let fd = files.get(p);
-    if (fd === undefined) { files.set(p, (fd = s.images.open(s.pagesFile))); job.files.push(fd); byFd.set(fd, s); }
+    if (fd === undefined) {
+      files.set(p, (fd = s.images.open(s.pagesFile)));
+      job.files.push(fd);
+      byFd.set(fd, s);
+      job.pagesFiles.push({ fd, images: s.images, name: s.pagesFile });
+    }
     return fd;
   };
   // Post-copy pages (s.remote): read from the source's server; a virtual offset (the address) keeps runs mergeable.
