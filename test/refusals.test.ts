@@ -24,14 +24,12 @@ const CASES: [kind: string, message: RegExp][] = [
   ['sysv-shm', /System V shared memory is not supported yet/],
   ['mqueue-fd', /^stasis: fd 3 of pid \d+: \/stasis-refuse \(deleted\) is a POSIX message queue; not supported$/],
   ['mqueue-ns', /^stasis: pid \d+'s IPC namespace holds POSIX message queues \(stasis-refuse\); not supported$/],
-  ['netlink', /socket:\[\d+\] is not supported yet/],
-  ['packet', /socket:\[\d+\] is not supported yet/],
   ['userfaultfd', /anon_inode:\[userfaultfd\] is not supported yet/],
   ['io_uring', /anon_inode:\[io_uring\] is not supported yet/],
   // A pty is carried when its master is in the tree; a slave alone is a shell job's terminal.
   ['pty-master-outside', /^stasis: fd \d+ of pid \d+ is the terminal \/dev\/pts\/\d+; dump a shell job with -j\/--shell-job$/],
   ['deleted-mapping', /^stasis: the mapping [0-9a-f]+-[0-9a-f]+ of pid \d+: deleted file \/.*\/mapped \(deleted\) holds 2097152 bytes, over the ghost limit of 1048576 \(--ghost-limit\)$/],
-  ['tcp-close-wait', /TCP connection in state CLOSE_WAIT .* is not supported/],
+  ['tcp-close-wait', /^stasis: fd \d+ of pid \d+: TCP connection \(port \d+ ↔ \d+\) in state CLOSE_WAIT: the peer's FIN was received; rebuilding that needs a forged FIN from the peer; not supported$/],
   // An ended connection comes back closed and shut both ways: nothing left to read in it.
   ['tcp-ended-data', /^stasis: fd \d+ of pid \d+: TCP connection that ended \(port \d+\) still holds 3 byte\(s\) to read; not supported$/],
   ['memfd-hugetlb', /^stasis: \/memfd:huge \(deleted\): a memfd of huge pages \(MFD_HUGETLB\); not supported$/],
@@ -63,7 +61,6 @@ const CASES: [kind: string, message: RegExp][] = [
   ['mnt-ramfs', /^stasis: pid \d+'s mount namespace: mount \/.*\/ramfs \(device \d+:\d+, \/\) is neither mounted here nor a filesystem that can be made anew$/],
   ['netns-bridge', /^stasis: pid \d+'s network namespace has link stasis-br0 of kind bridge; only loopback and veth are supported$/],
   ['veth-elsewhere', /^stasis: pid \d+'s veth stasis-v0 has its other end in a network namespace other than ours; not supported$/],
-  ['raw-inet', /^stasis: fd 3 of pid \d+: inet socket type 3 protocol 1 is not supported yet$/],
 ];
 
 /** Every process below pid (its threads' children), depth first; one gone meanwhile has none. */
