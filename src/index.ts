@@ -35,6 +35,8 @@ export interface DumpOptions extends CommonOptions {
   /** Let the tree go on (default: it is killed once the checkpoint is complete). */
   leaveRunning?: boolean;
   tcpEstablished?: boolean;
+  /** criu's --tcp-close: connections dumped as sockets only, restored closed (restore with tcpClose too). */
+  tcpClose?: boolean;
   /** How established TCP connections are kept silent until their restore (default: nftables, else iptables). */
   networkLock?: 'nftables' | 'iptables' | 'skip';
   fileLocks?: boolean;
@@ -59,6 +61,8 @@ export interface RestoreOptions extends CommonOptions {
   skipFileCheck?: boolean;
   shellJob?: boolean;
   fileLocks?: boolean;
+  /** criu's --tcp-close: TCP connections come back closed. */
+  tcpClose?: boolean;
   /** As criu: ignored (with a warning) when it differs from the dump's; the dump's lock is removed. */
   networkLock?: 'nftables' | 'iptables' | 'skip';
   pidfile?: string;
@@ -113,6 +117,7 @@ export async function dump(o: DumpOptions): Promise<DumpResult> {
   const args = ['dump', '-t', String(o.pid), '-D', o.imagesDir, ...common(o)];
   if (o.leaveRunning) args.push('-R');
   if (o.tcpEstablished) args.push('--tcp-established');
+  if (o.tcpClose) args.push('--tcp-close');
   if (o.networkLock) args.push('--network-lock', o.networkLock);
   if (o.fileLocks) args.push('--file-locks');
   if (o.shellJob) args.push('-j');
@@ -133,6 +138,7 @@ export async function restore(o: RestoreOptions): Promise<RestoreResult> {
   if (o.skipFileCheck) args.push('--skip-file-check');
   if (o.shellJob) args.push('-j');
   if (o.fileLocks) args.push('--file-locks');
+  if (o.tcpClose) args.push('--tcp-close');
   if (o.networkLock) args.push('--network-lock', o.networkLock);
   if (o.pidfile) args.push('--pidfile', o.pidfile);
   if (o.verify === false) args.push('--no-verify');

@@ -159,6 +159,7 @@ const dumpCmd: Command = {
     { long: 'images-dir', short: 'D', type: 'string', arg: 'DIR', help: 'where to write the images (created 0700)' },
     { long: 'leave-running', short: 'R', type: 'flag', help: 'let the tree go on after the dump (default: kill it)' },
     { long: 'tcp-established', type: 'flag', help: 'take established TCP connections (TCP_REPAIR)' },
+    { long: 'tcp-close', type: 'flag', help: 'TCP connections (any state) are dumped as sockets only, to be restored closed (restore with --tcp-close too); criu\'s' },
     { long: 'network-lock', type: 'string', arg: 'METHOD', help: 'nftables, iptables or skip: how those connections are kept silent until their restore (default: nftables, else iptables)' },
     { long: 'file-locks', type: 'flag', help: 'accepted for criu\'s sake: file locks (POSIX, OFD, flock, leases) are always taken' },
     { long: 'ghost-limit', type: 'size', arg: 'SIZE', help: 'most data of one deleted-but-open file to put in the images (default 1M; K, M, G suffixes; holes of a sparse file do not count)' },
@@ -187,7 +188,7 @@ const dumpCmd: Command = {
       onConnected: (peer: string) => log.info(`lazy pages: restorer ${peer} connected`),
     };
     const r = withProgress('dump', progressColumns(v), () => mod.dump().dump(pid, {
-      dir, leaveRunning: flag(v, 'leave-running'), tcpEstablished: flag(v, 'tcp-established'), fileLocks: flag(v, 'file-locks'),
+      dir, leaveRunning: flag(v, 'leave-running'), tcpEstablished: flag(v, 'tcp-established'), tcpClose: flag(v, 'tcp-close'), fileLocks: flag(v, 'file-locks'),
       ghostLimit: v['ghost-limit'] as number | undefined, shellJob: flag(v, 'shell-job'), extUnixSk: flag(v, 'ext-unix-sk'),
       external: list(v, 'external'), networkLock: networkLock(v), failAt: process.env.STASIS_FAIL_AT || undefined,
       prevImagesDir: str(v, 'prev-images-dir'), trackMem: flag(v, 'track-mem'), pageServer: pageServerOf(v), lazyPages,
@@ -247,6 +248,7 @@ const restoreCmd: Command = {
     { long: 'file-locks', type: 'flag', help: 'accepted for criu\'s sake: the file locks of the images are always taken again' },
     { long: 'ext-unix-sk', type: 'flag', help: 'accepted for criu compatibility (external peers are in the images)' },
     { long: 'allow-foreign-images', type: 'flag', help: 'trust image files owned by other users' },
+    { long: 'tcp-close', type: 'flag', help: 'TCP connections of the images come back closed (shut both ways, not connected), as criu\'s' },
     { long: 'manage-cgroups', type: 'string', arg: 'MODE', help: 'cgroups: soft (default: make missing ones, their limits too), full, strict, props, none, ignore (criu\'s modes)' },
     { long: 'root', type: 'string', arg: 'DIR', help: 'the tree\'s root directory here: its mount namespace\'s root is bound from DIR (default: found among our mounts)' },
     { long: 'external', type: 'string', multiple: true, arg: 'mnt[KEY]:PATH', help: 'bind the mount dumped as external KEY from PATH' },
@@ -312,7 +314,7 @@ function restoreFrom(v: Values, dir: string, lazy: boolean): RestoreResult {
 
 function restoreWith(v: Values, dir: string, lazy: boolean, lazyRemote: import('../pageserver/lazy-client').LazyRemote | undefined): RestoreResult {
   return mod.restore().restore({
-    dir, detach: flag(v, 'restore-detached'), skipFileCheck: flag(v, 'skip-file-check'), shellJob: flag(v, 'shell-job'),
+    dir, detach: flag(v, 'restore-detached'), skipFileCheck: flag(v, 'skip-file-check'), shellJob: flag(v, 'shell-job'), tcpClose: flag(v, 'tcp-close'),
     fileLocks: flag(v, 'file-locks'), anyOwner: flag(v, 'allow-foreign-images'), root: str(v, 'root'), external: list(v, 'external'), inheritFd: list(v, 'inherit-fd'), joinNs: list(v, 'join-ns'), manageCgroups: cgroupMode(str(v, 'manage-cgroups')),
     networkLock: networkLock(v), failAt: process.env.STASIS_FAIL_AT || undefined,
     verify: !flag(v, 'no-verify'), lazyPages: lazy, lazyRemote,

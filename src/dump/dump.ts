@@ -115,6 +115,7 @@ export function dumpPhases(units: readonly AnyUnit[] = UNITS): BoundPhase[] {
     once(ctx) {
       ctx.write('inventory.img', 'INVENTORY', parts('inventory_entry', [{
         img_version: IMG_VERSION, fdinfo_per_id: true, root_ids: inventoryRootIds(ctx.state(namespacesUnit), ctx.processes[0].ids), ns_per_id: true, lsmtype: 0, ...netlockInventory(ctx),
+        ...(ctx.opts.tcpClose ? { tcp_close: true } : {}),
       }]));
     },
   });

@@ -18,6 +18,7 @@ import { repairOn, repairOff, dumpTcpStream, loadTcpStream, restoreTcpStream, ty
 import { lockConnection, connOf } from './netlock';
 import { carriedConnection, closingRefusal } from './tcp-closing';
 import { dumpIpOpts, restoreIpOpts, freebindOpt } from './ipopts';
+import { filesUnit } from './files';
 
 const { AF, SOCK, SOL, SO, IPPROTO, IPV6_V6ONLY, TCP, TCP_STATE, TCP_INFO_HEAD, SOCKADDR_IN, SOCKADDR_IN6 } = abi;
 const STATE_NAMES = Object.fromEntries(Object.entries(TCP_STATE).map(([k, v]) => [v, k]));
@@ -98,6 +99,11 @@ function bindFree(t: RemoteTask, fd: number, family: number, a: Buffer, warnings
  * An ended connection comes back as a closed socket shut both ways: data it
  * still holds to read, or an error not yet reported (a reset), would be lost.
  */
+/** A TCP socket with a peer, neither listening nor closed: what criu's --tcp-close drops. */
+function isConnection(state: number, peerPort: number): boolean {
+  return peerPort !== 0 && state !== TCP_STATE.LISTEN && state !== TCP_STATE.CLOSE;
+}
+
 function refuseEndedLeftovers(s: number, what: string): void {
   const inq = ioctlInt(s, abi.SIOC.INQ, what);
   if (inq > 0) throw new StasisError(ErrorCodes.UNSUPPORTED, `${what} still holds ${inq} byte(s) to read; not supported`);
@@ -175,6 +181,18 @@ export const inetSocketUnit = defineFileUnit({
   beforeRelease(_ctx, st, how) { if (!how.kill) for (const s of st.repair) repairOff(s); },
   // Closed in repair mode, a killed task's connections vanish without a FIN or RST.
   afterRelease(_ctx, st) { for (const s of st.repair) sysTry('close', s.fd); },
+  loadAfter: ['files'],
+  /** Connections the restore cannot make, refused before anything is created (--tcp-close makes them closed). */
+  load(ld) {
+    const where = ld.images.path('files.img');
+    if (ld.inventory.tcp_close && !ld.opts.tcpClose) throw new StasisError(ErrorCodes.USAGE, `${ld.images.path('inventory.img')}: dumped with --tcp-close: restore with --tcp-close too`);
+    if (ld.opts.tcpClose) return;
+    for (const f of ld.loaded(filesUnit).files.values()) {
+      const e = f.isk;
+      const refusal = e && e.type === SOCK.STREAM ? closingRefusal(e.state) : undefined;
+      if (refusal) throw new StasisError(ErrorCodes.UNSUPPORTED, `${where}: TCP socket ${e!.ino} in state ${STATE_NAMES[e!.state] ?? e!.state}: ${refusal}; not supported (restore with --tcp-close to have it closed)`);
+    }
+  },
   restoreState: (): RestoreState => ({ repair: [] }),
   restorePhases: [{
     // Once the network lock is gone (the probe sent on leaving repair mode gets
@@ -215,15 +233,18 @@ export const inetSocketUnit = defineFileUnit({
           sys('getsockopt', s, SOL.TCP, TCP.INFO, addressOf(info), addressOf(len));
           state = TCP_INFO_HEAD.decode(info).state;
           const conn = `TCP connection (port ${local.port} ↔ ${peer.port})`;
-          const refusal = closingRefusal(state);
+          // criu's --tcp-close: a connection (whatever its state) is the socket only; it comes back closed.
+          const dropped = ctx.opts.tcpClose === true && isConnection(state, peer.port);
+          const refusal = dropped ? undefined : closingRefusal(state);
           if (refusal) {
             throw new StasisError(ErrorCodes.UNSUPPORTED, `fd ${d.fd} of pid ${d.pid}: ${conn} in state ${STATE_NAMES[state] ?? state}: ${refusal}; not supported`);
           }
           // A shutdown that sent nothing (SHUT_RD alone) leaves it ESTABLISHED.
-          if (state === TCP_STATE.ESTABLISHED && shutdown) {
+          if (dropped) {
+            // Nothing of the connection is kept: no lock, no queues.
+          } else if (state === TCP_STATE.ESTABLISHED && shutdown) {
             throw new StasisError(ErrorCodes.UNSUPPORTED, `fd ${d.fd} of pid ${d.pid}: ${conn} shut down in a direction (shutdown()); not supported`);
-          }
-          if (carriedConnection(state) && ctx.opts.tcpEstablished) {
+          } else if (carriedConnection(state) && ctx.opts.tcpEstablished) {
             // Locked first: in repair mode the socket still takes (and acks) data,
             // which would be lost once its queues are read.
             lockConnection(ctx, connOf(family, local, peer));
@@ -275,10 +296,13 @@ export const inetSocketUnit = defineFileUnit({
     },
     open(ctx, tr, e, st) {
       const t = tr.task;
-      if (e.type === SOCK.STREAM && closingRefusal(e.state)) {
-        throw new StasisError(ErrorCodes.UNSUPPORTED, `TCP socket ${e.ino} in state ${STATE_NAMES[e.state] ?? e.state}: ${closingRefusal(e.state)}; not supported`);
-      }
       const fd = t.callNum('socket', e.family, e.type | (e.flags & abi.O.NONBLOCK ? SOCK.NONBLOCK : 0), e.proto);
+      if (e.type === SOCK.STREAM && ctx.opts.tcpClose && isConnection(e.state, e.dst_port)) {
+        // --tcp-close: a socket never connected, shut both ways (ENOTCONN, but the bits are set), as criu.
+        restoreSockOpts(t, fd, e.opts);
+        t.callRaw('shutdown', fd, abi.SHUT.RDWR);
+        return fd;
+      }
       const what = `TCP connection ${e.ino} (port ${e.src_port} ↔ ${e.dst_port})`;
       if (e.type === SOCK.STREAM && carriedConnection(e.state)) {
         const stream = loadTcpStream(ctx.ckpt.images, e.ino);

@@ -86,7 +86,7 @@ export const POLICY: Record<Field, Policy> = {
   status_fd: both({ refuse: 'a status fd (lazy pages) is not supported' }),
   orphan_pts_master: both({ accept: 'a terminal whose master is outside the tree is refused at dump (shell jobs excepted), so no restore has one to send' }),
   config_file: both('special'),
-  tcp_close: both({ refuse: 'restoring connections closed is not supported' }),
+  tcp_close: both('mapped'),
   lsm_profile: both({ refuse: 'LSM profiles are not supported' }),
   tls_cacert: both({ refuse: 'TLS (page server) is not supported' }),
   tls_cacrl: both({ refuse: 'TLS (page server) is not supported' }),
@@ -213,7 +213,7 @@ export function dumpOptions(o: CriuOpts, dirs: Dirs, notes: string[] = []): Dump
   const external = [...externalMounts(o, mountpointsOf(o.pid), notes), ...(o.external ?? []).filter((e) => e.startsWith('net['))];
   return {
     ...(external.length ? { external } : {}), networkLock: networkLock(o),
-    pid: o.pid, dir: dirs.imagesDir, leaveRunning: o.leave_running === true, tcpEstablished: o.tcp_established === true,
+    pid: o.pid, dir: dirs.imagesDir, leaveRunning: o.leave_running === true, tcpEstablished: o.tcp_established === true, tcpClose: o.tcp_close === true,
     fileLocks: o.file_locks === true, shellJob: o.shell_job === true, extUnixSk: o.ext_unix_sk === true,
     ...(o.ghost_limit !== undefined ? { ghostLimit: o.ghost_limit } : {}),
     // Incremental: the parent as criu has it, relative to the images directory.
@@ -226,7 +226,7 @@ export function restoreOptions(o: CriuOpts, dirs: Dirs): RestoreOptions {
   return {
     ...(external.length ? { external } : {}), networkLock: networkLock(o),
     ...(o.cg_root?.length ? { cgroupRoots: o.cg_root.map((r) => ({ ...(r.ctrl ? { ctrl: r.ctrl } : {}), path: r.path })) } : {}),
-    dir: dirs.imagesDir, detach: true, shellJob: o.shell_job === true, fileLocks: o.file_locks === true,
+    dir: dirs.imagesDir, detach: true, shellJob: o.shell_job === true, fileLocks: o.file_locks === true, tcpClose: o.tcp_close === true,
     ...(o.root ? { root: o.root } : {}), manageCgroups: cgroupMode(o),
   };
 }

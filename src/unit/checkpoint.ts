@@ -28,6 +28,8 @@ export interface LoadOptions {
   shellJob?: boolean;
   /** criu's --file-locks: accepted, changes nothing (locks are always restored). */
   fileLocks?: boolean;
+  /** criu's --tcp-close: TCP connections of the images come back closed (a socket shut both ways, not connected). */
+  tcpClose?: boolean;
   /** The tree's root directory here (criu --root). */
   root?: string;
   /** criu's --external forms (mnt[KEY]:PATH). */

@@ -20,6 +20,8 @@ export interface DumpOptions {
   ghostLimit?: number;
   /** Take established TCP connections (TCP_REPAIR). */
   tcpEstablished?: boolean;
+  /** criu's --tcp-close: TCP connections (any state) are dumped as sockets only, to come back closed; no lock. */
+  tcpClose?: boolean;
   /**
    * How established TCP connections are locked (their packets dropped) from just
    * before their queues are read until their restore (criu --network-lock); default:

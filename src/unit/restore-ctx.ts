@@ -14,6 +14,8 @@ export interface RestoreOptions {
   shellJob?: boolean;
   /** criu's --file-locks: accepted, changes nothing (locks are always restored). */
   fileLocks?: boolean;
+  /** criu's --tcp-close: TCP connections of the images come back closed. */
+  tcpClose?: boolean;
   /** As criu: ignored (with a warning) when it differs from the dump's; the dump's lock is the one removed. */
   networkLock?: 'nftables' | 'iptables' | 'skip';
   /** Trust image files of any owner (default: ours and root's). */
