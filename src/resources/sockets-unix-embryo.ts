@@ -1,0 +1,198 @@
+// Unix stream and seqpacket connections still in a listener's accept queue
+// ("embryos": the server end exists, no fd has it yet), and sockets that
+// have queued data but no peer to send it again (the peer closed, or a
+// datagram socket nobody is connected to).
+//
+// Dump: the listener's queue order is sock_diag's UNIX_DIAG_ICONS (the
+// client inodes, 0 for a client already closed); each embryo becomes an
+// entry of files.img referenced by no fd, with embryo_of = the listener's
+// inode, in queue order. An embryo's queued data (what its client sent) can
+// only be read once accepted: stasis accepts the listener's whole queue on
+// its copy of the listener, last of all the reading, and only when the tree
+// is killed after the dump (never with --leave-running). A client's entry
+// has the listener as its peer (as CRIU writes an in-flight connection).
+//
+// Restore: whichever task first needs the listener or one of its clients
+// makes them all: bind, listen, then one connect per embryo in queue order
+// from a socket that is the client (bound to its name first) or a stand-in
+// closed afterwards; the embryo's data is sent through it, then its
+// shutdown. Each is parked there for its owner.
+import * as fs from 'node:fs';
+import { sysTry, abi } from '../sys';
+import { inBuf, outBuf, type RemoteTask } from '../compel/remote';
+import { StasisError, ErrorCodes } from '../errors';
+import { FD_TYPES, NO_FOWN, SK_SHUTDOWN } from '../images/criu';
+import type { Msg } from '../images/schema';
+import type { DumpCtx } from '../unit/dump-ctx';
+import type { RestoreCtx, TaskRestore } from '../unit/restore-ctx';
+import { grabSocket, restoreSockOpts, restoreShutdown } from './sockopts';
+import { peekQueue, sendAll, skQueuesUnit, type Packet } from './sockqueue';
+import { park, fetchFd, fileId } from './files';
+
+const { AF, SOCK, TCP_STATE: STATE, O, readI32s } = abi;
+type Usk = Msg<'unix_sk_entry'>;
+
+export const NO_OPTS = { so_sndbuf: 0, so_rcvbuf: 0, so_snd_tmo_sec: 0n, so_snd_tmo_usec: 0n, so_rcv_tmo_sec: 0n, so_rcv_tmo_usec: 0n };
+
+/** A dumped unix socket: where it is, its peer (a listener for a connection not yet accepted). */
+export interface DumpedUsk { pid: number; fd: number; peer: number; type: number; wq: number; shutdown: number; name: Buffer; inflight: boolean }
+/** A listener with connections not yet accepted: their clients' inodes in queue order (0: closed). */
+export interface Listener { ino: number; pid: number; fd: number; type: number; name: Buffer; icons: number[] }
+
+/** Everything restore knows of unix sockets: by inode, and the embryos of each listener in queue order. */
+export interface UnixLoaded { byIno: Map<number, Usk>; embryos: Map<number, Usk[]> }
+/** Sockets made by one task for another (both ends of pairs, listeners and their clients), by inode. */
+export type Made = Map<number, { pid: number; fd: number }>;
+
+export function sockaddrUn(name: Buffer): Buffer {
+  const a = Buffer.alloc(2 + name.length);
+  a.writeUInt16LE(AF.UNIX, 0);
+  name.copy(a, 2);
+  return a;
+}
+
+/** The embryo's shutdown, as its client's makes it: a client closed shut it both ways. */
+function mirrored(client: DumpedUsk | undefined): number {
+  if (!client) return SK_SHUTDOWN.BOTH;
+  return (client.shutdown & SK_SHUTDOWN.READ ? SK_SHUTDOWN.WRITE : 0) | (client.shutdown & SK_SHUTDOWN.WRITE ? SK_SHUTDOWN.READ : 0);
+}
+
+/** An embryo's data can only be read by accepting it: needed when its client sent some, or is gone. */
+function needsAccept(l: Listener, socks: Map<number, DumpedUsk>): boolean {
+  return l.icons.some((c) => c === 0 || socks.get(c)!.wq > 0);
+}
+
+/** What cannot be carried is refused before anything is accepted (unix-peers runs first). */
+export function checkListeners(ctx: DumpCtx, listeners: Listener[], socks: Map<number, DumpedUsk>, nameOf: (l: Listener) => string): void {
+  for (const l of listeners) {
+    const what = `fd ${l.fd} of pid ${l.pid}: listening unix socket ${nameOf(l)}`;
+    const outside = l.icons.find((c) => c !== 0 && !socks.has(c));
+    if (outside !== undefined) throw new StasisError(ErrorCodes.UNSUPPORTED, `${what} has a connection not yet accepted from socket ${outside}, outside the dumped tree; not supported`);
+    if (ctx.opts.leaveRunning && needsAccept(l, socks)) {
+      throw new StasisError(ErrorCodes.UNSUPPORTED, `${what} has ${l.icons.length} connection(s) not yet accepted holding data (or whose client closed): reading it takes accepting them, not done with --leave-running`);
+    }
+  }
+}
+
+/**
+ * The embryos of every listener, in queue order, as entries of files.img
+ * (no fd has them); their queued data when it must be read.
+ */
+export function dumpEmbryos(ctx: DumpCtx, listeners: Listener[], socks: Map<number, DumpedUsk>): void {
+  const queues = ctx.state(skQueuesUnit);
+  for (const l of listeners) {
+    const read = needsAccept(l, socks) ? acceptAll(l) : l.icons.map(() => ({ ino: 0, packets: [] as Packet[] }));
+    l.icons.forEach((client, i) => {
+      const id = fileId(ctx, `unix-embryo:${l.ino}:${i}`, (fid) => ({
+        type: FD_TYPES.UNIXSK, id: fid,
+        usk: {
+          id: fid, ino: read[i].ino, type: l.type, state: STATE.ESTABLISHED, flags: O.RDWR, uflags: 0, backlog: 0, peer: client,
+          fown: NO_FOWN, opts: NO_OPTS, name: l.name, shutdown: mirrored(socks.get(client)), embryo_of: l.ino,
+        },
+      }));
+      for (const p of read[i].packets) queues.push({ id, packet: { data: p.data } });
+    });
+  }
+}
+
+/**
+ * Accept the listener's whole queue on a copy of it in stasis and peek each
+ * connection's data. The connections are lost to the program: only done
+ * once the tree is to be killed after the dump (checkListeners).
+ */
+function acceptAll(l: Listener): { ino: number; packets: Packet[] }[] {
+  const s = grabSocket(l.pid, l.fd);
+  try {
+    return l.icons.map((client, i) => {
+      const what = `fd ${l.fd} of pid ${l.pid}: connection ${i + 1} not yet accepted by the listener`;
+      const a = sysTry('accept4', s, 0, 0, SOCK.CLOEXEC | SOCK.NONBLOCK);
+      if (a < 0) throw new StasisError(ErrorCodes.UNSUPPORTED, `${what}: accept failed (errno ${-a})`);
+      try {
+        const ino = fs.fstatSync(a).ino;
+        const endAtZero = l.type === SOCK.SEQPACKET && client === 0;
+        return { ino, packets: peekQueue(a, l.type === SOCK.STREAM, what, endAtZero) };
+      } finally {
+        sysTry('close', a);
+      }
+    });
+  } finally {
+    sysTry('close', s);
+  }
+}
+
+/** Bind fd to name; a socket file left at the path by the dumped socket would make bind fail. */
+export function bindName(ctx: RestoreCtx, t: RemoteTask, fd: number, name: Buffer): void {
+  if (!name.length) return;
+  if (name[0] !== 0) {
+    // A relative name is the task's cwd's (restored by now).
+    const p = name.toString().replace(/\0+$/, '');
+    const full = p.startsWith('/') ? ctx.fsRoot + p : `/proc/${t.pid}/cwd/${p}`;
+    try { if (fs.lstatSync(full).isSocket()) fs.unlinkSync(full); } catch { /* not there */ }
+  }
+  const a = sockaddrUn(name);
+  t.call('bind', fd, inBuf(a), a.length);
+}
+
+/** Send the packets queued for `id` through `via` (an fd of the task), as its peer sent them. */
+function sendQueued(ctx: RestoreCtx, t: RemoteTask, via: number, id: number): void {
+  const queued = ctx.loaded(skQueuesUnit).get(id) ?? [];
+  if (!queued.length) return;
+  const s = grabSocket(t.pid, via);
+  try { for (const q of queued) sendAll(s, q.data); } finally { sysTry('close', s); }
+}
+
+/**
+ * The listener `l` and its embryos, made in this task: each embryo's client
+ * (or a stand-in, closed after) connects in queue order and sends the
+ * embryo's data. The listener and the clients are parked in `made`.
+ */
+export function makeListener(ctx: RestoreCtx, tr: TaskRestore, l: Usk, un: UnixLoaded, made: Made): void {
+  const t = tr.task;
+  const fd = t.callNum('socket', AF.UNIX, l.type | SOCK.CLOEXEC, 0);
+  restoreSockOpts(t, fd, l.opts);
+  bindName(ctx, t, fd, l.name);
+  t.call('listen', fd, l.backlog);
+  restoreShutdown(t, fd, l.shutdown, `unix socket ${l.ino}`);
+  made.set(l.ino, { pid: tr.img.pid, fd: park(ctx, tr, fd) });
+  const to = sockaddrUn(l.name);
+  for (const e of un.embryos.get(l.ino) ?? []) {
+    const client = e.peer ? un.byIno.get(e.peer) : undefined;
+    const c = t.callNum('socket', AF.UNIX, l.type | SOCK.CLOEXEC, 0);
+    if (client) {
+      restoreSockOpts(t, c, client.opts);
+      bindName(ctx, t, c, client.name);
+    }
+    t.call('connect', c, inBuf(to), to.length);
+    sendQueued(ctx, t, c, e.id);
+    if (!client) { t.call('close', c); continue; }
+    restoreShutdown(t, c, client.shutdown, `unix socket ${client.ino}`);
+    made.set(client.ino, { pid: tr.img.pid, fd: park(ctx, tr, c) });
+  }
+}
+
+/** The fd `ino` was made as (by this task or another), as an fd of this task. */
+export function takeMade(tr: TaskRestore, made: Made, ino: number): number {
+  const have = made.get(ino)!;
+  return have.pid === tr.img.pid ? tr.task.callNum('dup', have.fd) : fetchFd(tr.task, have.pid, have.fd);
+}
+
+/**
+ * A socket with queued data and no peer to send it again: a stream or
+ * seqpacket end whose peer closed (shut both ways), or a datagram socket
+ * (any sender). It is made as one end of a socketpair, a datagram end
+ * disconnected first (others may then connect to it); the data is sent by
+ * the other end, which is closed then, as the peer was.
+ */
+export function socketWithQueue(ctx: RestoreCtx, t: RemoteTask, e: Usk): number {
+  const ends = outBuf(8);
+  t.call('socketpair', AF.UNIX, e.type | SOCK.CLOEXEC, 0, ends);
+  const [fd, other] = readI32s(ends.data, 2);
+  if (e.type === SOCK.DGRAM) {
+    const unspec = Buffer.alloc(2); // AF_UNSPEC: the socket's peer is dropped
+    t.call('connect', fd, inBuf(unspec), unspec.length);
+  }
+  restoreSockOpts(t, fd, e.opts);
+  sendQueued(ctx, t, other, e.id);
+  t.call('close', other);
+  return fd;
+}
