@@ -222,8 +222,7 @@ const messages = {
     id: 'required uint32 1', ino: 'required uint32 2', type: 'required uint32 3', state: 'required uint32 4',
     flags: 'required uint32 5', uflags: 'required uint32 6', backlog: 'required uint32 7', peer: 'required uint32 8',
     fown: 'required fown_entry 9', opts: 'required sk_opts_entry 10', name: 'required bytes 11', shutdown: 'optional sk_shutdown 12',
-    file_perms: 'optional file_perms_entry 13',
-    embryo_of: 'optional uint32 100',
+    file_perms: 'optional file_perms_entry 13', deleted: 'optional bool 15', embryo_of: 'optional uint32 100',
   },
   file_perms_entry: { mode: 'required uint32 1', uid: 'required uint32 2', gid: 'required uint32 3' },
   tcp_stream_entry: {

@@ -28,6 +28,7 @@ import type { RestoreCtx, TaskRestore } from '../unit/restore-ctx';
 import { grabSocket, restoreSockOpts, restoreShutdown } from './sockopts';
 import { peekQueue, sendAll, skQueuesUnit, type Packet } from './sockqueue';
 import { park, fetchFd, fileId } from './files';
+import { sockaddrUn, bindName } from './sockets-unix-names';
 
 const { AF, SOCK, TCP_STATE: STATE, O, readI32s } = abi;
 type Usk = Msg<'unix_sk_entry'>;
@@ -40,16 +41,13 @@ export interface DumpedUsk { pid: number; fd: number; peer: number; type: number
 export interface Listener { ino: number; pid: number; fd: number; type: number; name: Buffer; icons: number[] }
 
 /** Everything restore knows of unix sockets: by inode, and the embryos of each listener in queue order. */
-export interface UnixLoaded { byIno: Map<number, Usk>; embryos: Map<number, Usk[]> }
+export interface UnixLoaded {
+  byIno: Map<number, Usk>; embryos: Map<number, Usk[]>;
+  /** Datagram sockets connected to one not connected back, by the inode of that one. */
+  senders: Map<number, Usk[]>;
+}
 /** Sockets made by one task for another (both ends of pairs, listeners and their clients), by inode. */
 export type Made = Map<number, { pid: number; fd: number }>;
-
-export function sockaddrUn(name: Buffer): Buffer {
-  const a = Buffer.alloc(2 + name.length);
-  a.writeUInt16LE(AF.UNIX, 0);
-  name.copy(a, 2);
-  return a;
-}
 
 /** The embryo's shutdown, as its client's makes it: a client closed shut it both ways. */
 function mirrored(client: DumpedUsk | undefined): number {
@@ -120,19 +118,6 @@ function acceptAll(l: Listener): { ino: number; packets: Packet[] }[] {
   }
 }
 
-/** Bind fd to name; a socket file left at the path by the dumped socket would make bind fail. */
-export function bindName(ctx: RestoreCtx, t: RemoteTask, fd: number, name: Buffer): void {
-  if (!name.length) return;
-  if (name[0] !== 0) {
-    // A relative name is the task's cwd's (restored by now).
-    const p = name.toString().replace(/\0+$/, '');
-    const full = p.startsWith('/') ? ctx.fsRoot + p : `/proc/${t.pid}/cwd/${p}`;
-    try { if (fs.lstatSync(full).isSocket()) fs.unlinkSync(full); } catch { /* not there */ }
-  }
-  const a = sockaddrUn(name);
-  t.call('bind', fd, inBuf(a), a.length);
-}
-
 /** Send the packets queued for `id` through `via` (an fd of the task), as its peer sent them. */
 function sendQueued(ctx: RestoreCtx, t: RemoteTask, via: number, id: number): void {
   const queued = ctx.loaded(skQueuesUnit).get(id) ?? [];
@@ -142,32 +127,65 @@ function sendQueued(ctx: RestoreCtx, t: RemoteTask, via: number, id: number): vo
 }
 
 /**
+ * A socket of no pair, bound to its name: one end of a socketpair when it
+ * has data to get back or is a connection whose peer closed
+ * (socketWithQueue). `done` once others connected to its name.
+ */
+export function makeSocket(ctx: RestoreCtx, t: RemoteTask, e: Usk): { fd: number; done: () => void } {
+  const orphan = e.state === STATE.ESTABLISHED && e.type !== SOCK.DGRAM && !e.peer;
+  let fd: number;
+  if (orphan || ctx.loaded(skQueuesUnit).get(e.id)?.length) fd = socketWithQueue(ctx, t, e);
+  else {
+    fd = t.callNum('socket', AF.UNIX, e.type | SOCK.CLOEXEC, 0);
+    restoreSockOpts(t, fd, e.opts);
+  }
+  return { fd, done: bindName(ctx, t, fd, e) };
+}
+
+/**
  * The listener `l` and its embryos, made in this task: each embryo's client
  * (or a stand-in, closed after) connects in queue order and sends the
  * embryo's data. The listener and the clients are parked in `made`.
  */
 export function makeListener(ctx: RestoreCtx, tr: TaskRestore, l: Usk, un: UnixLoaded, made: Made): void {
   const t = tr.task;
-  const fd = t.callNum('socket', AF.UNIX, l.type | SOCK.CLOEXEC, 0);
-  restoreSockOpts(t, fd, l.opts);
-  bindName(ctx, t, fd, l.name);
+  const { fd, done } = makeSocket(ctx, t, l);
   t.call('listen', fd, l.backlog);
   restoreShutdown(t, fd, l.shutdown, `unix socket ${l.ino}`);
   made.set(l.ino, { pid: tr.img.pid, fd: park(ctx, tr, fd) });
   const to = sockaddrUn(l.name);
   for (const e of un.embryos.get(l.ino) ?? []) {
     const client = e.peer ? un.byIno.get(e.peer) : undefined;
-    const c = t.callNum('socket', AF.UNIX, l.type | SOCK.CLOEXEC, 0);
-    if (client) {
-      restoreSockOpts(t, c, client.opts);
-      bindName(ctx, t, c, client.name);
-    }
-    t.call('connect', c, inBuf(to), to.length);
-    sendQueued(ctx, t, c, e.id);
-    if (!client) { t.call('close', c); continue; }
-    restoreShutdown(t, c, client.shutdown, `unix socket ${client.ino}`);
-    made.set(client.ino, { pid: tr.img.pid, fd: park(ctx, tr, c) });
+    const c = client ? makeSocket(ctx, t, client) : { fd: t.callNum('socket', AF.UNIX, l.type | SOCK.CLOEXEC, 0), done: () => {} };
+    t.call('connect', c.fd, inBuf(to), to.length);
+    c.done();
+    sendQueued(ctx, t, c.fd, e.id);
+    if (!client) { t.call('close', c.fd); continue; }
+    restoreShutdown(t, c.fd, client.shutdown, `unix socket ${client.ino}`);
+    made.set(client.ino, { pid: tr.img.pid, fd: park(ctx, tr, c.fd) });
   }
+  done();
+}
+
+/**
+ * A datagram socket others are connected to (they are not its peers): made
+ * here with every such sender, connected to its name in turn; all parked in
+ * `made`.
+ */
+export function makeReceiver(ctx: RestoreCtx, tr: TaskRestore, r: Usk, un: UnixLoaded, made: Made): void {
+  const t = tr.task;
+  const { fd, done } = makeSocket(ctx, t, r);
+  const to = sockaddrUn(r.name);
+  for (const s of un.senders.get(r.ino) ?? []) {
+    const c = makeSocket(ctx, t, s);
+    t.call('connect', c.fd, inBuf(to), to.length);
+    c.done();
+    restoreShutdown(t, c.fd, s.shutdown, `unix socket ${s.ino}`);
+    made.set(s.ino, { pid: tr.img.pid, fd: park(ctx, tr, c.fd) });
+  }
+  restoreShutdown(t, fd, r.shutdown, `unix socket ${r.ino}`);
+  made.set(r.ino, { pid: tr.img.pid, fd: park(ctx, tr, fd) });
+  done();
 }
 
 /** The fd `ino` was made as (by this task or another), as an fd of this task. */
@@ -183,7 +201,7 @@ export function takeMade(tr: TaskRestore, made: Made, ino: number): number {
  * disconnected first (others may then connect to it); the data is sent by
  * the other end, which is closed then, as the peer was.
  */
-export function socketWithQueue(ctx: RestoreCtx, t: RemoteTask, e: Usk): number {
+function socketWithQueue(ctx: RestoreCtx, t: RemoteTask, e: Usk): number {
   const ends = outBuf(8);
   t.call('socketpair', AF.UNIX, e.type | SOCK.CLOEXEC, 0, ends);
   const [fd, other] = readI32s(ends.data, 2);

@@ -19,9 +19,10 @@ import { grabSocket, getInt, dumpSockOpts, restoreSockOpts, restoreShutdown } fr
 import { peekQueue, sendAll, skQueuesUnit } from './sockqueue';
 import { park, fileId, filesUnit } from './files';
 import {
-  NO_OPTS, sockaddrUn, bindName, checkListeners, dumpEmbryos, makeListener, takeMade, socketWithQueue,
+  NO_OPTS, checkListeners, dumpEmbryos, makeSocket, makeListener, makeReceiver, takeMade,
   type DumpedUsk, type Listener, type UnixLoaded, type Made,
 } from './sockets-unix-embryo';
+import { sockaddrUn, bindName, dumpNameState } from './sockets-unix-names';
 
 const { AF, SOCK, SOL, SO, TCP_STATE: STATE, O, F, readI32s } = abi;
 type Usk = Msg<'unix_sk_entry'>;
@@ -68,8 +69,11 @@ function checkPeers(ctx: DumpCtx, st: DumpState): void {
       throw new StasisError(ErrorCodes.UNSUPPORTED, `fd ${u.fd} of pid ${u.pid}: unix socket ${ino} is connected to listener ${printableName(diagOf(st, ctx.processes[0].pid).get(u.peer)?.name ?? Buffer.alloc(0))} (socket ${u.peer}), outside the dumped tree, which has not accepted it yet; not supported`);
     }
     if (inTree && !u.inflight && inTree.peer !== ino) {
-      // Datagram sockets connected to one that is not connected back (several senders to one receiver).
-      throw new StasisError(ErrorCodes.UNSUPPORTED, `fd ${u.fd} of pid ${u.pid}: unix datagram socket ${ino} is connected to socket ${u.peer}, which is not connected back to it; not supported`);
+      // A datagram socket connected to one not connected back (one of its
+      // senders): connected to its name again, which must be its own.
+      const why = inTree.peer ? 'which is connected elsewhere' : !inTree.name.length ? 'which has no name to connect to'
+        : [...st.socks.values()].some((o) => o.peer === ino && !o.inflight) ? 'and is itself connected to by others' : '';
+      if (why) throw new StasisError(ErrorCodes.UNSUPPORTED, `fd ${u.fd} of pid ${u.pid}: unix datagram socket ${ino} is connected to socket ${u.peer}, ${why}; not supported`);
     }
     if (inTree) continue;
     const peer = diagOf(st, ctx.processes[0].pid).get(u.peer);
@@ -106,6 +110,8 @@ function pairEnd(ctx: RestoreCtx, tr: TaskRestore, e: Usk, byIno: Map<number, Us
       const u = byIno.get(ino);
       if (!u) continue;
       restoreSockOpts(t, end, u.opts);
+      // An end bound to a path itself (an accepted one only shares its listener's name).
+      if (u.file_perms || u.deleted) bindName(ctx, t, end, u)();
       // Queued data of each end was sent by the other: send it again the same way.
       const queued = ctx.loaded(skQueuesUnit).get(u.id) ?? [];
       if (!queued.length) continue;
@@ -128,6 +134,7 @@ function pairEnd(ctx: RestoreCtx, tr: TaskRestore, e: Usk, byIno: Map<number, Us
 function loadUnix(path: string, files: Iterable<{ usk?: Usk }>): UnixLoaded {
   const byIno = new Map<number, Usk>();
   const embryos = new Map<number, Usk[]>();
+  const senders = new Map<number, Usk[]>();
   for (const f of files) {
     if (!f.usk) continue;
     if (f.usk.embryo_of === undefined) byIno.set(f.usk.ino, f.usk);
@@ -147,9 +154,14 @@ function loadUnix(path: string, files: Iterable<{ usk?: Usk }>): UnixLoaded {
       if (!embryos.get(u.peer)?.some((e) => e.peer === u.ino)) throw bad(`unix socket ${u.ino} is connected to listener ${u.peer}, with no connection of its own there`);
       continue;
     }
+    if (peer && peer.peer !== u.ino && u.type === SOCK.DGRAM && !peer.peer && peer.name.length) {
+      senders.set(peer.ino, [...senders.get(peer.ino) ?? [], u]);
+      continue;
+    }
     if (!peer || peer.peer !== u.ino) throw bad(`unix socket ${u.ino} is connected to ${u.peer}, which is not its pair in this checkpoint`);
   }
-  return { byIno, embryos };
+  for (const r of senders.keys()) if (senders.has(byIno.get(r)!.peer)) throw bad(`unix socket ${r} is connected to by others and connected itself to one such`);
+  return { byIno, embryos, senders };
 }
 
 /** The dump of one unix socket's fd: its entry, its queue in sk-queues. */
@@ -182,33 +194,31 @@ function dumpUnix(ctx: DumpCtx, d: { pid: number; fd: number; flags: number; st:
     return {
       id, ino: d.st.ino, type, state, flags: d.flags, uflags: 0, backlog: listening ? u.wq : 0, peer,
       fown: NO_FOWN, opts: dumpSockOpts(s, ctx.state(skQueuesUnit).some((q) => q.id === id), what), name: u.name, shutdown: u.shutdown,
+      ...dumpNameState(d.pid, u, what),
     };
   } finally {
     sysTry('close', s);
   }
 }
 
-/** A socket of no pair: made here, or (a listener, a client not yet accepted) with its listener. */
+/**
+ * A listener and the clients it has not accepted, or a datagram socket and
+ * the ones connected to it, are made together by the first task needing
+ * one; a pair by socketpair(); any other socket here.
+ */
 function openUnix(ctx: RestoreCtx, tr: TaskRestore, e: Usk, made: Made, un: UnixLoaded): number {
   const t = tr.task;
   const peer = e.peer ? un.byIno.get(e.peer) : undefined;
-  const listener = e.state === STATE.LISTEN ? e : peer?.state === STATE.LISTEN ? peer : undefined;
-  if (listener) {
-    if (!made.has(listener.ino)) makeListener(ctx, tr, listener, un, made);
+  const head = (u: Usk | undefined) => u && (u.state === STATE.LISTEN || un.senders.has(u.ino));
+  const group = head(e) ? e : head(peer) ? peer : undefined;
+  if (group) {
+    if (!made.has(group.ino)) (group.state === STATE.LISTEN ? makeListener : makeReceiver)(ctx, tr, group, un, made);
     return takeMade(tr, made, e.ino);
   }
   if (e.peer) return pairEnd(ctx, tr, e, un.byIno, made);
-  // Data queued with no peer to send it again, or the end of a connection whose peer closed.
-  if (ctx.loaded(skQueuesUnit).get(e.id)?.length || e.state === STATE.ESTABLISHED) {
-    const fd = socketWithQueue(ctx, t, e);
-    bindName(ctx, t, fd, e.name);
-    restoreShutdown(t, fd, e.shutdown, `unix socket ${e.ino}`);
-    return fd;
-  }
-  const fd = t.callNum('socket', AF.UNIX, e.type | SOCK.CLOEXEC, 0);
-  restoreSockOpts(t, fd, e.opts);
-  bindName(ctx, t, fd, e.name);
+  const { fd, done } = makeSocket(ctx, t, e);
   restoreShutdown(t, fd, e.shutdown, `unix socket ${e.ino}`);
+  done();
   return fd;
 }
 
