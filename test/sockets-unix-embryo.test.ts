@@ -3,7 +3,8 @@
 // data sent by the client (one client closed since, one shut for writing);
 // sockets whose peer closed with data still queued, a bound datagram socket
 // with a datagram waiting. After restore the program accepts them in order,
-// with their names, data and end of file. What cannot be carried (a client
+// with their names, data and end of file. A socket file keeps its owner and
+// mode; a datagram socket whose name was unlinked gets its senders back. What cannot be carried (a client
 // or a listener outside the tree; --leave-running, which would lose the
 // waiting data) is refused with one line and the process runs on unchanged.
 import { test, before, after } from 'node:test';
@@ -62,6 +63,23 @@ test('connections not yet accepted (stream, seqpacket; a client closed), orphane
   assert.match(log, /^PASS$/m, log);
   assert.doesNotMatch(log, /FAIL/, log);
   assert.deepEqual(status, { kind: 'exited', pid: fx.pid, code: 0 });
+});
+
+test('a socket file\'s owner and mode; a datagram socket whose name was unlinked (its directory too), with senders connected to it: as before → PASS', async () => {
+  const fx = await Fixture.start('skembryo', { extraFds: true, args: ['names'] });
+  fixtures.push(fx);
+  const dir = path.join(root, 'names');
+  await dumpKillRestore(fx, dir);
+  const usk = readImage(dir, 'files.img', 'FILES', 'file_entry').filter((f) => f.usk).map((f) => f.usk!);
+  const named = (n: string) => usk.find((u) => Buffer.from(u.name ?? []).toString('latin1') === path.join(fx.dir, n) + '\0' && u.embryo_of === undefined)!;
+  assert.deepEqual(named('ln.sock').file_perms, { mode: 0o751, uid: 4242, gid: 4343 }, 'the listener\'s file: owner and mode');
+  const rd = named('sub/rd.sock');
+  assert.equal(rd.deleted, true, 'the receiver\'s name was unlinked');
+  assert.equal(usk.filter((u) => u.peer === rd.ino).length, 2, 'two senders connected to it');
+  assert.ok(!fs.existsSync(path.join(fx.dir, 'sub')), 'the directory made to bind the name again is gone');
+  const { log } = await fx.terminate();
+  assert.match(log, /^PASS$/m, log);
+  assert.doesNotMatch(log, /FAIL/, log);
 });
 
 test('--leave-running with connections not yet accepted holding data: refused with one line; the connections still wait', async () => {
