@@ -1,26 +1,30 @@
 // Unix stream and seqpacket connections still in a listener's accept queue
-// ("embryos": the server end exists, no fd has it yet), and sockets that
-// have queued data but no peer to send it again (the peer closed, or a
-// datagram socket nobody is connected to).
+// ("embryos": the server end exists, no fd has it yet); datagram sockets
+// others are connected to; sockets that have queued data but no peer to
+// send it again (the peer closed, or a datagram socket).
 //
 // Dump: the listener's queue order is sock_diag's UNIX_DIAG_ICONS (the
 // client inodes, 0 for a client already closed); each embryo becomes an
 // entry of files.img referenced by no fd, with embryo_of = the listener's
 // inode, in queue order. An embryo's queued data (what its client sent) can
 // only be read once accepted: stasis accepts the listener's whole queue on
-// its copy of the listener, last of all the reading, and only when the tree
-// is killed after the dump (never with --leave-running). A client's entry
-// has the listener as its peer (as CRIU writes an in-flight connection).
+// its copy of the listener, after every other unit has read and checked its
+// state, and only when the tree is to be killed after the dump (never with
+// --leave-running or --lazy-pages). The kernel cannot put a connection back
+// in the queue: should the dump still fail after that (writing the images),
+// the program finds those connections gone. A client's entry has the
+// listener as its peer (as CRIU writes an in-flight connection).
 //
 // Restore: whichever task first needs the listener or one of its clients
 // makes them all: bind, listen, then one connect per embryo in queue order
 // from a socket that is the client (bound to its name first) or a stand-in
 // closed afterwards; the embryo's data is sent through it, then its
-// shutdown. Each is parked there for its owner.
+// shutdown. Each is parked there for its owner. A datagram socket and the
+// ones connected to it (its senders) are made together likewise.
 import * as fs from 'node:fs';
 import { sysTry, abi } from '../sys';
 import { inBuf, outBuf, type RemoteTask } from '../compel/remote';
-import { StasisError, ErrorCodes } from '../errors';
+import { StasisError, ErrorCodes, errnoName } from '../errors';
 import { FD_TYPES, NO_FOWN, SK_SHUTDOWN } from '../images/criu';
 import type { Msg } from '../images/schema';
 import type { DumpCtx } from '../unit/dump-ctx';
@@ -66,8 +70,10 @@ export function checkListeners(ctx: DumpCtx, listeners: Listener[], socks: Map<n
     const what = `fd ${l.fd} of pid ${l.pid}: listening unix socket ${nameOf(l)}`;
     const outside = l.icons.find((c) => c !== 0 && !socks.has(c));
     if (outside !== undefined) throw new StasisError(ErrorCodes.UNSUPPORTED, `${what} has a connection not yet accepted from socket ${outside}, outside the dumped tree; not supported`);
-    if (ctx.opts.leaveRunning && needsAccept(l, socks)) {
-      throw new StasisError(ErrorCodes.UNSUPPORTED, `${what} has ${l.icons.length} connection(s) not yet accepted holding data (or whose client closed): reading it takes accepting them, not done with --leave-running`);
+    // The tree may run on after these (a lazy transfer that breaks off lets it go).
+    const goesOn = ctx.opts.leaveRunning ? '--leave-running' : ctx.opts.lazyPages ? '--lazy-pages' : undefined;
+    if (goesOn && needsAccept(l, socks)) {
+      throw new StasisError(ErrorCodes.UNSUPPORTED, `${what} has ${l.icons.length} connection(s) not yet accepted holding data (or whose client closed): reading it takes accepting them, not done with ${goesOn}`);
     }
   }
 }
@@ -79,7 +85,7 @@ export function checkListeners(ctx: DumpCtx, listeners: Listener[], socks: Map<n
 export function dumpEmbryos(ctx: DumpCtx, listeners: Listener[], socks: Map<number, DumpedUsk>): void {
   const queues = ctx.state(skQueuesUnit);
   for (const l of listeners) {
-    const read = needsAccept(l, socks) ? acceptAll(l) : l.icons.map(() => ({ ino: 0, packets: [] as Packet[] }));
+    const read = needsAccept(l, socks) ? acceptAll(l, socks) : l.icons.map(() => ({ ino: 0, packets: [] as Packet[] }));
     l.icons.forEach((client, i) => {
       const id = fileId(ctx, `unix-embryo:${l.ino}:${i}`, (fid) => ({
         type: FD_TYPES.UNIXSK, id: fid,
@@ -98,16 +104,17 @@ export function dumpEmbryos(ctx: DumpCtx, listeners: Listener[], socks: Map<numb
  * connection's data. The connections are lost to the program: only done
  * once the tree is to be killed after the dump (checkListeners).
  */
-function acceptAll(l: Listener): { ino: number; packets: Packet[] }[] {
+function acceptAll(l: Listener, socks: Map<number, DumpedUsk>): { ino: number; packets: Packet[] }[] {
   const s = grabSocket(l.pid, l.fd);
   try {
     return l.icons.map((client, i) => {
       const what = `fd ${l.fd} of pid ${l.pid}: connection ${i + 1} not yet accepted by the listener`;
       const a = sysTry('accept4', s, 0, 0, SOCK.CLOEXEC | SOCK.NONBLOCK);
-      if (a < 0) throw new StasisError(ErrorCodes.UNSUPPORTED, `${what}: accept failed (errno ${-a})`);
+      if (a < 0) throw new StasisError(ErrorCodes.UNSUPPORTED, `${what}: accept failed: ${errnoName(-a)}`);
       try {
         const ino = fs.fstatSync(a).ino;
-        const endAtZero = l.type === SOCK.SEQPACKET && client === 0;
+        // Shut for reading (its client shut for writing, or closed), a seqpacket queue ends with end of file.
+        const endAtZero = l.type === SOCK.SEQPACKET && (mirrored(socks.get(client)) & SK_SHUTDOWN.READ) !== 0;
         return { ino, packets: peekQueue(a, l.type === SOCK.STREAM, what, endAtZero) };
       } finally {
         sysTry('close', a);
@@ -154,17 +161,19 @@ export function makeListener(ctx: RestoreCtx, tr: TaskRestore, l: Usk, un: UnixL
   restoreShutdown(t, fd, l.shutdown, `unix socket ${l.ino}`);
   made.set(l.ino, { pid: tr.img.pid, fd: park(ctx, tr, fd) });
   const to = sockaddrUn(l.name);
-  for (const e of un.embryos.get(l.ino) ?? []) {
-    const client = e.peer ? un.byIno.get(e.peer) : undefined;
-    const c = client ? makeSocket(ctx, t, client) : { fd: t.callNum('socket', AF.UNIX, l.type | SOCK.CLOEXEC, 0), done: () => {} };
-    t.call('connect', c.fd, inBuf(to), to.length);
-    c.done();
-    sendQueued(ctx, t, c.fd, e.id);
-    if (!client) { t.call('close', c.fd); continue; }
-    restoreShutdown(t, c.fd, client.shutdown, `unix socket ${client.ino}`);
-    made.set(client.ino, { pid: tr.img.pid, fd: park(ctx, tr, c.fd) });
+  try {
+    for (const e of un.embryos.get(l.ino) ?? []) {
+      const client = e.peer ? un.byIno.get(e.peer) : undefined;
+      const c = client ? makeSocket(ctx, t, client) : { fd: t.callNum('socket', AF.UNIX, l.type | SOCK.CLOEXEC, 0), done: () => {} };
+      try { t.call('connect', c.fd, inBuf(to), to.length); } finally { c.done(); }
+      sendQueued(ctx, t, c.fd, e.id);
+      if (!client) { t.call('close', c.fd); continue; }
+      restoreShutdown(t, c.fd, client.shutdown, `unix socket ${client.ino}`);
+      made.set(client.ino, { pid: tr.img.pid, fd: park(ctx, tr, c.fd) });
+    }
+  } finally {
+    done();
   }
-  done();
 }
 
 /**
@@ -176,16 +185,18 @@ export function makeReceiver(ctx: RestoreCtx, tr: TaskRestore, r: Usk, un: UnixL
   const t = tr.task;
   const { fd, done } = makeSocket(ctx, t, r);
   const to = sockaddrUn(r.name);
-  for (const s of un.senders.get(r.ino) ?? []) {
-    const c = makeSocket(ctx, t, s);
-    t.call('connect', c.fd, inBuf(to), to.length);
-    c.done();
-    restoreShutdown(t, c.fd, s.shutdown, `unix socket ${s.ino}`);
-    made.set(s.ino, { pid: tr.img.pid, fd: park(ctx, tr, c.fd) });
+  try {
+    for (const s of un.senders.get(r.ino) ?? []) {
+      const c = makeSocket(ctx, t, s);
+      try { t.call('connect', c.fd, inBuf(to), to.length); } finally { c.done(); }
+      restoreShutdown(t, c.fd, s.shutdown, `unix socket ${s.ino}`);
+      made.set(s.ino, { pid: tr.img.pid, fd: park(ctx, tr, c.fd) });
+    }
+  } finally {
+    done();
   }
   restoreShutdown(t, fd, r.shutdown, `unix socket ${r.ino}`);
   made.set(r.ino, { pid: tr.img.pid, fd: park(ctx, tr, fd) });
-  done();
 }
 
 /** The fd `ino` was made as (by this task or another), as an fd of this task. */
