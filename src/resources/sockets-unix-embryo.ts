@@ -217,7 +217,8 @@ function socketWithQueue(ctx: RestoreCtx, t: RemoteTask, e: Usk): number {
   t.call('socketpair', AF.UNIX, e.type | SOCK.CLOEXEC, 0, ends);
   const [fd, other] = readI32s(ends.data, 2);
   if (e.type === SOCK.DGRAM) {
-    const unspec = Buffer.alloc(2); // AF_UNSPEC: the socket's peer is dropped
+    const unspec = Buffer.alloc(2); // connect to AF_UNSPEC: the socket's peer is dropped
+    unspec.writeUInt16LE(AF.UNSPEC, 0);
     t.call('connect', fd, inBuf(unspec), unspec.length);
   }
   restoreSockOpts(t, fd, e.opts);
