@@ -1,10 +1,13 @@
 // Unix sockets: stream, datagram and seqpacket; listening (path or abstract
 // name, backlog), bound, and connected pairs whose both ends are in the tree,
-// with their queued data. A connected pair is re-created with socketpair():
-// the name an accepted socket had from its listener is not kept. With
+// with their queued data. A connected pair is re-created with socketpair()
+// (an end that bound a path itself is bound to it again; the name an
+// accepted socket shares with its listener is not kept). With
 // --ext-unix-sk a datagram socket connected to a named peer outside the tree
 // (syslog's /dev/log, say) is connected to that name again. Connections not
-// yet accepted, and sockets with data but no peer: sockets-unix-embryo.ts.
+// yet accepted, datagram sockets others connect to, and sockets with data
+// but no peer: sockets-unix-embryo.ts; socket files and names whose file is
+// gone: sockets-unix-names.ts.
 import { sysTry, abi } from '../sys';
 import { inBuf, outBuf } from '../compel/remote';
 import { StasisError, ErrorCodes } from '../errors';
@@ -160,7 +163,8 @@ function loadUnix(path: string, files: Iterable<{ usk?: Usk }>): UnixLoaded {
     }
     if (!peer || peer.peer !== u.ino) throw bad(`unix socket ${u.ino} is connected to ${u.peer}, which is not its pair in this checkpoint`);
   }
-  for (const r of senders.keys()) if (senders.has(byIno.get(r)!.peer)) throw bad(`unix socket ${r} is connected to by others and connected itself to one such`);
+  // A sender is made with its receiver: it cannot be one others connect to as well.
+  for (const list of senders.values()) for (const u of list) if (senders.has(u.ino)) throw bad(`unix socket ${u.ino} is connected to another and others are connected to it`);
   return { byIno, embryos, senders };
 }
 
