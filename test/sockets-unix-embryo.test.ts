@@ -14,6 +14,7 @@ import * as net from 'node:net';
 import * as path from 'node:path';
 import { Fixture, initHarness, runStasis, tmpDir, pattern } from './harness';
 import { readImage } from '../src/images/image';
+import { FD_TYPES } from '../src/images/criu';
 import { readWithPayloads } from './harness';
 import { dumpKillRestore, assertOneLineError, silentUnixListener } from './net-helpers';
 
@@ -119,4 +120,26 @@ test('a client whose listener, outside the tree, has not accepted it: refused wi
   } finally {
     l.close();
   }
+});
+
+test('files in flight (SCM_RIGHTS) in queues with no peer (a stream end whose peer closed, a bound datagram socket): dump → restore → PASS', async () => {
+  const fx = await Fixture.start('skembryo', { extraFds: true, args: ['scm-orphan'] });
+  fixtures.push(fx);
+  const dir = path.join(root, 'scm-orphan');
+  await dumpKillRestore(fx, dir);
+  const queued = readWithPayloads(dir, 'sk-queues.img', 'SK_QUEUES', 'sk_packet_entry', (d) => d.length);
+  const files = readImage(dir, 'files.img', 'FILES', 'file_entry');
+  const carried = queued.map((e) => [e.length, (e.scm ?? []).flatMap((c) => c.rights ?? []).map((id) => files.find((f) => f.id === id)?.type)]).sort();
+  assert.deepEqual(carried, [[6, [FD_TYPES.PIPE]], [7, [FD_TYPES.PIPE]]]);
+  const { log } = await fx.terminate();
+  assert.match(log, /^PASS$/m, log);
+});
+
+test('a file in flight (SCM_RIGHTS) in the queue of a connection not yet accepted: refused before accepting; it still waits with its file', async () => {
+  const fx = await Fixture.start('skembryo', { extraFds: true, args: ['scm-embryo'] });
+  fixtures.push(fx);
+  const r = runStasis(['dump', '-t', String(fx.pid), '-D', path.join(root, 'scm-embryo')]);
+  assertOneLineError(r, new RegExp(`^stasis: fd \\d+ of pid ${fx.pid}: listening unix socket ${path.join(fx.dir, 'sf.sock')}\\S* has connection\\(s\\) not yet accepted whose queues hold 1 file\\(s\\) in flight \\(SCM_RIGHTS\\); not supported$`));
+  const { log } = await fx.terminate();
+  assert.match(log, /^PASS$/m, log);
 });

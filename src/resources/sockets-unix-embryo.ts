@@ -13,7 +13,11 @@
 // --leave-running or --lazy-pages). The kernel cannot put a connection back
 // in the queue: should the dump still fail after that (writing the images),
 // the program finds those connections gone. A client's entry has the
-// listener as its peer (as CRIU writes an in-flight connection).
+// listener as its peer (as CRIU writes an in-flight connection). Files in
+// flight (SCM_RIGHTS) in an embryo's queue are refused before anything is
+// accepted (the listener's fdinfo counts them: scm_fds): the files they may
+// be were read by then. Queues are dumped and refilled as any other unix
+// socket's (scm-rights.ts: dumpUnixQueue, sendQueued).
 //
 // Restore: whichever task first needs the listener or one of its clients
 // makes them all: bind, listen, then one connect per embryo in queue order
@@ -23,14 +27,16 @@
 // ones connected to it (its senders) are made together likewise.
 import * as fs from 'node:fs';
 import { sysTry, abi } from '../sys';
-import { inBuf, outBuf, type RemoteTask } from '../compel/remote';
+import { inBuf, outBuf } from '../compel/remote';
 import { StasisError, ErrorCodes, errnoName } from '../errors';
 import { FD_TYPES, NO_FOWN, SK_SHUTDOWN } from '../images/criu';
 import type { Msg } from '../images/schema';
 import type { DumpCtx } from '../unit/dump-ctx';
 import type { RestoreCtx, TaskRestore } from '../unit/restore-ctx';
 import { grabSocket, restoreSockOpts, restoreShutdown } from './sockopts';
-import { peekQueue, sendAll, skQueuesUnit, type Packet } from './sockqueue';
+import { skQueuesUnit } from './sockqueue';
+import { dumpUnixQueue, sendQueued } from './scm-rights';
+import { readFdInfo } from '../proc/proc';
 import { park, fetchFd, fileId } from './files';
 import { sockaddrUn, bindName } from './sockets-unix-names';
 
@@ -70,6 +76,10 @@ export function checkListeners(ctx: DumpCtx, listeners: Listener[], socks: Map<n
     const what = `fd ${l.fd} of pid ${l.pid}: listening unix socket ${nameOf(l)}`;
     const outside = l.icons.find((c) => c !== 0 && !socks.has(c));
     if (outside !== undefined) throw new StasisError(ErrorCodes.UNSUPPORTED, `${what} has a connection not yet accepted from socket ${outside}, outside the dumped tree; not supported`);
+    // A listener's fdinfo counts the files in flight in its embryos' queues:
+    // they would be dumped after the files they may be (pipes, ...) were read.
+    const inFlight = Number(readFdInfo(l.pid, l.fd).extra.get('scm_fds') ?? 0);
+    if (inFlight) throw new StasisError(ErrorCodes.UNSUPPORTED, `${what} has connection(s) not yet accepted whose queues hold ${inFlight} file(s) in flight (SCM_RIGHTS); not supported`);
     // The tree may run on after these (a lazy transfer that breaks off lets it go).
     const goesOn = ctx.opts.leaveRunning ? '--leave-running' : ctx.opts.lazyPages ? '--lazy-pages' : undefined;
     if (goesOn && needsAccept(l, socks)) {
@@ -83,54 +93,50 @@ export function checkListeners(ctx: DumpCtx, listeners: Listener[], socks: Map<n
  * (no fd has them); their queued data when it must be read.
  */
 export function dumpEmbryos(ctx: DumpCtx, listeners: Listener[], socks: Map<number, DumpedUsk>): void {
-  const queues = ctx.state(skQueuesUnit);
   for (const l of listeners) {
-    const read = needsAccept(l, socks) ? acceptAll(l, socks) : l.icons.map(() => ({ ino: 0, packets: [] as Packet[] }));
-    l.icons.forEach((client, i) => {
-      const id = fileId(ctx, `unix-embryo:${l.ino}:${i}`, (fid) => ({
-        type: FD_TYPES.UNIXSK, id: fid,
-        usk: {
-          id: fid, ino: read[i].ino, type: l.type, state: STATE.ESTABLISHED, flags: O.RDWR, uflags: 0, backlog: 0, peer: client,
-          fown: NO_FOWN, opts: NO_OPTS, name: l.name, shutdown: mirrored(socks.get(client)), embryo_of: l.ino,
-        },
-      }));
-      for (const p of read[i].packets) queues.push({ id, packet: { data: p.data } });
-    });
+    const s = needsAccept(l, socks) ? grabSocket(l.pid, l.fd) : undefined;
+    try {
+      l.icons.forEach((client, i) => {
+        const what = `fd ${l.fd} of pid ${l.pid}: connection ${i + 1} not yet accepted by the listener`;
+        const a = s === undefined ? undefined : accepted(s, what);
+        try {
+          const id = fileId(ctx, `unix-embryo:${l.ino}:${i}`, (fid) => ({
+            type: FD_TYPES.UNIXSK, id: fid,
+            usk: {
+              id: fid, ino: a === undefined ? 0 : fs.fstatSync(a).ino, type: l.type, state: STATE.ESTABLISHED, flags: O.RDWR, uflags: 0, backlog: 0, peer: client,
+              fown: NO_FOWN, opts: NO_OPTS, name: l.name, shutdown: mirrored(socks.get(client)), embryo_of: l.ino,
+            },
+          }));
+          // Shut for reading (its client shut for writing, or closed), a seqpacket queue ends with end of file.
+          const endAtZero = l.type === SOCK.SEQPACKET && (mirrored(socks.get(client)) & SK_SHUTDOWN.READ) !== 0;
+          if (a !== undefined) dumpUnixQueue(ctx, l.pid, id, a, l.type, what, endAtZero);
+        } finally {
+          if (a !== undefined) sysTry('close', a);
+        }
+      });
+    } finally {
+      if (s !== undefined) sysTry('close', s);
+    }
   }
 }
 
 /**
- * Accept the listener's whole queue on a copy of it in stasis and peek each
- * connection's data. The connections are lost to the program: only done
- * once the tree is to be killed after the dump (checkListeners).
+ * The next connection of the listener (our copy `s`), accepted to peek its
+ * data. It is lost to the program: only done once the tree is to be killed
+ * after the dump (checkListeners).
  */
-function acceptAll(l: Listener, socks: Map<number, DumpedUsk>): { ino: number; packets: Packet[] }[] {
-  const s = grabSocket(l.pid, l.fd);
-  try {
-    return l.icons.map((client, i) => {
-      const what = `fd ${l.fd} of pid ${l.pid}: connection ${i + 1} not yet accepted by the listener`;
-      const a = sysTry('accept4', s, 0, 0, SOCK.CLOEXEC | SOCK.NONBLOCK);
-      if (a < 0) throw new StasisError(ErrorCodes.UNSUPPORTED, `${what}: accept failed: ${errnoName(-a)}`);
-      try {
-        const ino = fs.fstatSync(a).ino;
-        // Shut for reading (its client shut for writing, or closed), a seqpacket queue ends with end of file.
-        const endAtZero = l.type === SOCK.SEQPACKET && (mirrored(socks.get(client)) & SK_SHUTDOWN.READ) !== 0;
-        return { ino, packets: peekQueue(a, l.type === SOCK.STREAM, what, endAtZero) };
-      } finally {
-        sysTry('close', a);
-      }
-    });
-  } finally {
-    sysTry('close', s);
-  }
+function accepted(s: number, what: string): number {
+  const a = sysTry('accept4', s, 0, 0, SOCK.CLOEXEC | SOCK.NONBLOCK);
+  if (a < 0) throw new StasisError(ErrorCodes.UNSUPPORTED, `${what}: accept failed: ${errnoName(-a)}`);
+  return a;
 }
 
-/** Send the packets queued for `id` through `via` (an fd of the task), as its peer sent them. */
-function sendQueued(ctx: RestoreCtx, t: RemoteTask, via: number, id: number): void {
+/** Refill the queue of file `id` through `via` (an fd of the task), as its peer sent it, files in flight included. */
+export function refill(ctx: RestoreCtx, tr: TaskRestore, via: number, id: number): void {
   const queued = ctx.loaded(skQueuesUnit).get(id) ?? [];
   if (!queued.length) return;
-  const s = grabSocket(t.pid, via);
-  try { for (const q of queued) sendAll(s, q.data); } finally { sysTry('close', s); }
+  const s = grabSocket(tr.task.pid, via);
+  try { sendQueued(ctx, tr, s, queued); } finally { sysTry('close', s); }
 }
 
 /**
@@ -138,10 +144,11 @@ function sendQueued(ctx: RestoreCtx, t: RemoteTask, via: number, id: number): vo
  * has data to get back or is a connection whose peer closed
  * (socketWithQueue). `done` once others connected to its name.
  */
-export function makeSocket(ctx: RestoreCtx, t: RemoteTask, e: Usk): { fd: number; done: () => void } {
+export function makeSocket(ctx: RestoreCtx, tr: TaskRestore, e: Usk): { fd: number; done: () => void } {
+  const t = tr.task;
   const orphan = e.state === STATE.ESTABLISHED && e.type !== SOCK.DGRAM && !e.peer;
   let fd: number;
-  if (orphan || ctx.loaded(skQueuesUnit).get(e.id)?.length) fd = socketWithQueue(ctx, t, e);
+  if (orphan || ctx.loaded(skQueuesUnit).get(e.id)?.length) fd = socketWithQueue(ctx, tr, e);
   else {
     fd = t.callNum('socket', AF.UNIX, e.type | SOCK.CLOEXEC, 0);
     restoreSockOpts(t, fd, e.opts);
@@ -156,7 +163,7 @@ export function makeSocket(ctx: RestoreCtx, t: RemoteTask, e: Usk): { fd: number
  */
 export function makeListener(ctx: RestoreCtx, tr: TaskRestore, l: Usk, un: UnixLoaded, made: Made): void {
   const t = tr.task;
-  const { fd, done } = makeSocket(ctx, t, l);
+  const { fd, done } = makeSocket(ctx, tr, l);
   t.call('listen', fd, l.backlog);
   restoreShutdown(t, fd, l.shutdown, `unix socket ${l.ino}`);
   made.set(l.ino, { pid: tr.img.pid, fd: park(ctx, tr, fd) });
@@ -164,9 +171,9 @@ export function makeListener(ctx: RestoreCtx, tr: TaskRestore, l: Usk, un: UnixL
   try {
     for (const e of un.embryos.get(l.ino) ?? []) {
       const client = e.peer ? un.byIno.get(e.peer) : undefined;
-      const c = client ? makeSocket(ctx, t, client) : { fd: t.callNum('socket', AF.UNIX, l.type | SOCK.CLOEXEC, 0), done: () => {} };
+      const c = client ? makeSocket(ctx, tr, client) : { fd: t.callNum('socket', AF.UNIX, l.type | SOCK.CLOEXEC, 0), done: () => {} };
       try { t.call('connect', c.fd, inBuf(to), to.length); } finally { c.done(); }
-      sendQueued(ctx, t, c.fd, e.id);
+      refill(ctx, tr, c.fd, e.id);
       if (!client) { t.call('close', c.fd); continue; }
       restoreShutdown(t, c.fd, client.shutdown, `unix socket ${client.ino}`);
       made.set(client.ino, { pid: tr.img.pid, fd: park(ctx, tr, c.fd) });
@@ -183,11 +190,11 @@ export function makeListener(ctx: RestoreCtx, tr: TaskRestore, l: Usk, un: UnixL
  */
 export function makeReceiver(ctx: RestoreCtx, tr: TaskRestore, r: Usk, un: UnixLoaded, made: Made): void {
   const t = tr.task;
-  const { fd, done } = makeSocket(ctx, t, r);
+  const { fd, done } = makeSocket(ctx, tr, r);
   const to = sockaddrUn(r.name);
   try {
     for (const s of un.senders.get(r.ino) ?? []) {
-      const c = makeSocket(ctx, t, s);
+      const c = makeSocket(ctx, tr, s);
       try { t.call('connect', c.fd, inBuf(to), to.length); } finally { c.done(); }
       restoreShutdown(t, c.fd, s.shutdown, `unix socket ${s.ino}`);
       made.set(s.ino, { pid: tr.img.pid, fd: park(ctx, tr, c.fd) });
@@ -212,7 +219,8 @@ export function takeMade(tr: TaskRestore, made: Made, ino: number): number {
  * disconnected first (others may then connect to it); the data is sent by
  * the other end, which is closed then, as the peer was.
  */
-function socketWithQueue(ctx: RestoreCtx, t: RemoteTask, e: Usk): number {
+function socketWithQueue(ctx: RestoreCtx, tr: TaskRestore, e: Usk): number {
+  const t = tr.task;
   const ends = outBuf(8);
   t.call('socketpair', AF.UNIX, e.type | SOCK.CLOEXEC, 0, ends);
   const [fd, other] = readI32s(ends.data, 2);
@@ -222,7 +230,7 @@ function socketWithQueue(ctx: RestoreCtx, t: RemoteTask, e: Usk): number {
     t.call('connect', fd, inBuf(unspec), unspec.length);
   }
   restoreSockOpts(t, fd, e.opts);
-  sendQueued(ctx, t, other, e.id);
+  refill(ctx, tr, other, e.id);
   t.call('close', other);
   return fd;
 }

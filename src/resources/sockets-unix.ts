@@ -19,10 +19,11 @@ import type { RestoreCtx, TaskRestore } from '../unit/restore-ctx';
 import { unixSockets, type UnixDiag } from '../proc/sockdiag';
 import { inNamespaceOf } from '../proc/ns';
 import { grabSocket, getInt, dumpSockOpts, restoreSockOpts, restoreShutdown } from './sockopts';
-import { peekQueue, sendAll, skQueuesUnit } from './sockqueue';
+import { skQueuesUnit } from './sockqueue';
+import { dumpUnixQueue } from './scm-rights';
 import { park, fileId, filesUnit } from './files';
 import {
-  NO_OPTS, checkListeners, dumpEmbryos, makeSocket, makeListener, makeReceiver, takeMade,
+  NO_OPTS, checkListeners, dumpEmbryos, makeSocket, makeListener, makeReceiver, takeMade, refill,
   type DumpedUsk, type Listener, type UnixLoaded, type Made,
 } from './sockets-unix-embryo';
 import { sockaddrUn, bindName, dumpNameState } from './sockets-unix-names';
@@ -116,10 +117,7 @@ function pairEnd(ctx: RestoreCtx, tr: TaskRestore, e: Usk, byIno: Map<number, Us
       // An end bound to a path itself (an accepted one only shares its listener's name).
       if (u.file_perms || u.deleted) bindName(ctx, t, end, u)();
       // Queued data of each end was sent by the other: send it again the same way.
-      const queued = ctx.loaded(skQueuesUnit).get(u.id) ?? [];
-      if (!queued.length) continue;
-      const s = grabSocket(tr.task.pid, other);
-      try { for (const q of queued) sendAll(s, q.data); } finally { sysTry('close', s); }
+      refill(ctx, tr, other, u.id);
     }
     // Shut once both queues are full again. A stream or seqpacket end shut
     // for reading makes its peer shut for writing too (the kernel's rule; a
@@ -189,10 +187,11 @@ function dumpUnix(ctx: DumpCtx, d: { pid: number; fd: number; flags: number; st:
     const listening = getInt(s, SOL.SOCKET, SO.ACCEPTCONN) !== 0;
     const state = listening ? STATE.LISTEN : peer || (u.state === STATE.ESTABLISHED && type !== SOCK.DGRAM) ? STATE.ESTABLISHED : STATE.CLOSE;
     if (listening && u.icons.length) st.listeners.push({ ino: d.st.ino, pid: d.pid, fd: d.fd, type, name: u.name, icons: u.icons });
-    if (!listening) {
-      const queues = ctx.state(skQueuesUnit);
+    // A stream or seqpacket socket never connected has no queue (recvmsg
+    // says EINVAL or ENOTCONN): only a connected one is sent to.
+    if (!listening && (type === SOCK.DGRAM || u.state !== STATE.CLOSE)) {
       const endAtZero = type === SOCK.SEQPACKET && (u.shutdown & SK_SHUTDOWN.READ) !== 0;
-      for (const packet of peekQueue(s, type === SOCK.STREAM, what, endAtZero)) queues.push({ id, packet: { data: packet.data } });
+      dumpUnixQueue(ctx, d.pid, id, s, type, what, endAtZero);
     }
     st.socks.set(d.st.ino, { pid: d.pid, fd: d.fd, peer, type, wq: u.wq, shutdown: u.shutdown, name: u.name, inflight });
     return {
@@ -220,7 +219,7 @@ function openUnix(ctx: RestoreCtx, tr: TaskRestore, e: Usk, made: Made, un: Unix
     return takeMade(tr, made, e.ino);
   }
   if (e.peer) return pairEnd(ctx, tr, e, un.byIno, made);
-  const { fd, done } = makeSocket(ctx, t, e);
+  const { fd, done } = makeSocket(ctx, tr, e);
   restoreShutdown(t, fd, e.shutdown, `unix socket ${e.ino}`);
   done();
   return fd;
