@@ -47,8 +47,6 @@ const CASES: [kind: string, message: RegExp][] = [
   ['tcp-accept-queue', /^stasis: fd 3 of pid \d+: listening TCP socket \(port \d+\) has 1 connection\(s\) not yet accepted; not supported$/],
   // sock_diag tells the sockets of the namespace that asks: asked in the tree's.
   ['netns-tcp-accept-queue', /^stasis: fd 3 of pid \d+: listening TCP socket \(port \d+\) has 1 connection\(s\) not yet accepted; not supported$/],
-  ['unix-accept-queue', /^stasis: fd 3 of pid \d+: listening unix socket @stasis-refuse-\d+ has 1 connection\(s\) not yet accepted; not supported yet$/],
-  ['unix-connecting', /^stasis: fd 3 of pid \d+: unix socket \d+ is connected to a listener that has not accepted it yet \(outside the dumped tree or not\); not supported$/],
   // Processes sharing what only threads share.
   ['share-vm', /^stasis: processes (\d+) and \d+ share their address space \(vfork or clone without CLONE_THREAD\); not supported yet$/],
   ['share-fs', /^stasis: processes (\d+) and \d+ share their cwd\/root \(CLONE_FS\) \(vfork or clone without CLONE_THREAD\); not supported yet$/],

@@ -222,7 +222,7 @@ const messages = {
     id: 'required uint32 1', ino: 'required uint32 2', type: 'required uint32 3', state: 'required uint32 4',
     flags: 'required uint32 5', uflags: 'required uint32 6', backlog: 'required uint32 7', peer: 'required uint32 8',
     fown: 'required fown_entry 9', opts: 'required sk_opts_entry 10', name: 'required bytes 11', shutdown: 'optional sk_shutdown 12',
-    file_perms: 'optional file_perms_entry 13',
+    file_perms: 'optional file_perms_entry 13', deleted: 'optional bool 15', embryo_of: 'optional uint32 100',
   },
   file_perms_entry: { mode: 'required uint32 1', uid: 'required uint32 2', gid: 'required uint32 3' },
   tcp_stream_entry: {
@@ -340,6 +340,7 @@ export const SCHEMA = { messages, enums } as const;
  */
 export const EXTENSIONS: Readonly<Record<string, string>> = {
   'sk_packet_entry.addr': 'reserved upstream "for message address": the source address of a queued datagram',
+  'unix_sk_entry.embryo_of': 'a connection still in a listener\'s accept queue (its server end, no fd yet): the listener\'s inode; such entries are in accept-queue order',
   'net_device_entry.ext_peer_name': 'the name of a veth\'s other end in the dumper\'s namespace (criu needs --external veth[] instead)',
   'net_device_entry.ext_peer_master': 'the bridge that other end was attached to',
   'thread_core_entry.cpu_affinity': 'a thread\'s CPU affinity (sched_getaffinity), the mask\'s 64-bit words: CRIU does not carry it (100+: far above CRIU 4.2\'s 16)',

@@ -19,17 +19,20 @@ export interface UnixDiag {
   /** Inodes of connections waiting in a listener's accept queue. */
   icons: number[];
   shutdown: number;
+  /** The inode of the socket file a path name made, 0 when none. */
+  vfsIno: number;
 }
 
 /** Every unix socket of this network namespace, by inode. */
 export function unixSockets(): Map<number, UnixDiag> {
   const out = new Map<number, UnixDiag>();
-  const req = UNIX_DIAG_REQ.encode({ family: AF.UNIX, states: DIAG_ALL_STATES, show: UDIAG_SHOW.NAME | UDIAG_SHOW.PEER | UDIAG_SHOW.ICONS | UDIAG_SHOW.RQLEN });
+  const req = UNIX_DIAG_REQ.encode({ family: AF.UNIX, states: DIAG_ALL_STATES, show: UDIAG_SHOW.NAME | UDIAG_SHOW.VFS | UDIAG_SHOW.PEER | UDIAG_SHOW.ICONS | UDIAG_SHOW.RQLEN });
   sockDiag(req, (p) => {
     const m = UNIX_DIAG_MSG.decode(p);
-    const d: UnixDiag = { type: m.type, state: m.state, ino: m.ino, peer: 0, name: Buffer.alloc(0), rq: 0, wq: 0, icons: [], shutdown: 0 };
+    const d: UnixDiag = { type: m.type, state: m.state, ino: m.ino, peer: 0, name: Buffer.alloc(0), rq: 0, wq: 0, icons: [], shutdown: 0, vfsIno: 0 };
     for (const { type, value: v } of netlinkAttrs(p, UNIX_DIAG_MSG.size)) {
       if (type === UNIX_DIAG.NAME) d.name = Buffer.from(v);
+      else if (type === UNIX_DIAG.VFS) d.vfsIno = v.readUInt32LE(0);
       else if (type === UNIX_DIAG.PEER) d.peer = v.readUInt32LE(0);
       else if (type === UNIX_DIAG.RQLEN) { d.rq = v.readUInt32LE(0); d.wq = v.readUInt32LE(4); }
       else if (type === UNIX_DIAG.ICONS) for (let i = 0; i + 4 <= v.length; i += 4) d.icons.push(v.readUInt32LE(i));

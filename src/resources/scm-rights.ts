@@ -26,15 +26,14 @@ interface DumpState {
 
 /**
  * The queue of a unix socket (our fd `s`, file id `id`), files in flight
- * included, into sk-queues.img. Only a connected pair's queues are sent again
- * at restore (through the other end): one with no peer (sent to by name with
- * sendto) must have nothing queued.
+ * included, into sk-queues.img. A pair's queues are sent again through the
+ * other end at restore; a socket with no peer is made as one end of a pair
+ * for that (sockets-unix-embryo.ts).
  */
-export function dumpUnixQueue(ctx: DumpCtx, pid: number, id: number, s: number, type: number, what: string, endAtZero: boolean, peer: number): void {
+export function dumpUnixQueue(ctx: DumpCtx, pid: number, id: number, s: number, type: number, what: string, endAtZero: boolean): void {
   const st = ctx.state(scmRightsUnit);
   const packets = peekQueue(s, type === SOCK.STREAM, what, endAtZero);
   for (const p of packets) st.fds.push(...p.fds ?? []);
-  if (packets.length && !peer) throw new StasisError(ErrorCodes.UNSUPPORTED, `${what}: ${packets.length} message(s) queued on a socket connected to no peer (sent to its name), which stasis cannot queue again; not supported`);
   const n = packets.reduce((k, p) => k + (p.fds?.length ?? 0), 0);
   if (n && st.inner) throw new StasisError(ErrorCodes.UNSUPPORTED, `a unix socket in flight whose own queue holds ${n} file(s) in flight (SCM_RIGHTS) too; not supported`);
   const queues = ctx.state(skQueuesUnit);
