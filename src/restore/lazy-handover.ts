@@ -28,6 +28,7 @@ import { pageReader } from './page-source';
 import { ImageReader } from '../images/image';
 import { DeferredChunks, type DigestEntry } from '../images/digest';
 import { LazyRemote } from '../pageserver/lazy-client';
+import { killAndReap } from '../compel/clone';
 
 const { SOCK, POLL, SIG } = abi;
 /** JSON per packet (well under a socket's default send buffer). */
@@ -137,6 +138,8 @@ function handOver(server: LazyServer, h: Heir): boolean {
     // Killed before our copies of the userfaultfds go: no thread runs on with a zero page.
     for (const pid of state.pids) tryKill(pid, SIG.SIGKILL);
     server.abandon();
+    // The root is our child: reaped, so that its pid is free when we say it failed.
+    for (const pid of state.pids) killAndReap(pid);
     throw new StasisError(ErrorCodes.RESTORE_FAILED, 'lazy pages: the server exited while taking over; the restored tree was killed');
   }
   server.abandon();
@@ -183,6 +186,10 @@ export function runHeir(sock: number, hold: string | undefined, anyOwner: boolea
     return false;
   } };
   server.serve(hold, side);
+  // Every page was in before the command let the tree go (a few pages stream
+  // at once): it still waits for our answer to its 'D' — without it, it would
+  // take us for dead and kill the tree. Nothing to seize: nothing can fault.
+  if (side.fd >= 0 && receive(sock)?.tag === 'D') send(sock, 'K');
   fs.closeSync(sock);
   return 0;
 }
