@@ -9,7 +9,7 @@ import * as path from 'node:path';
 import * as assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import {
-  Fixture, runStasis, describeCli, restoreDetached, waitGone, waitFor, descendantsOf, cmdline, type CliResult,
+  Fixture, runStasis, describeCli, restoreDetached, waitGone, waitFor, descendantsOf, cmdline, tracerPid, procState, type CliResult,
   type StartOptions,
 } from './harness';
 import { sys, sysTry, addressOf } from '../src/sys';
@@ -89,6 +89,25 @@ export async function fixtureRoundTrip(name: string, dir: string, opts: StartOpt
   const fx = await Fixture.start(name, opts);
   try {
     await dumpKillRestore(fx, dir);
+    const { log } = await fx.terminate();
+    assert.match(log, /^PASS$/m, log);
+  } finally {
+    await fx.kill();
+  }
+}
+
+/**
+ * Start fixture `name` with `args`, have its dump into `dir` refused with one
+ * line matching `re`; the process is let go untouched (no checkpoint, not
+ * traced, running) and still prints PASS.
+ */
+export async function fixtureRefused(name: string, args: string[], dir: string, re: RegExp, opts: StartOptions = {}): Promise<void> {
+  const fx = await Fixture.start(name, { ...opts, args });
+  try {
+    assertOneLineError(runStasis(['dump', '-t', String(fx.pid), '-D', dir]), re);
+    assert.ok(!fs.existsSync(path.join(dir, 'inventory.img')), 'no inventory: not a checkpoint');
+    assert.equal(tracerPid(fx.pid), 0, 'released');
+    assert.match(procState(fx.pid), /^[RS]$/, 'running');
     const { log } = await fx.terminate();
     assert.match(log, /^PASS$/m, log);
   } finally {

@@ -4,11 +4,10 @@
 // is refused (nothing of ours could queue it again), and so is a ring mapped
 // in memory (its frames are the kernel's pages).
 import { test, before, after } from 'node:test';
-import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { Fixture, initHarness, runStasis, tmpDir, tracerPid, procState } from './harness';
-import { fixtureRoundTrip, assertOneLineError } from './net-helpers';
+import { initHarness, tmpDir } from './harness';
+import { fixtureRoundTrip, fixtureRefused } from './net-helpers';
 
 let root: string;
 before(() => { initHarness(); root = tmpDir('packetsk'); });
@@ -23,18 +22,6 @@ for (const [what, arg, re] of [
   ['its ring mapped in memory', 'mmap', /mapping of a socket's memory \(socket:\[\d+\]: a packet socket's rings, mmap\(\)ed\) is not supported yet/],
 ] as const) {
   test(`a packet socket with ${what}: refused with one clear line; the process runs on`, async () => {
-    const fx = await Fixture.start('packetsk', { extraFds: true, args: [arg] });
-    try {
-      const dir = path.join(root, arg);
-      const r = runStasis(['dump', '-t', String(fx.pid), '-D', dir]);
-      assertOneLineError(r, re);
-      assert.ok(!fs.existsSync(path.join(dir, 'inventory.img')), 'no inventory: not a checkpoint');
-      assert.equal(tracerPid(fx.pid), 0, 'released');
-      assert.match(procState(fx.pid), /^[RS]$/, 'running');
-      const { log } = await fx.terminate();
-      assert.match(log, /^PASS$/m, log);
-    } finally {
-      await fx.kill();
-    }
+    await fixtureRefused('packetsk', [arg], path.join(root, arg), re, { extraFds: true });
   });
 }

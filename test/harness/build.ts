@@ -22,7 +22,9 @@ export function buildFixture(name: string, opts: BuildOptions = {}): string {
   const outDir = opts.outDir ?? FIXTURE_BIN;
   const src = path.join(srcDir, `${name}.c`);
   const out = path.join(outDir, name);
-  const deps = [src, path.join(FIXTURE_SRC, 'fixture.h')].filter((f) => fs.existsSync(f));
+  // The fixture and every shared header (fixture.h, netns.h...).
+  const headers = fs.readdirSync(FIXTURE_SRC).filter((f) => f.endsWith('.h')).map((f) => path.join(FIXTURE_SRC, f));
+  const deps = [src, ...headers].filter((f) => fs.existsSync(f));
   const newest = Math.max(...deps.map((f) => fs.statSync(f).mtimeMs));
   if (fs.existsSync(out) && fs.statSync(out).mtimeMs >= newest) return out;
   fs.mkdirSync(outDir, { recursive: true });
