@@ -3,7 +3,7 @@
 // not in it). So the task makes a socketpair, we take one end with
 // pidfd_getfd (we can see the task), send our fd through it (SCM_RIGHTS), and
 // the task receives it from the other end: the same open file description.
-import { abi, pidfdOpen, pidfdGetfd, sendPacket, sysTry } from '../sys';
+import { abi, sendPacket, sysTry, grabFd } from '../sys';
 import { readI32s } from '../sys/abi/struct';
 import { StasisError, ErrorCodes } from '../errors';
 import { outBuf, linked, type RemoteTask } from './remote';
@@ -16,9 +16,7 @@ export function giveFd(t: RemoteTask, ours: number): number {
   t.call('socketpair', AF.UNIX, SOCK.DGRAM | SOCK.CLOEXEC, 0, pair);
   const [a, b] = readI32s(pair.data, 2);
   try {
-    const pidfd = pidfdOpen(t.pid);
-    let end: number;
-    try { end = pidfdGetfd(pidfd, b); } finally { sysTry('close', pidfd); }
+    const end = grabFd(t.pid, b);
     try {
       const r = sendPacket(end, Buffer.from([0]), [ours]);
       if (r !== 1) throw new StasisError(ErrorCodes.RESTORE_FAILED, `cannot pass fd ${ours} to pid ${t.pid}: sendmsg ${r}`);

@@ -1,7 +1,7 @@
 // What inet and unix sockets share: a copy of the socket in stasis to ask
 // getsockopt about (pidfd_getfd), and the generic socket options
 // (sk_opts_entry) with their dump and restore.
-import { sys, sysTry, addressOf, pidfdOpen, pidfdGetfd, abi } from '../sys';
+import { sys, sysTry, addressOf, abi, grabFd } from '../sys';
 import { inBuf, linked, type RemoteTask } from '../compel/remote';
 import { StasisError, ErrorCodes } from '../errors';
 import type { Msg } from '../images/schema';
@@ -11,12 +11,7 @@ const { SOL, SO, TCP, IPPROTO, TIMEVAL, LINGER, SOCK_FPROG, SOCK_FILTER_SIZE, SO
 
 /** The task's socket, as an fd of ours (same socket). Close it when done. */
 export function grabSocket(pid: number, fd: number): number {
-  const pidfd = pidfdOpen(pid);
-  try {
-    return pidfdGetfd(pidfd, fd);
-  } finally {
-    sysTry('close', pidfd);
-  }
+  return grabFd(pid, fd);
 }
 
 /** The socket family (SO_DOMAIN) of the task's fd. */

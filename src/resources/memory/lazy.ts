@@ -24,7 +24,7 @@
 // the registration (the kernel writing an rseq area, say) is present, so
 // would never fault: it gets its image contents through /proc/PID/mem here.
 import * as fs from 'node:fs';
-import { abi, pidfdOpen, pidfdGetfd, uffdApi, uffdRegisterMissing, pagemapScanRegions } from '../../sys';
+import { abi, uffdApi, uffdRegisterMissing, pagemapScanRegions, grabFd } from '../../sys';
 import type { Msg } from '../../images/schema';
 import { VMA } from '../../images/criu';
 import { StasisError, ErrorCodes, SyscallError } from '../../errors';
@@ -112,8 +112,7 @@ export function openLazy(ctx: RestoreCtx, tr: TaskRestore, m: LoadedMm): void {
   const inTask = Number(r);
   let ours: number;
   try {
-    const pidfd = pidfdOpen(t.pid);
-    try { ours = pidfdGetfd(pidfd, inTask); } finally { fs.closeSync(pidfd); }
+    ours = grabFd(t.pid, inTask);
   } finally {
     t.call('close', inTask);
   }

@@ -36,7 +36,7 @@
 // the arming (O_DIRECT, io_uring fixed buffers) bypass the page tables and
 // are not seen, as with soft-dirty in criu.
 import * as fs from 'node:fs';
-import { abi, pidfdOpen, pidfdGetfd, uffdApi, uffdRegisterWp, uffdUnregister, uffdWriteProtect, pagemapScanRegions, type PageRegion } from '../../sys';
+import { abi, uffdApi, uffdRegisterWp, uffdUnregister, uffdWriteProtect, pagemapScanRegions, type PageRegion, grabFd } from '../../sys';
 import { listFds } from '../../proc/proc';
 import { StasisError, ErrorCodes } from '../../errors';
 import type { RemoteTask } from '../../compel/remote';
@@ -141,12 +141,6 @@ function scanWritten(pid: number, vmas: ClassifiedVma[]): Written {
   return written;
 }
 
-/** Our copy of a task's fd (pidfd_getfd). */
-function fetchFd(pid: number, fd: number): number {
-  const pidfd = pidfdOpen(pid);
-  try { return pidfdGetfd(pidfd, fd); } finally { fs.closeSync(pidfd); }
-}
-
 /** Open a new userfaultfd in the task, out of the way of its own fds; returns its number there. */
 function openInTask(t: RemoteTask, pd: ProcessDump): number {
   const fd = t.callNum('userfaultfd', O.CLOEXEC | O.NONBLOCK | UFFD_USER_MODE_ONLY);
@@ -167,7 +161,7 @@ function arm(t: RemoteTask, pd: ProcessDump, vmas: ClassifiedVma[]): TrackRecord
   // Marks it as the task's own (a forked child inherits the fd, not the registration).
   t.call('fcntl', fd, F.SETOWN, pd.vpid);
   t.call('fcntl', fd, F.SETSIG, TRACK_MARK_SIG);
-  const ours = fetchFd(pd.pid, fd);
+  const ours = grabFd(pd.pid, fd);
   try {
     const offered = uffdApi(ours, UFFD_FEATURES);
     if ((Number(offered) & UFFD_FEATURE.WP_ASYNC) === 0) throw new StasisError(ErrorCodes.UNSUPPORTED, 'this kernel has no asynchronous userfaultfd write-protect (UFFD_FEATURE_WP_ASYNC): memory changes cannot be tracked');
@@ -220,7 +214,7 @@ export function trackInTask(t: RemoteTask, pd: ProcessDump, layout: () => Layout
     if (u.owner === pd.vpid && req.arm) {
       // Its registration goes now, for the new one (closing might not release it: a child may hold a copy).
       const flags = vmFlags();
-      const ours = fetchFd(pd.pid, u.fd);
+      const ours = grabFd(pd.pid, u.fd);
       try { for (const cv of vmas) if ((flags.get(cv.vma.start) ?? []).includes('uw')) uffdUnregister(ours, cv.vma.start, cv.vma.end - cv.vma.start); } finally { fs.closeSync(ours); }
     }
     t.call('close', u.fd);

@@ -7,7 +7,7 @@
 // taken by reading, so a dump that does not end with the tree killed puts
 // them back. The console and virtual consoles are re-opened by path.
 import * as fs from 'node:fs';
-import { abi, sys, sysTry, addressOf, pidfdOpen, pidfdGetfd, kcmp, ioctlInt } from '../../sys';
+import { abi, sys, sysTry, addressOf, kcmp, ioctlInt, grabFd } from '../../sys';
 import { listFds } from '../../proc/proc';
 import { StasisError, ErrorCodes } from '../../errors';
 import { NO_FOWN, TTY_TYPE } from '../../images/criu';
@@ -43,11 +43,6 @@ export interface TtyDumpState {
 
 export const newDumpState = (): TtyDumpState => ({ masters: undefined, slaves: [], infos: new Map(), data: [], ours: [], writeback: [] });
 
-function ourCopy(pid: number, fd: number): number {
-  const pidfd = pidfdOpen(pid);
-  try { return pidfdGetfd(pidfd, fd); } finally { sysTry('close', pidfd); }
-}
-
 /** Every pty master held in the tree, by index (one open file description per index). */
 function findMasters(ctx: DumpCtx, st: TtyDumpState): Map<number, Master> {
   if (st.masters) return st.masters;
@@ -59,7 +54,7 @@ function findMasters(ctx: DumpCtx, st: TtyDumpState): Map<number, Master> {
       let s: fs.Stats;
       try { s = fs.statSync(`/proc/${pd.pid}/fd/${fd}`); } catch { continue; }
       if (!s.isCharacterDevice() || ttyKind(s.rdev).kind !== 'master') continue;
-      const lfd = ourCopy(pd.pid, fd);
+      const lfd = grabFd(pd.pid, fd);
       const index = ptyIndex(lfd);
       const have = m.get(index);
       if (have) {
@@ -84,7 +79,7 @@ export function dumpTtyFile(ctx: DumpCtx, d: FdDesc, id: number, st: TtyDumpStat
   const entry = (infoIdv: number) => ({ id, tty_info_id: infoIdv, flags: d.flags, fown: NO_FOWN, regf_id: regFileEntry(ctx, d.link, d.flags, { key: `tty:${id}` }) });
   switch (kind) {
     case 'master': {
-      const lfd = ourCopy(d.pid, d.fd);
+      const lfd = grabFd(d.pid, d.fd);
       try { return entry(infoId(ptyIndex(lfd), true)); } finally { sysTry('close', lfd); }
     }
     case 'slave': {
@@ -127,7 +122,7 @@ export function dumpTtyFile(ctx: DumpCtx, d: FdDesc, id: number, st: TtyDumpStat
 
 /** A terminal file the kernel hung up answers EIO to everything (TCGETS included). */
 function isHungUp(d: FdDesc): boolean {
-  const lfd = ourCopy(d.pid, d.fd);
+  const lfd = grabFd(d.pid, d.fd);
   try {
     const b = Buffer.alloc(abi.TERMIOS.size);
     return sysTry('ioctl', lfd, TIOC.TCGETS, addressOf(b)) === -abi.ERRNO.EIO;

@@ -7,7 +7,7 @@
 // before it forks: its session's processes inherit it as they did; the
 // foreground group is set once the groups exist. Fds get the master (the
 // same open file description) or a slave opened from it (TIOCGPTPEER).
-import { abi, sys, sysTry, addressOf, pidfdOpen, pidfdGetfd } from '../../sys';
+import { abi, sys, sysTry, addressOf, grabFd } from '../../sys';
 import { StasisError, ErrorCodes } from '../../errors';
 import { TTY_TYPE, FD_TYPES } from '../../images/criu';
 import type { Msg } from '../../images/schema';
@@ -34,11 +34,6 @@ export interface TtyRestoreState { pairs: Map<number, Pair> }
 /** Most /dev/ptmx opens to reach an index. */
 const MAX_PTY_OPENS = 4096;
 
-function ourCopy(pid: number, fd: number): number {
-  const pidfd = pidfdOpen(pid);
-  try { return pidfdGetfd(pidfd, fd); } finally { sysTry('close', pidfd); }
-}
-
 /** The pty of `index`, made by task `tr` if it does not exist yet, with its parameters and queued bytes. */
 function pairFor(tr: TaskRestore, index: number, l: TtyLoaded, st: TtyRestoreState): Pair {
   const have = st.pairs.get(index);
@@ -51,7 +46,7 @@ function pairFor(tr: TaskRestore, index: number, l: TtyLoaded, st: TtyRestoreSta
   try {
     for (let i = 0; i < MAX_PTY_OPENS && m < 0; i++) {
       const fd = t.open('/dev/ptmx', O.RDWR | O.NOCTTY | O.CLOEXEC);
-      const ours = ourCopy(t.pid, fd);
+      const ours = grabFd(t.pid, fd);
       t.call('close', fd);
       const got = ptyIndex(ours);
       if (got === index || hung) {
