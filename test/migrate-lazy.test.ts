@@ -18,6 +18,7 @@ import { Fixture, initHarness, tmpDir, buildFixture, waitFor, STASIS, type CliRe
 import { ImageReader } from '../src/images/image';
 import { PE } from '../src/images/criu';
 import { tryKill, abi } from '../src/sys';
+import { makeHosts, dropHosts } from './net-helpers';
 
 const TAG = `stasis-mlz-${process.pid}`;
 const NS = { s: `${TAG}-s`, a: `${TAG}-a`, b: `${TAG}-b` };
@@ -30,30 +31,17 @@ const started: Fixture[] = [];
 const children: ChildProcess[] = [];
 const others: number[] = [];
 
-function ip(args: string[]): void {
-  const r = spawnSync('ip', args, { encoding: 'utf8' });
-  assert.equal(r.status, 0, `ip ${args.join(' ')}: ${r.stderr}`);
-}
-
 before(() => {
   initHarness();
   root = tmpDir('migrate-lazy');
-  for (const n of Object.values(NS)) ip(['netns', 'add', n]);
-  for (const n of Object.values(NS)) ip(['-n', n, 'link', 'set', 'lo', 'up']);
-  ip(['link', 'add', VETH[0], 'type', 'veth', 'peer', 'name', VETH[1]]);
-  ip(['link', 'set', VETH[0], 'netns', NS.a]);
-  ip(['link', 'set', VETH[1], 'netns', NS.b]);
-  ip(['-n', NS.a, 'addr', 'add', `${ADDR.a}/24`, 'dev', VETH[0]]);
-  ip(['-n', NS.b, 'addr', 'add', `${ADDR.b}/24`, 'dev', VETH[1]]);
-  ip(['-n', NS.a, 'link', 'set', VETH[0], 'up']);
-  ip(['-n', NS.b, 'link', 'set', VETH[1], 'up']);
+  makeHosts(NS, VETH, ADDR);
 });
 
 after(async () => {
   for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
   for (const pid of others) tryKill(pid, abi.SIG.SIGKILL);
   for (const fx of started) await fx.kill();
-  for (const n of Object.values(NS)) spawnSync('ip', ['netns', 'delete', n]);
+  dropHosts(NS);
   fs.rmSync(root, { recursive: true, force: true });
 });
 

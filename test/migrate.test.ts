@@ -15,7 +15,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { Fixture, initHarness, tmpDir, buildFixture, STASIS, type CliResult } from './harness';
-import { startProgram } from './net-helpers';
+import { startProgram, makeHosts, dropHosts } from './net-helpers';
 import { tryKill, abi } from '../src/sys';
 
 const TAG = `stasis-mig-${process.pid}`;
@@ -29,29 +29,16 @@ let root: string;
 const started: Fixture[] = [];
 const children: ChildProcess[] = [];
 
-function ip(args: string[]): void {
-  const r = spawnSync('ip', args, { encoding: 'utf8' });
-  assert.equal(r.status, 0, `ip ${args.join(' ')}: ${r.stderr}`);
-}
-
 before(() => {
   initHarness();
   root = tmpDir('migrate');
-  for (const n of Object.values(NS)) ip(['netns', 'add', n]);
-  for (const n of Object.values(NS)) ip(['-n', n, 'link', 'set', 'lo', 'up']);
-  ip(['link', 'add', VETH[0], 'type', 'veth', 'peer', 'name', VETH[1]]);
-  ip(['link', 'set', VETH[0], 'netns', NS.a]);
-  ip(['link', 'set', VETH[1], 'netns', NS.b]);
-  ip(['-n', NS.a, 'addr', 'add', `${ADDR.a}/24`, 'dev', VETH[0]]);
-  ip(['-n', NS.b, 'addr', 'add', `${ADDR.b}/24`, 'dev', VETH[1]]);
-  ip(['-n', NS.a, 'link', 'set', VETH[0], 'up']);
-  ip(['-n', NS.b, 'link', 'set', VETH[1], 'up']);
+  makeHosts(NS, VETH, ADDR);
 });
 
 after(async () => {
   for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
   for (const fx of started) await fx.kill();
-  for (const n of Object.values(NS)) spawnSync('ip', ['netns', 'delete', n]);
+  dropHosts(NS);
   fs.rmSync(root, { recursive: true, force: true });
 });
 

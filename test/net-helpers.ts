@@ -127,6 +127,33 @@ export function assertOneLineError(r: CliResult, re: RegExp): void {
 
 // ---------------------------------------------------------------- network
 
+/** ip(8), which must succeed. */
+export function ip(args: string[]): void {
+  const r = spawnSync('ip', args, { encoding: 'utf8' });
+  assert.equal(r.status, 0, `ip ${args.join(' ')}: ${r.stderr}`);
+}
+
+/**
+ * "Hosts" for migration tests: network namespaces `ns` (lo up in each), and
+ * a veth pair joining ns.a (addr.a/24) and ns.b (addr.b/24).
+ */
+export function makeHosts(ns: Record<string, string> & { a: string; b: string }, veth: string[], addr: { a: string; b: string }): void {
+  for (const n of Object.values(ns)) ip(['netns', 'add', n]);
+  for (const n of Object.values(ns)) ip(['-n', n, 'link', 'set', 'lo', 'up']);
+  ip(['link', 'add', veth[0], 'type', 'veth', 'peer', 'name', veth[1]]);
+  ip(['link', 'set', veth[0], 'netns', ns.a]);
+  ip(['link', 'set', veth[1], 'netns', ns.b]);
+  ip(['-n', ns.a, 'addr', 'add', `${addr.a}/24`, 'dev', veth[0]]);
+  ip(['-n', ns.b, 'addr', 'add', `${addr.b}/24`, 'dev', veth[1]]);
+  ip(['-n', ns.a, 'link', 'set', veth[0], 'up']);
+  ip(['-n', ns.b, 'link', 'set', veth[1], 'up']);
+}
+
+/** The namespaces of makeHosts gone (the veth pair with them). */
+export function dropHosts(ns: Record<string, string>): void {
+  for (const n of Object.values(ns)) spawnSync('ip', ['netns', 'delete', n]);
+}
+
 /** Resolves once something accepts TCP connections on host:port. */
 export async function waitPort(port: number, host = '127.0.0.1', timeoutMs = 10000): Promise<void> {
   const end = Date.now() + timeoutMs;
