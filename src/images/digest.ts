@@ -460,7 +460,8 @@ function checkAll(images: ImageReader, stop: boolean, deferChunks = false): { li
   if (deferChunks) {
     if (chunked.length) listing.deferred = new DeferredChunks(images, where, chunked);
   } else {
-    checkChunked(images, chunked, where, byName);
+    // A file whose size is already wrong keeps that problem (reading it would only find it short).
+    checkChunked(images, chunked.filter((e) => byName.get(e.name)!.ok), where, byName);
     for (const e of chunked) fail(byName.get(e.name)!);
   }
   for (const check of files) {

@@ -241,6 +241,22 @@ test('verify: v2 chunks checked on the threads (12 MiB) and on this thread (smal
   }
 });
 
+test('check-images: a file shorter or longer than the digest lists is reported as that (naming the digest), chunked files too', () => {
+  const dir = makeCheckpoint({ 'inventory.img': Buffer.from('inv'), 'pages-1.img': crypto.randomBytes(5 * 4096), 'core-1.img': Buffer.from('core') }, 2);
+  try {
+    const where = path.join(dir, DIGEST_FILE);
+    fs.truncateSync(path.join(dir, 'pages-1.img'), 4 * 4096);
+    fs.appendFileSync(path.join(dir, 'core-1.img'), 'x');
+    const bad = checkImages(dir).files.filter((f) => !f.ok).map((f) => [f.name, f.code, f.problem]);
+    assert.deepEqual(bad, [
+      ['core-1.img', ErrorCodes.CORRUPT, `${path.join(dir, 'core-1.img')}: 5 bytes, but ${where} lists 4`],
+      ['pages-1.img', ErrorCodes.CORRUPT, `${path.join(dir, 'pages-1.img')}: ${4 * 4096} bytes, but ${where} lists ${5 * 4096}`],
+    ]);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test('deferred chunks (lazy restore): other files checked now, each chunk when first read; a bad chunk refused when read, never before', () => {
   const pages = crypto.randomBytes(3 * CHUNK_SIZE + 8192);
   const dir = makeCheckpoint({ 'inventory.img': Buffer.from('inv'), 'pages-1.img': pages }, 2);
