@@ -42,7 +42,7 @@ const now = () => Number(process.hrtime.bigint()) / 1e6;
  * then: the earliest a probe can be sent), the line, and its exit.
  */
 function startRestore(args: string[], t0: number): Promise<{ said: number; line: string; exited: Promise<{ code: number | null; at: number; stderr: string }> }> {
-  const child = spawn(process.execPath, [STASIS, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(STASIS, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '', err = '';
   const exited = new Promise<{ code: number | null; at: number; stderr: string }>((resolve) => child.on('exit', (code) => resolve({ code, at: now() - t0, stderr: err })));
   child.stderr!.on('data', (d: Buffer) => { err += d.toString(); });

@@ -1,7 +1,8 @@
 // stasis next to CRIU, side by side: the small counter and a process with
 // SIZE of touched anonymous memory (default 1 GiB), each dumped and restored
 // by both tools in turn through their command lines (wall time includes
-// start-up, as a user sees it).
+// start-up, as a user sees it: each tool's file is executed, so stasis
+// starts through bin/stasis.js's own #! line, as `stasis` and `npx stasis` do).
 //
 //   npm run build && node dist/bench/vs-criu.js --criu /path/to/criu [--runs N] [--size-mib N] [--only small|big]
 //     [--before /other/checkout/bin/stasis.js]   (another stasis, e.g. main, interleaved as 'before')
@@ -75,7 +76,7 @@ const binOf = (tool: Tool) => (tool === 'before' ? BEFORE! : STASIS);
 
 function dumpWith(tool: Tool, pid: number, dir: string): { ms: number; frozen: number; phases?: Record<string, number> } {
   if (tool !== 'criu') {
-    const r = timedRun(process.execPath, [binOf(tool), 'dump', '-t', String(pid), '-D', dir, '--json']);
+    const r = timedRun(binOf(tool), ['dump', '-t', String(pid), '-D', dir, '--json']);
     const j = JSON.parse(r.stdout.trim().split('\n').pop()!) as { frozenMs: number; timings: Record<string, number> };
     return { ms: r.ms, frozen: j.frozenMs, phases: j.timings };
   }
@@ -85,7 +86,7 @@ function dumpWith(tool: Tool, pid: number, dir: string): { ms: number; frozen: n
 
 function restoreWith(tool: Tool, dir: string): { ms: number; phases?: Record<string, number> } {
   if (tool !== 'criu') {
-    const r = timedRun(process.execPath, [binOf(tool), 'restore', '-d', '-D', dir, '--json']);
+    const r = timedRun(binOf(tool), ['restore', '-d', '-D', dir, '--json']);
     const j = JSON.parse(r.stdout.trim().split('\n')[0]) as { timings: Record<string, number> };
     return { ms: r.ms, phases: j.timings };
   }
@@ -115,8 +116,8 @@ function startup(): { help: number; node: number; before?: number } {
   const before: number[] = [];
   for (let i = 0; i < Math.max(7, RUNS); i++) {
     bare.push(timedRun(process.execPath, ['-e', '0']).ms);
-    help.push(timedRun(process.execPath, [STASIS, '--help']).ms);
-    if (BEFORE) before.push(timedRun(process.execPath, [BEFORE, '--help']).ms);
+    help.push(timedRun(STASIS, ['--help']).ms);
+    if (BEFORE) before.push(timedRun(BEFORE, ['--help']).ms);
   }
   return { help: median(help), node: median(bare), before: BEFORE ? median(before) : undefined };
 }

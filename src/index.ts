@@ -4,7 +4,7 @@
 // they trace other processes, which blocks the thread that does it and makes
 // the process a child subreaper for the duration; the caller's event loop
 // and process stay as they were.
-import { childProcess } from './node-lazy';
+import { childProcess, nodeChildEnv } from './node-lazy';
 import * as path from 'node:path';
 import { StasisError, ErrorCodes } from './errors';
 import { readCheckpoint as readCheckpointSync, type ShownCheckpoint } from './show';
@@ -90,7 +90,7 @@ function common(o: CommonOptions): string[] {
 /** Run the CLI with --json; each JSON line goes to `onLine`; resolves with the exit status. */
 function runCli(args: string[], onLine: (o: Record<string, unknown>) => void): Promise<{ code: number | null; signal: NodeJS.Signals | null; stderr: string }> {
   return new Promise((resolve, reject) => {
-    const child = childProcess().spawn(process.execPath, [BIN, ...args, '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = childProcess().spawn(process.execPath, [BIN, ...args, '--json'], { stdio: ['ignore', 'pipe', 'pipe'], env: nodeChildEnv() });
     let out = '', err = '';
     child.stdout.setEncoding('utf8').on('data', (d: string) => {
       out += d;

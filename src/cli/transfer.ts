@@ -4,7 +4,7 @@
 // no names.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { childProcess, net } from '../node-lazy';
+import { childProcess, net, nodeChildEnv } from '../node-lazy';
 import { usageError, type CommandSpec, type OptionSpec, type Values } from './options';
 
 export interface AsyncCommand extends CommandSpec {
@@ -70,7 +70,7 @@ export function pageServerOf(v: Values): { address: string; port: number } | und
 /** -d: run ourselves again, detached, without -d; print its readiness line and pid once it listens. */
 async function daemonize(pidfile: string | undefined): Promise<number> {
   const args = process.argv.slice(1).filter((a) => a !== '-d' && a !== '--daemon');
-  const child = childProcess().spawn(process.execPath, args, { detached: true, stdio: ['ignore', 'pipe', 'ignore'] });
+  const child = childProcess().spawn(process.execPath, args, { detached: true, stdio: ['ignore', 'pipe', 'ignore'], env: nodeChildEnv() });
   const line = await new Promise<string | undefined>((resolve) => {
     let got = '';
     child.stdout!.on('data', (d: Buffer) => {

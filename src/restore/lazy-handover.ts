@@ -25,6 +25,7 @@ import { StasisError, ErrorCodes } from '../errors';
 import { log, logFd, logLevel, adoptLog } from '../log';
 import { LazyServer, type HandoverState, type LazyStats } from './lazy-server';
 import { pageReader } from './page-source';
+import { nodeChildEnv } from '../node-lazy';
 import { ImageReader } from '../images/image';
 import { DeferredChunks, type DigestEntry } from '../images/digest';
 import { LazyRemote } from '../pageserver/lazy-client';
@@ -54,7 +55,7 @@ export function spawnHeir(env: string): Heir {
   const [ours, theirs] = socketpair(SOCK.SEQPACKET);
   try {
     const child = spawn(process.execPath, [...process.execArgv, process.argv[1], ...process.argv.slice(2)], {
-      detached: true, stdio: ['ignore', 'ignore', 'ignore', theirs], env: { ...process.env, [env]: '3' },
+      detached: true, stdio: ['ignore', 'ignore', 'ignore', theirs], env: nodeChildEnv({ [env]: '3' }),
     });
     child.unref();
     if (!child.pid) throw new StasisError(ErrorCodes.RESTORE_FAILED, 'cannot start the lazy-pages server');
