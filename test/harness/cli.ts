@@ -1,5 +1,5 @@
-// Running the CLI (bin/stasis.js) in a child Node, and the dump's
-// failure-injection points.
+// Running the CLI (bin/stasis.js, executed as users run it: through its own
+// #! line), and the dump's failure-injection points.
 import * as path from 'node:path';
 import { spawnSync, type SpawnSyncReturns } from 'node:child_process';
 import { dumpSteps } from '../../src/dump/dump';
@@ -21,7 +21,7 @@ export function runStasis(args: string[], env: Record<string, string | undefined
   const e: NodeJS.ProcessEnv = { ...process.env };
   delete e.STASIS_FAIL_AT;
   for (const [k, v] of Object.entries(env)) if (v === undefined) delete e[k]; else e[k] = v;
-  const r: SpawnSyncReturns<string> = spawnSync(process.execPath, [STASIS, ...args], {
+  const r: SpawnSyncReturns<string> = spawnSync(STASIS, args, {
     env: e, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: timeoutMs,
   });
   if (r.error) throw r.error;
