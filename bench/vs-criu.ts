@@ -16,7 +16,7 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { parseArgs } from 'node:util';
 import { Fixture, initHarness, waitFor, ROOT, STASIS } from '../test/harness';
 
@@ -27,12 +27,15 @@ const { values } = parseArgs({
     'size-mib': { type: 'string', default: '1024' },
     only: { type: 'string' },
     before: { type: 'string' },
+    hogs: { type: 'string', default: '0' },
   },
 });
 const RUNS = Number(values.runs);
 const SIZE_MIB = Number(values['size-mib']);
 const CRIU = values.criu;
 const BEFORE = values.before;
+const HOGS = Number(values.hogs);
+if (!(HOGS >= 0)) throw new Error('--hogs must be a number');
 if (!(RUNS > 0) || !(SIZE_MIB > 0)) throw new Error('--runs and --size-mib must be positive numbers');
 if (CRIU && !fs.existsSync(CRIU)) throw new Error(`no CRIU binary at ${CRIU}`);
 
@@ -157,12 +160,26 @@ async function runCase(name: string, fx: Fixture, work: string): Promise<void> {
   }
 }
 
+/** N shell busy loops (their pids): the load the bench runs under with --hogs. */
+function startHogs(n: number): ChildProcess[] {
+  return Array.from({ length: n }, () => spawn('/bin/sh', ['-c', 'while :; do :; done'], { stdio: 'ignore' }));
+}
+
+async function stopHogs(hogs: ChildProcess[]): Promise<void> {
+  await Promise.all(hogs.map((h) => new Promise<void>((resolve) => {
+    if (h.exitCode !== null || h.signalCode !== null) return resolve();
+    h.once('exit', () => resolve());
+    h.kill('SIGKILL');
+  })));
+}
+
 async function main(): Promise<void> {
   initHarness();
   const work = fs.mkdtempSync('/dev/shm/stasis-bench-');
   const fixtures: Fixture[] = [];
+  const hogs = startHogs(HOGS);
   try {
-    console.log(`stasis vs ${CRIU ?? '(no CRIU given: stasis only)'}; ${os.cpus().length} CPUs; load average at start ${load()}`);
+    console.log(`stasis vs ${CRIU ?? '(no CRIU given: stasis only)'}; ${os.cpus().length} CPUs; ${HOGS} CPU hog(s); load average at start ${load()}`);
     const st = startup();
     console.log(`start-up (median): node -e 0 ${st.node.toFixed(1)} ms, stasis --help ${st.help.toFixed(1)} ms${st.before !== undefined ? `, before --help ${st.before.toFixed(1)} ms` : ''}`);
     if (values.only !== 'big') {
@@ -184,6 +201,7 @@ async function main(): Promise<void> {
     }
     console.log(`load average at end ${load()}`);
   } finally {
+    await stopHogs(hogs);
     for (const fx of fixtures) await fx.kill();
     fs.rmSync(work, { recursive: true, force: true });
   }
