@@ -150,8 +150,9 @@ export const memfdUnit = defineFileUnit({
         const pm = ld.images.withHead(pmFile, 'PAGEMAP', 'pagemap_head', 'pagemap_entry');
         const pagesFile = `pages-${pm.head.pages_id}.img`;
         let fileOff = 0;
+        const pmPath = ld.images.path(pmFile);
         const pages = pm.entries.map((e) => {
-          const p = { offset: Number(e.vaddr), len: pagemapPages(e, ld.images.path(pmFile)) * PAGE_SIZE, fileOff };
+          const p = { offset: Number(e.vaddr), len: pagemapPages(e, pmPath) * PAGE_SIZE, fileOff };
           fileOff += p.len;
           return p;
         });

@@ -118,8 +118,9 @@ export function loadMemory(ld: Loading): Map<number, LoadedMm> {
     const pmFile = `pagemap-${p.pid}.img`;
     const pm = ld.images.withHead(pmFile, 'PAGEMAP', 'pagemap_head', 'pagemap_entry');
     const pagesFile = `pages-${pm.head.pages_id}.img`;
-    const pagemap = pm.entries.map((e) => ({ vaddr: e.vaddr, nrPages: pagemapPages(e, ld.images.path(pmFile)), flags: e.flags ?? PE.PRESENT }));
-    checkPagemap(ld, ld.images.path(pmFile), pagesFile, pagemap, mm.vmas ?? []);
+    const pmPath = ld.images.path(pmFile);
+    const pagemap = pm.entries.map((e) => ({ vaddr: e.vaddr, nrPages: pagemapPages(e, pmPath), flags: e.flags ?? PE.PRESENT }));
+    checkPagemap(ld, pmPath, pagesFile, pagemap, mm.vmas ?? []);
     out.set(p.pid, { mm, pagemap, pagesFile, sources: pageSources(ld, p.pid, { images: ld.images, pagesFile, runs: pagemap }), guards });
   }
   return out;

@@ -23,7 +23,11 @@ export interface ParentImages {
   dir: string;
   images: ImageReader;
   track: Map<number, TrackRecord>;
+  /** parentPages' answers by process, read before the tree is frozen (openParentForDump). */
+  pages: Map<number, PageRanges | undefined>;
 }
+
+const PAGEMAP_OF_PROCESS = /^pagemap-(\d+)\.img$/;
 
 export function openParentForDump(dumpDir: string, prev: string): ParentImages {
   const dir = path.resolve(dumpDir, prev);
@@ -39,18 +43,31 @@ export function openParentForDump(dumpDir: string, prev: string): ParentImages {
   // Its own chain must hold (files are verified by the restore, not here: that would cost a read of every page).
   openParents(dir, { verify: false });
   const track = images.exists(TRACK_FILE) ? parseTrack(images.path(TRACK_FILE), images.raw(TRACK_FILE)) : new Map<number, TrackRecord>();
-  return { link: prev, dir, images, track };
+  const parent: ParentImages = { link: prev, dir, images, track, pages: new Map() };
+  // Every process's pages now, while the tree still runs: an incremental
+  // parent's pagemap holds tens of thousands of entries (~40 ms to decode
+  // per GiB of scattered writes), which the dump would otherwise read frozen.
+  for (const name of fs.readdirSync(dir)) {
+    const m = PAGEMAP_OF_PROCESS.exec(name);
+    if (m) parent.pages.set(Number(m[1]), readParentPages(parent, name));
+  }
+  return parent;
 }
 
 /** Pages of process `vpid` the parent has (present there, or in its own parent); undefined: none. */
 export function parentPages(p: ParentImages, vpid: number): PageRanges | undefined {
+  if (p.pages.has(vpid)) return p.pages.get(vpid);
   const file = `pagemap-${vpid}.img`;
-  if (!p.images.exists(file)) return undefined;
+  return p.images.exists(file) ? readParentPages(p, file) : undefined;
+}
+
+function readParentPages(p: ParentImages, file: string): PageRanges {
   const pm = p.images.withHead(file, 'PAGEMAP', 'pagemap_head', 'pagemap_entry');
   const out: PageRanges = [];
+  const where = p.images.path(file);
   for (const e of pm.entries) {
     const flags = e.flags ?? PE.PRESENT;
-    const nr = pagemapPages(e, p.images.path(file));
+    const nr = pagemapPages(e, where);
     if (!(flags & (PE.PRESENT | PE.PARENT)) || nr <= 0) continue;
     const first = Number(e.vaddr >> PAGE_SHIFT);
     const last = out[out.length - 1];

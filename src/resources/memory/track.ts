@@ -178,6 +178,10 @@ function arm(t: RemoteTask, pd: ProcessDump, vmas: ClassifiedVma[]): TrackRecord
   }
 }
 
+function uwOf(flags: Map<bigint, string[]>): (start: bigint) => boolean {
+  return (start) => (flags.get(start) ?? []).includes('uw');
+}
+
 /** The task's VMAs and (lazily: smaps is slow on big processes) their smaps VmFlags, read while it is frozen. */
 export interface Layout { vmas: ClassifiedVma[]; vmFlags: () => Map<bigint, string[]> }
 
@@ -213,9 +217,12 @@ export function trackInTask(t: RemoteTask, pd: ProcessDump, layout: () => Layout
   for (const u of found) {
     if (u.owner === pd.vpid && req.arm) {
       // Its registration goes now, for the new one (closing might not release it: a child may hold a copy).
-      const flags = vmFlags();
+      // Which VMAs it holds: those the scan of its writes could read (when it
+      // was read: EPERM is 'not registered'), else smaps' 'uw' (smaps is slow
+      // on a big process: ~12 ms per GiB, with the tree frozen).
+      const registered = res.written && u === mine ? (start: bigint) => res.written!.has(start) : uwOf(vmFlags());
       const ours = grabFd(pd.pid, u.fd);
-      try { for (const cv of vmas) if ((flags.get(cv.vma.start) ?? []).includes('uw')) uffdUnregister(ours, cv.vma.start, cv.vma.end - cv.vma.start); } finally { fs.closeSync(ours); }
+      try { for (const cv of vmas) if (registered(cv.vma.start)) uffdUnregister(ours, cv.vma.start, cv.vma.end - cv.vma.start); } finally { fs.closeSync(ours); }
     }
     t.call('close', u.fd);
   }

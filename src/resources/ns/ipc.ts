@@ -146,8 +146,9 @@ function loadIpc(ld: Loading, nsid: number): Loaded {
     const pm = ld.images.withHead(`pagemap-shmem-${entry.desc.id}.img`, 'PAGEMAP', 'pagemap_head', 'pagemap_entry');
     const data = ld.images.raw(`pages-${pm.head.pages_id}.img`);
     let off = 0;
+    const pmPath = ld.images.path(`pagemap-shmem-${entry.desc.id}.img`);
     const pages = pm.entries.map((e) => {
-      const len = pagemapPages(e, ld.images.path(`pagemap-shmem-${entry.desc.id}.img`)) * PAGE_SIZE;
+      const len = pagemapPages(e, pmPath) * PAGE_SIZE;
       if (off + len > data.length || Number(e.vaddr) + len > Number(entry.size) + PAGE_SIZE) throw new StasisError(ErrorCodes.BAD_IMAGE, `${ld.images.path(`pagemap-shmem-${entry.desc.id}.img`)}: pages beyond the segment or the pages file`);
       const p = { offset: Number(e.vaddr), data: data.subarray(off, off + len) };
       off += len;
