@@ -7,7 +7,10 @@
 // same way. The last run's process is then restored from the incremental dump
 // and checks every byte of its memory.
 //
-//   npx tsc -p . && node dist/bench/predump.js [--size-mib N] [--runs N]
+// --pre-copy: the final dump makes its own copy round first (dump --pre-copy,
+// dump/precopy.ts); its frozen time then counts both freezes.
+//
+//   npx tsc -p . && node dist/bench/predump.js [--size-mib N] [--runs N] [--pre-copy]
 //
 // Prints a table; never asserts timings.
 import * as fs from 'node:fs';
@@ -16,11 +19,13 @@ import { parseArgs } from 'node:util';
 import { Fixture, initHarness, tmpDir, restoreDetached } from '../test/harness';
 import { dump, type DumpResult } from '../src/dump/dump';
 import { preDump } from '../src/dump/predump';
+import { dumpWithPreCopy } from '../src/dump/precopy';
 import { tryKill, abi } from '../src/sys';
 
 const { values } = parseArgs({
-  options: { 'size-mib': { type: 'string', default: '1024' }, runs: { type: 'string', default: '3' } },
+  options: { 'size-mib': { type: 'string', default: '1024' }, runs: { type: 'string', default: '3' }, 'pre-copy': { type: 'boolean', default: false } },
 });
+const PRECOPY = values['pre-copy'];
 const SIZE_MIB = Number(values['size-mib']);
 const RUNS = Number(values.runs);
 if (!(SIZE_MIB > 0) || !(RUNS > 0)) throw new Error('--size-mib and --runs must be positive numbers');
@@ -52,7 +57,7 @@ async function oneRun(root: string, i: number, last: boolean): Promise<Run> {
     const pre = preDump(fx.pid, { dir: dir('pre') });
     tryKill(fx.pid, abi.SIG.SIGUSR1); // every 10th page rewritten (+ a few others)
     await fx.waitLog(/^STEP 1$/m, 60000);
-    const inc = dump(fx.pid, { dir: dir('inc'), leaveRunning: false, prevImagesDir: `../run${i}-pre` }); // killed and reaped
+    const inc = dumpWithPreCopy(fx.pid, { dir: dir('inc'), leaveRunning: false, prevImagesDir: `../run${i}-pre`, preCopy: PRECOPY }); // killed and reaped
     if (last) {
       restoreDetached(dir('inc'));
       fx.restored();
@@ -77,7 +82,7 @@ async function main(): Promise<void> {
     fs.rmSync(root, { recursive: true, force: true });
   }
   const MiB = (b: number) => (b / 1048576).toFixed(1);
-  console.log(`\n${SIZE_MIB} MiB, ~10% rewritten after the pre-dump; ${RUNS} run(s), medians (ms)\n`);
+  console.log(`\n${SIZE_MIB} MiB, ~10% rewritten after the pre-dump; final dump ${PRECOPY ? "with its own copy round (--pre-copy)" : "in one frozen pass"}; ${RUNS} run(s), medians (ms)\n`);
   console.log('dump          frozen      wall   copied MiB');
   for (const k of ['full', 'pre', 'inc'] as const) {
     const name = { full: 'full dump', pre: 'pre-dump', inc: 'incremental' }[k];

@@ -51,7 +51,7 @@ function preDump(fx: Fixture, dir: string, prev?: string): void {
   ok(runStasis(['pre-dump', '-t', String(fx.pid), '-D', dir, ...(prev ? ['--prev-images-dir', prev] : [])]), `pre-dump into ${dir}`);
 }
 
-/** The final dump (the fixture is killed and reaped). */
+/** The final dump (the fixture is killed and reaped). With its own copy round first (--pre-copy): dump-precopy.test.ts. */
 async function finalDump(fx: Fixture, dir: string, prev: string): Promise<void> {
   ok(runStasis(['dump', '-t', String(fx.pid), '-D', dir, '--prev-images-dir', prev, '--track-mem']), `dump into ${dir}`);
   const st = await fx.reap();

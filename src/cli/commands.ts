@@ -39,6 +39,7 @@ const mod = {
   demo: () => lazy(() => require('../demo') as typeof import('../demo')),
   netlock: () => lazy(() => require('../resources/netlock') as typeof import('../resources/netlock')),
   predump: () => lazy(() => require('../dump/predump') as typeof import('../dump/predump')),
+  precopy: () => lazy(() => require('../dump/precopy') as typeof import('../dump/precopy')),
   chain: () => lazy(() => require('../images/chain') as typeof import('../images/chain')),
   sys: () => lazy(() => require('../sys') as typeof import('../sys')),
   handover: () => lazy(() => require('../restore/lazy-handover') as typeof import('../restore/lazy-handover')),
@@ -173,6 +174,7 @@ const dumpCmd: Command = {
     { long: 'irmap-scan-path', type: 'string', multiple: true, arg: 'DIR', help: 'accepted for criu\'s sake (see --force-irmap)' },
     ...INCREMENTAL,
     { long: 'track-mem', type: 'flag', help: 'with -R: keep tracking memory changes, for a next dump or pre-dump made on this one' },
+    { long: 'pre-copy', type: 'flag', help: 'with --prev-images-dir naming a pre-dump: copy what changed since in one more round while the tree runs (into DIR/stasis-precopy.*, the chain\'s next link), then only what changed during that round with the tree frozen' },
     ...PAGE_SERVER_OPTIONS,
     { long: 'lazy-pages', type: 'flag', help: 'post-copy: leave private anonymous pages out of the images and serve them from the frozen tree on --address/--port to `restore --lazy-pages --page-server`; the tree is killed once the restorer has them all, let go if the transfer fails' },
     TIMINGS,
@@ -187,11 +189,11 @@ const dumpCmd: Command = {
       onListening: (port: number) => say(2, `stasis dump: lazy pages served on ${lazy.address}:${port}`),
       onConnected: (peer: string) => log.info(`lazy pages: restorer ${peer} connected`),
     };
-    const r = withProgress('dump', progressColumns(v), () => mod.dump().dump(pid, {
+    const r = withProgress('dump', progressColumns(v), () => mod.precopy().dumpWithPreCopy(pid, {
       dir, leaveRunning: flag(v, 'leave-running'), tcpEstablished: flag(v, 'tcp-established'), tcpClose: flag(v, 'tcp-close'), fileLocks: flag(v, 'file-locks'),
       ghostLimit: v['ghost-limit'] as number | undefined, shellJob: flag(v, 'shell-job'), extUnixSk: flag(v, 'ext-unix-sk'),
       external: list(v, 'external'), networkLock: networkLock(v), failAt: process.env.STASIS_FAIL_AT || undefined,
-      prevImagesDir: str(v, 'prev-images-dir'), trackMem: flag(v, 'track-mem'), pageServer: pageServerOf(v), lazyPages,
+      prevImagesDir: str(v, 'prev-images-dir'), trackMem: flag(v, 'track-mem'), preCopy: flag(v, 'pre-copy'), pageServer: pageServerOf(v), lazyPages,
     }));
     log.info(dumpSummary(r, flag(v, 'leave-running')));
     const timings = withStartup(r.timings);

@@ -37,6 +37,12 @@ export interface DumpOptions {
    * pages unchanged since are referred to it (PE_PARENT) rather than copied.
    */
   prevImagesDir?: string;
+  /**
+   * With prevImagesDir naming a tracked pre-dump: copy what was written since
+   * in one more round while the tree runs, then dump on that round
+   * (dump/precopy.ts). Default: one frozen pass.
+   */
+  preCopy?: boolean;
   /** Keep tracking memory changes after a dump that leaves the tree running (criu --track-mem), for a next incremental dump. */
   trackMem?: boolean;
   /** A pre-dump: memory only, copied while the tree runs, write tracking armed. */
