@@ -77,6 +77,13 @@ function pageCounts(dir: string, pid: number): { copied: number; inParent: numbe
   return { copied, inParent };
 }
 
+/** The task's userfaultfd of ours: its fd number and inode. */
+function uffdOf(pid: number): { fd: number; ino: number } {
+  const fds = listFds(pid).filter((fd) => { try { return fs.readlinkSync(`/proc/${pid}/fd/${fd}`) === 'anon_inode:[userfaultfd]'; } catch { return false; } });
+  assert.equal(fds.length, 1, `one userfaultfd in ${pid}: ${fds}`);
+  return { fd: Number(fds[0]), ino: fs.statSync(`/proc/${pid}/fd/${fds[0]}`).ino };
+}
+
 function hasUffd(pid: number): boolean {
   return listFds(pid).some((fd) => {
     try { return fs.readlinkSync(`/proc/${pid}/fd/${fd}`) === 'anon_inode:[userfaultfd]'; } catch { return false; }
@@ -110,8 +117,11 @@ test('a chain of two pre-dumps, with regions unmapped, mapped again and moved in
   const fx = await start();
   const d = [1, 2, 3].map((i) => path.join(root, `chain-${i}`));
   preDump(fx, d[0]);
+  const armed = uffdOf(fx.pid);
   await step(fx);
   preDump(fx, d[1], '../chain-1');
+  // Re-armed in place: the same userfaultfd, moved to the next fd (the new generation).
+  assert.deepEqual(uffdOf(fx.pid), { fd: armed.fd + 1, ino: armed.ino });
   await step(fx); // unmap + map B, move D
   await step(fx);
   await finalDump(fx, d[2], '../chain-2');
@@ -190,4 +200,21 @@ test('a broken chain is refused before anything is created: missing parent, loop
   refused(copy('broken-replaced', '../broken-other-parent'), 'STASIS_CORRUPT', /stasis-track|not the parent/);
   // The chain itself is good: it restores.
   await restoreAndCheck(fx, d2);
+});
+
+test('a dump on a pre-dump whose tracking was re-armed since by another copies everything', async () => {
+  const fx = await start();
+  const d = ['a', 'b', 'c', 'd'].map((x) => path.join(root, `stale-${x}`));
+  preDump(fx, d[0]);
+  await step(fx);
+  preDump(fx, d[1], '../stale-a'); // re-arms in place: a's generation is gone
+  await step(fx);
+  ok(runStasis(['dump', '-t', String(fx.pid), '-D', d[2], '-R', '--track-mem', '--prev-images-dir', '../stale-a']), 'dump on the older pre-dump');
+  const c = pageCounts(d[2], fx.pid);
+  assert.equal(c.inParent, 0, 'nothing trusted to the parent whose tracking is gone');
+  assert.ok(c.copied >= Number(MIB) * 256 - 8, `every page copied (${c.copied})`);
+  await step(fx);
+  await finalDump(fx, d[3], '../stale-c');
+  assert.ok(pageCounts(d[3], fx.pid).inParent > 0, 'the -R --track-mem dump armed a generation of its own');
+  await restoreAndCheck(fx, d[3]);
 });

@@ -12,10 +12,10 @@
 //
 // Asked for with --pre-copy (not criu's: its dump is one frozen pass). It pays
 // when the pre-dump is old and the process busy: what it wrote since is
-// copied while it runs. Its own cost, frozen: reading and re-arming the write
-// tracking (~80 ms per GiB here, the same as the dump's own scan), so on a
-// process that wrote little since its pre-dump it saves little frozen time
-// and adds a round to the wall time (bench/predump.ts --pre-copy).
+// copied while it runs. Its own cost: one more short freeze (reading and
+// re-arming the write tracking in place, ~35 ms per GiB here) and a round
+// more of wall time (bench/predump.ts --pre-copy: 1 GiB, 10% rewritten
+// just before, frozen 226 -> 169 ms, wall 233 -> 290 ms).
 // Not for page-server or lazy dumps (their pages go elsewhere), nor when the
 // parent tracks nothing (a plain dump or a criu pre-dump: the round would
 // copy everything twice).

@@ -10,15 +10,17 @@ import { ErrorCodes } from '../../src/errors';
 import { encodeImage, parts } from '../../src/images/image';
 import { encodePagemap } from '../../src/images/pagemap';
 
-test('stasis-track round-trips, sorted by pid, and refuses damage', () => {
+test('stasis-track round-trips (version 2: with the fd), sorted by pid, reads version 1, and refuses damage', () => {
   const recs = [
-    { vpid: 30, pid: 130, start: 123456789n, ino: 42 },
-    { vpid: 7, pid: 7, start: 5n, ino: 9 },
+    { vpid: 30, pid: 130, start: 123456789n, ino: 42, fd: 1000 },
+    { vpid: 7, pid: 7, start: 5n, ino: 9, fd: 3 },
   ];
   const buf = formatTrack(recs);
-  assert.equal(buf.toString(), 'stasis-track 1\n7 7 5 9\n30 130 123456789 42\n');
+  assert.equal(buf.toString(), 'stasis-track 2\n7 7 5 9 3\n30 130 123456789 42 1000\n');
   assert.deepEqual([...parseTrack('t', buf).values()], [recs[1], recs[0]]);
-  for (const bad of ['stasis-track 2\n', 'stasis-track 1\n7 7 5\n', 'stasis-track 1\n7 7 5 9', 'stasis-track 1\n7 x 5 9\n']) {
+  // Version 1 (no fd): read, the fd unknown.
+  assert.deepEqual([...parseTrack('t', Buffer.from('stasis-track 1\n7 7 5 9\n')).values()], [{ vpid: 7, pid: 7, start: 5n, ino: 9 }]);
+  for (const bad of ['stasis-track 3\n', 'stasis-track 2\n7 7 5 9\n', 'stasis-track 1\n7 7 5 9 3\n', 'stasis-track 1\n7 7 5\n', 'stasis-track 2\n7 7 5 9 3', 'stasis-track 2\n7 x 5 9 3\n']) {
     assert.throws(() => parseTrack('t', Buffer.from(bad)), (e: { code?: string }) => e.code === ErrorCodes.BAD_IMAGE, JSON.stringify(bad));
   }
 });

@@ -19,15 +19,22 @@
 // userfaultfd of the application's own is left alone (and refused by the dump).
 //
 // Which pre-dump the bits belong to: each arming (pre-dump, or dump -R
-// --track-mem) opens a NEW userfaultfd (a new inode) after unregistering the
-// old one, and writes the inode into the images' `stasis-track` file. A later
-// dump trusts the bits only if the task still holds that very userfaultfd
-// (same inode, same process start time, owned by the task itself): another
-// pre-dump into another directory in between would have replaced it, and
-// the dump then copies everything rather than trust bits armed for someone
-// else. (PM_SCAN_WP_MATCHING would re-arm in place, cheaper, but leaves no
-// trace of who armed the bits last.) VMAs mapped or moved since the arming
-// are not registered (no 'uw' in smaps VmFlags): all their pages are copied.
+// --track-mem) is a new generation, written into the images' `stasis-track`
+// file as the userfaultfd's inode and its fd number in the task. A later
+// dump trusts the bits only if the task still holds that very userfaultfd at
+// that very fd (same inode, same process start time, owned by the task
+// itself): another pre-dump into another directory in between would have
+// re-armed it, and the dump then copies everything rather than trust bits
+// armed for someone else. A first arming opens a NEW userfaultfd (a new
+// inode). An arming made on the generation the task holds re-arms it in
+// place (rearm): PAGEMAP_SCAN with PM_SCAN_WP_MATCHING protects again just
+// the pages written since (the whole VMA's protection, unregistering and
+// registering anew, cost ~50 ms per GiB frozen), VMAs mapped or moved since
+// are registered, and the fd moves to the next number up — the new
+// generation's mark, never an earlier one's (numbers only grow until the
+// limit is near; then a new userfaultfd). VMAs mapped or moved since the
+// arming are not registered (no 'uw' in smaps VmFlags): all their pages are
+// copied.
 // Shared mappings are never trusted: another process may write them.
 //
 // The kernel reports as written every page it cannot vouch for (a fresh
@@ -36,7 +43,7 @@
 // the arming (O_DIRECT, io_uring fixed buffers) bypass the page tables and
 // are not seen, as with soft-dirty in criu.
 import * as fs from 'node:fs';
-import { abi, uffdApi, uffdRegisterWp, uffdUnregister, uffdWriteProtect, pagemapScanRegions, type PageRegion, grabFd } from '../../sys';
+import { abi, uffdApi, uffdRegisterWp, uffdUnregister, uffdWriteProtect, pagemapScan, pagemapScanRegions, type PageRegion, grabFd } from '../../sys';
 import { listFds } from '../../proc/proc';
 import { StasisError, ErrorCodes } from '../../errors';
 import type { RemoteTask } from '../../compel/remote';
@@ -56,23 +63,27 @@ const TRACK_MARK_SIG = abi.SIG.SIGRTMAX;
 
 /** The file naming the armed userfaultfd of each process. */
 export const TRACK_FILE = 'stasis-track';
-const TRACK_HEADER = 'stasis-track 1';
+/** Version 2: each line ends with the fd; version 1 (no fd) is still read. */
+const TRACK_HEADER = 'stasis-track 2';
+const TRACK_HEADER_V1 = 'stasis-track 1';
 
-export interface TrackRecord { vpid: number; pid: number; start: bigint; ino: number }
+/** `fd`: the userfaultfd's number in the task (undefined: a version 1 record, made before armings in place). */
+export interface TrackRecord { vpid: number; pid: number; start: bigint; ino: number; fd?: number }
 
 export function formatTrack(recs: TrackRecord[]): Buffer {
-  const lines = [...recs].sort((a, b) => a.vpid - b.vpid).map((r) => `${r.vpid} ${r.pid} ${r.start} ${r.ino}`);
+  const lines = [...recs].sort((a, b) => a.vpid - b.vpid).map((r) => `${r.vpid} ${r.pid} ${r.start} ${r.ino} ${r.fd}`);
   return Buffer.from([TRACK_HEADER, ...lines].join('\n') + '\n', 'latin1');
 }
 
 export function parseTrack(where: string, buf: Buffer): Map<number, TrackRecord> {
   const lines = buf.toString('latin1').split('\n');
-  if (lines.pop() !== '' || lines[0] !== TRACK_HEADER) throw new StasisError(ErrorCodes.BAD_IMAGE, `${where}: not a stasis tracking record`);
+  const v1 = lines[0] === TRACK_HEADER_V1;
+  if (lines.pop() !== '' || (lines[0] !== TRACK_HEADER && !v1)) throw new StasisError(ErrorCodes.BAD_IMAGE, `${where}: not a stasis tracking record`);
   const out = new Map<number, TrackRecord>();
   for (const l of lines.slice(1)) {
-    const m = /^(\d+) (\d+) (\d+) (\d+)$/.exec(l);
+    const m = (v1 ? /^(\d+) (\d+) (\d+) (\d+)$/ : /^(\d+) (\d+) (\d+) (\d+) (\d+)$/).exec(l);
     if (!m) throw new StasisError(ErrorCodes.BAD_IMAGE, `${where}: damaged line '${l}'`);
-    out.set(Number(m[1]), { vpid: Number(m[1]), pid: Number(m[2]), start: BigInt(m[3]), ino: Number(m[4]) });
+    out.set(Number(m[1]), { vpid: Number(m[1]), pid: Number(m[2]), start: BigInt(m[3]), ino: Number(m[4]), ...(v1 ? {} : { fd: Number(m[5]) }) });
   }
   return out;
 }
@@ -172,10 +183,42 @@ function arm(t: RemoteTask, pd: ProcessDump, vmas: ClassifiedVma[]): TrackRecord
       if (uffdRegisterWp(ours, cv.vma.start, len) < 0) continue;
       uffdWriteProtect(ours, cv.vma.start, len, true);
     }
-    return { vpid: pd.vpid, pid: pd.pid, start: pd.stat.startTime, ino: fs.fstatSync(ours).ino };
+    return { vpid: pd.vpid, pid: pd.pid, start: pd.stat.startTime, ino: fs.fstatSync(ours).ino, fd };
   } finally {
     fs.closeSync(ours);
   }
+}
+
+/**
+ * Re-arm in place the generation `u` the task holds (the parent's; `written`:
+ * what the scan found written since, by registered VMA): the written pages
+ * protected again (PM_SCAN_WP_MATCHING), VMAs not registered (mapped or moved
+ * since) registered and protected, then the fd moved up one or more numbers
+ * (the new generation). Undefined when there is no number left up there: the
+ * caller arms a new userfaultfd instead. The task is frozen.
+ */
+function rearm(t: RemoteTask, pd: ProcessDump, u: OurUffd, vmas: ClassifiedVma[], written: Written): TrackRecord | undefined {
+  const moved = Number(t.callRaw('fcntl', u.fd, F.DUPFD_CLOEXEC, u.fd + 1));
+  if (moved < 0) return undefined;
+  const ours = grabFd(pd.pid, u.fd);
+  const pm = fs.openSync(`/proc/${pd.pid}/pagemap`, 'r');
+  try {
+    for (const cv of vmas) {
+      if (!trackable(cv)) continue;
+      const len = cv.vma.end - cv.vma.start;
+      if (written.has(cv.vma.start)) {
+        // Only its written pages lost their protection (reported as WRITTEN, present or swapped).
+        pagemapScan(pm, cv.vma.start, cv.vma.end, PM_SCAN.WP_MATCHING | PM_SCAN.CHECK_WPASYNC, PAGE_IS.WRITTEN);
+      } else if (uffdRegisterWp(ours, cv.vma.start, len) >= 0) {
+        uffdWriteProtect(ours, cv.vma.start, len, true);
+      }
+    }
+  } finally {
+    fs.closeSync(pm);
+    fs.closeSync(ours);
+  }
+  t.call('close', u.fd);
+  return { vpid: pd.vpid, pid: pd.pid, start: pd.stat.startTime, ino: u.ino, fd: moved };
 }
 
 function uwOf(flags: Map<bigint, string[]>): (start: bigint) => boolean {
@@ -207,14 +250,18 @@ export function trackInTask(t: RemoteTask, pd: ProcessDump, layout: () => Layout
     .filter((u) => Number(t.callRaw('fcntl', u.fd, F.GETSIG)) === TRACK_MARK_SIG)
     .map((u) => ({ ...u, owner: Number(t.callRaw('fcntl', u.fd, F.GETOWN)) }));
   // The task's own arming: a copy inherited from a parent process names another owner (and another mm).
-  const mine = found.find((u) => u.owner === pd.vpid && req.parent && u.ino === req.parent.ino && req.parent.pid === pd.pid && req.parent.start === pd.stat.startTime);
+  const p = req.parent;
+  const mine = p && found.find((u) => u.owner === pd.vpid && u.ino === p.ino && (p.fd === undefined || p.fd === u.fd) && p.pid === pd.pid && p.start === pd.stat.startTime);
   const res: ProcTracking = { own: [] };
   if (mine) res.written = scanWritten(pd.pid, vmas);
   if (!req.arm && !req.goesOn) {
     res.own = found.map((u) => u.fd); // the task dies with them: just not dumped
     return res;
   }
+  // The generation the task holds, re-armed in place (a version 1 parent's too old to be told apart: new one).
+  const inPlace = req.arm && mine && res.written && p?.fd !== undefined ? rearm(t, pd, mine, vmas, res.written) : undefined;
   for (const u of found) {
+    if (u === mine && inPlace) continue;
     if (u.owner === pd.vpid && req.arm) {
       // Its registration goes now, for the new one (closing might not release it: a child may hold a copy).
       // Which VMAs it holds: those the scan of its writes could read (when it
@@ -226,7 +273,10 @@ export function trackInTask(t: RemoteTask, pd: ProcessDump, layout: () => Layout
     }
     t.call('close', u.fd);
   }
-  if (req.arm) {
+  if (inPlace) {
+    res.armed = inPlace;
+    res.own = [inPlace.fd!];
+  } else if (req.arm) {
     res.armed = arm(t, pd, vmas);
     // Hidden from this dump's fd table (-R --track-mem: the task keeps it).
     res.own = ourUffds(pd.pid).filter((u) => u.ino === res.armed!.ino).map((u) => u.fd);
