@@ -18,6 +18,7 @@ import { sharedAnonFds } from './shared-anon';
 import { heldVmas } from './inherit';
 import { chunkBuffers, CHUNK_PAGES } from './dump';
 import { progress } from '../../progress';
+import { PageFiller } from './fill';
 
 const { MAP, PROT, PAGE_SIZE, O, MADV, PR, PR_SET_MM, PRCTL_MM_MAP, AT_FDCWD, u64s } = abi;
 const PAGE = BigInt(PAGE_SIZE);
@@ -102,10 +103,11 @@ const counted = new WeakSet<LoadedMm>();
  */
 export function restorePages(ctx: RestoreCtx, tr: TaskRestore, m: LoadedMm, sources: PageSource[] = m.sources): void {
   if (sources.length === 0) return;
-  // Fault big runs in with one call rather than a page fault per page.
-  for (const e of sources) if (e.nrPages >= 16) tr.task.callRaw('madvise', e.vaddr, BigInt(e.nrPages) * PAGE, MADV.POPULATE_WRITE);
+  const end = (s: PageSource) => s.vaddr + BigInt(s.nrPages) * PAGE;
+  const filler = PageFiller.open(tr, m, (a, b) => sources.some((s) => s.vaddr < b && end(s) > a));
+  // Fault big runs in with one call rather than a page fault per page (not those copied in whole by userfaultfd: fill.ts).
+  for (const e of sources) if (e.nrPages >= 16 && !filler.copies(e.vaddr, end(e))) tr.task.callRaw('madvise', e.vaddr, BigInt(e.nrPages) * PAGE, MADV.POPULATE_WRITE);
   const files = new Map<string, number>();
-  const memFd = fs.openSync(`/proc/${tr.task.pid}/mem`, 'r+');
   const buf = chunkBuffers().data;
   if (!counted.has(m)) progress.addTotal(m.sources.reduce((a, src) => a + src.nrPages, 0));
   counted.add(m);
@@ -121,15 +123,13 @@ export function restorePages(ctx: RestoreCtx, tr: TaskRestore, m: LoadedMm, sour
         const got = fs.readSync(inFd, buf, 0, len, fileOff);
         if (got !== len) throw new StasisError(ErrorCodes.BAD_IMAGE, `${pagesPath}: short read at offset ${fileOff}`);
         src.images.verifyRange(src.pagesFile, inFd, fileOff, len);
-        const at = src.vaddr + BigInt(done) * PAGE;
-        const wrote = fs.writeSync(memFd, buf, 0, len, Number(at));
-        if (wrote !== len) throw new StasisError(ErrorCodes.RESTORE_FAILED, `short write of pages at ${at.toString(16)}`);
+        filler.write(src.vaddr + BigInt(done) * PAGE, buf, len);
         done += n;
         progress.addDone(n);
       }
     }
   } finally {
-    fs.closeSync(memFd);
+    filler.close();
     for (const fd of files.values()) fs.closeSync(fd);
   }
 }
