@@ -18,7 +18,9 @@ function loadMain() {
   if (!process.env.STASIS_NO_BUNDLE) {
     const file = path.join(dist, 'stasis.bundle.js');
     let source;
-    try { source = fs.readFileSync(file, 'utf8'); } catch { source = undefined; }
+    // ASCII (scripts/bundle.js says so in its first line): read as latin1, no UTF-8 decoding.
+    try { source = fs.readFileSync(file, 'latin1'); } catch { source = undefined; }
+    if (source !== undefined && !source.startsWith('// stasis bundle: ascii\n')) source = fs.readFileSync(file, 'utf8');
     if (source !== undefined) {
       let cachedData;
       try { cachedData = fs.readFileSync(path.join(dist, 'stasis.bundle.cache')); } catch { cachedData = undefined; }

@@ -146,4 +146,13 @@ test('the build\'s bundle holds every module of dist/src, is current, and its co
   assert.equal(bundle.current(fs, fs.statSync(file).mtimeMs), true);
   // Files written after the bundle (a tsc run without the bundle step): stale.
   assert.equal(bundle.current(fs, 0), false);
+  // ASCII only (bin/stasis.js reads it as latin1), marked so; comments left out, strings kept:
+  // the help (with its em dashes) reads the same from the bundle as from the modules.
+  const raw = fs.readFileSync(file);
+  assert.ok(raw.every((b) => b < 0x80), 'ASCII only');
+  assert.ok(raw.toString('latin1').startsWith('// stasis bundle: ascii\n'));
+  const fromBundle = runStasis(['--help']), fromModules = runStasis(['--help'], { STASIS_NO_BUNDLE: '1' });
+  assert.equal(fromBundle.status, 0);
+  assert.match(fromBundle.stdout, /\u2014/);
+  assert.equal(fromBundle.stdout, fromModules.stdout);
 });
