@@ -269,7 +269,7 @@ const restoreCmd: Command = {
     if (!dir) usageError('restore needs -D DIR');
     const lazy = flag(v, 'lazy-pages');
     const heirFd = process.env[HEIR_ENV];
-    if (heirFd !== undefined) return mod.handover().runHeir(Number(heirFd), process.env.STASIS_LAZY_HOLD, flag(v, 'allow-foreign-images'));
+    if (heirFd !== undefined) return mod.handover().runHeir(Number(heirFd), process.env.STASIS_LAZY_HOLD, flag(v, 'allow-foreign-images'), !flag(v, 'no-verify'));
     // -d --lazy-pages: the process that serves once we return starts now, and loads while we restore.
     const heir = lazy && flag(v, 'restore-detached') ? mod.handover().spawnHeir(HEIR_ENV) : undefined;
     startLog(v, dir, false);

@@ -27,7 +27,7 @@ import { LazyServer, type HandoverState, type LazyStats } from './lazy-server';
 import { pageReader } from './page-source';
 import { nodeChildEnv } from '../node-lazy';
 import { ImageReader } from '../images/image';
-import { DeferredChunks, type DigestEntry } from '../images/digest';
+import { DeferredChunks, prewarmReadAhead, type DigestEntry } from '../images/digest';
 import { LazyRemote } from '../pageserver/lazy-client';
 import { killAndReap } from '../compel/clone';
 
@@ -149,7 +149,11 @@ function handOver(server: LazyServer, h: Heir): boolean {
 }
 
 /** The heir's side: ready, take the service over, serve until every page is in. Returns the exit code. */
-export function runHeir(sock: number, hold: string | undefined, anyOwner: boolean): number {
+export function runHeir(sock: number, hold: string | undefined, anyOwner: boolean, verify = true): number {
+  // Its hashing threads start now, while it waits (niced), not when its
+  // streaming first needs them (~20 ms of its thread as the first faults came);
+  // none without a digest to check.
+  if (verify) prewarmReadAhead();
   if (!send(sock, 'R')) return 0;
   const head = receive(sock);
   if (head?.tag !== 'S') return 0; // the restore failed, or every page was in before we were ready
