@@ -2,11 +2,14 @@
 // task what only the task can tell (brk, dispositions, timers, securebits...),
 // and one per thread for per-thread facts (altstack, clear_tid...). A page of
 // scratch memory is mapped in the task for the calls' buffers and unmapped
-// before the session ends.
+// before the session ends. The calls units declare (parasiteCalls,
+// parasiteThreadCalls) run first, all of a task's in one batch: one stop of
+// the frozen task instead of one per unit (each stop ~0.25 ms here quiet,
+// more on a busy machine); then the units' own hooks.
 import { Parasite } from '../compel/parasite';
 import { RemoteTask, SCRATCH_LEN } from '../compel/remote';
 import type { DumpCtx, ProcessDump } from '../unit/dump-ctx';
-import type { AnyUnit } from '../unit/unit';
+import type { AnyUnit, ParasiteCalls } from '../unit/unit';
 import { tally } from '../log';
 
 function session(ctx: DumpCtx, pd: ProcessDump, units: AnyUnit[]): void {
@@ -15,6 +18,10 @@ function session(ctx: DumpCtx, pd: ProcessDump, units: AnyUnit[]): void {
     const scratch = tally(ctx.timings, 'parasite.scratch', () => p.mapScratch(SCRATCH_LEN));
     try {
       const t = new RemoteTask(p, scratch, SCRATCH_LEN);
+      const declared: ParasiteCalls[] = [];
+      for (const u of units) if (u.parasiteCalls) declared.push(u.parasiteCalls(ctx, pd, ctx.state(u)));
+      for (const u of units) if (u.parasiteThreadCalls) declared.push(u.parasiteThreadCalls(ctx, pd, pd.pid, ctx.state(u)));
+      tally(ctx.timings, 'parasite.batch', () => runDeclared(t, declared));
       for (const u of units) if (u.parasite) tally(ctx.timings, `parasite.${u.name}`, () => u.parasite!(ctx, pd, t, ctx.state(u)));
       for (const tid of pd.frozen.threads) {
         // Threads share the leader's code and scratch (the leader stays on
@@ -22,6 +29,11 @@ function session(ctx: DumpCtx, pd: ProcessDump, units: AnyUnit[]): void {
         const tp = p.forThread(tid);
         try {
           const tt = tid === pd.pid ? t : new RemoteTask(tp, scratch, SCRATCH_LEN);
+          if (tid !== pd.pid) {
+            const own: ParasiteCalls[] = [];
+            for (const u of units) if (u.parasiteThreadCalls) own.push(u.parasiteThreadCalls(ctx, pd, tid, ctx.state(u)));
+            tally(ctx.timings, 'parasite.batch', () => runDeclared(tt, own));
+          }
           for (const u of units) if (u.parasiteThread) tally(ctx.timings, `parasite.${u.name}`, () => u.parasiteThread!(ctx, pd, tid, tt, ctx.state(u)));
         } finally {
           if (tp !== p) tp.cure();
@@ -35,9 +47,19 @@ function session(ctx: DumpCtx, pd: ProcessDump, units: AnyUnit[]): void {
   }
 }
 
+/** Every declared call in one batch (as many stops as the batch code needs: one here), then each unit's results. */
+function runDeclared(t: RemoteTask, declared: ParasiteCalls[]): void {
+  const rs = t.callMany(declared.flatMap((d) => d.calls));
+  let at = 0;
+  for (const d of declared) {
+    d.done(rs.slice(at, at + d.calls.length), t);
+    at += d.calls.length;
+  }
+}
+
 export function parasitePhase(ctx: DumpCtx, all: readonly AnyUnit[]): void {
   // Independent reads: any order would do; name order keeps it stable. Not
   // localeCompare: its first call sets up ICU's collator, ~20 ms while frozen.
-  const units = all.filter((u) => u.parasite || u.parasiteThread).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  const units = all.filter((u) => u.parasite || u.parasiteThread || u.parasiteCalls || u.parasiteThreadCalls).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   for (const pd of ctx.processes) session(ctx, pd, units);
 }

@@ -14,7 +14,7 @@ import { childProcess } from '../node-lazy';
 import { abi, prctl, sysTry } from '../sys';
 import { readStatus } from '../proc/proc';
 import { inBuf, type RemoteTask } from '../compel/remote';
-import { StasisError, ErrorCodes, errnoName } from '../errors';
+import { StasisError, ErrorCodes, SyscallError, errnoName } from '../errors';
 import type { Msg } from '../images/schema';
 import { defineUnit } from '../unit/unit';
 import type { Loading } from '../unit/checkpoint';
@@ -256,15 +256,20 @@ function lsmLabel(path: string): string | undefined {
 
 export const credsUnit = defineUnit<undefined, Loaded>({
   name: 'creds',
-  parasiteThread(_ctx, pd, tid, t) {
+  parasiteThreadCalls(_ctx, pd, tid) {
     // Labels are not carried (lsmtype NO_LSM): a restored task gets stasis's.
     const label = lsmLabel(`/proc/${tid}/attr/current`);
     const ours = lsmLabel('/proc/self/attr/current');
     if (label !== undefined && label !== ours) {
       throw new StasisError(ErrorCodes.UNSUPPORTED, `thread ${tid} of pid ${pd.pid} runs under the LSM label '${label}', stasis under '${ours ?? ''}'; LSM labels are not carried: not supported`);
     }
-    const secbits = t.callNum('prctl', PR.GET_SECUREBITS, 0, 0, 0, 0);
-    pd.core.get(tid)!.thread_core!.creds = credsEntry(tid === pd.pid ? pd.status : readStatus(tid), secbits);
+    return {
+      calls: [['prctl', PR.GET_SECUREBITS, 0, 0, 0, 0]],
+      done: ([r]) => {
+        if (r < 0n && r > -4096n) throw new SyscallError('remote prctl', Number(-r), `PR_GET_SECUREBITS in thread ${tid}`);
+        pd.core.get(tid)!.thread_core!.creds = credsEntry(tid === pd.pid ? pd.status : readStatus(tid), Number(r));
+      },
+    };
   },
   loadAfter: ['memory'],
   load,

@@ -5,7 +5,7 @@
 import { abi, ptrace } from '../sys';
 import { inBuf, outBuf, type RemoteTask } from '../compel/remote';
 import type { Msg } from '../images/schema';
-import { defineUnit } from '../unit/unit';
+import { defineUnit, type ParasiteCalls } from '../unit/unit';
 import type { TaskRestore } from '../unit/restore-ctx';
 import { SyscallError } from '../errors';
 
@@ -16,23 +16,30 @@ export function hasDisposition(sig: number): boolean {
   return sig !== SIG.SIGKILL && sig !== SIG.SIGSTOP;
 }
 
-/** Every disposition, read in one batch (one stop rather than one per signal). */
-function dumpSigactions(t: RemoteTask): Msg<'sa_entry'>[] {
+/** Every disposition: rt_sigaction(sig, NULL, &old) for each, declared (batched with the other units' calls). */
+function sigactionCalls(set: (sas: Msg<'sa_entry'>[]) => void): ParasiteCalls {
   const sigs = Array.from({ length: NSIG }, (_, i) => i + 1).filter(hasDisposition);
   const olds = sigs.map(() => outBuf(KSIGACTION.size));
-  const rs = t.callMany(sigs.map((sig, i) => ['rt_sigaction', sig, 0, olds[i], 8]));
-  return sigs.map((sig, i) => {
-    if (rs[i] < 0n && rs[i] > -4096n) throw new SyscallError('remote rt_sigaction', Number(-rs[i]), `of signal ${sig} in task ${t.pid}`);
-    const a = KSIGACTION.decode(olds[i].data);
-    return { sigaction: a.handler, flags: a.flags, restorer: a.restorer, mask: a.mask };
-  });
+  return {
+    calls: sigs.map((sig, i) => ['rt_sigaction', sig, 0, olds[i], 8]),
+    done: (rs, t) => set(sigs.map((sig, i) => {
+      if (rs[i] < 0n && rs[i] > -4096n) throw new SyscallError('remote rt_sigaction', Number(-rs[i]), `of signal ${sig} in task ${t.pid}`);
+      const a = KSIGACTION.decode(olds[i].data);
+      return { sigaction: a.handler, flags: a.flags, restorer: a.restorer, mask: a.mask };
+    })),
+  };
 }
 
-function dumpAltStack(t: RemoteTask): Msg<'thread_sas_entry'> {
+function altStackCalls(set: (sas: Msg<'thread_sas_entry'>) => void): ParasiteCalls {
   const old = outBuf(STACK_T.size);
-  t.call('sigaltstack', 0, old);
-  const s = STACK_T.decode(old.data);
-  return { ss_sp: s.ss_sp, ss_flags: s.ss_flags >>> 0, ss_size: s.ss_size };
+  return {
+    calls: [['sigaltstack', 0, old]],
+    done: ([r], t) => {
+      if (r < 0n && r > -4096n) throw new SyscallError('remote sigaltstack', Number(-r), `in task ${t.pid}`);
+      const s = STACK_T.decode(old.data);
+      set({ ss_sp: s.ss_sp, ss_flags: s.ss_flags >>> 0, ss_size: s.ss_size });
+    },
+  };
 }
 
 function pendingSignals(tid: number, shared: boolean): Msg<'signal_queue_entry'> | undefined {
@@ -89,8 +96,8 @@ function restorePending(t: RemoteTask, tgid: number, tid: number, queue: Msg<'si
 
 export const signalsUnit = defineUnit({
   name: 'signals',
-  parasite(_ctx, pd, t) { pd.core.get(pd.pid)!.tc!.sigactions = dumpSigactions(t); },
-  parasiteThread(_ctx, pd, tid, t) { pd.core.get(tid)!.thread_core!.sas = dumpAltStack(t); },
+  parasiteCalls: (_ctx, pd) => sigactionCalls((sas) => { pd.core.get(pd.pid)!.tc!.sigactions = sas; }),
+  parasiteThreadCalls: (_ctx, pd, tid) => altStackCalls((sas) => { pd.core.get(tid)!.thread_core!.sas = sas; }),
   dumpPhases: [{
     name: 'pending-signals', after: ['parasite'], before: ['write-core'],
     each(_ctx, pd) {

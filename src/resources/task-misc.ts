@@ -6,7 +6,8 @@
 import * as fs from 'node:fs';
 import { childProcess } from '../node-lazy';
 import { abi, sysTry, prctl } from '../sys';
-import { inBuf } from '../compel/remote';
+import { inBuf, type RemoteTask } from '../compel/remote';
+import type { ProcessDump } from '../unit/dump-ctx';
 import { readStatus } from '../proc/proc';
 import { StasisError, ErrorCodes, SyscallError, errnoName } from '../errors';
 import { defineUnit } from '../unit/unit';
@@ -91,24 +92,29 @@ function restoreLoginuid(tr: TaskRestore): void {
   }
 }
 
+/** What the task told (task-misc's declared calls: THP switch, dumpable, membarrier registrations), checked and kept. */
+function taskMiscFacts(pd: ProcessDump, t: RemoteTask, rs: bigint[]): void {
+  const [thp, dumpable] = rs.slice(0, 2).map((r, i) => {
+    if (r < 0n && r > -4096n) throw new SyscallError('remote prctl', Number(-r), `${i ? 'GET_DUMPABLE' : 'GET_THP_DISABLE'} in task ${t.pid}`);
+    return Number(r);
+  });
+  if (thp & PR_THP_DISABLE_EXCEPT_ADVISED) {
+    throw new StasisError(ErrorCodes.UNSUPPORTED, `pid ${pd.pid} disabled transparent huge pages except where advised (PR_THP_DISABLE_EXCEPT_ADVISED); images only carry on/off: not supported`);
+  }
+  if (dumpable !== 0 && dumpable !== 1) {
+    throw new StasisError(ErrorCodes.UNSUPPORTED, `pid ${pd.pid} has dumpable ${dumpable} (fs.suid_dumpable after a credentials change), which cannot be set again: not supported`);
+  }
+  const mask = membarrierRegistrations((cmd) => Number(cmd === MEMBARRIER_CMD.GET_REGISTRATIONS ? rs[2] : t.callRaw('membarrier', cmd, 0, 0)));
+  if (mask) pd.core.get(pd.pid)!.tc!.membarrier_registration_mask = mask;
+}
+
 export const taskMiscUnit = defineUnit({
   name: 'task-misc',
-  parasite(_ctx, pd, t) {
-    // One batch (one stop of the frozen task); membarrier's answer may be an error, looked at below.
-    const rs = t.callMany([['prctl', PR.GET_THP_DISABLE, 0, 0, 0, 0], ['prctl', PR.GET_DUMPABLE, 0, 0, 0, 0], ['membarrier', MEMBARRIER_CMD.GET_REGISTRATIONS, 0, 0]]);
-    const [thp, dumpable] = rs.slice(0, 2).map((r, i) => {
-      if (r < 0n && r > -4096n) throw new SyscallError('remote prctl', Number(-r), `${i ? 'GET_DUMPABLE' : 'GET_THP_DISABLE'} in task ${t.pid}`);
-      return Number(r);
-    });
-    if (thp & PR_THP_DISABLE_EXCEPT_ADVISED) {
-      throw new StasisError(ErrorCodes.UNSUPPORTED, `pid ${pd.pid} disabled transparent huge pages except where advised (PR_THP_DISABLE_EXCEPT_ADVISED); images only carry on/off: not supported`);
-    }
-    if (dumpable !== 0 && dumpable !== 1) {
-      throw new StasisError(ErrorCodes.UNSUPPORTED, `pid ${pd.pid} has dumpable ${dumpable} (fs.suid_dumpable after a credentials change), which cannot be set again: not supported`);
-    }
-    const mask = membarrierRegistrations((cmd) => Number(cmd === MEMBARRIER_CMD.GET_REGISTRATIONS ? rs[2] : t.callRaw('membarrier', cmd, 0, 0)));
-    if (mask) pd.core.get(pd.pid)!.tc!.membarrier_registration_mask = mask;
-  },
+  parasiteCalls: (_ctx, pd) => ({
+    // membarrier's answer may be an error, looked at below.
+    calls: [['prctl', PR.GET_THP_DISABLE, 0, 0, 0, 0], ['prctl', PR.GET_DUMPABLE, 0, 0, 0, 0], ['membarrier', MEMBARRIER_CMD.GET_REGISTRATIONS, 0, 0]],
+    done: (rs, t) => taskMiscFacts(pd, t, rs),
+  }),
   loadAfter: ['memory'],
   validate,
   restorePhases: [

@@ -100,9 +100,13 @@ function restoreThread(tid: number, t: RemoteTask, tc: Msg<'thread_core_entry'>)
 
 export const threadAttrsUnit = defineUnit({
   name: 'thread-attrs',
-  parasiteThread(_ctx, pd, tid, t) {
-    pd.core.get(tid)!.thread_core!.timer_slack_ns = timerSlack(t, tid);
-  },
+  parasiteThreadCalls: (_ctx, pd, tid) => ({
+    calls: [['prctl', PR.GET_TIMERSLACK, 0, 0, 0, 0]],
+    done: ([r]) => {
+      if (r < 0n && r > -4096n) throw new SyscallError('remote prctl', Number(-r), `PR_GET_TIMERSLACK in thread ${tid}`);
+      pd.core.get(tid)!.thread_core!.timer_slack_ns = BigInt.asUintN(64, r);
+    },
+  }),
   dumpPhases: [{
     name: 'thread-attrs', after: ['parasite'], before: ['write-core'],
     each(_ctx, pd) {

@@ -4,20 +4,42 @@
 import * as fs from 'node:fs';
 import { abi } from '../sys';
 import { inBuf, ioBuf, outBuf, type RemoteTask } from '../compel/remote';
-import { StasisError, ErrorCodes } from '../errors';
+import { StasisError, ErrorCodes, SyscallError } from '../errors';
 import type { Msg } from '../images/schema';
-import { defineUnit } from '../unit/unit';
+import { defineUnit, type ParasiteCalls, type RemoteCall } from '../unit/unit';
+import type { ProcessDump } from '../unit/dump-ctx';
 import type { TaskRestore } from '../unit/restore-ctx';
 
 const { ITIMER, ITIMERVAL, ITIMERSPEC, SIGEVENT, SIGEV, PR } = abi;
 
-function dumpItimers(t: RemoteTask): Msg<'task_timers_entry'> {
-  // The three in one batch: one stop of the frozen task instead of three.
+/**
+ * The three itimers (getitimer) and each POSIX timer's value and overrun
+ * (timer_gettime, timer_getoverrun; the timers as /proc/PID/timers lists
+ * them), declared: batched with the other units' calls.
+ */
+function timerCalls(pd: ProcessDump): ParasiteCalls {
   const which = [ITIMER.REAL, ITIMER.VIRTUAL, ITIMER.PROF];
   const vs = which.map(() => outBuf(ITIMERVAL.size));
-  t.callAll(which.map((w, i) => ['getitimer', w, vs[i]]));
-  const [real, virt, prof] = vs.map((v): Msg<'itimer_entry'> => ITIMERVAL.decode(v.data));
-  return { real, virt, prof };
+  let text = '';
+  try { text = fs.readFileSync(`/proc/${pd.pid}/timers`, 'utf8'); } catch { /* none */ }
+  const posix = parseProcTimers(text).map((pt) => ({ pt, v: outBuf(ITIMERSPEC.size) }));
+  const calls: RemoteCall[] = which.map((w, i) => ['getitimer', w, vs[i]]);
+  for (const { pt, v } of posix) calls.push(['timer_gettime', pt.id, v], ['timer_getoverrun', pt.id]);
+  return {
+    calls,
+    done(rs, t) {
+      rs.forEach((r, i) => {
+        if (r < 0n && r > -4096n) throw new SyscallError(`remote ${calls[i][0]}`, Number(-r), `in task ${t.pid}`);
+      });
+      const [real, virt, prof] = vs.map((v): Msg<'itimer_entry'> => ITIMERVAL.decode(v.data));
+      const vtid = (tid: number) => pd.vtids.get(tid) ?? tid;
+      const entries = posix.map(({ pt, v }, k): Msg<'posix_timer_entry'> => ({
+        it_id: pt.id, clock_id: pt.clock, si_signo: pt.signo, it_sigev_notify: pt.notify, sival_ptr: pt.sival, overrun: Number(rs[3 + 2 * k + 1]),
+        ...ITIMERSPEC.decode(v.data), notify_thread_id: pt.notify & SIGEV.THREAD_ID ? vtid(pt.tid) : undefined,
+      }));
+      pd.core.get(pd.pid)!.tc!.timers = { real, virt, prof, posix: entries };
+    },
+  };
 }
 
 interface ProcTimer { id: number; signo: number; sival: bigint; notify: number; tid: number; clock: number }
@@ -45,21 +67,6 @@ export function parseProcTimers(text: string): ProcTimer[] {
     }
   }
   return out;
-}
-
-/** `vtid`: the tree's id of one of our tids (/proc shows thread ids as we see them). */
-function dumpPosixTimers(t: RemoteTask, vtid: (tid: number) => number): Msg<'posix_timer_entry'>[] {
-  let text = '';
-  try { text = fs.readFileSync(`/proc/${t.pid}/timers`, 'utf8'); } catch { return []; }
-  return parseProcTimers(text).map((pt) => {
-    const v = outBuf(ITIMERSPEC.size);
-    t.call('timer_gettime', pt.id, v);
-    const overrun = t.callNum('timer_getoverrun', pt.id);
-    return {
-      it_id: pt.id, clock_id: pt.clock, si_signo: pt.signo, it_sigev_notify: pt.notify, sival_ptr: pt.sival, overrun,
-      ...ITIMERSPEC.decode(v.data), notify_thread_id: pt.notify & SIGEV.THREAD_ID ? vtid(pt.tid) : undefined,
-    };
-  });
 }
 
 function restoreItimers(tr: TaskRestore): void {
@@ -103,7 +110,7 @@ function restorePosixTimers(t: RemoteTask, timers: Msg<'posix_timer_entry'>[]): 
 
 export const timersUnit = defineUnit({
   name: 'timers',
-  parasite(_ctx, pd, t) { pd.core.get(pd.pid)!.tc!.timers = { ...dumpItimers(t), posix: dumpPosixTimers(t, (tid) => pd.vtids.get(tid) ?? tid) }; },
+  parasiteCalls: (_ctx, pd) => timerCalls(pd),
   restorePhases: [{
     // Timers start ticking when set: as late as possible.
     name: 'itimers',

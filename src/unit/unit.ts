@@ -87,6 +87,19 @@ export interface FileKind<F extends FileField, D, L, R> {
   describe?(e: FileMsg<F>, files: ReadonlyMap<number, Msg<'file_entry'>>): string;
 }
 
+/** A remote call: the syscall's name and its arguments (numbers, or buffers in the task's scratch). */
+export type RemoteCall = Parameters<RemoteTask['callMany']>[0][number];
+
+/**
+ * A unit's declared remote calls (parasiteCalls): `done` gets their raw
+ * results (-errno on failure), in order, once the batch has run; `t` for
+ * follow-up calls that depend on them (rare: each is a stop of its own).
+ */
+export interface ParasiteCalls {
+  calls: RemoteCall[];
+  done(results: bigint[], t: RemoteTask): void;
+}
+
 export interface Unit<D = unknown, L = unknown, R = unknown> {
   readonly name: string;
 
@@ -95,7 +108,16 @@ export interface Unit<D = unknown, L = unknown, R = unknown> {
   dumpState?(ctx: DumpCtx): D;
   /** Before the tree is frozen: what can be refused without touching it (options, parent images). */
   prepare?(ctx: DumpCtx, st: D): void;
-  /** Run inside the task, once per process, during the parasite phase. */
+  /**
+   * Calls to run inside the task, once per process, declared rather than
+   * made: every unit's (and the leader's thread calls) run as one batch, one
+   * stop of the frozen task, before any `parasite` hook. For calls that do
+   * not depend on each other's results.
+   */
+  parasiteCalls?(ctx: DumpCtx, pd: ProcessDump, st: D): ParasiteCalls;
+  /** The same for each thread (the leader too: batched with the process's calls). */
+  parasiteThreadCalls?(ctx: DumpCtx, pd: ProcessDump, tid: number, st: D): ParasiteCalls;
+  /** Run inside the task, once per process, during the parasite phase (calls that depend on others' results). */
   parasite?(ctx: DumpCtx, pd: ProcessDump, t: RemoteTask, st: D): void;
   /** Run inside each thread (the leader too), during the parasite phase. */
   parasiteThread?(ctx: DumpCtx, pd: ProcessDump, tid: number, t: RemoteTask, st: D): void;
