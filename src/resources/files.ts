@@ -8,8 +8,8 @@ import { abi, kcmp } from '../sys';
 import { listFds, readFdInfo, readStatus } from '../proc/proc';
 import { parts, type Msg } from '../images/image';
 import { FD_TYPE_NAMES, FDINFO_CLOEXEC, FD_TYPES } from '../images/criu';
-import { StasisError, ErrorCodes } from '../errors';
-import { defineUnit, type AnyUnit, type FdDesc, type FileKind } from '../unit/unit';
+import { StasisError, ErrorCodes, SyscallError } from '../errors';
+import { defineUnit, type AnyUnit, type FdDesc, type FileKind, type ParasiteCalls, type RemoteCall } from '../unit/unit';
 import type { DumpCtx, ProcessDump } from '../unit/dump-ctx';
 import type { RestoreCtx, TaskRestore } from '../unit/restore-ctx';
 import type { Loading, ProcessImage } from '../unit/checkpoint';
@@ -127,24 +127,39 @@ export function sharesFdTableOf(ctx: RestoreCtx | Loading, img: ProcessImage): n
  * process or group, as the tree sees it: it must be of the tree) and the
  * credentials it was set with, which the kernel checks when it signals.
  */
-function dumpOwners(ctx: DumpCtx, pd: ProcessDump, t: RemoteTask, st: DumpState): void {
-  for (const fd of listFds(pd.pid)) {
-    // An O_PATH fd has no file operations (fcntl F_GETSIG says EBADF), so no owner.
-    if (readFdInfo(pd.pid, fd).flags & O.PATH) continue;
-    const signum = t.callNum('fcntl', fd, F.GETSIG, 0);
-    const ex = outBuf(F_OWNER_EX.size);
-    t.call('fcntl', fd, F.GETOWN_EX, ex);
-    const owner = F_OWNER_EX.decode(ex.data);
-    if (!owner.pid && !signum) continue;
-    if (owner.pid && !ownerInTree(ctx, owner.type, owner.pid)) {
-      throw new StasisError(ErrorCodes.UNSUPPORTED, `fd ${fd} of pid ${pd.pid}: its owner (F_SETOWN) is ${['thread', 'process', 'process group'][owner.type] ?? 'type ' + owner.type} ${owner.pid}, outside the dumped tree; not supported`);
-    }
-    const uids = outBuf(8);
-    const r = Number(t.callRaw('fcntl', fd, F.GETOWNER_UIDS, uids));
-    if (r < 0) throw new StasisError(ErrorCodes.UNSUPPORTED, `fd ${fd} of pid ${pd.pid} has an owner (F_SETOWN), whose credentials this kernel does not show (F_GETOWNER_UIDS: errno ${-r}); not supported`);
-    const [uid, euid] = abi.readI32s(uids.data, 2).map((x) => x >>> 0);
-    st.owners.set(`${pd.pid}:${fd}`, { uid, euid, signum, pid_type: owner.type, pid: owner.pid });
+/**
+ * Each fd's owner (F_GETOWN_EX) and signal (F_GETSIG), declared: two calls
+ * per fd in the units' batch (they were two stops per fd); the owner's
+ * credentials (F_GETOWNER_UIDS) asked afterwards, only of fds that have one.
+ */
+function ownerCalls(ctx: DumpCtx, pd: ProcessDump, st: DumpState): ParasiteCalls {
+  // An O_PATH fd has no file operations (fcntl F_GETSIG says EBADF), so no owner.
+  const fds = listFds(pd.pid).filter((fd) => !(readFdInfo(pd.pid, fd).flags & O.PATH));
+  const exs = fds.map(() => outBuf(F_OWNER_EX.size));
+  return {
+    calls: fds.flatMap((fd, i): RemoteCall[] => [['fcntl', fd, F.GETSIG, 0], ['fcntl', fd, F.GETOWN_EX, exs[i]]]),
+    done(rs, t) {
+      fds.forEach((fd, i) => {
+        const [sig, own] = [rs[2 * i], rs[2 * i + 1]];
+        for (const [r, what] of [[sig, 'F_GETSIG'], [own, 'F_GETOWN_EX']] as const) {
+          if (r < 0n && r > -4096n) throw new SyscallError('remote fcntl', Number(-r), `${what} of fd ${fd} in task ${t.pid}`);
+        }
+        dumpOwner(ctx, pd, t, st, fd, Number(sig), F_OWNER_EX.decode(exs[i].data));
+      });
+    },
+  };
+}
+
+function dumpOwner(ctx: DumpCtx, pd: ProcessDump, t: RemoteTask, st: DumpState, fd: number, signum: number, owner: { type: number; pid: number }): void {
+  if (!owner.pid && !signum) return;
+  if (owner.pid && !ownerInTree(ctx, owner.type, owner.pid)) {
+    throw new StasisError(ErrorCodes.UNSUPPORTED, `fd ${fd} of pid ${pd.pid}: its owner (F_SETOWN) is ${['thread', 'process', 'process group'][owner.type] ?? 'type ' + owner.type} ${owner.pid}, outside the dumped tree; not supported`);
   }
+  const uids = outBuf(8);
+  const r = Number(t.callRaw('fcntl', fd, F.GETOWNER_UIDS, uids));
+  if (r < 0) throw new StasisError(ErrorCodes.UNSUPPORTED, `fd ${fd} of pid ${pd.pid} has an owner (F_SETOWN), whose credentials this kernel does not show (F_GETOWNER_UIDS: errno ${-r}); not supported`);
+  const [uid, euid] = abi.readI32s(uids.data, 2).map((x) => x >>> 0);
+  st.owners.set(`${pd.pid}:${fd}`, { uid, euid, signum, pid_type: owner.type, pid: owner.pid });
 }
 
 function ownerInTree(ctx: DumpCtx, type: number, pid: number): boolean {
@@ -347,7 +362,7 @@ export function park(ctx: RestoreCtx, tr: TaskRestore, fd: number): number {
 export const filesUnit = defineUnit<DumpState, Loaded, RestoreState>({
   name: 'files',
   dumpState: () => ({ entries: [], keys: new Map(), lastId: 0, seen: [], owners: new Map() }),
-  parasite: dumpOwners,
+  parasiteCalls: ownerCalls,
   dumpPhases: [
     { name: 'files', after: ['parasite'], each: (ctx, pd, st) => dumpSharedOnce(ctx, pd, st) },
     // Everything that names file entries (mappings, cwd, sockets' peers...) comes before.
