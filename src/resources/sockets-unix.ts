@@ -159,6 +159,7 @@ function loadUnix(path: string, files: Iterable<{ usk?: Usk }>): UnixLoaded {
       senders.set(peer.ino, [...senders.get(peer.ino) ?? [], u]);
       continue;
     }
+    if (u.peer === u.ino && (u.type !== SOCK.DGRAM || !u.name.length)) throw bad(`unix socket ${u.ino} is connected to itself, which only a named datagram socket can be`);
     if (!peer || peer.peer !== u.ino) throw bad(`unix socket ${u.ino} is connected to ${u.peer}, which is not its pair in this checkpoint`);
   }
   // A sender is made with its receiver: it cannot be one others connect to as well.
@@ -205,6 +206,24 @@ function dumpUnix(ctx: DumpCtx, d: { pid: number; fd: number; flags: number; st:
 }
 
 /**
+ * A datagram socket connected to itself (bound, then connected to its own
+ * name): made alone, bound, connected to its name again; what it had queued
+ * (it sent it to itself) sent again through it. Not one end of a pair: its
+ * peer is its own inode.
+ */
+function selfConnected(ctx: RestoreCtx, tr: TaskRestore, e: Usk): number {
+  const t = tr.task;
+  const fd = t.callNum('socket', AF.UNIX, e.type | SOCK.CLOEXEC, 0);
+  restoreSockOpts(t, fd, e.opts);
+  const done = bindName(ctx, t, fd, e);
+  const a = sockaddrUn(e.name);
+  try { t.call('connect', fd, inBuf(a), a.length); } finally { done(); }
+  refill(ctx, tr, fd, e.id);
+  restoreShutdown(t, fd, e.shutdown, `unix socket ${e.ino}`);
+  return fd;
+}
+
+/**
  * A listener and the clients it has not accepted, or a datagram socket and
  * the ones connected to it, are made together by the first task needing
  * one; a pair by socketpair(); any other socket here.
@@ -218,6 +237,7 @@ function openUnix(ctx: RestoreCtx, tr: TaskRestore, e: Usk, made: Made, un: Unix
     if (!made.has(group.ino)) (group.state === STATE.LISTEN ? makeListener : makeReceiver)(ctx, tr, group, un, made);
     return takeMade(tr, made, e.ino);
   }
+  if (e.peer === e.ino) return selfConnected(ctx, tr, e);
   if (e.peer) return pairEnd(ctx, tr, e, un.byIno, made);
   const { fd, done } = makeSocket(ctx, tr, e);
   restoreShutdown(t, fd, e.shutdown, `unix socket ${e.ino}`);
