@@ -30,7 +30,9 @@ test('deleted file, memfd (fd and mappings), FIFO with data, inotify: dump → r
     assert.match(fs.readlinkSync(`/proc/${fx.pid}/fd/5`), /ghost \(deleted\)$/);
     assert.match(fx.log(), /^WDS 1 3$/m);
     const dir = path.join(root, 'images');
-    await dumpKillRestore(fx, dir);
+    // criu's irmap options (zdtm's inotify_irmap passes them to both): accepted, nothing to change.
+    const irmap = ['--force-irmap', '--irmap-scan-path', '/'];
+    await dumpKillRestore(fx, dir, { dumpArgs: irmap, restoreArgs: irmap });
     // The images say what the test claims.
     const [ghost] = readWithPayloads(dir, 'ghost-file-1.img', 'GHOST_FILE', 'ghost_file_entry', () => -1);
     assert.equal(ghost.extra.toString(), 'deleted-but-open contents');

@@ -252,6 +252,8 @@ const restoreCmd: Command = {
     { long: 'allow-foreign-images', type: 'flag', help: 'trust image files owned by other users' },
     { long: 'tcp-close', type: 'flag', help: 'TCP connections of the images come back closed (shut both ways, not connected), as criu\'s' },
     { long: 'manage-cgroups', type: 'string', arg: 'MODE', help: 'cgroups: soft (default: make missing ones, their limits too), full, strict, props, none, ignore (criu\'s modes)' },
+    { long: 'force-irmap', type: 'flag', help: 'accepted for criu\'s sake (a dump option there too): changes nothing at restore' },
+    { long: 'irmap-scan-path', type: 'string', multiple: true, arg: 'DIR', help: 'accepted for criu\'s sake (see --force-irmap)' },
     { long: 'root', type: 'string', arg: 'DIR', help: 'the tree\'s root directory here: its mount namespace\'s root is bound from DIR (default: found among our mounts)' },
     { long: 'external', type: 'string', multiple: true, arg: 'mnt[KEY]:PATH', help: 'bind the mount dumped as external KEY from PATH' },
     { long: 'inherit-fd', type: 'string', multiple: true, arg: 'fd[N]:KEY', help: 'our fd N is what the images name KEY: a network namespace dumped as external, or a pipe (pipe:[INODE]) given to the tree in its place, as criu' },
