@@ -61,9 +61,16 @@ function ensureDir(dir: string): void {
     try {
       fs.mkdirSync(d, { mode: 0o700 });
     } catch (e) {
+      // Made meanwhile by another (two dumps into one new directory at once): a
+      // directory is all we need here; the directory's lock decides between them.
+      if ((e as NodeJS.ErrnoException).code === 'EEXIST' && isDirectory(d)) continue;
       throw ioError(d, 'create images directory', e);
     }
   }
+}
+
+function isDirectory(p: string): boolean {
+  try { return fs.lstatSync(p).isDirectory(); } catch { return false; }
 }
 
 /** The target of `p` if it is a symbolic link (the caller found nothing behind it). */
