@@ -32,6 +32,15 @@ export class SyscallError extends StasisError {
   }
 }
 
+/**
+ * The raw result of a system call run inside a task (-errno on failure):
+ * returned as is, or a SyscallError named `remote NAME`.
+ */
+export function remoteResult(r: bigint, name: string, where: string): bigint {
+  if (r < 0n && r > -4096n) throw new SyscallError(`remote ${name}`, Number(-r), where);
+  return r;
+}
+
 export const ErrorCodes = {
   NO_SUCH_PROCESS: 'STASIS_NO_SUCH_PROCESS',
   ZOMBIE: 'STASIS_ZOMBIE',

@@ -21,7 +21,7 @@
 import * as fs from 'node:fs';
 import { ptrace, wait4, abi, type Regs, describeWait, type WaitStatus } from '../sys';
 import { readMaps, readStatus, sigmaskFromStatus } from '../proc/proc';
-import { StasisError, ErrorCodes, SyscallError } from '../errors';
+import { StasisError, ErrorCodes, SyscallError, remoteResult } from '../errors';
 import { selfRestoreCode, selfRestoreData, vdsoPadding, quietGap, SELF_RESTORE_DATA, type SelfRestoreCode } from './selfrestore';
 
 const { SIG, PTRACE_O, PTRACE_EVENT, SYS, PROT, MAP, ALL_SIGNALS, PAGE_SIZE, SYSCALL_INSN_LEN } = abi;
@@ -420,9 +420,7 @@ export class Parasite {
 
   /** Run one system call; throw SyscallError on failure. */
   syscall(name: keyof typeof abi.SYS, ...args: (number | bigint)[]): bigint {
-    const r = this.syscallRaw(abi.SYS[name], ...args);
-    if (r < 0n && r > -4096n) throw new SyscallError(`remote ${name}`, Number(-r), `in task ${this.pid}`);
-    return r;
+    return remoteResult(this.syscallRaw(abi.SYS[name], ...args), name, `in task ${this.pid}`);
   }
 
   /**

@@ -10,7 +10,7 @@
 import { Parasite, type ParasiteOptions } from './parasite';
 import { batchCode, callCodeLength, signalTail, INT3_TAIL } from './batch';
 import { abi, processVmReadv, processVmWritev } from '../sys';
-import { StasisError, ErrorCodes, SyscallError } from '../errors';
+import { StasisError, ErrorCodes, remoteResult } from '../errors';
 
 const { PAGE_SIZE, SYS, AT_FDCWD } = abi;
 
@@ -155,7 +155,7 @@ export class RemoteTask {
   /** callMany, then a SyscallError for the first call that failed (all of them ran). */
   callAll(calls: [keyof typeof SYS, ...Arg[]][]): bigint[] {
     const rs = this.callMany(calls);
-    rs.forEach((r, i) => { if (r < 0n && r > -4096n) throw new SyscallError(`remote ${calls[i][0]}`, Number(-r), `in task ${this.pid}`); });
+    rs.forEach((r, i) => remoteResult(r, calls[i][0], `in task ${this.pid}`));
     return rs;
   }
 
@@ -207,9 +207,7 @@ export class RemoteTask {
 
   /** Run a syscall; throws SyscallError on failure. */
   call(name: keyof typeof SYS, ...args: Arg[]): bigint {
-    const r = this.callRaw(name, ...args);
-    if (r < 0n && r > -4096n) throw new SyscallError(`remote ${name}`, Number(-r), `in task ${this.pid}`);
-    return r;
+    return remoteResult(this.callRaw(name, ...args), name, `in task ${this.pid}`);
   }
 
   /** A call returning a small non-negative number (an fd, a count). */

@@ -11,7 +11,7 @@ import { parts, type Msg } from '../images/image';
 import { TASK_STATE, REGS_MODE } from '../images/criu';
 import { defineUnit } from '../unit/unit';
 import type { ProcessDump } from '../unit/dump-ctx';
-import { SyscallError } from '../errors';
+import { remoteResult } from '../errors';
 import { cloneThread } from '../compel/clone';
 import { restoreAltStack } from './signals';
 
@@ -166,11 +166,6 @@ export function restoreRegisters(tid: number, core: Msg<'core_entry'>, xsaveSize
   ptrace.setSigMask(tid, core.thread_core?.blk_sigset ?? core.tc?.blk_sigset ?? 0n);
 }
 
-/** Results of remote prctl calls: a SyscallError for the first that failed. */
-function checked(rs: bigint[], what: string[], tid: number): void {
-  rs.forEach((r, i) => { if (r < 0n && r > -4096n) throw new SyscallError('remote prctl', Number(-r), `${what[i]} in task ${tid}`); });
-}
-
 export const coreUnit = defineUnit<CoreFacts>({
   name: 'core',
   dumpState: () => ({ threads: new Map(), subreaper: new Map() }),
@@ -179,7 +174,7 @@ export const coreUnit = defineUnit<CoreFacts>({
     return {
       calls: [['prctl', PR.GET_CHILD_SUBREAPER, word]],
       done: (rs, t) => {
-        checked(rs, ['PR_GET_CHILD_SUBREAPER'], t.pid);
+        remoteResult(rs[0], 'prctl', `PR_GET_CHILD_SUBREAPER in task ${t.pid}`);
         st.subreaper.set(pd.pid, word.data.readInt32LE(0) !== 0);
       },
     };
@@ -189,7 +184,7 @@ export const coreUnit = defineUnit<CoreFacts>({
     return {
       calls: [['prctl', PR.GET_TID_ADDRESS, addr], ['prctl', PR.GET_PDEATHSIG, sig]],
       done: (rs) => {
-        checked(rs, ['PR_GET_TID_ADDRESS', 'PR_GET_PDEATHSIG'], tid);
+        ['PR_GET_TID_ADDRESS', 'PR_GET_PDEATHSIG'].forEach((what, i) => remoteResult(rs[i], 'prctl', `${what} in task ${tid}`));
         st.threads.set(tid, { clearTid: addr.data.readBigUInt64LE(0), pdeathSig: sig.data.readInt32LE(0) });
       },
     };

@@ -14,7 +14,7 @@ import { childProcess } from '../node-lazy';
 import { abi, prctl, sysTry } from '../sys';
 import { readStatus } from '../proc/proc';
 import { inBuf, type RemoteTask } from '../compel/remote';
-import { StasisError, ErrorCodes, SyscallError, errnoName } from '../errors';
+import { StasisError, ErrorCodes, errnoName, remoteResult } from '../errors';
 import type { Msg } from '../images/schema';
 import { defineUnit } from '../unit/unit';
 import type { Loading } from '../unit/checkpoint';
@@ -266,8 +266,8 @@ export const credsUnit = defineUnit<undefined, Loaded>({
     return {
       calls: [['prctl', PR.GET_SECUREBITS, 0, 0, 0, 0]],
       done: ([r]) => {
-        if (r < 0n && r > -4096n) throw new SyscallError('remote prctl', Number(-r), `PR_GET_SECUREBITS in thread ${tid}`);
-        pd.core.get(tid)!.thread_core!.creds = credsEntry(tid === pd.pid ? pd.status : readStatus(tid), Number(r));
+        const secbits = Number(remoteResult(r, 'prctl', `PR_GET_SECUREBITS in thread ${tid}`));
+        pd.core.get(tid)!.thread_core!.creds = credsEntry(tid === pd.pid ? pd.status : readStatus(tid), secbits);
       },
     };
   },

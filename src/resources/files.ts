@@ -8,7 +8,7 @@ import { abi, kcmp } from '../sys';
 import { listFds, readFdInfo, readStatus } from '../proc/proc';
 import { parts, type Msg } from '../images/image';
 import { FD_TYPE_NAMES, FDINFO_CLOEXEC, FD_TYPES } from '../images/criu';
-import { StasisError, ErrorCodes, SyscallError } from '../errors';
+import { StasisError, ErrorCodes, remoteResult } from '../errors';
 import { defineUnit, type AnyUnit, type FdDesc, type FileKind, type ParasiteCalls, type RemoteCall } from '../unit/unit';
 import type { DumpCtx, ProcessDump } from '../unit/dump-ctx';
 import type { RestoreCtx, TaskRestore } from '../unit/restore-ctx';
@@ -141,9 +141,7 @@ function ownerCalls(ctx: DumpCtx, pd: ProcessDump, st: DumpState): ParasiteCalls
     done(rs, t) {
       fds.forEach((fd, i) => {
         const [sig, own] = [rs[2 * i], rs[2 * i + 1]];
-        for (const [r, what] of [[sig, 'F_GETSIG'], [own, 'F_GETOWN_EX']] as const) {
-          if (r < 0n && r > -4096n) throw new SyscallError('remote fcntl', Number(-r), `${what} of fd ${fd} in task ${t.pid}`);
-        }
+        for (const [r, what] of [[sig, 'F_GETSIG'], [own, 'F_GETOWN_EX']] as const) remoteResult(r, 'fcntl', `${what} of fd ${fd} in task ${t.pid}`);
         dumpOwner(ctx, pd, t, st, fd, Number(sig), F_OWNER_EX.decode(exs[i].data));
       });
     },

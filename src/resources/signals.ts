@@ -7,7 +7,7 @@ import { inBuf, outBuf, type RemoteTask } from '../compel/remote';
 import type { Msg } from '../images/schema';
 import { defineUnit, type ParasiteCalls } from '../unit/unit';
 import type { TaskRestore } from '../unit/restore-ctx';
-import { SyscallError } from '../errors';
+import { remoteResult } from '../errors';
 
 const { SIG, NSIG, KSIGACTION, STACK_T, SS_DISABLE, SIG_IGN } = abi;
 
@@ -23,7 +23,7 @@ function sigactionCalls(set: (sas: Msg<'sa_entry'>[]) => void): ParasiteCalls {
   return {
     calls: sigs.map((sig, i) => ['rt_sigaction', sig, 0, olds[i], 8]),
     done: (rs, t) => set(sigs.map((sig, i) => {
-      if (rs[i] < 0n && rs[i] > -4096n) throw new SyscallError('remote rt_sigaction', Number(-rs[i]), `of signal ${sig} in task ${t.pid}`);
+      remoteResult(rs[i], 'rt_sigaction', `of signal ${sig} in task ${t.pid}`);
       const a = KSIGACTION.decode(olds[i].data);
       return { sigaction: a.handler, flags: a.flags, restorer: a.restorer, mask: a.mask };
     })),
@@ -35,7 +35,7 @@ function altStackCalls(set: (sas: Msg<'thread_sas_entry'>) => void): ParasiteCal
   return {
     calls: [['sigaltstack', 0, old]],
     done: ([r], t) => {
-      if (r < 0n && r > -4096n) throw new SyscallError('remote sigaltstack', Number(-r), `in task ${t.pid}`);
+      remoteResult(r, 'sigaltstack', `in task ${t.pid}`);
       const s = STACK_T.decode(old.data);
       set({ ss_sp: s.ss_sp, ss_flags: s.ss_flags >>> 0, ss_size: s.ss_size });
     },
@@ -60,7 +60,7 @@ function setSigaction(t: RemoteTask, sig: number, sa: Msg<'sa_entry'>): void {
 /** Every disposition at once (one stop on the trampoline rather than one per signal). */
 function setSigactions(t: RemoteTask, sas: [number, Msg<'sa_entry'>][]): void {
   const rs = t.callMany(sas.map(([sig, sa]) => ['rt_sigaction', sig, inBuf(KSIGACTION.encode({ handler: sa.sigaction, flags: sa.flags, restorer: sa.restorer, mask: sa.mask })), 0, 8]));
-  rs.forEach((r, i) => { if (r < 0n && r > -4096n) throw new SyscallError('remote rt_sigaction', Number(-r), `of signal ${sas[i][0]} in task ${t.pid}`); });
+  rs.forEach((r, i) => remoteResult(r, 'rt_sigaction', `of signal ${sas[i][0]} in task ${t.pid}`));
 }
 
 function sigactionsBySignal(tr: TaskRestore): [number, Msg<'sa_entry'>][] {

@@ -9,7 +9,7 @@ import { abi, sysTry, prctl } from '../sys';
 import { inBuf, type RemoteTask } from '../compel/remote';
 import type { ProcessDump } from '../unit/dump-ctx';
 import { readStatus } from '../proc/proc';
-import { StasisError, ErrorCodes, SyscallError, errnoName } from '../errors';
+import { StasisError, ErrorCodes, errnoName, remoteResult } from '../errors';
 import { defineUnit } from '../unit/unit';
 import type { Loading } from '../unit/checkpoint';
 import type { TaskRestore } from '../unit/restore-ctx';
@@ -94,10 +94,7 @@ function restoreLoginuid(tr: TaskRestore): void {
 
 /** What the task told (task-misc's declared calls: THP switch, dumpable, membarrier registrations), checked and kept. */
 function taskMiscFacts(pd: ProcessDump, t: RemoteTask, rs: bigint[]): void {
-  const [thp, dumpable] = rs.slice(0, 2).map((r, i) => {
-    if (r < 0n && r > -4096n) throw new SyscallError('remote prctl', Number(-r), `${i ? 'GET_DUMPABLE' : 'GET_THP_DISABLE'} in task ${t.pid}`);
-    return Number(r);
-  });
+  const [thp, dumpable] = rs.slice(0, 2).map((r, i) => Number(remoteResult(r, 'prctl', `${i ? 'GET_DUMPABLE' : 'GET_THP_DISABLE'} in task ${t.pid}`)));
   if (thp & PR_THP_DISABLE_EXCEPT_ADVISED) {
     throw new StasisError(ErrorCodes.UNSUPPORTED, `pid ${pd.pid} disabled transparent huge pages except where advised (PR_THP_DISABLE_EXCEPT_ADVISED); images only carry on/off: not supported`);
   }

@@ -9,7 +9,7 @@
 // real-time policy (set by 'sched') makes the kernel zero the slack itself.
 import * as fs from 'node:fs';
 import { abi, schedGetAffinity, schedSetAffinity, ioprioGet, ioprioSet } from '../sys';
-import { StasisError, ErrorCodes, SyscallError } from '../errors';
+import { StasisError, ErrorCodes, remoteResult } from '../errors';
 import type { Msg } from '../images/schema';
 import { defineUnit } from '../unit/unit';
 import type { Loading } from '../unit/checkpoint';
@@ -41,10 +41,13 @@ const sameMask = (a: readonly bigint[], b: readonly bigint[]) => {
   return true;
 };
 
+/** PR_GET_TIMERSLACK's raw answer in thread `tid`, as the slack in ns. */
+function slackOf(r: bigint, tid: number): bigint {
+  return BigInt.asUintN(64, remoteResult(r, 'prctl', `PR_GET_TIMERSLACK in thread ${tid}`));
+}
+
 function timerSlack(t: RemoteTask, tid: number): bigint {
-  const r = t.callRaw('prctl', PR.GET_TIMERSLACK, 0, 0, 0, 0);
-  if (r < 0n && r > -4096n) throw new SyscallError('remote prctl', Number(-r), `PR_GET_TIMERSLACK in thread ${tid}`);
-  return BigInt.asUintN(64, r);
+  return slackOf(t.callRaw('prctl', PR.GET_TIMERSLACK, 0, 0, 0, 0), tid);
 }
 
 function load(ld: Loading): void {
@@ -102,10 +105,7 @@ export const threadAttrsUnit = defineUnit({
   name: 'thread-attrs',
   parasiteThreadCalls: (_ctx, pd, tid) => ({
     calls: [['prctl', PR.GET_TIMERSLACK, 0, 0, 0, 0]],
-    done: ([r]) => {
-      if (r < 0n && r > -4096n) throw new SyscallError('remote prctl', Number(-r), `PR_GET_TIMERSLACK in thread ${tid}`);
-      pd.core.get(tid)!.thread_core!.timer_slack_ns = BigInt.asUintN(64, r);
-    },
+    done: ([r]) => { pd.core.get(tid)!.thread_core!.timer_slack_ns = slackOf(r, tid); },
   }),
   dumpPhases: [{
     name: 'thread-attrs', after: ['parasite'], before: ['write-core'],

@@ -4,7 +4,7 @@
 import * as fs from 'node:fs';
 import { abi } from '../sys';
 import { inBuf, ioBuf, outBuf, type RemoteTask } from '../compel/remote';
-import { StasisError, ErrorCodes, SyscallError } from '../errors';
+import { StasisError, ErrorCodes, remoteResult } from '../errors';
 import type { Msg } from '../images/schema';
 import { defineUnit, type ParasiteCalls, type RemoteCall } from '../unit/unit';
 import type { ProcessDump } from '../unit/dump-ctx';
@@ -28,13 +28,11 @@ function timerCalls(pd: ProcessDump): ParasiteCalls {
   return {
     calls,
     done(rs, t) {
-      rs.forEach((r, i) => {
-        if (r < 0n && r > -4096n) throw new SyscallError(`remote ${calls[i][0]}`, Number(-r), `in task ${t.pid}`);
-      });
+      rs.forEach((r, i) => remoteResult(r, calls[i][0], `in task ${t.pid}`));
       const [real, virt, prof] = vs.map((v): Msg<'itimer_entry'> => ITIMERVAL.decode(v.data));
       const vtid = (tid: number) => pd.vtids.get(tid) ?? tid;
       const entries = posix.map(({ pt, v }, k): Msg<'posix_timer_entry'> => ({
-        it_id: pt.id, clock_id: pt.clock, si_signo: pt.signo, it_sigev_notify: pt.notify, sival_ptr: pt.sival, overrun: Number(rs[3 + 2 * k + 1]),
+        it_id: pt.id, clock_id: pt.clock, si_signo: pt.signo, it_sigev_notify: pt.notify, sival_ptr: pt.sival, overrun: Number(rs[which.length + 2 * k + 1]),
         ...ITIMERSPEC.decode(v.data), notify_thread_id: pt.notify & SIGEV.THREAD_ID ? vtid(pt.tid) : undefined,
       }));
       pd.core.get(pd.pid)!.tc!.timers = { real, virt, prof, posix: entries };

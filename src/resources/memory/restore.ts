@@ -5,7 +5,7 @@ import { guardCalls } from './guards';
 import * as fs from 'node:fs';
 import { abi } from '../../sys';
 import { inBuf, linked, cstr, type RemoteBuf } from '../../compel/remote';
-import { SyscallError } from '../../errors';
+import { SyscallError, remoteResult } from '../../errors';
 import type { Msg } from '../../images/schema';
 import { VMA } from '../../images/criu';
 import { StasisError, ErrorCodes } from '../../errors';
@@ -62,9 +62,7 @@ export function mapVmas(ctx: RestoreCtx, tr: TaskRestore, m: LoadedMm, vmas: Msg
       if (prot !== v.prot) mine!.push({ start: v.start, len: v.end - v.start, prot: v.prot });
       return fd === undefined ? ['mmap', v.start, v.end - v.start, prot, flags | MAP.ANONYMOUS, -1, 0] as const : ['mmap', v.start, v.end - v.start, prot, flags & ~MAP.ANONYMOUS, fd, v.pgoff] as const;
     });
-    for (const r of t.callMany(maps.map((c) => [...c]))) {
-      if (r < 0n && r > -4096n) throw new SyscallError('remote mmap', Number(-r), `in task ${t.pid}`);
-    }
+    for (const r of t.callMany(maps.map((c) => [...c]))) remoteResult(r, 'mmap', `in task ${t.pid}`);
   } finally {
     if (fds.size) t.callMany([...fds.values()].map((fd) => ['close', fd]));
   }
