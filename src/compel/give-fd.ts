@@ -10,6 +10,17 @@ import { outBuf, linked, type RemoteTask } from './remote';
 
 const { AF, SOCK, MSG, IOVEC, MSGHDR, CMSGHDR, SOL, SCM_RIGHTS } = abi;
 
+/**
+ * A file task `t` opens by a system call (`userfaultfd`: it binds to the
+ * caller's mm), ours only: our copy (pidfd_getfd), its fd in the task closed.
+ * A negative number: the call's -errno.
+ */
+export function openedInTask(t: RemoteTask, ...call: Parameters<RemoteTask['callRaw']>): number {
+  const r = Number(t.callRaw(...call));
+  if (r < 0) return r;
+  try { return grabFd(t.pid, r); } finally { t.call('close', r); }
+}
+
 /** A new fd in task `t` for our fd `ours` (close-on-exec: the caller places it). */
 export function giveFd(t: RemoteTask, ours: number): number {
   const pair = outBuf(8);

@@ -17,7 +17,8 @@
 //   then written with process_vm_writev (the VMAs are writable while filled:
 //   restore.ts maps them so), falling back to /proc/PID/mem where it fails.
 import * as fs from 'node:fs';
-import { abi, processVmWritev, grabFd, uffdApi, uffdRegisterMissing, uffdCopy, addressOf } from '../../sys';
+import { abi, processVmWritev, uffdApi, uffdRegisterMissing, uffdCopy, addressOf } from '../../sys';
+import { openedInTask } from '../../compel/give-fd';
 import type { TaskRestore } from '../../unit/restore-ctx';
 import type { Msg } from '../../images/schema';
 import type { LoadedMm } from './load';
@@ -25,10 +26,8 @@ import { isLazyVma } from './lazy';
 import { log } from '../../log';
 import { StasisError, ErrorCodes } from '../../errors';
 
-const { O, MADV } = abi;
+const { O, MADV, UFFD_USER_MODE_ONLY } = abi;
 const HPAGE = 2n << 20n;
-/** userfaultfd(2) flag: only faults from user mode (no privilege needed); ours are none at all. */
-const UFFD_USER_MODE_ONLY = 1;
 
 type ThpMode = 'always' | 'madvise' | 'never';
 let thpMode: ThpMode | undefined;
@@ -69,13 +68,12 @@ export class PageFiller {
     const vmas = (m.mm.vmas ?? []).filter((v) => isLazyVma(v) && !mayUseThp(v, mode, !!m.mm.thp_disabled) && wanted(v.start, v.end));
     if (!vmas.length) return new PageFiller(tr.task.pid, -1, []);
     const t = tr.task;
-    const r = Number(t.callRaw('userfaultfd', O.CLOEXEC | O.NONBLOCK | UFFD_USER_MODE_ONLY));
-    if (r < 0) {
-      log.info(`pages of ${t.pid}: no userfaultfd in the task (errno ${-r}): written through process_vm_writev`);
+    // User-mode faults only (no privilege needed): none is ever served anyway.
+    const fd = openedInTask(t, 'userfaultfd', O.CLOEXEC | O.NONBLOCK | UFFD_USER_MODE_ONLY);
+    if (fd < 0) {
+      log.info(`pages of ${t.pid}: no userfaultfd in the task (errno ${-fd}): written through process_vm_writev`);
       return new PageFiller(t.pid, -1, []);
     }
-    let fd: number;
-    try { fd = grabFd(t.pid, r); } finally { t.call('close', r); }
     const copied: [bigint, bigint][] = [];
     try {
       uffdApi(fd, 0);

@@ -24,7 +24,8 @@
 // the registration (the kernel writing an rseq area, say) is present, so
 // would never fault: it gets its image contents through /proc/PID/mem here.
 import * as fs from 'node:fs';
-import { abi, uffdApi, uffdRegisterMissing, pagemapScanRegions, grabFd } from '../../sys';
+import { abi, uffdApi, uffdRegisterMissing, pagemapScanRegions } from '../../sys';
+import { openedInTask } from '../../compel/give-fd';
 import type { Msg } from '../../images/schema';
 import { VMA } from '../../images/criu';
 import { StasisError, ErrorCodes, SyscallError } from '../../errors';
@@ -105,16 +106,9 @@ const opened = new WeakMap<RestoreCtx, Map<number, number>>();
 export function openLazy(ctx: RestoreCtx, tr: TaskRestore, m: LoadedMm): void {
   if (!ctx.opts.lazyPages || splitSources(m).lazy.length === 0) return;
   const t = tr.task;
-  const r = t.callRaw('userfaultfd', O.CLOEXEC | O.NONBLOCK);
-  if (r < 0n) {
-    throw new StasisError(ErrorCodes.UNSUPPORTED, `--lazy-pages: userfaultfd() in task ${t.pid} failed (${new SyscallError('userfaultfd', Number(-r)).message}): kernel faults need CAP_SYS_PTRACE or vm.unprivileged_userfaultfd`);
-  }
-  const inTask = Number(r);
-  let ours: number;
-  try {
-    ours = grabFd(t.pid, inTask);
-  } finally {
-    t.call('close', inTask);
+  const ours = openedInTask(t, 'userfaultfd', O.CLOEXEC | O.NONBLOCK);
+  if (ours < 0) {
+    throw new StasisError(ErrorCodes.UNSUPPORTED, `--lazy-pages: userfaultfd() in task ${t.pid} failed (${new SyscallError('userfaultfd', -ours).message}): kernel faults need CAP_SYS_PTRACE or vm.unprivileged_userfaultfd`);
   }
   let map = opened.get(ctx);
   if (!map) opened.set(ctx, (map = new Map()));
