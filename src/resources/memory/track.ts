@@ -164,6 +164,16 @@ function openInTask(t: RemoteTask, pd: ProcessDump): number {
 }
 
 /**
+ * A VMA registered for write-protect with `uffd` and all its pages protected.
+ * One the kernel will not register (VM_DROPPABLE...) stays untracked: copied
+ * whole every time.
+ */
+function protectWhole(uffd: number, cv: ClassifiedVma): void {
+  const len = cv.vma.end - cv.vma.start;
+  if (uffdRegisterWp(uffd, cv.vma.start, len) >= 0) uffdWriteProtect(uffd, cv.vma.start, len, true);
+}
+
+/**
  * Arm tracking: a new userfaultfd registered for async write-protect over
  * every private VMA, all their pages protected. The task is frozen.
  */
@@ -176,13 +186,7 @@ function arm(t: RemoteTask, pd: ProcessDump, vmas: ClassifiedVma[]): TrackRecord
   try {
     const offered = uffdApi(ours, UFFD_FEATURES);
     if ((Number(offered) & UFFD_FEATURE.WP_ASYNC) === 0) throw new StasisError(ErrorCodes.UNSUPPORTED, 'this kernel has no asynchronous userfaultfd write-protect (UFFD_FEATURE_WP_ASYNC): memory changes cannot be tracked');
-    for (const cv of vmas) {
-      if (!trackable(cv)) continue;
-      const len = cv.vma.end - cv.vma.start;
-      // A VMA the kernel will not register (VM_DROPPABLE...) stays untracked: copied whole every time.
-      if (uffdRegisterWp(ours, cv.vma.start, len) < 0) continue;
-      uffdWriteProtect(ours, cv.vma.start, len, true);
-    }
+    for (const cv of vmas) if (trackable(cv)) protectWhole(ours, cv);
     return { vpid: pd.vpid, pid: pd.pid, start: pd.stat.startTime, ino: fs.fstatSync(ours).ino, fd };
   } finally {
     fs.closeSync(ours);
@@ -195,29 +199,30 @@ function arm(t: RemoteTask, pd: ProcessDump, vmas: ClassifiedVma[]): TrackRecord
  * protected again (PM_SCAN_WP_MATCHING), VMAs not registered (mapped or moved
  * since) registered and protected, then the fd moved up one or more numbers
  * (the new generation). Undefined when there is no number left up there: the
- * caller arms a new userfaultfd instead. The task is frozen.
+ * caller arms a new userfaultfd instead. The task is frozen. Once the new
+ * number exists the old one goes even if re-arming fails: bits half re-armed
+ * under the parent's generation must never be trusted by a dump made on it.
  */
 function rearm(t: RemoteTask, pd: ProcessDump, u: OurUffd, vmas: ClassifiedVma[], written: Written): TrackRecord | undefined {
   const moved = Number(t.callRaw('fcntl', u.fd, F.DUPFD_CLOEXEC, u.fd + 1));
   if (moved < 0) return undefined;
-  const ours = grabFd(pd.pid, u.fd);
-  const pm = fs.openSync(`/proc/${pd.pid}/pagemap`, 'r');
   try {
-    for (const cv of vmas) {
-      if (!trackable(cv)) continue;
-      const len = cv.vma.end - cv.vma.start;
-      if (written.has(cv.vma.start)) {
+    const ours = grabFd(pd.pid, u.fd);
+    const pm = fs.openSync(`/proc/${pd.pid}/pagemap`, 'r');
+    try {
+      for (const cv of vmas) {
+        if (!trackable(cv)) continue;
         // Only its written pages lost their protection (reported as WRITTEN, present or swapped).
-        pagemapScan(pm, cv.vma.start, cv.vma.end, PM_SCAN.WP_MATCHING | PM_SCAN.CHECK_WPASYNC, PAGE_IS.WRITTEN);
-      } else if (uffdRegisterWp(ours, cv.vma.start, len) >= 0) {
-        uffdWriteProtect(ours, cv.vma.start, len, true);
+        if (written.has(cv.vma.start)) pagemapScan(pm, cv.vma.start, cv.vma.end, PM_SCAN.WP_MATCHING | PM_SCAN.CHECK_WPASYNC, PAGE_IS.WRITTEN);
+        else protectWhole(ours, cv);
       }
+    } finally {
+      fs.closeSync(pm);
+      fs.closeSync(ours);
     }
   } finally {
-    fs.closeSync(pm);
-    fs.closeSync(ours);
+    t.call('close', u.fd);
   }
-  t.call('close', u.fd);
   return { vpid: pd.vpid, pid: pd.pid, start: pd.stat.startTime, ino: u.ino, fd: moved };
 }
 
