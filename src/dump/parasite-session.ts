@@ -18,10 +18,9 @@ function session(ctx: DumpCtx, pd: ProcessDump, units: AnyUnit[]): void {
     const scratch = tally(ctx.timings, 'parasite.scratch', () => p.mapScratch(SCRATCH_LEN));
     try {
       const t = new RemoteTask(p, scratch, SCRATCH_LEN);
-      const declared: ParasiteCalls[] = [];
-      for (const u of units) if (u.parasiteCalls) declared.push(u.parasiteCalls(ctx, pd, ctx.state(u)));
-      for (const u of units) if (u.parasiteThreadCalls) declared.push(u.parasiteThreadCalls(ctx, pd, pd.pid, ctx.state(u)));
-      tally(ctx.timings, 'parasite.batch', () => runDeclared(t, declared));
+      const threadCalls = (tid: number) => units.flatMap((u) => (u.parasiteThreadCalls ? [u.parasiteThreadCalls(ctx, pd, tid, ctx.state(u))] : []));
+      const processCalls = units.flatMap((u) => (u.parasiteCalls ? [u.parasiteCalls(ctx, pd, ctx.state(u))] : []));
+      tally(ctx.timings, 'parasite.batch', () => runDeclared(t, [...processCalls, ...threadCalls(pd.pid)]));
       for (const u of units) if (u.parasite) tally(ctx.timings, `parasite.${u.name}`, () => u.parasite!(ctx, pd, t, ctx.state(u)));
       for (const tid of pd.frozen.threads) {
         // Threads share the leader's code and scratch (the leader stays on
@@ -29,11 +28,7 @@ function session(ctx: DumpCtx, pd: ProcessDump, units: AnyUnit[]): void {
         const tp = p.forThread(tid);
         try {
           const tt = tid === pd.pid ? t : new RemoteTask(tp, scratch, SCRATCH_LEN);
-          if (tid !== pd.pid) {
-            const own: ParasiteCalls[] = [];
-            for (const u of units) if (u.parasiteThreadCalls) own.push(u.parasiteThreadCalls(ctx, pd, tid, ctx.state(u)));
-            tally(ctx.timings, 'parasite.batch', () => runDeclared(tt, own));
-          }
+          if (tid !== pd.pid) tally(ctx.timings, 'parasite.batch', () => runDeclared(tt, threadCalls(tid)));
           for (const u of units) if (u.parasiteThread) tally(ctx.timings, `parasite.${u.name}`, () => u.parasiteThread!(ctx, pd, tid, tt, ctx.state(u)));
         } finally {
           if (tp !== p) tp.cure();

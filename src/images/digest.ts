@@ -448,7 +448,12 @@ let prewarmed: HashPool | null | undefined;
  * faults came in.
  */
 export function prewarmReadAhead(): void {
-  prewarmed ??= startPool(HashPool.defaultThreads(1)) ?? null;
+  prewarmed ??= startReadAheadPool();
+}
+
+/** Threads checking chunks ahead of a lazy server, which goes on copying meanwhile: a core is left to it. */
+function startReadAheadPool(): HashPool | null {
+  return startPool(HashPool.defaultThreads(1)) ?? null;
 }
 
 /**
@@ -577,9 +582,8 @@ export class DeferredChunks {
   private readAhead(e: DigestEntry, from: number): void {
     const done = this.done.get(e.name)!;
     if (e.size < POOL_THRESHOLD || from >= done.length) return;
-    // The server goes on copying meanwhile: a core is left to it.
     if (this.pool === undefined) {
-      this.pool = prewarmed ?? startPool(HashPool.defaultThreads(1)) ?? null;
+      this.pool = prewarmed ?? startReadAheadPool();
       prewarmed = undefined;
     }
     if (!this.pool) return;
