@@ -7,12 +7,11 @@ import { test, before, after } from 'node:test';
 import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { Fixture, initHarness, runStasis, describeCli, tmpDir, restoreDetached, loadDumpedMemory, type CliResult } from './harness';
-import { tryKill, abi } from '../src/sys';
+import { Fixture, initHarness, runStasis, describeCli, tmpDir } from './harness';
+import { startPredump, step, ok, pageCounts, restoreAndCheck, PREDUMP_MIB } from './predump-helpers';
+import { PRECOPY_PREFIX } from '../src/dump/precopy';
 
-const PE_PARENT = 1;
-const MIB = 16;
-const TOTAL = MIB * 256;
+const TOTAL = PREDUMP_MIB * 256;
 
 let root: string;
 const started: Fixture[] = [];
@@ -27,42 +26,10 @@ after(async () => {
   fs.rmSync(root, { recursive: true, force: true });
 });
 
-async function start(): Promise<Fixture> {
-  const fx = await Fixture.start('predump', { args: [String(MIB)] });
-  started.push(fx);
-  return fx;
-}
-
-const steps = new Map<Fixture, number>();
-async function step(fx: Fixture): Promise<void> {
-  const n = (steps.get(fx) ?? 0) + 1;
-  steps.set(fx, n);
-  tryKill(fx.pid, abi.SIG.SIGUSR1);
-  await fx.waitLog(new RegExp(`^STEP ${n}$`, 'm'));
-}
-
-function ok(r: CliResult, what: string): CliResult {
-  assert.equal(r.status, 0, `${what}: ${describeCli(r)}`);
-  return r;
-}
+const start = () => startPredump(started);
 
 function rounds(dir: string): string[] {
-  return fs.readdirSync(dir).filter((f) => f.startsWith('stasis-precopy.'));
-}
-
-function pageCounts(dir: string, pid: number): { copied: number; inParent: number } {
-  const mem = loadDumpedMemory(dir, pid);
-  let copied = 0, inParent = 0;
-  for (const e of mem.entries) if (e.flags & PE_PARENT) inParent += e.nrPages; else copied += e.nrPages;
-  return { copied, inParent };
-}
-
-async function restoreAndCheck(fx: Fixture, dir: string): Promise<void> {
-  const { pid } = restoreDetached(dir);
-  fx.restored();
-  assert.equal(pid, fx.pid);
-  const { log } = await fx.terminate();
-  assert.match(log, /^PASS$/m, `the restored fixture checked its memory:\n${log}`);
+  return fs.readdirSync(dir).filter((f) => f.startsWith(PRECOPY_PREFIX));
 }
 
 test('a dump on a pre-dump copies the changes in a round while running, then only what the round missed; the chain restores exactly', async () => {

@@ -13,7 +13,7 @@ import { test, before, after } from 'node:test';
 import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { Fixture, initHarness, tmpDir, buildFixture, waitFor, STASIS, type CliResult } from './harness';
 import { ImageReader } from '../src/images/image';
 import { PE } from '../src/images/criu';

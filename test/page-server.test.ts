@@ -10,10 +10,9 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { Fixture, initHarness, runStasis, describeCli, tmpDir, restoreDetached, loadDumpedMemory, reap, STASIS, type CliResult } from './harness';
-import { tryKill, abi } from '../src/sys';
+import { Fixture, initHarness, runStasis, describeCli, tmpDir, loadDumpedMemory, reap, STASIS, type CliResult } from './harness';
+import { startPredump, step, ok, pageCounts, restoreAndCheck } from './predump-helpers';
 
-const PE_PARENT = 1;
 const FIRST_PAGES = 'pages-65537.img';
 
 let root: string;
@@ -30,11 +29,6 @@ after(async () => {
   for (const s of servers) if (s.exitCode === null && s.signalCode === null) s.kill('SIGKILL');
   fs.rmSync(root, { recursive: true, force: true });
 });
-
-function ok(r: CliResult, what: string): CliResult {
-  assert.equal(r.status, 0, `${what}: ${describeCli(r)}`);
-  return r;
-}
 
 interface Server { port: number; done: Promise<{ code: number | null; stderr: string }> }
 
@@ -56,19 +50,7 @@ async function pageServer(dir: string, extra: string[] = []): Promise<Server> {
   return { port, done };
 }
 
-let steps = new Map<Fixture, number>();
-async function step(fx: Fixture): Promise<void> {
-  const n = (steps.get(fx) ?? 0) + 1;
-  steps.set(fx, n);
-  tryKill(fx.pid, abi.SIG.SIGUSR1);
-  await fx.waitLog(new RegExp(`^STEP ${n}$`, 'm'));
-}
-
-async function start(): Promise<Fixture> {
-  const fx = await Fixture.start('predump', { args: ['16'] });
-  started.push(fx);
-  return fx;
-}
+const start = () => startPredump(started);
 
 /** What a user does: the sender's images and the page server's in one directory. */
 function combine(sender: string, received: string, into: string): string {
@@ -87,15 +69,6 @@ function runStasisAsync(args: string[]): Promise<CliResult> {
 }
 
 function files(dir: string): string[] { return fs.readdirSync(dir).sort(); }
-
-async function restoreAndCheck(fx: Fixture, dir: string): Promise<void> {
-  const { pid } = restoreDetached(dir);
-  fx.restored();
-  assert.equal(pid, fx.pid);
-  const { status, log } = await fx.terminate();
-  assert.match(log, /^PASS$/m, `the restored fixture checked its memory:\n${log}`);
-  assert.equal(status.kind, 'exited');
-}
 
 test('pre-dump and dump through page servers: pages there, the rest here; put together, the chain verifies and restores exactly', async () => {
   const fx = await start();
@@ -125,8 +98,7 @@ test('pre-dump and dump through page servers: pages there, the rest here; put to
   fs.rmSync(path.join(c2, 'parent'));
   fs.symlinkSync('../pre', path.join(c2, 'parent'));
   void c1;
-  const mem = loadDumpedMemory(c2, fx.pid);
-  const inParent = mem.entries.filter((e) => e.flags & PE_PARENT).reduce((n, e) => n + e.nrPages, 0);
+  const { inParent } = pageCounts(c2, fx.pid);
   assert.ok(inParent > 2048, `${inParent} pages referred to the pre-dump`);
   ok(runStasis(['check-images', c2]), 'check-images of the combined chain');
   await restoreAndCheck(fx, c2);

@@ -8,11 +8,8 @@ import { test, before, after } from 'node:test';
 import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { Fixture, initHarness, runStasis, describeCli, tmpDir, restoreDetached, loadDumpedMemory, listFds, type CliResult } from './harness';
-import { tryKill, abi } from '../src/sys';
-
-const PE_PARENT = 1;
-const MIB = '16';
+import { Fixture, initHarness, runStasis, describeCli, tmpDir, listFds } from './harness';
+import { startPredump, step, ok, pageCounts, restoreAndCheck, PREDUMP_MIB } from './predump-helpers';
 
 let root: string;
 const started: Fixture[] = [];
@@ -27,25 +24,7 @@ after(async () => {
   fs.rmSync(root, { recursive: true, force: true });
 });
 
-async function start(): Promise<Fixture> {
-  const fx = await Fixture.start('predump', { args: [MIB] });
-  started.push(fx);
-  return fx;
-}
-
-let steps = new Map<Fixture, number>();
-/** The fixture's next step (SIGUSR1), waited for in its log. */
-async function step(fx: Fixture): Promise<void> {
-  const n = (steps.get(fx) ?? 0) + 1;
-  steps.set(fx, n);
-  tryKill(fx.pid, abi.SIG.SIGUSR1);
-  await fx.waitLog(new RegExp(`^STEP ${n}$`, 'm'));
-}
-
-function ok(r: CliResult, what: string): CliResult {
-  assert.equal(r.status, 0, `${what}: ${describeCli(r)}`);
-  return r;
-}
+const start = () => startPredump(started);
 
 function preDump(fx: Fixture, dir: string, prev?: string): void {
   ok(runStasis(['pre-dump', '-t', String(fx.pid), '-D', dir, ...(prev ? ['--prev-images-dir', prev] : [])]), `pre-dump into ${dir}`);
@@ -58,36 +37,20 @@ async function finalDump(fx: Fixture, dir: string, prev: string): Promise<void> 
   assert.equal(st.kind, 'signaled', 'killed by the dump');
 }
 
-/** Restore from `dir`, stop it, and hold it to its own check of every byte. */
-async function restoreAndCheck(fx: Fixture, dir: string): Promise<void> {
-  const { pid } = restoreDetached(dir);
-  fx.restored();
-  assert.equal(pid, fx.pid);
-  const { status, log } = await fx.terminate();
-  assert.match(log, /^PASS$/m, `the restored fixture checked its memory:\n${log}`);
-  assert.equal(status.kind, 'exited');
-  assert.equal(status.code, 0);
-}
-
-/** Pages copied into `dir` and pages referred to its parent. */
-function pageCounts(dir: string, pid: number): { copied: number; inParent: number } {
-  const mem = loadDumpedMemory(dir, pid);
-  let copied = 0, inParent = 0;
-  for (const e of mem.entries) if (e.flags & PE_PARENT) inParent += e.nrPages; else copied += e.nrPages;
-  return { copied, inParent };
+/** The task's fds that are userfaultfds. */
+function uffdFds(pid: number): string[] {
+  return listFds(pid).filter((fd) => { try { return fs.readlinkSync(`/proc/${pid}/fd/${fd}`) === 'anon_inode:[userfaultfd]'; } catch { return false; } });
 }
 
 /** The task's userfaultfd of ours: its fd number and inode. */
 function uffdOf(pid: number): { fd: number; ino: number } {
-  const fds = listFds(pid).filter((fd) => { try { return fs.readlinkSync(`/proc/${pid}/fd/${fd}`) === 'anon_inode:[userfaultfd]'; } catch { return false; } });
+  const fds = uffdFds(pid);
   assert.equal(fds.length, 1, `one userfaultfd in ${pid}: ${fds}`);
   return { fd: Number(fds[0]), ino: fs.statSync(`/proc/${pid}/fd/${fds[0]}`).ino };
 }
 
 function hasUffd(pid: number): boolean {
-  return listFds(pid).some((fd) => {
-    try { return fs.readlinkSync(`/proc/${pid}/fd/${fd}`) === 'anon_inode:[userfaultfd]'; } catch { return false; }
-  });
+  return uffdFds(pid).length > 0;
 }
 
 test('pre-dump then dump --prev-images-dir --track-mem: only the rewritten pages are copied; restore is exact', async () => {
@@ -101,7 +64,7 @@ test('pre-dump then dump --prev-images-dir --track-mem: only the rewritten pages
   assert.equal(fs.readlinkSync(path.join(d2, 'parent')), '../single-1', 'criu\'s parent link, relative as given');
   const pre = pageCounts(d1, fx.pid), inc = pageCounts(d2, fx.pid);
   assert.equal(pre.inParent, 0);
-  const total = Number(MIB) * 256;
+  const total = PREDUMP_MIB * 256;
   assert.ok(pre.copied >= total - total / 97 - 4, `pre-dump copied ${pre.copied} pages`);
   // ~10% rewritten (+4 new, + the data, stack and model pages): far fewer than all.
   assert.ok(inc.copied < total / 5, `the dump copied ${inc.copied} pages of ${total}`);
@@ -212,7 +175,7 @@ test('a dump on a pre-dump whose tracking was re-armed since by another copies e
   ok(runStasis(['dump', '-t', String(fx.pid), '-D', d[2], '-R', '--track-mem', '--prev-images-dir', '../stale-a']), 'dump on the older pre-dump');
   const c = pageCounts(d[2], fx.pid);
   assert.equal(c.inParent, 0, 'nothing trusted to the parent whose tracking is gone');
-  assert.ok(c.copied >= Number(MIB) * 256 - 8, `every page copied (${c.copied})`);
+  assert.ok(c.copied >= PREDUMP_MIB * 256 - 8, `every page copied (${c.copied})`);
   await step(fx);
   await finalDump(fx, d[3], '../stale-c');
   assert.ok(pageCounts(d[3], fx.pid).inParent > 0, 'the -R --track-mem dump armed a generation of its own');
