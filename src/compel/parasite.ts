@@ -369,6 +369,12 @@ export class Parasite {
   batchTarget(): { at: bigint; room: number; sig: number; fallback: bigint } | undefined {
     const a = this.area;
     if (this.mode !== 'self-restoring' || this.cured || !a?.batchPage) return undefined;
+    // Only the process's one parasite: every block unmaps the scratch mapping
+    // (the batch page with it) if we die, so a thread running a batch there
+    // while another parasite of its process sits on its block could lose its
+    // code under it (SIGSEGV: seen in a dump of a threaded target killed at
+    // random, once thread sessions batched their calls).
+    if (a.owner.some((o) => o !== null && o !== this)) return undefined;
     const status = readStatus(this.pid);
     const caught = sigmaskFromStatus(status, 'SigCgt');
     const busy = caught | this.savedMask | sigmaskFromStatus(status, 'SigPnd') | sigmaskFromStatus(status, 'ShdPnd');

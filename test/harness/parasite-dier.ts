@@ -73,6 +73,10 @@ function run(where: DieAt, pid: number): void {
     if (tid === undefined) throw new Error(`process ${pid} has one thread`);
     const tp = p.forThread(tid);
     tp.syscall('gettid');
+    // Calls asked of a thread while the leader holds its block: one by one,
+    // never a batch in the scratch page the leader's block unmaps if we die.
+    tp.onBatch = () => { throw new Error(`a batch ran in thread ${tid} while the leader held its block`); };
+    new RemoteTask(tp, scratch, abi.PAGE_SIZE).callMany([['gettid'], ['getpid']]);
     die(where);
   }
   if (where === 'cure-mask' || where === 'cure-regs') {
