@@ -52,6 +52,16 @@ export function pidfdGetfd(pidfd: number, targetfd: number): number {
   return sys('pidfd_getfd', pidfd, targetfd, 0, 0, 0, 0, `fd ${targetfd}`);
 }
 
+/**
+ * process_mrelease(2): free the memory of a process that is dying (SIGKILLed)
+ * in the caller, beside its own exit, instead of leaving all of it to the
+ * exiting task. Returns -errno (EINVAL: not dying, or its memory is shared
+ * with a live process; ENOSYS before Linux 5.15): freeing is then the exit's.
+ */
+export function tryProcessMrelease(pidfd: number): number {
+  return sysTry('process_mrelease', pidfd, 0);
+}
+
 /** A copy of fd `fd` of process `pid` as an fd of ours (the same open file description). Close it when done. */
 export function grabFd(pid: number, fd: number): number {
   const pidfd = pidfdOpen(pid);

@@ -31,7 +31,7 @@ export const SYS = {
   memfd_create: 319, execveat: 322, userfaultfd: 323, membarrier: 324, statx: 332, rseq: 334,
   pidfd_send_signal: 424, open_tree: 428, move_mount: 429, fsopen: 430, fsconfig: 431, fsmount: 432,
   pidfd_open: 434, clone3: 435, close_range: 436, pidfd_getfd: 438, process_madvise: 440,
-  mount_setattr: 442, futex_waitv: 449,
+  mount_setattr: 442, process_mrelease: 448, futex_waitv: 449,
   semop: 65, msgsnd: 69, msgrcv: 70,
 } as const;
 export type SysName = keyof typeof SYS;
