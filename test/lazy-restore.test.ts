@@ -184,7 +184,7 @@ test('a damaged page chunk: the tree runs (other images checked up front), the s
   // An eager restore refuses it before anything is created.
   const eager = runStasis(['restore', '-D', dir, '-d']);
   assert.equal(eager.status, 1, describeCli(eager));
-  assert.match(eager.stderr, new RegExp(`^stasis: ${pages.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}: contents do not match their SHA-256 in .*stasis-digest \\(chunk \\d+, bytes \\d+ to \\d+\\): the checkpoint is damaged`, 'm'));
+  assert.match(eager.stderr, new RegExp(`^stasis: ${pages.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}: contents do not match their CRC-32 in .*stasis-digest \\(chunk \\d+, bytes \\d+ to \\d+\\): the checkpoint is damaged`, 'm'));
   assert.ok(!fs.existsSync(`/proc/${fx.pid}`), 'nothing created');
   const hold = path.join(root, 'hold-bad-chunk');
   const logFile = path.join(root, 'bad-chunk.log');
@@ -200,5 +200,5 @@ test('a damaged page chunk: the tree runs (other images checked up front), the s
   const cs = await reap(child, 10000);
   assert.deepEqual([cs.kind, cs.kind === 'signaled' ? cs.signal : -1], ['signaled', abi.SIG.SIGKILL], 'the restored child is killed');
   assert.doesNotMatch(fx.log(), /^FAIL|^PASS/m);
-  assert.match(fs.readFileSync(logFile, 'utf8'), /contents do not match their SHA-256 in .*\(chunk \d+, bytes \d+ to \d+\): the checkpoint is damaged/);
+  assert.match(fs.readFileSync(logFile, 'utf8'), /contents do not match their CRC-32 in .*\(chunk \d+, bytes \d+ to \d+\): the checkpoint is damaged/);
 });

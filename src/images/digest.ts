@@ -8,40 +8,58 @@
 //
 // The digest is a text file, canonical (one form for one content: sorted,
 // no leading zeros, lower-case hex, one final newline), so that a change of
-// any bit of it is refused too. Version 2:
+// any bit of it is refused too. Version 3:
 //
-//   stasis-digest 2 sha256
+//   stasis-digest 3 sha256 crc32
 //   SIZE SHA256 NAME          a file hashed whole
-//   SIZE *CHUNK NAME          a file hashed per chunk of CHUNK bytes (pages-*.img),
-//    SHA256                   then one line per chunk (a space first), in order:
-//    ...                      ceil(SIZE / CHUNK) of them, the last one shorter
+//   SIZE crc32*CHUNK NAME     a file summed per chunk of CHUNK bytes (pages-*.img),
+//    CRC32                    then one line per chunk (a space first, 8 hex digits),
+//    ...                      in order: ceil(SIZE / CHUNK) of them, the last shorter
+//   SIZE *CHUNK NAME          the same with a SHA-256 per chunk (version 2's form)
 //
-// Version 1 (`stasis-digest 1 sha256`, whole lines only) is still read.
+// Versions 1 (`stasis-digest 1 sha256`, whole lines only) and 2
+// (`stasis-digest 2 sha256`: chunks by SHA-256 only) are still read.
 //
-// Why chunks: one SHA-256 stream is one core (~1.6 GB/s here with SHA-NI),
+// Why chunks: one SHA-256 stream is one core (~2 GB/s here with SHA-NI),
 // which made the digest the bottleneck of a big dump and of a restore's
-// check. A pages file's chunks are independent, so the dump hashes them on
+// check. A pages file's chunks are independent, so the dump sums them on
 // a pool of threads (hash-pool.ts) while it goes on writing, the restore
 // checks them the same way, and a lazy restore checks each chunk when it
 // first reads from it (DeferredChunks), before any of it reaches the task.
+//
+// Why CRC-32 for pages (version 3): pages are nearly all of a big checkpoint,
+// and SHA-256 of 1 GiB is ~0.5 s of CPU, more than its copy; on 2 cores it was
+// the dump's tail (the commit waited ~240 ms for it) and ~300 ms of every
+// restore's check, and under load it took the cores the copy needed. zlib's
+// CRC-32 (carry-less multiply) sums 1 GiB in ~0.15 s. What the digest is for
+// is bit rot, torn writes and stray edits (above: not an attacker), which a
+// 32-bit CRC per 4 MiB catches as file systems' block checksums do (btrfs'
+// crc32c, ZFS's fletcher4): any burst of up to 32 bits, else all but 1 in 2^32.
+// The small files (every other image) and the digest's own pin in a chain
+// stay SHA-256.
 import * as fs from 'node:fs';
 import * as crypto from 'node:crypto';
 import { StasisError, ErrorCodes } from '../errors';
 import { abi } from '../sys';
 import { ImageReader, describeIoError } from './image';
 import { HashPool, type ChunkResult } from './hash-pool';
+import { chunkSum, sumChunk, CHUNK_ALG, ALG_NAME, type ChunkAlg, type ChunkSum } from './chunk-sum';
+
+export { CHUNK_ALG, type ChunkAlg };
 
 /** The digest's name in the images directory. */
 import { DIGEST_FILE } from './digest-name';
 
 export { DIGEST_FILE };
-const HEADERS = { 1: 'stasis-digest 1 sha256', 2: 'stasis-digest 2 sha256' } as const;
+const HEADERS = { 1: 'stasis-digest 1 sha256', 2: 'stasis-digest 2 sha256', 3: 'stasis-digest 3 sha256 crc32' } as const;
 export type DigestVersion = keyof typeof HEADERS;
+const VERSIONS = new Map<string, DigestVersion>(Object.entries(HEADERS).map(([v, h]) => [h, Number(v) as DigestVersion]));
 /** Names a checkpoint's files may have: no path, no leading dot (staging dirs), ASCII. */
 const NAME_RE = /^[A-Za-z0-9_][A-Za-z0-9._-]*$/;
 const NUM = '(0|[1-9][0-9]{0,15})';
-const LINE_RE = new RegExp(`^${NUM} (?:([0-9a-f]{64})|\\*([1-9][0-9]{0,15})) (.+)$`);
-const CHUNK_LINE_RE = /^ ([0-9a-f]{64})$/;
+const LINE_RE = new RegExp(`^${NUM} (?:([0-9a-f]{64})|(crc32)?\\*([1-9][0-9]{0,15})) (.+)$`);
+const CHUNK_LINE_RE = { sha256: /^ ([0-9a-f]{64})$/, crc32: /^ ([0-9a-f]{8})$/ } as const;
+
 
 /**
  * The chunk size of pages files: a lazy restore's first read in a chunk
@@ -53,8 +71,8 @@ export const CHUNK_SIZE = 4 << 20;
 /** Chunks of at most this (a multiple of the page size) are read. */
 const MAX_CHUNK = 1 << 30;
 
-/** A file hashed whole (`sha256`) or per chunk (`chunk` bytes each, their SHA-256s in `chunks`). */
-export interface DigestEntry { name: string; size: number; sha256?: string; chunk?: number; chunks?: string[] }
+/** A file hashed whole (`sha256`) or per chunk (`chunk` bytes each, their sums by `alg` in `chunks`). */
+export interface DigestEntry { name: string; size: number; sha256?: string; chunk?: number; chunks?: string[]; alg?: ChunkAlg }
 /** A parsed digest: its entries by file name; `deferred`: chunks a lazy restore checks as it reads them. */
 export type DigestListing = ReadonlyMap<string, DigestEntry> & { deferred?: DeferredChunks };
 
@@ -76,13 +94,14 @@ function validChunk(chunk: number): boolean {
 }
 
 /** The digest file's bytes for `entries` (version 1 only for files hashed whole: tests of old checkpoints). */
-export function formatDigest(entries: Iterable<DigestEntry>, version: DigestVersion = 2): Buffer {
+export function formatDigest(entries: Iterable<DigestEntry>, version: DigestVersion = 3): Buffer {
   const sorted = [...entries].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   const lines: string[] = [HEADERS[version]];
   for (const e of sorted) {
     if (e.chunks) {
-      if (version === 1) throw new StasisError(ErrorCodes.INTERNAL, `${e.name}: a version 1 digest has no chunks`);
-      lines.push(`${e.size} *${e.chunk} ${e.name}`, ...e.chunks.map((c) => ` ${c}`));
+      const alg = e.alg ?? 'sha256';
+      if (version === 1 || (version === 2 && alg !== 'sha256')) throw new StasisError(ErrorCodes.INTERNAL, `${e.name}: a version ${version} digest has no ${alg} chunks`);
+      lines.push(`${e.size} ${alg === 'crc32' ? 'crc32' : ''}*${e.chunk} ${e.name}`, ...e.chunks.map((c) => ` ${c}`));
     } else {
       lines.push(`${e.size} ${e.sha256} ${e.name}`);
     }
@@ -90,32 +109,34 @@ export function formatDigest(entries: Iterable<DigestEntry>, version: DigestVers
   return Buffer.from(lines.join('\n') + '\n', 'latin1');
 }
 
-/** Parse a digest (version 1 or 2) strictly; `where` (its path) names it in errors. */
+/** Parse a digest (version 1, 2 or 3) strictly; `where` (its path) names it in errors. */
 export function parseDigest(where: string, buf: Buffer): Map<string, DigestEntry> {
   const lines = buf.toString('latin1').split('\n');
   if (lines.pop() !== '') throw corrupt(`${where}: damaged (does not end with a newline)`);
-  const version = lines[0] === HEADERS[2] ? 2 : lines[0] === HEADERS[1] ? 1 : 0;
-  if (!version) throw corrupt(`${where}: not a stasis digest, or damaged (first line is not '${HEADERS[2]}' or '${HEADERS[1]}')`);
+  const version = VERSIONS.get(lines[0]);
+  if (!version) throw corrupt(`${where}: not a stasis digest, or damaged (first line is not '${HEADERS[3]}', '${HEADERS[2]}' or '${HEADERS[1]}')`);
   const out = new Map<string, DigestEntry>();
   let prev = '';
   for (let i = 1; i < lines.length; i++) {
     const m = LINE_RE.exec(lines[i]);
     const size = m ? Number(m[1]) : NaN;
-    const chunk = m?.[3] !== undefined ? Number(m[3]) : undefined;
-    if (!m || !Number.isSafeInteger(size) || !NAME_RE.test(m[4]) || m[4] === DIGEST_FILE || (chunk !== undefined && (version === 1 || !validChunk(chunk)))) {
-      throw corrupt(`${where}: line ${i + 1} is damaged (not 'SIZE SHA256 NAME'${version === 2 ? " or 'SIZE *CHUNK NAME'" : ''})`);
+    const chunk = m?.[4] !== undefined ? Number(m[4]) : undefined;
+    const alg: ChunkAlg = m?.[3] ? 'crc32' : 'sha256';
+    if (!m || !Number.isSafeInteger(size) || !NAME_RE.test(m[5]) || m[5] === DIGEST_FILE || (chunk !== undefined && (version === 1 || !validChunk(chunk) || (version === 2 && alg !== 'sha256')))) {
+      const forms = version === 3 ? ", 'SIZE crc32*CHUNK NAME' or 'SIZE *CHUNK NAME'" : version === 2 ? " or 'SIZE *CHUNK NAME'" : '';
+      throw corrupt(`${where}: line ${i + 1} is damaged (not 'SIZE SHA256 NAME'${forms})`);
     }
-    const name = m[4];
+    const name = m[5];
     if (name <= prev) throw corrupt(`${where}: line ${i + 1} is damaged (${name} out of order or listed twice)`);
     prev = name;
     if (chunk === undefined) { out.set(name, { name, size, sha256: m[2] }); continue; }
     const chunks: string[] = [];
     for (let k = chunkCount(size, chunk); k > 0; k--) {
-      const c = CHUNK_LINE_RE.exec(lines[++i] ?? '');
-      if (!c) throw corrupt(`${where}: line ${i + 1} is damaged (${name} lists ${chunkCount(size, chunk)} chunks, not ' SHA256' here)`);
+      const c = CHUNK_LINE_RE[alg].exec(lines[++i] ?? '');
+      if (!c) throw corrupt(`${where}: line ${i + 1} is damaged (${name} lists ${chunkCount(size, chunk)} chunks, not ' ${alg.toUpperCase()}' here)`);
       chunks.push(c[1]);
     }
-    out.set(name, { name, size, chunk, chunks });
+    out.set(name, { name, size, chunk, chunks, alg });
   }
   if (out.size === 0) throw corrupt(`${where}: damaged (lists no files)`);
   // Belt and braces: the canonical form of what was read is what was read.
@@ -149,12 +170,12 @@ export function isChunked(name: string): boolean {
   return name.startsWith('pages-');
 }
 
-/** Hash chunks of `len` bytes from `fd` at `off`, each CHUNK bytes (the last shorter), on this thread. */
-function hashChunksFd(fd: number, off: number, len: number, chunk: number): string[] {
+/** Sum chunks of `len` bytes from `fd` at `off` by `alg`, each CHUNK bytes (the last shorter), on this thread. */
+function hashChunksFd(fd: number, off: number, len: number, chunk: number, alg: ChunkAlg): string[] {
   const b = (readBuf ??= Buffer.allocUnsafe(READ_CHUNK));
   const out: string[] = [];
   for (let at = off; at < off + len; at += chunk) {
-    const h = crypto.createHash('sha256');
+    const h = chunkSum(alg);
     const end = Math.min(off + len, at + chunk);
     for (let pos = at; pos < end; ) {
       const n = fs.readSync(fd, b, 0, Math.min(b.length, end - pos), pos);
@@ -162,19 +183,21 @@ function hashChunksFd(fd: number, off: number, len: number, chunk: number): stri
       h.update(n === b.length ? b : b.subarray(0, n));
       pos += n;
     }
-    out.push(h.digest('hex'));
+    out.push(h.hex());
   }
   return out;
 }
 
-/** Per-chunk SHA-256 of data arriving in order (a page server's sender: it sees every byte it sends). */
+/** Per-chunk sums of data arriving in order (a page server's sender: it sees every byte it sends). */
 export class ChunkedHasher {
   private readonly sums: string[] = [];
-  private hash = crypto.createHash('sha256');
+  private hash: ChunkSum;
   private inChunk = 0;
   private size = 0;
 
-  constructor(private readonly chunk = CHUNK_SIZE) {}
+  constructor(private readonly chunk = CHUNK_SIZE, private readonly alg = CHUNK_ALG) {
+    this.hash = chunkSum(alg);
+  }
 
   update(data: Buffer): void {
     for (let o = 0; o < data.length; ) {
@@ -183,15 +206,15 @@ export class ChunkedHasher {
       o += n;
       this.inChunk += n;
       this.size += n;
-      if (this.inChunk === this.chunk) { this.sums.push(this.hash.digest('hex')); this.hash = crypto.createHash('sha256'); this.inChunk = 0; }
+      if (this.inChunk === this.chunk) { this.sums.push(this.hash.hex()); this.hash = chunkSum(this.alg); this.inChunk = 0; }
     }
   }
 
   /** The entry of file `name` (the hasher is done). */
   finish(name: string): DigestEntry {
-    if (this.inChunk) this.sums.push(this.hash.digest('hex'));
+    if (this.inChunk) this.sums.push(this.hash.hex());
     this.inChunk = 0;
-    return { name, size: this.size, chunk: this.chunk, chunks: this.sums };
+    return { name, size: this.size, chunk: this.chunk, chunks: this.sums, alg: this.alg };
   }
 }
 
@@ -228,7 +251,7 @@ export class RawHash {
     if (!pool) return false;
     for (let k = this.jobs.length; k < upTo; k++) {
       const off = k * this.chunk;
-      this.jobs.push(pool.submit({ path: this.stagedPath }, off, Math.min(this.chunk, this.written - off)));
+      this.jobs.push(pool.submit({ path: this.stagedPath }, off, Math.min(this.chunk, this.written - off), CHUNK_ALG));
     }
     return true;
   }
@@ -246,7 +269,7 @@ export class RawHash {
     try {
       const fd = fs.openSync(this.stagedPath, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | abi.O.CLOEXEC);
       try {
-        if (this.chunked) this.result = { name: this.name, size, chunk: this.chunk, chunks: hashChunksFd(fd, 0, size, this.chunk) };
+        if (this.chunked) this.result = { name: this.name, size, chunk: this.chunk, chunks: hashChunksFd(fd, 0, size, this.chunk, CHUNK_ALG), alg: CHUNK_ALG };
         else { const h = hashFd(fd); this.result = { name: this.name, size: h.size, sha256: h.sha256 }; }
       } finally { fs.closeSync(fd); }
     } catch (e) {
@@ -260,7 +283,7 @@ export class RawHash {
       const rs = this.jobs.map((id) => this.owner.pool()!.result(id));
       const bad = rs.find((r): r is ChunkResult & { error: string } => 'error' in r);
       if (bad) this.error = bad.error;
-      else this.result = { name: this.name, size: this.written, chunk: this.chunk, chunks: rs.map((r) => (r as { sha256: string }).sha256) };
+      else this.result = { name: this.name, size: this.written, chunk: this.chunk, chunks: rs.map((r) => (r as { sum: string }).sum), alg: CHUNK_ALG };
     }
     if (this.error || !this.result) throw new StasisError(ErrorCodes.IO_ERROR, `cannot hash ${this.name}: ${this.error}`);
     if (this.result.size !== this.written) throw new StasisError(ErrorCodes.INTERNAL, `${this.name}: hashed ${this.result.size} bytes of ${this.written}`);
@@ -388,7 +411,7 @@ function checkFile(images: ImageReader, e: DigestEntry, where: string, check: Fi
 
 function chunkMismatch(p: string, where: string, e: DigestEntry, k: number): string {
   const from = k * e.chunk!;
-  return `${p}: contents do not match their SHA-256 in ${where} (chunk ${k}, bytes ${from} to ${Math.min(e.size, from + e.chunk!)})`;
+  return `${p}: contents do not match their ${ALG_NAME[e.alg ?? 'sha256']} in ${where} (chunk ${k}, bytes ${from} to ${Math.min(e.size, from + e.chunk!)})`;
 }
 
 /**
@@ -405,7 +428,7 @@ function checkChunked(images: ImageReader, es: DigestEntry[], where: string, che
       const fd = openListed(images, e, where, checks.get(e.name)!);
       if (fd === undefined) continue;
       const jobs: number[] = [];
-      if (pool) for (let k = 0; k < e.chunks!.length; k++) jobs.push(pool.submit({ fd }, k * e.chunk!, Math.min(e.chunk!, e.size - k * e.chunk!)));
+      if (pool) for (let k = 0; k < e.chunks!.length; k++) jobs.push(pool.submit({ fd }, k * e.chunk!, Math.min(e.chunk!, e.size - k * e.chunk!), e.alg ?? 'sha256'));
       open.push({ e, fd, jobs });
     }
     for (const { e, fd, jobs } of open) {
@@ -417,9 +440,9 @@ function checkChunked(images: ImageReader, es: DigestEntry[], where: string, che
           const rs = jobs.map((id) => pool.result(id));
           const bad = rs.find((r): r is ChunkResult & { error: string } => 'error' in r);
           if (bad) throw Object.assign(new Error(bad.error), { code: bad.error });
-          sums = rs.map((r) => (r as { sha256: string }).sha256);
+          sums = rs.map((r) => (r as { sum: string }).sum);
         } else {
-          sums = hashChunksFd(fd, 0, e.size, e.chunk!);
+          sums = hashChunksFd(fd, 0, e.size, e.chunk!, e.alg ?? 'sha256');
         }
       } catch (err) {
         Object.assign(check, { ok: false, code: ErrorCodes.IO_ERROR, problem: `${p}: cannot read: ${describeIoError(err)}` });
@@ -562,7 +585,7 @@ export class DeferredChunks {
     const r = wait ? this.pool!.result(job) : this.pool!.tryResult(job);
     if (!r) return false;
     if ('error' in r) return false; // read again here, for the exact error
-    if (r.sha256 !== e.chunks![k]) throw new StasisError(ErrorCodes.CORRUPT, `${chunkMismatch(this.images.path(e.name), this.where, e, k)}: the checkpoint is damaged`);
+    if (r.sum !== e.chunks![k]) throw new StasisError(ErrorCodes.CORRUPT, `${chunkMismatch(this.images.path(e.name), this.where, e, k)}: the checkpoint is damaged`);
     return true;
   }
 
@@ -592,7 +615,7 @@ export class DeferredChunks {
     let fd = this.fds.get(e.name);
     if (fd === undefined) this.fds.set(e.name, (fd = this.images.open(e.name)));
     for (let k = from; k < Math.min(done.length, from + READ_AHEAD); k++) {
-      if (!done[k] && !q.has(k)) q.set(k, this.pool.submit({ fd }, k * e.chunk!, Math.min(e.chunk!, e.size - k * e.chunk!)));
+      if (!done[k] && !q.has(k)) q.set(k, this.pool.submit({ fd }, k * e.chunk!, Math.min(e.chunk!, e.size - k * e.chunk!), e.alg ?? 'sha256'));
     }
   }
 
@@ -616,7 +639,7 @@ export class DeferredChunks {
   private judge(e: DigestEntry, k: number, data: Buffer | undefined): void {
     const p = this.images.path(e.name);
     if (!data) throw new StasisError(ErrorCodes.CORRUPT, `${p}: shorter than the ${e.size} bytes ${this.where} lists: the checkpoint is damaged`);
-    if (sha256(data) !== e.chunks![k]) throw new StasisError(ErrorCodes.CORRUPT, `${chunkMismatch(p, this.where, e, k)}: the checkpoint is damaged`);
+    if (sumChunk(e.alg ?? 'sha256', data) !== e.chunks![k]) throw new StasisError(ErrorCodes.CORRUPT, `${chunkMismatch(p, this.where, e, k)}: the checkpoint is damaged`);
   }
 }
 

@@ -1,7 +1,7 @@
 // The digest's hashing threads: a small pool of workers (digest-worker.ts),
 // one per core (at most MAX_THREADS; a dump leaves one core to its copy),
 // each hashing whole chunks of files
-// (digest.ts: a pages file's digest is a list of per-chunk SHA-256s, so its
+// (digest.ts: a pages file's digest is a list of per-chunk sums, so its
 // chunks are independent and can be hashed by several threads at once, in
 // any order). Jobs go to the thread with the fewest outstanding ones. The
 // caller's thread is blocked in synchronous calls most of the time, so it
@@ -13,13 +13,14 @@ import * as path from 'node:path';
 import type { Worker, MessagePort } from 'node:worker_threads';
 import { workerThreads } from '../node-lazy';
 import { StasisError, ErrorCodes } from '../errors';
+import type { ChunkAlg } from './chunk-sum';
 
 /** More threads than this buy nothing here: the page copy and the memory bus are shared. */
 const MAX_THREADS = 4;
 /** A pool that hashed nothing for this long is taken for dead. */
 const STALL_MS = 60000;
 
-export type ChunkResult = { id: number; sha256: string } | { id: number; error: string };
+export type ChunkResult = { id: number; sum: string } | { id: number; error: string };
 
 interface Thread { worker: Worker; port: MessagePort; outstanding: number }
 
@@ -56,14 +57,14 @@ export class HashPool {
     return Math.max(1, Math.min(MAX_THREADS, (os.availableParallelism?.() ?? os.cpus().length) - reserve));
   }
 
-  /** Hash [off, off+len) of the file at `file` (opened by the thread) or of our open `fd`; returns the job's id. */
-  submit(src: { path: string } | { fd: number }, off: number, len: number): number {
+  /** Sum [off, off+len) by `alg` of the file at `file` (opened by the thread) or of our open `fd`; returns the job's id. */
+  submit(src: { path: string } | { fd: number }, off: number, len: number, alg: ChunkAlg): number {
     this.collect();
     const id = this.nextId++;
     const t = this.threads.reduce((a, b) => (b.outstanding < a.outstanding ? b : a));
     t.outstanding++;
     this.owner.set(id, t);
-    t.worker.postMessage({ id, ...src, off, len });
+    t.worker.postMessage({ id, ...src, off, len, alg });
     return id;
   }
 

@@ -19,18 +19,56 @@ const ENTRIES: DigestEntry[] = [
 ];
 /** A chunked entry (version 2): 3 chunks of 8 KiB, the last one shorter. */
 const PAGES2 = Buffer.alloc(20480, 7);
-const CHUNKED: DigestEntry = { name: 'pages-2.img', size: 20480, chunk: 8192, chunks: [sha256(PAGES2.subarray(0, 8192)), sha256(PAGES2.subarray(8192, 16384)), sha256(PAGES2.subarray(16384))] };
+const CHUNKED: DigestEntry = { name: 'pages-2.img', size: 20480, chunk: 8192, chunks: [sha256(PAGES2.subarray(0, 8192)), sha256(PAGES2.subarray(8192, 16384)), sha256(PAGES2.subarray(16384))], alg: 'sha256' };
 const V2 = [...ENTRIES, CHUNKED];
+/** The same chunks by CRC-32 (version 3), beside one by SHA-256 (still allowed in version 3). */
+const PAGES3 = Buffer.from(Array.from({ length: 20480 }, (_, i) => (i * 31) & 0xff));
+const CRC_CHUNKED: DigestEntry = { name: 'pages-3.img', size: 20480, chunk: 8192, chunks: chunkSums(PAGES3, 8192, 'crc32'), alg: 'crc32' };
+const V3 = [...V2, CRC_CHUNKED];
 
-/** Per-chunk SHA-256s of `data`, computed here independently of digest.ts. */
-function chunkSums(data: Buffer, chunk: number): string[] {
+/** CRC-32 (IEEE 802.3, reflected, as zlib's), bit by bit: independent of the code under test. */
+function crc32(data: Uint8Array): number {
+  let c = 0xffffffff;
+  for (const byte of data) {
+    c ^= byte;
+    for (let k = 0; k < 8; k++) c = c & 1 ? (c >>> 1) ^ 0xedb88320 : c >>> 1;
+  }
+  return (c ^ 0xffffffff) >>> 0;
+}
+
+/** Per-chunk sums of `data`, computed here independently of digest.ts. */
+function chunkSums(data: Buffer, chunk: number, alg: 'sha256' | 'crc32' = 'crc32'): string[] {
   const out: string[] = [];
-  for (let o = 0; o < data.length; o += chunk) out.push(crypto.createHash('sha256').update(data.subarray(o, Math.min(data.length, o + chunk))).digest('hex'));
+  for (let o = 0; o < data.length; o += chunk) {
+    const part = data.subarray(o, Math.min(data.length, o + chunk));
+    out.push(alg === 'sha256' ? crypto.createHash('sha256').update(part).digest('hex') : crc32(part).toString(16).padStart(8, '0'));
+  }
   return out;
 }
 
+test('CRC-32 of the check value and of chunks: zlib (through digest.ts) and the bit-by-bit one here agree', () => {
+  assert.equal(crc32(Buffer.from('123456789')), 0xcbf43926);
+  const data = crypto.randomBytes((1 << 20) + 12345);
+  const h = new ChunkedHasher(64 << 10);
+  for (let o = 0; o < data.length; o += 77777) h.update(data.subarray(o, o + 77777));
+  assert.deepEqual(h.finish('pages-1.img').chunks, chunkSums(data, 64 << 10));
+});
+
+test('format v3: pages chunks by CRC-32 (8 hex digits), SHA-256 chunks and whole files as in v2; parse gives the entries back', () => {
+  const buf = formatDigest(V3);
+  const text = buf.toString();
+  assert.equal(text.split('\n')[0], 'stasis-digest 3 sha256 crc32');
+  assert.ok(text.endsWith(['20480 *8192 pages-2.img', ...CHUNKED.chunks!.map((c) => ` ${c}`), '20480 crc32*8192 pages-3.img', ...CRC_CHUNKED.chunks!.map((c) => ` ${c}`), ''].join('\n')), text);
+  assert.match(CRC_CHUNKED.chunks![0], /^[0-9a-f]{8}$/);
+  const back = parseDigest('D/stasis-digest', buf);
+  assert.deepEqual(back.get('pages-3.img'), CRC_CHUNKED);
+  assert.deepEqual(back.get('pages-2.img'), CHUNKED);
+  // A version 2 digest cannot hold CRC-32 chunks.
+  assert.throws(() => formatDigest(V3, 2), /a version 2 digest has no crc32 chunks/);
+});
+
 test('format v2: header, sorted entries, chunk lines after a chunked entry, final newline; parse gives the entries back', () => {
-  const buf = formatDigest(V2);
+  const buf = formatDigest(V2, 2);
   assert.equal(buf.toString(), [
     'stasis-digest 2 sha256',
     `1682 ${ENTRIES[1].sha256} core-4242.img`,
@@ -44,7 +82,7 @@ test('format v2: header, sorted entries, chunk lines after a chunked entry, fina
   assert.deepEqual(back.get('pages-2.img'), CHUNKED);
   assert.deepEqual([...back.values()].sort((a, b) => a.name.localeCompare(b.name)), [...V2].sort((a, b) => a.name.localeCompare(b.name)));
   // An empty chunked file has no chunk lines.
-  const empty: DigestEntry = { name: 'pages-9.img', size: 0, chunk: 4096, chunks: [] };
+  const empty: DigestEntry = { name: 'pages-9.img', size: 0, chunk: 4096, chunks: [], alg: 'crc32' };
   assert.deepEqual(parseDigest('d', formatDigest([empty])).get('pages-9.img'), empty);
 });
 
@@ -62,12 +100,23 @@ test('format v1 (older checkpoints): still read, exactly as written', () => {
 });
 
 test('malformed digests are refused with STASIS_CORRUPT naming the digest', () => {
-  const good = formatDigest(V2).toString();
+  const good = formatDigest(V2, 2).toString();
   const sums = CHUNKED.chunks!.map((c) => ` ${c}\n`).join('');
+  const good3 = formatDigest(V3).toString();
+  const crcs = CRC_CHUNKED.chunks!.map((c) => ` ${c}\n`).join('');
   const cases: [string, RegExp][] = [
     ['', /not a stasis digest/],
     [good.slice(0, -1), /does not end with a newline/],
-    [good.replace('stasis-digest 2', 'stasis-digest 3'), /not a stasis digest/],
+    [good.replace('stasis-digest 2', 'stasis-digest 4'), /not a stasis digest/],
+    [good3.replace('stasis-digest 3 sha256 crc32', 'stasis-digest 3 sha256'), /not a stasis digest/],
+    // CRC-32 chunks: only in version 3, 8 lower-case hex digits each, exactly as many as SHA-256 ones.
+    [good3.replace('stasis-digest 3 sha256 crc32', 'stasis-digest 2 sha256'), /line 9 is damaged \(not 'SIZE SHA256 NAME' or 'SIZE \*CHUNK NAME'\)/],
+    [good3.replace(crcs, crcs.replace(/^ ([0-9a-f]{8})/, (_m, h: string) => ` ${h}0`)), /line 10 is damaged \(pages-3\.img lists 3 chunks, not ' CRC32' here\)/],
+    [good3.replace(crcs, crcs.replace(/^ ([0-9a-f]{8})/, (_m, h: string) => ` ${h.toUpperCase().replace(/[0-9]/g, 'A')}`)), /line 10 is damaged/],
+    [good3.replace(crcs, crcs.split('\n').slice(1).join('\n')), /line 12 is damaged \(pages-3\.img lists 3 chunks/],
+    [good3.replace('crc32*8192', 'crc32 *8192'), /line 9 is damaged/],
+    [good3.replace('crc32*8192', 'CRC32*8192'), /line 9 is damaged/],
+    [good3.replace('20480 *8192 pages-2.img', '20480 crc32*8192 pages-2.img'), /line 6 is damaged \(pages-2\.img lists 3 chunks, not ' CRC32' here\)/],
     ['stasis-digest 2 sha256\n', /lists no files/],
     ['stasis-digest 1 sha256\n', /lists no files/],
     [good.replace(' core-4242.img', ' ../core-4242.img'), /line 2 is damaged/],
@@ -98,8 +147,8 @@ test('malformed digests are refused with STASIS_CORRUPT naming the digest', () =
   }
 });
 
-test('every single-bit flip of a digest (v1 or v2, chunked entries too) is refused or changes what it lists', () => {
-  for (const good of [formatDigest(V2), formatDigest(ENTRIES, 1)]) flips(good);
+test('every single-bit flip of a digest (v1, v2 or v3, chunked entries too) is refused or changes what it lists', () => {
+  for (const good of [formatDigest(V3), formatDigest(V2, 2), formatDigest(ENTRIES, 1)]) flips(good);
 });
 
 function flips(good: Buffer): void {
@@ -149,7 +198,7 @@ test('a raw file hashed while it is written: pages files per chunk (small ones a
     b.close();
     for (const name of ['pages-1.img', 'pages-2.img']) {
       const data = want.get(name)!;
-      assert.deepEqual(got.get(name), { name, size: data.length, chunk: CHUNK_SIZE, chunks: chunkSums(data, CHUNK_SIZE) });
+      assert.deepEqual(got.get(name), { name, size: data.length, chunk: CHUNK_SIZE, chunks: chunkSums(data, CHUNK_SIZE), alg: 'crc32' });
     }
     assert.equal(got.get('pages-2.img')!.chunks!.length, 10);
     assert.deepEqual(got.get('other.img'), { name: 'other.img', size: 9 << 20, sha256: sha256(want.get('other.img')!) });
@@ -170,7 +219,7 @@ test('a raw file hashed while it is written: pages files per chunk (small ones a
       const raw4 = b4.addRaw(name, p4);
       raw4.external();
       raw4.finish(total);
-      const entry = name.startsWith('pages-') ? { name, size: total, chunk: CHUNK_SIZE, chunks: chunkSums(data, CHUNK_SIZE) } : { name, size: total, sha256: sha256(data) };
+      const entry = name.startsWith('pages-') ? { name, size: total, chunk: CHUNK_SIZE, chunks: chunkSums(data, CHUNK_SIZE), alg: 'crc32' } : { name, size: total, sha256: sha256(data) };
       assert.deepEqual(b4.entries(), [entry]);
       b4.close();
     }
@@ -194,13 +243,14 @@ test('a raw file hashed while it is written: pages files per chunk (small ones a
   }
 });
 
-/** A directory holding `files` and their digest (`version` 1: every file whole; 2: pages files per chunk). */
-function makeCheckpoint(files: Record<string, Buffer>, version: 1 | 2): string {
+/** A directory holding `files` and their digest (`version` 1: every file whole; 2: pages files per chunk by SHA-256; 3: by CRC-32). */
+function makeCheckpoint(files: Record<string, Buffer>, version: 1 | 2 | 3): string {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'stasis-digest-verify-'));
   const entries: DigestEntry[] = [];
   for (const [name, data] of Object.entries(files)) {
     fs.writeFileSync(path.join(dir, name), data);
-    entries.push(version === 2 && name.startsWith('pages-') ? { name, size: data.length, chunk: CHUNK_SIZE, chunks: chunkSums(data, CHUNK_SIZE) } : { name, size: data.length, sha256: sha256(data) });
+    const alg = version === 3 ? 'crc32' : 'sha256';
+    entries.push(version > 1 && name.startsWith('pages-') ? { name, size: data.length, chunk: CHUNK_SIZE, chunks: chunkSums(data, CHUNK_SIZE, alg), alg } : { name, size: data.length, sha256: sha256(data) });
   }
   fs.writeFileSync(path.join(dir, DIGEST_FILE), formatDigest(entries, version));
   return dir;
@@ -216,18 +266,18 @@ function flipByte(file: string, at: number): void {
   } finally { fs.closeSync(fd); }
 }
 
-test('verify: v2 chunks checked on the threads (12 MiB) and on this thread (small); a flipped byte names its chunk; v1 still verifies', () => {
+test('verify: v3 and v2 chunks checked on the threads (12 MiB) and on this thread (small); a flipped byte names its chunk; v1 still verifies', () => {
   const big = crypto.randomBytes(12 << 20);
   const small = crypto.randomBytes(3 * 4096);
-  for (const version of [2, 1] as const) {
+  for (const version of [3, 2, 1] as const) {
     const dir = makeCheckpoint({ 'inventory.img': Buffer.from('inv'), 'pages-1.img': big, 'pages-2.img': small }, version);
     try {
       assert.deepEqual([...verifyImages(dir).keys()].sort(), ['inventory.img', 'pages-1.img', 'pages-2.img']);
       assert.ok(checkImages(dir).ok);
       flipByte(path.join(dir, 'pages-1.img'), 2 * CHUNK_SIZE + 777);
       const where = path.join(dir, DIGEST_FILE);
-      const re = version === 2
-        ? new RegExp(`^${path.join(dir, 'pages-1.img')}: contents do not match their SHA-256 in ${where} \\(chunk 2, bytes ${2 * CHUNK_SIZE} to ${3 * CHUNK_SIZE}\\): the checkpoint is damaged`)
+      const re = version > 1
+        ? new RegExp(`^${path.join(dir, 'pages-1.img')}: contents do not match their ${version === 3 ? 'CRC-32' : 'SHA-256'} in ${where} \\(chunk 2, bytes ${2 * CHUNK_SIZE} to ${3 * CHUNK_SIZE}\\): the checkpoint is damaged`)
         : new RegExp(`^${path.join(dir, 'pages-1.img')}: contents do not match their SHA-256 in ${where}: the checkpoint is damaged`);
       assert.throws(() => verifyImages(dir), (e: { code: string; message: string }) => e.code === ErrorCodes.CORRUPT && re.test(e.message));
       const report = checkImages(dir);
@@ -242,7 +292,7 @@ test('verify: v2 chunks checked on the threads (12 MiB) and on this thread (smal
 });
 
 test('check-images: a file shorter or longer than the digest lists is reported as that (naming the digest), chunked files too', () => {
-  const dir = makeCheckpoint({ 'inventory.img': Buffer.from('inv'), 'pages-1.img': crypto.randomBytes(5 * 4096), 'core-1.img': Buffer.from('core') }, 2);
+  const dir = makeCheckpoint({ 'inventory.img': Buffer.from('inv'), 'pages-1.img': crypto.randomBytes(5 * 4096), 'core-1.img': Buffer.from('core') }, 3);
   try {
     const where = path.join(dir, DIGEST_FILE);
     fs.truncateSync(path.join(dir, 'pages-1.img'), 4 * 4096);
@@ -259,7 +309,7 @@ test('check-images: a file shorter or longer than the digest lists is reported a
 
 test('deferred chunks (lazy restore): other files checked now, each chunk when first read; a bad chunk refused when read, never before', () => {
   const pages = crypto.randomBytes(3 * CHUNK_SIZE + 8192);
-  const dir = makeCheckpoint({ 'inventory.img': Buffer.from('inv'), 'pages-1.img': pages }, 2);
+  const dir = makeCheckpoint({ 'inventory.img': Buffer.from('inv'), 'pages-1.img': pages }, 3);
   try {
     flipByte(path.join(dir, 'pages-1.img'), 2 * CHUNK_SIZE + 5);
     const listing = verifyImages(dir, false, true);
