@@ -18,7 +18,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { parseArgs } from 'node:util';
-import { Fixture, initHarness, waitFor, ROOT, STASIS } from '../test/harness';
+import { Fixture, initHarness, waitFor, buildFixture, ROOT, STASIS } from '../test/harness';
 
 const { values } = parseArgs({
   options: {
@@ -131,7 +131,9 @@ function phaseMedians(samples: Sample[], key: 'phases' | 'rphases'): string {
   return out.map(([n, v]) => `${n} ${v.toFixed(1)}`).join(', ');
 }
 
-async function runCase(name: string, fx: Fixture, work: string): Promise<void> {
+type Medians = Record<Tool, Record<'dump' | 'frozen' | 'restore', number>>;
+
+async function runCase(name: string, fx: Fixture, work: string): Promise<Medians> {
   const tools: Tool[] = ['stasis', ...(BEFORE ? ['before' as const] : []), ...(CRIU ? ['criu' as const] : [])];
   const samples: Record<Tool, Sample[]> = { stasis: [], before: [], criu: [] };
   // One warm-up round each (CRIU caches its kernel checks; page cache, JIT of the children).
@@ -158,6 +160,31 @@ async function runCase(name: string, fx: Fixture, work: string): Promise<void> {
     console.log(`  before dump phases: ${phaseMedians(samples.before, 'phases')}`);
     console.log(`  before restore phases: ${phaseMedians(samples.before, 'rphases')}`);
   }
+  const all = (t: Tool) => ({ dump: med(t, 'dump'), frozen: med(t, 'frozen'), restore: med(t, 'restore') });
+  return { stasis: all('stasis'), before: BEFORE ? all('before') : all('stasis'), criu: CRIU ? all('criu') : all('stasis') };
+}
+
+/**
+ * The machine's own floor for SIZE (bench/fixtures/floor.c, in C, best of 2):
+ * the copy of a process's memory into a file in the images' directory and
+ * the fill of fresh memory from it, on 1 and on 2 threads, and the kill of
+ * such a process (with process_mrelease). A dump cannot take less than the
+ * copy (on every core) and the kill; a restore not less than the fill. Put
+ * next to CRIU's times of the same run: what ratio is possible at all here.
+ */
+function machineFloor(work: string, m: Medians): void {
+  const bin = buildFixture('floor', { srcDir: path.join(ROOT, 'bench', 'fixtures'), outDir: path.join(ROOT, 'dist', 'bench-bin'), pthread: true });
+  const threads = Math.min(2, os.availableParallelism?.() ?? os.cpus().length);
+  const f = JSON.parse(timedRun(bin, [work, String(SIZE_MIB), String(threads)]).stdout) as { copy1: number; copyN: number; kill: number; fill1: number; fillN: number };
+  console.log(`\nmachine floor for ${SIZE_MIB} MiB (C, bench/fixtures/floor.c, best of 2, ms): copy out of a process into a file here ${f.copy1} (1 thread) / ${f.copyN} (${threads}); ` +
+    `kill to reaped ${f.kill}; fill of fresh memory from the file ${f.fill1} / ${f.fillN}`);
+  const dumpFloor = f.copyN + f.kill;
+  const frozenFloor = f.copyN + f.kill;
+  const restoreFloor = f.fillN;
+  const ratio = (x: number, c: number) => (CRIU ? ` = ${(x / c).toFixed(2)}× CRIU's ${c.toFixed(1)}` : '');
+  console.log(`  no dump can be faster than copy + kill = ${dumpFloor.toFixed(1)}${ratio(dumpFloor, m.criu.dump)}; ` +
+    `frozen the same ${frozenFloor.toFixed(1)}${ratio(frozenFloor, m.criu.frozen)}; no restore faster than the fill ${restoreFloor.toFixed(1)}${ratio(restoreFloor, m.criu.restore)}`);
+  console.log(`  stasis above its floor: dump ${(m.stasis.dump / dumpFloor).toFixed(2)}×, frozen ${(m.stasis.frozen / frozenFloor).toFixed(2)}×, restore ${(m.stasis.restore / restoreFloor).toFixed(2)}×`);
 }
 
 /** N shell busy loops (their pids): the load the bench runs under with --hogs. */
@@ -193,7 +220,8 @@ async function main(): Promise<void> {
         srcDir: path.join(ROOT, 'bench', 'fixtures'), outDir: path.join(ROOT, 'dist', 'bench-bin'), args: [String(SIZE_MIB)], readyTimeoutMs: 120000,
       });
       fixtures.push(fx);
-      await runCase(`${SIZE_MIB} MiB touched anonymous memory`, fx, work);
+      const m = await runCase(`${SIZE_MIB} MiB touched anonymous memory`, fx, work);
+      machineFloor(work, m);
     }
     for (const fx of fixtures.splice(0)) {
       const { log } = await fx.terminate(60000);
