@@ -85,6 +85,9 @@ export class PageFiller {
     return new PageFiller(t.pid, fd, copied);
   }
 
+  /** Our copy of the task's userfaultfd (-1: none): UFFDIO_COPY on it from any of our threads. */
+  get copyFd(): number { return this.uffd; }
+
   /** Whether [start, end) lies in a VMA filled by UFFDIO_COPY (not to be populated first). */
   copies(start: bigint, end: bigint): boolean {
     return this.copied.some(([a, b]) => a <= start && end <= b);

@@ -19,6 +19,7 @@ import { heldVmas } from './inherit';
 import { chunkBuffers, CHUNK_PAGES } from './dump';
 import { progress } from '../../progress';
 import { PageFiller } from './fill';
+import { fillInParallel, PARALLEL_MIN_BYTES, type FillJob } from './fill-pool';
 
 const { MAP, PROT, PAGE_SIZE, O, MADV, PR, PR_SET_MM, PRCTL_MM_MAP, AT_FDCWD, u64s } = abi;
 const PAGE = BigInt(PAGE_SIZE);
@@ -109,23 +110,42 @@ export function restorePages(ctx: RestoreCtx, tr: TaskRestore, m: LoadedMm, sour
   const buf = chunkBuffers().data;
   if (!counted.has(m)) progress.addTotal(m.sources.reduce((a, src) => a + src.nrPages, 0));
   counted.add(m);
+  /** Chunks for the two filling threads (fill-pool.ts): eager, into UFFDIO_COPY VMAs. */
+  const parallel: FillJob[] = [];
+  const parallelPaths: string[] = [];
+  const one = (src: PageSource, inFd: number, pagesPath: string, done: number, n: number) => {
+    const len = n * PAGE_SIZE;
+    const fileOff = src.fileOff + done * PAGE_SIZE;
+    const got = fs.readSync(inFd, buf, 0, len, fileOff);
+    if (got !== len) throw new StasisError(ErrorCodes.BAD_IMAGE, `${pagesPath}: short read at offset ${fileOff}`);
+    src.images.verifyRange(src.pagesFile, inFd, fileOff, len);
+    filler.write(src.vaddr + BigInt(done) * PAGE, buf, len);
+    progress.addDone(n);
+  };
   try {
+    const sequential: [PageSource, number, string, number, number][] = [];
     for (const src of sources) {
       const pagesPath = src.images.path(src.pagesFile);
       let inFd = files.get(pagesPath);
       if (inFd === undefined) files.set(pagesPath, (inFd = src.images.open(src.pagesFile)));
-      for (let done = 0; done < src.nrPages; ) {
+      const toCopy = filler.copyFd >= 0 && !src.images.deferred && filler.copies(src.vaddr, end(src));
+      for (let done = 0; done < src.nrPages; done += CHUNK_PAGES) {
         const n = Math.min(CHUNK_PAGES, src.nrPages - done);
-        const len = n * PAGE_SIZE;
-        const fileOff = src.fileOff + done * PAGE_SIZE;
-        const got = fs.readSync(inFd, buf, 0, len, fileOff);
-        if (got !== len) throw new StasisError(ErrorCodes.BAD_IMAGE, `${pagesPath}: short read at offset ${fileOff}`);
-        src.images.verifyRange(src.pagesFile, inFd, fileOff, len);
-        filler.write(src.vaddr + BigInt(done) * PAGE, buf, len);
-        done += n;
-        progress.addDone(n);
+        if (toCopy) { parallel.push([inFd, src.fileOff + done * PAGE_SIZE, src.vaddr + BigInt(done) * PAGE, n * PAGE_SIZE]); parallelPaths.push(pagesPath); }
+        else sequential.push([src, inFd, pagesPath, done, n]);
       }
     }
+    // Two threads when there is enough; a job either copied whole there, or (a page there
+    // already, a short read, or one thread only) here, the careful way.
+    const results = parallel.reduce((a, j) => a + j[3], 0) >= PARALLEL_MIN_BYTES ? fillInParallel(parallel, filler.copyFd, buf) : undefined;
+    parallel.forEach(([inFd, off, dst, len], i) => {
+      if (results?.[i] !== len) {
+        if (fs.readSync(inFd, buf, 0, len, off) !== len) throw new StasisError(ErrorCodes.BAD_IMAGE, `${parallelPaths[i]}: short read at offset ${off}`);
+        filler.write(dst, buf, len);
+      }
+      progress.addDone(len / PAGE_SIZE);
+    });
+    for (const [src, inFd, pagesPath, done, n] of sequential) one(src, inFd, pagesPath, done, n);
   } finally {
     filler.close();
     for (const fd of files.values()) fs.closeSync(fd);
