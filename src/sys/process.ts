@@ -2,7 +2,7 @@
 import { addressOf, posixSpawn, type SpawnFds } from './native';
 import { sys, sysTry } from './call';
 import { SyscallError } from '../errors';
-import { IOVEC, PR, LOCK, UIO_MAXIOV, TIOCGWINSZ, WINSIZE, IOPRIO, CPU_SET_BYTES, CPU_SET_WORD_BITS } from './abi';
+import { IOVEC, PR, LOCK, UIO_MAXIOV, TIOCGWINSZ, WINSIZE, IOPRIO, CPU_SET_BYTES, CPU_SET_WORD_BITS, PRIO_PROCESS } from './abi';
 
 const iovLocal = Buffer.alloc(IOVEC.size);
 const iovRemote = Buffer.alloc(IOVEC.size);
@@ -141,6 +141,18 @@ export function schedSetAffinity(tid: number, words: readonly bigint[]): void {
   const buf = Buffer.alloc(CPU_SET_BYTES);
   words.forEach((w, i) => buf.writeBigUInt64LE(w, i * (CPU_SET_WORD_BITS / 8)));
   sys('sched_setaffinity', tid, buf.length, addressOf(buf), 0, 0, 0, `thread ${tid}`);
+}
+
+/** The CPU the calling thread runs on (getcpu(2); it may move right after). */
+export function getcpu(): number {
+  const b = Buffer.alloc(4);
+  sys('getcpu', addressOf(b), 0, 0, 0, 0, 0, 'getcpu');
+  return b.readUInt32LE(0);
+}
+
+/** setpriority(PRIO_PROCESS, tid, nice): one thread's nice value; -errno on failure. */
+export function trySetNice(tid: number, nice: number): number {
+  return sysTry('setpriority', PRIO_PROCESS, tid, nice);
 }
 
 /** A thread's I/O priority (class, hint and level, as ioprio_get gives them). */

@@ -26,7 +26,7 @@ export const SYS = {
   get_robust_list: 274, splice: 275, tee: 276, vmsplice: 278, timerfd_create: 283, timerfd_settime: 286,
   timerfd_gettime: 287, accept4: 288, signalfd4: 289, eventfd2: 290, epoll_create1: 291, dup3: 292,
   pipe2: 293, inotify_init1: 294, preadv: 295, pwritev: 296, rt_tgsigqueueinfo: 297, fanotify_init: 300,
-  prlimit64: 302, name_to_handle_at: 303, open_by_handle_at: 304, setns: 308, process_vm_readv: 310,
+  prlimit64: 302, name_to_handle_at: 303, open_by_handle_at: 304, setns: 308, getcpu: 309, process_vm_readv: 310,
   process_vm_writev: 311, kcmp: 312, sched_setattr: 314, sched_getattr: 315, seccomp: 317, getrandom: 318,
   memfd_create: 319, execveat: 322, userfaultfd: 323, membarrier: 324, statx: 332, rseq: 334,
   pidfd_send_signal: 424, open_tree: 428, move_mount: 429, fsopen: 430, fsconfig: 431, fsmount: 432,
