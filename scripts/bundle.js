@@ -32,7 +32,7 @@ const SRC = path.join(DIST, 'src');
 const BUNDLE = path.join(DIST, 'stasis.bundle.js');
 const CACHE = path.join(DIST, 'stasis.bundle.cache');
 /** Run in a worker thread from its own file: not part of the bundle's modules. */
-const SKIP = new Set(['images/digest-worker.js', 'resources/memory/fill-worker.js']);
+const SKIP = new Set(['images/digest-worker.js', 'images/write-behind-worker.js', 'resources/memory/fill-worker.js']);
 /** The bundle's first line (bin/stasis.js checks it before reading the rest as latin1). */
 const ASCII_MARK = '// stasis bundle: ascii\n';
 

@@ -230,6 +230,8 @@ export class RawHash {
   private result: DigestEntry | undefined;
   private error: string | undefined;
   private finished = false;
+  /** Chunks from `fedFrom` on are summed here from the data written (feed()), not read back by the pool. */
+  private fed: { from: number; sums: ChunkedHasher } | undefined;
   isExternal = false;
 
   constructor(private readonly owner: DigestBuilder, readonly name: string, private readonly stagedPath: string, private readonly chunk = CHUNK_SIZE) {
@@ -242,8 +244,26 @@ export class RawHash {
   /** `n` more bytes were appended: every chunk complete now goes to the pool (past the threshold). */
   advance(n: number): void {
     this.written += n;
-    if (this.chunked && !this.isExternal && (this.jobs.length || this.written >= POOL_THRESHOLD)) this.submitUpTo(Math.floor(this.written / this.chunk));
+    if (this.chunked && !this.isExternal && !this.fed && (this.jobs.length || this.written >= POOL_THRESHOLD)) this.submitUpTo(Math.floor(this.written / this.chunk));
   }
+
+  /**
+   * The data of the next bytes to be appended, given before they are (a
+   * writer behind: images/write-behind.ts): summed now, on this thread, from
+   * memory. Only from a chunk boundary on; the bytes before are the pool's or
+   * close's as usual, and advance() still counts every byte written.
+   */
+  feed(data: Buffer, off: number, len: number): void {
+    if (!this.chunked || this.isExternal) return;
+    if (!this.fed) {
+      if (this.written % this.chunk !== 0) throw new StasisError(ErrorCodes.INTERNAL, `${this.name}: fed from ${this.written}, not a chunk boundary`);
+      // Chunks before are complete: the pool's (or summed at close if none was started).
+      this.fed = { from: this.written / this.chunk, sums: new ChunkedHasher(this.chunk, CHUNK_ALG) };
+    }
+    this.fed.sums.update(data.subarray(off, off + len));
+    this.pendingFed += len;
+  }
+  private pendingFed = 0;
 
   /** Hand chunks [jobs.length, upTo) to the pool; false if there is none. */
   private submitUpTo(upTo: number): boolean {
@@ -256,6 +276,20 @@ export class RawHash {
     return true;
   }
 
+  /** A fed file's entry: the head's chunks (pool or here), then the fed ones. */
+  private fedEntry(): DigestEntry | undefined {
+    const fed = this.fed!;
+    if (this.pendingFed !== this.written - fed.from * this.chunk) { this.error = `${this.pendingFed} bytes summed but ${this.written - fed.from * this.chunk} written`; return undefined; }
+    let head = this.headSums;
+    if (!head) {
+      const rs = this.jobs.map((id) => this.owner.pool()!.result(id));
+      const bad = rs.find((r): r is ChunkResult & { error: string } => 'error' in r);
+      if (bad) { this.error = bad.error; return undefined; }
+      head = rs.map((r) => (r as { sum: string }).sum);
+    }
+    return { name: this.name, size: this.written, chunk: this.chunk, chunks: [...head, ...fed.sums.finish(this.name).chunks!], alg: CHUNK_ALG };
+  }
+
   /** The file is closed (never throws: a problem is reported by the digest). */
   finish(size: number): void {
     if (this.finished) return;
@@ -263,6 +297,12 @@ export class RawHash {
     if (this.isExternal && size >= 0) this.written = size;
     if (size !== this.written) {
       this.error = `${size} bytes on disk but ${this.written} written through the images directory`;
+      return;
+    }
+    if (this.fed) {
+      const head = this.fed.from * this.chunk;
+      if (this.jobs.length || head >= POOL_THRESHOLD) { if (this.submitUpTo(this.fed.from)) return; }
+      this.headSums = head ? this.sumHeadHere(head) : [];
       return;
     }
     if (this.chunked && (this.jobs.length || size >= POOL_THRESHOLD) && this.submitUpTo(chunkCount(size, this.chunk))) return;
@@ -277,8 +317,22 @@ export class RawHash {
     }
   }
 
+  private headSums: string[] | undefined;
+
+  /** The chunks before the fed ones, summed here (no pool). */
+  private sumHeadHere(head: number): string[] | undefined {
+    try {
+      const fd = fs.openSync(this.stagedPath, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | abi.O.CLOEXEC);
+      try { return hashChunksFd(fd, 0, head, this.chunk, CHUNK_ALG); } finally { fs.closeSync(fd); }
+    } catch (e) {
+      this.error = describeIoError(e);
+      return undefined;
+    }
+  }
+
   entry(): DigestEntry {
     if (!this.finished) throw new StasisError(ErrorCodes.INTERNAL, `${this.name} is still open when the checkpoint is committed`);
+    if (this.fed && !this.error && !this.result) this.result = this.fedEntry();
     if (!this.error && !this.result && this.jobs.length) {
       const rs = this.jobs.map((id) => this.owner.pool()!.result(id));
       const bad = rs.find((r): r is ChunkResult & { error: string } => 'error' in r);

@@ -17,8 +17,9 @@ import { flock, LOCK, geteuid, getegid } from '../sys';
 import { abi } from '../sys';
 import { StasisError, ErrorCodes } from '../errors';
 import { encodeImage, openNew, writeAll, ioError, type Part } from './image';
-import { DigestBuilder, DIGEST_FILE, formatDigest, parseDigest, type RawHash, type DigestEntry } from './digest';
+import { DigestBuilder, DIGEST_FILE, CHUNK_SIZE, formatDigest, parseDigest, type RawHash, type DigestEntry } from './digest';
 import type { ImageKind } from './magic';
+import { WriteBehind, WRITE_BEHIND_MIN } from './write-behind';
 
 const STAGING_PREFIX = '.stasis-staging-';
 /** criu's link to the parent images directory (images/chain.ts; named here: chain.ts imports this file). */
@@ -274,16 +275,23 @@ export class DumpDir {
   get bytesWritten(): number { return this.written; }
 }
 
-/** A raw image being written: appended to, hashed as it goes. */
+/** A raw image being written: appended to, hashed as it goes (a big one written behind: write-behind.ts). */
 export class RawImageOut {
   private pos = 0;
   private closed = false;
+  /** Write-behind jobs not yet known written, in order (their bytes are not hashed yet). */
+  private readonly behind: { id: number; len: number }[] = [];
+  private wb: WriteBehind | null | undefined;
+  /** Where the digest's sums began to be fed from memory (0: not yet): every byte from there is fed. */
+  private fedFrom = 0;
 
   constructor(private readonly fd: number, readonly path: string, private readonly hash: RawHash) {}
 
   /** Append `len` bytes of `data` from `off`. */
   write(data: Buffer, off = 0, len = data.length - off): void {
     if (this.hash.isExternal) throw new StasisError(ErrorCodes.INTERNAL, `${this.path}: written after being handed over`);
+    this.settle();
+    if (this.fedFrom) this.hash.feed(data, off, len);
     try {
       for (let done = 0; done < len; ) done += fs.writeSync(this.fd, data, off + done, len - done, this.pos + done);
     } catch (e) {
@@ -291,6 +299,63 @@ export class RawImageOut {
     }
     this.pos += len;
     this.hash.advance(len);
+  }
+
+  /**
+   * Append spans of `buf` (offset, length pairs, in order). Past
+   * WRITE_BEHIND_MIN bytes of the file, with `buf` a whole SharedArrayBuffer,
+   * the write-behind thread writes them: returns its job, and `buf` must not
+   * change before settle(job). Else written now: returns 0.
+   */
+  writeSpans(buf: Buffer, spans: number[]): number {
+    if (this.pos < WRITE_BEHIND_MIN || !(buf.buffer instanceof SharedArrayBuffer) || this.hash.isExternal || (this.wb ??= WriteBehind.get()) === null) {
+      for (let i = 0; i < spans.length; i += 2) this.write(buf, spans[i], spans[i + 1]);
+      return 0;
+    }
+    if (!this.fedFrom && this.pos % CHUNK_SIZE) {
+      // In place up to a chunk boundary of the digest: from there on its sums are fed from memory.
+      const rest = this.writeUpTo(Math.ceil(this.pos / CHUNK_SIZE) * CHUNK_SIZE, buf, spans);
+      if (!rest.length) return 0;
+      spans = rest;
+    }
+    this.fedFrom ||= this.pos;
+    let len = 0;
+    for (let i = 0; i < spans.length; i += 2) {
+      len += spans[i + 1];
+      // Summed from memory here (the digest's pool would read them back from the file).
+      this.hash.feed(buf, spans[i], spans[i + 1]);
+    }
+    const id = this.wb.submit(this.fd, this.pos, buf, spans);
+    this.pos += len;
+    this.behind.push({ id, len });
+    return id;
+  }
+
+  /** Write spans in place until the file reaches `boundary`; returns the spans left (the one across it split). */
+  private writeUpTo(boundary: number, buf: Buffer, spans: number[]): number[] {
+    for (let i = 0; i < spans.length; i += 2) {
+      const [off, len] = [spans[i], spans[i + 1]];
+      const room = boundary - this.pos;
+      if (room >= len) { this.write(buf, off, len); continue; }
+      if (room > 0) this.write(buf, off, room);
+      return [off + room, len - room, ...spans.slice(i + 2)];
+    }
+    return [];
+  }
+
+  /** Wait until write-behind job `upTo` and those before it are written (default: all); their bytes are hashed then. */
+  settle(upTo = Infinity): void {
+    while (this.behind.length && this.behind[0].id <= upTo) {
+      const j = this.behind[0];
+      const err = this.wb!.wait(j.id);
+      this.behind.shift();
+      if (err !== undefined) {
+        // Nothing after it may be hashed: what remains is waited for and dropped (close() would find the sizes apart anyway).
+        for (const rest of this.behind.splice(0)) this.wb!.wait(rest.id);
+        throw ioError(this.path, 'write', Object.assign(new Error(err), { code: err }));
+      }
+      this.hash.advance(j.len);
+    }
   }
 
   /** The fd for a writer we do not see (see RawImage): then no write() here, the file is hashed whole at close. */
@@ -304,6 +369,8 @@ export class RawImageOut {
   close(): void {
     if (this.closed) return;
     this.closed = true;
+    // No job may still write to the fd (its number could be another file's once closed).
+    try { this.settle(); } catch { for (const j of this.behind.splice(0)) this.wb!.wait(j.id); }
     let size = -1;
     try { size = fs.fstatSync(this.fd).size; } catch { /* reported as a size mismatch */ }
     try { fs.closeSync(this.fd); } catch { /* nothing to do */ }

@@ -89,6 +89,10 @@ export interface RawImage {
   readonly path: string;
   /** Append `len` bytes of `data` from `off` (default: all of it). */
   write(data: Buffer, off?: number, len?: number): void;
+  /** Append spans (offset, length pairs) of `buf`; a job (> 0) if written behind: `buf` unchanged until settle(job). */
+  writeSpans(buf: Buffer, spans: number[]): number;
+  /** Wait for write-behind jobs up to `job` (default: all). */
+  settle(job?: number): void;
   /** The fd, for a writer stasis does not see (a child's stdout): the file is then hashed whole at close. */
   handOver(): number;
   close(): void;

@@ -36,11 +36,19 @@ export function chunkBuffers(): { pmBuf: Buffer; data: Buffer } {
   return (chunkBufs ??= { pmBuf: Buffer.allocUnsafe(CHUNK_PAGES * 8), data: Buffer.allocUnsafe(CHUNK_PAGES * PAGE_SIZE) });
 }
 
-/** The chunk buffer as 32-bit words (a page's first words checked without a BigInt per page). */
-let chunkWords: Int32Array | undefined;
-function words(): Int32Array {
-  const data = chunkBuffers().data;
-  return (chunkWords ??= new Int32Array(data.buffer, data.byteOffset, data.length >> 2));
+/**
+ * The copy's two chunk buffers, over SharedArrayBuffers: one is read into
+ * while the other is written behind (images/write-behind.ts). Untouched
+ * pages of them cost nothing (a small dump uses the first one's head).
+ * `words`: the same as 32-bit words (a page's first words checked without a
+ * BigInt per page).
+ */
+let copyBufs: { data: Buffer; words: Int32Array }[] | undefined;
+function copyBuffers(): { data: Buffer; words: Int32Array }[] {
+  return (copyBufs ??= [0, 1].map(() => {
+    const sab = new SharedArrayBuffer(CHUNK_PAGES * PAGE_SIZE);
+    return { data: Buffer.from(sab), words: new Int32Array(sab) };
+  }));
 }
 
 function isZeroPage(buf: Buffer, words: Int32Array, off: number): boolean {
@@ -79,8 +87,12 @@ class PageCopier {
   private lens: number[] = [];
   private used = 0;
   private cv: ClassifiedVma | undefined;
-  private readonly data = chunkBuffers().data;
-  private readonly words = words();
+  private readonly bufs = copyBuffers();
+  /** The buffer read into next, and each buffer's write-behind job (0: none). */
+  private cur = 0;
+  private readonly jobs = [0, 0];
+  private get data(): Buffer { return this.bufs[this.cur].data; }
+  private get words(): Int32Array { return this.bufs[this.cur].words; }
 
   /** `remote`: the pages go to a page server (pageserver/client.ts), not into `out`. */
   /** `guards`: guard page ranges, never read (a read faults). */
@@ -145,11 +157,14 @@ class PageCopier {
 
   flush(): void {
     if (!this.addrs.length) return;
+    // This buffer's last write must be done before it is read into again.
+    if (this.jobs[this.cur]) { this.out!.settle(this.jobs[this.cur]); this.jobs[this.cur] = 0; }
     const got = this.read();
     const skipZero = this.cv!.policy === 'anon';
     let off = 0; // in the gathered data
     let wStart = 0, wEnd = 0; // a span of it to write in one go
-    const writeSpan = () => { if (wEnd > wStart) this.out!.write(this.data, wStart, wEnd - wStart); wStart = wEnd = 0; };
+    const spans: number[] = [];
+    const writeSpan = () => { if (wEnd > wStart) spans.push(wStart, wEnd - wStart); wStart = wEnd = 0; };
     for (let i = 0; i < this.addrs.length && off < got; i++) {
       const pages = Math.floor(Math.min(this.lens[i], got - off) / PAGE_SIZE);
       let k = 0;
@@ -172,7 +187,11 @@ class PageCopier {
       off += this.lens[i];
     }
     if (this.remote) this.remote.send();
-    else writeSpan();
+    else {
+      writeSpan();
+      // Written behind: the next chunk goes into the other buffer meanwhile.
+      if (spans.length && (this.jobs[this.cur] = this.out!.writeSpans(this.data, spans))) this.cur ^= 1;
+    }
     progress.addDone(Math.floor(got / PAGE_SIZE));
     this.addrs = [];
     this.lens = [];
@@ -267,6 +286,7 @@ function dumpPages(ctx: DumpCtx, pid: number, vmas: ClassifiedVma[], pagesFile: 
       else untrackedPages(cv, pmFd, copier);
     }
     copier.flush();
+    out?.settle();
   } finally {
     out?.close();
     fs.closeSync(memFd);
