@@ -2,11 +2,12 @@
 // process, without SIGSTOP, so job-control state is kept and interrupted
 // syscalls restart correctly on release.
 import * as fs from 'node:fs';
-import { ptrace, tryWait4, abi, tryKill, describeWait, kcmp, pidfdOpen, tryProcessMrelease, getcpu, schedSetAffinity, trySetNice, type WaitStatus } from './sys';
+import { ptrace, tryWait4, abi, tryKill, describeWait, kcmp, pidfdOpen, tryProcessMrelease, getcpu, schedSetAffinity, trySchedSetScheduler, type WaitStatus } from './sys';
 import { listTasks, listChildren, readStat, readStatus, PF_KTHREAD, type Stat } from './proc/proc';
 import { StasisError, ErrorCodes, SyscallError } from './errors';
+import { log } from './log';
 
-const { SIG, PTRACE_EVENT, WAIT, PTRACE_O, KCMP } = abi;
+const { SIG, PTRACE_EVENT, WAIT, PTRACE_O, KCMP, SCHED } = abi;
 const STOP_SIGNALS: number[] = [SIG.SIGSTOP, SIG.SIGTSTP, SIG.SIGTTIN, SIG.SIGTTOU];
 
 export interface FrozenProcess {
@@ -251,14 +252,14 @@ export interface FoundZombie {
   comm: string;
 }
 
-/** Threads about to be killed: on our CPU, nice 19 (killFrozen). Failures only lose the speed-up. */
+/** Threads about to be killed: on our CPU, SCHED_IDLE (killFrozen). Failures only lose the speed-up. */
 function holdForReaping(tids: readonly number[]): void {
   let cpu: number;
   try { cpu = getcpu(); } catch { return; }
   const mask: bigint[] = Array.from({ length: Math.floor(cpu / 64) + 1 }, (_, i) => (i === Math.floor(cpu / 64) ? 1n << BigInt(cpu % 64) : 0n));
   for (const tid of tids) {
     try { schedSetAffinity(tid, mask); } catch { /* a cpuset without our CPU: the race is the exit's */ }
-    trySetNice(tid, 19);
+    trySchedSetScheduler(tid, SCHED.IDLE);
   }
 }
 
@@ -270,16 +271,18 @@ export function killFrozen(p: FrozenProcess): void {
   // only while the process still holds its memory: woken by the SIGKILL on
   // another core, it drops it (its exit_mm, which then frees it all) within
   // microseconds, before our next call (ESRCH: measured, nearly always). So
-  // its threads first move to our core at the lowest priority: woken, they
-  // wait for our mrelease to be done (then only an empty address space is
-  // left to their exit). The process is dying: nobody sees it run again.
+  // its threads first move to our core as SCHED_IDLE: woken there they do
+  // not preempt us (an idle-policy wakeup never does) and wait for our
+  // mrelease (then only an empty address space is left to their exit). The
+  // process is dying: nobody sees it run again.
   let pidfd = -1;
   try { pidfd = pidfdOpen(p.pid); } catch { /* freed by the exit alone */ }
   if (pidfd >= 0) holdForReaping(p.threads);
   tryKill(p.pid, SIG.SIGKILL);
   if (pidfd >= 0) {
-    tryProcessMrelease(pidfd);
+    const r = tryProcessMrelease(pidfd);
     fs.closeSync(pidfd);
+    log.debug(`kill of ${p.pid}: process_mrelease ${r === 0 ? 'freed its memory' : `errno ${-r}`}`);
   }
   // Collect the tracer's exit notifications so the real parent gets its own.
   // Non-leaders first: a dead leader is not reported while its threads are

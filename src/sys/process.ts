@@ -2,7 +2,7 @@
 import { addressOf, posixSpawn, type SpawnFds } from './native';
 import { sys, sysTry } from './call';
 import { SyscallError } from '../errors';
-import { IOVEC, PR, LOCK, UIO_MAXIOV, TIOCGWINSZ, WINSIZE, IOPRIO, CPU_SET_BYTES, CPU_SET_WORD_BITS, PRIO_PROCESS } from './abi';
+import { IOVEC, PR, LOCK, UIO_MAXIOV, TIOCGWINSZ, WINSIZE, IOPRIO, CPU_SET_BYTES, CPU_SET_WORD_BITS, SCHED_PARAM } from './abi';
 
 const iovLocal = Buffer.alloc(IOVEC.size);
 const iovRemote = Buffer.alloc(IOVEC.size);
@@ -150,9 +150,9 @@ export function getcpu(): number {
   return b.readUInt32LE(0);
 }
 
-/** setpriority(PRIO_PROCESS, tid, nice): one thread's nice value; -errno on failure. */
-export function trySetNice(tid: number, nice: number): number {
-  return sysTry('setpriority', PRIO_PROCESS, tid, nice);
+/** sched_setscheduler(tid, policy, priority): one thread's policy; -errno on failure. */
+export function trySchedSetScheduler(tid: number, policy: number, priority = 0): number {
+  return sysTry('sched_setscheduler', tid, policy, addressOf(SCHED_PARAM.encode({ priority })));
 }
 
 /** A thread's I/O priority (class, hint and level, as ioprio_get gives them). */
