@@ -263,6 +263,13 @@ function holdForReaping(tids: readonly number[]): void {
   }
 }
 
+/** Below this much resident memory a killed process frees it itself (killFrozen). */
+const MRELEASE_MIN_BYTES = 32 << 20;
+
+function residentBytes(pid: number): number {
+  try { return Number(fs.readFileSync(`/proc/${pid}/statm`, 'latin1').split(' ')[1]) * abi.PAGE_SIZE || 0; } catch { return 0; }
+}
+
 /** Kill the dumped process (default after a successful dump, as criu does). */
 export function killFrozen(p: FrozenProcess): void {
   // The frozen time runs until the process is reaped (as criu counts it), and
@@ -274,9 +281,10 @@ export function killFrozen(p: FrozenProcess): void {
   // its threads first move to our core as SCHED_IDLE: woken there they do
   // not preempt us (an idle-policy wakeup never does) and wait for our
   // mrelease (then only an empty address space is left to their exit). The
-  // process is dying: nobody sees it run again.
+  // process is dying: nobody sees it run again. Small ones exit fast anyway:
+  // the five calls this takes would cost more than they save.
   let pidfd = -1;
-  try { pidfd = pidfdOpen(p.pid); } catch { /* freed by the exit alone */ }
+  if (residentBytes(p.pid) >= MRELEASE_MIN_BYTES) try { pidfd = pidfdOpen(p.pid); } catch { /* freed by the exit alone */ }
   if (pidfd >= 0) holdForReaping(p.threads);
   tryKill(p.pid, SIG.SIGKILL);
   if (pidfd >= 0) {
