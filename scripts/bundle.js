@@ -31,8 +31,8 @@ const DIST = path.join(ROOT, 'dist');
 const SRC = path.join(DIST, 'src');
 const BUNDLE = path.join(DIST, 'stasis.bundle.js');
 const CACHE = path.join(DIST, 'stasis.bundle.cache');
-/** Run in a worker thread from its own file: not part of the bundle's modules. */
-const SKIP = new Set(['images/digest-worker.js', 'images/write-behind-worker.js', 'resources/memory/fill-worker.js']);
+/** A worker thread's entry (NAME-worker.js) runs from its own file: not part of the bundle's modules. */
+const isWorkerEntry = (rel) => rel.endsWith('-worker.js');
 /** The bundle's first line (bin/stasis.js checks it before reading the rest as latin1). */
 const ASCII_MARK = '// stasis bundle: ascii\n';
 
@@ -112,7 +112,7 @@ function resolveInside(rels, from, id) {
 }
 
 function build() {
-  const files = list(SRC).filter((f) => !SKIP.has(path.relative(SRC, f)));
+  const files = list(SRC).filter((f) => !isWorkerEntry(path.relative(SRC, f)));
   const rels = new Set(files.map((f) => path.relative(SRC, f)));
   const ts = require('typescript');
   const parts = [`${ASCII_MARK}(function (Module, path, srcDir) {`, `${loader.toString()}`, 'const defs = {'];
