@@ -2,12 +2,12 @@
 // process, without SIGSTOP, so job-control state is kept and interrupted
 // syscalls restart correctly on release.
 import * as fs from 'node:fs';
-import { ptrace, tryWait4, abi, tryKill, describeWait, kcmp, pidfdOpen, tryProcessMrelease, getcpu, schedSetAffinity, trySchedSetScheduler, type WaitStatus } from './sys';
+import { ptrace, tryWait4, abi, tryKill, describeWait, kcmp, pidfdOpen, tryProcessMrelease, getcpu, schedSetAffinity, schedGetAffinity, schedGetScheduler, trySchedSetScheduler, type WaitStatus } from './sys';
 import { listTasks, listChildren, readStat, readStatus, PF_KTHREAD, type Stat } from './proc/proc';
 import { StasisError, ErrorCodes, SyscallError } from './errors';
 import { log } from './log';
 
-const { SIG, PTRACE_EVENT, WAIT, PTRACE_O, KCMP, SCHED } = abi;
+const { SIG, PTRACE_EVENT, WAIT, PTRACE_O, KCMP, SCHED, ERRNO } = abi;
 const STOP_SIGNALS: number[] = [SIG.SIGSTOP, SIG.SIGTSTP, SIG.SIGTTIN, SIG.SIGTTOU];
 
 export interface FrozenProcess {
@@ -252,16 +252,41 @@ export interface FoundZombie {
   comm: string;
 }
 
-/** Threads about to be killed: on our CPU, SCHED_IDLE (killFrozen). Failures only lose the speed-up. */
-function holdForReaping(tids: readonly number[]): void {
+/**
+ * Threads about to be killed: on our CPU, SCHED_IDLE (killFrozen); `put back`
+ * returns each to its own CPUs and policy. Put back as soon as our
+ * process_mrelease returns, whatever it did: an idle thread pinned beside a
+ * busy one of ours could take seconds to exit, and one that does not die (a
+ * kill refused) must not keep either. A thread that cannot be pinned is left
+ * as it is. Failures only lose the speed-up.
+ */
+function holdForReaping(tids: readonly number[]): { putBack(): void } {
+  const held: { tid: number; cpus: bigint[]; policy: number; priority: number }[] = [];
+  const putBack = () => {
+    for (const h of held.splice(0)) {
+      trySchedSetScheduler(h.tid, h.policy, h.priority);
+      try { schedSetAffinity(h.tid, h.cpus); } catch { /* gone: it died */ }
+    }
+  };
   let cpu: number;
-  try { cpu = getcpu(); } catch { return; }
+  try { cpu = getcpu(); } catch { return { putBack }; }
   const mask: bigint[] = Array.from({ length: Math.floor(cpu / 64) + 1 }, (_, i) => (i === Math.floor(cpu / 64) ? 1n << BigInt(cpu % 64) : 0n));
   for (const tid of tids) {
-    try { schedSetAffinity(tid, mask); } catch { /* a cpuset without our CPU: the race is the exit's */ }
+    let was: { cpus: bigint[]; policy: number; priority: number };
+    try {
+      was = { cpus: schedGetAffinity(tid), ...schedGetScheduler(tid) };
+      schedSetAffinity(tid, mask);
+    } catch { continue; /* a cpuset without our CPU: the race is the exit's */ }
+    held.push({ tid, ...was });
     trySchedSetScheduler(tid, SCHED.IDLE);
   }
+  return { putBack };
 }
+
+/** process_mrelease answered ENOSYS or EPERM once (an older kernel, a seccomp filter): not tried again. */
+let mreleaseMissing = false;
+
+const pause = new Int32Array(new SharedArrayBuffer(4));
 
 /** Below this much resident memory a killed process frees it itself (killFrozen). */
 const MRELEASE_MIN_BYTES = 32 << 20;
@@ -284,12 +309,14 @@ export function killFrozen(p: FrozenProcess): void {
   // process is dying: nobody sees it run again. Small ones exit fast anyway:
   // the five calls this takes would cost more than they save.
   let pidfd = -1;
-  if (residentBytes(p.pid) >= MRELEASE_MIN_BYTES) try { pidfd = pidfdOpen(p.pid); } catch { /* freed by the exit alone */ }
-  if (pidfd >= 0) holdForReaping(p.threads);
-  tryKill(p.pid, SIG.SIGKILL);
+  if (!mreleaseMissing && residentBytes(p.pid) >= MRELEASE_MIN_BYTES) try { pidfd = pidfdOpen(p.pid); } catch { /* freed by the exit alone */ }
+  const held = pidfd >= 0 ? holdForReaping(p.threads) : undefined;
+  const killed = tryKill(p.pid, SIG.SIGKILL) >= 0;
   if (pidfd >= 0) {
-    const r = tryProcessMrelease(pidfd);
+    const r = killed ? tryProcessMrelease(pidfd) : -1;
+    held!.putBack();
     fs.closeSync(pidfd);
+    if (r === -ERRNO.ENOSYS || r === -ERRNO.EPERM) mreleaseMissing = true;
     log.debug(`kill of ${p.pid}: process_mrelease ${r === 0 ? 'freed its memory' : `errno ${-r}`}`);
   }
   // Collect the tracer's exit notifications so the real parent gets its own.
@@ -302,6 +329,8 @@ export function killFrozen(p: FrozenProcess): void {
       const r = tryWait4(tid, WAIT.WNOHANG);
       if (typeof r === 'number' || r.kind === 'exited' || r.kind === 'signaled') break;
       if (r.kind !== 'none') ptrace.tryDetach(tid, 0);
+      // Not dead yet: leave the CPU to its exit a moment (on one core we would hold it up).
+      else Atomics.wait(pause, 0, 0, 0.2);
     }
   }
 }

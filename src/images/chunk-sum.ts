@@ -22,9 +22,29 @@ export function chunkSum(alg: ChunkAlg): ChunkSum {
     const h = crypto.createHash('sha256');
     return { update: (d) => void h.update(d), hex: () => h.digest('hex') };
   }
-  const { crc32 } = zlib();
+  const crc32 = zlib().crc32 ?? crc32Js;
   let crc = 0;
   return { update: (d) => { crc = crc32(d, crc); }, hex: () => crc32Hex(crc) };
+}
+
+let table: Int32Array | undefined;
+
+/**
+ * CRC-32 (IEEE, reflected: zlib's) a byte at a time, for a Node without
+ * zlib.crc32 (before 20.15 and 22.2): ~10x slower, the same sums.
+ */
+export function crc32Js(data: Uint8Array, crc = 0): number {
+  if (!table) {
+    table = new Int32Array(256);
+    for (let n = 0; n < 256; n++) {
+      let c = n;
+      for (let k = 0; k < 8; k++) c = c & 1 ? (c >>> 1) ^ 0xedb88320 : c >>> 1;
+      table[n] = c;
+    }
+  }
+  let c = ~crc;
+  for (let i = 0; i < data.length; i++) c = table[(c ^ data[i]) & 0xff] ^ (c >>> 8);
+  return ~c >>> 0;
 }
 
 /** The sum of `data` (one whole chunk) by `alg`. */

@@ -308,7 +308,7 @@ export class RawImageOut {
    * change before settle(job). Else written now: returns 0.
    */
   writeSpans(buf: Buffer, spans: number[]): number {
-    if (this.pos < WRITE_BEHIND_MIN || !(buf.buffer instanceof SharedArrayBuffer) || this.hash.isExternal || (this.wb ??= WriteBehind.get()) === null) {
+    if (this.pos < WRITE_BEHIND_MIN || !(buf.buffer instanceof SharedArrayBuffer) || buf.byteOffset !== 0 || this.hash.isExternal || (this.wb ??= WriteBehind.get()) === null) {
       for (let i = 0; i < spans.length; i += 2) this.write(buf, spans[i], spans[i + 1]);
       return 0;
     }
@@ -370,7 +370,12 @@ export class RawImageOut {
     if (this.closed) return;
     this.closed = true;
     // No job may still write to the fd (its number could be another file's once closed).
-    try { this.settle(); } catch { for (const j of this.behind.splice(0)) this.wb!.wait(j.id); }
+    try { this.settle(); } catch { /* a write error: settle waited for the rest; the sizes tell the digest */ }
+    if (this.behind.length) {
+      // The thread stalled with a job: the fd stays open (and unreused) rather than closed under it.
+      this.hash.finish(-1);
+      return;
+    }
     let size = -1;
     try { size = fs.fstatSync(this.fd).size; } catch { /* reported as a size mismatch */ }
     try { fs.closeSync(this.fd); } catch { /* nothing to do */ }

@@ -13,6 +13,7 @@ import * as path from 'node:path';
 import type { Worker, MessagePort } from 'node:worker_threads';
 import { workerThreads } from '../node-lazy';
 import { StasisError, ErrorCodes } from '../errors';
+import { log } from '../log';
 import type { ChunkAlg } from './chunk-sum';
 
 /** More threads than this buy nothing here: the page copy and the memory bus are shared. */
@@ -44,6 +45,7 @@ export class HashPool {
       const { port1, port2 } = new MessageChannel();
       const worker = new Worker(file, { workerData: { ctl: sab, port: port2 }, transferList: [port2] });
       worker.unref();
+      worker.on('error', (e) => log.info(`digest thread: ${(e as Error).message}`));
       this.threads.push({ worker, port: port1, outstanding: 0 });
     }
   }

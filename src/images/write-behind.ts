@@ -14,6 +14,7 @@ import * as path from 'node:path';
 import type { Worker, MessagePort } from 'node:worker_threads';
 import { workerThreads } from '../node-lazy';
 import { StasisError, ErrorCodes } from '../errors';
+import { log } from '../log';
 
 /** Bytes a file gets written in place before its writes go to the thread. */
 export const WRITE_BEHIND_MIN = 32 << 20;
@@ -36,6 +37,8 @@ export class WriteBehind {
     const { port1, port2 } = new MessageChannel();
     this.worker = new Worker(file, { workerData: { ctl: this.ctl.buffer, port: port2 }, transferList: [port2] });
     this.worker.unref();
+    // A thread that fails is seen as a stall by wait() (its caller blocks); the event must not crash us later.
+    this.worker.on('error', (e) => log.info(`write-behind thread: ${(e as Error).message}`));
     this.port = port1;
   }
 

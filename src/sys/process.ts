@@ -150,6 +150,14 @@ export function getcpu(): number {
   return b.readUInt32LE(0);
 }
 
+/** sched_getscheduler and sched_getparam: one thread's policy (SCHED_RESET_ON_FORK included) and priority. */
+export function schedGetScheduler(tid: number): { policy: number; priority: number } {
+  const policy = sys('sched_getscheduler', tid, 0, 0, 0, 0, 0, `thread ${tid}`);
+  const b = Buffer.alloc(SCHED_PARAM.size);
+  sys('sched_getparam', tid, addressOf(b), 0, 0, 0, 0, `thread ${tid}`);
+  return { policy, priority: SCHED_PARAM.decode(b).priority };
+}
+
 /** sched_setscheduler(tid, policy, priority): one thread's policy; -errno on failure. */
 export function trySchedSetScheduler(tid: number, policy: number, priority = 0): number {
   return sysTry('sched_setscheduler', tid, policy, addressOf(SCHED_PARAM.encode({ priority })));

@@ -10,6 +10,7 @@ import * as path from 'node:path';
 import * as crypto from 'node:crypto';
 import { formatDigest, parseDigest, sha256, DigestBuilder, ChunkedHasher, verifyImages, checkImages, CHUNK_SIZE, DIGEST_FILE, type DigestEntry } from '../../src/images/digest';
 import { ImageReader } from '../../src/images/image';
+import { crc32Js } from '../../src/images/chunk-sum';
 import { ErrorCodes } from '../../src/errors';
 
 const ENTRIES: DigestEntry[] = [
@@ -46,8 +47,11 @@ function chunkSums(data: Buffer, chunk: number, alg: 'sha256' | 'crc32' = 'crc32
   return out;
 }
 
-test('CRC-32 of the check value and of chunks: zlib (through digest.ts) and the bit-by-bit one here agree', () => {
+test('CRC-32 of the check value and of chunks: zlib (through digest.ts), the fallback for a Node without it, and the bit-by-bit one here agree', () => {
   assert.equal(crc32(Buffer.from('123456789')), 0xcbf43926);
+  const some = crypto.randomBytes(100003);
+  assert.equal(crc32Js(some), crc32(some));
+  assert.equal(crc32Js(some.subarray(5000), crc32Js(some.subarray(0, 5000))), crc32(some), 'continued from a previous sum, as zlib.crc32(data, value)');
   const data = crypto.randomBytes((1 << 20) + 12345);
   const h = new ChunkedHasher(64 << 10);
   for (let o = 0; o < data.length; o += 77777) h.update(data.subarray(o, o + 77777));

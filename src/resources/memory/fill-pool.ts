@@ -61,7 +61,11 @@ export function fillInParallel(jobs: FillJob[], uffd: number, buf: Buffer): Int3
     Atomics.wait(b.ctl, 1, done, 1000);
     const now = Atomics.load(b.ctl, 1);
     if (now !== done) { done = now; since = Date.now(); continue; }
-    if (Date.now() - since > STALL_MS) throw new StasisError(ErrorCodes.RESTORE_FAILED, `the page filling thread copied nothing for ${STALL_MS / 1000} s`);
+    if (Date.now() - since > STALL_MS) {
+      // Taken for dead: never given another batch (what it held is the restore's failure).
+      helper = null;
+      throw new StasisError(ErrorCodes.RESTORE_FAILED, `the page filling thread copied nothing for ${STALL_MS / 1000} s`);
+    }
   }
   log.debug(`pages by UFFDIO_COPY: ${jobs.length} chunks, ${jobs.length - mine} of them by the helper thread`);
   return b.results;

@@ -10,6 +10,7 @@ import { runJobs, type FillBatch } from './fill-jobs';
 let buf: Buffer | undefined;
 
 parentPort!.on('message', (b: FillBatch) => {
-  buf ??= Buffer.allocUnsafe(b.maxLen);
+  // Each batch's longest job may be longer than the last one's.
+  if (!buf || buf.length < b.maxLen) buf = Buffer.allocUnsafe(b.maxLen);
   runJobs(b, (fd, off, len) => fs.readSync(fd, buf!, 0, len, off), (uffd, dst, len) => uffdCopy(uffd, dst, addressOf(buf!), len));
 });
