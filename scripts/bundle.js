@@ -143,6 +143,8 @@ function makeCache() {
   for (const name of b.names) b.load(name);
   const data = script.createCachedData();
   fs.writeFileSync(CACHE, data);
+  // A new build's cache is cold again: every command warms it anew (bin/stasis.js, warmCache).
+  fs.rmSync(`${CACHE}.warmed`, { force: true });
   return data.length;
 }
 
