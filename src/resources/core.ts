@@ -9,11 +9,11 @@ import { outBuf, cstr, type RemoteTask } from '../compel/remote';
 import { readStat, readStatus } from '../proc/proc';
 import { parts, type Msg } from '../images/image';
 import { TASK_STATE, REGS_MODE } from '../images/criu';
-import { defineUnit } from '../unit/unit';
+import { defineUnit, type RemoteCall } from '../unit/unit';
 import type { ProcessDump } from '../unit/dump-ctx';
 import { remoteResult } from '../errors';
 import { cloneThread } from '../compel/clone';
-import { restoreAltStack } from './signals';
+import { altStackCall } from './signals';
 
 const { ERRNO, ERESTART, XSAVE, FXSAVE, SYSCALL_INSN_LEN, PR, RSEQ_CS_OFFSET } = abi;
 
@@ -145,12 +145,15 @@ function dumpCore(pd: ProcessDump, facts: CoreFacts): void {
 /** Per-thread kernel state that points into user memory: call once memory is back. */
 export function restoreThreadState(t: RemoteTask, core: Msg<'core_entry'>): void {
   const tcore = core.thread_core;
-  t.call('set_tid_address', core.thread_info!.clear_tid_addr);
-  if (tcore?.futex_rla) t.call('set_robust_list', tcore.futex_rla, tcore.futex_rla_len);
-  restoreAltStack(t, tcore?.sas);
-  if (tcore?.pdeath_sig) t.call('prctl', PR.SET_PDEATHSIG, tcore.pdeath_sig);
+  // Independent calls: one batch (one stop) where the task can run one.
+  const calls: RemoteCall[] = [['set_tid_address', core.thread_info!.clear_tid_addr]];
+  if (tcore?.futex_rla) calls.push(['set_robust_list', tcore.futex_rla, tcore.futex_rla_len]);
+  const alt = altStackCall(tcore?.sas);
+  if (alt) calls.push(alt);
+  if (tcore?.pdeath_sig) calls.push(['prctl', PR.SET_PDEATHSIG, tcore.pdeath_sig]);
   const rs = tcore?.rseq_entry;
-  if (rs && rs.rseq_abi_pointer !== 0n) t.call('rseq', rs.rseq_abi_pointer, rs.rseq_abi_size, 0, rs.signature);
+  if (rs && rs.rseq_abi_pointer !== 0n) calls.push(['rseq', rs.rseq_abi_pointer, rs.rseq_abi_size, 0, rs.signature]);
+  t.callAll(calls);
 }
 
 /**

@@ -5,7 +5,7 @@
 import { abi, ptrace } from '../sys';
 import { inBuf, outBuf, type RemoteTask } from '../compel/remote';
 import type { Msg } from '../images/schema';
-import { defineUnit, type ParasiteCalls } from '../unit/unit';
+import { defineUnit, type ParasiteCalls, type RemoteCall } from '../unit/unit';
 import type { TaskRestore } from '../unit/restore-ctx';
 import { remoteResult } from '../errors';
 
@@ -76,9 +76,10 @@ export function restoreLateSigaction(tr: TaskRestore, t: RemoteTask): void {
   for (const [sig, sa] of sigactionsBySignal(tr)) if (isLateSigaction(sig, sa)) setSigaction(t, sig, sa);
 }
 
-export function restoreAltStack(t: RemoteTask, sas: Msg<'thread_sas_entry'> | undefined): void {
-  if (!sas) return;
-  t.call('sigaltstack', inBuf(STACK_T.encode({ ss_sp: sas.ss_sp, ss_flags: sas.ss_flags & SS_DISABLE, ss_size: sas.ss_size })), 0);
+/** The sigaltstack call that puts a thread's alternate signal stack back (none if it had none). */
+export function altStackCall(sas: Msg<'thread_sas_entry'> | undefined): RemoteCall | undefined {
+  if (!sas) return undefined;
+  return ['sigaltstack', inBuf(STACK_T.encode({ ss_sp: sas.ss_sp, ss_flags: sas.ss_flags & SS_DISABLE, ss_size: sas.ss_size })), 0];
 }
 
 /**
