@@ -4,7 +4,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { setChildSubreaper, tryWait4, tryKill, abi } from './sys';
+import { setChildSubreaper, tryWait4, tryKill, sleepSync, abi } from './sys';
 import { dump } from './dump/dump';
 import { restore } from './restore/restore';
 import { readCheckpoint } from './show';
@@ -25,8 +25,6 @@ while True:
         time.sleep(0.25)
 `;
 
-const sleep = (ms: number) => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
-
 function follow(file: string, from: number, ms: number, prefix: string): number {
   const end = Date.now() + ms;
   let off = from;
@@ -36,7 +34,7 @@ function follow(file: string, from: number, ms: number, prefix: string): number 
       for (const line of buf.subarray(off).toString().split('\n')) if (line) console.log(`${prefix}${line}`);
       off = buf.length;
     }
-    sleep(100);
+    sleepSync(100);
   }
   return off;
 }
@@ -48,7 +46,7 @@ function reap(pid: number, ms: number): string {
     if (typeof r === 'number') return 'gone';
     if (r.kind === 'exited') return `exited with ${r.code}`;
     if (r.kind === 'signaled') return `killed by signal ${r.signal}`;
-    sleep(20);
+    sleepSync(20);
   }
   return 'still running';
 }

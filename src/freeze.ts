@@ -2,8 +2,8 @@
 // process, without SIGSTOP, so job-control state is kept and interrupted
 // syscalls restart correctly on release.
 import * as fs from 'node:fs';
-import { ptrace, tryWait4, abi, tryKill, describeWait, kcmp, pidfdOpen, tryProcessMrelease, getcpu, schedSetAffinity, schedGetAffinity, schedGetScheduler, trySchedSetScheduler, type WaitStatus } from './sys';
-import { listTasks, listChildren, readStat, readStatus, PF_KTHREAD, type Stat } from './proc/proc';
+import { ptrace, tryWait4, sleepSync, abi, tryKill, describeWait, kcmp, pidfdOpen, tryProcessMrelease, getcpu, schedSetAffinity, schedGetAffinity, schedGetScheduler, trySchedSetScheduler, type WaitStatus } from './sys';
+import { listTasks, listChildren, readStat, readStatus, residentPages, PF_KTHREAD, type Stat } from './proc/proc';
 import { StasisError, ErrorCodes, SyscallError } from './errors';
 import { log } from './log';
 
@@ -286,14 +286,8 @@ function holdForReaping(tids: readonly number[]): { putBack(): void } {
 /** process_mrelease answered ENOSYS or EPERM once (an older kernel, a seccomp filter): not tried again. */
 let mreleaseMissing = false;
 
-const pause = new Int32Array(new SharedArrayBuffer(4));
-
 /** Below this much resident memory a killed process frees it itself (killFrozen). */
 const MRELEASE_MIN_BYTES = 32 << 20;
-
-function residentBytes(pid: number): number {
-  try { return Number(fs.readFileSync(`/proc/${pid}/statm`, 'latin1').split(' ')[1]) * abi.PAGE_SIZE || 0; } catch { return 0; }
-}
 
 /** Kill the dumped process (default after a successful dump, as criu does). */
 export function killFrozen(p: FrozenProcess): void {
@@ -309,7 +303,7 @@ export function killFrozen(p: FrozenProcess): void {
   // process is dying: nobody sees it run again. Small ones exit fast anyway:
   // the five calls this takes would cost more than they save.
   let pidfd = -1;
-  if (!mreleaseMissing && residentBytes(p.pid) >= MRELEASE_MIN_BYTES) try { pidfd = pidfdOpen(p.pid); } catch { /* freed by the exit alone */ }
+  if (!mreleaseMissing && residentPages(p.pid) * abi.PAGE_SIZE >= MRELEASE_MIN_BYTES) try { pidfd = pidfdOpen(p.pid); } catch { /* freed by the exit alone */ }
   const held = pidfd >= 0 ? holdForReaping(p.threads) : undefined;
   const killed = tryKill(p.pid, SIG.SIGKILL) >= 0;
   if (pidfd >= 0) {
@@ -330,7 +324,7 @@ export function killFrozen(p: FrozenProcess): void {
       if (typeof r === 'number' || r.kind === 'exited' || r.kind === 'signaled') break;
       if (r.kind !== 'none') ptrace.tryDetach(tid, 0);
       // Not dead yet: leave the CPU to its exit a moment (on one core we would hold it up).
-      else Atomics.wait(pause, 0, 0, 0.2);
+      else sleepSync(0.2);
     }
   }
 }

@@ -64,6 +64,11 @@ export interface Stat {
   startTime: bigint;
 }
 
+/** Resident pages of a process (/proc/PID/statm's second field); 0 if it cannot be read. */
+export function residentPages(pid: number): number {
+  try { return Number(fs.readFileSync(`/proc/${pid}/statm`, 'latin1').split(' ')[1]) || 0; } catch { return 0; }
+}
+
 /** /proc/PID/stat (or /proc/PID/task/TID/stat). */
 export function readStat(pid: number, tid?: number): Stat {
   const text = fs.readFileSync(tid === undefined ? `/proc/${pid}/stat` : `/proc/${pid}/task/${tid}/stat`, 'utf8');

@@ -4,14 +4,14 @@
 // FIFO/RR). Read and set from stasis, per thread id: nothing runs in the
 // task. Set late (after every other phase, before the credentials): an
 // idle-policy thread would make the remote calls of later phases crawl.
-import { abi, sys, sysTry, addressOf } from '../sys';
+import { abi, sys, trySchedSetScheduler } from '../sys';
 import { readStat, readStatus } from '../proc/proc';
 import { StasisError, ErrorCodes, SyscallError } from '../errors';
 import type { Msg } from '../images/schema';
 import { defineUnit } from '../unit/unit';
 import type { Loading } from '../unit/checkpoint';
 
-const { SCHED, SCHED_PARAM, PRIO_PROCESS, CAP, ERRNO } = abi;
+const { SCHED, PRIO_PROCESS, CAP, ERRNO } = abi;
 const RLIMIT_NICE = abi.RLIMIT_NAMES.indexOf('NICE');
 const RLIMIT_RTPRIO = abi.RLIMIT_NAMES.indexOf('RTPRIO');
 const POLICY_NAMES: Record<number, string> = { [SCHED.OTHER]: 'SCHED_OTHER', [SCHED.FIFO]: 'SCHED_FIFO', [SCHED.RR]: 'SCHED_RR', [SCHED.BATCH]: 'SCHED_BATCH', [SCHED.IDLE]: 'SCHED_IDLE' };
@@ -86,7 +86,7 @@ function restoreSched(pid: number, tid: number, w: Sched): void {
   const cur = liveSched(pid, tid);
   if (cur.nice !== w.nice) sys('setpriority', PRIO_PROCESS, tid, w.nice, 0, 0, 0, `thread ${tid}: nice ${w.nice}`);
   if (cur.policy !== w.policy || cur.prio !== w.prio) {
-    const r = sysTry('sched_setscheduler', tid, w.policy, addressOf(SCHED_PARAM.encode({ priority: w.prio })));
+    const r = trySchedSetScheduler(tid, w.policy, w.prio);
     if (r < 0) {
       const why = r === -ERRNO.EPERM ? ' (not permitted: CAP_SYS_NICE or RLIMIT_RTPRIO, or a real-time limit of the cgroup)' : '';
       throw new SyscallError('sched_setscheduler', -r, `thread ${tid}: ${POLICY_NAMES[w.policy & ~SCHED.RESET_ON_FORK]}${w.policy & SCHED.RESET_ON_FORK ? '|SCHED_RESET_ON_FORK' : ''} priority ${w.prio}${why}`);

@@ -1,6 +1,6 @@
 export * as abi from './abi';
 export * as ptrace from './ptrace';
-export { wait4, tryWait4, decodeStatus, isEventStop, isGroupStop, describe as describeWait, type WaitStatus } from './wait';
+export { wait4, tryWait4, decodeStatus, isEventStop, isGroupStop, describe as describeWait, sleepSync, type WaitStatus } from './wait';
 export * from './process';
 export { sys, sysTry, sysBig } from './call';
 export { addressOf } from './native';

@@ -60,3 +60,10 @@ export function describe(ws: WaitStatus): string {
     case 'none': return 'no change';
   }
 }
+
+const napWord = new Int32Array(new SharedArrayBuffer(4));
+
+/** Block this thread for `ms` milliseconds (fractions too): the caller is synchronous and nothing else may run meanwhile. */
+export function sleepSync(ms: number): void {
+  Atomics.wait(napWord, 0, 0, ms);
+}

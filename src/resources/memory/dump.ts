@@ -3,7 +3,7 @@
 // left out: a fresh anonymous mapping reads as zero anyway.
 import * as fs from 'node:fs';
 import { abi, processVmReadvMany, type PageRegion } from '../../sys';
-import { readMaps, readAuxv, readPagemap } from '../../proc/proc';
+import { readMaps, readAuxv, readPagemap, residentPages } from '../../proc/proc';
 import { parts, type Msg } from '../../images/image';
 import { PE } from '../../images/criu';
 import { encodePagemap } from '../../images/pagemap';
@@ -255,14 +255,10 @@ function lazyPages(cv: ClassifiedVma, pmFd: number, entries: Msg<'pagemap_entry'
   });
 }
 
-/** Resident pages of a process (statm), the progress line's estimate of what a dump reads. */
-function residentPages(pid: number): number {
-  try { return Number(fs.readFileSync(`/proc/${pid}/statm`, 'latin1').split(' ')[1]) || 0; } catch { return 0; }
-}
-
 /** Copy the wanted pages of every VMA into pages-N.img (or refer them to the parent); returns the pagemap entries and the guard pages. */
 function dumpPages(ctx: DumpCtx, pid: number, vmas: ClassifiedVma[], pagesFile: string, plan: PagePlan = {}, remote?: RemotePages): { entries: Msg<'pagemap_entry'>[]; guards: Range[] } {
   const entries: Msg<'pagemap_entry'>[] = [];
+  // Resident pages: the progress line's estimate of what a dump reads.
   if (progress.active) progress.addTotal(residentPages(pid));
   const pmFd = fs.openSync(`/proc/${pid}/pagemap`, 'r');
   const memFd = fs.openSync(`/proc/${pid}/mem`, 'r');

@@ -2,7 +2,7 @@
 // number is, and the ioctls stasis runs on its own fds of a pty (a copy of the
 // master taken with pidfd_getfd, a slave opened from it with TIOCGPTPEER):
 // parameters, and the bytes queued in either direction, read and written back.
-import { abi, sys, sysTry, addressOf, pollOne, ioctlInt } from '../../sys';
+import { abi, sys, sysTry, addressOf, pollOne, ioctlInt, sleepSync } from '../../sys';
 import { StasisError, ErrorCodes } from '../../errors';
 import type { Msg } from '../../images/schema';
 
@@ -132,7 +132,7 @@ export function queueBytes(m: number, s: number, final: Termios, input: Buffer, 
     while (inq(s) < want) {
       if (Date.now() > until) throw new StasisError(ErrorCodes.RESTORE_FAILED, `a pty took only ${inq(s)} of ${want} queued bytes`);
       pollOne(s, POLL.IN, 1);
-      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1);
+      sleepSync(1);
     }
     // Nothing readable yet (a lone partial line): the poll itself pushes the flip buffers.
     if (want === 0) pollOne(s, POLL.IN, 0);
