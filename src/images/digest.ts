@@ -261,9 +261,7 @@ export class RawHash {
       this.fed = { from: this.written / this.chunk, sums: new ChunkedHasher(this.chunk, CHUNK_ALG) };
     }
     this.fed.sums.update(data.subarray(off, off + len));
-    this.pendingFed += len;
   }
-  private pendingFed = 0;
 
   /** Hand chunks [jobs.length, upTo) to the pool; false if there is none. */
   private submitUpTo(upTo: number): boolean {
@@ -276,18 +274,33 @@ export class RawHash {
     return true;
   }
 
+  /** The sums of the chunks handed to the pool, in order (waits for them); undefined and `error` set if one failed. */
+  private poolSums(): string[] | undefined {
+    const rs = this.jobs.map((id) => this.owner.pool()!.result(id));
+    const bad = rs.find((r): r is ChunkResult & { error: string } => 'error' in r);
+    if (bad) { this.error = bad.error; return undefined; }
+    return rs.map((r) => (r as { sum: string }).sum);
+  }
+
+  /** The sums of the file's first `len` bytes, read back here (no pool); undefined and `error` set if it cannot be read. */
+  private sumsHere(len: number): string[] | undefined {
+    try {
+      const fd = fs.openSync(this.stagedPath, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | abi.O.CLOEXEC);
+      try { return hashChunksFd(fd, 0, len, this.chunk, CHUNK_ALG); } finally { fs.closeSync(fd); }
+    } catch (e) {
+      this.error = describeIoError(e);
+      return undefined;
+    }
+  }
+
   /** A fed file's entry: the head's chunks (pool or here), then the fed ones. */
   private fedEntry(): DigestEntry | undefined {
     const fed = this.fed!;
-    if (this.pendingFed !== this.written - fed.from * this.chunk) { this.error = `${this.pendingFed} bytes summed but ${this.written - fed.from * this.chunk} written`; return undefined; }
-    let head = this.headSums;
-    if (!head) {
-      const rs = this.jobs.map((id) => this.owner.pool()!.result(id));
-      const bad = rs.find((r): r is ChunkResult & { error: string } => 'error' in r);
-      if (bad) { this.error = bad.error; return undefined; }
-      head = rs.map((r) => (r as { sum: string }).sum);
-    }
-    return { name: this.name, size: this.written, chunk: this.chunk, chunks: [...head, ...fed.sums.finish(this.name).chunks!], alg: CHUNK_ALG };
+    const tail = fed.sums.finish(this.name);
+    const expected = this.written - fed.from * this.chunk;
+    if (tail.size !== expected) { this.error = `${tail.size} bytes summed but ${expected} written`; return undefined; }
+    const head = this.headSums ?? this.poolSums();
+    return head && { name: this.name, size: this.written, chunk: this.chunk, chunks: [...head, ...tail.chunks!], alg: CHUNK_ALG };
   }
 
   /** The file is closed (never throws: a problem is reported by the digest). */
@@ -302,42 +315,34 @@ export class RawHash {
     if (this.fed) {
       const head = this.fed.from * this.chunk;
       if (this.jobs.length || head >= POOL_THRESHOLD) { if (this.submitUpTo(this.fed.from)) return; }
-      this.headSums = head ? this.sumHeadHere(head) : [];
+      this.headSums = head ? this.sumsHere(head) : [];
       return;
     }
-    if (this.chunked && (this.jobs.length || size >= POOL_THRESHOLD) && this.submitUpTo(chunkCount(size, this.chunk))) return;
+    if (this.chunked) {
+      if ((this.jobs.length || size >= POOL_THRESHOLD) && this.submitUpTo(chunkCount(size, this.chunk))) return;
+      const chunks = this.sumsHere(size);
+      if (chunks) this.result = { name: this.name, size, chunk: this.chunk, chunks, alg: CHUNK_ALG };
+      return;
+    }
     try {
       const fd = fs.openSync(this.stagedPath, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | abi.O.CLOEXEC);
-      try {
-        if (this.chunked) this.result = { name: this.name, size, chunk: this.chunk, chunks: hashChunksFd(fd, 0, size, this.chunk, CHUNK_ALG), alg: CHUNK_ALG };
-        else { const h = hashFd(fd); this.result = { name: this.name, size: h.size, sha256: h.sha256 }; }
-      } finally { fs.closeSync(fd); }
+      try { const h = hashFd(fd); this.result = { name: this.name, size: h.size, sha256: h.sha256 }; } finally { fs.closeSync(fd); }
     } catch (e) {
       this.error = describeIoError(e);
     }
   }
 
+  /** The fed file's chunks before the fed ones, when they were summed here at close. */
   private headSums: string[] | undefined;
-
-  /** The chunks before the fed ones, summed here (no pool). */
-  private sumHeadHere(head: number): string[] | undefined {
-    try {
-      const fd = fs.openSync(this.stagedPath, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | abi.O.CLOEXEC);
-      try { return hashChunksFd(fd, 0, head, this.chunk, CHUNK_ALG); } finally { fs.closeSync(fd); }
-    } catch (e) {
-      this.error = describeIoError(e);
-      return undefined;
-    }
-  }
 
   entry(): DigestEntry {
     if (!this.finished) throw new StasisError(ErrorCodes.INTERNAL, `${this.name} is still open when the checkpoint is committed`);
-    if (this.fed && !this.error && !this.result) this.result = this.fedEntry();
-    if (!this.error && !this.result && this.jobs.length) {
-      const rs = this.jobs.map((id) => this.owner.pool()!.result(id));
-      const bad = rs.find((r): r is ChunkResult & { error: string } => 'error' in r);
-      if (bad) this.error = bad.error;
-      else this.result = { name: this.name, size: this.written, chunk: this.chunk, chunks: rs.map((r) => (r as { sum: string }).sum), alg: CHUNK_ALG };
+    if (!this.error && !this.result) {
+      if (this.fed) this.result = this.fedEntry();
+      else if (this.jobs.length) {
+        const chunks = this.poolSums();
+        if (chunks) this.result = { name: this.name, size: this.written, chunk: this.chunk, chunks, alg: CHUNK_ALG };
+      }
     }
     if (this.error || !this.result) throw new StasisError(ErrorCodes.IO_ERROR, `cannot hash ${this.name}: ${this.error}`);
     if (this.result.size !== this.written) throw new StasisError(ErrorCodes.INTERNAL, `${this.name}: hashed ${this.result.size} bytes of ${this.written}`);
