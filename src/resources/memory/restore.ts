@@ -110,42 +110,33 @@ export function restorePages(ctx: RestoreCtx, tr: TaskRestore, m: LoadedMm, sour
   const buf = chunkBuffers().data;
   if (!counted.has(m)) progress.addTotal(m.sources.reduce((a, src) => a + src.nrPages, 0));
   counted.add(m);
-  /** Chunks for the two filling threads (fill-pool.ts): eager, into UFFDIO_COPY VMAs. */
-  const parallel: FillJob[] = [];
-  const parallelPaths: string[] = [];
-  const one = (src: PageSource, inFd: number, pagesPath: string, done: number, n: number) => {
+  /** One chunk of a source's pages, read and written here (checked first where the digest is deferred). */
+  type Chunk = { src: PageSource; inFd: number; done: number; n: number };
+  const one = ({ src, inFd, done, n }: Chunk) => {
     const len = n * PAGE_SIZE;
     const fileOff = src.fileOff + done * PAGE_SIZE;
     const got = fs.readSync(inFd, buf, 0, len, fileOff);
-    if (got !== len) throw new StasisError(ErrorCodes.BAD_IMAGE, `${pagesPath}: short read at offset ${fileOff}`);
+    if (got !== len) throw new StasisError(ErrorCodes.BAD_IMAGE, `${src.images.path(src.pagesFile)}: short read at offset ${fileOff}`);
     src.images.verifyRange(src.pagesFile, inFd, fileOff, len);
     filler.write(src.vaddr + BigInt(done) * PAGE, buf, len);
     progress.addDone(n);
   };
   try {
-    const sequential: [PageSource, number, string, number, number][] = [];
+    // Chunks for the two filling threads (fill-pool.ts): eager, into UFFDIO_COPY VMAs; the rest here.
+    const copied: Chunk[] = [], here: Chunk[] = [];
     for (const src of sources) {
       const pagesPath = src.images.path(src.pagesFile);
       let inFd = files.get(pagesPath);
       if (inFd === undefined) files.set(pagesPath, (inFd = src.images.open(src.pagesFile)));
       const toCopy = filler.copyFd >= 0 && !src.images.deferred && filler.copies(src.vaddr, end(src));
-      for (let done = 0; done < src.nrPages; done += CHUNK_PAGES) {
-        const n = Math.min(CHUNK_PAGES, src.nrPages - done);
-        if (toCopy) { parallel.push([inFd, src.fileOff + done * PAGE_SIZE, src.vaddr + BigInt(done) * PAGE, n * PAGE_SIZE]); parallelPaths.push(pagesPath); }
-        else sequential.push([src, inFd, pagesPath, done, n]);
-      }
+      for (let done = 0; done < src.nrPages; done += CHUNK_PAGES) (toCopy ? copied : here).push({ src, inFd, done, n: Math.min(CHUNK_PAGES, src.nrPages - done) });
     }
-    // Two threads when there is enough; a job either copied whole there, or (a page there
-    // already, a short read, or one thread only) here, the careful way.
-    const results = parallel.reduce((a, j) => a + j[3], 0) >= PARALLEL_MIN_BYTES ? fillInParallel(parallel, filler.copyFd, buf) : undefined;
-    parallel.forEach(([inFd, off, dst, len], i) => {
-      if (results?.[i] !== len) {
-        if (fs.readSync(inFd, buf, 0, len, off) !== len) throw new StasisError(ErrorCodes.BAD_IMAGE, `${parallelPaths[i]}: short read at offset ${off}`);
-        filler.write(dst, buf, len);
-      }
-      progress.addDone(len / PAGE_SIZE);
-    });
-    for (const [src, inFd, pagesPath, done, n] of sequential) one(src, inFd, pagesPath, done, n);
+    const jobs = copied.map((c): FillJob => [c.inFd, c.src.fileOff + c.done * PAGE_SIZE, c.src.vaddr + BigInt(c.done) * PAGE, c.n * PAGE_SIZE]);
+    // Two threads when there is enough; a chunk not copied whole there (a page there already,
+    // a short read), or all of them with one thread only, the careful way here.
+    const results = jobs.reduce((a, j) => a + j[3], 0) >= PARALLEL_MIN_BYTES ? fillInParallel(jobs, filler.copyFd, buf) : undefined;
+    copied.forEach((c, i) => (results?.[i] === jobs[i][3] ? progress.addDone(c.n) : one(c)));
+    for (const c of here) one(c);
   } finally {
     filler.close();
     for (const fd of files.values()) fs.closeSync(fd);
