@@ -2,7 +2,7 @@
 // process, without SIGSTOP, so job-control state is kept and interrupted
 // syscalls restart correctly on release.
 import * as fs from 'node:fs';
-import { ptrace, tryWait4, sleepSync, abi, tryKill, describeWait, kcmp, pidfdOpen, tryProcessMrelease, getcpu, schedSetAffinity, schedGetAffinity, schedGetScheduler, trySchedSetScheduler, type WaitStatus } from './sys';
+import { ptrace, tryWait4, sleepSync, abi, tryKill, describeWait, kcmp, pidfdOpen, tryProcessMrelease, getcpu, cpuMask, schedSetAffinity, schedGetAffinity, schedGetScheduler, trySchedSetScheduler, type WaitStatus } from './sys';
 import { listTasks, listChildren, readStat, readStatus, residentPages, PF_KTHREAD, type Stat } from './proc/proc';
 import { StasisError, ErrorCodes, SyscallError } from './errors';
 import { log } from './log';
@@ -270,7 +270,7 @@ function holdForReaping(tids: readonly number[]): { putBack(): void } {
   };
   let cpu: number;
   try { cpu = getcpu(); } catch { return { putBack }; }
-  const mask: bigint[] = Array.from({ length: Math.floor(cpu / 64) + 1 }, (_, i) => (i === Math.floor(cpu / 64) ? 1n << BigInt(cpu % 64) : 0n));
+  const mask = cpuMask(cpu);
   for (const tid of tids) {
     let was: { cpus: bigint[]; policy: number; priority: number };
     try {

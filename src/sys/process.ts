@@ -143,6 +143,12 @@ export function schedSetAffinity(tid: number, words: readonly bigint[]): void {
   sys('sched_setaffinity', tid, buf.length, addressOf(buf), 0, 0, 0, `thread ${tid}`);
 }
 
+/** The affinity mask (as schedSetAffinity takes it) of CPU `cpu` alone. */
+export function cpuMask(cpu: number): bigint[] {
+  const word = Math.floor(cpu / CPU_SET_WORD_BITS);
+  return Array.from({ length: word + 1 }, (_, i) => (i === word ? 1n << BigInt(cpu % CPU_SET_WORD_BITS) : 0n));
+}
+
 /** The CPU the calling thread runs on (getcpu(2); it may move right after). */
 export function getcpu(): number {
   const b = Buffer.alloc(4);
