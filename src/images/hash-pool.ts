@@ -7,13 +7,12 @@
 // caller's thread is blocked in synchronous calls most of the time, so it
 // collects results synchronously (receiveMessageOnPort) and waits on a
 // shared counter (Atomics.wait), never on the event loop.
-import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import type { Worker, MessagePort } from 'node:worker_threads';
 import { workerThreads } from '../node-lazy';
 import { StasisError, ErrorCodes } from '../errors';
-import { log } from '../log';
+import { startThread } from '../threads';
 import type { ChunkAlg } from './chunk-sum';
 
 /** More threads than this buy nothing here: the page copy and the memory bus are shared. */
@@ -37,16 +36,9 @@ export class HashPool {
   constructor(threads = HashPool.defaultThreads()) {
     const sab = new SharedArrayBuffer(8);
     this.ctl = new Int32Array(sab);
-    const file = path.join(__dirname, 'digest-worker.js');
-    // A missing file would only show as a worker error event, which a blocked thread never sees.
-    if (!fs.existsSync(file)) throw new Error(`${file} is missing`);
     for (let i = 0; i < threads; i++) {
-      const { MessageChannel, Worker } = workerThreads();
-      const { port1, port2 } = new MessageChannel();
-      const worker = new Worker(file, { workerData: { ctl: sab, port: port2 }, transferList: [port2] });
-      worker.unref();
-      worker.on('error', (e) => log.info(`digest thread: ${(e as Error).message}`));
-      this.threads.push({ worker, port: port1, outstanding: 0 });
+      const { worker, port } = startThread(path.join(__dirname, 'digest-worker.js'), 'digest thread', sab);
+      this.threads.push({ worker, port: port!, outstanding: 0 });
     }
   }
 

@@ -9,12 +9,11 @@
 // once its writes are done. A write error is the copy's at its next wait.
 // Below that (every small dump) no thread is started: its start (~10 ms)
 // would cost more than it saves.
-import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Worker, MessagePort } from 'node:worker_threads';
 import { workerThreads } from '../node-lazy';
 import { StasisError, ErrorCodes } from '../errors';
-import { log } from '../log';
+import { startThread } from '../threads';
 
 /** Bytes a file gets written in place before its writes go to the thread. */
 export const WRITE_BEHIND_MIN = 32 << 20;
@@ -31,15 +30,10 @@ export class WriteBehind {
   private nextId = 1;
 
   private constructor() {
-    const file = path.join(__dirname, 'write-behind-worker.js');
-    if (!fs.existsSync(file)) throw new Error(`${file} is missing`);
-    const { MessageChannel, Worker } = workerThreads();
-    const { port1, port2 } = new MessageChannel();
-    this.worker = new Worker(file, { workerData: { ctl: this.ctl.buffer, port: port2 }, transferList: [port2] });
-    this.worker.unref();
-    // A thread that fails is seen as a stall by wait() (its caller blocks); the event must not crash us later.
-    this.worker.on('error', (e) => log.info(`write-behind thread: ${(e as Error).message}`));
-    this.port = port1;
+    // A thread that fails is seen as a stall by wait().
+    const { worker, port } = startThread(path.join(__dirname, 'write-behind-worker.js'), 'write-behind thread', this.ctl.buffer as SharedArrayBuffer);
+    this.worker = worker;
+    this.port = port!;
   }
 
   /** The process's write-behind thread, started on first use; null if none can be started (writes stay in place). */

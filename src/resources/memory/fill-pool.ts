@@ -11,9 +11,9 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Worker } from 'node:worker_threads';
-import { workerThreads } from '../../node-lazy';
 import { uffdCopy, addressOf } from '../../sys';
 import { StasisError, ErrorCodes } from '../../errors';
+import { startThread } from '../../threads';
 import { log } from '../../log';
 import { newBatch, runJobs } from './fill-jobs';
 
@@ -26,12 +26,8 @@ let helper: Worker | null | undefined;
 
 function fillHelper(): Worker | null {
   if (helper !== undefined) return helper;
-  const file = path.join(__dirname, 'fill-worker.js');
   try {
-    if (!fs.existsSync(file)) throw new Error(`${file} is missing`);
-    helper = new (workerThreads().Worker)(file);
-    helper.unref();
-    helper.on('error', (e) => log.info(`page filling thread: ${(e as Error).message}`));
+    helper = startThread(path.join(__dirname, 'fill-worker.js'), 'page filling thread').worker;
   } catch (e) {
     log.info(`no page filling thread (${(e as Error).message}): one thread fills`);
     helper = null;
