@@ -46,6 +46,8 @@ export function linked(len: number, deps: RemoteBuf[], fill: (addrOf: (b: Remote
 }
 
 export type Arg = number | bigint | RemoteBuf;
+/** A call to run in a task: the syscall's name and its arguments (numbers, or buffers in the task's scratch). */
+export type RemoteCall = [keyof typeof SYS, ...Arg[]];
 
 const align8 = (n: number) => (n + 7) & ~7;
 
@@ -141,7 +143,7 @@ export class RemoteTask {
    * trampoline they run as one piece of code with one stop (as many as fit
    * in its code page and scratch at a time); elsewhere one by one.
    */
-  callMany(calls: [keyof typeof SYS, ...Arg[]][]): bigint[] {
+  callMany(calls: RemoteCall[]): bigint[] {
     const out: bigint[] = [];
     for (let i = 0; i < calls.length;) {
       const way = calls.length - i > 1 ? this.batchWay() : undefined;
@@ -153,7 +155,7 @@ export class RemoteTask {
   }
 
   /** callMany, then a SyscallError for the first call that failed (all of them ran). */
-  callAll(calls: [keyof typeof SYS, ...Arg[]][]): bigint[] {
+  callAll(calls: RemoteCall[]): bigint[] {
     const rs = this.callMany(calls);
     rs.forEach((r, i) => remoteResult(r, calls[i][0], `in task ${this.pid}`));
     return rs;
@@ -178,7 +180,7 @@ export class RemoteTask {
   }
 
   /** How many of `calls`, from the first, fit in one batch of `room` bytes of code (buffers and results in scratch). */
-  private fitting(calls: [keyof typeof SYS, ...Arg[]][], room: number): number {
+  private fitting(calls: RemoteCall[], room: number): number {
     // Buffer addresses are not known yet: the highest in scratch gives the longest code.
     const high = this.scratch + BigInt(this.scratchLen);
     let code = 0;
@@ -194,7 +196,7 @@ export class RemoteTask {
     return n;
   }
 
-  private runBatch(calls: [keyof typeof SYS, ...Arg[]][], way: { tail: Buffer; run(code: Buffer, calls: number): void }): bigint[] {
+  private runBatch(calls: RemoteCall[], way: { tail: Buffer; run(code: Buffer, calls: number): void }): bigint[] {
     const { bufs, used } = this.layout(calls.map((c) => c.slice(1) as Arg[]));
     const resultsAt = align8(used);
     const results = this.scratch + BigInt(resultsAt);

@@ -12,7 +12,7 @@
 import type * as fs from 'node:fs';
 import type { FdInfo } from '../proc/proc';
 import type { Msg } from '../images/schema';
-import type { RemoteTask } from '../compel/remote';
+import type { RemoteTask, RemoteCall } from '../compel/remote';
 import type { Ordered } from './order';
 import type { DumpCtx, ProcessDump } from './dump-ctx';
 import type { RestoreCtx, TaskRestore } from './restore-ctx';
@@ -87,8 +87,7 @@ export interface FileKind<F extends FileField, D, L, R> {
   describe?(e: FileMsg<F>, files: ReadonlyMap<number, Msg<'file_entry'>>): string;
 }
 
-/** A remote call: the syscall's name and its arguments (numbers, or buffers in the task's scratch). */
-export type RemoteCall = Parameters<RemoteTask['callMany']>[0][number];
+export type { RemoteCall };
 
 /**
  * A unit's declared remote calls (parasiteCalls): `done` gets their raw
